@@ -1,0 +1,1619 @@
+//! The configuration: TOML text turned into a checked [`Config`], with every
+//! key defaulted and every mistake reported as `file:line:column: key: message`.
+//! Reading and checking only; nothing here touches the system.
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::addr::{Cidr, CidrError};
+
+/// Where the configuration is read from when no path is given.
+pub const DEFAULT_PATH: &str = "/etc/ftagent/ftagent.toml";
+
+/// The whole, checked configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub agent: Agent,
+    pub services: Vec<Service>,
+    pub safelist: Vec<Cidr>,
+    pub detection: Detection,
+    pub mitigation: Mitigation,
+    pub nft: Nft,
+}
+
+/// `[agent]`: the daemon itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub tick: Duration,
+    pub warmup: Duration,
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+}
+
+/// One `[[service]]`: the ports and protocol to watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Service {
+    pub ports: PortRange,
+    pub proto: Proto,
+}
+
+/// An inclusive range of ports; a single port has `first == last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// `[detection]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    pub floor_pps: u64,
+}
+
+/// `[mitigation]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mitigation {
+    pub ban_duration: Duration,
+}
+
+/// `[nft]`: how we talk to the kernel and how big its sets are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nft {
+    pub compat: Compat,
+    pub ban4_size: u32,
+    pub ban6_size: u32,
+    pub bannet4_size: u32,
+    pub bannet6_size: u32,
+}
+
+/// `auto` probes the kernel; `legacy` forces the older-kernel mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compat {
+    Auto,
+    Legacy,
+}
+
+/// Where a loaded configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Defaults,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {}", .path.display(), io_message(.source))]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}:{line}:{column}: {key}: {message}", .path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+/// An io::Error's text without the " (os error N)" tail.
+fn io_message(error: &io::Error) -> String {
+    let text = error.to_string();
+    match text.find(" (os error ") {
+        Some(cut) if text.ends_with(')') => text[..cut].to_string(),
+        _ => text,
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+impl fmt::Display for Compat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compat::Auto => "auto",
+            Compat::Legacy => "legacy",
+        })
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let tcp = |port| Service {
+            ports: PortRange {
+                first: port,
+                last: port,
+            },
+            proto: Proto::Tcp,
+        };
+        Config {
+            agent: Agent {
+                tick: Duration::from_millis(100),
+                warmup: Duration::from_secs(60),
+                state_dir: PathBuf::from("/var/lib/ftagent"),
+                control_socket: PathBuf::from("/run/ftagent/ftagent.sock"),
+            },
+            services: vec![tcp(22), tcp(80), tcp(443)],
+            safelist: Vec::new(),
+            detection: Detection { floor_pps: 5000 },
+            mitigation: Mitigation {
+                ban_duration: Duration::from_secs(600),
+            },
+            nft: Nft {
+                compat: Compat::Auto,
+                ban4_size: 65536,
+                ban6_size: 65536,
+                bannet4_size: 16384,
+                bannet6_size: 16384,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` is only used to name the file in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let document = DeTable::parse(text).map_err(|error| {
+            let offset = error.span().map_or(0, |span| span.start);
+            invalid(
+                text,
+                origin,
+                offset,
+                nearest_key(text, offset),
+                error.message(),
+            )
+        })?;
+        let mut checker = Checker::default();
+        let config = checker.document(document.get_ref());
+        match checker.first_issue() {
+            Some(issue) => Err(invalid(
+                text,
+                origin,
+                issue.span.start,
+                issue.key,
+                &issue.message,
+            )),
+            None => Ok(config),
+        }
+    }
+
+    /// Loads `path` if given (it must exist); otherwise DEFAULT_PATH if it
+    /// exists, else the embedded defaults. Returns where the config came from.
+    pub fn load(path: Option<&Path>) -> Result<(Config, ConfigSource), ConfigError> {
+        load_from(path, Path::new(DEFAULT_PATH))
+    }
+}
+
+/// [`Config::load`] with the default path as a parameter, for tests.
+fn load_from(
+    path: Option<&Path>,
+    default_path: &Path,
+) -> Result<(Config, ConfigSource), ConfigError> {
+    let (path, text) = match path {
+        Some(path) => (path, read(path)?),
+        None => match std::fs::read_to_string(default_path) {
+            Ok(text) => (default_path, text),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Ok((Config::default(), ConfigSource::Defaults));
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: default_path.to_path_buf(),
+                    source,
+                })
+            }
+        },
+    };
+    let config = Config::from_toml(&text, path)?;
+    Ok((config, ConfigSource::File(path.to_path_buf())))
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// An `Invalid` error at byte `offset` of `text`.
+fn invalid(text: &str, origin: &Path, offset: usize, key: String, message: &str) -> ConfigError {
+    let (line, column) = line_column(text, offset);
+    ConfigError::Invalid {
+        path: origin.to_path_buf(),
+        line,
+        column,
+        key,
+        message: message.to_string(),
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// Best guess at the key a syntax error is about: the `key =` on the error's
+/// line under its table header, else the table, else "-".
+fn nearest_key(text: &str, offset: usize) -> String {
+    let (error_line, _) = line_column(text, offset);
+    let mut table: Option<String> = None;
+    let mut array_counts: Vec<(String, usize)> = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        let is_error_line = number + 1 == error_line;
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            if is_error_line {
+                return "-".to_string();
+            }
+            let name = name.trim().to_string();
+            let count = match array_counts.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, count)) => {
+                    *count += 1;
+                    *count
+                }
+                None => {
+                    array_counts.push((name.clone(), 1));
+                    1
+                }
+            };
+            table = Some(format!("{name}[{count}]"));
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            if is_error_line {
+                return "-".to_string();
+            }
+            table = Some(name.trim().to_string());
+        } else if is_error_line {
+            let key = line.split('=').next().unwrap_or("").trim();
+            let plausible = !key.is_empty()
+                && line.contains('=')
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c));
+            return match (plausible, table) {
+                (true, Some(table)) => format!("{table}.{key}"),
+                (true, None) => key.to_string(),
+                (false, Some(table)) => table,
+                (false, None) => "-".to_string(),
+            };
+        }
+    }
+    table.unwrap_or_else(|| "-".to_string())
+}
+
+/// One problem found while checking: where, which key, what.
+struct Issue {
+    span: Range<usize>,
+    key: String,
+    message: String,
+}
+
+/// The allowed range of a duration key, for checking and for messages.
+struct DurationRule {
+    name: &'static str,
+    min: Duration,
+    max: Duration,
+    range: &'static str,
+}
+
+const TICK: DurationRule = DurationRule {
+    name: "the tick",
+    min: Duration::from_millis(10),
+    max: Duration::from_secs(10),
+    range: "between 10ms and 10s",
+};
+const WARMUP: DurationRule = DurationRule {
+    name: "the warmup",
+    min: Duration::ZERO,
+    max: Duration::from_secs(24 * 3600),
+    range: "between 0s and 24h",
+};
+const BAN_DURATION: DurationRule = DurationRule {
+    name: "the ban duration",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(30 * 24 * 3600),
+    range: "between 1s and 30 days",
+};
+
+/// The allowed range of an integer key.
+struct IntRule {
+    name: &'static str,
+    min: i128,
+    max: i128,
+    range: &'static str,
+}
+
+const PORT: IntRule = IntRule {
+    name: "a port",
+    min: 1,
+    max: 65535,
+    range: "between 1 and 65535",
+};
+const FLOOR_PPS: IntRule = IntRule {
+    name: "floor_pps",
+    min: 1,
+    max: u64::MAX as i128,
+    range: "at least 1",
+};
+const SET_SIZE: IntRule = IntRule {
+    name: "a set size",
+    min: 1,
+    max: 16_777_216,
+    range: "between 1 and 16777216",
+};
+
+const TOP_KEYS: &[&str] = &[
+    "agent",
+    "service",
+    "safelist",
+    "detection",
+    "mitigation",
+    "nft",
+];
+const AGENT_KEYS: &[&str] = &["tick", "warmup", "state_dir", "control_socket"];
+const SERVICE_KEYS: &[&str] = &["port", "proto"];
+const SAFELIST_KEYS: &[&str] = &["cidrs"];
+const DETECTION_KEYS: &[&str] = &["floor_pps"];
+const MITIGATION_KEYS: &[&str] = &["ban_duration"];
+const NFT_KEYS: &[&str] = &[
+    "compat",
+    "ban4_size",
+    "ban6_size",
+    "bannet4_size",
+    "bannet6_size",
+];
+
+/// Stores `value` in `slot` when there is one.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+/// A key as written in a dotted path: bare if it can be, quoted otherwise.
+fn key_text(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// "a string", "an integer", ... for "found ..." messages.
+fn kind(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// Edit distance, for "did you mean" hints on short keys.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            let substitute = previous + usize::from(ca != *cb);
+            row[j + 1] = substitute.min(row[j] + 1).min(current + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+/// Parses "443" or "8000-8100" (spaces around the numbers allowed).
+fn parse_port_range(text: &str) -> Result<PortRange, String> {
+    let port = |part: &str| -> Result<u16, String> {
+        let part = part.trim();
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "{text:?} is not a port or port range (expected e.g. 443 or \"8000-8100\")"
+            ));
+        }
+        match part.parse::<u16>() {
+            Ok(port) if port >= 1 => Ok(port),
+            _ => Err(format!(
+                "{text:?} is out of range: {} must be {}",
+                PORT.name, PORT.range
+            )),
+        }
+    };
+    let (first, last) = match text.split_once('-') {
+        Some((first, last)) => (port(first)?, port(last)?),
+        None => {
+            let single = port(text)?;
+            (single, single)
+        }
+    };
+    if first > last {
+        return Err(format!(
+            "{text:?} is not a valid port range: the first port ({first}) is greater than the last ({last})"
+        ));
+    }
+    Ok(PortRange { first, last })
+}
+
+/// Walks the parsed document, collecting issues and filling in a Config.
+#[derive(Default)]
+struct Checker {
+    issues: Vec<Issue>,
+}
+
+impl Checker {
+    fn report(&mut self, span: Range<usize>, key: &str, message: String) {
+        self.issues.push(Issue {
+            span,
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    /// The issue earliest in the file, so fixing errors goes top to bottom.
+    fn first_issue(self) -> Option<Issue> {
+        self.issues.into_iter().min_by_key(|issue| issue.span.start)
+    }
+
+    fn unknown_key(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        path: &str,
+        known: &[&str],
+        place: &str,
+    ) {
+        let name = key.get_ref().as_ref();
+        let hint = known
+            .iter()
+            .map(|k| (distance(name, k), *k))
+            .filter(|(d, k)| *d <= 2 && *d < k.len())
+            .min()
+            .map(|(_, k)| format!(" (did you mean {k:?}?)"))
+            .unwrap_or_default();
+        self.report(
+            key.span(),
+            path,
+            format!("unknown key{hint}; {place}: {}", known.join(", ")),
+        );
+    }
+
+    fn table<'a, 'i>(
+        &mut self,
+        value: &'a Spanned<DeValue<'i>>,
+        path: &str,
+        expected: &str,
+    ) -> Option<&'a DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(table) => Some(table),
+            other => {
+                self.report(
+                    value.span(),
+                    path,
+                    format!("expected {expected}, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn string<'a>(
+        &mut self,
+        value: &'a Spanned<DeValue<'_>>,
+        path: &str,
+        expected: &str,
+    ) -> Option<&'a str> {
+        match value.get_ref() {
+            DeValue::String(text) => Some(text.as_ref()),
+            other => {
+                self.report(
+                    value.span(),
+                    path,
+                    format!("expected {expected}, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+        rule: &IntRule,
+    ) -> Option<i128> {
+        let DeValue::Integer(integer) = value.get_ref() else {
+            let found = kind(value.get_ref());
+            self.report(
+                value.span(),
+                path,
+                format!("expected an integer, found {found}"),
+            );
+            return None;
+        };
+        let number = i128::from_str_radix(integer.as_str(), integer.radix())
+            .ok()
+            .filter(|n| (rule.min..=rule.max).contains(n));
+        if number.is_none() {
+            self.report(
+                value.span(),
+                path,
+                format!(
+                    "{integer} is out of range: {} must be {}",
+                    rule.name, rule.range
+                ),
+            );
+        }
+        number
+    }
+
+    fn duration(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+        rule: &DurationRule,
+    ) -> Option<Duration> {
+        let text = self.string(
+            value,
+            path,
+            "a duration string such as \"100ms\" or \"10m\"",
+        )?;
+        let problem = match humantime::parse_duration(text) {
+            Err(error) => format!("{text:?} is not a duration: {error}"),
+            Ok(d) if d < rule.min => format!(
+                "{text:?} is too short: {} must be {}",
+                rule.name, rule.range
+            ),
+            Ok(d) if d > rule.max => {
+                format!("{text:?} is too long: {} must be {}", rule.name, rule.range)
+            }
+            Ok(d) => return Some(d),
+        };
+        self.report(value.span(), path, problem);
+        None
+    }
+
+    fn absolute_path(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<PathBuf> {
+        let text = self.string(value, path, "an absolute path string")?;
+        let problem = if text.contains('\0') {
+            format!("{text:?} contains a NUL byte")
+        } else if !Path::new(text).is_absolute() {
+            format!("{text:?} is not an absolute path: it must start with /")
+        } else {
+            return Some(PathBuf::from(text));
+        };
+        self.report(value.span(), path, problem);
+        None
+    }
+
+    fn document(&mut self, root: &DeTable<'_>) -> Config {
+        let mut config = Config::default();
+        for (key, value) in root {
+            let path = key_text(key.get_ref());
+            match key.get_ref().as_ref() {
+                "agent" => {
+                    if let Some(table) = self.table(value, &path, "a table [agent]") {
+                        self.agent(table, &mut config.agent);
+                    }
+                }
+                "service" => set(&mut config.services, self.services(value)),
+                "safelist" => {
+                    if let Some(table) = self.table(value, &path, "a table [safelist]") {
+                        self.safelist(table, &mut config.safelist);
+                    }
+                }
+                "detection" => {
+                    if let Some(table) = self.table(value, &path, "a table [detection]") {
+                        self.detection(table, &mut config.detection);
+                    }
+                }
+                "mitigation" => {
+                    if let Some(table) = self.table(value, &path, "a table [mitigation]") {
+                        self.mitigation(table, &mut config.mitigation);
+                    }
+                }
+                "nft" => {
+                    if let Some(table) = self.table(value, &path, "a table [nft]") {
+                        self.nft(table, &mut config.nft);
+                    }
+                }
+                _ => self.unknown_key(key, &path, TOP_KEYS, "the top-level tables are"),
+            }
+        }
+        config
+    }
+
+    fn agent(&mut self, table: &DeTable<'_>, agent: &mut Agent) {
+        for (key, value) in table {
+            let path = format!("agent.{}", key_text(key.get_ref()));
+            match key.get_ref().as_ref() {
+                "tick" => set(&mut agent.tick, self.duration(value, &path, &TICK)),
+                "warmup" => set(&mut agent.warmup, self.duration(value, &path, &WARMUP)),
+                "state_dir" => set(&mut agent.state_dir, self.absolute_path(value, &path)),
+                "control_socket" => {
+                    set(&mut agent.control_socket, self.absolute_path(value, &path))
+                }
+                _ => self.unknown_key(key, &path, AGENT_KEYS, "the keys of [agent] are"),
+            }
+        }
+    }
+
+    /// The `[[service]]` list; None if anything in it is wrong.
+    fn services(&mut self, value: &Spanned<DeValue<'_>>) -> Option<Vec<Service>> {
+        let DeValue::Array(array) = value.get_ref() else {
+            let found = kind(value.get_ref());
+            self.report(
+                value.span(),
+                "service",
+                format!("expected one or more [[service]] tables, found {found} (write [[service]], with double brackets, once per service)"),
+            );
+            return None;
+        };
+        if array.is_empty() {
+            self.report(
+                value.span(),
+                "service",
+                "lists no services; remove it to use the defaults (22/tcp, 80/tcp, 443/tcp)"
+                    .to_string(),
+            );
+            return None;
+        }
+        let mut services: Vec<(Service, Range<usize>)> = Vec::new();
+        let mut all_good = true;
+        for (index, item) in array.iter().enumerate() {
+            let path = format!("service[{}]", index + 1);
+            match self.service(item, &path) {
+                Some((service, port_span)) => {
+                    if let Some(earlier) = services.iter().position(|(s, _)| overlap(s, &service)) {
+                        self.report(
+                            port_span.clone(),
+                            &format!("{path}.port"),
+                            format!(
+                                "{}/{} overlaps service[{}] ({}/{}); each port may be in only one [[service]] per protocol",
+                                service.ports,
+                                service.proto,
+                                earlier + 1,
+                                services[earlier].0.ports,
+                                services[earlier].0.proto,
+                            ),
+                        );
+                        all_good = false;
+                    }
+                    services.push((service, port_span));
+                }
+                None => all_good = false,
+            }
+        }
+        all_good.then(|| services.into_iter().map(|(s, _)| s).collect())
+    }
+
+    /// One service and the span of its port value, for overlap messages.
+    fn service(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+    ) -> Option<(Service, Range<usize>)> {
+        let table = self.table(
+            value,
+            path,
+            "a [[service]] table such as { port = 443, proto = \"tcp\" }",
+        )?;
+        let mut ports: Option<Option<(PortRange, Range<usize>)>> = None;
+        let mut proto = Some(Proto::Tcp);
+        for (key, item) in table {
+            let key_path = format!("{path}.{}", key_text(key.get_ref()));
+            match key.get_ref().as_ref() {
+                "port" => ports = Some(self.port(item, &key_path).map(|p| (p, item.span()))),
+                "proto" => proto = self.proto(item, &key_path),
+                _ => self.unknown_key(key, &key_path, SERVICE_KEYS, "the keys of [[service]] are"),
+            }
+        }
+        let Some(ports) = ports else {
+            self.report(
+                value.span(),
+                &format!("{path}.port"),
+                "missing: every [[service]] needs a port, e.g. port = 443".to_string(),
+            );
+            return None;
+        };
+        let (ports, port_span) = ports?;
+        Some((
+            Service {
+                ports,
+                proto: proto?,
+            },
+            port_span,
+        ))
+    }
+
+    fn port(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<PortRange> {
+        match value.get_ref() {
+            DeValue::Integer(_) => {
+                let port = u16::try_from(self.integer(value, path, &PORT)?).ok()?;
+                Some(PortRange {
+                    first: port,
+                    last: port,
+                })
+            }
+            DeValue::String(text) => match parse_port_range(text) {
+                Ok(range) => Some(range),
+                Err(message) => {
+                    self.report(value.span(), path, message);
+                    None
+                }
+            },
+            other => {
+                self.report(
+                    value.span(),
+                    path,
+                    format!(
+                        "expected a port (443) or a port range (\"8000-8100\"), found {}",
+                        kind(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn proto(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<Proto> {
+        match self.string(value, path, "\"tcp\" or \"udp\"")? {
+            "tcp" => Some(Proto::Tcp),
+            "udp" => Some(Proto::Udp),
+            other => {
+                self.report(
+                    value.span(),
+                    path,
+                    format!("{other:?} is not a protocol: expected \"tcp\" or \"udp\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn safelist(&mut self, table: &DeTable<'_>, safelist: &mut Vec<Cidr>) {
+        for (key, value) in table {
+            let path = format!("safelist.{}", key_text(key.get_ref()));
+            match key.get_ref().as_ref() {
+                "cidrs" => set(safelist, self.cidrs(value, &path)),
+                _ => self.unknown_key(key, &path, SAFELIST_KEYS, "the keys of [safelist] are"),
+            }
+        }
+    }
+
+    fn cidrs(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<Vec<Cidr>> {
+        let DeValue::Array(array) = value.get_ref() else {
+            let found = kind(value.get_ref());
+            self.report(
+                value.span(),
+                path,
+                format!("expected a list of CIDRs such as [\"10.0.0.0/8\", \"2001:db8::1\"], found {found}"),
+            );
+            return None;
+        };
+        let mut cidrs = Vec::with_capacity(array.len());
+        let mut all_good = true;
+        for (index, item) in array.iter().enumerate() {
+            let item_path = format!("{path}[{}]", index + 1);
+            let parsed = self
+                .string(item, &item_path, "a CIDR string such as \"10.0.0.0/8\"")
+                .map(str::parse::<Cidr>);
+            match parsed {
+                Some(Ok(cidr)) => cidrs.push(cidr),
+                Some(Err(error)) => {
+                    let message = match &error {
+                        CidrError::BadPrefix { .. } | CidrError::PrefixOutOfRange { .. } => {
+                            format!("{:?}: {error}", item.get_ref().as_str().unwrap_or(""))
+                        }
+                        _ => error.to_string(),
+                    };
+                    self.report(item.span(), &item_path, message);
+                    all_good = false;
+                }
+                None => all_good = false,
+            }
+        }
+        all_good.then_some(cidrs)
+    }
+
+    fn detection(&mut self, table: &DeTable<'_>, detection: &mut Detection) {
+        for (key, value) in table {
+            let path = format!("detection.{}", key_text(key.get_ref()));
+            match key.get_ref().as_ref() {
+                "floor_pps" => set(
+                    &mut detection.floor_pps,
+                    self.integer(value, &path, &FLOOR_PPS)
+                        .and_then(|n| u64::try_from(n).ok()),
+                ),
+                _ => self.unknown_key(key, &path, DETECTION_KEYS, "the keys of [detection] are"),
+            }
+        }
+    }
+
+    fn mitigation(&mut self, table: &DeTable<'_>, mitigation: &mut Mitigation) {
+        for (key, value) in table {
+            let path = format!("mitigation.{}", key_text(key.get_ref()));
+            match key.get_ref().as_ref() {
+                "ban_duration" => set(
+                    &mut mitigation.ban_duration,
+                    self.duration(value, &path, &BAN_DURATION),
+                ),
+                _ => self.unknown_key(key, &path, MITIGATION_KEYS, "the keys of [mitigation] are"),
+            }
+        }
+    }
+
+    fn nft(&mut self, table: &DeTable<'_>, nft: &mut Nft) {
+        for (key, value) in table {
+            let path = format!("nft.{}", key_text(key.get_ref()));
+            let name = key.get_ref().as_ref();
+            let size_slot = match name {
+                "ban4_size" => Some(&mut nft.ban4_size),
+                "ban6_size" => Some(&mut nft.ban6_size),
+                "bannet4_size" => Some(&mut nft.bannet4_size),
+                "bannet6_size" => Some(&mut nft.bannet6_size),
+                _ => None,
+            };
+            if let Some(slot) = size_slot {
+                let size = self
+                    .integer(value, &path, &SET_SIZE)
+                    .and_then(|n| u32::try_from(n).ok());
+                set(slot, size);
+            } else if name == "compat" {
+                set(&mut nft.compat, self.compat(value, &path));
+            } else {
+                self.unknown_key(key, &path, NFT_KEYS, "the keys of [nft] are");
+            }
+        }
+    }
+
+    fn compat(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<Compat> {
+        match self.string(value, path, "\"auto\" or \"legacy\"")? {
+            "auto" => Some(Compat::Auto),
+            "legacy" => Some(Compat::Legacy),
+            other => {
+                self.report(
+                    value.span(),
+                    path,
+                    format!("{other:?} is not a compat mode: expected \"auto\" or \"legacy\""),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// True when two services share a protocol and at least one port.
+fn overlap(a: &Service, b: &Service) -> bool {
+    a.proto == b.proto && a.ports.first <= b.ports.last && b.ports.first <= a.ports.last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGIN: &str = "/etc/ftagent/ftagent.toml";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new(ORIGIN))
+    }
+
+    /// The error's Display, asserting it is an Invalid error.
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Err(error @ ConfigError::Invalid { .. }) => error.to_string(),
+            Err(other) => panic!("expected Invalid, got {other}"),
+            Ok(config) => panic!("expected an error, got {config:?}"),
+        }
+    }
+
+    /// Asserts the error names `key` at `line:column` and mentions `words`.
+    fn assert_error(text: &str, line: usize, column: usize, key: &str, words: &str) {
+        let message = error(text);
+        let prefix = format!("{ORIGIN}:{line}:{column}: {key}: ");
+        assert!(
+            message.starts_with(&prefix),
+            "{message:?} should start with {prefix:?}"
+        );
+        assert!(
+            message.contains(words),
+            "{message:?} should contain {words:?}"
+        );
+    }
+
+    fn range(first: u16, last: u16) -> PortRange {
+        PortRange { first, last }
+    }
+
+    const FULL_DEFAULT_FILE: &str = r#"
+[agent]
+tick = "100ms"
+warmup = "60s"
+state_dir = "/var/lib/ftagent"
+control_socket = "/run/ftagent/ftagent.sock"
+
+[[service]]
+port = 22
+proto = "tcp"
+
+[[service]]
+port = 80
+proto = "tcp"
+
+[[service]]
+port = 443
+proto = "tcp"
+
+[safelist]
+cidrs = []
+
+[detection]
+floor_pps = 5000
+
+[mitigation]
+ban_duration = "10m"
+
+[nft]
+compat = "auto"
+ban4_size = 65536
+ban6_size = 65536
+bannet4_size = 16384
+bannet6_size = 16384
+"#;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(parse("# nothing\n\n").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn explicit_defaults_equal_embedded_defaults() {
+        assert_eq!(parse(FULL_DEFAULT_FILE).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn documented_default_file_equals_embedded_defaults() {
+        let doc = include_str!("../docs/configuration.md");
+        let example = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/configuration.md opens with a ```toml example");
+        assert_eq!(parse(example).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn defaults_are_as_documented() {
+        let config = Config::default();
+        assert_eq!(config.agent.tick, Duration::from_millis(100));
+        assert_eq!(config.agent.warmup, Duration::from_secs(60));
+        assert_eq!(config.agent.state_dir, PathBuf::from("/var/lib/ftagent"));
+        let ports: Vec<String> = config
+            .services
+            .iter()
+            .map(|s| format!("{}/{}", s.ports, s.proto))
+            .collect();
+        assert_eq!(ports, ["22/tcp", "80/tcp", "443/tcp"]);
+        assert!(config.safelist.is_empty());
+        assert_eq!(config.detection.floor_pps, 5000);
+        assert_eq!(config.mitigation.ban_duration, Duration::from_secs(600));
+        assert_eq!(config.nft.compat, Compat::Auto);
+        assert_eq!(config.nft.bannet6_size, 16384);
+    }
+
+    #[test]
+    fn parses_every_key() {
+        let config = parse(
+            r#"
+[agent]
+tick = "250ms"
+warmup = "1h 30m"
+state_dir = "/srv/ftagent"
+control_socket = "/run/ft.sock"
+
+[[service]]
+port = "8000-8100"
+proto = "udp"
+
+[[service]]
+port = "443"
+
+[safelist]
+cidrs = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
+
+[detection]
+floor_pps = 1
+
+[mitigation]
+ban_duration = "30days"
+
+[nft]
+compat = "legacy"
+ban4_size = 1
+ban6_size = 16777216
+bannet4_size = 0x10
+bannet6_size = 1_000
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.agent.tick, Duration::from_millis(250));
+        assert_eq!(config.agent.warmup, Duration::from_secs(5400));
+        assert_eq!(config.agent.state_dir, PathBuf::from("/srv/ftagent"));
+        assert_eq!(config.agent.control_socket, PathBuf::from("/run/ft.sock"));
+        assert_eq!(
+            config.services,
+            vec![
+                Service {
+                    ports: range(8000, 8100),
+                    proto: Proto::Udp
+                },
+                Service {
+                    ports: range(443, 443),
+                    proto: Proto::Tcp
+                },
+            ]
+        );
+        let safelist: Vec<String> = config.safelist.iter().map(|c| c.to_string()).collect();
+        assert_eq!(safelist, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]);
+        assert_eq!(config.detection.floor_pps, 1);
+        assert_eq!(
+            config.mitigation.ban_duration,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        assert_eq!(
+            config.nft,
+            Nft {
+                compat: Compat::Legacy,
+                ban4_size: 1,
+                ban6_size: 16777216,
+                bannet4_size: 16,
+                bannet6_size: 1000
+            }
+        );
+    }
+
+    #[test]
+    fn partial_tables_keep_other_defaults() {
+        let config = parse("[agent]\ntick = \"1s\"\n").unwrap();
+        assert_eq!(config.agent.tick, Duration::from_secs(1));
+        assert_eq!(config.agent.warmup, Config::default().agent.warmup);
+        assert_eq!(config.services, Config::default().services);
+    }
+
+    #[test]
+    fn inline_services_and_dotted_keys_work() {
+        let config = parse(
+            "agent.tick = \"10ms\"\nservice = [{ port = 53, proto = \"udp\" }, { port = 53 }]\n",
+        )
+        .unwrap();
+        assert_eq!(config.agent.tick, Duration::from_millis(10));
+        assert_eq!(config.services.len(), 2);
+        assert_eq!(config.services[0].proto, Proto::Udp);
+    }
+
+    #[test]
+    fn unknown_key_at_top_level() {
+        assert_error(
+            "[agnet]\ntick = \"1s\"\n",
+            1,
+            2,
+            "agnet",
+            "unknown key (did you mean \"agent\"?)",
+        );
+        assert_error(
+            "tick = \"1s\"\n",
+            1,
+            1,
+            "tick",
+            "the top-level tables are: agent, service",
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_agent() {
+        assert_error(
+            "[agent]\ntick = \"1s\"\ntik = \"1s\"\n",
+            3,
+            1,
+            "agent.tik",
+            "unknown key (did you mean \"tick\"?); the keys of [agent] are: tick, warmup",
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_second_service() {
+        assert_error(
+            "[[service]]\nport = 22\n\n[[service]]\nport = 80\n  protocol = \"tcp\"\n",
+            6,
+            3,
+            "service[2].protocol",
+            "unknown key; the keys of [[service]] are: port, proto",
+        );
+    }
+
+    #[test]
+    fn unknown_key_with_odd_name_is_quoted() {
+        assert_error(
+            "[nft]\n\"ban 4\" = 1\n",
+            2,
+            1,
+            "nft.\"ban 4\"",
+            "unknown key",
+        );
+    }
+
+    #[test]
+    fn bad_duration() {
+        assert_error(
+            "[agent]\ntick = \"10 parsecs\"\n",
+            2,
+            8,
+            "agent.tick",
+            "\"10 parsecs\" is not a duration: unknown time unit \"parsecs\"",
+        );
+        assert_error(
+            "[agent]\nwarmup = \"10\"\n",
+            2,
+            10,
+            "agent.warmup",
+            "\"10\" is not a duration",
+        );
+    }
+
+    #[test]
+    fn tick_out_of_range_says_the_range() {
+        assert_eq!(
+            error("[agent]\n\ntick = \"1ms\"\n"),
+            "/etc/ftagent/ftagent.toml:3:8: agent.tick: \"1ms\" is too short: the tick must be between 10ms and 10s"
+        );
+        assert_error(
+            "[agent]\ntick = \"11s\"\n",
+            2,
+            8,
+            "agent.tick",
+            "\"11s\" is too long: the tick must be between 10ms and 10s",
+        );
+    }
+
+    #[test]
+    fn other_duration_ranges() {
+        assert!(parse("[agent]\nwarmup = \"0s\"\n").is_ok());
+        assert!(parse("[agent]\nwarmup = \"24h\"\n").is_ok());
+        assert_error(
+            "[agent]\nwarmup = \"25h\"\n",
+            2,
+            10,
+            "agent.warmup",
+            "between 0s and 24h",
+        );
+        assert_error(
+            "[mitigation]\nban_duration = \"500ms\"\n",
+            2,
+            16,
+            "mitigation.ban_duration",
+            "\"500ms\" is too short: the ban duration must be between 1s and 30 days",
+        );
+        assert_error(
+            "[mitigation]\nban_duration = \"31days\"\n",
+            2,
+            16,
+            "mitigation.ban_duration",
+            "is too long",
+        );
+    }
+
+    #[test]
+    fn duration_of_wrong_type() {
+        assert_error(
+            "[agent]\ntick = 100\n",
+            2,
+            8,
+            "agent.tick",
+            "expected a duration string such as \"100ms\" or \"10m\", found an integer",
+        );
+    }
+
+    #[test]
+    fn paths_must_be_absolute() {
+        assert_error(
+            "[agent]\nstate_dir = \"var/lib/ftagent\"\n",
+            2,
+            13,
+            "agent.state_dir",
+            "\"var/lib/ftagent\" is not an absolute path",
+        );
+        assert_error(
+            "[agent]\ncontrol_socket = \"\"\n",
+            2,
+            18,
+            "agent.control_socket",
+            "not an absolute path",
+        );
+    }
+
+    #[test]
+    fn port_zero() {
+        assert_error(
+            "[[service]]\nport = 0\n",
+            2,
+            8,
+            "service[1].port",
+            "0 is out of range: a port must be between 1 and 65535",
+        );
+        assert_error(
+            "[[service]]\nport = 65536\n",
+            2,
+            8,
+            "service[1].port",
+            "out of range",
+        );
+        assert_error(
+            "[[service]]\nport = -1\n",
+            2,
+            8,
+            "service[1].port",
+            "out of range",
+        );
+        assert_error(
+            "[[service]]\nport = \"0\"\n",
+            2,
+            8,
+            "service[1].port",
+            "out of range",
+        );
+        assert_error(
+            "[[service]]\nport = 99999999999999999999999999999999999999999\n",
+            2,
+            8,
+            "service[1].port",
+            "out of range",
+        );
+    }
+
+    #[test]
+    fn reversed_port_range() {
+        assert_error(
+            "[[service]]\nport = \"90-80\"\n",
+            2,
+            8,
+            "service[1].port",
+            "\"90-80\" is not a valid port range: the first port (90) is greater than the last (80)",
+        );
+    }
+
+    #[test]
+    fn port_strings() {
+        assert_eq!(parse_port_range("443"), Ok(range(443, 443)));
+        assert_eq!(parse_port_range("8000-8100"), Ok(range(8000, 8100)));
+        assert_eq!(parse_port_range("8000 - 8100"), Ok(range(8000, 8100)));
+        assert_eq!(parse_port_range("1-65535"), Ok(range(1, 65535)));
+        assert_eq!(parse_port_range("80-80"), Ok(range(80, 80)));
+        for bad in [
+            "",
+            "-",
+            "80-",
+            "-80",
+            "http",
+            "80-90-100",
+            "+80",
+            "1-70000",
+            "0-10",
+        ] {
+            assert!(parse_port_range(bad).is_err(), "{bad}");
+        }
+        assert_eq!(range(80, 80).to_string(), "80");
+        assert_eq!(range(8000, 8100).to_string(), "8000-8100");
+    }
+
+    #[test]
+    fn bad_proto() {
+        assert_error(
+            "[[service]]\nport = 22\nproto = \"icmp\"\n",
+            3,
+            9,
+            "service[1].proto",
+            "\"icmp\" is not a protocol: expected \"tcp\" or \"udp\"",
+        );
+        assert_eq!(Proto::Udp.to_string(), "udp");
+    }
+
+    #[test]
+    fn service_needs_a_port() {
+        assert_error(
+            "[[service]]\nport = 22\n[[service]]\nproto = \"udp\"\n",
+            3,
+            1,
+            "service[2].port",
+            "missing: every [[service]] needs a port",
+        );
+    }
+
+    #[test]
+    fn service_shape_errors() {
+        assert_error(
+            "[service]\nport = 22\n",
+            1,
+            1,
+            "service",
+            "expected one or more [[service]] tables, found a table",
+        );
+        assert_error("service = []\n", 1, 11, "service", "lists no services");
+        assert_error("service = [22]\n", 1, 12, "service[1]", "found an integer");
+        assert_error(
+            "[[service]]\nport = true\n",
+            2,
+            8,
+            "service[1].port",
+            "found a boolean",
+        );
+    }
+
+    #[test]
+    fn overlapping_services_are_rejected() {
+        assert_error(
+            "[[service]]\nport = 80\n[[service]]\nport = \"79-90\"\n",
+            4,
+            8,
+            "service[2].port",
+            "79-90/tcp overlaps service[1] (80/tcp)",
+        );
+        // Same ports on different protocols are fine.
+        assert!(parse("[[service]]\nport = 53\n[[service]]\nport = 53\nproto = \"udp\"\n").is_ok());
+    }
+
+    #[test]
+    fn cidr_with_host_bits() {
+        assert_error(
+            "[safelist]\ncidrs = [\"10.0.0.0/8\", \"10.0.0.1/24\"]\n",
+            2,
+            24,
+            "safelist.cidrs[2]",
+            "10.0.0.1/24 has host bits set (did you mean 10.0.0.0/24?)",
+        );
+        assert_error(
+            "[safelist]\ncidrs = [\n  \"fd00::1/8\",\n]\n",
+            3,
+            3,
+            "safelist.cidrs[1]",
+            "did you mean fd00::/8?",
+        );
+        assert_error(
+            "[safelist]\ncidrs = [\"nope\"]\n",
+            2,
+            10,
+            "safelist.cidrs[1]",
+            "not an IP address or CIDR",
+        );
+        assert_error(
+            "[safelist]\ncidrs = [\"10.0.0.0/33\"]\n",
+            2,
+            10,
+            "safelist.cidrs[1]",
+            "\"10.0.0.0/33\": prefix length 33 is out of range for IPv4 (0-32)",
+        );
+        assert_error(
+            "[safelist]\ncidrs = [1]\n",
+            2,
+            10,
+            "safelist.cidrs[1]",
+            "found an integer",
+        );
+        assert_error(
+            "[safelist]\ncidrs = \"10.0.0.0/8\"\n",
+            2,
+            9,
+            "safelist.cidrs",
+            "expected a list of CIDRs",
+        );
+    }
+
+    #[test]
+    fn string_where_integer_expected() {
+        assert_error(
+            "[detection]\nfloor_pps = \"5000\"\n",
+            2,
+            13,
+            "detection.floor_pps",
+            "expected an integer, found a string",
+        );
+        assert_error(
+            "[detection]\nfloor_pps = 0\n",
+            2,
+            13,
+            "detection.floor_pps",
+            "floor_pps must be at least 1",
+        );
+        assert_error(
+            "[nft]\nban4_size = 16777217\n",
+            2,
+            13,
+            "nft.ban4_size",
+            "a set size must be between 1 and 16777216",
+        );
+        assert_error(
+            "[nft]\nban6_size = 1.5\n",
+            2,
+            13,
+            "nft.ban6_size",
+            "found a float",
+        );
+        assert_error(
+            "[nft]\ncompat = \"new\"\n",
+            2,
+            10,
+            "nft.compat",
+            "\"new\" is not a compat mode",
+        );
+    }
+
+    #[test]
+    fn table_of_wrong_type() {
+        assert_error(
+            "agent = 5\n",
+            1,
+            9,
+            "agent",
+            "expected a table [agent], found an integer",
+        );
+        assert_error(
+            "[[nft]]\n",
+            1,
+            1,
+            "nft",
+            "expected a table [nft], found an array",
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_nearest_key() {
+        let message = error("[agent]\ntick = \"100ms\n");
+        assert!(message.starts_with(&format!("{ORIGIN}:2:")), "{message}");
+        assert!(message.contains(": agent.tick: "), "{message}");
+
+        let message = error("[[service]]\nport = 22\n[[service]]\nport = = 80\n");
+        assert!(message.starts_with(&format!("{ORIGIN}:4:")), "{message}");
+        assert!(message.contains(": service[2].port: "), "{message}");
+
+        let message = error("[agent\n");
+        assert!(message.starts_with(&format!("{ORIGIN}:1:")), "{message}");
+        assert!(message.contains(": -: "), "{message}");
+
+        let message = error("[agent]\ntick = \"1s\"\ntick = \"2s\"\n");
+        assert!(
+            message.starts_with(&format!("{ORIGIN}:3:1: agent.tick: ")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn reports_the_earliest_problem_in_the_file() {
+        assert_error(
+            "[nft]\ncompat = \"x\"\n[agent]\ntick = \"1ms\"\n",
+            2,
+            10,
+            "nft.compat",
+            "compat mode",
+        );
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        assert_eq!(line_column("é = 1", 2), (1, 2));
+        assert_eq!(line_column("é = 1", 3), (1, 3));
+        assert_eq!(line_column("a\nbc", 3), (2, 2));
+        assert_eq!(line_column("a", 99), (1, 2));
+        assert_eq!(line_column("é", 1), (1, 1));
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for text in [
+            "\u{feff}",
+            "[",
+            "[[",
+            "=",
+            "\"",
+            "a.b.c.d = 1",
+            "[agent]\ntick = \"\"",
+            "[agent]\ntick = \"18446744073709551616s\"",
+            "[[service]]\nport = \"\u{0}\"",
+            "agent = { tick = { x = 1 } }",
+            "service = [[1, 2]]",
+            "[safelist]\ncidrs = [[\"10.0.0.0/8\"]]",
+            "[nft]\nban4_size = -0",
+            "x = 1979-05-27T07:32:00Z",
+        ] {
+            let _ = parse(text);
+        }
+    }
+
+    #[test]
+    fn load_reports_missing_explicit_file() {
+        let missing = Path::new("/nonexistent/ftagent-test.toml");
+        let error = Config::load(Some(missing)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "cannot read /nonexistent/ftagent-test.toml: No such file or directory"
+        );
+    }
+
+    #[test]
+    fn load_falls_back_to_defaults() {
+        let (config, source) =
+            load_from(None, Path::new("/nonexistent/ftagent-default.toml")).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(source, ConfigSource::Defaults);
+    }
+
+    #[test]
+    fn load_reads_files() {
+        let dir = std::env::temp_dir().join(format!("ftagent-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ftagent.toml");
+        std::fs::write(&path, "[detection]\nfloor_pps = 42\n").unwrap();
+
+        let (config, source) = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.detection.floor_pps, 42);
+        assert_eq!(source, ConfigSource::File(path.clone()));
+
+        let (config, source) = load_from(None, &path).unwrap();
+        assert_eq!(config.detection.floor_pps, 42);
+        assert_eq!(source, ConfigSource::File(path.clone()));
+
+        std::fs::write(&path, "[detection]\nfloor_pps = 0\n").unwrap();
+        let error = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("{}:2:13: detection.floor_pps: ", path.display())),
+            "{error}"
+        );
+
+        // A directory where the file should be is a read error, not "defaults".
+        let error = load_from(None, &dir).unwrap_err().to_string();
+        assert!(error.starts_with("cannot read "), "{error}");
+
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,18 @@
+//! ftagent: an nftables-native DDoS detection and mitigation sidecar.
+//!
+//! Module map:
+//! - [`config`]: TOML → checked configuration (file:line errors); touches nothing.
+//! - [`addr`]: CIDRs and address ranges, the vocabulary of safelists and bans.
+//! - [`cli`]: command-line arguments, validation only.
+//! - [`ruleset`]: our nft table as plain data, and its rendering as nft text.
+//! - [`netlink`]: ALL kernel-facing code (nf_tables batches, dumps, probes).
+//! - [`control`]: the daemon's Unix control socket protocol.
+//! - [`daemon`]: the event loop of `ftagent run`.
+
+pub mod addr;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod netlink;
+pub mod ruleset;

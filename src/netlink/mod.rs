@@ -1,0 +1,377 @@
+//! All kernel-facing code. [`Nft`] owns our one nf_tables socket and turns plain-data plans
+//! (a `TableSpec`, a ban) into atomic batches, then reads back what the kernel holds.
+//! Submodules: `wire` (message views and writer), `nft` (nf_tables messages), `socket`.
+
+pub mod nft;
+pub mod socket;
+pub mod wire;
+
+use std::time::Duration;
+
+use crate::addr::{merge_intervals, Cidr};
+use crate::ruleset::{ElementKey, Family, SetRole, TableSpec, TableState, TABLE};
+use nft::abi::*;
+use nft::{ElementOp, RawElement};
+use socket::NftSocket;
+use wire::Writer;
+
+/// A failure talking to the kernel, naming what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum NlError {
+    #[error("{op}: {source}")]
+    Io {
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{what}: {}{}", std::io::Error::from_raw_os_error(*errno), detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Kernel {
+        what: String,
+        errno: i32,
+        detail: Option<String>,
+    },
+    #[error("malformed netlink reply: {0}")]
+    Malformed(String),
+}
+
+impl NlError {
+    fn kernel(what: String, errno: i32, detail: Option<&str>) -> NlError {
+        NlError::Kernel {
+            what,
+            errno,
+            detail: detail.map(str::to_string),
+        }
+    }
+
+    /// The errno the kernel answered with, if it was the kernel that refused.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NlError::Kernel { errno, .. } => Some(*errno),
+            NlError::Io { source, .. } => source.raw_os_error(),
+            NlError::Malformed(_) => None,
+        }
+    }
+}
+
+impl From<wire::WireError> for NlError {
+    fn from(e: wire::WireError) -> NlError {
+        NlError::Malformed(e.to_string())
+    }
+}
+
+/// What this kernel can do, found by trying it on a throwaway table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// Table flags `owner` and `persist` (6.9+): nobody else can change our table, and it
+    /// outlives us.
+    pub owner_persist: bool,
+    /// Re-adding an element with a timeout refreshes it; otherwise delete + add.
+    pub timeout_refresh: bool,
+}
+
+impl Features {
+    /// The older-kernel mode, forced by `nft.compat = "legacy"`.
+    pub const LEGACY: Features = Features {
+        owner_persist: false,
+        timeout_refresh: false,
+    };
+}
+
+const PROBE_TABLE: &str = "ftagent_probe";
+
+/// Our nf_tables connection.
+#[derive(Debug)]
+pub struct Nft {
+    sock: NftSocket,
+    request: Writer,
+}
+
+impl Nft {
+    pub fn open() -> Result<Nft, NlError> {
+        Ok(Nft {
+            sock: NftSocket::open()?,
+            request: Writer::new(),
+        })
+    }
+
+    /// Finds out which table flags and element updates this kernel supports. The probe table
+    /// is owned by this socket without `persist`, so it vanishes with us whatever happens.
+    pub fn probe(&mut self) -> Result<Features, NlError> {
+        let mut batch = self.sock.batch();
+        batch.add_named_table(PROBE_TABLE, NFT_TABLE_F_OWNER | NFT_TABLE_F_PERSIST);
+        batch.delete_named_table(PROBE_TABLE);
+        let owner_persist = match self.sock.commit(&mut batch) {
+            Ok(()) => true,
+            Err(e) if matches!(e.errno(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) => false,
+            Err(e) => return Err(e),
+        };
+        let timeout_refresh = self.probe_timeout_refresh()?;
+        Ok(Features {
+            owner_persist,
+            timeout_refresh,
+        })
+    }
+
+    fn probe_timeout_refresh(&mut self) -> Result<bool, NlError> {
+        let role = SetRole::Ban(Family::V4);
+        let key = ElementKey::Cidr(Cidr::host([192, 0, 2, 1].into()));
+        let op = |secs| ElementOp {
+            key,
+            timeout: Some(Duration::from_secs(secs)),
+            expires: None,
+        };
+        let mut batch = self.sock.batch();
+        batch.add_named_table(PROBE_TABLE, NFT_TABLE_F_OWNER);
+        batch.add_set(
+            PROBE_TABLE,
+            &crate::ruleset::SetSpec {
+                role,
+                size: Some(1),
+            },
+            1,
+        );
+        batch.add_elements(PROBE_TABLE, role, &[op(1000)])?;
+        self.sock.commit(&mut batch)?;
+        let mut batch = self.sock.batch();
+        batch.add_elements(PROBE_TABLE, role, &[op(3000)])?;
+        let refreshed = self.sock.commit(&mut batch).and_then(|()| {
+            let listed = self.list_elements(PROBE_TABLE, role.name())?;
+            Ok(listed
+                .first()
+                .and_then(|e| e.expires)
+                .is_some_and(|x| x > Duration::from_secs(1000)))
+        });
+        let mut batch = self.sock.batch();
+        batch.delete_named_table(PROBE_TABLE);
+        self.sock.commit(&mut batch)?;
+        refreshed
+    }
+
+    /// Our table as the kernel holds it, or None when there is none.
+    pub fn table_state(&mut self) -> Result<Option<TableState>, NlError> {
+        let Some(flags) = self.table_flags()? else {
+            return Ok(None);
+        };
+        let mut sets = Vec::new();
+        self.dump(NFT_MSG_GETSET, None, "list sets", &mut |m| {
+            sets.extend(nft::decode_set(m))
+        })?;
+        for set in &mut sets {
+            let raw = self.list_elements(TABLE, &set.name)?;
+            set.elements = nft::assemble_elements(set.interval, raw);
+        }
+        let mut chains = Vec::new();
+        self.dump(NFT_MSG_GETCHAIN, None, "list chains", &mut |m| {
+            chains.extend(nft::decode_chain(m))
+        })?;
+        let mut rules = Vec::new();
+        self.dump(NFT_MSG_GETRULE, None, "list rules", &mut |m| {
+            rules.extend(nft::decode_rule(m))
+        })?;
+        for (chain_name, rule) in rules {
+            if let Some(chain) = chains.iter_mut().find(|c| c.name == chain_name) {
+                chain.rules.push(rule);
+            }
+        }
+        Ok(Some(TableState {
+            owner: flags & NFT_TABLE_F_OWNER != 0,
+            persist: flags & NFT_TABLE_F_PERSIST != 0,
+            sets,
+            chains,
+        }))
+    }
+
+    fn table_flags(&mut self) -> Result<Option<u32>, NlError> {
+        self.request.clear();
+        nft::request::get_table(&mut self.request, self.sock.take_seqs(1), TABLE);
+        let mut flags = 0;
+        let what = format!("get table inet {TABLE}");
+        match self.sock.request(&self.request, &what, &mut |m| {
+            flags = nft::decode_table_flags(m)
+        }) {
+            Ok(()) => Ok(Some(flags)),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn dump(
+        &mut self,
+        msg: u16,
+        set: Option<&str>,
+        what: &str,
+        on_msg: &mut dyn FnMut(&wire::Msg),
+    ) -> Result<(), NlError> {
+        self.request.clear();
+        nft::request::dump(&mut self.request, self.sock.take_seqs(1), msg, set);
+        self.sock.request(&self.request, what, on_msg)
+    }
+
+    fn list_elements(&mut self, table: &str, set: &str) -> Result<Vec<RawElement>, NlError> {
+        self.request.clear();
+        let seq = self.sock.take_seqs(1);
+        self.request.begin(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+            wire::NLM_F_DUMP,
+            seq,
+            NFPROTO_INET,
+            0,
+        );
+        self.request.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        self.request.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        self.request.end();
+        let mut raw = Vec::new();
+        let what = format!("list elements of set {set}");
+        self.sock.request(&self.request, &what, &mut |m| {
+            nft::decode_elements(m, &mut raw)
+        })?;
+        Ok(raw)
+    }
+
+    /// Installs our table in one transaction: an existing one is replaced (delete + add in the
+    /// same batch), keeping its bans with the time they had left, so a restart neither
+    /// duplicates nor forgets anything. Then reads the table back and checks it.
+    pub fn install(
+        &mut self,
+        spec: &TableSpec,
+        safelist: &[Cidr],
+        features: Features,
+    ) -> Result<Installed, NlError> {
+        let existing = self.table_state()?;
+        let mut kept = Vec::new();
+        if let Some(old) = &existing {
+            for set in &old.sets {
+                let Some(role) = SetRole::from_name(&set.name).filter(|r| r.timeout()) else {
+                    continue;
+                };
+                for e in &set.elements {
+                    if let (Some(timeout), Some(expires)) = (e.timeout, e.expires) {
+                        kept.push((
+                            role,
+                            ElementOp {
+                                key: e.key,
+                                timeout: Some(timeout),
+                                expires: Some(expires),
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        let mut batch = self.sock.batch();
+        if existing.is_some() {
+            batch.delete_table();
+        }
+        let flags = if features.owner_persist {
+            NFT_TABLE_F_OWNER | NFT_TABLE_F_PERSIST
+        } else {
+            0
+        };
+        batch.add_table(flags)?;
+        for (id, set) in spec.sets.iter().enumerate() {
+            batch.add_set(TABLE, set, id as u32 + 1);
+        }
+        batch.add_chain_and_rules(spec)?;
+        let (v4, v6) = merge_intervals(safelist);
+        let allow = |iter: Vec<ElementKey>| -> Vec<ElementOp> {
+            iter.into_iter()
+                .map(|key| ElementOp {
+                    key,
+                    timeout: None,
+                    expires: None,
+                })
+                .collect()
+        };
+        let v4 = allow(
+            v4.into_iter()
+                .map(|(s, e)| ElementKey::from_interval(s.into(), e.map(Into::into)))
+                .collect(),
+        );
+        let v6 = allow(
+            v6.into_iter()
+                .map(|(s, e)| ElementKey::from_interval(s.into(), e.map(Into::into)))
+                .collect(),
+        );
+        batch.add_elements(TABLE, SetRole::Allow(Family::V4), &v4)?;
+        batch.add_elements(TABLE, SetRole::Allow(Family::V6), &v6)?;
+        for role in SetRole::ALL {
+            let ops: Vec<ElementOp> = kept
+                .iter()
+                .filter(|(r, _)| *r == role)
+                .map(|(_, op)| *op)
+                .collect();
+            batch.add_elements(TABLE, role, &ops)?;
+        }
+        self.sock.commit(&mut batch)?;
+        let state = self
+            .table_state()?
+            .ok_or_else(|| NlError::Malformed("table vanished right after install".into()))?;
+        Ok(Installed {
+            replaced: existing.is_some(),
+            kept_bans: kept.len(),
+            differences: state.differences(spec),
+        })
+    }
+
+    /// Bans (or re-bans, refreshing the timeout) an address or prefix.
+    pub fn ban(
+        &mut self,
+        cidr: Cidr,
+        timeout: Duration,
+        features: Features,
+    ) -> Result<SetRole, NlError> {
+        let role = SetRole::for_ban(&cidr);
+        let op = ElementOp {
+            key: ElementKey::Cidr(cidr),
+            timeout: Some(timeout),
+            expires: None,
+        };
+        let mut batch = self.sock.batch();
+        batch.add_elements(TABLE, role, &[op])?;
+        if !features.timeout_refresh {
+            // Add (so the delete cannot fail), delete, add: a fresh timeout on any kernel.
+            batch.delete_elements(TABLE, role, &[op])?;
+            batch.add_elements(TABLE, role, &[op])?;
+        }
+        self.sock.commit(&mut batch)?;
+        Ok(role)
+    }
+
+    /// Lifts a ban. Returns false when there was none.
+    pub fn unban(&mut self, cidr: Cidr) -> Result<bool, NlError> {
+        let role = SetRole::for_ban(&cidr);
+        let op = ElementOp {
+            key: ElementKey::Cidr(cidr),
+            timeout: None,
+            expires: None,
+        };
+        let mut batch = self.sock.batch();
+        batch.delete_elements(TABLE, role, &[op])?;
+        match self.sock.commit(&mut batch) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes our table and everything in it. Returns false when there was none.
+    pub fn remove_table(&mut self) -> Result<bool, NlError> {
+        let mut batch = self.sock.batch();
+        batch.delete_table();
+        match self.sock.commit(&mut batch) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What `install` found and did.
+#[derive(Debug)]
+pub struct Installed {
+    /// There was a table already (from an earlier run), replaced atomically.
+    pub replaced: bool,
+    /// Bans carried over from it.
+    pub kept_bans: usize,
+    /// How the table read back differs from the spec (empty when it matches).
+    pub differences: Vec<String>,
+}
