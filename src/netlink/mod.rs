@@ -194,6 +194,8 @@ impl Nft {
         }
     }
 
+    /// Dumps sets, chains or rules of our table. The kernel filters some dumps by table and
+    /// not others (chains), so every reply is checked.
     fn dump(
         &mut self,
         msg: u16,
@@ -203,7 +205,11 @@ impl Nft {
     ) -> Result<(), NlError> {
         self.request.clear();
         nft::request::dump(&mut self.request, self.sock.take_seqs(1), msg, set);
-        self.sock.request(&self.request, what, on_msg)
+        self.sock.request(&self.request, what, &mut |m| {
+            if nft::in_our_table(m) {
+                on_msg(m)
+            }
+        })
     }
 
     fn list_elements(&mut self, table: &str, set: &str) -> Result<Vec<RawElement>, NlError> {

@@ -480,6 +480,13 @@ pub mod request {
     }
 }
 
+/// Whether a listed set, chain or rule belongs to our table (attribute 1 names the table in
+/// each of them).
+pub fn in_our_table(msg: &Msg) -> bool {
+    msg.nfgen_family() == Some(NFPROTO_INET)
+        && msg.nf_attrs().get(1).and_then(|a| a.str()) == Some(TABLE)
+}
+
 /// The flags of a listed table.
 pub fn decode_table_flags(msg: &Msg) -> u32 {
     msg.nf_attrs()

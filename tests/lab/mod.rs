@@ -19,6 +19,8 @@ pub const VICTIM4: &str = "10.250.0.2";
 pub const ATTACKER4: &str = "10.250.0.1";
 /// Second attacker-namespace source address (IPv4), e.g. an innocent client.
 pub const OTHER4: &str = "10.250.0.3";
+/// A source in another /24 (10.250.1.0/24), for prefix bans that must spare the others.
+pub const FAR4: &str = "10.250.1.1";
 /// Victim address (IPv6).
 pub const VICTIM6: &str = "fd00:250::2";
 /// Main attacker source address (IPv6).
@@ -35,7 +37,7 @@ const VICTIM_MAC: &str = "02:fa:00:00:00:02";
 const ATTACKER_MAC: &str = "02:fa:00:00:00:01";
 
 /// Source addresses that `count_arrivals` installs a counter for.
-const COUNTED: [&str; 4] = [ATTACKER4, OTHER4, ATTACKER6, OTHER6];
+const COUNTED: [&str; 5] = [ATTACKER4, OTHER4, FAR4, ATTACKER6, OTHER6];
 
 /// Timeout for `Netns::run` commands.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -714,6 +716,14 @@ impl Lab {
                 ATTACKER_IF,
             ]);
         }
+        a.run_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{FAR4}/24"),
+            "dev",
+            ATTACKER_IF,
+        ]);
         for addr in [ATTACKER6, OTHER6] {
             a.run_ok(&[
                 "ip",
@@ -757,6 +767,8 @@ impl Lab {
         }
         v.run_ok(&["ip", "link", "set", VICTIM_IF, "up"]);
         a.run_ok(&["ip", "link", "set", ATTACKER_IF, "up"]);
+        // The victim reaches FAR4's /24 over the veth too, so no reverse-path check drops it.
+        v.run_ok(&["ip", "route", "add", "10.250.1.0/24", "dev", VICTIM_IF]);
     }
 
     /// The lab's temp dir (removed when the lab is dropped).
@@ -786,7 +798,7 @@ impl Lab {
     }
 
     /// Packets from `src` counted by `count_arrivals` so far. `src` must be one of
-    /// ATTACKER4, OTHER4, ATTACKER6, OTHER6.
+    /// ATTACKER4, OTHER4, FAR4, ATTACKER6, OTHER6.
     pub fn arrivals(&self, src: &str) -> u64 {
         let ip = assert_lab_addr(src);
         let src = ip.to_string();

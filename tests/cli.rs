@@ -1,0 +1,90 @@
+//! The real binary's handling of bad input: one clear line naming the problem, exit status 2,
+//! nothing touched. Runs without root.
+
+use std::process::{Command, Output};
+
+fn ftagent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ftagent"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run ftagent")
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ftagent-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Issue 2: `config check` on a file with a wrong key prints file:line and exits 2.
+#[test]
+fn issue2_config_check_names_file_line_and_key() {
+    let path = temp_file(
+        "wrong-key.toml",
+        "[agent]\ntick = \"100ms\"\ntik = \"1s\"\n",
+    );
+    let out = ftagent(&["config", "check", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    let expected = format!("{}:3:1: agent.tik:", path.display());
+    assert!(
+        stderr.contains(&expected),
+        "want {expected:?} in {stderr:?}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+}
+
+#[test]
+fn issue2_config_check_accepts_a_good_file_and_rejects_bad_values() {
+    let good = temp_file(
+        "good.toml",
+        "[[service]]\nport = \"8000-8100\"\nproto = \"udp\"\n",
+    );
+    let out = ftagent(&["config", "check", "-c", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let bad = temp_file("bad.toml", "[mitigation]\nban_duration = \"10 parsecs\"\n");
+    let out = ftagent(&["config", "check", "-c", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(":2:") && stderr.contains("mitigation.ban_duration"),
+        "{stderr}"
+    );
+
+    let missing = ftagent(&["config", "check", "-c", "/nonexistent/ftagent.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/ftagent.toml"));
+}
+
+#[test]
+fn issue2_unknown_flags_and_bad_arguments_exit_2() {
+    for args in [
+        &["--frobnicate"][..],
+        &["rules", "dump", "--bogus"],
+        &["ban", "10.0.0.1", "--for", "soon"],
+        &["nosuchcommand"],
+    ] {
+        let out = ftagent(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+    let out = ftagent(&["ban", "10.0.0.1/24"]);
+    assert_eq!(out.status.code(), Some(2), "host bits set: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host bits"));
+}
+
+#[test]
+fn issue2_version_and_help_exit_0() {
+    let out = ftagent(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ftagent "));
+    let out = ftagent(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["run", "rules", "config", "ban", "unban"] {
+        assert!(help.contains(word), "{word} missing from --help: {help}");
+    }
+}
