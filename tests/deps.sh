@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what ftagent needs on Debian 12 (run as root): the build dependencies and, with
+# --test, the tools the test suite drives (nft, iptables, ipset, conntrack, ip, ping, hping3,
+# trafgen). Installs Rust through rustup only when no cargo is on the PATH.
+set -euo pipefail
+
+build=(build-essential pkg-config libclang-dev linux-libc-dev nftables ca-certificates curl)
+test=(iptables ipset conntrack iproute2 iputils-ping hping3 netsniff-ng util-linux procps)
+
+want=("${build[@]}")
+[ "${1:-}" = "--test" ] && want+=("${test[@]}")
+
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, as root on Debian 12: installs what the tests need, then runs the unit
+# tests and the one integration-test binary (namespace tests included: they create their own
+# network namespaces and never touch the host's firewall).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/deps.sh --test
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+cargo test --locked
