@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/deps.sh --test
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo test --locked
+cargo test --locked --lib --bins --test tests
