@@ -22,10 +22,15 @@ struct Agent<'a> {
 
 impl<'a> Agent<'a> {
     fn new(lab: &'a Lab, compat: &str) -> Agent<'a> {
+        Agent::with_extra(lab, compat, "")
+    }
+
+    /// With more `[nft]` keys appended to the config.
+    fn with_extra(lab: &'a Lab, compat: &str, nft_keys: &str) -> Agent<'a> {
         let dir = lab.dir();
         let config = dir.join("ftagent.toml");
         let text = format!(
-            "[agent]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n\n[safelist]\ncidrs = [\"10.250.9.0/24\", \"fd00:250::99\"]\n\n[nft]\ncompat = \"{compat}\"\n",
+            "[agent]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n\n[safelist]\ncidrs = [\"10.250.9.0/24\", \"fd00:250::99\"]\n\n[nft]\ncompat = \"{compat}\"\n{nft_keys}",
             dir.join("ftagent.sock").display(),
             dir.join("state").display(),
         );
@@ -315,4 +320,31 @@ fn issue2_without_privileges_exit_2() {
     }
     let ruleset = lab.victim.run_ok(&["nft", "list", "ruleset"]);
     assert!(!ruleset.contains("ftagent"), "{ruleset}");
+}
+
+/// A full set refuses the whole batch: a clear error, exit 1, and the bans before it intact.
+#[test]
+fn issue2_full_set_is_a_clear_error_and_changes_nothing() {
+    let Some((_guard, lab)) = setup("full-set") else {
+        return;
+    };
+    let mut agent = Agent::with_extra(&lab, "auto", "ban4_size = 2\n");
+    agent.start();
+    agent.run_ok(&["ban", ATTACKER4, "--for", "1m"]);
+    agent.run_ok(&["ban", OTHER4, "--for", "1m"]);
+    let before = agent.dump();
+    let out = agent.run(&["ban", FAR4, "--for", "1m"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("set ban4") && stderr.contains("full"),
+        "{stderr}"
+    );
+    let after = agent.dump();
+    assert!(
+        !after.contains(FAR4) && after.contains(ATTACKER4) && after.contains(OTHER4),
+        "{after}"
+    );
+    assert_eq!(before.lines().count(), after.lines().count());
+    agent.stop();
 }

@@ -23,7 +23,7 @@ pub enum NlError {
         op: &'static str,
         source: std::io::Error,
     },
-    #[error("{what}: {}{}", std::io::Error::from_raw_os_error(*errno), detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    #[error("{what}: {}{}", kernel_reason(*errno), detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Kernel {
         what: String,
         errno: i32,
@@ -31,6 +31,16 @@ pub enum NlError {
     },
     #[error("malformed netlink reply: {0}")]
     Malformed(String),
+}
+
+/// The kernel's errno in nf_tables' own terms where the C library's words mislead.
+fn kernel_reason(errno: i32) -> String {
+    match errno {
+        libc::ENFILE => {
+            "the set is full (its size is reached); the whole batch was refused".to_string()
+        }
+        _ => std::io::Error::from_raw_os_error(errno).to_string(),
+    }
 }
 
 impl NlError {
