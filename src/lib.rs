@@ -16,3 +16,4 @@ pub mod control;
 pub mod daemon;
 pub mod netlink;
 pub mod ruleset;
+pub mod sense;
