@@ -23,6 +23,7 @@ pub struct Config {
     pub services: Vec<Service>,
     pub safelist: Vec<Cidr>,
     pub detection: Detection,
+    pub sense: Sense,
     pub mitigation: Mitigation,
     pub nft: Nft,
 }
@@ -61,6 +62,32 @@ pub enum Proto {
 pub struct Detection {
     pub floor_pps: u64,
 }
+
+/// `[sense]`: how the agent samples traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sense {
+    /// The NFLOG group sampled packets are sent to (groups are per network
+    /// namespace).
+    pub nflog_group: u16,
+    /// At most this many packets per second are copied to the agent (a
+    /// kernel-side limit).
+    pub sample_rate: u32,
+    /// Bytes copied of each sampled packet (headers only).
+    pub snaplen: u32,
+    /// UDP source ports of well-known reflectors, counted separately.
+    pub amplification_ports: Vec<u16>,
+    /// How often the connection table is read for per-source counts.
+    pub conntrack_interval: Duration,
+}
+
+/// The default `sense.amplification_ports`: chargen, DNS, portmap, NTP,
+/// NetBIOS, SNMP, CLDAP, SSDP, ARD, WS-Discovery, mDNS, memcached and the like.
+pub const DEFAULT_AMPLIFICATION_PORTS: &[u16] = &[
+    17, 19, 53, 111, 123, 137, 161, 389, 1900, 3283, 3702, 5353, 11211,
+];
+
+/// The most ports `sense.amplification_ports` may list.
+pub const MAX_AMPLIFICATION_PORTS: usize = 64;
 
 /// `[mitigation]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +189,13 @@ impl Default for Config {
             services: vec![tcp(22), tcp(80), tcp(443)],
             safelist: Vec::new(),
             detection: Detection { floor_pps: 5000 },
+            sense: Sense {
+                nflog_group: 7047,
+                sample_rate: 2000,
+                snaplen: 128,
+                amplification_ports: DEFAULT_AMPLIFICATION_PORTS.to_vec(),
+                conntrack_interval: Duration::from_secs(5),
+            },
             mitigation: Mitigation {
                 ban_duration: Duration::from_secs(600),
             },
@@ -347,6 +381,12 @@ const BAN_DURATION: DurationRule = DurationRule {
     max: Duration::from_secs(30 * 24 * 3600),
     range: "between 1s and 30 days",
 };
+const CONNTRACK_INTERVAL: DurationRule = DurationRule {
+    name: "the conntrack interval",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(3600),
+    range: "between 1s and 1h",
+};
 
 /// The allowed range of an integer key.
 struct IntRule {
@@ -368,6 +408,24 @@ const FLOOR_PPS: IntRule = IntRule {
     max: u64::MAX as i128,
     range: "at least 1",
 };
+const NFLOG_GROUP: IntRule = IntRule {
+    name: "the NFLOG group",
+    min: 1,
+    max: 65535,
+    range: "between 1 and 65535",
+};
+const SAMPLE_RATE: IntRule = IntRule {
+    name: "the sample rate",
+    min: 10,
+    max: 100_000,
+    range: "between 10 and 100000",
+};
+const SNAPLEN: IntRule = IntRule {
+    name: "snaplen",
+    min: 40,
+    max: 1500,
+    range: "between 40 and 1500",
+};
 const SET_SIZE: IntRule = IntRule {
     name: "a set size",
     min: 1,
@@ -380,6 +438,7 @@ const TOP_KEYS: &[&str] = &[
     "service",
     "safelist",
     "detection",
+    "sense",
     "mitigation",
     "nft",
 ];
@@ -387,6 +446,13 @@ const AGENT_KEYS: &[&str] = &["tick", "warmup", "state_dir", "control_socket"];
 const SERVICE_KEYS: &[&str] = &["port", "proto"];
 const SAFELIST_KEYS: &[&str] = &["cidrs"];
 const DETECTION_KEYS: &[&str] = &["floor_pps"];
+const SENSE_KEYS: &[&str] = &[
+    "nflog_group",
+    "sample_rate",
+    "snaplen",
+    "amplification_ports",
+    "conntrack_interval",
+];
 const MITIGATION_KEYS: &[&str] = &["ban_duration"];
 const NFT_KEYS: &[&str] = &[
     "compat",
@@ -649,6 +715,11 @@ impl Checker {
                         self.detection(table, &mut config.detection);
                     }
                 }
+                "sense" => {
+                    if let Some(table) = self.table(value, &path, "a table [sense]") {
+                        self.sense(table, &mut config.sense);
+                    }
+                }
                 "mitigation" => {
                     if let Some(table) = self.table(value, &path, "a table [mitigation]") {
                         self.mitigation(table, &mut config.mitigation);
@@ -872,6 +943,91 @@ impl Checker {
         }
     }
 
+    fn sense(&mut self, table: &DeTable<'_>, sense: &mut Sense) {
+        for (key, value) in table {
+            let path = format!("sense.{}", key_text(key.get_ref()));
+            match key.get_ref().as_ref() {
+                "nflog_group" => set(
+                    &mut sense.nflog_group,
+                    self.integer(value, &path, &NFLOG_GROUP)
+                        .and_then(|n| u16::try_from(n).ok()),
+                ),
+                "sample_rate" => set(
+                    &mut sense.sample_rate,
+                    self.integer(value, &path, &SAMPLE_RATE)
+                        .and_then(|n| u32::try_from(n).ok()),
+                ),
+                "snaplen" => set(
+                    &mut sense.snaplen,
+                    self.integer(value, &path, &SNAPLEN)
+                        .and_then(|n| u32::try_from(n).ok()),
+                ),
+                "amplification_ports" => set(
+                    &mut sense.amplification_ports,
+                    self.port_list(value, &path, MAX_AMPLIFICATION_PORTS),
+                ),
+                "conntrack_interval" => set(
+                    &mut sense.conntrack_interval,
+                    self.duration(value, &path, &CONNTRACK_INTERVAL),
+                ),
+                _ => self.unknown_key(key, &path, SENSE_KEYS, "the keys of [sense] are"),
+            }
+        }
+    }
+
+    /// A list of at most `max` distinct single ports, in the order written;
+    /// None if anything in it is wrong.
+    fn port_list(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+        max: usize,
+    ) -> Option<Vec<u16>> {
+        let DeValue::Array(array) = value.get_ref() else {
+            let found = kind(value.get_ref());
+            self.report(
+                value.span(),
+                path,
+                format!("expected a list of ports such as [53, 123], found {found}"),
+            );
+            return None;
+        };
+        let mut all_good = true;
+        if array.len() > max {
+            self.report(
+                value.span(),
+                path,
+                format!("lists {} ports, but at most {max} are allowed", array.len()),
+            );
+            all_good = false;
+        }
+        // Each good port with its 1-based position, for duplicate messages.
+        let mut ports: Vec<(u16, usize)> = Vec::with_capacity(array.len());
+        for (index, item) in array.iter().enumerate() {
+            let item_path = format!("{path}[{}]", index + 1);
+            let port = self
+                .integer(item, &item_path, &PORT)
+                .and_then(|n| u16::try_from(n).ok());
+            let Some(port) = port else {
+                all_good = false;
+                continue;
+            };
+            if let Some((_, earlier)) = ports.iter().find(|(p, _)| *p == port) {
+                self.report(
+                    item.span(),
+                    &item_path,
+                    format!(
+                        "{port} is already listed as {path}[{earlier}]; each port may be listed only once"
+                    ),
+                );
+                all_good = false;
+                continue;
+            }
+            ports.push((port, index + 1));
+        }
+        all_good.then(|| ports.into_iter().map(|(p, _)| p).collect())
+    }
+
     fn mitigation(&mut self, table: &DeTable<'_>, mitigation: &mut Mitigation) {
         for (key, value) in table {
             let path = format!("mitigation.{}", key_text(key.get_ref()));
@@ -992,6 +1148,13 @@ cidrs = []
 [detection]
 floor_pps = 5000
 
+[sense]
+nflog_group = 7047
+sample_rate = 2000
+snaplen = 128
+amplification_ports = [17, 19, 53, 111, 123, 137, 161, 389, 1900, 3283, 3702, 5353, 11211]
+conntrack_interval = "5s"
+
 [mitigation]
 ban_duration = "10m"
 
@@ -1039,6 +1202,14 @@ bannet6_size = 16384
         assert_eq!(ports, ["22/tcp", "80/tcp", "443/tcp"]);
         assert!(config.safelist.is_empty());
         assert_eq!(config.detection.floor_pps, 5000);
+        assert_eq!(config.sense.nflog_group, 7047);
+        assert_eq!(config.sense.sample_rate, 2000);
+        assert_eq!(config.sense.snaplen, 128);
+        assert_eq!(
+            config.sense.amplification_ports,
+            [17, 19, 53, 111, 123, 137, 161, 389, 1900, 3283, 3702, 5353, 11211]
+        );
+        assert_eq!(config.sense.conntrack_interval, Duration::from_secs(5));
         assert_eq!(config.mitigation.ban_duration, Duration::from_secs(600));
         assert_eq!(config.nft.compat, Compat::Auto);
         assert_eq!(config.nft.bannet6_size, 16384);
@@ -1066,6 +1237,17 @@ cidrs = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
 
 [detection]
 floor_pps = 1
+
+[sense]
+nflog_group = 65535
+sample_rate = 100_000
+snaplen = 40
+amplification_ports = [
+  53,
+  0x7b, # NTP
+  11211,
+]
+conntrack_interval = "1h"
 
 [mitigation]
 ban_duration = "30days"
@@ -1099,6 +1281,16 @@ bannet6_size = 1_000
         let safelist: Vec<String> = config.safelist.iter().map(|c| c.to_string()).collect();
         assert_eq!(safelist, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]);
         assert_eq!(config.detection.floor_pps, 1);
+        assert_eq!(
+            config.sense,
+            Sense {
+                nflog_group: 65535,
+                sample_rate: 100_000,
+                snaplen: 40,
+                amplification_ports: vec![53, 123, 11211],
+                conntrack_interval: Duration::from_secs(3600),
+            }
+        );
         assert_eq!(
             config.mitigation.ban_duration,
             Duration::from_secs(30 * 24 * 3600)
@@ -1486,6 +1678,217 @@ bannet6_size = 1_000
             10,
             "nft.compat",
             "\"new\" is not a compat mode",
+        );
+    }
+
+    #[test]
+    fn sense_section_alone_keeps_other_defaults() {
+        let config = parse(
+            "[sense]\nnflog_group = 1\nsample_rate = 10\nsnaplen = 1500\n\
+             amplification_ports = []\nconntrack_interval = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.sense,
+            Sense {
+                nflog_group: 1,
+                sample_rate: 10,
+                snaplen: 1500,
+                amplification_ports: Vec::new(),
+                conntrack_interval: Duration::from_secs(1),
+            }
+        );
+        assert_eq!(config.detection, Config::default().detection);
+
+        let config = parse("sense.snaplen = 96\n").unwrap();
+        assert_eq!(config.sense.snaplen, 96);
+        assert_eq!(config.sense.nflog_group, 7047);
+        assert_eq!(
+            config.sense.amplification_ports,
+            DEFAULT_AMPLIFICATION_PORTS
+        );
+        assert_eq!(config.sense.conntrack_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn sense_integers_out_of_range() {
+        assert_error(
+            "[sense]\nnflog_group = 0\n",
+            2,
+            15,
+            "sense.nflog_group",
+            "0 is out of range: the NFLOG group must be between 1 and 65535",
+        );
+        assert_error(
+            "[sense]\nnflog_group = 65536\n",
+            2,
+            15,
+            "sense.nflog_group",
+            "65536 is out of range",
+        );
+        assert_error(
+            "[sense]\nnflog_group = \"7047\"\n",
+            2,
+            15,
+            "sense.nflog_group",
+            "expected an integer, found a string",
+        );
+        assert_error(
+            "[sense]\nsample_rate = 9\n",
+            2,
+            15,
+            "sense.sample_rate",
+            "9 is out of range: the sample rate must be between 10 and 100000",
+        );
+        assert_error(
+            "[sense]\nsample_rate = 100001\n",
+            2,
+            15,
+            "sense.sample_rate",
+            "out of range",
+        );
+        assert_error(
+            "[sense]\nsnaplen = 39\n",
+            2,
+            11,
+            "sense.snaplen",
+            "39 is out of range: snaplen must be between 40 and 1500",
+        );
+        assert_error(
+            "[sense]\nsnaplen = 1501\n",
+            2,
+            11,
+            "sense.snaplen",
+            "out of range",
+        );
+        assert_error(
+            "[sense]\nsnaplen = 128.0\n",
+            2,
+            11,
+            "sense.snaplen",
+            "found a float",
+        );
+    }
+
+    #[test]
+    fn sense_conntrack_interval_range() {
+        assert_error(
+            "[sense]\nconntrack_interval = \"500ms\"\n",
+            2,
+            22,
+            "sense.conntrack_interval",
+            "\"500ms\" is too short: the conntrack interval must be between 1s and 1h",
+        );
+        assert_error(
+            "[sense]\nconntrack_interval = \"61m\"\n",
+            2,
+            22,
+            "sense.conntrack_interval",
+            "\"61m\" is too long",
+        );
+        assert_error(
+            "[sense]\nconntrack_interval = 5\n",
+            2,
+            22,
+            "sense.conntrack_interval",
+            "expected a duration string",
+        );
+    }
+
+    #[test]
+    fn amplification_port_out_of_range() {
+        assert_error(
+            "[sense]\namplification_ports = [53, 123, 70000]\n",
+            2,
+            33,
+            "sense.amplification_ports[3]",
+            "70000 is out of range: a port must be between 1 and 65535",
+        );
+        assert_error(
+            "[sense]\namplification_ports = [\n  53,\n  0,\n]\n",
+            4,
+            3,
+            "sense.amplification_ports[2]",
+            "0 is out of range",
+        );
+        assert_error(
+            "[sense]\namplification_ports = [53, \"123\"]\n",
+            2,
+            28,
+            "sense.amplification_ports[2]",
+            "expected an integer, found a string",
+        );
+    }
+
+    #[test]
+    fn duplicate_amplification_port() {
+        assert_error(
+            "[sense]\namplification_ports = [53, 123, 161, 123]\n",
+            2,
+            38,
+            "sense.amplification_ports[4]",
+            "123 is already listed as sense.amplification_ports[2]; each port may be listed only once",
+        );
+        // Written differently, still the same port.
+        assert_error(
+            "[sense]\namplification_ports = [0x35, 53]\n",
+            2,
+            30,
+            "sense.amplification_ports[2]",
+            "53 is already listed as sense.amplification_ports[1]",
+        );
+    }
+
+    #[test]
+    fn too_many_amplification_ports() {
+        let list = |count: u16| {
+            let ports: Vec<String> = (1..=count).map(|p| p.to_string()).collect();
+            format!("[sense]\namplification_ports = [{}]\n", ports.join(", "))
+        };
+        let config = parse(&list(64)).unwrap();
+        assert_eq!(config.sense.amplification_ports.len(), 64);
+        assert_error(
+            &list(65),
+            2,
+            23,
+            "sense.amplification_ports",
+            "lists 65 ports, but at most 64 are allowed",
+        );
+    }
+
+    #[test]
+    fn amplification_ports_shape_errors() {
+        assert_error(
+            "[sense]\namplification_ports = 53\n",
+            2,
+            23,
+            "sense.amplification_ports",
+            "expected a list of ports such as [53, 123], found an integer",
+        );
+        assert_error(
+            "[sense]\namplification_ports = [[53]]\n",
+            2,
+            24,
+            "sense.amplification_ports[1]",
+            "expected an integer, found an array",
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_sense() {
+        assert_error(
+            "[sense]\nsnaplen = 128\nsnap_len = 96\n",
+            3,
+            1,
+            "sense.snap_len",
+            "unknown key (did you mean \"snaplen\"?); the keys of [sense] are: nflog_group, sample_rate, snaplen, amplification_ports, conntrack_interval",
+        );
+        assert_error(
+            "sense = []\n",
+            1,
+            9,
+            "sense",
+            "expected a table [sense], found an array",
         );
     }
 

@@ -2,6 +2,7 @@
 //! (a `TableSpec`, a ban) into atomic batches, then reads back what the kernel holds.
 //! Submodules: `wire` (message views and writer), `nft` (nf_tables messages), `socket`.
 
+pub mod expr;
 pub mod nft;
 pub mod socket;
 pub mod wire;
@@ -9,9 +10,9 @@ pub mod wire;
 use std::time::Duration;
 
 use crate::addr::{merge_intervals, Cidr};
-use crate::ruleset::{ElementKey, Family, SetRole, TableSpec, TableState, TABLE};
+use crate::ruleset::{ElementKey, Family, Key, SetRole, SetSpec, TableSpec, TableState, TABLE};
 use nft::abi::*;
-use nft::{ElementOp, RawElement};
+use nft::{ElementOp, RawElement, SetRef};
 use socket::NftSocket;
 use wire::Writer;
 
@@ -123,26 +124,23 @@ impl Nft {
 
     fn probe_timeout_refresh(&mut self) -> Result<bool, NlError> {
         let role = SetRole::Ban(Family::V4);
-        let key = ElementKey::Cidr(Cidr::host([192, 0, 2, 1].into()));
+        let set = SetRef {
+            table: PROBE_TABLE,
+            name: role.name(),
+            interval: false,
+        };
+        let key = Key::Addr(ElementKey::Cidr(Cidr::host([192, 0, 2, 1].into())));
         let op = |secs| ElementOp {
-            key,
             timeout: Some(Duration::from_secs(secs)),
-            expires: None,
+            ..ElementOp::key(key)
         };
         let mut batch = self.sock.batch();
         batch.add_named_table(PROBE_TABLE, NFT_TABLE_F_OWNER);
-        batch.add_set(
-            PROBE_TABLE,
-            &crate::ruleset::SetSpec {
-                role,
-                size: Some(1),
-            },
-            1,
-        );
-        batch.add_elements(PROBE_TABLE, role, &[op(1000)])?;
+        batch.add_set(PROBE_TABLE, &SetSpec::for_role(role, Some(1)), 1);
+        batch.add_elements(set, &[op(1000)])?;
         self.sock.commit(&mut batch)?;
         let mut batch = self.sock.batch();
-        batch.add_elements(PROBE_TABLE, role, &[op(3000)])?;
+        batch.add_elements(set, &[op(3000)])?;
         let refreshed = self.sock.commit(&mut batch).and_then(|()| {
             let listed = self.list_elements(PROBE_TABLE, role.name())?;
             Ok(listed
@@ -161,20 +159,26 @@ impl Nft {
         let Some(flags) = self.table_flags()? else {
             return Ok(None);
         };
+        let mut counters = Vec::new();
+        self.dump(NFT_MSG_GETOBJ, "list counters", &mut |m| {
+            counters.extend(nft::decode_counter_state(m))
+        })?;
         let mut sets = Vec::new();
-        self.dump(NFT_MSG_GETSET, None, "list sets", &mut |m| {
+        self.dump(NFT_MSG_GETSET, "list sets", &mut |m| {
             sets.extend(nft::decode_set(m))
         })?;
         for set in &mut sets {
             let raw = self.list_elements(TABLE, &set.name)?;
-            set.elements = nft::assemble_elements(set.interval, raw);
+            if let Some(key) = set.key {
+                set.elements = nft::assemble_elements(key, set.interval, raw);
+            }
         }
         let mut chains = Vec::new();
-        self.dump(NFT_MSG_GETCHAIN, None, "list chains", &mut |m| {
+        self.dump(NFT_MSG_GETCHAIN, "list chains", &mut |m| {
             chains.extend(nft::decode_chain(m))
         })?;
         let mut rules = Vec::new();
-        self.dump(NFT_MSG_GETRULE, None, "list rules", &mut |m| {
+        self.dump(NFT_MSG_GETRULE, "list rules", &mut |m| {
             rules.extend(nft::decode_rule(m))
         })?;
         for (chain_name, rule) in rules {
@@ -185,36 +189,50 @@ impl Nft {
         Ok(Some(TableState {
             owner: flags & NFT_TABLE_F_OWNER != 0,
             persist: flags & NFT_TABLE_F_PERSIST != 0,
+            counters,
             sets,
             chains,
         }))
+    }
+
+    /// Reads every named counter of our table with one dump, passing name, packets and bytes
+    /// to `on_counter`. Allocates nothing: the request and receive buffers are reused.
+    pub fn read_counters(
+        &mut self,
+        on_counter: &mut dyn FnMut(&str, u64, u64),
+    ) -> Result<(), NlError> {
+        self.dump(NFT_MSG_GETOBJ, "read counters", &mut |m| {
+            if let Some((name, packets, bytes)) = nft::decode_counter(m) {
+                on_counter(name, packets, bytes);
+            }
+        })
     }
 
     fn table_flags(&mut self) -> Result<Option<u32>, NlError> {
         self.request.clear();
         nft::request::get_table(&mut self.request, self.sock.take_seqs(1), TABLE);
         let mut flags = 0;
-        let what = format!("get table inet {TABLE}");
-        match self.sock.request(&self.request, &what, &mut |m| {
-            flags = nft::decode_table_flags(m)
-        }) {
+        match self
+            .sock
+            .request(&self.request, "get table inet ftagent", &mut |m| {
+                flags = nft::decode_table_flags(m)
+            }) {
             Ok(()) => Ok(Some(flags)),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Dumps sets, chains or rules of our table. The kernel filters some dumps by table and
-    /// not others (chains), so every reply is checked.
+    /// Dumps the sets, chains, rules or counters of our table. The kernel filters some dumps
+    /// by table and not others (chains), so every reply is checked.
     fn dump(
         &mut self,
         msg: u16,
-        set: Option<&str>,
         what: &str,
         on_msg: &mut dyn FnMut(&wire::Msg),
     ) -> Result<(), NlError> {
         self.request.clear();
-        nft::request::dump(&mut self.request, self.sock.take_seqs(1), msg, set);
+        nft::request::dump(&mut self.request, self.sock.take_seqs(1), msg, TABLE, None);
         self.sock.request(&self.request, what, &mut |m| {
             if nft::in_our_table(m) {
                 on_msg(m)
@@ -224,17 +242,13 @@ impl Nft {
 
     fn list_elements(&mut self, table: &str, set: &str) -> Result<Vec<RawElement>, NlError> {
         self.request.clear();
-        let seq = self.sock.take_seqs(1);
-        self.request.begin(
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
-            wire::NLM_F_DUMP,
-            seq,
-            NFPROTO_INET,
-            0,
+        nft::request::dump(
+            &mut self.request,
+            self.sock.take_seqs(1),
+            NFT_MSG_GETSETELEM,
+            table,
+            Some(set),
         );
-        self.request.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
-        self.request.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-        self.request.end();
         let mut raw = Vec::new();
         let what = format!("list elements of set {set}");
         self.sock.request(&self.request, &what, &mut |m| {
@@ -253,7 +267,7 @@ impl Nft {
         features: Features,
     ) -> Result<Installed, NlError> {
         let existing = self.table_state()?;
-        let mut kept = Vec::new();
+        let mut kept: Vec<(SetRole, ElementOp)> = Vec::new();
         if let Some(old) = &existing {
             for set in &old.sets {
                 let Some(role) = SetRole::from_name(&set.name).filter(|r| r.timeout()) else {
@@ -261,14 +275,12 @@ impl Nft {
                 };
                 for e in &set.elements {
                     if let (Some(timeout), Some(expires)) = (e.timeout, e.expires) {
-                        kept.push((
-                            role,
-                            ElementOp {
-                                key: e.key,
-                                timeout: Some(timeout),
-                                expires: Some(expires),
-                            },
-                        ));
+                        let op = ElementOp {
+                            timeout: Some(timeout),
+                            expires: Some(expires),
+                            ..ElementOp::key(e.key)
+                        };
+                        kept.push((role, op));
                     }
                 }
             }
@@ -283,39 +295,52 @@ impl Nft {
             0
         };
         batch.add_table(flags)?;
+        for name in &spec.counters {
+            batch.add_counter(name);
+        }
         for (id, set) in spec.sets.iter().enumerate() {
             batch.add_set(TABLE, set, id as u32 + 1);
-        }
-        batch.add_chain_and_rules(spec)?;
-        let (v4, v6) = merge_intervals(safelist);
-        let allow = |iter: Vec<ElementKey>| -> Vec<ElementOp> {
-            iter.into_iter()
-                .map(|key| ElementOp {
-                    key,
-                    timeout: None,
-                    expires: None,
+            let ops: Vec<ElementOp> = set
+                .elements
+                .iter()
+                .map(|(key, counter)| ElementOp {
+                    counter: Some(counter),
+                    ..ElementOp::key(*key)
                 })
-                .collect()
+                .collect();
+            batch.add_elements(
+                SetRef {
+                    table: TABLE,
+                    name: &set.name,
+                    interval: set.interval,
+                },
+                &ops,
+            )?;
+        }
+        for chain in &spec.chains {
+            batch.add_chain_and_rules(chain)?;
+        }
+        let (v4, v6) = merge_intervals(safelist);
+        let allow = |start: std::net::IpAddr, end: Option<std::net::IpAddr>| {
+            ElementOp::key(Key::Addr(ElementKey::from_interval(start, end)))
         };
-        let v4 = allow(
-            v4.into_iter()
-                .map(|(s, e)| ElementKey::from_interval(s.into(), e.map(Into::into)))
-                .collect(),
-        );
-        let v6 = allow(
-            v6.into_iter()
-                .map(|(s, e)| ElementKey::from_interval(s.into(), e.map(Into::into)))
-                .collect(),
-        );
-        batch.add_elements(TABLE, SetRole::Allow(Family::V4), &v4)?;
-        batch.add_elements(TABLE, SetRole::Allow(Family::V6), &v6)?;
+        let v4: Vec<ElementOp> = v4
+            .into_iter()
+            .map(|(s, e)| allow(s.into(), e.map(Into::into)))
+            .collect();
+        let v6: Vec<ElementOp> = v6
+            .into_iter()
+            .map(|(s, e)| allow(s.into(), e.map(Into::into)))
+            .collect();
+        batch.add_elements(set_ref(SetRole::Allow(Family::V4)), &v4)?;
+        batch.add_elements(set_ref(SetRole::Allow(Family::V6)), &v6)?;
         for role in SetRole::ALL {
             let ops: Vec<ElementOp> = kept
                 .iter()
                 .filter(|(r, _)| *r == role)
                 .map(|(_, op)| *op)
                 .collect();
-            batch.add_elements(TABLE, role, &ops)?;
+            batch.add_elements(set_ref(role), &ops)?;
         }
         self.sock.commit(&mut batch)?;
         let state = self
@@ -337,16 +362,15 @@ impl Nft {
     ) -> Result<SetRole, NlError> {
         let role = SetRole::for_ban(&cidr);
         let op = ElementOp {
-            key: ElementKey::Cidr(cidr),
             timeout: Some(timeout),
-            expires: None,
+            ..ElementOp::key(Key::Addr(ElementKey::Cidr(cidr)))
         };
         let mut batch = self.sock.batch();
-        batch.add_elements(TABLE, role, &[op])?;
+        batch.add_elements(set_ref(role), &[op])?;
         if !features.timeout_refresh {
             // Add (so the delete cannot fail), delete, add: a fresh timeout on any kernel.
-            batch.delete_elements(TABLE, role, &[op])?;
-            batch.add_elements(TABLE, role, &[op])?;
+            batch.delete_elements(set_ref(role), &[op])?;
+            batch.add_elements(set_ref(role), &[op])?;
         }
         self.sock.commit(&mut batch)?;
         Ok(role)
@@ -355,13 +379,9 @@ impl Nft {
     /// Lifts a ban. Returns false when there was none.
     pub fn unban(&mut self, cidr: Cidr) -> Result<bool, NlError> {
         let role = SetRole::for_ban(&cidr);
-        let op = ElementOp {
-            key: ElementKey::Cidr(cidr),
-            timeout: None,
-            expires: None,
-        };
+        let op = ElementOp::key(Key::Addr(ElementKey::Cidr(cidr)));
         let mut batch = self.sock.batch();
-        batch.delete_elements(TABLE, role, &[op])?;
+        batch.delete_elements(set_ref(role), &[op])?;
         match self.sock.commit(&mut batch) {
             Ok(()) => Ok(true),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
@@ -378,6 +398,14 @@ impl Nft {
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+fn set_ref(role: SetRole) -> SetRef<'static> {
+    SetRef {
+        table: TABLE,
+        name: role.name(),
+        interval: role.interval(),
     }
 }
 

@@ -1,0 +1,391 @@
+//! The expression vocabulary of our rules, as plain data, and its rendering as nft rule text.
+//! A rule is a list of these; the netlink layer encodes and decodes the same list, so what
+//! `rules dump` prints is derived from what the kernel holds, not from what we meant.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// What a rule does with a packet once its matches hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Leave our chain: the packet goes on to the rest of the ruleset (never `accept`).
+    Return,
+    Drop,
+}
+
+/// Packet metadata a rule can load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKey {
+    NfProto,
+    L4Proto,
+}
+
+/// Header fields a rule can load: (base, offset, length) in the kernel's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Ip4Saddr,
+    Ip6Saddr,
+    Ip4FragOff,
+    TcpFlags,
+    TcpDport,
+    UdpSport,
+    UdpDport,
+}
+
+pub const BASE_NETWORK: u32 = 1;
+pub const BASE_TRANSPORT: u32 = 2;
+
+impl Field {
+    pub fn location(self) -> (u32, u32, u32) {
+        match self {
+            Field::Ip4Saddr => (BASE_NETWORK, 12, 4),
+            Field::Ip6Saddr => (BASE_NETWORK, 8, 16),
+            Field::Ip4FragOff => (BASE_NETWORK, 6, 2),
+            Field::TcpFlags => (BASE_TRANSPORT, 13, 1),
+            Field::TcpDport | Field::UdpDport => (BASE_TRANSPORT, 2, 2),
+            Field::UdpSport => (BASE_TRANSPORT, 0, 2),
+        }
+    }
+
+    /// The field at a location; transport fields need the rule's protocol to be told apart.
+    pub fn at(base: u32, offset: u32, len: u32, l4proto: Option<u8>) -> Option<Field> {
+        let field = match (base, offset, len, l4proto) {
+            (BASE_NETWORK, 12, 4, _) => Field::Ip4Saddr,
+            (BASE_NETWORK, 8, 16, _) => Field::Ip6Saddr,
+            (BASE_NETWORK, 6, 2, _) => Field::Ip4FragOff,
+            (BASE_TRANSPORT, 13, 1, Some(PROTO_TCP)) => Field::TcpFlags,
+            (BASE_TRANSPORT, 2, 2, Some(PROTO_TCP)) => Field::TcpDport,
+            (BASE_TRANSPORT, 2, 2, Some(PROTO_UDP)) => Field::UdpDport,
+            (BASE_TRANSPORT, 0, 2, Some(PROTO_UDP)) => Field::UdpSport,
+            _ => return None,
+        };
+        Some(field)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Field::Ip4Saddr => "ip saddr",
+            Field::Ip6Saddr => "ip6 saddr",
+            Field::Ip4FragOff => "ip frag-off",
+            Field::TcpFlags => "tcp flags",
+            Field::TcpDport => "tcp dport",
+            Field::UdpSport => "udp sport",
+            Field::UdpDport => "udp dport",
+        }
+    }
+}
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV6: u8 = 10;
+/// `ct state new` as the kernel's state bitmask.
+pub const CT_STATE_NEW: u32 = 1 << 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Neq,
+}
+
+/// One expression. Loads go to register 1, which the next expression reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    Meta(MetaKey),
+    /// `ct state`, as a 4-byte host-order bitmask.
+    CtState,
+    Payload(Field),
+    /// Whether an IPv6 fragment header is present (1 byte, 1 or 0).
+    Exthdr6Frag,
+    /// `reg & mask` (xor 0); the mask is in register byte order.
+    Bitwise(Vec<u8>),
+    Cmp(CmpOp, Vec<u8>),
+    /// The register's value is (or with `invert`, is not) in the named set.
+    Lookup {
+        set: String,
+        invert: bool,
+    },
+    /// Count in the named counter that the register's value maps to in the named map.
+    CounterMap(String),
+    /// Count in a named counter.
+    NamedCounter(String),
+    /// An anonymous counter (values as listed; zero in a spec).
+    Counter {
+        packets: u64,
+        bytes: u64,
+    },
+    /// At most `rate` packets per second, with a burst.
+    Limit {
+        rate: u64,
+        burst: u32,
+    },
+    /// Copy the packet's first `snaplen` bytes to an NFLOG group.
+    Log {
+        group: u16,
+        snaplen: u32,
+    },
+    Verdict(Verdict),
+}
+
+impl Expr {
+    pub fn counter() -> Expr {
+        Expr::Counter {
+            packets: 0,
+            bytes: 0,
+        }
+    }
+
+    pub fn meta_is(key: MetaKey, value: u8) -> [Expr; 2] {
+        [Expr::Meta(key), Expr::Cmp(CmpOp::Eq, vec![value])]
+    }
+}
+
+/// Two rules are the same when their expressions are, whatever their counters hold.
+pub fn same_rule(a: &[Expr], b: &[Expr]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| match (x, y) {
+            (Expr::Counter { .. }, Expr::Counter { .. }) => true,
+            _ => x == y,
+        })
+}
+
+/// The rule as nft text, or None when it contains something outside our idioms.
+pub fn render_rule(exprs: &[Expr]) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = exprs;
+    while !rest.is_empty() {
+        let (text, used) = render_statement(rest)?;
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&text);
+        rest = &rest[used..];
+    }
+    Some(out)
+}
+
+/// Renders the statement at the start of `exprs`; returns it and how many expressions it used.
+fn render_statement(exprs: &[Expr]) -> Option<(String, usize)> {
+    use Expr::*;
+    let done = |text: String, used| Some((text, used));
+    match exprs {
+        [Meta(key), Cmp(op, data), ..] => {
+            let value = *data.first()?;
+            let (name, value) = match key {
+                MetaKey::NfProto => ("meta nfproto", nfproto_name(value)?.to_string()),
+                MetaKey::L4Proto => ("meta l4proto", l4proto_name(value)),
+            };
+            done(format!("{name} {}{value}", op_text(*op)), 2)
+        }
+        [Meta(key), CounterMap(map), ..] => {
+            let name = match key {
+                MetaKey::NfProto => "meta nfproto",
+                MetaKey::L4Proto => "meta l4proto",
+            };
+            done(format!("counter name {name} map @{map}"), 2)
+        }
+        [CtState, Bitwise(mask), Cmp(CmpOp::Neq, zero), ..] if zero.iter().all(|&b| b == 0) => {
+            let mask = u32::from_ne_bytes(mask.as_slice().try_into().ok()?);
+            (mask == CT_STATE_NEW).then(|| ("ct state new".to_string(), 3))
+        }
+        [Exthdr6Frag, Cmp(CmpOp::Eq, one), ..] if one.as_slice() == [1] => {
+            done("exthdr frag exists".to_string(), 2)
+        }
+        [Payload(field), Bitwise(mask), Cmp(op, data), ..] => {
+            let text = match field {
+                Field::TcpFlags => format!(
+                    "tcp flags & ({}) {}{}",
+                    tcp_flag_names(*mask.first()?),
+                    op_text_explicit(*op),
+                    tcp_flag_names(*data.first()?)
+                ),
+                Field::Ip4FragOff => format!(
+                    "ip frag-off & 0x{:x} {}{}",
+                    u16::from_be_bytes(mask.as_slice().try_into().ok()?),
+                    op_text_explicit(*op),
+                    u16::from_be_bytes(data.as_slice().try_into().ok()?)
+                ),
+                _ => return None,
+            };
+            done(text, 3)
+        }
+        [Payload(field), Cmp(op, data), ..] => done(
+            format!(
+                "{} {}{}",
+                field.name(),
+                op_text(*op),
+                field_value(*field, data)?
+            ),
+            2,
+        ),
+        [Payload(field), Lookup { set, invert }, ..] => {
+            let op = if *invert { "!= " } else { "" };
+            done(format!("{} {op}@{set}", field.name()), 2)
+        }
+        [Payload(field), CounterMap(map), ..] => {
+            done(format!("counter name {} map @{map}", field.name()), 2)
+        }
+        [NamedCounter(name), ..] => done(format!("counter name \"{name}\""), 1),
+        [Counter { packets, bytes }, ..] => {
+            done(format!("counter packets {packets} bytes {bytes}"), 1)
+        }
+        [Limit { rate, burst }, ..] => {
+            done(format!("limit rate {rate}/second burst {burst} packets"), 1)
+        }
+        [Log { group, snaplen }, ..] => done(format!("log group {group} snaplen {snaplen}"), 1),
+        [Verdict(v), ..] => done(
+            match v {
+                self::Verdict::Return => "return",
+                self::Verdict::Drop => "drop",
+            }
+            .to_string(),
+            1,
+        ),
+        _ => None,
+    }
+}
+
+fn op_text(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Eq => "",
+        CmpOp::Neq => "!= ",
+    }
+}
+
+fn op_text_explicit(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Eq => "== ",
+        CmpOp::Neq => "!= ",
+    }
+}
+
+fn nfproto_name(value: u8) -> Option<&'static str> {
+    match value {
+        NFPROTO_IPV4 => Some("ipv4"),
+        NFPROTO_IPV6 => Some("ipv6"),
+        _ => None,
+    }
+}
+
+/// nft's name for an IP protocol number.
+pub fn l4proto_name(value: u8) -> String {
+    match value {
+        PROTO_ICMP => "icmp".to_string(),
+        PROTO_TCP => "tcp".to_string(),
+        PROTO_UDP => "udp".to_string(),
+        PROTO_ICMPV6 => "ipv6-icmp".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn tcp_flag_names(bits: u8) -> String {
+    const NAMES: [(u8, &str); 8] = [
+        (0x01, "fin"),
+        (0x02, "syn"),
+        (0x04, "rst"),
+        (0x08, "psh"),
+        (0x10, "ack"),
+        (0x20, "urg"),
+        (0x40, "ecn"),
+        (0x80, "cwr"),
+    ];
+    let names: Vec<&str> = NAMES
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if names.is_empty() {
+        "0x0".to_string()
+    } else {
+        names.join(" | ")
+    }
+}
+
+fn field_value(field: Field, data: &[u8]) -> Option<String> {
+    let mut out = String::new();
+    match field {
+        Field::Ip4Saddr => {
+            let _ = write!(out, "{}", IpAddr::from(<[u8; 4]>::try_from(data).ok()?));
+        }
+        Field::Ip6Saddr => {
+            let _ = write!(out, "{}", IpAddr::from(<[u8; 16]>::try_from(data).ok()?));
+        }
+        Field::TcpDport | Field::UdpDport | Field::UdpSport | Field::Ip4FragOff => {
+            let _ = write!(out, "{}", u16::from_be_bytes(data.try_into().ok()?));
+        }
+        Field::TcpFlags => out = tcp_flag_names(*data.first()?),
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idioms_render_as_nft_writes_them() {
+        let mut ban = Expr::meta_is(MetaKey::NfProto, NFPROTO_IPV4).to_vec();
+        ban.extend([
+            Expr::Payload(Field::Ip4Saddr),
+            Expr::Lookup {
+                set: "ban4".into(),
+                invert: false,
+            },
+            Expr::counter(),
+            Expr::Verdict(Verdict::Drop),
+        ]);
+        assert_eq!(
+            render_rule(&ban).unwrap(),
+            "meta nfproto ipv4 ip saddr @ban4 counter packets 0 bytes 0 drop"
+        );
+        let mut syn = Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+        syn.extend([
+            Expr::Payload(Field::TcpFlags),
+            Expr::Bitwise(vec![0x12]),
+            Expr::Cmp(CmpOp::Eq, vec![0x02]),
+            Expr::NamedCounter("tcp_syn".into()),
+        ]);
+        assert_eq!(
+            render_rule(&syn).unwrap(),
+            "meta l4proto tcp tcp flags & (syn | ack) == syn counter name \"tcp_syn\""
+        );
+        let new = [
+            Expr::CtState,
+            Expr::Bitwise(CT_STATE_NEW.to_ne_bytes().to_vec()),
+            Expr::Cmp(CmpOp::Neq, vec![0; 4]),
+            Expr::Meta(MetaKey::L4Proto),
+            Expr::Cmp(CmpOp::Eq, vec![PROTO_UDP]),
+            Expr::Payload(Field::UdpDport),
+            Expr::CounterMap("new_udp".into()),
+        ];
+        assert_eq!(
+            render_rule(&new).unwrap(),
+            "ct state new meta l4proto udp counter name udp dport map @new_udp"
+        );
+    }
+
+    #[test]
+    fn unknown_shapes_are_not_guessed() {
+        assert_eq!(render_rule(&[Expr::Bitwise(vec![1])]), None);
+        assert_eq!(
+            render_rule(&[Expr::Meta(MetaKey::NfProto), Expr::Cmp(CmpOp::Eq, vec![99])]),
+            None
+        );
+    }
+
+    #[test]
+    fn counters_do_not_make_rules_differ() {
+        let a = [Expr::counter(), Expr::Verdict(Verdict::Drop)];
+        let b = [
+            Expr::Counter {
+                packets: 5,
+                bytes: 300,
+            },
+            Expr::Verdict(Verdict::Drop),
+        ];
+        assert!(same_rule(&a, &b));
+        assert!(!same_rule(&a, &b[..1]));
+    }
+}

@@ -1,0 +1,852 @@
+//! Our nft table as plain data: what we want in the kernel (`desired`), what the kernel reports
+//! back (`TableState`), and both rendered as nft text that `nft -c -f` accepts. Nothing here
+//! touches the system; `rules/ftagent.nft` is the rendering of the default table.
+
+pub mod expr;
+mod render;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::addr::Cidr;
+use crate::config::{Config, Proto};
+use expr::{CmpOp, Expr, Field, MetaKey, Verdict, CT_STATE_NEW, NFPROTO_IPV4, NFPROTO_IPV6};
+use expr::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+
+/// The name of our table (family inet). Nobody else writes to it; we write nowhere else.
+pub const TABLE: &str = "ftagent";
+/// Our filter chain on the prerouting hook: accounting, sampling, safelist, bans.
+pub const CHAIN: &str = "prerouting";
+/// Before raw (-300), conntrack (-200), Fail2Ban (-1), iptables (0) and firewalld (+10): a
+/// dropped flood costs no conntrack entry.
+pub const PRIORITY: i32 = -310;
+/// Our second chain, after conntrack has classified the packet: new connections per port.
+pub const CT_CHAIN: &str = "conntrack";
+pub const CT_PRIORITY: i32 = -190;
+
+/// Named counters that every table has (service and reflector ports add their own).
+pub mod counter {
+    pub const IPV4: &str = "l3_ipv4";
+    pub const IPV6: &str = "l3_ipv6";
+    pub const TCP: &str = "l4_tcp";
+    pub const UDP: &str = "l4_udp";
+    pub const ICMP: &str = "l4_icmp";
+    pub const ICMPV6: &str = "l4_icmpv6";
+    pub const TCP_SYN: &str = "tcp_syn";
+    pub const TCP_ACK: &str = "tcp_ack";
+    pub const TCP_RST: &str = "tcp_rst";
+    pub const FRAGMENT: &str = "fragment";
+    /// TCP/UDP that is neither for a service port nor from a reflector port.
+    pub const OTHER: &str = "other";
+    pub const FIXED: [&str; 11] = [
+        IPV4, IPV6, TCP, UDP, ICMP, ICMPV6, TCP_SYN, TCP_ACK, TCP_RST, FRAGMENT, OTHER,
+    ];
+}
+
+/// The counter of a service port (range) for packets, or for new connections.
+pub fn service_counter(proto: Proto, first: u16, last: u16, new: bool) -> String {
+    let prefix = if new { "new_" } else { "" };
+    if first == last {
+        format!("{prefix}{proto}_{first}")
+    } else {
+        format!("{prefix}{proto}_{first}-{last}")
+    }
+}
+
+/// The counter of UDP packets from a reflector's source port.
+pub fn amplification_counter(port: u16) -> String {
+    format!("amp_{port}")
+}
+
+/// IPv4 or IPv6: the key type of a set and the network header a rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(cidr: &Cidr) -> Family {
+        if cidr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
+/// The type of a set's keys, with nft's datatype number and the key length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Ipv4Addr,
+    Ipv6Addr,
+    InetService,
+    InetProto,
+    NfProto,
+}
+
+impl KeyType {
+    pub const ALL: [KeyType; 5] = [
+        KeyType::Ipv4Addr,
+        KeyType::Ipv6Addr,
+        KeyType::InetService,
+        KeyType::InetProto,
+        KeyType::NfProto,
+    ];
+
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            KeyType::Ipv4Addr => "ipv4_addr",
+            KeyType::Ipv6Addr => "ipv6_addr",
+            KeyType::InetService => "inet_service",
+            KeyType::InetProto => "inet_proto",
+            KeyType::NfProto => "nf_proto",
+        }
+    }
+
+    pub fn type_id(self) -> u32 {
+        match self {
+            KeyType::NfProto => 2,
+            KeyType::Ipv4Addr => 7,
+            KeyType::Ipv6Addr => 8,
+            KeyType::InetProto => 12,
+            KeyType::InetService => 13,
+        }
+    }
+
+    pub fn len(self) -> u32 {
+        match self {
+            KeyType::Ipv4Addr => 4,
+            KeyType::Ipv6Addr => 16,
+            KeyType::InetService => 2,
+            KeyType::InetProto | KeyType::NfProto => 1,
+        }
+    }
+
+    pub fn from_id(id: u32) -> Option<KeyType> {
+        KeyType::ALL.into_iter().find(|k| k.type_id() == id)
+    }
+}
+
+/// The key of an address set element: an address or prefix, or (in an interval set whose
+/// neighbouring prefixes were merged) an inclusive address range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementKey {
+    Cidr(Cidr),
+    Range(IpAddr, IpAddr),
+}
+
+impl ElementKey {
+    /// The key for the addresses from `start` up to (not including) `end`; None runs to the top
+    /// of the family. A single CIDR block when the range is one, else an inclusive range.
+    pub fn from_interval(start: IpAddr, end: Option<IpAddr>) -> ElementKey {
+        if let Some(c) = Cidr::from_interval(start, end) {
+            return ElementKey::Cidr(c);
+        }
+        let last = match (start, end) {
+            (IpAddr::V4(_), Some(IpAddr::V4(e))) => IpAddr::V4(u32::from(e).wrapping_sub(1).into()),
+            (IpAddr::V6(_), Some(IpAddr::V6(e))) => {
+                IpAddr::V6(u128::from(e).wrapping_sub(1).into())
+            }
+            (IpAddr::V4(_), _) => IpAddr::V4(u32::MAX.into()),
+            (IpAddr::V6(_), _) => IpAddr::V6(u128::MAX.into()),
+        };
+        ElementKey::Range(start, last)
+    }
+}
+
+impl fmt::Display for ElementKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ElementKey::Cidr(c) => write!(f, "{c}"),
+            ElementKey::Range(a, b) => write!(f, "{a}-{b}"),
+        }
+    }
+}
+
+/// The key of any element of our sets and maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Addr(ElementKey),
+    /// A port or an inclusive port range.
+    Ports(u16, u16),
+    /// A protocol number (inet_proto or nf_proto).
+    Byte(u8),
+}
+
+impl Key {
+    fn render(&self, key_type: KeyType) -> String {
+        match (self, key_type) {
+            (Key::Addr(a), _) => a.to_string(),
+            (Key::Ports(a, b), _) if a == b => a.to_string(),
+            (Key::Ports(a, b), _) => format!("{a}-{b}"),
+            (Key::Byte(NFPROTO_IPV4), KeyType::NfProto) => "ipv4".to_string(),
+            (Key::Byte(NFPROTO_IPV6), KeyType::NfProto) => "ipv6".to_string(),
+            (Key::Byte(b), _) => expr::l4proto_name(*b),
+        }
+    }
+}
+
+/// The role of an address set, which fixes its name, key family and flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetRole {
+    /// Never dropped: matched first, with `return`.
+    Allow(Family),
+    /// Single banned addresses, each with a timeout.
+    Ban(Family),
+    /// Banned prefixes, each with a timeout.
+    BanNet(Family),
+}
+
+impl SetRole {
+    pub const ALL: [SetRole; 6] = [
+        SetRole::Allow(Family::V4),
+        SetRole::Allow(Family::V6),
+        SetRole::Ban(Family::V4),
+        SetRole::Ban(Family::V6),
+        SetRole::BanNet(Family::V4),
+        SetRole::BanNet(Family::V6),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SetRole::Allow(Family::V4) => "allow4",
+            SetRole::Allow(Family::V6) => "allow6",
+            SetRole::Ban(Family::V4) => "ban4",
+            SetRole::Ban(Family::V6) => "ban6",
+            SetRole::BanNet(Family::V4) => "bannet4",
+            SetRole::BanNet(Family::V6) => "bannet6",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SetRole> {
+        SetRole::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            SetRole::Allow(f) | SetRole::Ban(f) | SetRole::BanNet(f) => f,
+        }
+    }
+
+    pub fn interval(self) -> bool {
+        !matches!(self, SetRole::Ban(_))
+    }
+
+    pub fn timeout(self) -> bool {
+        !matches!(self, SetRole::Allow(_))
+    }
+
+    pub fn key_type(self) -> KeyType {
+        match self.family() {
+            Family::V4 => KeyType::Ipv4Addr,
+            Family::V6 => KeyType::Ipv6Addr,
+        }
+    }
+
+    /// The set a ban of this CIDR belongs in: a host goes to `ban4`/`ban6`, a prefix to
+    /// `bannet4`/`bannet6`.
+    pub fn for_ban(cidr: &Cidr) -> SetRole {
+        let family = Family::of(cidr);
+        if cidr.is_host() {
+            SetRole::Ban(family)
+        } else {
+            SetRole::BanNet(family)
+        }
+    }
+}
+
+/// A set or counter map as we declare it. Counter maps carry their elements (key → counter);
+/// address sets are filled at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetSpec {
+    pub name: String,
+    pub key: KeyType,
+    pub interval: bool,
+    pub timeout: bool,
+    /// Maximum number of elements (`size`); None where unbounded.
+    pub size: Option<u32>,
+    /// A map from key to named counter (`type … : counter`).
+    pub counter_map: bool,
+    pub elements: Vec<(Key, String)>,
+}
+
+impl SetSpec {
+    pub fn for_role(role: SetRole, size: Option<u32>) -> SetSpec {
+        SetSpec {
+            name: role.name().to_string(),
+            key: role.key_type(),
+            interval: role.interval(),
+            timeout: role.timeout(),
+            size,
+            counter_map: false,
+            elements: Vec::new(),
+        }
+    }
+
+    fn counter_map(
+        name: &str,
+        key: KeyType,
+        interval: bool,
+        elements: Vec<(Key, String)>,
+    ) -> SetSpec {
+        SetSpec {
+            name: name.to_string(),
+            key,
+            interval,
+            timeout: false,
+            size: None,
+            counter_map: true,
+            elements,
+        }
+    }
+}
+
+/// A base chain as we declare it: filter type on prerouting, policy accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSpec {
+    pub name: &'static str,
+    pub priority: i32,
+    pub rules: Vec<Vec<Expr>>,
+}
+
+/// The whole table as we want it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    pub counters: Vec<String>,
+    pub sets: Vec<SetSpec>,
+    pub chains: Vec<ChainSpec>,
+}
+
+/// The table the configuration asks for.
+pub fn desired(config: &Config) -> TableSpec {
+    let mut counters: Vec<String> = counter::FIXED.iter().map(|c| c.to_string()).collect();
+    let mut svc = |proto: Proto, new: bool| -> Vec<(Key, String)> {
+        let elements: Vec<(Key, String)> = config
+            .services
+            .iter()
+            .filter(|s| s.proto == proto)
+            .map(|s| {
+                let name = service_counter(proto, s.ports.first, s.ports.last, new);
+                (Key::Ports(s.ports.first, s.ports.last), name)
+            })
+            .collect();
+        counters.extend(elements.iter().map(|(_, c)| c.clone()));
+        elements
+    };
+    let svc_tcp = svc(Proto::Tcp, false);
+    let svc_udp = svc(Proto::Udp, false);
+    let new_tcp = svc(Proto::Tcp, true);
+    let new_udp = svc(Proto::Udp, true);
+    let amp: Vec<(Key, String)> = config
+        .sense
+        .amplification_ports
+        .iter()
+        .map(|&p| (Key::Ports(p, p), amplification_counter(p)))
+        .collect();
+    counters.extend(amp.iter().map(|(_, c)| c.clone()));
+
+    let el = |b: u8, name: &str| (Key::Byte(b), name.to_string());
+    let mut sets = vec![
+        SetSpec::counter_map(
+            "family",
+            KeyType::NfProto,
+            false,
+            vec![
+                el(NFPROTO_IPV4, counter::IPV4),
+                el(NFPROTO_IPV6, counter::IPV6),
+            ],
+        ),
+        SetSpec::counter_map(
+            "l4proto",
+            KeyType::InetProto,
+            false,
+            vec![
+                el(PROTO_TCP, counter::TCP),
+                el(PROTO_UDP, counter::UDP),
+                el(PROTO_ICMP, counter::ICMP),
+                el(PROTO_ICMPV6, counter::ICMPV6),
+            ],
+        ),
+        SetSpec::counter_map("svc_tcp", KeyType::InetService, true, svc_tcp),
+        SetSpec::counter_map("svc_udp", KeyType::InetService, true, svc_udp),
+        SetSpec::counter_map("amp_udp", KeyType::InetService, false, amp),
+        SetSpec::counter_map("new_tcp", KeyType::InetService, true, new_tcp),
+        SetSpec::counter_map("new_udp", KeyType::InetService, true, new_udp),
+    ];
+    let nft = &config.nft;
+    for role in SetRole::ALL {
+        let size = match role {
+            SetRole::Allow(_) => None,
+            SetRole::Ban(Family::V4) => Some(nft.ban4_size),
+            SetRole::Ban(Family::V6) => Some(nft.ban6_size),
+            SetRole::BanNet(Family::V4) => Some(nft.bannet4_size),
+            SetRole::BanNet(Family::V6) => Some(nft.bannet6_size),
+        };
+        sets.push(SetSpec::for_role(role, size));
+    }
+
+    let mut prerouting = accounting_rules();
+    let sense = &config.sense;
+    prerouting.push(vec![
+        Expr::Limit {
+            rate: u64::from(sense.sample_rate),
+            burst: (sense.sample_rate / 10).max(1),
+        },
+        Expr::Log {
+            group: sense.nflog_group,
+            snaplen: sense.snaplen,
+        },
+    ]);
+    prerouting.extend(SetRole::ALL.into_iter().map(address_rule));
+    let conntrack = [
+        (PROTO_TCP, Field::TcpDport, "new_tcp"),
+        (PROTO_UDP, Field::UdpDport, "new_udp"),
+    ]
+    .into_iter()
+    .map(|(proto, field, map)| {
+        let mut rule = vec![
+            Expr::CtState,
+            Expr::Bitwise(CT_STATE_NEW.to_ne_bytes().to_vec()),
+            Expr::Cmp(CmpOp::Neq, vec![0; 4]),
+        ];
+        rule.extend(Expr::meta_is(MetaKey::L4Proto, proto));
+        rule.extend([Expr::Payload(field), Expr::CounterMap(map.to_string())]);
+        rule
+    })
+    .collect();
+    TableSpec {
+        counters,
+        sets,
+        chains: vec![
+            ChainSpec {
+                name: CHAIN,
+                priority: PRIORITY,
+                rules: prerouting,
+            },
+            ChainSpec {
+                name: CT_CHAIN,
+                priority: CT_PRIORITY,
+                rules: conntrack,
+            },
+        ],
+    }
+}
+
+/// Counting rules that run before any verdict, so dropped traffic is counted too.
+fn accounting_rules() -> Vec<Vec<Expr>> {
+    let tcp = || Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+    let udp = || Expr::meta_is(MetaKey::L4Proto, PROTO_UDP).to_vec();
+    let with = |mut head: Vec<Expr>, tail: Vec<Expr>| {
+        head.extend(tail);
+        head
+    };
+    let flags = |mask: u8, value: u8, name: &str| {
+        with(
+            tcp(),
+            vec![
+                Expr::Payload(Field::TcpFlags),
+                Expr::Bitwise(vec![mask]),
+                Expr::Cmp(CmpOp::Eq, vec![value]),
+                Expr::NamedCounter(name.to_string()),
+            ],
+        )
+    };
+    let (fin, syn, rst, ack) = (0x01, 0x02, 0x04, 0x10);
+    vec![
+        vec![
+            Expr::Meta(MetaKey::NfProto),
+            Expr::CounterMap("family".into()),
+        ],
+        vec![
+            Expr::Meta(MetaKey::L4Proto),
+            Expr::CounterMap("l4proto".into()),
+        ],
+        flags(syn | ack, syn, counter::TCP_SYN),
+        flags(syn | rst, rst, counter::TCP_RST),
+        flags(fin | syn | rst | ack, ack, counter::TCP_ACK),
+        with(
+            Expr::meta_is(MetaKey::NfProto, NFPROTO_IPV4).to_vec(),
+            vec![
+                Expr::Payload(Field::Ip4FragOff),
+                Expr::Bitwise(0x3fffu16.to_be_bytes().to_vec()),
+                Expr::Cmp(CmpOp::Neq, vec![0, 0]),
+                Expr::NamedCounter(counter::FRAGMENT.into()),
+            ],
+        ),
+        with(
+            Expr::meta_is(MetaKey::NfProto, NFPROTO_IPV6).to_vec(),
+            vec![
+                Expr::Exthdr6Frag,
+                Expr::Cmp(CmpOp::Eq, vec![1]),
+                Expr::NamedCounter(counter::FRAGMENT.into()),
+            ],
+        ),
+        with(
+            tcp(),
+            vec![
+                Expr::Payload(Field::TcpDport),
+                Expr::CounterMap("svc_tcp".into()),
+            ],
+        ),
+        with(
+            udp(),
+            vec![
+                Expr::Payload(Field::UdpDport),
+                Expr::CounterMap("svc_udp".into()),
+            ],
+        ),
+        with(
+            udp(),
+            vec![
+                Expr::Payload(Field::UdpSport),
+                Expr::CounterMap("amp_udp".into()),
+            ],
+        ),
+        with(
+            tcp(),
+            vec![
+                Expr::Payload(Field::TcpDport),
+                Expr::Lookup {
+                    set: "svc_tcp".into(),
+                    invert: true,
+                },
+                Expr::NamedCounter(counter::OTHER.into()),
+            ],
+        ),
+        with(
+            udp(),
+            vec![
+                Expr::Payload(Field::UdpDport),
+                Expr::Lookup {
+                    set: "svc_udp".into(),
+                    invert: true,
+                },
+                Expr::Payload(Field::UdpSport),
+                Expr::Lookup {
+                    set: "amp_udp".into(),
+                    invert: true,
+                },
+                Expr::NamedCounter(counter::OTHER.into()),
+            ],
+        ),
+    ]
+}
+
+/// `ip saddr @set return` for the safelist, `ip saddr @set counter drop` for bans.
+fn address_rule(role: SetRole) -> Vec<Expr> {
+    let (nfproto, field) = match role.family() {
+        Family::V4 => (NFPROTO_IPV4, Field::Ip4Saddr),
+        Family::V6 => (NFPROTO_IPV6, Field::Ip6Saddr),
+    };
+    let mut rule = Expr::meta_is(MetaKey::NfProto, nfproto).to_vec();
+    rule.push(Expr::Payload(field));
+    rule.push(Expr::Lookup {
+        set: role.name().to_string(),
+        invert: false,
+    });
+    match role {
+        SetRole::Allow(_) => rule.push(Expr::Verdict(Verdict::Return)),
+        SetRole::Ban(_) | SetRole::BanNet(_) => {
+            rule.extend([Expr::counter(), Expr::Verdict(Verdict::Drop)])
+        }
+    }
+    rule
+}
+
+/// One element of a set as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementState {
+    pub key: Key,
+    pub timeout: Option<Duration>,
+    /// Time left before the kernel removes it.
+    pub expires: Option<Duration>,
+    /// For a counter map: the counter the key maps to.
+    pub counter: Option<String>,
+}
+
+/// A set as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetState {
+    pub name: String,
+    pub key: Option<KeyType>,
+    pub interval: bool,
+    pub timeout: bool,
+    pub size: Option<u32>,
+    pub counter_map: bool,
+    pub elements: Vec<ElementState>,
+}
+
+/// A named counter as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterState {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A rule as the kernel reports it: expressions of our vocabulary, or a description of what
+/// we do not recognise (shown as a comment rather than hidden).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleState {
+    Known(Vec<Expr>),
+    Unknown(String),
+}
+
+/// A base chain's hook as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookState {
+    pub hook: String,
+    pub priority: i32,
+    pub kind: String,
+    pub policy_accept: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainState {
+    pub name: String,
+    pub hook: Option<HookState>,
+    pub rules: Vec<RuleState>,
+}
+
+/// Our table as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableState {
+    pub owner: bool,
+    pub persist: bool,
+    pub counters: Vec<CounterState>,
+    pub sets: Vec<SetState>,
+    pub chains: Vec<ChainState>,
+}
+
+impl TableState {
+    /// The differences between this table and the spec, one line each; empty when it matches.
+    pub fn differences(&self, spec: &TableSpec) -> Vec<String> {
+        let mut diffs = Vec::new();
+        let mut have: Vec<&str> = self.counters.iter().map(|c| c.name.as_str()).collect();
+        let mut want: Vec<&str> = spec.counters.iter().map(String::as_str).collect();
+        have.sort_unstable();
+        want.sort_unstable();
+        if have != want {
+            diffs.push("the named counters differ".to_string());
+        }
+        for want in &spec.sets {
+            match self.sets.iter().find(|s| s.name == want.name) {
+                None => diffs.push(format!("set {} is missing", want.name)),
+                Some(have) => {
+                    let shape_ok = have.key == Some(want.key)
+                        && have.interval == want.interval
+                        && have.timeout == want.timeout
+                        && have.size == want.size
+                        && have.counter_map == want.counter_map;
+                    if !shape_ok {
+                        diffs.push(format!("set {} has other type, flags or size", want.name));
+                    }
+                    if want.counter_map {
+                        let listed: Vec<(Key, Option<&str>)> = have
+                            .elements
+                            .iter()
+                            .map(|e| (e.key, e.counter.as_deref()))
+                            .collect();
+                        let wanted: Vec<(Key, Option<&str>)> = want
+                            .elements
+                            .iter()
+                            .map(|(k, c)| (*k, Some(c.as_str())))
+                            .collect();
+                        if !same_members(&listed, &wanted) {
+                            diffs.push(format!("map {} has other elements", want.name));
+                        }
+                    }
+                }
+            }
+        }
+        for have in &self.sets {
+            if !spec.sets.iter().any(|s| s.name == have.name) {
+                diffs.push(format!("unexpected set {}", have.name));
+            }
+        }
+        for want in &spec.chains {
+            let Some(chain) = self.chains.iter().find(|c| c.name == want.name) else {
+                diffs.push(format!("chain {} is missing", want.name));
+                continue;
+            };
+            let hook_ok = chain.hook.as_ref().is_some_and(|h| {
+                h.hook == "prerouting"
+                    && h.priority == want.priority
+                    && h.policy_accept
+                    && h.kind == "filter"
+            });
+            if !hook_ok {
+                diffs.push(format!(
+                    "chain {} has another hook, type, priority or policy",
+                    want.name
+                ));
+            }
+            let rules_ok = chain.rules.len() == want.rules.len()
+                && chain
+                    .rules
+                    .iter()
+                    .zip(&want.rules)
+                    .all(|(have, want)| match have {
+                        RuleState::Known(exprs) => expr::same_rule(exprs, want),
+                        RuleState::Unknown(_) => false,
+                    });
+            if !rules_ok {
+                diffs.push(format!("chain {} has other rules", want.name));
+            }
+        }
+        for chain in &self.chains {
+            if !spec.chains.iter().any(|c| c.name == chain.name) {
+                diffs.push(format!("unexpected chain {}", chain.name));
+            }
+        }
+        diffs
+    }
+
+    /// The table as nft text, accepted by `nft -c -f`.
+    pub fn render(&self) -> String {
+        render::table(self)
+    }
+
+    /// A named counter's values.
+    pub fn counter(&self, name: &str) -> Option<&CounterState> {
+        self.counters.iter().find(|c| c.name == name)
+    }
+}
+
+fn same_members<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
+}
+
+impl TableSpec {
+    /// The table as it would be listed right after creation: empty sets, zero counters.
+    pub fn as_fresh_state(&self) -> TableState {
+        let counters = self
+            .counters
+            .iter()
+            .map(|name| CounterState {
+                name: name.clone(),
+                packets: 0,
+                bytes: 0,
+            })
+            .collect();
+        let sets = self
+            .sets
+            .iter()
+            .map(|s| SetState {
+                name: s.name.clone(),
+                key: Some(s.key),
+                interval: s.interval,
+                timeout: s.timeout,
+                size: s.size,
+                counter_map: s.counter_map,
+                elements: s
+                    .elements
+                    .iter()
+                    .map(|(key, counter)| ElementState {
+                        key: *key,
+                        timeout: None,
+                        expires: None,
+                        counter: Some(counter.clone()),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let chains = self
+            .chains
+            .iter()
+            .map(|c| ChainState {
+                name: c.name.to_string(),
+                hook: Some(HookState {
+                    hook: "prerouting".to_string(),
+                    priority: c.priority,
+                    kind: "filter".to_string(),
+                    policy_accept: true,
+                }),
+                rules: c
+                    .rules
+                    .iter()
+                    .map(|r| RuleState::Known(r.clone()))
+                    .collect(),
+            })
+            .collect();
+        TableState {
+            owner: false,
+            persist: false,
+            counters,
+            sets,
+            chains,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rules/ftagent.nft is this rendering; `FTAGENT_BLESS=1 cargo test` rewrites it.
+    #[test]
+    fn default_table_renders_as_rules_file() {
+        let text = desired(&Config::default()).as_fresh_state().render();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/ftagent.nft");
+        if std::env::var_os("FTAGENT_BLESS").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        assert_eq!(text, std::fs::read_to_string(path).unwrap());
+    }
+
+    #[test]
+    fn fresh_state_matches_its_spec() {
+        let spec = desired(&Config::default());
+        assert!(spec.as_fresh_state().differences(&spec).is_empty());
+    }
+
+    #[test]
+    fn differences_name_what_is_wrong() {
+        let spec = desired(&Config::default());
+        let mut state = spec.as_fresh_state();
+        state.sets.retain(|s| s.name != "ban6");
+        state.chains[0]
+            .rules
+            .push(RuleState::Unknown("meta mark".into()));
+        state.counters.pop();
+        let diffs = state.differences(&spec);
+        assert_eq!(
+            diffs,
+            vec![
+                "the named counters differ",
+                "set ban6 is missing",
+                "chain prerouting has other rules"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_rule_of_the_spec_renders() {
+        for chain in desired(&Config::default()).chains {
+            for rule in chain.rules {
+                assert!(expr::render_rule(&rule).is_some(), "{rule:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bans_go_to_the_set_of_their_shape() {
+        let host: Cidr = "10.250.0.1".parse().unwrap();
+        let net: Cidr = "10.250.1.0/24".parse().unwrap();
+        let host6: Cidr = "fd00:250::1".parse().unwrap();
+        assert_eq!(SetRole::for_ban(&host).name(), "ban4");
+        assert_eq!(SetRole::for_ban(&net).name(), "bannet4");
+        assert_eq!(SetRole::for_ban(&host6).name(), "ban6");
+    }
+
+    #[test]
+    fn service_ranges_get_their_own_counters() {
+        assert_eq!(service_counter(Proto::Tcp, 80, 80, false), "tcp_80");
+        assert_eq!(
+            service_counter(Proto::Udp, 8000, 8100, true),
+            "new_udp_8000-8100"
+        );
+    }
+}
