@@ -26,7 +26,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: install table inet ftagent and protect this host until stopped
-    Run,
+    Run {
+        /// Print one JSON line per second on stdout with what the agent sees: rates per
+        /// counter, top talkers, connection counts, sample loss
+        #[arg(long)]
+        trace_samples: bool,
+    },
     /// Show or remove ftagent's firewall objects (and nothing else)
     #[command(subcommand)]
     Rules(RulesCommand),

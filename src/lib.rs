@@ -10,6 +10,7 @@
 //! - [`daemon`]: the event loop of `ftagent run`.
 
 pub mod addr;
+pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -8,12 +8,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use ftagent::alloc::CountingAllocator;
+
 use ftagent::cli::{Cli, Command, ConfigCommand, RulesCommand};
 use ftagent::config::{Config, ConfigError, ConfigSource};
 use ftagent::control::{self, Request};
 use ftagent::daemon::{self, DaemonError};
 use ftagent::netlink::{Nft, NlError};
 use ftagent::ruleset::TABLE;
+
+/// Counts allocations so the daemon can report that its ticks make none.
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// Everything that can end a command unsuccessfully.
 enum Failure {
@@ -111,7 +117,7 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Run => Ok(daemon::run(config, cli.config)?),
+        Command::Run { trace_samples } => Ok(daemon::run(config, cli.config, trace_samples)?),
         Command::Rules(RulesCommand::Dump) => {
             let mut nft = Nft::open()?;
             match nft.table_state()? {

@@ -224,7 +224,7 @@ pub(crate) fn walk_dump(
                 if code < 0 {
                     return Err(NlError::kernel(
                         "dump conntrack table".into(),
-                        -code,
+                        code.saturating_neg(),
                         None,
                     ));
                 }
@@ -828,7 +828,10 @@ pub(crate) mod tests {
             let _ = stats_reply(&buf, 1);
             parsed += stats.entries;
         }
-        assert!(parsed > 0, "mutation kept nothing valid: the test tests nothing");
+        assert!(
+            parsed > 0,
+            "mutation kept nothing valid: the test tests nothing"
+        );
     }
 
     // ---- root tests: a throwaway network namespace, traffic only inside it ----
@@ -968,14 +971,24 @@ pub(crate) mod tests {
             let client: Ipv4Addr = [127, 0, 0, 2].into();
             let mut streams = Vec::new();
             for _ in 0..CONNS {
-                streams.push(connect_from(client, ([127, 0, 0, 1], port).into()).unwrap());
+                streams.push(
+                    connect_from(
+                        client,
+                        std::net::SocketAddrV4::new([127, 0, 0, 1].into(), port),
+                    )
+                    .unwrap(),
+                );
                 streams.push(listener.accept().unwrap().0);
             }
 
             let mut ct = Conntrack::open().unwrap();
             let count = ct.count().unwrap();
             assert!(count >= CONNS as u64, "count {count}");
-            assert_eq!(ct.count_by_proc().unwrap(), count, "stats vs nf_conntrack_count");
+            assert_eq!(
+                ct.count_by_proc().unwrap(),
+                count,
+                "stats vs nf_conntrack_count"
+            );
 
             let mut table = ConnectionTable::new(&[(port, port)], &[], 4096);
             table.begin();
@@ -1041,7 +1054,9 @@ pub(crate) mod tests {
             };
             if n > 0 {
                 let first = Msgs::new(&ct.buf[..n as usize]).next();
-                let err = first.and_then(|m| m.ok()).and_then(|m| m.error().map(|e| e.code));
+                let err = first
+                    .and_then(|m| m.ok())
+                    .and_then(|m| m.error().map(|e| e.code));
                 panic!("inserting conntrack entries failed: {err:?}");
             }
             i = end;
@@ -1090,8 +1105,21 @@ pub(crate) mod tests {
         static GLOBAL: Counting = Counting;
     }
 
-    /// Timing of count() and dump() (+ aggregation) at 5k and 50k entries. Run with
-    /// `cargo test --release --lib dump_cost -- --ignored --nocapture`.
+    /// CPU time of the calling thread (user, system).
+    fn thread_cpu() -> (Duration, Duration) {
+        // SAFETY: getrusage fills the zeroed struct we pass.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        (tv(ru.ru_utime), tv(ru.ru_stime))
+    }
+
+    /// Timing of count() and dump() (+ aggregation) at 0, 5k and 50k entries, and the heap
+    /// allocations of a dump. Run with
+    /// `cargo test --release --lib dump_cost -- --ignored --nocapture`, and with
+    /// `RUSTFLAGS="--cfg ftagent_alloc_count"` to count allocations.
     #[test]
     #[ignore = "benchmark; needs root"]
     fn dump_cost() {
@@ -1101,10 +1129,19 @@ pub(crate) mod tests {
         }
         let ns = Netns::create("bench").expect("namespace");
         in_netns(&ns, || {
+            if let Some(before) = allocations() {
+                let v = std::hint::black_box(vec![1u8; 64]);
+                assert!(
+                    allocations().unwrap_or(0) > before,
+                    "allocation counter is dead"
+                );
+                drop(v);
+            }
+            const ROUNDS: u32 = 7;
             let mut ct = Conntrack::open().unwrap();
             let mut table = ConnectionTable::new(&[(80, 80)], &[], 4096);
             let mut inserted = 0;
-            for target in [5_000u32, 50_000] {
+            for target in [0u32, 5_000, 50_000] {
                 let t = Instant::now();
                 insert_entries(inserted, target - inserted);
                 let insert = t.elapsed();
@@ -1119,20 +1156,27 @@ pub(crate) mod tests {
 
                 let mut plain = Vec::new();
                 let mut aggregated = Vec::new();
-                let mut allocs = None;
-                for _ in 0..7 {
+                let mut allocs = Some(0);
+                let (mut user, mut sys) = (Duration::ZERO, Duration::ZERO);
+                for _ in 0..ROUNDS {
                     let t = Instant::now();
                     let s = ct.dump(&mut |_| {}).unwrap();
                     plain.push(t.elapsed());
                     assert_eq!(s.entries, u64::from(target));
 
                     let before = allocations();
+                    let (u0, s0) = thread_cpu();
                     let t = Instant::now();
                     table.begin();
                     let s = ct.dump(&mut |e| table.add(e)).unwrap();
                     aggregated.push(t.elapsed());
+                    let (u1, s1) = thread_cpu();
+                    user += u1 - u0;
+                    sys += s1 - s0;
                     let after = allocations();
-                    allocs = before.zip(after).map(|(b, a)| a - b);
+                    allocs = allocs
+                        .zip(before.zip(after))
+                        .map(|(sum, (b, a))| sum + a - b);
                     assert_eq!(s.entries, u64::from(target));
                 }
                 assert_eq!(table.per_port(IPPROTO_TCP, 80), target);
@@ -1140,13 +1184,19 @@ pub(crate) mod tests {
                 aggregated.sort();
                 println!(
                     "{target} entries: insert {insert:.1?}; count() {count_us:.1} µs; \
-                     dump min {:.1?} median {:.1?}; dump+aggregate min {:.1?} median {:.1?}; \
-                     allocations per dump+aggregate: {}",
+                     dump min {:.1?} median {:.1?}; dump+aggregate min {:.1?} median {:.1?} \
+                     (CPU per dump: user {:.1?}, system {:.1?}); \
+                     allocations in {ROUNDS} dump+aggregate rounds: {}",
                     plain[0],
-                    plain[3],
+                    plain[ROUNDS as usize / 2],
                     aggregated[0],
-                    aggregated[3],
-                    allocs.map_or("not counted (build with --cfg ftagent_alloc_count)".into(), |a| a.to_string())
+                    aggregated[ROUNDS as usize / 2],
+                    user / ROUNDS,
+                    sys / ROUNDS,
+                    allocs.map_or(
+                        "not counted (build with --cfg ftagent_alloc_count)".into(),
+                        |a| a.to_string()
+                    )
                 );
             }
         });

@@ -2,7 +2,9 @@
 //! (a `TableSpec`, a ban) into atomic batches, then reads back what the kernel holds.
 //! Submodules: `wire` (message views and writer), `nft` (nf_tables messages), `socket`.
 
+pub mod conntrack;
 pub mod expr;
+pub mod nflog;
 pub mod nft;
 pub mod socket;
 pub mod wire;

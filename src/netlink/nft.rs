@@ -289,7 +289,7 @@ impl Batch {
         }
         self.w.attr_be32(NFTA_SET_FLAGS, flags);
         self.w.attr_be32(NFTA_SET_KEY_TYPE, spec.key.type_id());
-        self.w.attr_be32(NFTA_SET_KEY_LEN, spec.key.len());
+        self.w.attr_be32(NFTA_SET_KEY_LEN, spec.key.key_len());
         self.w.attr_be32(NFTA_SET_ID, id);
         if spec.counter_map {
             self.w.attr_be32(NFTA_SET_OBJ_TYPE, NFT_OBJECT_COUNTER);

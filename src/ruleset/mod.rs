@@ -115,7 +115,7 @@ impl KeyType {
         }
     }
 
-    pub fn len(self) -> u32 {
+    pub fn key_len(self) -> u32 {
         match self {
             KeyType::Ipv4Addr => 4,
             KeyType::Ipv6Addr => 16,

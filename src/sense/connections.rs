@@ -330,8 +330,18 @@ mod tests {
         for _ in 0..3 {
             t.add(&entry("198.51.100.1", IPPROTO_TCP, 443, EST));
         }
-        t.add(&entry("198.51.100.1", IPPROTO_TCP, 443, Some(TCP_CONNTRACK_SYN_SENT)));
-        t.add(&entry("198.51.100.2", IPPROTO_TCP, 22, Some(TCP_CONNTRACK_SYN_RECV)));
+        t.add(&entry(
+            "198.51.100.1",
+            IPPROTO_TCP,
+            443,
+            Some(TCP_CONNTRACK_SYN_SENT),
+        ));
+        t.add(&entry(
+            "198.51.100.2",
+            IPPROTO_TCP,
+            22,
+            Some(TCP_CONNTRACK_SYN_RECV),
+        ));
         t.add(&entry("2001:db8::7", IPPROTO_UDP, 53, None));
         // Not counted: closing state, no state, other port, TCP-only port over UDP, ICMP.
         t.add(&entry("198.51.100.3", IPPROTO_TCP, 443, Some(7))); // TIME_WAIT
@@ -482,7 +492,15 @@ mod tests {
         let mut w = Writer::new();
         for i in 0..30u16 {
             let e = entry(&format!("203.0.113.{}", i % 3), IPPROTO_TCP, 443, EST);
-            encode_entry(&mut w, NLM_F_MULTI, 77, &Entry { src_port: Some(i), ..e });
+            encode_entry(
+                &mut w,
+                NLM_F_MULTI,
+                77,
+                &Entry {
+                    src_port: Some(i),
+                    ..e
+                },
+            );
         }
         let mut t = ConnectionTable::new(&[(443, 443)], &[], 16);
         t.begin();

@@ -185,7 +185,9 @@ mod tests {
     fn ipv6_and_small_counts() {
         let mut h = HyperLogLog::new();
         for i in 0..20_000u128 {
-            h.add_addr(IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | (i << 64))));
+            h.add_addr(IpAddr::V6(Ipv6Addr::from(
+                (0x2001_0db8u128 << 96) | (i << 64),
+            )));
         }
         let e = h.estimate();
         assert!(relative_error(e, 20_000) < 0.05, "estimated {e}");

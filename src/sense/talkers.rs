@@ -85,7 +85,9 @@ impl Talkers {
         if p.fragment {
             self.fragments += 1;
         }
-        if p.tcp_flags.is_some_and(|f| f & (TCP_SYN | TCP_ACK) == TCP_SYN) {
+        if p.tcp_flags
+            .is_some_and(|f| f & (TCP_SYN | TCP_ACK) == TCP_SYN)
+        {
             self.syns += 1;
         }
     }
@@ -203,7 +205,10 @@ impl Key for IpAddr {
 impl Key for (u8, u16) {
     const VACANT: (u8, u16) = (0, 0);
     fn hash64(&self) -> u64 {
-        hash_u64((u64::from(self.0) << 16) | u64::from(self.1), 0x2545_f491_4f6c_dd1d)
+        hash_u64(
+            (u64::from(self.0) << 16) | u64::from(self.1),
+            0x2545_f491_4f6c_dd1d,
+        )
     }
 }
 
@@ -327,7 +332,8 @@ impl<K: Key> TopK<K> {
 
     /// The count of `key` if it is tracked.
     pub fn get(&self, key: K) -> Option<Counted<K>> {
-        self.find(key, key.hash64()).map(|id| counted(&self.slots[id]))
+        self.find(key, key.hash64())
+            .map(|id| counted(&self.slots[id]))
     }
 
     /// Heaviest first; fills `out`, returns how many.
@@ -543,7 +549,10 @@ mod tests {
         assert_eq!(t.top_sources(&mut out), 5);
         assert_eq!(out[0].0, heavy);
         let c = t.sources().get(heavy).unwrap();
-        assert!(c.count >= heavy_true && c.count - c.error <= heavy_true, "{c:?}");
+        assert!(
+            c.count >= heavy_true && c.count - c.error <= heavy_true,
+            "{c:?}"
+        );
         // Sorted, heaviest first.
         assert!(out.windows(2).all(|w| w[0].1 >= w[1].1));
         assert_eq!(t.sources().total(), t.samples());
@@ -561,7 +570,11 @@ mod tests {
         for _ in 0..100_000 {
             let r = rng.next();
             // Half the stream on keys 0..4, the rest spread over 1000 keys.
-            let key = if r & 1 == 0 { (r >> 8) % 4 } else { (r >> 8) % 1000 } as u16;
+            let key = if r & 1 == 0 {
+                (r >> 8) % 4
+            } else {
+                (r >> 8) % 1000
+            } as u16;
             truth[usize::from(key)] += 1;
             top.add((6, key));
         }
@@ -618,7 +631,14 @@ mod tests {
     fn histograms_and_flags() {
         let mut t = Talkers::new(4);
         let mut p = udp_from(v4(1), 9);
-        for (len, ttl) in [(40, 0), (64, 31), (65, 32), (1500, 64), (1501, 128), (65535, 255)] {
+        for (len, ttl) in [
+            (40, 0),
+            (64, 31),
+            (65, 32),
+            (1500, 64),
+            (1501, 128),
+            (65535, 255),
+        ] {
             p.len = len;
             p.ttl = ttl;
             t.record(&p);

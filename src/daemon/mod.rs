@@ -1,0 +1,294 @@
+//! `ftagent run`: installs our table, then serves one mio event loop on one thread: signals
+//! (SIGTERM/SIGINT stop, SIGHUP reloads), the tick timer (read every counter with one dump;
+//! conntrack every `sense.conntrack_interval`), sampled packets from NFLOG, and operator
+//! requests on the control socket. The nf_tables socket lives as long as the process.
+
+mod control;
+mod fds;
+
+pub use control::parse_ban;
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::config::{Compat, Config};
+use crate::netlink::conntrack::Conntrack;
+use crate::netlink::nflog::{NflogConfig, NflogSocket};
+use crate::netlink::{Features, NlError, Nft};
+use crate::ruleset;
+use crate::sense::counters::ReadingGap;
+use crate::sense::{trace, Sensor};
+use fds::{SignalFd, TimerFd};
+
+const SIGNALS: Token = Token(0);
+const TICK: Token = Token(1);
+const NFLOG: Token = Token(2);
+const CONTROL: Token = Token(3);
+/// Control connections take the tokens from here on.
+const FIRST_CONNECTION: usize = 16;
+/// At most one attempt a second to put back a table someone else removed.
+const RESTORE_BACKOFF: Duration = Duration::from_secs(1);
+const TRACE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Netlink(#[from] NlError),
+    #[error("table inet {} is held by another running ftagent; stop it first", ruleset::TABLE)]
+    TableHeld,
+    #[error("the table read back differs from what was written: {}", .0.join("; "))]
+    Verify(Vec<String>),
+    #[error("control socket {path}: {source}")]
+    Control { path: PathBuf, source: io::Error },
+    #[error("{what}: {source}")]
+    Os { what: &'static str, source: io::Error },
+}
+
+/// Which table mode to use: probed, unless the configuration forces the older-kernel mode.
+pub fn features(nft: &mut Nft, config: &Config) -> Result<Features, NlError> {
+    match config.nft.compat {
+        Compat::Legacy => Ok(Features::LEGACY),
+        Compat::Auto => nft.probe(),
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Installs the table for `config`, failing if it does not read back as written.
+fn install(nft: &mut Nft, config: &Config, features: Features) -> Result<(), DaemonError> {
+    let spec = ruleset::desired(config);
+    let installed = nft.install(&spec, &config.safelist, features).map_err(|e| match e.errno() {
+        Some(libc::EPERM) if is_root() => DaemonError::TableHeld,
+        _ => DaemonError::Netlink(e),
+    })?;
+    if !installed.differences.is_empty() {
+        return Err(DaemonError::Verify(installed.differences));
+    }
+    log::info!(
+        "table inet {} {} ({} safelist entries, {} bans kept)",
+        ruleset::TABLE,
+        if installed.replaced { "replaced" } else { "installed" },
+        config.safelist.len(),
+        installed.kept_bans
+    );
+    Ok(())
+}
+
+/// The daemon's state between events.
+struct Daemon {
+    config: Config,
+    config_path: Option<PathBuf>,
+    nft: Nft,
+    features: Features,
+    sensor: Sensor,
+    nflog: NflogSocket,
+    conntrack: Conntrack,
+    next_conntrack: Instant,
+    last_restore: Option<Instant>,
+    trace: bool,
+    next_trace: Instant,
+    tick_allocations: u64,
+}
+
+/// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
+/// flush request (removing the table).
+pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<(), DaemonError> {
+    let os = |what| move |source| DaemonError::Os { what, source };
+    let signals = SignalFd::new().map_err(os("block signals"))?;
+    let mut nft = Nft::open()?;
+    let features = features(&mut nft, &config)?;
+    log::info!(
+        "kernel mode: {}, ban timeouts refreshed {}",
+        if features.owner_persist { "table flags owner+persist" } else { "unowned table (older-kernel mode)" },
+        if features.timeout_refresh { "in place" } else { "by delete+add" }
+    );
+    install(&mut nft, &config, features)?;
+    let nflog_config = NflogConfig { snaplen: config.sense.snaplen, ..NflogConfig::default() };
+    let nflog = NflogSocket::open(config.sense.nflog_group, &nflog_config)?;
+    let conntrack = Conntrack::open()?;
+    let timer = TimerFd::periodic(config.agent.tick).map_err(os("create tick timer"))?;
+    let socket_path = config.agent.control_socket.clone();
+    let mut listener = control::bind(&socket_path)?;
+
+    let mut poll = Poll::new().map_err(os("create poll"))?;
+    let registry = poll.registry();
+    registry.register(&mut SourceFd(&signals.raw_fd()), SIGNALS, Interest::READABLE).map_err(os("register signals"))?;
+    registry.register(&mut SourceFd(&timer.raw_fd()), TICK, Interest::READABLE).map_err(os("register timer"))?;
+    registry.register(&mut SourceFd(&nflog.raw_fd()), NFLOG, Interest::READABLE).map_err(os("register nflog"))?;
+    registry.register(&mut listener, CONTROL, Interest::READABLE).map_err(os("register control socket"))?;
+    log::info!(
+        "ready: tick {}, samples on NFLOG group {}, control socket {}",
+        humantime::format_duration(config.agent.tick),
+        config.sense.nflog_group,
+        socket_path.display()
+    );
+
+    let now = Instant::now();
+    let mut daemon = Daemon {
+        sensor: Sensor::new(&config),
+        config,
+        config_path,
+        nft,
+        features,
+        nflog,
+        conntrack,
+        next_conntrack: now,
+        last_restore: None,
+        trace,
+        next_trace: now,
+        tick_allocations: 0,
+    };
+    let mut connections = control::Connections::new(FIRST_CONNECTION);
+    let mut events = Events::with_capacity(64);
+    let outcome = 'serve: loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break Err(DaemonError::Os { what: "poll", source: e });
+        }
+        for event in events.iter() {
+            match event.token() {
+                SIGNALS => {
+                    while let Some(signo) = signals.read() {
+                        if signo == libc::SIGHUP {
+                            daemon.reload();
+                        } else {
+                            log::info!(
+                                "signal {signo}: stopping; table inet {} stays, its bans expire by themselves",
+                                ruleset::TABLE
+                            );
+                            break 'serve Ok(());
+                        }
+                    }
+                }
+                TICK => {
+                    if timer.expirations() > 0 {
+                        daemon.tick(Instant::now());
+                    }
+                }
+                NFLOG => daemon.drain_samples(),
+                CONTROL => connections.accept_all(&listener, poll.registry()),
+                token if connections.owns(token) => {
+                    let d = &mut daemon;
+                    let outcome = connections.serve(token, poll.registry(), &mut d.nft, &d.config, d.features);
+                    if let control::Outcome::Stop = outcome {
+                        break 'serve Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    let _ = std::fs::remove_file(&socket_path);
+    outcome
+}
+
+impl Daemon {
+    /// One tick: every counter with one dump, conntrack when due, the trace once a second.
+    /// Nothing here allocates in steady state but the trace line.
+    fn tick(&mut self, now: Instant) {
+        let before = crate::alloc::allocations();
+        self.read_counters(now);
+        if now >= self.next_conntrack {
+            self.next_conntrack = now + self.config.sense.conntrack_interval;
+            self.read_conntrack();
+        }
+        self.sensor.next_tick();
+        self.tick_allocations += crate::alloc::allocations() - before;
+        if self.trace && now >= self.next_trace {
+            self.next_trace = now + TRACE_WINDOW;
+            if let Some(line) = trace::window_line(&mut self.sensor, now, self.tick_allocations) {
+                println!("{line}");
+            }
+            self.tick_allocations = 0;
+        }
+    }
+
+    fn read_counters(&mut self, now: Instant) {
+        let counters = &mut self.sensor.counters;
+        counters.begin();
+        if let Err(e) = self.nft.read_counters(&mut |name, packets, bytes| counters.record(name, packets, bytes)) {
+            log::warn!("reading counters: {e}");
+            return;
+        }
+        if let Err(ReadingGap::Missing(n)) = counters.finish(now) {
+            self.restore(now, n);
+        }
+    }
+
+    /// Our table (or part of it) is gone: someone flushed the ruleset or deleted it. Put it back.
+    fn restore(&mut self, now: Instant, missing: usize) {
+        if self.last_restore.is_some_and(|t| now.saturating_duration_since(t) < RESTORE_BACKOFF) {
+            return;
+        }
+        self.last_restore = Some(now);
+        log::warn!("table inet {}: {missing} counters missing; restoring the table", ruleset::TABLE);
+        match install(&mut self.nft, &self.config, self.features) {
+            Ok(()) => log::warn!("table inet {} restored", ruleset::TABLE),
+            Err(e) => log::error!("restoring table inet {}: {e}", ruleset::TABLE),
+        }
+    }
+
+    fn read_conntrack(&mut self) {
+        match self.conntrack.count() {
+            Ok(n) => self.sensor.conntrack_entries = n,
+            Err(e) => log::warn!("conntrack count: {e}"),
+        }
+        let table = &mut self.sensor.connections;
+        table.begin();
+        if let Err(e) = self.conntrack.dump(&mut |entry| table.add(entry)) {
+            log::warn!("conntrack dump: {e}");
+        }
+    }
+
+    /// Drains the sampled packets (edge-triggered: until WouldBlock).
+    fn drain_samples(&mut self) {
+        let sensor = &mut self.sensor;
+        self.nflog.drain(&mut |p| sensor.packet(p));
+        let totals = self.nflog.totals();
+        self.sensor.loss = crate::sense::SampleLoss {
+            received: totals.packets,
+            lost: totals.lost,
+            enobufs: totals.enobufs,
+            malformed: totals.malformed,
+        };
+    }
+
+    fn reload(&mut self) {
+        let fresh = match Config::load(self.config_path.as_deref()) {
+            Ok((fresh, _)) => fresh,
+            Err(e) => {
+                log::error!("SIGHUP: configuration not reloaded, keeping the running one: {e}");
+                return;
+            }
+        };
+        if restart_only(&fresh, &self.config) {
+            log::warn!("SIGHUP: agent.*, nft.compat and the NFLOG settings take effect at the next start");
+        }
+        match install(&mut self.nft, &fresh, self.features) {
+            Ok(()) => {
+                self.sensor = Sensor::new(&fresh);
+                self.config = fresh;
+                log::info!("SIGHUP: configuration reloaded");
+            }
+            Err(e) => log::error!("SIGHUP: new configuration not applied, keeping the running one: {e}"),
+        }
+    }
+}
+
+/// Whether a reload changes settings that only a restart applies.
+fn restart_only(fresh: &Config, running: &Config) -> bool {
+    fresh.agent != running.agent
+        || fresh.nft.compat != running.nft.compat
+        || fresh.sense.nflog_group != running.sense.nflog_group
+        || fresh.sense.snaplen != running.sense.snaplen
+}

@@ -1,0 +1,257 @@
+//! The table's named counters, read once per tick, turned into rates. Which counter is which
+//! is fixed at start (`CounterLayout`); a tick only writes into arrays allocated then. Totals
+//! stay monotonic when the kernel's counters restart (our table replaced or restored).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Proto};
+use crate::ruleset::{amplification_counter, counter, service_counter};
+
+/// A configured service port (range) and the indices of its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceCounters {
+    pub proto: Proto,
+    pub first: u16,
+    pub last: u16,
+    /// Packets to the port.
+    pub packets: usize,
+    /// New connections to the port (`ct state new` packets).
+    pub new: usize,
+}
+
+/// Which counter is which. Built once; lookups by name do not allocate.
+#[derive(Debug, Clone)]
+pub struct CounterLayout {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+    pub services: Vec<ServiceCounters>,
+    /// Reflector source ports and their counter.
+    pub amplification: Vec<(u16, usize)>,
+}
+
+/// The fixed classes, by index into the layout (the order of `counter::FIXED`).
+pub mod class {
+    pub const IPV4: usize = 0;
+    pub const IPV6: usize = 1;
+    pub const TCP: usize = 2;
+    pub const UDP: usize = 3;
+    pub const ICMP: usize = 4;
+    pub const ICMPV6: usize = 5;
+    pub const TCP_SYN: usize = 6;
+    pub const TCP_ACK: usize = 7;
+    pub const TCP_RST: usize = 8;
+    pub const FRAGMENT: usize = 9;
+    pub const OTHER: usize = 10;
+}
+
+impl CounterLayout {
+    /// The layout of the table `ruleset::desired(config)` builds: fixed classes first, then the
+    /// service ports, their new-connection counters and the reflector ports.
+    pub fn new(config: &Config) -> CounterLayout {
+        let mut names: Vec<String> = counter::FIXED.iter().map(|c| c.to_string()).collect();
+        let mut add = |name: String| {
+            names.push(name);
+            names.len() - 1
+        };
+        let mut services: Vec<ServiceCounters> = config
+            .services
+            .iter()
+            .map(|s| ServiceCounters {
+                proto: s.proto,
+                first: s.ports.first,
+                last: s.ports.last,
+                packets: add(service_counter(s.proto, s.ports.first, s.ports.last, false)),
+                new: 0,
+            })
+            .collect();
+        for s in &mut services {
+            s.new = add(service_counter(s.proto, s.first, s.last, true));
+        }
+        let amplification =
+            config.sense.amplification_ports.iter().map(|&p| (p, add(amplification_counter(p)))).collect();
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        CounterLayout { names, index, services, amplification }
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        self.names.get(i).map(String::as_str).unwrap_or("?")
+    }
+
+    /// The service whose port range holds `port` for `proto`.
+    pub fn service(&self, proto: Proto, port: u16) -> Option<&ServiceCounters> {
+        self.services.iter().find(|s| s.proto == proto && (s.first..=s.last).contains(&port))
+    }
+}
+
+/// Packets and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reading {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Packets and bits per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rate {
+    pub pps: f64,
+    pub bps: f64,
+}
+
+/// Why a tick's reading could not be turned into rates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadingGap {
+    /// The first reading: nothing to compare with yet.
+    First,
+    /// Some counters were not listed: our table is gone or changed.
+    Missing(usize),
+}
+
+/// Cumulative readings of the current and previous tick, and the rates between them.
+#[derive(Debug)]
+pub struct CounterRates {
+    layout: CounterLayout,
+    previous: Vec<Reading>,
+    current: Vec<Reading>,
+    seen: Vec<bool>,
+    rates: Vec<Rate>,
+    totals: Vec<Reading>,
+    previous_at: Option<Instant>,
+    interval: Duration,
+}
+
+impl CounterRates {
+    pub fn new(layout: CounterLayout) -> CounterRates {
+        let n = layout.len();
+        CounterRates {
+            layout,
+            previous: vec![Reading::default(); n],
+            current: vec![Reading::default(); n],
+            seen: vec![false; n],
+            rates: vec![Rate::default(); n],
+            totals: vec![Reading::default(); n],
+            previous_at: None,
+            interval: Duration::ZERO,
+        }
+    }
+
+    pub fn layout(&self) -> &CounterLayout {
+        &self.layout
+    }
+
+    /// Starts a tick's reading.
+    pub fn begin(&mut self) {
+        self.seen.iter_mut().for_each(|s| *s = false);
+    }
+
+    /// One listed counter. Names not in the layout are ignored.
+    pub fn record(&mut self, name: &str, packets: u64, bytes: u64) {
+        if let Some(i) = self.layout.index(name) {
+            self.current[i] = Reading { packets, bytes };
+            self.seen[i] = true;
+        }
+    }
+
+    /// Ends the tick's reading at `now`: rates since the previous complete reading. A counter
+    /// lower than before was reset (its table recreated): its new value is all new traffic.
+    pub fn finish(&mut self, now: Instant) -> Result<(), ReadingGap> {
+        let missing = self.seen.iter().filter(|s| !**s).count();
+        if missing > 0 {
+            self.previous_at = None;
+            return Err(ReadingGap::Missing(missing));
+        }
+        let Some(previous_at) = self.previous_at.replace(now) else {
+            self.previous.copy_from_slice(&self.current);
+            return Err(ReadingGap::First);
+        };
+        let dt = now.saturating_duration_since(previous_at);
+        self.interval = dt;
+        let secs = dt.as_secs_f64().max(1e-6);
+        for i in 0..self.current.len() {
+            let (cur, prev) = (self.current[i], self.previous[i]);
+            let delta = if cur.packets < prev.packets || cur.bytes < prev.bytes {
+                cur
+            } else {
+                Reading { packets: cur.packets - prev.packets, bytes: cur.bytes - prev.bytes }
+            };
+            self.rates[i] = Rate { pps: delta.packets as f64 / secs, bps: delta.bytes as f64 * 8.0 / secs };
+            self.totals[i].packets += delta.packets;
+            self.totals[i].bytes += delta.bytes;
+        }
+        self.previous.copy_from_slice(&self.current);
+        Ok(())
+    }
+
+    pub fn rate(&self, i: usize) -> Rate {
+        self.rates.get(i).copied().unwrap_or_default()
+    }
+
+    /// Everything counted since the agent started, monotonic across counter resets.
+    pub fn total(&self, i: usize) -> Reading {
+        self.totals.get(i).copied().unwrap_or_default()
+    }
+
+    /// The time the last rates were measured over.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::desired;
+
+    #[test]
+    fn layout_names_every_counter_of_the_table_in_order() {
+        let config = Config::default();
+        let layout = CounterLayout::new(&config);
+        let names: Vec<&str> = (0..layout.len()).map(|i| layout.name(i)).collect();
+        assert_eq!(names, desired(&config).counters.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(layout.name(class::TCP_SYN), "tcp_syn");
+        assert_eq!(layout.name(class::OTHER), "other");
+        let ssh = layout.service(Proto::Tcp, 22).unwrap();
+        assert_eq!((layout.name(ssh.packets), layout.name(ssh.new)), ("tcp_22", "new_tcp_22"));
+    }
+
+    #[test]
+    fn rates_come_from_deltas_and_survive_resets() {
+        let config = Config::default();
+        let layout = CounterLayout::new(&config);
+        let names: Vec<String> = (0..layout.len()).map(|i| layout.name(i).to_string()).collect();
+        let mut rates = CounterRates::new(layout);
+        let t0 = Instant::now();
+        let read = |rates: &mut CounterRates, syn: u64, at: Instant| {
+            rates.begin();
+            for n in &names {
+                let value = if n == "tcp_syn" { syn } else { 0 };
+                rates.record(n, value, value * 60);
+            }
+            rates.finish(at)
+        };
+        assert_eq!(read(&mut rates, 100, t0), Err(ReadingGap::First));
+        read(&mut rates, 1100, t0 + Duration::from_millis(100)).unwrap();
+        assert_eq!(rates.rate(class::TCP_SYN).pps.round(), 10_000.0);
+        assert_eq!(rates.rate(class::TCP_SYN).bps.round(), 4_800_000.0);
+        // The table was recreated: the counter restarts from 0.
+        read(&mut rates, 50, t0 + Duration::from_millis(200)).unwrap();
+        assert_eq!(rates.rate(class::TCP_SYN).pps.round(), 500.0);
+        assert_eq!(rates.total(class::TCP_SYN).packets, 1050);
+        // A missing counter means a missing table: no rates from a partial reading.
+        rates.begin();
+        rates.record("tcp_syn", 60, 0);
+        assert_eq!(rates.finish(t0 + Duration::from_millis(300)), Err(ReadingGap::Missing(names.len() - 1)));
+    }
+}
