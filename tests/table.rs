@@ -3,92 +3,10 @@
 //! nothing else; a restart keeps bans without duplicating them. Both kernel modes are run:
 //! `owner`+`persist` (probed) and the older-kernel mode forced by `nft.compat = "legacy"`.
 
-use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
-use crate::lab::{
-    self, Lab, Netns, Proc, ATTACKER4, ATTACKER6, FAR4, OTHER4, OTHER6, VICTIM4, VICTIM6,
-};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ftagent");
-
-/// ftagent running in the victim namespace with a config of the test's own.
-struct Agent<'a> {
-    ns: &'a Netns,
-    config: PathBuf,
-    daemon: Option<Proc>,
-}
-
-impl<'a> Agent<'a> {
-    fn new(lab: &'a Lab, compat: &str) -> Agent<'a> {
-        Agent::with_extra(lab, compat, "")
-    }
-
-    /// With more `[nft]` keys appended to the config.
-    fn with_extra(lab: &'a Lab, compat: &str, nft_keys: &str) -> Agent<'a> {
-        let dir = lab.dir();
-        let config = dir.join("ftagent.toml");
-        let text = format!(
-            "[agent]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n\n[safelist]\ncidrs = [\"10.250.9.0/24\", \"fd00:250::99\"]\n\n[nft]\ncompat = \"{compat}\"\n{nft_keys}",
-            dir.join("ftagent.sock").display(),
-            dir.join("state").display(),
-        );
-        std::fs::write(&config, text).unwrap();
-        Agent {
-            ns: &lab.victim,
-            config,
-            daemon: None,
-        }
-    }
-
-    fn start(&mut self) {
-        let daemon = self
-            .ns
-            .spawn(&[BIN, "-c", self.config.to_str().unwrap(), "run"]);
-        self.daemon = Some(daemon);
-        let socket = self.config.with_file_name("ftagent.sock");
-        let daemon = self.daemon.as_mut().unwrap();
-        lab::wait_until(
-            Duration::from_secs(10),
-            "the daemon's control socket",
-            || {
-                assert!(
-                    daemon.running(),
-                    "ftagent run exited early: {}",
-                    daemon.stderr()
-                );
-                std::os::unix::net::UnixStream::connect(&socket).is_ok()
-            },
-        );
-    }
-
-    /// Stops the daemon with SIGTERM and returns its exit status and log.
-    fn stop(&mut self) -> (std::process::ExitStatus, String) {
-        let mut daemon = self.daemon.take().expect("daemon running");
-        daemon.signal(libc::SIGTERM);
-        let status = daemon
-            .wait_timeout(Duration::from_secs(10))
-            .expect("daemon stops on SIGTERM");
-        (status, daemon.stderr())
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut all = vec![BIN, "-c", self.config.to_str().unwrap()];
-        all.extend_from_slice(args);
-        self.ns.run(&all)
-    }
-
-    fn run_ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "ftagent {args:?} failed: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn dump(&self) -> String {
-        self.run_ok(&["rules", "dump"])
-    }
-}
+use crate::agent::{Agent, BIN};
+use crate::lab::{self, Lab, ATTACKER4, ATTACKER6, FAR4, OTHER4, OTHER6, VICTIM4, VICTIM6};
 
 fn setup(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
     if !lab::require_root(test) {
@@ -328,7 +246,7 @@ fn issue2_full_set_is_a_clear_error_and_changes_nothing() {
     let Some((_guard, lab)) = setup("full-set") else {
         return;
     };
-    let mut agent = Agent::with_extra(&lab, "auto", "ban4_size = 2\n");
+    let mut agent = Agent::configured(&lab, "auto", "ban4_size = 2", "");
     agent.start();
     agent.run_ok(&["ban", ATTACKER4, "--for", "1m"]);
     agent.run_ok(&["ban", OTHER4, "--for", "1m"]);

@@ -158,7 +158,6 @@ fn addresses(ip: Attrs) -> Option<(IpAddr, IpAddr)> {
 }
 
 /// Protocol number and ports (big-endian u16) of a CTA_TUPLE_PROTO nest.
-#[allow(clippy::type_complexity)]
 fn l4(proto: Attrs) -> Option<(u8, Option<u16>, Option<u16>)> {
     let (mut num, mut sport, mut dport) = (None, None, None);
     for a in proto {
@@ -309,55 +308,15 @@ pub struct Conntrack {
     /// nf_conntrack_count of the namespace at open time (absent without nf_conntrack).
     proc_count: Option<File>,
     cut_dumps: u64,
+    /// A dump of ours may still be running in the kernel (abandoned after an error): it must
+    /// be read to its end before the kernel accepts another (EBUSY).
+    dump_running: bool,
 }
 
 impl Conntrack {
+    /// Opens the socket in the calling thread's network namespace, which it keeps.
     pub fn open() -> Result<Conntrack, NlError> {
-        let io = |op| move |source| NlError::Io { op, source };
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(io("open ctnetlink socket")(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: an all-zero sockaddr_nl is valid (port id 0: the kernel assigns one).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: bind on our own descriptor with a correctly sized address.
-        let rc = unsafe {
-            libc::bind(
-                raw,
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io("bind ctnetlink socket")(io::Error::last_os_error()));
-        }
-        let one: libc::c_int = 1;
-        for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
-            set_opt(raw, libc::SOL_NETLINK, opt, &one);
-        }
-        // RCVBUFFORCE needs CAP_NET_ADMIN; without it SO_RCVBUF is capped by rmem_max.
-        if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &SOCKET_RCVBUF) {
-            set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &SOCKET_RCVBUF);
-        }
-        let tv = libc::timeval {
-            tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv) {
-            return Err(io("set ctnetlink receive timeout")(
-                io::Error::last_os_error(),
-            ));
-        }
+        let fd = open_socket()?;
         let mut request = Writer::new();
         // Sizes the request buffer once: every later request is the same 20 bytes.
         request.begin(MSG_CT_GET, NLM_F_DUMP, 0, 0, 0);
@@ -370,10 +329,11 @@ impl Conntrack {
             stats_msg: true,
             proc_count: File::open(PROC_COUNT).ok(),
             cut_dumps: 0,
+            dump_running: false,
         })
     }
 
-    /// The number of conntrack entries in this network namespace: one stats request (~30 µs),
+    /// The number of conntrack entries in this network namespace: one stats request (a few µs),
     /// or nf_conntrack_count where the kernel does not answer that request.
     pub fn count(&mut self) -> Result<u64, NlError> {
         if self.stats_msg {
@@ -403,8 +363,11 @@ impl Conntrack {
         self.request.end();
         self.send("send conntrack stats request")?;
         loop {
-            let n = self.recv("read conntrack stats")?;
-            if let Some(count) = stats_reply(&self.buf[..n], seq)? {
+            let n = self.recv_raw(0).map_err(|source| NlError::Io {
+                op: "read conntrack stats",
+                source,
+            })?;
+            if let Some(count) = stats_reply(self.datagram(n)?, seq)? {
                 return Ok(count);
             }
         }
@@ -429,21 +392,37 @@ impl Conntrack {
     /// Dumps every conntrack entry of this namespace, IPv4 and IPv6, passing each to
     /// `on_entry`. Allocates nothing. An ENOBUFS means entries were lost: the rest of the dump
     /// is read and discarded, the error (errno ENOBUFS) returned and counted in `cut_dumps`;
-    /// what `on_entry` saw of that dump is incomplete, and the socket stays usable.
+    /// what `on_entry` saw of that dump is incomplete, and the socket stays usable. After any
+    /// other error the next call first reads the abandoned dump to its end.
     pub fn dump(&mut self, on_entry: &mut dyn FnMut(&Entry)) -> Result<DumpStats, NlError> {
+        if self.dump_running {
+            self.discard_dump();
+        }
+        match self.dump_once(on_entry) {
+            // Someone else's dump on this socket, or one we lost track of: finish it, retry.
+            Err(e) if e.errno() == Some(libc::EBUSY) => {
+                self.discard_dump();
+                self.dump_once(on_entry)
+            }
+            result => result,
+        }
+    }
+
+    fn dump_once(&mut self, on_entry: &mut dyn FnMut(&Entry)) -> Result<DumpStats, NlError> {
         let seq = self.next_seq();
         self.request.clear();
         self.request
             .begin(MSG_CT_GET, NLM_F_DUMP, seq, libc::AF_UNSPEC as u8, 0);
         self.request.end();
         self.send("send conntrack dump request")?;
+        self.dump_running = true;
         let mut stats = DumpStats::default();
         loop {
-            let n = match self.recv_raw() {
+            let n = match self.recv_raw(0) {
                 Ok(n) => n,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     self.cut_dumps += 1;
-                    self.discard_dump(seq);
+                    self.discard_dump();
                     return Err(NlError::Io {
                         op: "conntrack dump cut short, entries lost (receive queue overran)",
                         source: e,
@@ -457,8 +436,19 @@ impl Conntrack {
                 }
             };
             let datagram = self.datagram(n)?;
-            if walk_dump(datagram, seq, &mut stats, on_entry)? == Step::Done {
-                return Ok(stats);
+            match walk_dump(datagram, seq, &mut stats, on_entry) {
+                Ok(Step::More) => {}
+                Ok(Step::Done) => {
+                    self.dump_running = false;
+                    return Ok(stats);
+                }
+                Err(e) => {
+                    // A kernel error is the dump's last message; anything else leaves it running.
+                    if matches!(e, NlError::Kernel { .. }) {
+                        self.dump_running = false;
+                    }
+                    return Err(e);
+                }
             }
         }
     }
@@ -468,24 +458,29 @@ impl Conntrack {
         self.cut_dumps
     }
 
-    /// Reads what is left of dump `seq` so the socket can start another (the kernel refuses a
-    /// second dump on a socket while one runs). Gives up on the first read error or timeout.
-    fn discard_dump(&mut self, seq: u32) {
-        let mut ignore = |_: &Entry| {};
-        let mut stats = DumpStats::default();
+    /// Reads whatever dump is running on this socket to its end (every dump ends with
+    /// NLMSG_DONE; only one runs at a time), discarding it. A running dump always has a
+    /// datagram queued — the kernel makes the next one during each read — so an empty queue
+    /// before NLMSG_DONE means it is stuck in the kernel (as after a failed allocation), where
+    /// only a fresh socket gets out; the new one is opened in the calling thread's namespace.
+    fn discard_dump(&mut self) {
+        self.dump_running = false;
         loop {
-            let n = match self.recv_raw() {
+            let n = match self.recv_raw(libc::MSG_DONTWAIT) {
                 Ok(n) => n,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
-                Err(_) => return,
+                Err(_) => break,
             };
-            match self
+            let done = self
                 .datagram(n)
-                .and_then(|d| walk_dump(d, seq, &mut stats, &mut ignore))
-            {
-                Ok(Step::More) => {}
-                Ok(Step::Done) | Err(_) => return,
+                .is_ok_and(|d| Msgs::new(d).any(|m| m.is_ok_and(|m| m.kind() == NLMSG_DONE)));
+            if done {
+                return;
             }
+        }
+        match open_socket() {
+            Ok(fd) => self.fd = fd,
+            Err(e) => log::warn!("conntrack dump abandoned and the socket not renewed: {e}"),
         }
     }
 
@@ -525,13 +520,6 @@ impl Conntrack {
         Ok(())
     }
 
-    fn recv(&mut self, op: &'static str) -> Result<usize, NlError> {
-        let n = self
-            .recv_raw()
-            .map_err(|source| NlError::Io { op, source })?;
-        self.datagram(n).map(<[u8]>::len)
-    }
-
     /// The datagram just received, or an error when it did not fit the buffer.
     fn datagram(&self, n: usize) -> Result<&[u8], NlError> {
         self.buf.get(..n).ok_or_else(|| {
@@ -543,7 +531,7 @@ impl Conntrack {
 
     /// One datagram into the buffer; returns its full length (MSG_TRUNC), which exceeds the
     /// buffer when it was cut.
-    fn recv_raw(&mut self) -> io::Result<usize> {
+    fn recv_raw(&mut self, flags: libc::c_int) -> io::Result<usize> {
         loop {
             // SAFETY: recv into our own buffer of the given length.
             let rc = unsafe {
@@ -551,7 +539,7 @@ impl Conntrack {
                     self.fd.as_raw_fd(),
                     self.buf.as_mut_ptr() as *mut libc::c_void,
                     self.buf.len(),
-                    libc::MSG_TRUNC,
+                    libc::MSG_TRUNC | flags,
                 )
             };
             if rc >= 0 {
@@ -563,6 +551,57 @@ impl Conntrack {
             }
         }
     }
+}
+
+/// A NETLINK_NETFILTER socket in the calling thread's network namespace: bound, with a
+/// 256 KiB receive queue and the receive timeout.
+fn open_socket() -> Result<OwnedFd, NlError> {
+    let io = |op| move |source| NlError::Io { op, source };
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    };
+    if raw < 0 {
+        return Err(io("open ctnetlink socket")(io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero sockaddr_nl is valid (port id 0: the kernel assigns one).
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: bind on our own descriptor with a correctly sized address.
+    let rc = unsafe {
+        libc::bind(
+            raw,
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io("bind ctnetlink socket")(io::Error::last_os_error()));
+    }
+    let one: libc::c_int = 1;
+    for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
+        set_opt(raw, libc::SOL_NETLINK, opt, &one);
+    }
+    // RCVBUFFORCE needs CAP_NET_ADMIN; without it SO_RCVBUF is capped by rmem_max.
+    if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &SOCKET_RCVBUF) {
+        set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &SOCKET_RCVBUF);
+    }
+    let tv = libc::timeval {
+        tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv) {
+        return Err(io("set ctnetlink receive timeout")(
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(fd)
 }
 
 fn set_opt<T>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: &T) -> bool {
@@ -1019,6 +1058,46 @@ pub(crate) mod tests {
         });
     }
 
+    #[test]
+    fn root_an_abandoned_dump_does_not_block_the_next() {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace, nft, conntrack)");
+            return;
+        }
+        let ns = match Netns::create("abandon") {
+            Ok(ns) => ns,
+            Err(e) => {
+                eprintln!("skipped: cannot set up a network namespace: {e}");
+                return;
+            }
+        };
+        in_netns(&ns, || {
+            const N: u64 = 3000; // ~30 datagrams: the dump outlives its first read
+            insert_entries(0, N as u32);
+            let mut ct = Conntrack::open().unwrap();
+            // Starts a dump and reads only its first datagram, as an error would leave it.
+            let abandon = |ct: &mut Conntrack| {
+                let seq = ct.next_seq();
+                ct.request.clear();
+                ct.request.begin(MSG_CT_GET, NLM_F_DUMP, seq, 0, 0);
+                ct.request.end();
+                ct.send("start dump").unwrap();
+                ct.recv_raw(0).unwrap();
+            };
+            abandon(&mut ct);
+            ct.dump_running = true;
+            assert_eq!(ct.dump(&mut |_| {}).unwrap().entries, N);
+            // Lost track of it: the kernel answers EBUSY; dump() finishes the old one, retries.
+            abandon(&mut ct);
+            let busy = ct.dump_once(&mut |_| {}).unwrap_err();
+            assert_eq!(busy.errno(), Some(libc::EBUSY), "{busy}");
+            abandon(&mut ct);
+            assert_eq!(ct.dump(&mut |_| {}).unwrap().entries, N);
+            assert_eq!(ct.count().unwrap(), N);
+            assert_eq!(ct.dump(&mut |_| {}).unwrap().entries, N);
+        });
+    }
+
     /// Inserts `n` established TCP entries to port 80 from 1000 sources (10.1.x.y), starting
     /// at index `from`, in batches of 1000 CT_NEW messages per send.
     fn insert_entries(from: u32, n: u32) {
@@ -1154,8 +1233,8 @@ pub(crate) mod tests {
                 }
                 let count_us = t.elapsed().as_secs_f64() * 1e6 / 100.0;
 
-                let mut plain = Vec::new();
-                let mut aggregated = Vec::new();
+                let mut plain = Vec::with_capacity(ROUNDS as usize);
+                let mut aggregated = Vec::with_capacity(ROUNDS as usize);
                 let mut allocs = Some(0);
                 let (mut user, mut sys) = (Duration::ZERO, Duration::ZERO);
                 for _ in 0..ROUNDS {

@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 mod selftest;
+mod traffic;
+
+pub use traffic::UdpFlood;
 
 use std::io::ErrorKind;
 use std::net::IpAddr;

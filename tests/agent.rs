@@ -1,0 +1,109 @@
+//! ftagent as the tests drive it: the real binary, running in a lab's victim namespace with a
+//! config of the test's own (control socket and state in the lab's temp dir).
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::lab::{self, Lab, Netns, Proc};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ftagent");
+
+pub struct Agent<'a> {
+    ns: &'a Netns,
+    config: PathBuf,
+    pub daemon: Option<Proc>,
+}
+
+impl<'a> Agent<'a> {
+    /// With the given table mode (`nft.compat`).
+    pub fn new(lab: &'a Lab, compat: &str) -> Agent<'a> {
+        Agent::configured(lab, compat, "", "")
+    }
+
+    /// With more keys for `[nft]`, and more sections (e.g. `[[service]]`, `[sense]`).
+    pub fn configured(lab: &'a Lab, compat: &str, nft_keys: &str, sections: &str) -> Agent<'a> {
+        let dir = lab.dir();
+        let config = dir.join("ftagent.toml");
+        let text = format!(
+            "[agent]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n\n[safelist]\ncidrs = [\"10.250.9.0/24\", \"fd00:250::99\"]\n\n[nft]\ncompat = \"{compat}\"\n{nft_keys}\n{sections}",
+            dir.join("ftagent.sock").display(),
+            dir.join("state").display(),
+        );
+        std::fs::write(&config, text).unwrap();
+        Agent { ns: &lab.victim, config, daemon: None }
+    }
+
+    pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts `ftagent run` with more arguments and waits until it answers on its socket.
+    pub fn start_with(&mut self, args: &[&str]) {
+        let mut all = vec![BIN, "-c", self.config.to_str().unwrap(), "run"];
+        all.extend_from_slice(args);
+        self.daemon = Some(self.ns.spawn(&all));
+        let socket = self.config.with_file_name("ftagent.sock");
+        let daemon = self.daemon.as_mut().unwrap();
+        lab::wait_until(Duration::from_secs(10), "the daemon's control socket", || {
+            assert!(daemon.running(), "ftagent run exited early: {}", daemon.stderr());
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status and log.
+    pub fn stop(&mut self) -> (ExitStatus, String) {
+        let mut daemon = self.daemon.take().expect("daemon running");
+        daemon.signal(libc::SIGTERM);
+        let status = daemon.wait_timeout(Duration::from_secs(10)).expect("daemon stops on SIGTERM");
+        (status, daemon.stderr())
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec![BIN, "-c", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.ns.run(&all)
+    }
+
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "ftagent {args:?} failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn dump(&self) -> String {
+        self.run_ok(&["rules", "dump"])
+    }
+
+    /// The `--trace-samples` lines printed so far.
+    pub fn traces(&self) -> Vec<Value> {
+        let daemon = self.daemon.as_ref().expect("daemon running");
+        daemon
+            .stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == "sample")
+            .collect()
+    }
+
+    /// Waits for the next trace line and returns it.
+    pub fn next_trace(&self) -> Value {
+        let seen = self.traces().len();
+        lab::wait_until(Duration::from_secs(5), "a trace line", || self.traces().len() > seen);
+        self.traces().pop().unwrap()
+    }
+
+    /// The daemon's CPU time so far (user + system), from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let pid = self.daemon.as_ref().expect("daemon running").pid();
+        // `ip netns exec` execs the binary: the pid is ftagent's.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+}
