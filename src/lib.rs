@@ -18,3 +18,8 @@ pub mod daemon;
 pub mod netlink;
 pub mod ruleset;
 pub mod sense;
+
+/// Unit tests count allocations too (per thread), to prove the tick path makes none.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: alloc::CountingAllocator = alloc::CountingAllocator;

@@ -33,7 +33,11 @@ impl<'a> Agent<'a> {
             dir.join("state").display(),
         );
         std::fs::write(&config, text).unwrap();
-        Agent { ns: &lab.victim, config, daemon: None }
+        Agent {
+            ns: &lab.victim,
+            config,
+            daemon: None,
+        }
     }
 
     pub fn start(&mut self) {
@@ -47,17 +51,27 @@ impl<'a> Agent<'a> {
         self.daemon = Some(self.ns.spawn(&all));
         let socket = self.config.with_file_name("ftagent.sock");
         let daemon = self.daemon.as_mut().unwrap();
-        lab::wait_until(Duration::from_secs(10), "the daemon's control socket", || {
-            assert!(daemon.running(), "ftagent run exited early: {}", daemon.stderr());
-            std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        });
+        lab::wait_until(
+            Duration::from_secs(10),
+            "the daemon's control socket",
+            || {
+                assert!(
+                    daemon.running(),
+                    "ftagent run exited early: {}",
+                    daemon.stderr()
+                );
+                std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            },
+        );
     }
 
     /// Stops the daemon with SIGTERM and returns its exit status and log.
     pub fn stop(&mut self) -> (ExitStatus, String) {
         let mut daemon = self.daemon.take().expect("daemon running");
         daemon.signal(libc::SIGTERM);
-        let status = daemon.wait_timeout(Duration::from_secs(10)).expect("daemon stops on SIGTERM");
+        let status = daemon
+            .wait_timeout(Duration::from_secs(10))
+            .expect("daemon stops on SIGTERM");
         (status, daemon.stderr())
     }
 
@@ -91,7 +105,9 @@ impl<'a> Agent<'a> {
     /// Waits for the next trace line and returns it.
     pub fn next_trace(&self) -> Value {
         let seen = self.traces().len();
-        lab::wait_until(Duration::from_secs(5), "a trace line", || self.traces().len() > seen);
+        lab::wait_until(Duration::from_secs(5), "a trace line", || {
+            self.traces().len() > seen
+        });
         self.traces().pop().unwrap()
     }
 
@@ -100,7 +116,12 @@ impl<'a> Agent<'a> {
         let pid = self.daemon.as_ref().expect("daemon running").pid();
         // `ip netns exec` execs the binary: the pid is ftagent's.
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
         let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;

@@ -28,7 +28,9 @@ fn start(lab: &Lab) -> Agent<'_> {
 }
 
 fn packets(trace: &Value, counter: &str) -> u64 {
-    trace["counters"][counter]["packets"].as_u64().unwrap_or_else(|| panic!("no counter {counter} in {trace}"))
+    trace["counters"][counter]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {counter} in {trace}"))
 }
 
 /// The trace after all traffic so far has been counted (two windows later).
@@ -39,18 +41,29 @@ fn settled(agent: &Agent) -> Value {
 
 #[test]
 fn issue3_udp_port_rate_matches_the_interface_counter_and_names_the_source() {
-    let Some((_guard, lab)) = setup("sense-udp") else { return };
+    let Some((_guard, lab)) = setup("sense-udp") else {
+        return;
+    };
     let agent = start(&lab);
     let before = settled(&agent);
     let rx_before = lab.victim_rx_packets();
     let seen_before = agent.traces().len();
-    let flood = UdpFlood { src: ATTACKER4, dst: VICTIM4, sport: 40000, dport: 27015, payload: 18 };
+    let flood = UdpFlood {
+        src: ATTACKER4,
+        dst: VICTIM4,
+        sport: 40000,
+        dport: 27015,
+        payload: 18,
+    };
     lab.trafgen_udp(&flood, 100_000, Some(50_000));
     let after = settled(&agent);
     let rx = lab.victim_rx_packets() - rx_before;
     let counted = packets(&after, "udp_27015") - packets(&before, "udp_27015");
     let error = (counted as f64 - rx as f64).abs() / rx as f64;
-    eprintln!("issue3: interface received {rx}, agent counted {counted} for udp/27015 ({:.2} %)", error * 100.0);
+    eprintln!(
+        "issue3: interface received {rx}, agent counted {counted} for udp/27015 ({:.2} %)",
+        error * 100.0
+    );
     assert!(rx >= 100_000, "the flood arrived: {rx}");
     assert!(error < 0.05, "agent {counted} vs interface {rx}");
 
@@ -70,57 +83,91 @@ fn issue3_udp_port_rate_matches_the_interface_counter_and_names_the_source() {
 
 #[test]
 fn issue3_syn_and_ack_floods_land_in_their_own_classes() {
-    let Some((_guard, lab)) = setup("sense-tcp") else { return };
+    let Some((_guard, lab)) = setup("sense-tcp") else {
+        return;
+    };
     let agent = start(&lab);
     let t0 = settled(&agent);
     lab.hping_tcp(ATTACKER4, VICTIM4, 80, "-S", 5000);
     let t1 = settled(&agent);
     let delta = |a: &Value, b: &Value, c: &str| packets(b, c) - packets(a, c);
-    assert_eq!(delta(&t0, &t1, "tcp_syn"), 5000, "every SYN in the SYN class");
+    assert_eq!(
+        delta(&t0, &t1, "tcp_syn"),
+        5000,
+        "every SYN in the SYN class"
+    );
     assert_eq!(delta(&t0, &t1, "tcp_ack"), 0);
     assert_eq!(delta(&t0, &t1, "tcp_80"), 5000);
-    assert!(delta(&t0, &t1, "new_tcp_80") >= 4750, "new connections to 80: {}", delta(&t0, &t1, "new_tcp_80"));
+    assert!(
+        delta(&t0, &t1, "new_tcp_80") >= 4750,
+        "new connections to 80: {}",
+        delta(&t0, &t1, "new_tcp_80")
+    );
 
     lab.hping_tcp(ATTACKER4, VICTIM4, 80, "-A", 5000);
     let t2 = settled(&agent);
-    assert_eq!(delta(&t1, &t2, "tcp_ack"), 5000, "every ACK in the ACK class");
+    assert_eq!(
+        delta(&t1, &t2, "tcp_ack"),
+        5000,
+        "every ACK in the ACK class"
+    );
     assert_eq!(delta(&t1, &t2, "tcp_syn"), 0, "no ACK counted as SYN");
 }
 
 #[test]
 fn issue3_idle_connections_are_counted_per_source() {
-    let Some((_guard, lab)) = setup("sense-conns") else { return };
+    let Some((_guard, lab)) = setup("sense-conns") else {
+        return;
+    };
     let agent = start(&lab);
     let _server = lab.accept_connections(VICTIM4, 8080, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));
     let mut client = lab.hold_connections(ATTACKER4, VICTIM4, 8080, 300, Duration::from_secs(20));
-    lab::wait_until(Duration::from_secs(10), "300 connections held", || client.stdout().contains("held 300"));
+    lab::wait_until(Duration::from_secs(10), "300 connections held", || {
+        client.stdout().contains("held 300")
+    });
     assert!(client.running(), "{}", client.stderr());
     let mut last = Value::Null;
-    lab::wait_until(Duration::from_secs(10), "the agent to count 300 connections from the attacker", || {
-        last = agent.next_trace();
-        let top = &last["conntrack"]["top_sources"][0];
-        top["addr"] == ATTACKER4 && top["connections"] == 300
-    });
-    assert!(last["conntrack"]["entries"].as_u64().unwrap() >= 300, "{last}");
+    lab::wait_until(
+        Duration::from_secs(10),
+        "the agent to count 300 connections from the attacker",
+        || {
+            last = agent.next_trace();
+            let top = &last["conntrack"]["top_sources"][0];
+            top["addr"] == ATTACKER4 && top["connections"] == 300
+        },
+    );
+    assert!(
+        last["conntrack"]["entries"].as_u64().unwrap() >= 300,
+        "{last}"
+    );
 }
 
 #[test]
 fn issue3_fastest_flood_keeps_the_loop_running_and_counts_samples() {
-    let Some((_guard, lab)) = setup("sense-fast") else { return };
+    let Some((_guard, lab)) = setup("sense-fast") else {
+        return;
+    };
     let agent = start(&lab);
     let before = settled(&agent);
     let cpu_before = agent.cpu_time();
     let lines_before = agent.traces().len();
     let started = Instant::now();
-    let flood = UdpFlood { src: ATTACKER4, dst: VICTIM4, sport: 40000, dport: 9999, payload: 18 };
+    let flood = UdpFlood {
+        src: ATTACKER4,
+        dst: VICTIM4,
+        sport: 40000,
+        dport: 9999,
+        payload: 18,
+    };
     lab.trafgen_udp(&flood, 1_000_000, None);
     let flood_time = started.elapsed();
     let cpu = agent.cpu_time() - cpu_before;
     let after = settled(&agent);
     let lines = agent.traces().len() - lines_before;
     let counted = packets(&after, "other") - packets(&before, "other");
-    let received = after["nflog"]["received"].as_u64().unwrap() - before["nflog"]["received"].as_u64().unwrap();
+    let received = after["nflog"]["received"].as_u64().unwrap()
+        - before["nflog"]["received"].as_u64().unwrap();
     let lost = after["nflog"]["lost"].as_u64().unwrap();
     let pps = counted as f64 / flood_time.as_secs_f64();
     eprintln!(
@@ -132,12 +179,24 @@ fn issue3_fastest_flood_keeps_the_loop_running_and_counts_samples() {
         after["nflog"]["enobufs"],
         after["tick_allocations"],
     );
-    assert!(counted >= 990_000, "the agent counted the whole flood: {counted}");
+    assert!(
+        counted >= 990_000,
+        "the agent counted the whole flood: {counted}"
+    );
     // The loop kept ticking: a trace line for (nearly) every second of the flood.
-    assert!(lines as f64 >= flood_time.as_secs_f64() - 1.0, "{lines} lines in {flood_time:?}");
+    assert!(
+        lines as f64 >= flood_time.as_secs_f64() - 1.0,
+        "{lines} lines in {flood_time:?}"
+    );
     // Sampling is capped in the kernel: about sample_rate per second, whatever the flood.
     let cap = 2000.0 * (flood_time.as_secs_f64() + 3.0) + 400.0;
-    assert!((received as f64) < cap, "{received} samples in {flood_time:?}");
+    assert!(
+        (received as f64) < cap,
+        "{received} samples in {flood_time:?}"
+    );
     assert!(received > 0 && after["nflog"]["malformed"] == 0);
-    assert_eq!(after["tick_allocations"], 0, "ticks allocate nothing under flood");
+    assert_eq!(
+        after["tick_allocations"], 0,
+        "ticks allocate nothing under flood"
+    );
 }

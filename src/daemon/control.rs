@@ -20,12 +20,18 @@ const MAX_CONNECTIONS: usize = 16;
 
 /// Binds the control socket, replacing a stale socket file but never a live daemon's.
 pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
-    let err = |source| DaemonError::Control { path: path.to_path_buf(), source };
+    let err = |source| DaemonError::Control {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(err(io::Error::new(io::ErrorKind::AddrInUse, "another ftagent is listening there")));
+        return Err(err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another ftagent is listening there",
+        )));
     }
     let _ = std::fs::remove_file(path);
     // SAFETY: umask only changes this process's file creation mask; restored right after.
@@ -56,7 +62,10 @@ pub enum Outcome {
 
 impl Connections {
     pub fn new(first_token: usize) -> Connections {
-        Connections { first_token, slots: (0..MAX_CONNECTIONS).map(|_| None).collect() }
+        Connections {
+            first_token,
+            slots: (0..MAX_CONNECTIONS).map(|_| None).collect(),
+        }
     }
 
     pub fn owns(&self, token: Token) -> bool {
@@ -83,16 +92,31 @@ impl Connections {
                 continue;
             };
             let token = Token(self.first_token + slot);
-            if registry.register(&mut stream, token, Interest::READABLE).is_ok() {
-                self.slots[slot] = Some(Conn { stream, buf: Vec::new() });
+            if registry
+                .register(&mut stream, token, Interest::READABLE)
+                .is_ok()
+            {
+                self.slots[slot] = Some(Conn {
+                    stream,
+                    buf: Vec::new(),
+                });
             }
         }
     }
 
     /// Serves the connection behind `token` once its request line is complete.
-    pub fn serve(&mut self, token: Token, registry: &Registry, nft: &mut Nft, config: &Config, features: Features) -> Outcome {
+    pub fn serve(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        nft: &mut Nft,
+        config: &Config,
+        features: Features,
+    ) -> Outcome {
         let slot = token.0 - self.first_token;
-        let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else { return Outcome::Idle };
+        let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return Outcome::Idle;
+        };
         let mut outcome = Outcome::Idle;
         match conn.read_request() {
             ReadState::Pending => return Outcome::Idle,
@@ -149,8 +173,17 @@ fn handle(nft: &mut Nft, config: &Config, features: Features, line: &[u8]) -> (R
         }
         Request::Flush => match nft.remove_table() {
             Ok(_) => {
-                log::info!("operator flush: table inet {} removed; stopping", ruleset::TABLE);
-                (Response::ok(format!("table inet {} removed; ftagent stopped", ruleset::TABLE)), true)
+                log::info!(
+                    "operator flush: table inet {} removed; stopping",
+                    ruleset::TABLE
+                );
+                (
+                    Response::ok(format!(
+                        "table inet {} removed; ftagent stopped",
+                        ruleset::TABLE
+                    )),
+                    true,
+                )
             }
             Err(e) => (Response::error(e.to_string()), false),
         },
@@ -161,7 +194,9 @@ fn handle(nft: &mut Nft, config: &Config, features: Features, line: &[u8]) -> (R
 pub fn parse_ban(cidr: &str, timeout_ms: u64, config: &Config) -> Result<(Cidr, Duration), String> {
     let parsed: Cidr = cidr.parse().map_err(|e| format!("{cidr}: {e}"))?;
     if let Some(safe) = config.safelist.iter().find(|s| s.contains(parsed.addr())) {
-        return Err(format!("{parsed} is in the safelist ({safe}): it is never dropped"));
+        return Err(format!(
+            "{parsed} is in the safelist ({safe}): it is never dropped"
+        ));
     }
     if timeout_ms < 1000 {
         return Err("a ban lasts at least 1s".to_string());
@@ -171,7 +206,11 @@ pub fn parse_ban(cidr: &str, timeout_ms: u64, config: &Config) -> Result<(Cidr, 
 
 /// Root, or the user the daemon runs as.
 fn peer_is_privileged(stream: &UnixStream) -> bool {
-    let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: 0 };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: 0,
+    };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: getsockopt into a correctly sized ucred.
     let rc = unsafe {

@@ -28,7 +28,9 @@ impl SignalFd {
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(SignalFd { fd: OwnedFd::from_raw_fd(fd) })
+            Ok(SignalFd {
+                fd: OwnedFd::from_raw_fd(fd),
+            })
         }
     }
 
@@ -41,7 +43,13 @@ impl SignalFd {
         // SAFETY: an all-zero siginfo is valid; we read into it with its exact size.
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, size) };
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                &mut info as *mut _ as *mut libc::c_void,
+                size,
+            )
+        };
         (n as usize == size).then_some(info.ssi_signo as i32)
     }
 }
@@ -56,7 +64,10 @@ impl TimerFd {
         // SAFETY: timerfd_create returns a new descriptor that we own; settime gets a fully
         // initialised itimerspec.
         unsafe {
-            let fd = libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC);
+            let fd = libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            );
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -65,7 +76,10 @@ impl TimerFd {
                 tv_sec: interval.as_secs() as libc::time_t,
                 tv_nsec: interval.subsec_nanos() as libc::c_long,
             };
-            let spec = libc::itimerspec { it_interval: ts, it_value: ts };
+            let spec = libc::itimerspec {
+                it_interval: ts,
+                it_value: ts,
+            };
             if libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -81,7 +95,13 @@ impl TimerFd {
     pub fn expirations(&self) -> u64 {
         let mut count = 0u64;
         // SAFETY: reading the 8-byte expiration count into a u64.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), &mut count as *mut u64 as *mut libc::c_void, 8) };
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                &mut count as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
         if n == 8 {
             count
         } else {

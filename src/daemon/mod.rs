@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::config::{Compat, Config};
 use crate::netlink::conntrack::Conntrack;
 use crate::netlink::nflog::{NflogConfig, NflogSocket};
-use crate::netlink::{Features, NlError, Nft};
+use crate::netlink::{Features, Nft, NlError};
 use crate::ruleset;
 use crate::sense::counters::ReadingGap;
 use crate::sense::{trace, Sensor};
@@ -39,14 +39,20 @@ const TRACE_WINDOW: Duration = Duration::from_secs(1);
 pub enum DaemonError {
     #[error("{0}")]
     Netlink(#[from] NlError),
-    #[error("table inet {} is held by another running ftagent; stop it first", ruleset::TABLE)]
+    #[error(
+        "table inet {} is held by another running ftagent; stop it first",
+        ruleset::TABLE
+    )]
     TableHeld,
     #[error("the table read back differs from what was written: {}", .0.join("; "))]
     Verify(Vec<String>),
     #[error("control socket {path}: {source}")]
     Control { path: PathBuf, source: io::Error },
     #[error("{what}: {source}")]
-    Os { what: &'static str, source: io::Error },
+    Os {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 /// Which table mode to use: probed, unless the configuration forces the older-kernel mode.
@@ -65,17 +71,23 @@ pub fn is_root() -> bool {
 /// Installs the table for `config`, failing if it does not read back as written.
 fn install(nft: &mut Nft, config: &Config, features: Features) -> Result<(), DaemonError> {
     let spec = ruleset::desired(config);
-    let installed = nft.install(&spec, &config.safelist, features).map_err(|e| match e.errno() {
-        Some(libc::EPERM) if is_root() => DaemonError::TableHeld,
-        _ => DaemonError::Netlink(e),
-    })?;
+    let installed = nft
+        .install(&spec, &config.safelist, features)
+        .map_err(|e| match e.errno() {
+            Some(libc::EPERM) if is_root() => DaemonError::TableHeld,
+            _ => DaemonError::Netlink(e),
+        })?;
     if !installed.differences.is_empty() {
         return Err(DaemonError::Verify(installed.differences));
     }
     log::info!(
         "table inet {} {} ({} safelist entries, {} bans kept)",
         ruleset::TABLE,
-        if installed.replaced { "replaced" } else { "installed" },
+        if installed.replaced {
+            "replaced"
+        } else {
+            "installed"
+        },
         config.safelist.len(),
         installed.kept_bans
     );
@@ -107,11 +119,22 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     let features = features(&mut nft, &config)?;
     log::info!(
         "kernel mode: {}, ban timeouts refreshed {}",
-        if features.owner_persist { "table flags owner+persist" } else { "unowned table (older-kernel mode)" },
-        if features.timeout_refresh { "in place" } else { "by delete+add" }
+        if features.owner_persist {
+            "table flags owner+persist"
+        } else {
+            "unowned table (older-kernel mode)"
+        },
+        if features.timeout_refresh {
+            "in place"
+        } else {
+            "by delete+add"
+        }
     );
     install(&mut nft, &config, features)?;
-    let nflog_config = NflogConfig { snaplen: config.sense.snaplen, ..NflogConfig::default() };
+    let nflog_config = NflogConfig {
+        snaplen: config.sense.snaplen,
+        ..NflogConfig::default()
+    };
     let nflog = NflogSocket::open(config.sense.nflog_group, &nflog_config)?;
     let conntrack = Conntrack::open()?;
     let timer = TimerFd::periodic(config.agent.tick).map_err(os("create tick timer"))?;
@@ -120,10 +143,22 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
 
     let mut poll = Poll::new().map_err(os("create poll"))?;
     let registry = poll.registry();
-    registry.register(&mut SourceFd(&signals.raw_fd()), SIGNALS, Interest::READABLE).map_err(os("register signals"))?;
-    registry.register(&mut SourceFd(&timer.raw_fd()), TICK, Interest::READABLE).map_err(os("register timer"))?;
-    registry.register(&mut SourceFd(&nflog.raw_fd()), NFLOG, Interest::READABLE).map_err(os("register nflog"))?;
-    registry.register(&mut listener, CONTROL, Interest::READABLE).map_err(os("register control socket"))?;
+    registry
+        .register(
+            &mut SourceFd(&signals.raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )
+        .map_err(os("register signals"))?;
+    registry
+        .register(&mut SourceFd(&timer.raw_fd()), TICK, Interest::READABLE)
+        .map_err(os("register timer"))?;
+    registry
+        .register(&mut SourceFd(&nflog.raw_fd()), NFLOG, Interest::READABLE)
+        .map_err(os("register nflog"))?;
+    registry
+        .register(&mut listener, CONTROL, Interest::READABLE)
+        .map_err(os("register control socket"))?;
     log::info!(
         "ready: tick {}, samples on NFLOG group {}, control socket {}",
         humantime::format_duration(config.agent.tick),
@@ -153,7 +188,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            break Err(DaemonError::Os { what: "poll", source: e });
+            break Err(DaemonError::Os {
+                what: "poll",
+                source: e,
+            });
         }
         for event in events.iter() {
             match event.token() {
@@ -179,7 +217,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                 CONTROL => connections.accept_all(&listener, poll.registry()),
                 token if connections.owns(token) => {
                     let d = &mut daemon;
-                    let outcome = connections.serve(token, poll.registry(), &mut d.nft, &d.config, d.features);
+                    let outcome = connections.serve(
+                        token,
+                        poll.registry(),
+                        &mut d.nft,
+                        &d.config,
+                        d.features,
+                    );
                     if let control::Outcome::Stop = outcome {
                         break 'serve Ok(());
                     }
@@ -216,7 +260,10 @@ impl Daemon {
     fn read_counters(&mut self, now: Instant) {
         let counters = &mut self.sensor.counters;
         counters.begin();
-        if let Err(e) = self.nft.read_counters(&mut |name, packets, bytes| counters.record(name, packets, bytes)) {
+        if let Err(e) = self
+            .nft
+            .read_counters(&mut |name, packets, bytes| counters.record(name, packets, bytes))
+        {
             log::warn!("reading counters: {e}");
             return;
         }
@@ -227,11 +274,17 @@ impl Daemon {
 
     /// Our table (or part of it) is gone: someone flushed the ruleset or deleted it. Put it back.
     fn restore(&mut self, now: Instant, missing: usize) {
-        if self.last_restore.is_some_and(|t| now.saturating_duration_since(t) < RESTORE_BACKOFF) {
+        if self
+            .last_restore
+            .is_some_and(|t| now.saturating_duration_since(t) < RESTORE_BACKOFF)
+        {
             return;
         }
         self.last_restore = Some(now);
-        log::warn!("table inet {}: {missing} counters missing; restoring the table", ruleset::TABLE);
+        log::warn!(
+            "table inet {}: {missing} counters missing; restoring the table",
+            ruleset::TABLE
+        );
         match install(&mut self.nft, &self.config, self.features) {
             Ok(()) => log::warn!("table inet {} restored", ruleset::TABLE),
             Err(e) => log::error!("restoring table inet {}: {e}", ruleset::TABLE),
@@ -272,7 +325,9 @@ impl Daemon {
             }
         };
         if restart_only(&fresh, &self.config) {
-            log::warn!("SIGHUP: agent.*, nft.compat and the NFLOG settings take effect at the next start");
+            log::warn!(
+                "SIGHUP: agent.*, nft.compat and the NFLOG settings take effect at the next start"
+            );
         }
         match install(&mut self.nft, &fresh, self.features) {
             Ok(()) => {
@@ -280,7 +335,9 @@ impl Daemon {
                 self.config = fresh;
                 log::info!("SIGHUP: configuration reloaded");
             }
-            Err(e) => log::error!("SIGHUP: new configuration not applied, keeping the running one: {e}"),
+            Err(e) => {
+                log::error!("SIGHUP: new configuration not applied, keeping the running one: {e}")
+            }
         }
     }
 }

@@ -1142,47 +1142,16 @@ pub(crate) mod tests {
         }
     }
 
-    #[cfg(ftagent_alloc_count)]
+    /// Heap allocations so far in this process, when counted: `dump_cost` built with
+    /// `RUSTFLAGS="--cfg ftagent_alloc_count"` installs the crate's counting allocator (a cfg,
+    /// because a binary has one global allocator and the test binary may get another).
     fn allocations() -> Option<u64> {
-        Some(alloc_count::ALLOCS.with(|c| c.get()))
+        cfg!(ftagent_alloc_count).then(crate::alloc::allocations)
     }
 
-    #[cfg(not(ftagent_alloc_count))]
-    fn allocations() -> Option<u64> {
-        None
-    }
-
-    /// Allocation counting for `dump_cost`, per thread; only with
-    /// `RUSTFLAGS="--cfg ftagent_alloc_count"` (one global allocator per binary).
     #[cfg(ftagent_alloc_count)]
-    mod alloc_count {
-        use std::alloc::{GlobalAlloc, Layout, System};
-        use std::cell::Cell;
-
-        thread_local! {
-            pub static ALLOCS: Cell<u64> = const { Cell::new(0) };
-        }
-
-        struct Counting;
-
-        // SAFETY: forwards to the system allocator unchanged.
-        unsafe impl GlobalAlloc for Counting {
-            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-                let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-                System.alloc(layout)
-            }
-            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-                System.dealloc(ptr, layout)
-            }
-            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
-                let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-                System.realloc(ptr, layout, size)
-            }
-        }
-
-        #[global_allocator]
-        static GLOBAL: Counting = Counting;
-    }
+    #[global_allocator]
+    static COUNTING: crate::alloc::CountingAllocator = crate::alloc::CountingAllocator;
 
     /// CPU time of the calling thread (user, system).
     fn thread_cpu() -> (Duration, Duration) {

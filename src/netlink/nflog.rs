@@ -116,7 +116,7 @@ impl DrainStats {
 
 /// Tracks the instance sequence number: every NFULA_SEQ should be one more than the last.
 #[derive(Debug, Clone, Copy, Default)]
-struct SeqTracker {
+pub(crate) struct SeqTracker {
     /// The sequence number expected next; None until the first packet sets the baseline.
     next: Option<u32>,
 }
@@ -124,7 +124,7 @@ struct SeqTracker {
 impl SeqTracker {
     /// For an instance we just created: its numbering starts at 0, so packets dropped before
     /// our first read count as lost too.
-    fn fresh() -> SeqTracker {
+    pub(crate) fn fresh() -> SeqTracker {
         SeqTracker { next: Some(0) }
     }
 
@@ -418,7 +418,7 @@ fn set_opt<T>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: &T)
 
 /// Walks one received datagram: each NFULNL packet message is checked, its sequence number
 /// noted and its payload parsed. Other messages (NLMSG_DONE closing a batch) are skipped.
-fn walk(
+pub(crate) fn walk(
     datagram: &[u8],
     seqs: &mut SeqTracker,
     stats: &mut DrainStats,
@@ -724,7 +724,7 @@ fn follow_ext_headers(first: u8, mut rest: &[u8]) -> Chain<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::wire::{NLMSG_DONE, NLM_F_MULTI};
     use super::*;
 
@@ -917,7 +917,7 @@ mod tests {
     }
 
     /// An NFULNL packet message as the kernel sends it.
-    fn nflog_msg(w: &mut Writer, family: u8, hw: u16, seq: Option<u32>, payload: &[u8]) {
+    pub(crate) fn nflog_msg(w: &mut Writer, family: u8, hw: u16, seq: Option<u32>, payload: &[u8]) {
         w.begin(MSG_PACKET, 0, 0, family, 5);
         w.attr(NFULA_PACKET_HDR, &[(hw >> 8) as u8, hw as u8, 3, 0]);
         w.attr(2, &7u32.to_be_bytes()); // NFULA_MARK: ignored

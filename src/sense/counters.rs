@@ -68,10 +68,23 @@ impl CounterLayout {
         for s in &mut services {
             s.new = add(service_counter(s.proto, s.first, s.last, true));
         }
-        let amplification =
-            config.sense.amplification_ports.iter().map(|&p| (p, add(amplification_counter(p)))).collect();
-        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
-        CounterLayout { names, index, services, amplification }
+        let amplification = config
+            .sense
+            .amplification_ports
+            .iter()
+            .map(|&p| (p, add(amplification_counter(p))))
+            .collect();
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        CounterLayout {
+            names,
+            index,
+            services,
+            amplification,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -92,7 +105,9 @@ impl CounterLayout {
 
     /// The service whose port range holds `port` for `proto`.
     pub fn service(&self, proto: Proto, port: u16) -> Option<&ServiceCounters> {
-        self.services.iter().find(|s| s.proto == proto && (s.first..=s.last).contains(&port))
+        self.services
+            .iter()
+            .find(|s| s.proto == proto && (s.first..=s.last).contains(&port))
     }
 }
 
@@ -184,9 +199,15 @@ impl CounterRates {
             let delta = if cur.packets < prev.packets || cur.bytes < prev.bytes {
                 cur
             } else {
-                Reading { packets: cur.packets - prev.packets, bytes: cur.bytes - prev.bytes }
+                Reading {
+                    packets: cur.packets - prev.packets,
+                    bytes: cur.bytes - prev.bytes,
+                }
             };
-            self.rates[i] = Rate { pps: delta.packets as f64 / secs, bps: delta.bytes as f64 * 8.0 / secs };
+            self.rates[i] = Rate {
+                pps: delta.packets as f64 / secs,
+                bps: delta.bytes as f64 * 8.0 / secs,
+            };
             self.totals[i].packets += delta.packets;
             self.totals[i].bytes += delta.bytes;
         }
@@ -219,18 +240,30 @@ mod tests {
         let config = Config::default();
         let layout = CounterLayout::new(&config);
         let names: Vec<&str> = (0..layout.len()).map(|i| layout.name(i)).collect();
-        assert_eq!(names, desired(&config).counters.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            names,
+            desired(&config)
+                .counters
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        );
         assert_eq!(layout.name(class::TCP_SYN), "tcp_syn");
         assert_eq!(layout.name(class::OTHER), "other");
         let ssh = layout.service(Proto::Tcp, 22).unwrap();
-        assert_eq!((layout.name(ssh.packets), layout.name(ssh.new)), ("tcp_22", "new_tcp_22"));
+        assert_eq!(
+            (layout.name(ssh.packets), layout.name(ssh.new)),
+            ("tcp_22", "new_tcp_22")
+        );
     }
 
     #[test]
     fn rates_come_from_deltas_and_survive_resets() {
         let config = Config::default();
         let layout = CounterLayout::new(&config);
-        let names: Vec<String> = (0..layout.len()).map(|i| layout.name(i).to_string()).collect();
+        let names: Vec<String> = (0..layout.len())
+            .map(|i| layout.name(i).to_string())
+            .collect();
         let mut rates = CounterRates::new(layout);
         let t0 = Instant::now();
         let read = |rates: &mut CounterRates, syn: u64, at: Instant| {
@@ -252,6 +285,9 @@ mod tests {
         // A missing counter means a missing table: no rates from a partial reading.
         rates.begin();
         rates.record("tcp_syn", 60, 0);
-        assert_eq!(rates.finish(t0 + Duration::from_millis(300)), Err(ReadingGap::Missing(names.len() - 1)));
+        assert_eq!(
+            rates.finish(t0 + Duration::from_millis(300)),
+            Err(ReadingGap::Missing(names.len() - 1))
+        );
     }
 }

@@ -54,14 +54,23 @@ impl Sensor {
     pub fn new(config: &Config) -> Sensor {
         let layout = CounterLayout::new(config);
         let ranges = |proto| -> Vec<(u16, u16)> {
-            config.services.iter().filter(|s| s.proto == proto).map(|s| (s.ports.first, s.ports.last)).collect()
+            config
+                .services
+                .iter()
+                .filter(|s| s.proto == proto)
+                .map(|s| (s.ports.first, s.ports.last))
+                .collect()
         };
         let n = layout.len();
         Sensor {
             counters: CounterRates::new(layout),
             tick: Talkers::new(TALKER_CAPACITY),
             window: Talkers::new(TALKER_CAPACITY),
-            connections: ConnectionTable::new(&ranges(Proto::Tcp), &ranges(Proto::Udp), CONNECTION_SOURCES),
+            connections: ConnectionTable::new(
+                &ranges(Proto::Tcp),
+                &ranges(Proto::Udp),
+                CONNECTION_SOURCES,
+            ),
             conntrack_entries: 0,
             loss: SampleLoss::default(),
             window_base: vec![Reading::default(); n],
@@ -87,5 +96,122 @@ impl Sensor {
         }
         self.window.reset();
         self.window_start.replace(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::alloc::thread_allocations;
+    use crate::netlink::conntrack::{self, DumpStats, Entry};
+    use crate::netlink::nflog::{self, DrainStats, SeqTracker};
+    use crate::netlink::nft;
+    use crate::netlink::wire::{Msgs, Writer};
+
+    /// A GETOBJ dump reply: one NEWOBJ message per counter of the table.
+    fn counter_dump(names: &[String], tick: u64) -> Vec<u8> {
+        let mut w = Writer::new();
+        for (i, name) in names.iter().enumerate() {
+            w.begin((10 << 8) | 18, 0x2, 7, 1, 0);
+            w.attr_str(1, crate::ruleset::TABLE);
+            w.attr_str(2, name);
+            w.attr_be32(3, 1);
+            let data = w.nest_start(4);
+            w.attr_be64(1, tick * 6000 * (i as u64 + 1));
+            w.attr_be64(2, tick * 100 * (i as u64 + 1));
+            w.nest_end(data).unwrap();
+            w.end();
+        }
+        w.bytes().to_vec()
+    }
+
+    /// An NFLOG datagram of 64 sampled UDP packets from changing sources.
+    fn nflog_datagram(tick: u32, first_seq: u32) -> Vec<u8> {
+        let mut w = Writer::new();
+        for i in 0..64u32 {
+            let src = Ipv4Addr::from(0x0afa_0000 + (tick * 64 + i) % 5000);
+            let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+            ip.extend_from_slice(&src.octets());
+            ip.extend_from_slice(&[10, 250, 0, 2]);
+            ip.extend_from_slice(&[0x9c, 0x40, 0x69, 0x87, 0, 8, 0, 0]);
+            nflog::tests::nflog_msg(
+                &mut w,
+                libc::AF_INET as u8,
+                0x0800,
+                Some(first_seq + i),
+                &ip,
+            );
+        }
+        w.bytes().to_vec()
+    }
+
+    /// Issue 3: after warm-up, a tick — counters decoded from a netlink dump and turned into
+    /// rates, 64 sampled packets walked and summarised, a conntrack dump of 500 entries walked
+    /// and aggregated — makes no heap allocation.
+    #[test]
+    fn issue3_a_tick_allocates_nothing_in_steady_state() {
+        let config = Config::default();
+        let mut sensor = Sensor::new(&config);
+        let names: Vec<String> = crate::ruleset::desired(&config).counters;
+        let dumps: Vec<Vec<u8>> = (0..8).map(|t| counter_dump(&names, t)).collect();
+        let samples: Vec<Vec<u8>> = (0..8).map(|t| nflog_datagram(t, t * 64)).collect();
+        let mut ct = Writer::new();
+        for i in 0..500u32 {
+            let e = Entry {
+                src: IpAddr::V4(Ipv4Addr::from(0x0afa_0000 + i % 50)),
+                dst: IpAddr::V4(Ipv4Addr::new(10, 250, 0, 2)),
+                proto: 6,
+                src_port: Some(40000 + i as u16),
+                dst_port: Some(22),
+                tcp_state: Some(3),
+            };
+            conntrack::tests::encode_entry(&mut ct, 0x2, 9, &e);
+        }
+        let mut seqs = SeqTracker::fresh();
+        let mut nflog_stats = DrainStats::default();
+        let t0 = Instant::now();
+        let mut tick = |sensor: &mut Sensor, n: u64| {
+            sensor.counters.begin();
+            for msg in Msgs::new(&dumps[(n % 8) as usize]).flatten() {
+                if let Some((name, packets, bytes)) = nft::decode_counter(&msg) {
+                    sensor
+                        .counters
+                        .record(name, packets + n * 1000, bytes + n * 64_000);
+                }
+            }
+            let _ = sensor.counters.finish(t0 + Duration::from_millis(100 * n));
+            let datagram = &samples[(n % 8) as usize];
+            nflog::walk(datagram, &mut seqs, &mut nflog_stats, &mut |p| {
+                sensor.packet(p)
+            });
+            sensor.connections.begin();
+            let mut ct_stats = DumpStats::default();
+            let table = &mut sensor.connections;
+            let _ = conntrack::walk_dump(ct.bytes(), 9, &mut ct_stats, &mut |e| table.add(e));
+            sensor.next_tick();
+        };
+        for n in 0..50 {
+            tick(&mut sensor, n);
+        }
+        let before = thread_allocations();
+        for n in 50..2050 {
+            tick(&mut sensor, n);
+        }
+        assert_eq!(
+            thread_allocations() - before,
+            0,
+            "allocations in 2000 ticks"
+        );
+        assert_eq!(
+            sensor
+                .connections
+                .top_sources(&mut [(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0); 1]),
+            1
+        );
+        assert!(sensor.counters.rate(counters::class::TCP).pps > 0.0);
+        assert!(nflog_stats.packets > 100_000 && nflog_stats.malformed == 0);
     }
 }

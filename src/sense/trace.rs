@@ -18,7 +18,9 @@ const TOP: usize = 5;
 /// first call (no window yet). `tick_allocations` is the number of heap allocations made
 /// inside ticks during the window.
 pub fn window_line(sensor: &mut Sensor, now: Instant, tick_allocations: u64) -> Option<String> {
-    let totals: Vec<_> = (0..sensor.counters.layout().len()).map(|i| sensor.counters.total(i)).collect();
+    let totals: Vec<_> = (0..sensor.counters.layout().len())
+        .map(|i| sensor.counters.total(i))
+        .collect();
     let line = sensor.window_start.map(|start| {
         let secs = now.saturating_duration_since(start).as_secs_f64().max(1e-6);
         let layout = sensor.counters.layout();
@@ -39,8 +41,10 @@ pub fn window_line(sensor: &mut Sensor, now: Instant, tick_allocations: u64) -> 
         }
         let mut conn = [(IpAddr::from([0u8; 4]), 0u32); TOP];
         let n = sensor.connections.top_sources(&mut conn);
-        let connections: Vec<Value> =
-            conn[..n].iter().map(|(a, c)| json!({"addr": a.to_string(), "connections": c})).collect();
+        let connections: Vec<Value> = conn[..n]
+            .iter()
+            .map(|(a, c)| json!({"addr": a.to_string(), "connections": c}))
+            .collect();
         let record = json!({
             "ts": rfc3339(SystemTime::now()),
             "event": "sample",
@@ -67,8 +71,10 @@ fn talkers_json(t: &Talkers) -> Value {
     let share = |n: u64| round(n as f64 / total * 1000.0) / 1000.0;
     let mut sources = [(IpAddr::from([0u8; 4]), 0u64); TOP];
     let n = t.top_sources(&mut sources);
-    let sources: Vec<Value> =
-        sources[..n].iter().map(|(a, c)| json!({"addr": a.to_string(), "samples": c, "share": share(*c)})).collect();
+    let sources: Vec<Value> = sources[..n]
+        .iter()
+        .map(|(a, c)| json!({"addr": a.to_string(), "samples": c, "share": share(*c)}))
+        .collect();
     let mut prefixes = [(Cidr::host(IpAddr::from([0u8; 4])), 0u64); TOP];
     let n = t.top_prefixes(&mut prefixes);
     let prefixes: Vec<Value> = prefixes[..n]
@@ -100,8 +106,13 @@ fn round(x: f64) -> f64 {
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T15:04:52.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let ms = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    let text = humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64));
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let text = humantime::format_rfc3339_millis(
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64),
+    );
     text.to_string()
 }
 

@@ -22,20 +22,42 @@ impl Lab {
     /// Sends exactly `count` copies of the packet with trafgen (one CPU, no sysctl or IRQ
     /// changes: `--no-sock-mem --notouch-irq`), at `rate` packets per second when given, else as fast as it can.
     pub fn trafgen_udp(&self, flood: &UdpFlood, count: u64, rate: Option<u64>) {
-        let out = self.spawn_trafgen(flood, count, rate).finish(Duration::from_secs(60));
-        assert!(out.status.success(), "trafgen failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self
+            .spawn_trafgen(flood, count, rate)
+            .finish(Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "trafgen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Starts the same flood in the background.
     pub fn spawn_trafgen(&self, flood: &UdpFlood, count: u64, rate: Option<u64>) -> Proc {
         assert!(assert_lab_addr(flood.src).is_ipv4() && assert_lab_addr(flood.dst).is_ipv4());
-        assert!((1..=MAX_FLOOD_PACKETS).contains(&count), "lab: flood of {count} packets");
+        assert!(
+            (1..=MAX_FLOOD_PACKETS).contains(&count),
+            "lab: flood of {count} packets"
+        );
         let packet = format!(
             "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), ipv4(saddr={}, daddr={}, ttl=64), udp(sp={}, dp={}), fill(0x41, {}) }}",
             flood.src, flood.dst, flood.sport, flood.dport, flood.payload
         );
         let count = count.to_string();
-        let mut args = vec!["timeout", "60", "trafgen", "-o", ATTACKER_IF, "-P", "1", "--no-sock-mem", "--notouch-irq", "-C", "-n", &count];
+        let mut args = vec![
+            "timeout",
+            "60",
+            "trafgen",
+            "-o",
+            ATTACKER_IF,
+            "-P",
+            "1",
+            "--no-sock-mem",
+            "--notouch-irq",
+            "-C",
+            "-n",
+            &count,
+        ];
         let rate_arg = rate.map(|r| format!("{r}pps"));
         if let Some(r) = &rate_arg {
             args.extend(["-b", r.as_str()]);
@@ -50,7 +72,10 @@ impl Lab {
         assert_lab_addr(dst);
         assert!((1..=MAX_FLOOD_PACKETS).contains(&count));
         let (count, dport) = (count.to_string(), dport.to_string());
-        let args = ["timeout", "60", "hping3", "-q", "-n", flags, "-a", src, "-p", &dport, "-c", &count, "-i", "u50", dst];
+        let args = [
+            "timeout", "60", "hping3", "-q", "-n", flags, "-a", src, "-p", &dport, "-c", &count,
+            "-i", "u50", dst,
+        ];
         // hping3 exits non-zero when no reply came: only a timeout is a failure here.
         let out = self.attacker.run(&args);
         assert_ne!(out.status.code(), Some(124), "hping3 timed out");
@@ -58,7 +83,14 @@ impl Lab {
 
     /// Opens `count` TCP connections from `src` to `dst:port` and holds them open, idle, for
     /// `hold` (a Python client; the process ends by itself).
-    pub fn hold_connections(&self, src: &str, dst: &str, port: u16, count: u32, hold: Duration) -> Proc {
+    pub fn hold_connections(
+        &self,
+        src: &str,
+        dst: &str,
+        port: u16,
+        count: u32,
+        hold: Duration,
+    ) -> Proc {
         assert_lab_addr(src);
         assert_lab_addr(dst);
         let script = format!(
@@ -81,8 +113,12 @@ impl Lab {
 
     /// Packets the victim's interface has received so far.
     pub fn victim_rx_packets(&self) -> u64 {
-        let json = self.victim.run_ok(&["ip", "-s", "-j", "link", "show", "dev", VICTIM_IF]);
+        let json = self
+            .victim
+            .run_ok(&["ip", "-s", "-j", "link", "show", "dev", VICTIM_IF]);
         let v: serde_json::Value = serde_json::from_str(&json).expect("ip -j output");
-        v[0]["stats64"]["rx"]["packets"].as_u64().expect("rx packets in ip -s -j")
+        v[0]["stats64"]["rx"]["packets"]
+            .as_u64()
+            .expect("rx packets in ip -s -j")
     }
 }
