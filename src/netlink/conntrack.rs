@@ -619,9 +619,9 @@ fn set_opt<T>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: &T)
 }
 
 #[cfg(test)]
-#[allow(unexpected_cfgs)] // ftagent_alloc_count: see `alloc_count`
 pub(crate) mod tests {
     use super::*;
+    use crate::alloc::thread_allocations;
     use crate::netlink::wire::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_MULTI};
     use crate::sense::connections::ConnectionTable;
     use std::process::Command;
@@ -1051,9 +1051,14 @@ pub(crate) mod tests {
             assert_eq!(top[0], (IpAddr::V4(client), CONNS as u32));
             assert_eq!(table.per_port(IPPROTO_TCP, port), CONNS as u32);
             assert_eq!(table.overflowed(), 0);
-            // The socket is reusable: a second dump sees the same.
-            let again = ct.dump(&mut |_| {}).unwrap();
+            // The socket is reusable, and a count and a dump + aggregation allocate nothing.
+            let before = thread_allocations();
+            ct.count().unwrap();
+            table.begin();
+            let again = ct.dump(&mut |e| table.add(e)).unwrap();
+            assert_eq!(thread_allocations() - before, 0, "allocations");
             assert_eq!(again.entries, stats.entries);
+            assert_eq!(table.per_port(IPPROTO_TCP, port), CONNS as u32);
             drop(streams);
         });
     }
@@ -1142,17 +1147,6 @@ pub(crate) mod tests {
         }
     }
 
-    /// Heap allocations so far in this process, when counted: `dump_cost` built with
-    /// `RUSTFLAGS="--cfg ftagent_alloc_count"` installs the crate's counting allocator (a cfg,
-    /// because a binary has one global allocator and the test binary may get another).
-    fn allocations() -> Option<u64> {
-        cfg!(ftagent_alloc_count).then(crate::alloc::allocations)
-    }
-
-    #[cfg(ftagent_alloc_count)]
-    #[global_allocator]
-    static COUNTING: crate::alloc::CountingAllocator = crate::alloc::CountingAllocator;
-
     /// CPU time of the calling thread (user, system).
     fn thread_cpu() -> (Duration, Duration) {
         // SAFETY: getrusage fills the zeroed struct we pass.
@@ -1166,8 +1160,7 @@ pub(crate) mod tests {
 
     /// Timing of count() and dump() (+ aggregation) at 0, 5k and 50k entries, and the heap
     /// allocations of a dump. Run with
-    /// `cargo test --release --lib dump_cost -- --ignored --nocapture`, and with
-    /// `RUSTFLAGS="--cfg ftagent_alloc_count"` to count allocations.
+    /// `cargo test --release --lib dump_cost -- --ignored --nocapture`.
     #[test]
     #[ignore = "benchmark; needs root"]
     fn dump_cost() {
@@ -1177,14 +1170,6 @@ pub(crate) mod tests {
         }
         let ns = Netns::create("bench").expect("namespace");
         in_netns(&ns, || {
-            if let Some(before) = allocations() {
-                let v = std::hint::black_box(vec![1u8; 64]);
-                assert!(
-                    allocations().unwrap_or(0) > before,
-                    "allocation counter is dead"
-                );
-                drop(v);
-            }
             const ROUNDS: u32 = 7;
             let mut ct = Conntrack::open().unwrap();
             let mut table = ConnectionTable::new(&[(80, 80)], &[], 4096);
@@ -1204,7 +1189,7 @@ pub(crate) mod tests {
 
                 let mut plain = Vec::with_capacity(ROUNDS as usize);
                 let mut aggregated = Vec::with_capacity(ROUNDS as usize);
-                let mut allocs = Some(0);
+                let mut allocs = 0;
                 let (mut user, mut sys) = (Duration::ZERO, Duration::ZERO);
                 for _ in 0..ROUNDS {
                     let t = Instant::now();
@@ -1212,7 +1197,7 @@ pub(crate) mod tests {
                     plain.push(t.elapsed());
                     assert_eq!(s.entries, u64::from(target));
 
-                    let before = allocations();
+                    let before = thread_allocations();
                     let (u0, s0) = thread_cpu();
                     let t = Instant::now();
                     table.begin();
@@ -1221,10 +1206,7 @@ pub(crate) mod tests {
                     let (u1, s1) = thread_cpu();
                     user += u1 - u0;
                     sys += s1 - s0;
-                    let after = allocations();
-                    allocs = allocs
-                        .zip(before.zip(after))
-                        .map(|(sum, (b, a))| sum + a - b);
+                    allocs += thread_allocations() - before;
                     assert_eq!(s.entries, u64::from(target));
                 }
                 assert_eq!(table.per_port(IPPROTO_TCP, 80), target);
@@ -1234,17 +1216,13 @@ pub(crate) mod tests {
                     "{target} entries: insert {insert:.1?}; count() {count_us:.1} µs; \
                      dump min {:.1?} median {:.1?}; dump+aggregate min {:.1?} median {:.1?} \
                      (CPU per dump: user {:.1?}, system {:.1?}); \
-                     allocations in {ROUNDS} dump+aggregate rounds: {}",
+                     allocations in {ROUNDS} dump+aggregate rounds: {allocs}",
                     plain[0],
                     plain[ROUNDS as usize / 2],
                     aggregated[0],
                     aggregated[ROUNDS as usize / 2],
                     user / ROUNDS,
                     sys / ROUNDS,
-                    allocs.map_or(
-                        "not counted (build with --cfg ftagent_alloc_count)".into(),
-                        |a| a.to_string()
-                    )
                 );
             }
         });

@@ -4,9 +4,10 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use super::socket::{open_netfilter, Blocking};
 use super::wire::{Msgs, Writer, NFGENMSG_LEN, NLM_F_ACK};
 use super::NlError;
 use crate::sense::talkers::PacketMeta;
@@ -175,43 +176,7 @@ impl NflogSocket {
     /// and on current kernels those commands still rewrite the namespace's default logger
     /// (`/proc/sys/net/netfilter/nf_log/<pf>`), which is not ours to change.
     pub fn open(group: u16, cfg: &NflogConfig) -> Result<NflogSocket, NlError> {
-        let io_err = |op| move |source| NlError::Io { op, source };
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(io_err("open NFLOG socket")(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: an all-zero sockaddr_nl is valid (the kernel picks the port id).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: bind on our descriptor with a correctly sized address.
-        let rc = unsafe {
-            libc::bind(
-                raw,
-                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io_err("bind NFLOG socket")(io::Error::last_os_error()));
-        }
-        let one: libc::c_int = 1;
-        for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
-            set_opt(raw, libc::SOL_NETLINK, opt, &one);
-        }
-        let rcvbuf = libc::c_int::try_from(cfg.rcvbuf).unwrap_or(libc::c_int::MAX);
-        if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf) {
-            // Without CAP_NET_ADMIN: capped by net.core.rmem_max.
-            set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf);
-        }
+        let (fd, _) = open_netfilter("open NFLOG socket", cfg.rcvbuf, Blocking::No)?;
         let nlbufsiz = cfg.nlbufsiz.clamp(NLBUFSIZ_MIN, NLBUFSIZ_MAX);
         let buf_len = RECV_BUF_MIN.max(nlbufsiz as usize + 64 * 1024);
         let mut sock = NflogSocket {
@@ -400,20 +365,6 @@ fn wait_readable(fd: RawFd, timeout: Duration) {
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
-}
-
-fn set_opt<T>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: &T) -> bool {
-    // SAFETY: `value` points to a live T of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            value as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    rc == 0
 }
 
 /// Walks one received datagram: each NFULNL packet message is checked, its sequence number

@@ -896,3 +896,68 @@ mod tests {
         assert!(messages >= 5, "{messages} messages");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Every decoder of kernel listings survives random and mutated messages.
+    #[test]
+    fn decoders_never_panic_on_mutated_listings() {
+        let spec = crate::ruleset::desired(&crate::config::Config::default());
+        let mut batch = Batch::new(1);
+        for name in &spec.counters {
+            batch.add_counter(name);
+        }
+        for (i, set) in spec.sets.iter().enumerate() {
+            batch.add_set(TABLE, set, i as u32);
+            let ops: Vec<ElementOp> = set
+                .elements
+                .iter()
+                .map(|(k, c)| ElementOp {
+                    counter: Some(c),
+                    ..ElementOp::key(*k)
+                })
+                .collect();
+            batch
+                .add_elements(
+                    SetRef {
+                        table: TABLE,
+                        name: &set.name,
+                        interval: set.interval,
+                    },
+                    &ops,
+                )
+                .unwrap();
+        }
+        for chain in &spec.chains {
+            batch.add_chain_and_rules(chain).unwrap();
+        }
+        let seed = batch.finish().to_vec();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..5_000 {
+            let mut bytes = seed.clone();
+            for _ in 0..1 + round % 8 {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+            let cut = (next() as usize) % (bytes.len() + 1);
+            for msg in Msgs::new(&bytes[..cut]).flatten() {
+                let _ = decode_set(&msg);
+                let _ = decode_chain(&msg);
+                let _ = decode_rule(&msg);
+                let _ = decode_counter(&msg);
+                let mut raw = Vec::new();
+                decode_elements(&msg, &mut raw);
+                let _ = assemble_elements(KeyType::InetService, true, raw.clone());
+                let _ = assemble_elements(KeyType::Ipv6Addr, true, raw);
+            }
+        }
+    }
+}

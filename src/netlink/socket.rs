@@ -12,7 +12,7 @@ use super::NlError;
 
 const RECV_BUF: usize = 256 * 1024;
 /// Room for the ACKs of a large batch.
-const SOCKET_RCVBUF: libc::c_int = 4 * 1024 * 1024;
+const SOCKET_RCVBUF: usize = 4 * 1024 * 1024;
 /// A reply that has not come by then will not come.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -27,49 +27,16 @@ pub struct NftSocket {
 
 impl NftSocket {
     pub fn open() -> Result<NftSocket, NlError> {
-        let io = |op| move |source| NlError::Io { op, source };
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(io("open netlink socket")(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY (all below): setsockopt/bind/getsockname on our own descriptor with correctly
-        // sized arguments.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        let addr_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        let rc = unsafe { libc::bind(raw, &addr as *const _ as *const libc::sockaddr, addr_len) };
-        if rc < 0 {
-            return Err(io("bind netlink socket")(io::Error::last_os_error()));
-        }
-        let mut len = addr_len;
-        unsafe { libc::getsockname(raw, &mut addr as *mut _ as *mut libc::sockaddr, &mut len) };
-        let one: libc::c_int = 1;
-        for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
-            set_opt(raw, libc::SOL_NETLINK, opt, &one);
-        }
-        // RCVBUFFORCE needs CAP_NET_ADMIN, which every caller of this socket has anyway.
-        if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &SOCKET_RCVBUF) {
-            set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &SOCKET_RCVBUF);
-        }
-        let tv = libc::timeval {
-            tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv);
+        let (fd, port_id) = open_netfilter(
+            "nf_tables",
+            SOCKET_RCVBUF,
+            Blocking::WithTimeout(REPLY_TIMEOUT),
+        )?;
         Ok(NftSocket {
             fd,
             buf: vec![0; RECV_BUF],
             seq: 1,
-            port_id: addr.nl_pid,
+            port_id,
         })
     }
 
@@ -244,6 +211,65 @@ impl NftSocket {
             }
         }
     }
+}
+
+/// How a netfilter socket waits for replies.
+#[derive(Debug, Clone, Copy)]
+pub enum Blocking {
+    /// Blocking reads that give up after the timeout (request/response use).
+    WithTimeout(Duration),
+    /// Non-blocking, for registration with mio.
+    No,
+}
+
+/// Opens and binds a NETLINK_NETFILTER socket: extended and capped ACKs, a receive buffer of
+/// `rcvbuf` bytes (SO_RCVBUFFORCE where we may, else SO_RCVBUF, capped by rmem_max). Returns
+/// the descriptor and the port id the kernel gave it. `what` names it in errors.
+pub fn open_netfilter(
+    what: &'static str,
+    rcvbuf: usize,
+    blocking: Blocking,
+) -> Result<(OwnedFd, u32), NlError> {
+    let mut flags = libc::SOCK_RAW | libc::SOCK_CLOEXEC;
+    if let Blocking::No = blocking {
+        flags |= libc::SOCK_NONBLOCK;
+    }
+    let fail = |source| NlError::Io { op: what, source };
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_NETLINK, flags, libc::NETLINK_NETFILTER) };
+    if raw < 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero sockaddr_nl is valid (port id 0: the kernel assigns one); bind and
+    // getsockname get a correctly sized address.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as u16;
+    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    let addr_ptr = &mut addr as *mut libc::sockaddr_nl as *mut libc::sockaddr;
+    if unsafe { libc::bind(raw, addr_ptr, len) } < 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    unsafe { libc::getsockname(raw, addr_ptr, &mut len) };
+    let one: libc::c_int = 1;
+    for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
+        set_opt(raw, libc::SOL_NETLINK, opt, &one);
+    }
+    let rcvbuf = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX);
+    if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf) {
+        set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf);
+    }
+    if let Blocking::WithTimeout(t) = blocking {
+        let tv = libc::timeval {
+            tv_sec: t.as_secs() as libc::time_t,
+            tv_usec: t.subsec_micros() as libc::suseconds_t,
+        };
+        if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv) {
+            return Err(fail(io::Error::last_os_error()));
+        }
+    }
+    Ok((fd, addr.nl_pid))
 }
 
 fn set_opt<T>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: &T) -> bool {

@@ -505,7 +505,13 @@ mod tests {
         let mut t = ConnectionTable::new(&[(443, 443)], &[], 16);
         t.begin();
         let mut stats = DumpStats::default();
+        let before = crate::alloc::thread_allocations();
         walk_dump(w.bytes(), 77, &mut stats, &mut |e| t.add(e)).unwrap();
+        assert_eq!(
+            crate::alloc::thread_allocations() - before,
+            0,
+            "allocations"
+        );
         assert_eq!(stats.entries, 30);
         let mut top = [(IpAddr::from([0, 0, 0, 0]), 0); 3];
         assert_eq!(t.top_sources(&mut top), 3);
