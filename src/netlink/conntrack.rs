@@ -5,10 +5,11 @@
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
+use super::socket::{open_netfilter, recv_into, send_to_kernel, Blocking};
 use super::wire::{Attrs, Msg, Msgs, Writer, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP};
 use super::NlError;
 use abi::*;
@@ -68,7 +69,7 @@ pub mod abi {
 /// The user-space receive buffer; a dump datagram is at most 32 KiB on current kernels.
 const RECV_BUF: usize = 256 * 1024;
 /// The socket's receive queue (SO_RCVBUFFORCE, falling back to SO_RCVBUF).
-const SOCKET_RCVBUF: libc::c_int = 256 * 1024;
+const SOCKET_RCVBUF: usize = 256 * 1024;
 /// A reply that has not come by then will not come.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The per-namespace entry count, read when the kernel lacks the stats request.
@@ -490,34 +491,7 @@ impl Conntrack {
     }
 
     fn send(&self, op: &'static str) -> Result<(), NlError> {
-        let bytes = self.request.bytes();
-        // SAFETY: an all-zero sockaddr_nl addresses the kernel.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: sendto on our descriptor with a valid buffer and address.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                bytes.as_ptr() as *const libc::c_void,
-                bytes.len(),
-                0,
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(NlError::Io {
-                op,
-                source: io::Error::last_os_error(),
-            });
-        }
-        if rc as usize != bytes.len() {
-            return Err(NlError::Malformed(format!(
-                "{op}: short send of {rc} of {} bytes",
-                bytes.len()
-            )));
-        }
-        Ok(())
+        send_to_kernel(&self.fd, self.request.bytes(), op)
     }
 
     /// The datagram just received, or an error when it did not fit the buffer.
@@ -533,89 +507,23 @@ impl Conntrack {
     /// buffer when it was cut.
     fn recv_raw(&mut self, flags: libc::c_int) -> io::Result<usize> {
         loop {
-            // SAFETY: recv into our own buffer of the given length.
-            let rc = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr() as *mut libc::c_void,
-                    self.buf.len(),
-                    libc::MSG_TRUNC | flags,
-                )
-            };
-            if rc >= 0 {
-                return Ok(rc as usize);
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match recv_into(&self.fd, &mut self.buf, libc::MSG_TRUNC | flags) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
             }
         }
     }
 }
 
-/// A NETLINK_NETFILTER socket in the calling thread's network namespace: bound, with a
-/// 256 KiB receive queue and the receive timeout.
+/// A blocking NETLINK_NETFILTER socket with the receive timeout, in the calling thread's
+/// network namespace.
 fn open_socket() -> Result<OwnedFd, NlError> {
-    let io = |op| move |source| NlError::Io { op, source };
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_NETFILTER,
-        )
-    };
-    if raw < 0 {
-        return Err(io("open ctnetlink socket")(io::Error::last_os_error()));
-    }
-    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: an all-zero sockaddr_nl is valid (port id 0: the kernel assigns one).
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: bind on our own descriptor with a correctly sized address.
-    let rc = unsafe {
-        libc::bind(
-            raw,
-            &addr as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io("bind ctnetlink socket")(io::Error::last_os_error()));
-    }
-    let one: libc::c_int = 1;
-    for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
-        set_opt(raw, libc::SOL_NETLINK, opt, &one);
-    }
-    // RCVBUFFORCE needs CAP_NET_ADMIN; without it SO_RCVBUF is capped by rmem_max.
-    if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &SOCKET_RCVBUF) {
-        set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &SOCKET_RCVBUF);
-    }
-    let tv = libc::timeval {
-        tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv) {
-        return Err(io("set ctnetlink receive timeout")(
-            io::Error::last_os_error(),
-        ));
-    }
+    let (fd, _) = open_netfilter(
+        "open ctnetlink socket",
+        SOCKET_RCVBUF,
+        Blocking::WithTimeout(REPLY_TIMEOUT),
+    )?;
     Ok(fd)
-}
-
-fn set_opt<T>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: &T) -> bool {
-    // SAFETY: `value` points to a live T of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            value as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    rc == 0
 }
 
 #[cfg(test)]
@@ -624,6 +532,7 @@ pub(crate) mod tests {
     use crate::alloc::thread_allocations;
     use crate::netlink::wire::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_MULTI};
     use crate::sense::connections::ConnectionTable;
+    use std::os::fd::FromRawFd;
     use std::process::Command;
     use std::time::Instant;
 

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use super::socket::{open_netfilter, Blocking};
+use super::socket::{open_netfilter, recv_into, send_to_kernel, Blocking};
 use super::wire::{Msgs, Writer, NFGENMSG_LEN, NLM_F_ACK};
 use super::NlError;
 use crate::sense::talkers::PacketMeta;
@@ -234,19 +234,15 @@ impl NflogSocket {
     pub fn drain(&mut self, on_packet: &mut dyn FnMut(&PacketMeta)) -> DrainStats {
         let mut stats = DrainStats::default();
         loop {
-            // SAFETY: recv into our own buffer of the given length. MSG_TRUNC makes netlink
-            // return the datagram's real length, so a cut datagram is noticed.
-            let rc = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr() as *mut libc::c_void,
-                    self.buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                )
-            };
-            if rc < 0 {
-                let err = io::Error::last_os_error();
-                match err.raw_os_error() {
+            // MSG_TRUNC makes netlink return the datagram's real length, so a cut datagram is
+            // noticed.
+            let rc = match recv_into(
+                &self.fd,
+                &mut self.buf,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            ) {
+                Ok(n) => n,
+                Err(err) => match err.raw_os_error() {
                     Some(libc::EINTR) => continue,
                     Some(libc::ENOBUFS) => {
                         stats.enobufs += 1;
@@ -257,9 +253,9 @@ impl NflogSocket {
                         log::warn!("NFLOG group {}: recv failed: {err}", self.group);
                         break;
                     }
-                }
-            }
-            let len = (rc as usize).min(self.buf.len());
+                },
+            };
+            let len = rc.min(self.buf.len());
             // A datagram longer than the buffer ends in a cut message: counted as malformed.
             walk(&self.buf[..len], &mut self.seqs, &mut stats, on_packet);
         }
@@ -272,39 +268,12 @@ impl NflogSocket {
     /// as lost.
     fn configure(&mut self, request: &[u8], seq: u32, what: &str) -> Result<(), NlError> {
         let group = self.group;
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: sendto on our descriptor with a valid buffer and address.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                request.as_ptr() as *const libc::c_void,
-                request.len(),
-                0,
-                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(NlError::Io {
-                op: "send NFLOG config",
-                source: io::Error::last_os_error(),
-            });
-        }
+        send_to_kernel(&self.fd, request, "send NFLOG config")?;
         let deadline = Instant::now() + ACK_TIMEOUT;
         loop {
-            // SAFETY: as in drain.
-            let rc = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr() as *mut libc::c_void,
-                    self.buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if rc < 0 {
-                let err = io::Error::last_os_error();
-                match err.raw_os_error() {
+            let rc = match recv_into(&self.fd, &mut self.buf, libc::MSG_DONTWAIT) {
+                Ok(n) => n,
+                Err(err) => match err.raw_os_error() {
                     Some(libc::EINTR) | Some(libc::ENOBUFS) => continue,
                     Some(libc::EAGAIN) => {
                         let left = deadline.saturating_duration_since(Instant::now());
@@ -323,9 +292,9 @@ impl NflogSocket {
                             source: err,
                         })
                     }
-                }
-            }
-            let len = (rc as usize).min(self.buf.len());
+                },
+            };
+            let len = rc.min(self.buf.len());
             for msg in Msgs::new(&self.buf[..len]).flatten() {
                 if msg.kind() == MSG_PACKET {
                     if let Some(s) = msg.nf_attrs().get(NFULA_SEQ).and_then(|a| a.be32()) {

@@ -145,71 +145,71 @@ impl NftSocket {
     }
 
     fn send(&self, bytes: &[u8], op: &'static str) -> Result<(), NlError> {
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: sendto on our descriptor with a valid buffer and address.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                bytes.as_ptr() as *const libc::c_void,
-                bytes.len(),
-                0,
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(NlError::Io {
-                op,
-                source: io::Error::last_os_error(),
-            });
-        }
-        if rc as usize != bytes.len() {
-            return Err(NlError::Malformed(format!(
-                "{op}: short send of {rc} of {} bytes",
-                bytes.len()
-            )));
-        }
-        Ok(())
+        send_to_kernel(&self.fd, bytes, op)
     }
 
     fn recv(&mut self) -> io::Result<usize> {
         loop {
-            // SAFETY: recv into our own buffer of the given length.
-            let rc = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr() as *mut libc::c_void,
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if rc >= 0 {
-                return Ok(rc as usize);
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match recv_into(&self.fd, &mut self.buf, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
             }
         }
     }
 
     /// Discards whatever replies are still queued.
     fn drain(&mut self) {
-        loop {
-            // SAFETY: as in recv, without blocking.
-            let rc = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr() as *mut libc::c_void,
-                    self.buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if rc <= 0 {
-                return;
-            }
-        }
+        while matches!(recv_into(&self.fd, &mut self.buf, libc::MSG_DONTWAIT), Ok(n) if n > 0) {}
+    }
+}
+
+/// Sends one datagram of netlink messages to the kernel; a short send is an error.
+pub fn send_to_kernel(fd: &OwnedFd, bytes: &[u8], op: &'static str) -> Result<(), NlError> {
+    // SAFETY: an all-zero sockaddr_nl addresses the kernel.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: sendto on our descriptor with a valid buffer and address.
+    let rc = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            bytes.as_ptr() as *const libc::c_void,
+            bytes.len(),
+            0,
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(NlError::Io {
+            op,
+            source: io::Error::last_os_error(),
+        });
+    }
+    if rc as usize != bytes.len() {
+        return Err(NlError::Malformed(format!(
+            "{op}: short send of {rc} of {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}
+
+/// One recv(2) into `buf` with `flags`; the length the kernel reports (with MSG_TRUNC, the
+/// datagram's real length, which may exceed the buffer).
+pub fn recv_into(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: recv into our own buffer of the given length.
+    let rc = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            flags,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
     }
 }
 
