@@ -20,15 +20,21 @@ pub struct Agent<'a> {
 impl<'a> Agent<'a> {
     /// With the given table mode (`nft.compat`).
     pub fn new(lab: &'a Lab, compat: &str) -> Agent<'a> {
-        Agent::configured(lab, compat, "", "")
+        Agent::configured(lab, compat, "", "", "")
     }
 
-    /// With more keys for `[nft]`, and more sections (e.g. `[[service]]`, `[sense]`).
-    pub fn configured(lab: &'a Lab, compat: &str, nft_keys: &str, sections: &str) -> Agent<'a> {
+    /// With more keys for `[agent]` and `[nft]`, and more sections (`[[service]]`, `[sense]`…).
+    pub fn configured(
+        lab: &'a Lab,
+        compat: &str,
+        agent_keys: &str,
+        nft_keys: &str,
+        sections: &str,
+    ) -> Agent<'a> {
         let dir = lab.dir();
         let config = dir.join("ftagent.toml");
         let text = format!(
-            "[agent]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n\n[safelist]\ncidrs = [\"10.250.9.0/24\", \"fd00:250::99\"]\n\n[nft]\ncompat = \"{compat}\"\n{nft_keys}\n{sections}",
+            "[agent]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n{agent_keys}\n\n[safelist]\ncidrs = [\"10.250.9.0/24\", \"fd00:250::99\"]\n\n[nft]\ncompat = \"{compat}\"\n{nft_keys}\n{sections}",
             dir.join("ftagent.sock").display(),
             dir.join("state").display(),
         );
@@ -99,6 +105,21 @@ impl<'a> Agent<'a> {
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|v| v["event"] == "sample")
+            .collect()
+    }
+
+    /// The detection events (`attack_*`) printed so far.
+    pub fn events(&self) -> Vec<Value> {
+        let daemon = self.daemon.as_ref().expect("daemon running");
+        daemon
+            .stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| {
+                v["event"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("attack_"))
+            })
             .collect()
     }
 

@@ -21,7 +21,7 @@ fn setup(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
 const SERVICES: &str = "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n[[service]]\nport = 8080\nproto = \"tcp\"\n\n[sense]\nconntrack_interval = \"1s\"\n";
 
 fn start(lab: &Lab) -> Agent<'_> {
-    let mut agent = Agent::configured(lab, "auto", "", SERVICES);
+    let mut agent = Agent::configured(lab, "auto", "", "", SERVICES);
     agent.start_with(&["--trace-samples"]);
     agent.next_trace();
     agent
@@ -52,7 +52,7 @@ fn issue3_udp_port_rate_matches_the_interface_counter_and_names_the_source() {
         src: ATTACKER4,
         dst: VICTIM4,
         sport: 40000,
-        dport: 27015,
+        dport: Some(27015),
         payload: 18,
     };
     lab.trafgen_udp(&flood, 100_000, Some(50_000));
@@ -157,7 +157,7 @@ fn issue3_fastest_flood_keeps_the_loop_running_and_counts_samples() {
         src: ATTACKER4,
         dst: VICTIM4,
         sport: 40000,
-        dport: 9999,
+        dport: Some(9999),
         payload: 18,
     };
     lab.trafgen_udp(&flood, 1_000_000, None);

@@ -246,7 +246,7 @@ fn issue2_full_set_is_a_clear_error_and_changes_nothing() {
     let Some((_guard, lab)) = setup("full-set") else {
         return;
     };
-    let mut agent = Agent::configured(&lab, "auto", "ban4_size = 2", "");
+    let mut agent = Agent::configured(&lab, "auto", "", "ban4_size = 2", "");
     agent.start();
     agent.run_ok(&["ban", ATTACKER4, "--for", "1m"]);
     agent.run_ok(&["ban", OTHER4, "--for", "1m"]);

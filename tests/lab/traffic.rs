@@ -14,7 +14,8 @@ pub struct UdpFlood<'a> {
     pub src: &'a str,
     pub dst: &'a str,
     pub sport: u16,
-    pub dport: u16,
+    /// None: a random destination port for every packet.
+    pub dport: Option<u16>,
     pub payload: usize,
 }
 
@@ -39,9 +40,10 @@ impl Lab {
             (1..=MAX_FLOOD_PACKETS).contains(&count),
             "lab: flood of {count} packets"
         );
+        let dport = flood.dport.map_or("drnd()".to_string(), |p| p.to_string());
         let packet = format!(
-            "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), ipv4(saddr={}, daddr={}, ttl=64), udp(sp={}, dp={}), fill(0x41, {}) }}",
-            flood.src, flood.dst, flood.sport, flood.dport, flood.payload
+            "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), ipv4(saddr={}, daddr={}, ttl=64), udp(sp={}, dp={dport}), fill(0x41, {}) }}",
+            flood.src, flood.dst, flood.sport, flood.payload
         );
         let count = count.to_string();
         let mut args = vec![
@@ -98,6 +100,30 @@ impl Lab {
             hold.as_secs()
         );
         self.attacker.spawn(&["python3", "-c", &script])
+    }
+
+    /// `per_second` TCP connection attempts from `src` to `dst:port` for `duration`, each
+    /// closed at once: the shape of a credential-guessing loop.
+    pub fn connect_loop(
+        &self,
+        src: &str,
+        dst: &str,
+        port: u16,
+        per_second: u32,
+        duration: Duration,
+    ) {
+        assert_lab_addr(src);
+        assert_lab_addr(dst);
+        let script = format!(
+            "import socket, time\nend = time.time() + {}\nwhile time.time() < end:\n    s = socket.socket()\n    s.settimeout(0.5)\n    s.bind(('{src}', 0))\n    try:\n        s.connect(('{dst}', {port}))\n    except OSError:\n        pass\n    s.close()\n    time.sleep(1 / {per_second})\n",
+            duration.as_secs()
+        );
+        let out = self.attacker.run(&["python3", "-c", &script]);
+        assert!(
+            out.status.success(),
+            "connect loop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A TCP listener in the victim namespace that accepts and keeps every connection, for
