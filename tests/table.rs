@@ -266,3 +266,40 @@ fn issue2_full_set_is_a_clear_error_and_changes_nothing() {
     assert_eq!(before.lines().count(), after.lines().count());
     agent.stop();
 }
+
+/// Another tool's `nft flush ruleset`: an owned table is skipped by the kernel, bans and all;
+/// an unowned one (older kernels) is put back by the daemon within a second or two.
+fn survives_flush_ruleset(test: &str, compat: &str) {
+    let Some((_guard, lab)) = setup(test) else {
+        return;
+    };
+    let mut agent = Agent::new(&lab, compat);
+    agent.start();
+    agent.run_ok(&["ban", OTHER4, "--for", "5m"]);
+    lab.victim.run_ok(&["nft", "flush", "ruleset"]);
+    if compat == "legacy" {
+        lab::wait_until(Duration::from_secs(5), "the table to be restored", || {
+            let out = agent.run(&["rules", "dump"]);
+            String::from_utf8_lossy(&out.stdout).contains("chain prerouting")
+        });
+        let (_, log) = agent.stop();
+        assert!(log.contains("restored"), "{log}");
+    } else {
+        let dump = agent.dump();
+        assert!(
+            dump.contains(&format!("{OTHER4} timeout 5m")),
+            "the owned table and its bans stay: {dump}"
+        );
+        agent.stop();
+    }
+}
+
+#[test]
+fn issue2_owned_table_survives_flush_ruleset() {
+    survives_flush_ruleset("owned-flush", "auto");
+}
+
+#[test]
+fn issue2_unowned_table_is_restored_after_flush_ruleset() {
+    survives_flush_ruleset("legacy-flush", "legacy");
+}
