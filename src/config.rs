@@ -42,6 +42,25 @@ pub struct Agent {
 pub struct Service {
     pub ports: PortRange,
     pub proto: Proto,
+    /// Overrides `detection.floor_pps` for the packets to this service.
+    pub floor_pps: Option<u64>,
+    /// A web service (HTTP floods, Slowloris); None: by port (see [`Service::is_web`]).
+    pub web: Option<bool>,
+}
+
+/// TCP ports taken for web services unless a `[[service]]` says `web = false`.
+pub const WEB_PORTS: &[u16] = &[80, 443, 8080, 8443];
+
+impl Service {
+    /// A TCP service on one of [`WEB_PORTS`], or one configured with `web = true`.
+    pub fn is_web(&self) -> bool {
+        self.proto == Proto::Tcp
+            && self.web.unwrap_or_else(|| {
+                WEB_PORTS
+                    .iter()
+                    .any(|p| (self.ports.first..=self.ports.last).contains(p))
+            })
+    }
 }
 
 /// An inclusive range of ports; a single port has `first == last`.
@@ -57,10 +76,40 @@ pub enum Proto {
     Udp,
 }
 
-/// `[detection]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[detection]`: baselines, thresholds and incidents (see `detect`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
+    /// Packets per second below which no counter is an attack.
     pub floor_pps: u64,
+    /// Deviations above the baseline mean that count as unusual.
+    pub k: f64,
+    /// Multiple of the baseline mean that counts as unusual.
+    pub m: f64,
+    /// Half-life of the baselines' averages (mean and deviation).
+    pub half_life: Duration,
+    /// Ticks a counter must stay over its threshold before an incident opens.
+    pub consecutive_ticks: u32,
+    /// How long an incident's traffic must stay under its exit threshold before it ends.
+    pub hold: Duration,
+    /// The floor of the new-connection counters, in new connections per second.
+    pub floor_new_per_second: u64,
+    /// Concurrent connections one source may hold to the service ports.
+    pub max_connections_per_source: u32,
+}
+
+impl Default for Detection {
+    fn default() -> Detection {
+        Detection {
+            floor_pps: 5000,
+            k: 6.0,
+            m: 3.0,
+            half_life: Duration::from_secs(600),
+            consecutive_ticks: 3,
+            hold: Duration::from_secs(10),
+            floor_new_per_second: 200,
+            max_connections_per_source: 100,
+        }
+    }
 }
 
 /// `[sense]`: how the agent samples traffic.
@@ -178,6 +227,8 @@ impl Default for Config {
                 last: port,
             },
             proto: Proto::Tcp,
+            floor_pps: None,
+            web: None,
         };
         Config {
             agent: Agent {
@@ -188,7 +239,7 @@ impl Default for Config {
             },
             services: vec![tcp(22), tcp(80), tcp(443)],
             safelist: Vec::new(),
-            detection: Detection { floor_pps: 5000 },
+            detection: Detection::default(),
             sense: Sense {
                 nflog_group: 7047,
                 sample_rate: 2000,
@@ -381,11 +432,44 @@ const BAN_DURATION: DurationRule = DurationRule {
     max: Duration::from_secs(30 * 24 * 3600),
     range: "between 1s and 30 days",
 };
+const HALF_LIFE: DurationRule = DurationRule {
+    name: "the half-life",
+    min: Duration::from_secs(10),
+    max: Duration::from_secs(7 * 24 * 3600),
+    range: "between 10s and 7 days",
+};
+const HOLD: DurationRule = DurationRule {
+    name: "the hold time",
+    min: Duration::ZERO,
+    max: Duration::from_secs(3600),
+    range: "between 0s and 1h",
+};
 const CONNTRACK_INTERVAL: DurationRule = DurationRule {
     name: "the conntrack interval",
     min: Duration::from_secs(1),
     max: Duration::from_secs(3600),
     range: "between 1s and 1h",
+};
+
+/// The allowed range of a number key (integers are taken too).
+struct FloatRule {
+    name: &'static str,
+    min: f64,
+    max: f64,
+    range: &'static str,
+}
+
+const K: FloatRule = FloatRule {
+    name: "k",
+    min: 0.0,
+    max: 1000.0,
+    range: "between 0 and 1000",
+};
+const M: FloatRule = FloatRule {
+    name: "m",
+    min: 1.0,
+    max: 1000.0,
+    range: "between 1 and 1000",
 };
 
 /// The allowed range of an integer key.
@@ -407,6 +491,24 @@ const FLOOR_PPS: IntRule = IntRule {
     min: 1,
     max: u64::MAX as i128,
     range: "at least 1",
+};
+const FLOOR_NEW: IntRule = IntRule {
+    name: "floor_new_per_second",
+    min: 1,
+    max: u64::MAX as i128,
+    range: "at least 1",
+};
+const CONSECUTIVE_TICKS: IntRule = IntRule {
+    name: "consecutive_ticks",
+    min: 1,
+    max: 100,
+    range: "between 1 and 100",
+};
+const MAX_CONNECTIONS: IntRule = IntRule {
+    name: "max_connections_per_source",
+    min: 1,
+    max: 10_000_000,
+    range: "between 1 and 10000000",
 };
 const NFLOG_GROUP: IntRule = IntRule {
     name: "the NFLOG group",
@@ -443,9 +545,18 @@ const TOP_KEYS: &[&str] = &[
     "nft",
 ];
 const AGENT_KEYS: &[&str] = &["tick", "warmup", "state_dir", "control_socket"];
-const SERVICE_KEYS: &[&str] = &["port", "proto"];
+const SERVICE_KEYS: &[&str] = &["port", "proto", "floor_pps", "web"];
 const SAFELIST_KEYS: &[&str] = &["cidrs"];
-const DETECTION_KEYS: &[&str] = &["floor_pps"];
+const DETECTION_KEYS: &[&str] = &[
+    "floor_pps",
+    "k",
+    "m",
+    "half_life",
+    "consecutive_ticks",
+    "hold",
+    "floor_new_per_second",
+    "max_connections_per_source",
+];
 const SENSE_KEYS: &[&str] = &[
     "nflog_group",
     "sample_rate",
@@ -655,6 +766,60 @@ impl Checker {
         number
     }
 
+    /// A number (float or integer) within `rule`.
+    fn number(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+        rule: &FloatRule,
+    ) -> Option<f64> {
+        let (number, text) = match value.get_ref() {
+            DeValue::Float(float) => (float.as_str().parse::<f64>().ok(), float.as_str()),
+            DeValue::Integer(integer) => (
+                i128::from_str_radix(integer.as_str(), integer.radix())
+                    .ok()
+                    .map(|n| n as f64),
+                integer.as_str(),
+            ),
+            other => {
+                let found = kind(other);
+                self.report(
+                    value.span(),
+                    path,
+                    format!("expected a number, found {found}"),
+                );
+                return None;
+            }
+        };
+        let number = number.filter(|n| (rule.min..=rule.max).contains(n));
+        if number.is_none() {
+            self.report(
+                value.span(),
+                path,
+                format!(
+                    "{text} is out of range: {} must be {}",
+                    rule.name, rule.range
+                ),
+            );
+        }
+        number
+    }
+
+    fn boolean(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                let found = kind(other);
+                self.report(
+                    value.span(),
+                    path,
+                    format!("expected true or false, found {found}"),
+                );
+                None
+            }
+        }
+    }
+
     fn duration(
         &mut self,
         value: &Spanned<DeValue<'_>>,
@@ -813,13 +978,35 @@ impl Checker {
         )?;
         let mut ports: Option<Option<(PortRange, Range<usize>)>> = None;
         let mut proto = Some(Proto::Tcp);
+        let mut floor_pps = Some(None);
+        let mut web: Option<Option<(bool, Range<usize>, String)>> = Some(None);
         for (key, item) in table {
             let key_path = format!("{path}.{}", key_text(key.get_ref()));
             match key.get_ref().as_ref() {
                 "port" => ports = Some(self.port(item, &key_path).map(|p| (p, item.span()))),
                 "proto" => proto = self.proto(item, &key_path),
+                "floor_pps" => {
+                    floor_pps = self
+                        .integer(item, &key_path, &FLOOR_PPS)
+                        .and_then(|n| u64::try_from(n).ok())
+                        .map(Some)
+                }
+                "web" => {
+                    web = self
+                        .boolean(item, &key_path)
+                        .map(|b| Some((b, item.span(), key_path.clone())))
+                }
                 _ => self.unknown_key(key, &key_path, SERVICE_KEYS, "the keys of [[service]] are"),
             }
+        }
+        if let (Some(Some((true, span, web_path))), Some(Proto::Udp)) = (&web, proto) {
+            self.report(
+                span.clone(),
+                web_path,
+                "web = true applies to tcp services only (HTTP floods and Slowloris are TCP)"
+                    .to_string(),
+            );
+            return None;
         }
         let Some(ports) = ports else {
             self.report(
@@ -834,6 +1021,8 @@ impl Checker {
             Service {
                 ports,
                 proto: proto?,
+                floor_pps: floor_pps?,
+                web: web?.map(|(b, _, _)| b),
             },
             port_span,
         ))
@@ -937,6 +1126,28 @@ impl Checker {
                     &mut detection.floor_pps,
                     self.integer(value, &path, &FLOOR_PPS)
                         .and_then(|n| u64::try_from(n).ok()),
+                ),
+                "k" => set(&mut detection.k, self.number(value, &path, &K)),
+                "m" => set(&mut detection.m, self.number(value, &path, &M)),
+                "half_life" => set(
+                    &mut detection.half_life,
+                    self.duration(value, &path, &HALF_LIFE),
+                ),
+                "consecutive_ticks" => set(
+                    &mut detection.consecutive_ticks,
+                    self.integer(value, &path, &CONSECUTIVE_TICKS)
+                        .and_then(|n| u32::try_from(n).ok()),
+                ),
+                "hold" => set(&mut detection.hold, self.duration(value, &path, &HOLD)),
+                "floor_new_per_second" => set(
+                    &mut detection.floor_new_per_second,
+                    self.integer(value, &path, &FLOOR_NEW)
+                        .and_then(|n| u64::try_from(n).ok()),
+                ),
+                "max_connections_per_source" => set(
+                    &mut detection.max_connections_per_source,
+                    self.integer(value, &path, &MAX_CONNECTIONS)
+                        .and_then(|n| u32::try_from(n).ok()),
                 ),
                 _ => self.unknown_key(key, &path, DETECTION_KEYS, "the keys of [detection] are"),
             }
@@ -1147,6 +1358,13 @@ cidrs = []
 
 [detection]
 floor_pps = 5000
+k = 6.0
+m = 3.0
+half_life = "10m"
+consecutive_ticks = 3
+hold = "10s"
+floor_new_per_second = 200
+max_connections_per_source = 100
 
 [sense]
 nflog_group = 7047
@@ -1202,6 +1420,16 @@ bannet6_size = 16384
         assert_eq!(ports, ["22/tcp", "80/tcp", "443/tcp"]);
         assert!(config.safelist.is_empty());
         assert_eq!(config.detection.floor_pps, 5000);
+        assert_eq!(config.detection.k, 6.0);
+        assert_eq!(config.detection.m, 3.0);
+        assert_eq!(config.detection.half_life, Duration::from_secs(600));
+        assert_eq!(config.detection.consecutive_ticks, 3);
+        assert_eq!(config.detection.hold, Duration::from_secs(10));
+        assert_eq!(config.detection.floor_new_per_second, 200);
+        assert_eq!(config.detection.max_connections_per_source, 100);
+        assert!(config.services.iter().all(|s| s.floor_pps.is_none()));
+        let web: Vec<bool> = config.services.iter().map(Service::is_web).collect();
+        assert_eq!(web, [false, true, true]);
         assert_eq!(config.sense.nflog_group, 7047);
         assert_eq!(config.sense.sample_rate, 2000);
         assert_eq!(config.sense.snaplen, 128);
@@ -1228,15 +1456,31 @@ control_socket = "/run/ft.sock"
 [[service]]
 port = "8000-8100"
 proto = "udp"
+floor_pps = 20_000
 
 [[service]]
 port = "443"
+
+[[service]]
+port = 8000
+web = true
+
+[[service]]
+port = 8443
+web = false
 
 [safelist]
 cidrs = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
 
 [detection]
 floor_pps = 1
+k = 4
+m = 2.5
+half_life = "1h"
+consecutive_ticks = 100
+hold = "0s"
+floor_new_per_second = 50
+max_connections_per_source = 1
 
 [sense]
 nflog_group = 65535
@@ -1270,17 +1514,47 @@ bannet6_size = 1_000
             vec![
                 Service {
                     ports: range(8000, 8100),
-                    proto: Proto::Udp
+                    proto: Proto::Udp,
+                    floor_pps: Some(20_000),
+                    web: None,
                 },
                 Service {
                     ports: range(443, 443),
-                    proto: Proto::Tcp
+                    proto: Proto::Tcp,
+                    floor_pps: None,
+                    web: None,
+                },
+                Service {
+                    ports: range(8000, 8000),
+                    proto: Proto::Tcp,
+                    floor_pps: None,
+                    web: Some(true),
+                },
+                Service {
+                    ports: range(8443, 8443),
+                    proto: Proto::Tcp,
+                    floor_pps: None,
+                    web: Some(false),
                 },
             ]
         );
+        let web: Vec<bool> = config.services.iter().map(Service::is_web).collect();
+        assert_eq!(web, [false, true, true, false]);
         let safelist: Vec<String> = config.safelist.iter().map(|c| c.to_string()).collect();
         assert_eq!(safelist, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]);
-        assert_eq!(config.detection.floor_pps, 1);
+        assert_eq!(
+            config.detection,
+            Detection {
+                floor_pps: 1,
+                k: 4.0,
+                m: 2.5,
+                half_life: Duration::from_secs(3600),
+                consecutive_ticks: 100,
+                hold: Duration::ZERO,
+                floor_new_per_second: 50,
+                max_connections_per_source: 1,
+            }
+        );
         assert_eq!(
             config.sense,
             Sense {
@@ -1679,6 +1953,117 @@ bannet6_size = 1_000
             "nft.compat",
             "\"new\" is not a compat mode",
         );
+    }
+
+    #[test]
+    fn detection_keys_out_of_range() {
+        assert_error(
+            "[detection]\nk = -1\n",
+            2,
+            5,
+            "detection.k",
+            "-1 is out of range: k must be between 0 and 1000",
+        );
+        assert_error(
+            "[detection]\nm = 0.5\n",
+            2,
+            5,
+            "detection.m",
+            "0.5 is out of range: m must be between 1 and 1000",
+        );
+        assert_error(
+            "[detection]\nm = nan\n",
+            2,
+            5,
+            "detection.m",
+            "nan is out of range",
+        );
+        assert_error(
+            "[detection]\nk = \"6\"\n",
+            2,
+            5,
+            "detection.k",
+            "expected a number, found a string",
+        );
+        assert_error(
+            "[detection]\nhalf_life = \"5s\"\n",
+            2,
+            13,
+            "detection.half_life",
+            "\"5s\" is too short: the half-life must be between 10s and 7 days",
+        );
+        assert_error(
+            "[detection]\nconsecutive_ticks = 0\n",
+            2,
+            21,
+            "detection.consecutive_ticks",
+            "0 is out of range: consecutive_ticks must be between 1 and 100",
+        );
+        assert_error(
+            "[detection]\nconsecutive_ticks = 101\n",
+            2,
+            21,
+            "detection.consecutive_ticks",
+            "101 is out of range",
+        );
+        assert_error(
+            "[detection]\nhold = \"2h\"\n",
+            2,
+            8,
+            "detection.hold",
+            "\"2h\" is too long: the hold time must be between 0s and 1h",
+        );
+        assert_error(
+            "[detection]\nfloor_new_per_second = 0\n",
+            2,
+            24,
+            "detection.floor_new_per_second",
+            "floor_new_per_second must be at least 1",
+        );
+        assert_error(
+            "[detection]\nmax_connections_per_source = 0\n",
+            2,
+            30,
+            "detection.max_connections_per_source",
+            "must be between 1 and 10000000",
+        );
+        assert_error(
+            "[detection]\nfloor = 1\n",
+            2,
+            1,
+            "detection.floor",
+            "unknown key; the keys of [detection] are: floor_pps, k, m, half_life, consecutive_ticks, hold, floor_new_per_second, max_connections_per_source",
+        );
+    }
+
+    #[test]
+    fn service_detection_keys() {
+        assert_error(
+            "[[service]]\nport = 80\nfloor_pps = 0\n",
+            3,
+            13,
+            "service[1].floor_pps",
+            "floor_pps must be at least 1",
+        );
+        assert_error(
+            "[[service]]\nport = 80\nweb = \"yes\"\n",
+            3,
+            7,
+            "service[1].web",
+            "expected true or false, found a string",
+        );
+        assert_error(
+            "[[service]]\nport = 443\nproto = \"udp\"\nweb = true\n",
+            4,
+            7,
+            "service[1].web",
+            "web = true applies to tcp services only",
+        );
+        let config = parse("[[service]]\nport = 443\nproto = \"udp\"\nweb = false\n").unwrap();
+        assert!(!config.services[0].is_web());
+        let config = parse("[[service]]\nport = \"8000-8100\"\nfloor_pps = 100\n").unwrap();
+        assert!(config.services[0].is_web()); // 8080 is inside
+        assert_eq!(config.services[0].floor_pps, Some(100));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod detect;
 pub mod netlink;
 pub mod ruleset;
 pub mod sense;

@@ -2,11 +2,13 @@
 //! - `agent`: the real ftagent binary run in a lab namespace with a test's config;
 //! - `lab`: network namespaces, veth, traffic and arrival counters, always cleaned up;
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
+//! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
 //! - `sense`: issue 3 — what the agent measures of real floods;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
 
 mod agent;
 mod cli;
+mod detect;
 mod lab;
 mod sense;
 mod table;

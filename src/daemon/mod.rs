@@ -8,14 +8,15 @@ mod fds;
 
 pub use control::parse_ban;
 
-use std::io;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::config::{Compat, Config};
+use crate::detect::{Detector, Event, State};
 use crate::netlink::conntrack::Conntrack;
 use crate::netlink::nflog::{NflogConfig, NflogSocket};
 use crate::netlink::{Features, Nft, NlError};
@@ -33,6 +34,10 @@ const FIRST_CONNECTION: usize = 16;
 /// At most one attempt a second to put back a table someone else removed.
 const RESTORE_BACKOFF: Duration = Duration::from_secs(1);
 const TRACE_WINDOW: Duration = Duration::from_secs(1);
+/// How often the baselines and open incidents are written to the state file.
+const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// The detector's state file, in `agent.state_dir`.
+const STATE_FILE: &str = "detector.json";
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +113,11 @@ struct Daemon {
     trace: bool,
     next_trace: Instant,
     tick_allocations: u64,
+    detector: Detector,
+    /// Events of the current tick (capacity kept).
+    events: Vec<Event>,
+    started: Instant,
+    next_save: Instant,
 }
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
@@ -167,8 +177,16 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     );
 
     let now = Instant::now();
+    let sensor = Sensor::new(&config);
+    let mut detector = Detector::new(&config, sensor.counters.layout());
+    detector.set_clock_origin(SystemTime::now());
+    load_state(&mut detector, &config.agent.state_dir);
     let mut daemon = Daemon {
-        sensor: Sensor::new(&config),
+        detector,
+        events: Vec::with_capacity(16),
+        started: now,
+        next_save: now + SAVE_INTERVAL,
+        sensor,
         config,
         config_path,
         nft,
@@ -233,7 +251,37 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         }
     };
     let _ = std::fs::remove_file(&socket_path);
+    save_state(&daemon.detector, &daemon.config.agent.state_dir);
     outcome
+}
+
+/// Baselines and open incidents from an earlier run, so a restart mid-attack neither
+/// re-learns the attack nor reports it again.
+fn load_state(detector: &mut Detector, dir: &Path) {
+    let path = dir.join(STATE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match State::from_json(&text) {
+            Ok(state) => {
+                detector.restore(state, Duration::ZERO);
+                log::info!("baselines restored from {}", path.display());
+            }
+            Err(e) => log::warn!("{}: unreadable, learning afresh: {e}", path.display()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("{}: {e}; learning afresh", path.display()),
+    }
+}
+
+/// Writes the state file atomically (a temporary file renamed over it).
+fn save_state(detector: &Detector, dir: &Path) {
+    let path = dir.join(STATE_FILE);
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, detector.save().to_json()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = result {
+        log::warn!("saving {}: {e}", path.display());
+    }
 }
 
 impl Daemon {
@@ -241,13 +289,28 @@ impl Daemon {
     /// Nothing here allocates in steady state but the trace line.
     fn tick(&mut self, now: Instant) {
         let before = crate::alloc::allocations();
-        self.read_counters(now);
         if now >= self.next_conntrack {
             self.next_conntrack = now + self.config.sense.conntrack_interval;
             self.read_conntrack();
         }
+        self.events.clear();
+        if self.read_counters(now) {
+            let sample = self.sensor.sample();
+            self.detector.observe(
+                &sample,
+                now.saturating_duration_since(self.started),
+                &mut self.events,
+            );
+        }
         self.sensor.next_tick();
         self.tick_allocations += crate::alloc::allocations() - before;
+        if !self.events.is_empty() {
+            self.report_events();
+        }
+        if now >= self.next_save {
+            self.next_save = now + SAVE_INTERVAL;
+            save_state(&self.detector, &self.config.agent.state_dir);
+        }
         if self.trace && now >= self.next_trace {
             self.next_trace = now + TRACE_WINDOW;
             if let Some(line) = trace::window_line(&mut self.sensor, now, self.tick_allocations) {
@@ -257,7 +320,8 @@ impl Daemon {
         }
     }
 
-    fn read_counters(&mut self, now: Instant) {
+    /// One counter dump turned into rates; false when there are no rates this tick.
+    fn read_counters(&mut self, now: Instant) -> bool {
         let counters = &mut self.sensor.counters;
         counters.begin();
         if let Err(e) = self
@@ -265,11 +329,26 @@ impl Daemon {
             .read_counters(&mut |name, packets, bytes| counters.record(name, packets, bytes))
         {
             log::warn!("reading counters: {e}");
-            return;
+            return false;
         }
-        if let Err(ReadingGap::Missing(n)) = counters.finish(now) {
-            self.restore(now, n);
+        match counters.finish(now) {
+            Ok(()) => true,
+            Err(ReadingGap::First) => false,
+            Err(ReadingGap::Missing(n)) => {
+                self.restore(now, n);
+                false
+            }
         }
+    }
+
+    /// Events go to stdout, one JSON object a line (logs go to stderr).
+    fn report_events(&mut self) {
+        let wall = SystemTime::now();
+        let mut out = io::stdout().lock();
+        for event in &self.events {
+            let _ = writeln!(out, "{}", event.to_json(wall));
+        }
+        let _ = out.flush();
     }
 
     /// Our table (or part of it) is gone: someone flushed the ruleset or deleted it. Put it back.
@@ -301,6 +380,7 @@ impl Daemon {
         if let Err(e) = self.conntrack.dump(&mut |entry| table.add(entry)) {
             log::warn!("conntrack dump: {e}");
         }
+        self.sensor.count_service_connections();
     }
 
     /// Drains the sampled packets (edge-triggered: until WouldBlock).
@@ -332,6 +412,10 @@ impl Daemon {
         match install(&mut self.nft, &fresh, self.features) {
             Ok(()) => {
                 self.sensor = Sensor::new(&fresh);
+                // Keys may have changed: carry over what still applies.
+                let state = self.detector.save();
+                self.detector = Detector::new(&fresh, self.sensor.counters.layout());
+                self.detector.restore(state, self.started.elapsed());
                 self.config = fresh;
                 log::info!("SIGHUP: configuration reloaded");
             }

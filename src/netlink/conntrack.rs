@@ -532,7 +532,7 @@ pub(crate) mod tests {
     use crate::alloc::thread_allocations;
     use crate::netlink::wire::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_MULTI};
     use crate::sense::connections::ConnectionTable;
-    use std::os::fd::FromRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd};
     use std::process::Command;
     use std::time::Instant;
 

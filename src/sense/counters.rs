@@ -215,6 +215,11 @@ impl CounterRates {
         Ok(())
     }
 
+    /// This tick's rates, indexed like the layout.
+    pub fn rates(&self) -> &[Rate] {
+        &self.rates
+    }
+
     pub fn rate(&self, i: usize) -> Rate {
         self.rates.get(i).copied().unwrap_or_default()
     }

@@ -8,12 +8,30 @@ pub mod hll;
 pub mod talkers;
 pub mod trace;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
+use crate::addr::Cidr;
 use crate::config::{Config, Proto};
+use crate::detect::Sample;
 use connections::ConnectionTable;
 use counters::{CounterLayout, CounterRates, Reading};
 use talkers::{PacketMeta, Talkers};
+
+/// Entries of each top list handed to the detector.
+const TOP: usize = crate::detect::TOP;
+const NO_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// The top lists of the current tick, copied out of the summaries for the detector (fixed
+/// arrays: filling them allocates nothing).
+#[derive(Debug)]
+struct TopLists {
+    sources: [(IpAddr, u64); TOP],
+    prefixes: [(Cidr, u64); TOP],
+    ports: [((u8, u16), u64); TOP],
+    connections: [(IpAddr, u32); TOP],
+    counts: [usize; 4],
+}
 
 /// Keys tracked per top-k table of sampled packets.
 const TALKER_CAPACITY: usize = 64;
@@ -45,6 +63,10 @@ pub struct Sensor {
     /// Conntrack entries of the namespace at the last read.
     pub conntrack_entries: u64,
     pub loss: SampleLoss,
+    /// Concurrent connections per configured service (indexed like the layout's services),
+    /// from the last conntrack read.
+    pub service_connections: Vec<u32>,
+    top: TopLists,
     /// Counter totals at the start of the trace window.
     window_base: Vec<Reading>,
     window_start: Option<Instant>,
@@ -73,6 +95,14 @@ impl Sensor {
             ),
             conntrack_entries: 0,
             loss: SampleLoss::default(),
+            service_connections: vec![0; config.services.len()],
+            top: TopLists {
+                sources: [(NO_ADDR, 0); TOP],
+                prefixes: [(Cidr::host(NO_ADDR), 0); TOP],
+                ports: [((0, 0), 0); TOP],
+                connections: [(NO_ADDR, 0); TOP],
+                counts: [0; 4],
+            },
             window_base: vec![Reading::default(); n],
             window_start: None,
         }
@@ -82,6 +112,41 @@ impl Sensor {
     pub fn packet(&mut self, p: &PacketMeta) {
         self.tick.record(p);
         self.window.record(p);
+    }
+
+    /// After a conntrack read: the connections per configured service.
+    pub fn count_service_connections(&mut self) {
+        let layout = self.counters.layout();
+        for (slot, svc) in self.service_connections.iter_mut().zip(&layout.services) {
+            let proto = match svc.proto {
+                Proto::Tcp => 6,
+                Proto::Udp => 17,
+            };
+            *slot = (svc.first..=svc.last)
+                .map(|p| self.connections.per_port(proto, p))
+                .sum();
+        }
+    }
+
+    /// This tick as the detector sees it. Allocates nothing.
+    pub fn sample(&mut self) -> Sample<'_> {
+        let top = &mut self.top;
+        top.counts = [
+            self.tick.top_sources(&mut top.sources),
+            self.tick.top_prefixes(&mut top.prefixes),
+            self.tick.top_dst_ports(&mut top.ports),
+            self.connections.top_sources(&mut top.connections),
+        ];
+        Sample {
+            rates: self.counters.rates(),
+            samples: self.tick.samples(),
+            top_sources: &top.sources[..top.counts[0]],
+            top_prefixes: &top.prefixes[..top.counts[1]],
+            top_dst_ports: &top.ports[..top.counts[2]],
+            distinct_sources: self.tick.distinct_sources(),
+            connections: &top.connections[..top.counts[3]],
+            service_connections: &self.service_connections,
+        }
     }
 
     /// Starts the next tick's samples.

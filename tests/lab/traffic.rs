@@ -70,6 +70,22 @@ impl Lab {
 
     /// hping3 from the attacker namespace with a packet count: `flags` like `-S` or `-A`.
     pub fn hping_tcp(&self, src: &str, dst: &str, dport: u16, flags: &str, count: u64) {
+        let out = self
+            .spawn_hping_tcp(src, dst, dport, flags, count)
+            .finish(Duration::from_secs(60));
+        // hping3 exits non-zero when no reply came: only a timeout is a failure here.
+        assert_ne!(out.status.code(), Some(124), "hping3 timed out");
+    }
+
+    /// The same flood in the background.
+    pub fn spawn_hping_tcp(
+        &self,
+        src: &str,
+        dst: &str,
+        dport: u16,
+        flags: &str,
+        count: u64,
+    ) -> Proc {
         assert_lab_addr(src);
         assert_lab_addr(dst);
         assert!((1..=MAX_FLOOD_PACKETS).contains(&count));
@@ -78,9 +94,23 @@ impl Lab {
             "timeout", "60", "hping3", "-q", "-n", flags, "-a", src, "-p", &dport, "-c", &count,
             "-i", "u50", dst,
         ];
-        // hping3 exits non-zero when no reply came: only a timeout is a failure here.
-        let out = self.attacker.run(&args);
-        assert_ne!(out.status.code(), Some(124), "hping3 timed out");
+        self.attacker.spawn(&args)
+    }
+
+    /// Waits until the victim's interface has received `packets` more than `from`, polling
+    /// every 5 ms, and returns the wall-clock time it saw that: when a flood arrived.
+    pub fn wait_arrival(&self, from: u64, packets: u64) -> std::time::SystemTime {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.victim_rx_packets() >= from + packets {
+                return std::time::SystemTime::now();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lab: the flood never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Opens `count` TCP connections from `src` to `dst:port` and holds them open, idle, for

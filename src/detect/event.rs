@@ -1,0 +1,199 @@
+//! Events: plain data about an incident at one moment, and their one-line JSON form (the
+//! schema is in the README, section "Events").
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::classify::Vector;
+use super::incident::Incident;
+use crate::addr::Cidr;
+use crate::sense::trace::rfc3339;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    AttackStart,
+    AttackUpdate,
+    AttackEnd,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::AttackStart => "attack_start",
+            EventKind::AttackUpdate => "attack_update",
+            EventKind::AttackEnd => "attack_end",
+        }
+    }
+}
+
+/// A source and its share of the samples (or of the service's connections).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceShare {
+    pub addr: IpAddr,
+    pub share: f64,
+}
+
+/// A /24 (/64) prefix and its share of the samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrefixShare {
+    pub prefix: Cidr,
+    pub share: f64,
+}
+
+/// One incident's start, update or end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub incident: String,
+    pub vector: Vector,
+    pub proto: Option<&'static str>,
+    pub port: Option<u16>,
+    /// The service's port range when the incident is on a range.
+    pub port_range: Option<(u16, u16)>,
+    /// The counter `pps`, `baseline_pps` and `threshold_pps` refer to.
+    pub counter: String,
+    pub pps: f64,
+    pub bps: f64,
+    pub baseline_pps: f64,
+    pub threshold_pps: f64,
+    /// Top sources; empty when distributed.
+    pub sources: Vec<SourceShare>,
+    pub distinct_sources: f64,
+    pub concentrated: bool,
+    pub top_prefixes: Vec<PrefixShare>,
+    /// Slowloris and connection floods by connection count: the most one source holds, and
+    /// the limit.
+    pub connections: Option<u32>,
+    pub connection_limit: Option<u32>,
+    /// attack_end only.
+    pub duration: Option<Duration>,
+    pub peak_pps: Option<f64>,
+}
+
+impl Event {
+    pub(super) fn of(kind: EventKind, incident: &Incident, connection_limit: u32) -> Event {
+        let end = kind == EventKind::AttackEnd;
+        Event {
+            kind,
+            incident: incident.id.clone(),
+            vector: incident.vector,
+            proto: incident.proto,
+            port: incident.port,
+            port_range: incident.port_range,
+            counter: incident.counter.clone(),
+            pps: incident.pps,
+            bps: incident.bps,
+            baseline_pps: incident.baseline_pps,
+            threshold_pps: incident.threshold_pps,
+            sources: incident
+                .sources()
+                .iter()
+                .map(|&(addr, share)| SourceShare { addr, share })
+                .collect(),
+            distinct_sources: incident.distinct_sources,
+            concentrated: incident.concentrated,
+            top_prefixes: incident
+                .top_prefixes()
+                .iter()
+                .map(|&(prefix, share)| PrefixShare { prefix, share })
+                .collect(),
+            connections: incident.connections,
+            connection_limit: incident.connections.map(|_| connection_limit),
+            duration: end.then(|| Duration::from_secs_f64(incident.duration_s())),
+            peak_pps: end.then_some(incident.peak_pps),
+        }
+    }
+
+    /// One JSON object on one line (no newline); `wall_clock` gives `ts`.
+    pub fn to_json(&self, wall_clock: SystemTime) -> String {
+        let line = Line {
+            ts: rfc3339(wall_clock),
+            event: self.kind.name(),
+            incident: &self.incident,
+            vector: self.vector.name(),
+            proto: self.proto,
+            port: self.port,
+            port_range: self.port_range.map(|(a, b)| format!("{a}-{b}")),
+            counter: &self.counter,
+            pps: round(self.pps, 1.0),
+            bps: round(self.bps, 1.0),
+            baseline_pps: round(self.baseline_pps, 10.0),
+            threshold_pps: round(self.threshold_pps, 10.0),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| Share {
+                    addr: Some(s.addr.to_string()),
+                    prefix: None,
+                    share: round(s.share, 1000.0),
+                })
+                .collect(),
+            distinct_sources: self.distinct_sources.round(),
+            concentrated: self.concentrated,
+            top_prefixes: self
+                .top_prefixes
+                .iter()
+                .map(|p| Share {
+                    addr: None,
+                    prefix: Some(p.prefix.to_string()),
+                    share: round(p.share, 1000.0),
+                })
+                .collect(),
+            connections: self.connections,
+            connection_limit: self.connection_limit,
+            duration_s: self.duration.map(|d| round(d.as_secs_f64(), 1000.0)),
+            peak_pps: self.peak_pps.map(|p| round(p, 1.0)),
+        };
+        serde_json::to_string(&line).unwrap_or_default()
+    }
+}
+
+/// `x` rounded to 1/`per` (finite: JSON has no NaN).
+fn round(x: f64, per: f64) -> f64 {
+    if x.is_finite() {
+        (x * per).round() / per
+    } else {
+        0.0
+    }
+}
+
+/// The JSON line, fields in schema order.
+#[derive(Serialize)]
+struct Line<'a> {
+    ts: String,
+    event: &'static str,
+    incident: &'a str,
+    vector: &'static str,
+    proto: Option<&'static str>,
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port_range: Option<String>,
+    counter: &'a str,
+    pps: f64,
+    bps: f64,
+    baseline_pps: f64,
+    threshold_pps: f64,
+    sources: Vec<Share>,
+    distinct_sources: f64,
+    concentrated: bool,
+    top_prefixes: Vec<Share>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_pps: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Share {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    share: f64,
+}

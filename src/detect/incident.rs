@@ -1,0 +1,348 @@
+//! Incidents: one per attack vector and target, opened after `consecutive_ticks` ticks over
+//! threshold, reported at most once a second, ended after `hold` under the exit threshold
+//! (hysteresis: a flood hovering around its threshold stays one incident).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::classify::{Target, Vector};
+use super::event::{Event, EventKind};
+use super::{Detector, Role, Sample, MIN_SAMPLES, REPORT_INTERVAL, TOP};
+use crate::addr::Cidr;
+
+const NO_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+/// Listed sources carry at least this share of the samples.
+const MIN_SHARE: f64 = 0.01;
+/// The top sources (up to [`TOP`]) carry at least this share: concentrated.
+const CONCENTRATED: f64 = 0.5;
+
+/// An attack in progress.
+#[derive(Debug, Clone)]
+pub struct Incident {
+    /// `"<start unix ms>-<n>"`.
+    pub id: String,
+    pub(super) seq: u64,
+    pub vector: Vector,
+    pub target: Target,
+    /// "tcp", "udp", "icmp", "icmpv6"; None for fragments.
+    pub proto: Option<&'static str>,
+    /// The destination port, when there is one.
+    pub port: Option<u16>,
+    /// The service's port range, when the target is a range.
+    pub port_range: Option<(u16, u16)>,
+    /// The counter the rates refer to (the first that drove the incident).
+    pub counter: String,
+    /// Current rates of the driving counters, their baseline and threshold.
+    pub pps: f64,
+    pub bps: f64,
+    pub baseline_pps: f64,
+    pub threshold_pps: f64,
+    pub peak_pps: f64,
+    /// For connection-count incidents: the most connections one source holds.
+    pub connections: Option<u32>,
+    pub concentrated: bool,
+    pub distinct_sources: f64,
+    sources: [(IpAddr, f64); TOP],
+    n_sources: usize,
+    prefixes: [(Cidr, f64); TOP],
+    n_prefixes: usize,
+    /// Keys driving it, and keys in its reach (frozen while it is open).
+    pub(super) drivers: Vec<usize>,
+    pub(super) involved: Vec<usize>,
+    /// Seconds on the detector's clock (negative after a restart for older incidents).
+    pub(super) started: f64,
+    pub(super) last_active: f64,
+    pub(super) last_report: f64,
+    /// A driver was in the attack this tick.
+    pub(super) active: bool,
+    pub(super) reported: bool,
+}
+
+impl Incident {
+    /// Top sources with their share of the samples; empty when distributed.
+    pub fn sources(&self) -> &[(IpAddr, f64)] {
+        &self.sources[..self.n_sources]
+    }
+
+    /// Top /24 (/64) prefixes with their share of the samples.
+    pub fn top_prefixes(&self) -> &[(Cidr, f64)] {
+        &self.prefixes[..self.n_prefixes]
+    }
+
+    /// Seconds from the first tick over threshold to the last tick in the attack.
+    pub fn duration_s(&self) -> f64 {
+        (self.last_active - self.started).max(0.0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        id: String,
+        seq: u64,
+        vector: Vector,
+        target: Target,
+        port: Option<u16>,
+        port_range: Option<(u16, u16)>,
+        counter: String,
+        drivers: Vec<usize>,
+        involved: Vec<usize>,
+        started: f64,
+        now: f64,
+    ) -> Incident {
+        Incident {
+            id,
+            seq,
+            vector,
+            target,
+            proto: vector.proto(),
+            port,
+            port_range,
+            counter,
+            pps: 0.0,
+            bps: 0.0,
+            baseline_pps: 0.0,
+            threshold_pps: 0.0,
+            peak_pps: 0.0,
+            connections: None,
+            concentrated: false,
+            distinct_sources: 0.0,
+            sources: [(NO_ADDR, 0.0); TOP],
+            n_sources: 0,
+            prefixes: [(Cidr::host(NO_ADDR), 0.0); TOP],
+            n_prefixes: 0,
+            drivers,
+            involved,
+            started,
+            last_active: now,
+            last_report: now,
+            active: true,
+            reported: false,
+        }
+    }
+
+    pub(super) fn set_sources(&mut self, sources: &[(IpAddr, f64)], concentrated: bool) {
+        self.n_sources = sources.len().min(TOP);
+        self.sources[..self.n_sources].copy_from_slice(&sources[..self.n_sources]);
+        self.concentrated = concentrated;
+    }
+
+    pub(super) fn set_prefixes(&mut self, prefixes: &[(Cidr, f64)]) {
+        self.n_prefixes = prefixes.len().min(TOP);
+        self.prefixes[..self.n_prefixes].copy_from_slice(&prefixes[..self.n_prefixes]);
+    }
+
+    /// Sources from the sampled packets: concentrated when the top few carry half the samples.
+    fn sample_sources(&mut self, sample: &Sample) {
+        let listed: u64 = sample.top_sources.iter().map(|s| s.1).sum();
+        let total = sample.samples.max(listed) as f64;
+        if total <= 0.0 {
+            return;
+        }
+        let top = &sample.top_sources[..sample.top_sources.len().min(TOP)];
+        let carried: u64 = top.iter().map(|s| s.1).sum();
+        self.concentrated = carried as f64 >= CONCENTRATED * total;
+        self.n_sources = 0;
+        if self.concentrated {
+            for &(addr, count) in top {
+                let share = count as f64 / total;
+                if share >= MIN_SHARE {
+                    self.sources[self.n_sources] = (addr, share);
+                    self.n_sources += 1;
+                }
+            }
+        }
+        self.n_prefixes = 0;
+        for &(prefix, count) in sample.top_prefixes.iter().take(TOP) {
+            if count > 0 {
+                self.prefixes[self.n_prefixes] = (prefix, count as f64 / total);
+                self.n_prefixes += 1;
+            }
+        }
+        self.distinct_sources = sample.distinct_sources;
+    }
+
+    /// Sources holding more connections than the limit, with their share of the service's.
+    fn connection_sources(&mut self, sample: &Sample, service: Option<usize>, limit: u32) {
+        let listed: u64 = sample.connections.iter().map(|c| u64::from(c.1)).sum();
+        let on_service = service
+            .and_then(|s| sample.service_connections.get(s))
+            .map_or(0, |&n| u64::from(n));
+        let total = on_service.max(listed).max(1) as f64;
+        self.n_sources = 0;
+        for &(addr, count) in sample.connections.iter().take(TOP) {
+            if count <= limit {
+                break;
+            }
+            self.sources[self.n_sources] = (addr, f64::from(count) / total);
+            self.n_sources += 1;
+        }
+        if self.n_sources > 0 {
+            self.concentrated = true;
+            self.n_prefixes = 0;
+            self.distinct_sources = sample.connections.len() as f64;
+        }
+    }
+}
+
+impl Detector {
+    /// Opens, feeds and ends incidents from this tick's candidates; pushes their events.
+    pub(super) fn track(&mut self, sample: &Sample, t: f64, out: &mut Vec<Event>) {
+        for incident in &mut self.incidents {
+            incident.active = false;
+        }
+        for c in 0..self.candidates.len() {
+            let candidate = self.candidates[c];
+            let driver = candidate.driver;
+            if let Some(seq) = self.keys[driver].owner {
+                if let Some(incident) = self.incidents.iter_mut().find(|i| i.seq == seq) {
+                    incident.active = true;
+                }
+                continue;
+            }
+            if self.keys[driver].streak < self.consecutive {
+                continue; // pending: over threshold, not yet long enough
+            }
+            let same = self
+                .incidents
+                .iter()
+                .position(|i| i.vector == candidate.vector && i.target == candidate.target);
+            if let Some(i) = same {
+                // The same attack seen on another counter (ICMP and ICMPv6, two reflector
+                // ports with no destination port…).
+                let involved = self.involved(candidate.vector, candidate.target, driver);
+                let seq = self.incidents[i].seq;
+                let incident = &mut self.incidents[i];
+                incident.drivers.push(driver);
+                incident.involved.extend(involved);
+                incident.active = true;
+                self.keys[driver].owner = Some(seq);
+                continue;
+            }
+            self.open(candidate.vector, candidate.target, driver, t);
+        }
+        let limit = self.max_connections;
+        let mut i = 0;
+        while i < self.incidents.len() {
+            self.measure(i, sample);
+            let incident = &mut self.incidents[i];
+            if incident.active {
+                incident.last_active = t;
+                if !incident.reported {
+                    incident.reported = true;
+                    incident.last_report = t;
+                    out.push(Event::of(EventKind::AttackStart, incident, limit));
+                } else if t - incident.last_report >= REPORT_INTERVAL - 1e-9 {
+                    incident.last_report = t;
+                    out.push(Event::of(EventKind::AttackUpdate, incident, limit));
+                }
+            } else if t - incident.last_active >= self.hold - 1e-9 {
+                out.push(Event::of(EventKind::AttackEnd, incident, limit));
+                let seq = incident.seq;
+                for key in &mut self.keys {
+                    if key.owner == Some(seq) {
+                        key.owner = None;
+                    }
+                }
+                self.incidents.remove(i);
+                continue;
+            }
+            i += 1;
+        }
+    }
+
+    fn open(&mut self, vector: Vector, target: Target, driver: usize, t: f64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let started = self.keys[driver].over_since.min(t);
+        let start_ms = self.origin_ms + (started * 1000.0).round() as i64;
+        let id = format!("{}-{seq}", start_ms.max(0));
+        let (port, port_range) = match target {
+            Target::Any => (None, None),
+            Target::Port(p) => (Some(p), None),
+            Target::Service(s) => {
+                let svc = &self.services[s];
+                if svc.first == svc.last {
+                    (Some(svc.first), None)
+                } else {
+                    (None, Some((svc.first, svc.last)))
+                }
+            }
+        };
+        let involved = self.involved(vector, target, driver);
+        let mut drivers = Vec::with_capacity(4);
+        drivers.push(driver);
+        let mut incident = Incident::new(
+            id,
+            seq,
+            vector,
+            target,
+            port,
+            port_range,
+            self.keys[driver].name.clone(),
+            drivers,
+            involved,
+            started,
+            t,
+        );
+        if vector == Vector::IcmpFlood
+            && driver == self.fixed(crate::sense::counters::class::ICMPV6)
+        {
+            incident.proto = Some("icmpv6");
+        }
+        self.keys[driver].owner = Some(seq);
+        self.incidents.push(incident);
+    }
+
+    /// Rates, peak and sources of incident `i` from this tick.
+    fn measure(&mut self, i: usize, sample: &Sample) {
+        let incident = &self.incidents[i];
+        let (mut pps, mut bps, mut baseline) = (0.0, 0.0, 0.0);
+        let mut connections: Option<u32> = None;
+        let mut counted = false;
+        for &d in &incident.drivers {
+            let key = &self.keys[d];
+            if let Role::Connections(_) = key.role {
+                let held = key.pps as u32;
+                connections = Some(connections.map_or(held, |c| c.max(held)));
+            } else {
+                pps += key.pps;
+                bps += key.bps;
+                baseline += key.base.mean();
+                counted = true;
+            }
+        }
+        let primary = &self.keys[incident.drivers[0]];
+        let mut threshold = primary.threshold;
+        let service = match incident.target {
+            Target::Service(s) => Some(s),
+            _ => None,
+        };
+        if !counted {
+            // Connection counts only: the service's packets give the rates.
+            if let Some(svc) = service.and_then(|s| self.services.get(s)) {
+                let key = &self.keys[svc.packets];
+                pps = key.pps;
+                bps = key.bps;
+                baseline = key.base.mean();
+                threshold = key.threshold;
+            }
+        }
+        let active = incident.active;
+        let limit = self.max_connections;
+        let incident = &mut self.incidents[i];
+        incident.pps = pps;
+        incident.bps = bps;
+        incident.baseline_pps = baseline;
+        incident.threshold_pps = threshold;
+        incident.peak_pps = incident.peak_pps.max(pps);
+        if connections.is_some() {
+            incident.connections = connections;
+        }
+        if !active {
+            return; // fading: the samples are no longer the attack's
+        }
+        if !counted {
+            incident.connection_sources(sample, service, limit);
+        } else if sample.samples >= MIN_SAMPLES {
+            incident.sample_sources(sample);
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Detection: per-tick rates in, incidents out. A pure state machine — no I/O, no clock (the
+//! caller passes the time), no allocation per tick unless it reports something — so it is
+//! tested by replaying synthetic traces.
+//!
+//! Per tick ([`Detector::observe`]):
+//! 1. every counter of the layout is checked against the threshold of its baseline
+//!    ([`baseline`]) *before* the tick is folded in; a counter over its threshold, or involved
+//!    in an open incident, does not teach its baseline anything;
+//! 2. the counters over their thresholds are explained by attack vectors ([`classify`]):
+//!    specific counters first (SYN, amplification ports, new connections…), and a generic
+//!    counter (totals, a port's packets, "other") opens an incident only for what the specific
+//!    vectors leave unexplained — one flood opens one incident;
+//! 3. incidents ([`incident`]) open after `consecutive_ticks` ticks over threshold, report at
+//!    most once a second, and end after `hold` under a lower exit threshold.
+
+pub mod baseline;
+pub mod classify;
+pub mod event;
+pub mod incident;
+#[cfg(test)]
+mod replay;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use crate::addr::Cidr;
+use crate::config::{Config, Proto};
+use crate::sense::counters::{class, CounterLayout, Rate};
+use baseline::{Baseline, Rule};
+pub use classify::{Target, Vector};
+pub use event::{Event, EventKind, PrefixShare, SourceShare};
+pub use incident::Incident;
+pub use state::State;
+
+/// What one tick gives the detector, borrowed from the sensor: building it allocates nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample<'a> {
+    /// Per counter, indexed like the [`CounterLayout`] (packets and bits per second).
+    pub rates: &'a [Rate],
+    /// Packets sampled this window.
+    pub samples: u64,
+    /// Heaviest sampled sources first (counts in samples).
+    pub top_sources: &'a [(IpAddr, u64)],
+    /// Heaviest sampled /24 and /64 prefixes first.
+    pub top_prefixes: &'a [(Cidr, u64)],
+    /// Heaviest sampled (IP protocol, destination port) pairs first.
+    pub top_dst_ports: &'a [((u8, u16), u64)],
+    /// Distinct sources this window (HyperLogLog estimate).
+    pub distinct_sources: f64,
+    /// Concurrent connections to service ports per source, heaviest first (last conntrack
+    /// read).
+    pub connections: &'a [(IpAddr, u32)],
+    /// Concurrent connections per configured service, indexed like `CounterLayout::services`
+    /// (last conntrack read); may be empty. Tells which service a source's excess of
+    /// connections is on (Slowloris on a web port, or a connection flood elsewhere).
+    pub service_connections: &'a [u32],
+}
+
+/// Fewer samples than this in a tick say nothing about sources or ports: keep the last view.
+const MIN_SAMPLES: u64 = 10;
+/// Sources and prefixes an incident lists.
+pub const TOP: usize = 5;
+/// `attack_update` at most this often, seconds.
+const REPORT_INTERVAL: f64 = 1.0;
+/// A tick longer than this (a stalled agent) teaches a baseline no more than this, seconds.
+const MAX_DT: f64 = 60.0;
+
+/// What a counter (or pseudo-counter) counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// One of `class::*`.
+    Fixed(usize),
+    /// Packets to service `s`.
+    Packets(usize),
+    /// New connections (flows) to service `s`.
+    New(usize),
+    /// UDP from a reflector's source port.
+    Amp(u16),
+    /// The most concurrent connections one source holds to TCP service `s` (no baseline: an
+    /// absolute limit).
+    Connections(usize),
+}
+
+/// One key: a counter of the layout, or the connection count of a TCP service.
+#[derive(Debug, Clone)]
+struct Key {
+    name: String,
+    role: Role,
+    floor: f64,
+    base: Baseline,
+    // This tick.
+    pps: f64,
+    bps: f64,
+    threshold: f64,
+    exit: f64,
+    over: bool,
+    /// Consecutive ticks over threshold, and when the run began (seconds).
+    streak: u32,
+    over_since: f64,
+    /// In an open incident's reach: learns nothing.
+    frozen: bool,
+    /// The incident (sequence number) this key drives.
+    owner: Option<u64>,
+    /// Traffic of this (generic) key already explained by a more specific vector.
+    claimed: f64,
+}
+
+/// A configured service and its keys.
+#[derive(Debug, Clone)]
+struct Svc {
+    proto: Proto,
+    first: u16,
+    last: u16,
+    packets: usize,
+    new: usize,
+    /// The connection pseudo-key (TCP services only).
+    conn: Option<usize>,
+    web: bool,
+}
+
+/// Turns per-tick rates into incidents and events. See the module documentation.
+#[derive(Debug)]
+pub struct Detector {
+    keys: Vec<Key>,
+    /// The counters of the layout; pseudo-keys follow.
+    counters: usize,
+    services: Vec<Svc>,
+    /// Reflector ports: key and vector.
+    amplification: Vec<(usize, Vector)>,
+    rule: Rule,
+    consecutive: u32,
+    hold: f64,
+    warmup: f64,
+    max_connections: u32,
+    /// Seconds of traffic learned (survives restarts through [`State`]).
+    learned: f64,
+    /// The time of the last tick, seconds.
+    last: Option<f64>,
+    incidents: Vec<Incident>,
+    /// This tick's classification (capacity reserved: never grows).
+    candidates: Vec<classify::Candidate>,
+    next_seq: u64,
+    /// Unix milliseconds at time zero, for incident ids.
+    origin_ms: i64,
+    /// The last dominant sampled destination port of TCP and UDP.
+    class_ports: [Option<u16>; 2],
+}
+
+impl Detector {
+    pub fn new(config: &Config, layout: &CounterLayout) -> Detector {
+        let d = &config.detection;
+        let floor = d.floor_pps as f64;
+        let floor_new = d.floor_new_per_second as f64;
+        let key = |name: String, role: Role, floor: f64| Key {
+            name,
+            role,
+            floor,
+            base: Baseline::default(),
+            pps: 0.0,
+            bps: 0.0,
+            threshold: floor,
+            exit: floor,
+            over: false,
+            streak: 0,
+            over_since: 0.0,
+            frozen: false,
+            owner: None,
+            claimed: 0.0,
+        };
+        let mut keys: Vec<Key> = (0..layout.len())
+            .map(|i| key(layout.name(i).to_string(), Role::Fixed(i), floor))
+            .collect();
+        let mut services = Vec::with_capacity(layout.services.len());
+        for (s, sc) in layout.services.iter().enumerate() {
+            // The layout lists config.services in order; match by ports to be safe.
+            let configured = config.services.iter().find(|c| {
+                c.proto == sc.proto && c.ports.first == sc.first && c.ports.last == sc.last
+            });
+            let web = configured.is_some_and(|c| c.is_web());
+            let service_floor = configured
+                .and_then(|c| c.floor_pps)
+                .map_or(floor, |f| f as f64);
+            if let Some(k) = keys.get_mut(sc.packets) {
+                k.role = Role::Packets(s);
+                k.floor = service_floor;
+            }
+            if let Some(k) = keys.get_mut(sc.new) {
+                k.role = Role::New(s);
+                k.floor = floor_new;
+            }
+            services.push(Svc {
+                proto: sc.proto,
+                first: sc.first,
+                last: sc.last,
+                packets: sc.packets,
+                new: sc.new,
+                conn: None,
+                web,
+            });
+        }
+        let mut amplification = Vec::with_capacity(layout.amplification.len());
+        for &(port, i) in &layout.amplification {
+            if let Some(k) = keys.get_mut(i) {
+                k.role = Role::Amp(port);
+            }
+            amplification.push((i, Vector::amplification(port)));
+        }
+        let counters = keys.len();
+        let max_connections = d.max_connections_per_source;
+        for (s, svc) in services.iter_mut().enumerate() {
+            if svc.proto == Proto::Tcp {
+                svc.conn = Some(keys.len());
+                let name = format!("conn_{}", layout.name(svc.packets));
+                keys.push(key(name, Role::Connections(s), f64::from(max_connections)));
+            }
+        }
+        let candidates = Vec::with_capacity(keys.len() * 2 + 8);
+        Detector {
+            keys,
+            counters,
+            services,
+            amplification,
+            rule: Rule::new(d.k, d.m, d.half_life.as_secs_f64()),
+            consecutive: d.consecutive_ticks.max(1),
+            hold: d.hold.as_secs_f64(),
+            warmup: config.agent.warmup.as_secs_f64(),
+            max_connections,
+            learned: 0.0,
+            last: None,
+            incidents: Vec::with_capacity(32),
+            candidates,
+            next_seq: 1,
+            origin_ms: 0,
+            class_ports: [None; 2],
+        }
+    }
+
+    /// The wall-clock time of `now == 0` (the agent's start), used only to make incident ids
+    /// (`"<start unix ms>-<n>"`) unique across restarts. Without it ids count from the epoch.
+    pub fn set_clock_origin(&mut self, at_zero: SystemTime) {
+        self.origin_ms = at_zero
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+    }
+
+    /// One tick. `now` is monotonic time since the agent started. Pushes 0 or more events to
+    /// `out` (which the caller clears). Allocates nothing unless it pushes an event.
+    pub fn observe(&mut self, sample: &Sample, now: Duration, out: &mut Vec<Event>) {
+        let t = now.as_secs_f64();
+        let dt = self.last.map_or(0.0, |last| (t - last).clamp(0.0, MAX_DT));
+        self.last = Some(t);
+        self.read(sample);
+        self.judge(t);
+        let warm = self.warmed_up();
+        if warm {
+            self.classify(sample);
+            self.track(sample, t, out);
+            self.freeze();
+        }
+        self.learn(dt, warm);
+    }
+
+    /// The incidents open now.
+    pub fn open_incidents(&self) -> impl Iterator<Item = &Incident> {
+        self.incidents.iter()
+    }
+
+    /// True once `agent.warmup` of traffic has been learned (before that, no verdicts).
+    pub fn warmed_up(&self) -> bool {
+        self.learned >= self.warmup
+    }
+
+    /// The baseline mean of a counter, by name (packets or new connections per second).
+    pub fn baseline_mean(&self, name: &str) -> Option<f64> {
+        self.key(name).map(|k| k.base.mean())
+    }
+
+    /// The current threshold of a counter, by name (as of the last tick).
+    pub fn threshold(&self, name: &str) -> Option<f64> {
+        self.key(name).map(|k| k.threshold)
+    }
+
+    fn key(&self, name: &str) -> Option<&Key> {
+        self.keys.iter().find(|k| k.name == name)
+    }
+
+    /// This tick's rates, and the connection keys from the per-source counts.
+    fn read(&mut self, sample: &Sample) {
+        for (i, key) in self.keys.iter_mut().enumerate() {
+            let rate = if i < self.counters {
+                sample.rates.get(i).copied().unwrap_or_default()
+            } else {
+                Rate::default()
+            };
+            key.pps = if rate.pps.is_finite() {
+                rate.pps.max(0.0)
+            } else {
+                0.0
+            };
+            key.bps = if rate.bps.is_finite() {
+                rate.bps.max(0.0)
+            } else {
+                0.0
+            };
+        }
+        let relevant = self.rule.exit_ratio * f64::from(self.max_connections);
+        for &(_, count) in sample.connections.iter().take(64) {
+            if f64::from(count) <= relevant {
+                break; // heaviest first: nobody after this one matters
+            }
+            if let Some(k) = self
+                .attribute(count, sample.service_connections)
+                .and_then(|s| self.services[s].conn)
+            {
+                self.keys[k].pps = self.keys[k].pps.max(f64::from(count));
+            }
+        }
+    }
+
+    /// The TCP service a source holding `count` connections most likely holds them on: one
+    /// with at least that many connections, a web one first (Slowloris is the common case),
+    /// else the busiest. Without per-service counts: the first web service, else the first
+    /// TCP service.
+    fn attribute(&self, count: u32, per_service: &[u32]) -> Option<usize> {
+        let tcp = || {
+            self.services
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.proto == Proto::Tcp)
+        };
+        if per_service.len() == self.services.len() {
+            let busiest = |web_only: bool, at_least: u32| {
+                tcp()
+                    .filter(|(i, s)| (!web_only || s.web) && per_service[*i] >= at_least)
+                    .max_by_key(|(i, _)| per_service[*i])
+                    .map(|(i, _)| i)
+            };
+            busiest(true, count)
+                .or_else(|| busiest(false, count))
+                .or_else(|| busiest(false, 1))
+        } else {
+            tcp()
+                .find(|(_, s)| s.web)
+                .or_else(|| tcp().next())
+                .map(|(i, _)| i)
+        }
+    }
+
+    /// Thresholds from the baselines as they were before this tick; streaks.
+    fn judge(&mut self, t: f64) {
+        let limit = f64::from(self.max_connections);
+        for key in &mut self.keys {
+            key.threshold = match key.role {
+                Role::Connections(_) => limit,
+                _ => key.base.threshold(key.floor, &self.rule),
+            };
+            key.exit = self.rule.exit_ratio * key.threshold;
+            key.over = key.pps > key.threshold;
+            if key.over {
+                if key.streak == 0 {
+                    key.over_since = t;
+                }
+                key.streak = key.streak.saturating_add(1);
+            } else {
+                key.streak = 0;
+            }
+            key.claimed = 0.0;
+        }
+    }
+
+    /// Marks every key within an open incident's reach.
+    fn freeze(&mut self) {
+        for key in &mut self.keys {
+            key.frozen = false;
+        }
+        for incident in &self.incidents {
+            for &k in incident.drivers.iter().chain(&incident.involved) {
+                if let Some(key) = self.keys.get_mut(k) {
+                    key.frozen = true;
+                }
+            }
+        }
+    }
+
+    /// Folds the tick into the baselines: everything during the warm-up; afterwards only
+    /// counters under their threshold and outside any incident.
+    fn learn(&mut self, dt: f64, warm: bool) {
+        for key in &mut self.keys {
+            if matches!(key.role, Role::Connections(_)) {
+                continue;
+            }
+            if !warm || (!key.over && !key.frozen) {
+                key.base.fold(key.pps, dt, &self.rule);
+            }
+        }
+        self.learned += dt;
+    }
+
+    /// The counter index of a fixed class (always present in a layout).
+    fn fixed(&self, class: usize) -> usize {
+        debug_assert!(class <= class::OTHER && class < self.counters);
+        class
+    }
+}

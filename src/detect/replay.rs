@@ -1,0 +1,501 @@
+//! Synthetic traces for replay tests: traffic described as flows (legitimate connections, SYN
+//! floods, reflected UDP…), each adding to the counters the way the table's rules count it,
+//! with Poisson-like noise; sampled sources and ports in proportion; connection counts set by
+//! hand; a clock stepping one tick at a time.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use super::{Detector, Event, EventKind, Sample};
+use crate::addr::Cidr;
+use crate::alloc::thread_allocations;
+use crate::config::{Config, Proto};
+use crate::ruleset::{amplification_counter, counter};
+use crate::sense::counters::{CounterLayout, Rate};
+
+/// What a flow sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// Complete TCP connections to `port`; the flow's rate is connections per second, each
+    /// `packets` packets: one SYN, one FIN, the rest ACKs (data included).
+    Connections {
+        port: u16,
+        packets: f64,
+    },
+    /// SYNs to `port` (None: random high ports).
+    Syn {
+        port: Option<u16>,
+    },
+    Ack {
+        port: Option<u16>,
+    },
+    Rst {
+        port: Option<u16>,
+    },
+    Udp {
+        port: Option<u16>,
+    },
+    /// UDP from a reflector's source port to random high ports.
+    Amp {
+        src_port: u16,
+    },
+    Icmp,
+    Icmp6,
+    /// IPv4 fragments of UDP datagrams to random ports (a third are first fragments).
+    Fragments,
+}
+
+/// Who sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sources {
+    /// These addresses, evenly.
+    Few(Vec<IpAddr>),
+    /// `count` addresses from `first` upwards, evenly (spoofed or a botnet).
+    Many { first: Ipv4Addr, count: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    pub kind: Kind,
+    /// Packets per second (connections per second for `Connections`).
+    pub rate: f64,
+    /// Bytes per packet.
+    pub size: f64,
+    pub sources: Sources,
+}
+
+impl Flow {
+    pub fn new(kind: Kind, rate: f64) -> Flow {
+        Flow {
+            kind,
+            rate,
+            size: 60.0,
+            sources: Sources::Many {
+                first: Ipv4Addr::new(100, 64, 0, 0),
+                count: 50_000,
+            },
+        }
+    }
+
+    pub fn size(mut self, bytes: f64) -> Flow {
+        self.size = bytes;
+        self
+    }
+
+    pub fn from(mut self, sources: Sources) -> Flow {
+        self.sources = sources;
+        self
+    }
+
+    pub fn scaled(&self, factor: f64) -> Flow {
+        Flow {
+            rate: self.rate * factor,
+            ..self.clone()
+        }
+    }
+
+    /// Packets per second this flow puts on the wire.
+    fn packets(&self) -> f64 {
+        match self.kind {
+            Kind::Connections { packets, .. } => self.rate * packets,
+            _ => self.rate,
+        }
+    }
+}
+
+pub fn few(addrs: &[&str]) -> Sources {
+    Sources::Few(addrs.iter().map(|a| a.parse().unwrap()).collect())
+}
+
+pub fn many(first: [u8; 4], count: u32) -> Sources {
+    Sources::Many {
+        first: Ipv4Addr::from(first),
+        count,
+    }
+}
+
+/// A busy but ordinary server: web clients on 443 and 80, a little SSH, its own DNS and NTP
+/// lookups, pings, scanners.
+pub fn background() -> Vec<Flow> {
+    let clients = many([198, 18, 0, 0], 20_000);
+    vec![
+        Flow::new(
+            Kind::Connections {
+                port: 443,
+                packets: 12.0,
+            },
+            150.0,
+        )
+        .size(700.0)
+        .from(clients.clone()),
+        Flow::new(
+            Kind::Connections {
+                port: 80,
+                packets: 10.0,
+            },
+            30.0,
+        )
+        .size(500.0)
+        .from(clients),
+        Flow::new(
+            Kind::Connections {
+                port: 22,
+                packets: 40.0,
+            },
+            0.2,
+        )
+        .size(200.0)
+        .from(few(&["192.0.2.10"])),
+        Flow::new(Kind::Amp { src_port: 53 }, 30.0)
+            .size(120.0)
+            .from(few(&["192.0.2.53", "192.0.2.54"])),
+        Flow::new(Kind::Amp { src_port: 123 }, 0.5).from(few(&["192.0.2.123"])),
+        Flow::new(Kind::Icmp, 3.0).from(many([203, 0, 113, 0], 200)),
+        Flow::new(Kind::Udp { port: None }, 20.0).from(many([203, 0, 113, 0], 200)),
+        Flow::new(Kind::Syn { port: None }, 15.0).from(many([45, 0, 0, 0], 5000)),
+        Flow::new(Kind::Rst { port: None }, 5.0).from(many([45, 0, 0, 0], 5000)),
+        Flow::new(Kind::Fragments, 1.0),
+    ]
+}
+
+/// A detector fed tick by tick from flows.
+pub struct Replay {
+    pub config: Config,
+    pub layout: CounterLayout,
+    pub detector: Detector,
+    /// Time of the last tick.
+    pub now: Duration,
+    pub tick: Duration,
+    /// Every event so far with the time of its tick.
+    pub events: Vec<(Duration, Event)>,
+    /// Ticks so far.
+    pub ticks: u64,
+    /// Concurrent connections per source and per service, as the last conntrack read says.
+    pub connections: Vec<(IpAddr, u32)>,
+    pub service_connections: Vec<u32>,
+    /// Per-tick noise like a Poisson process (on by default).
+    pub noise: bool,
+    /// Allocations inside `observe` on ticks that produced no event.
+    pub quiet_allocations: u64,
+    rng: u64,
+}
+
+impl Replay {
+    pub fn new(config: Config) -> Replay {
+        let layout = CounterLayout::new(&config);
+        let detector = Detector::new(&config, &layout);
+        let services = layout.services.len();
+        Replay {
+            tick: config.agent.tick,
+            config,
+            layout,
+            detector,
+            now: Duration::ZERO,
+            events: Vec::new(),
+            ticks: 0,
+            connections: Vec::new(),
+            service_connections: vec![0; services],
+            noise: true,
+            quiet_allocations: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// The default configuration, changed by `change`.
+    pub fn with(change: impl FnOnce(&mut Config)) -> Replay {
+        let mut config = Config::default();
+        change(&mut config);
+        Replay::new(config)
+    }
+
+    /// A new detector on the same configuration, its clock starting again at zero (a restart).
+    pub fn restart(&mut self) {
+        self.detector = Detector::new(&self.config, &self.layout);
+        self.now = Duration::ZERO;
+    }
+
+    /// Runs `seconds` of `flows`; returns the events of these ticks.
+    pub fn run(&mut self, seconds: f64, flows: &[Flow]) -> Vec<(Duration, Event)> {
+        self.run_with(seconds, |_| flows.to_vec())
+    }
+
+    /// Runs `seconds`, asking `flows` for the traffic at each tick's offset (seconds from the
+    /// start of this run).
+    pub fn run_with(
+        &mut self,
+        seconds: f64,
+        mut flows: impl FnMut(f64) -> Vec<Flow>,
+    ) -> Vec<(Duration, Event)> {
+        let first = self.events.len();
+        let ticks = (seconds / self.tick.as_secs_f64()).round() as u64;
+        for n in 0..ticks {
+            let offset = (n + 1) as f64 * self.tick.as_secs_f64();
+            let traffic = flows(offset);
+            self.step(&traffic);
+        }
+        self.events[first..].to_vec()
+    }
+
+    /// One tick of `flows`.
+    pub fn step(&mut self, flows: &[Flow]) -> Vec<Event> {
+        self.now += self.tick;
+        self.ticks += 1;
+        let dt = self.tick.as_secs_f64();
+        let mut rates = vec![Rate::default(); self.layout.len()];
+        let mut wire: Vec<(f64, &Flow)> = Vec::new();
+        for flow in flows {
+            let factor = self.noise_factor(flow.packets() * dt);
+            self.count(flow, factor, &mut rates);
+            wire.push((flow.packets() * factor, flow));
+        }
+        let total: f64 = wire.iter().map(|w| w.0).sum();
+        let sample_rate = f64::from(self.config.sense.sample_rate);
+        let samples = (total.min(sample_rate) * dt).round();
+        let mut sources: BTreeMap<IpAddr, u64> = BTreeMap::new();
+        let mut prefixes: BTreeMap<Cidr, u64> = BTreeMap::new();
+        let mut ports: BTreeMap<(u8, u16), u64> = BTreeMap::new();
+        let mut distinct = 0.0;
+        for (pps, flow) in &wire {
+            let share = if total > 0.0 {
+                samples * pps / total
+            } else {
+                0.0
+            };
+            if share < 0.5 {
+                continue;
+            }
+            match &flow.sources {
+                Sources::Few(addrs) => {
+                    for a in addrs {
+                        let n = (share / addrs.len() as f64).round().max(1.0) as u64;
+                        *sources.entry(*a).or_default() += n;
+                        *prefixes.entry(prefix(*a)).or_default() += n;
+                    }
+                    distinct += addrs.len() as f64;
+                }
+                Sources::Many { first, count } => {
+                    let each = (share / f64::from(*count)).round().max(1.0) as u64;
+                    let shown = (*count).min(16).min(share as u32).max(1);
+                    for i in 0..shown {
+                        let a = IpAddr::V4(Ipv4Addr::from(u32::from(*first) + i * 7919));
+                        *sources.entry(a).or_default() += each;
+                    }
+                    let nets = (count / 256).max(1);
+                    let per_net = (share / f64::from(nets)).round().max(1.0) as u64;
+                    for i in 0..nets.min(16) {
+                        let a = IpAddr::V4(Ipv4Addr::from(u32::from(*first) + i * 256));
+                        *prefixes.entry(prefix(a)).or_default() += per_net;
+                    }
+                    distinct += share.min(f64::from(*count));
+                }
+            }
+            if let Some(port) = flow_port(flow.kind) {
+                *ports.entry(port).or_default() += share.round() as u64;
+            }
+        }
+        let top_sources = heaviest(sources);
+        let top_prefixes = heaviest(prefixes);
+        let top_dst_ports = heaviest(ports);
+        let sample = Sample {
+            rates: &rates,
+            samples: samples as u64,
+            top_sources: &top_sources,
+            top_prefixes: &top_prefixes,
+            top_dst_ports: &top_dst_ports,
+            distinct_sources: distinct,
+            connections: &self.connections,
+            service_connections: &self.service_connections,
+        };
+        let mut out = Vec::with_capacity(8);
+        let before = thread_allocations();
+        self.detector.observe(&sample, self.now, &mut out);
+        let made = thread_allocations() - before;
+        if out.is_empty() {
+            self.quiet_allocations += made;
+        }
+        for e in &out {
+            self.events.push((self.now, e.clone()));
+        }
+        out
+    }
+
+    /// Adds what `flow` sends this tick (times `factor`) to the counters that count it.
+    fn count(&self, flow: &Flow, factor: f64, rates: &mut [Rate]) {
+        let mut add = |name: &str, pps: f64, size: f64| {
+            if let Some(i) = self.layout.index(name) {
+                rates[i].pps += pps * factor;
+                rates[i].bps += pps * factor * size * 8.0;
+            }
+        };
+        let size = flow.size;
+        let r = flow.rate;
+        let service = |proto: Proto, port: u16| self.layout.service(proto, port);
+        // Destination-port counters of a TCP or UDP flow.
+        let to_port =
+            |add: &mut dyn FnMut(&str, f64, f64), proto, port: Option<u16>, new| match port
+                .and_then(|p| service(proto, p))
+            {
+                Some(s) => {
+                    add(self.layout.name(s.packets), r, size);
+                    add(self.layout.name(s.new), r * new, size);
+                }
+                None => add(counter::OTHER, r, size),
+            };
+        match flow.kind {
+            Kind::Connections { port, packets } => {
+                let p = r * packets;
+                add(counter::IPV4, p, size);
+                add(counter::TCP, p, size);
+                add(counter::TCP_SYN, r, 60.0);
+                add(counter::TCP_ACK, r * (packets - 2.0).max(0.0), size);
+                match service(Proto::Tcp, port) {
+                    Some(s) => {
+                        add(self.layout.name(s.packets), p, size);
+                        add(self.layout.name(s.new), r, 60.0);
+                    }
+                    None => add(counter::OTHER, p, size),
+                }
+            }
+            Kind::Syn { port } | Kind::Ack { port } | Kind::Rst { port } => {
+                add(counter::IPV4, r, size);
+                add(counter::TCP, r, size);
+                let (flag, new) = match flow.kind {
+                    Kind::Syn { .. } => (counter::TCP_SYN, 1.0),
+                    // conntrack picks up mid-stream ACKs as new connections (tcp_loose).
+                    Kind::Ack { .. } => (counter::TCP_ACK, 1.0),
+                    _ => (counter::TCP_RST, 0.0),
+                };
+                add(flag, r, size);
+                to_port(&mut add, Proto::Tcp, port, new);
+            }
+            Kind::Udp { port } => {
+                add(counter::IPV4, r, size);
+                add(counter::UDP, r, size);
+                to_port(&mut add, Proto::Udp, port, 1.0);
+            }
+            Kind::Amp { src_port } => {
+                add(counter::IPV4, r, size);
+                add(counter::UDP, r, size);
+                let name = amplification_counter(src_port);
+                if self.layout.index(&name).is_some() {
+                    add(&name, r, size);
+                } else {
+                    add(counter::OTHER, r, size);
+                }
+            }
+            Kind::Icmp => {
+                add(counter::IPV4, r, size);
+                add(counter::ICMP, r, size);
+            }
+            Kind::Icmp6 => {
+                add(counter::IPV6, r, size);
+                add(counter::ICMPV6, r, size);
+            }
+            Kind::Fragments => {
+                add(counter::IPV4, r, size);
+                add(counter::UDP, r, size);
+                add(counter::FRAGMENT, r, size);
+                add(counter::OTHER, r / 3.0, size);
+            }
+        }
+    }
+
+    /// A factor around 1 with the spread of a Poisson count of `expected` events.
+    fn noise_factor(&mut self, expected: f64) -> f64 {
+        if !self.noise || expected <= 0.0 {
+            return 1.0;
+        }
+        // Sum of four uniforms: close enough to a normal with σ = 1.
+        let mut g = 0.0;
+        for _ in 0..4 {
+            g += self.uniform() - 0.5;
+        }
+        g *= 3f64.sqrt();
+        (1.0 + g / expected.sqrt()).max(0.0)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The events of one kind so far.
+    pub fn of_kind(&self, kind: EventKind) -> Vec<&(Duration, Event)> {
+        self.events.iter().filter(|(_, e)| e.kind == kind).collect()
+    }
+
+    /// Checks what must hold of every trace: each incident starts once, first; updates come at
+    /// least a second apart; an end, if any, comes last.
+    pub fn check_invariants(&self) {
+        let mut ids: Vec<&str> = self
+            .events
+            .iter()
+            .map(|(_, e)| e.incident.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let mine: Vec<&(Duration, Event)> = self
+                .events
+                .iter()
+                .filter(|(_, e)| e.incident == id)
+                .collect();
+            assert_eq!(mine[0].1.kind, EventKind::AttackStart, "{id} starts first");
+            let starts = mine
+                .iter()
+                .filter(|(_, e)| e.kind == EventKind::AttackStart);
+            assert_eq!(starts.count(), 1, "{id} starts once");
+            let ends = mine
+                .iter()
+                .filter(|(_, e)| e.kind == EventKind::AttackEnd)
+                .count();
+            assert!(ends <= 1, "{id} ends at most once");
+            if ends == 1 {
+                assert_eq!(mine.last().unwrap().1.kind, EventKind::AttackEnd);
+            }
+            let reports: Vec<Duration> = mine
+                .iter()
+                .filter(|(_, e)| e.kind != EventKind::AttackEnd)
+                .map(|(t, _)| *t)
+                .collect();
+            for pair in reports.windows(2) {
+                assert!(
+                    pair[1] - pair[0] >= Duration::from_millis(999),
+                    "{id}: reports {:?} and {:?} less than a second apart",
+                    pair[0],
+                    pair[1]
+                );
+            }
+            assert!(mine.iter().all(|(_, e)| e.vector == mine[0].1.vector));
+        }
+    }
+}
+
+fn prefix(a: IpAddr) -> Cidr {
+    let IpAddr::V4(v4) = a else {
+        return Cidr::host(a);
+    };
+    Cidr::new(IpAddr::V4(Ipv4Addr::from(u32::from(v4) & 0xffff_ff00)), 24).unwrap()
+}
+
+fn flow_port(kind: Kind) -> Option<(u8, u16)> {
+    match kind {
+        Kind::Connections { port, .. } => Some((6, port)),
+        Kind::Syn { port } | Kind::Ack { port } | Kind::Rst { port } => port.map(|p| (6, p)),
+        Kind::Udp { port } => port.map(|p| (17, p)),
+        Kind::Icmp => Some((1, 8 << 8)),
+        Kind::Icmp6 => Some((58, 128 << 8)),
+        Kind::Amp { .. } | Kind::Fragments => None,
+    }
+}
+
+/// Entries heaviest first, at most 64 (a top-k table's size).
+fn heaviest<K: Copy>(map: BTreeMap<K, u64>) -> Vec<(K, u64)> {
+    let mut v: Vec<(K, u64)> = map.into_iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v.truncate(64);
+    v
+}

@@ -1,0 +1,248 @@
+//! What survives a restart: the baselines (by counter name, so a changed layout keeps what
+//! still applies), the learned time (a restored agent needs no second warm-up) and the open
+//! incidents (a restart mid-attack neither re-announces nor re-learns the attack).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::baseline::{Baseline, BaselineState};
+use super::classify::{Target, Vector};
+use super::incident::Incident;
+use super::Detector;
+use crate::addr::Cidr;
+
+/// The format version written by this build.
+pub const VERSION: u32 = 1;
+
+/// The persistable part of a [`Detector`] (serde; JSON in the state directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// Seconds of traffic learned.
+    pub learned_s: f64,
+    /// The next incident number.
+    pub next_seq: u64,
+    pub baselines: BTreeMap<String, BaselineState>,
+    pub incidents: Vec<IncidentState>,
+}
+
+/// An open incident as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentState {
+    pub id: String,
+    pub seq: u64,
+    pub vector: Vector,
+    pub proto: Option<String>,
+    /// The target: one port, a port range (a service), or none.
+    pub port_first: Option<u16>,
+    pub port_last: Option<u16>,
+    /// Counter (and connection key) names.
+    pub drivers: Vec<String>,
+    pub involved: Vec<String>,
+    pub counter: String,
+    /// Seconds since its first tick over threshold, at the last tick before saving.
+    pub age_s: f64,
+    /// Seconds since it was last in the attack, at the last tick before saving.
+    pub quiet_s: f64,
+    pub pps: f64,
+    pub bps: f64,
+    pub baseline_pps: f64,
+    pub threshold_pps: f64,
+    pub peak_pps: f64,
+    pub connections: Option<u32>,
+    pub concentrated: bool,
+    pub distinct_sources: f64,
+    pub sources: Vec<(IpAddr, f64)>,
+    pub top_prefixes: Vec<(String, f64)>,
+}
+
+impl State {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(text: &str) -> Result<State, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+impl Detector {
+    /// Baselines and open incidents, for [`Detector::restore`] after a restart.
+    pub fn save(&self) -> State {
+        let now = self.last.unwrap_or(0.0);
+        let baselines = self
+            .keys
+            .iter()
+            .filter(|k| !matches!(k.role, super::Role::Connections(_)))
+            .map(|k| (k.name.clone(), k.base.to_state()))
+            .collect();
+        let names = |keys: &[usize]| -> Vec<String> {
+            keys.iter()
+                .filter_map(|&k| self.keys.get(k))
+                .map(|k| k.name.clone())
+                .collect()
+        };
+        let incidents = self
+            .incidents
+            .iter()
+            .map(|i| {
+                let (port_first, port_last) = match (i.port, i.port_range) {
+                    (_, Some((a, b))) => (Some(a), Some(b)),
+                    (Some(p), None) => (Some(p), Some(p)),
+                    (None, None) => (None, None),
+                };
+                IncidentState {
+                    id: i.id.clone(),
+                    seq: i.seq,
+                    vector: i.vector,
+                    proto: i.proto.map(str::to_string),
+                    port_first,
+                    port_last,
+                    drivers: names(&i.drivers),
+                    involved: names(&i.involved),
+                    counter: i.counter.clone(),
+                    age_s: (now - i.started).max(0.0),
+                    quiet_s: (now - i.last_active).max(0.0),
+                    pps: i.pps,
+                    bps: i.bps,
+                    baseline_pps: i.baseline_pps,
+                    threshold_pps: i.threshold_pps,
+                    peak_pps: i.peak_pps,
+                    connections: i.connections,
+                    concentrated: i.concentrated,
+                    distinct_sources: i.distinct_sources,
+                    sources: i.sources().to_vec(),
+                    top_prefixes: i
+                        .top_prefixes()
+                        .iter()
+                        .map(|(p, s)| (p.to_string(), *s))
+                        .collect(),
+                }
+            })
+            .collect();
+        State {
+            version: VERSION,
+            learned_s: self.learned,
+            next_seq: self.next_seq,
+            baselines,
+            incidents,
+        }
+    }
+
+    /// Takes over a saved state at `now` (this process's clock): baselines of counters that
+    /// still exist, the learned time, and the open incidents — they stay open without a new
+    /// attack_start, and their counters stay frozen. Replaces any incidents open before.
+    pub fn restore(&mut self, state: State, now: Duration) {
+        let t = now.as_secs_f64();
+        for key in &mut self.keys {
+            key.owner = None;
+            key.streak = 0;
+            key.frozen = false;
+            if let Some(b) = state.baselines.get(&key.name) {
+                key.base = Baseline::from_state(b);
+            }
+        }
+        self.learned = if state.learned_s.is_finite() {
+            state.learned_s.max(0.0)
+        } else {
+            0.0
+        };
+        self.next_seq = self.next_seq.max(state.next_seq);
+        self.last = None;
+        self.incidents.clear();
+        for saved in state.incidents {
+            let index = |name: &String| self.keys.iter().position(|k| &k.name == name);
+            let drivers: Vec<usize> = saved
+                .drivers
+                .iter()
+                .filter_map(index)
+                .filter(|&k| self.keys[k].owner.is_none())
+                .collect();
+            if drivers.is_empty() {
+                continue; // its counters are gone from the configuration
+            }
+            let mut involved: Vec<usize> = saved.involved.iter().filter_map(index).collect();
+            involved.reserve(32);
+            let target = self.saved_target(&saved);
+            let mut incident = Incident::new(
+                saved.id,
+                saved.seq,
+                saved.vector,
+                target,
+                saved
+                    .port_first
+                    .filter(|_| saved.port_first == saved.port_last),
+                match (saved.port_first, saved.port_last) {
+                    (Some(a), Some(b)) if a != b => Some((a, b)),
+                    _ => None,
+                },
+                saved.counter,
+                drivers,
+                involved,
+                t - finite(saved.age_s),
+                t - finite(saved.quiet_s),
+            );
+            incident.proto = match saved.proto.as_deref() {
+                Some("tcp") => Some("tcp"),
+                Some("udp") => Some("udp"),
+                Some("icmp") => Some("icmp"),
+                Some("icmpv6") => Some("icmpv6"),
+                _ => saved.vector.proto(),
+            };
+            incident.reported = true;
+            incident.last_report = t;
+            incident.pps = saved.pps;
+            incident.bps = saved.bps;
+            incident.baseline_pps = saved.baseline_pps;
+            incident.threshold_pps = saved.threshold_pps;
+            incident.peak_pps = saved.peak_pps;
+            incident.connections = saved.connections;
+            incident.distinct_sources = saved.distinct_sources;
+            incident.set_sources(&saved.sources, saved.concentrated);
+            let prefixes: Vec<(Cidr, f64)> = saved
+                .top_prefixes
+                .iter()
+                .filter_map(|(p, s)| p.parse().ok().map(|p| (p, *s)))
+                .collect();
+            incident.set_prefixes(&prefixes);
+            for &d in &incident.drivers {
+                self.keys[d].owner = Some(incident.seq);
+            }
+            self.next_seq = self.next_seq.max(incident.seq + 1);
+            self.incidents.push(incident);
+        }
+        self.freeze();
+    }
+
+    fn saved_target(&self, saved: &IncidentState) -> Target {
+        match (saved.port_first, saved.port_last) {
+            (Some(first), Some(last)) => {
+                let proto = match saved.vector.proto() {
+                    Some("udp") => crate::config::Proto::Udp,
+                    _ => crate::config::Proto::Tcp,
+                };
+                let service = self
+                    .services
+                    .iter()
+                    .position(|s| s.proto == proto && s.first == first && s.last == last);
+                match service {
+                    Some(s) => Target::Service(s),
+                    None if first == last => self.target_of(proto, Some(first)),
+                    None => Target::Any,
+                }
+            }
+            _ => Target::Any,
+        }
+    }
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x.max(0.0)
+    } else {
+        0.0
+    }
+}

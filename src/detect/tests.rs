@@ -1,0 +1,813 @@
+//! Replay tests (issue 4): synthetic traces through the detector, no root, no clock.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::replay::{background, few, many, Flow, Kind, Replay};
+use super::*;
+use crate::config::{PortRange, Service};
+
+/// The default warm-up.
+const WARMUP: f64 = 60.0;
+
+fn with_background(extra: &[Flow]) -> Vec<Flow> {
+    let mut flows = background();
+    flows.extend_from_slice(extra);
+    flows
+}
+
+fn spoofed() -> replay::Sources {
+    many([10, 128, 0, 0], 60_000)
+}
+
+/// Warm-up on background, then `attack` (over background) for a few seconds, then background
+/// until the incident ends. Asserts exactly one incident, of `vector` on `port`, opened within
+/// consecutive_ticks + 1 ticks of the attack's first tick and ended after the hold; returns
+/// its start event.
+fn detects(mut replay: Replay, attack: &[Flow], vector: Vector, port: Option<u16>) -> Event {
+    let quiet = background();
+    assert!(
+        replay.run(WARMUP + 5.0, &quiet).is_empty(),
+        "background is quiet"
+    );
+    let attack_start = replay.now + replay.tick;
+    let during = replay.run(5.0, &with_background(attack));
+    let attack_end = replay.now;
+    replay.run(15.0, &quiet);
+    replay.check_invariants();
+    let starts = replay.of_kind(EventKind::AttackStart);
+    let names: Vec<String> = starts
+        .iter()
+        .map(|(_, e)| format!("{} {:?} ({})", e.vector, e.port, e.counter))
+        .collect();
+    assert_eq!(starts.len(), 1, "exactly one incident, got {names:?}");
+    let (at, start) = starts[0].clone();
+    assert_eq!((start.vector, start.port), (vector, port), "{names:?}");
+    let ticks = (at - attack_start).as_secs_f64() / replay.tick.as_secs_f64() + 1.0;
+    let allowed = f64::from(replay.config.detection.consecutive_ticks) + 1.0;
+    assert!(
+        ticks.round() <= allowed,
+        "{vector}: attack_start after {ticks} ticks"
+    );
+    assert_eq!(during[0].1.kind, EventKind::AttackStart);
+    let ends = replay.of_kind(EventKind::AttackEnd);
+    assert_eq!(ends.len(), 1, "{vector}: the incident ends");
+    let (end_at, end) = ends[0];
+    assert_eq!(end.incident, start.incident);
+    let hold = replay.config.detection.hold;
+    assert!(
+        *end_at >= attack_end + hold && *end_at <= attack_end + hold + replay.tick * 2,
+        "{vector}: ended at {end_at:?}, attack over at {attack_end:?}"
+    );
+    assert!(end.duration.unwrap() >= Duration::from_secs(4));
+    assert!(end.peak_pps.unwrap() >= start.threshold_pps);
+    assert_eq!(replay.detector.open_incidents().count(), 0);
+    start
+}
+
+fn detects_default(attack: &[Flow], vector: Vector, port: Option<u16>) -> Event {
+    detects(Replay::new(Config::default()), attack, vector, port)
+}
+
+#[test]
+fn udp_flood_to_random_ports() {
+    let e = detects_default(
+        &[Flow::new(Kind::Udp { port: None }, 100_000.0)
+            .size(512.0)
+            .from(spoofed())],
+        Vector::UdpFlood,
+        None,
+    );
+    assert_eq!(e.proto, Some("udp"));
+    assert!(!e.concentrated && e.sources.is_empty());
+    assert!(
+        e.distinct_sources > 100.0 && !e.top_prefixes.is_empty(),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn udp_flood_to_a_fixed_high_port_names_the_port() {
+    detects_default(
+        &[Flow::new(Kind::Udp { port: Some(27015) }, 60_000.0).from(spoofed())],
+        Vector::UdpFlood,
+        Some(27015),
+    );
+}
+
+#[test]
+fn udp_flood_to_a_udp_service() {
+    let replay = Replay::with(|c| {
+        c.services.push(Service {
+            ports: PortRange {
+                first: 53,
+                last: 53,
+            },
+            proto: Proto::Udp,
+            floor_pps: None,
+            web: None,
+        })
+    });
+    let e = detects(
+        replay,
+        &[Flow::new(Kind::Udp { port: Some(53) }, 50_000.0).from(spoofed())],
+        Vector::UdpFlood,
+        Some(53),
+    );
+    assert_eq!(e.counter, "udp_53");
+}
+
+#[test]
+fn syn_flood_to_port_80_is_one_incident() {
+    let e = detects_default(
+        &[Flow::new(Kind::Syn { port: Some(80) }, 80_000.0).from(spoofed())],
+        Vector::SynFlood,
+        Some(80),
+    );
+    assert_eq!((e.proto, e.counter.as_str()), (Some("tcp"), "tcp_syn"));
+    // The baseline: SYNs of the background's connections and scanners.
+    assert!(e.pps > 75_000.0 && e.baseline_pps < 300.0, "{e:?}");
+    assert_eq!(e.threshold_pps, 5000.0, "the floor");
+}
+
+#[test]
+fn a_syn_flood_answered_with_resets_is_still_one_incident() {
+    // A real host flooding SYNs to a listening port resets each of our SYN-ACKs.
+    let attacker = few(&["203.0.113.5"]);
+    let e = detects_default(
+        &[
+            Flow::new(Kind::Syn { port: Some(80) }, 60_000.0).from(attacker.clone()),
+            Flow::new(Kind::Rst { port: Some(80) }, 55_000.0).from(attacker),
+        ],
+        Vector::SynFlood,
+        Some(80),
+    );
+    assert!(e.concentrated);
+    assert_eq!(e.sources.len(), 1);
+}
+
+#[test]
+fn ack_flood() {
+    detects_default(
+        &[Flow::new(Kind::Ack { port: None }, 80_000.0).from(spoofed())],
+        Vector::AckFlood,
+        None,
+    );
+}
+
+#[test]
+fn ack_flood_to_a_web_port_is_not_an_http_flood() {
+    // conntrack picks the ACKs up as new connections: no SYNs came with them.
+    detects_default(
+        &[Flow::new(Kind::Ack { port: Some(443) }, 60_000.0).from(spoofed())],
+        Vector::AckFlood,
+        Some(443),
+    );
+}
+
+#[test]
+fn rst_flood() {
+    detects_default(
+        &[Flow::new(Kind::Rst { port: None }, 50_000.0).from(spoofed())],
+        Vector::RstFlood,
+        None,
+    );
+}
+
+#[test]
+fn icmp_flood_from_one_source_is_concentrated() {
+    let e = detects_default(
+        &[Flow::new(Kind::Icmp, 50_000.0)
+            .size(1000.0)
+            .from(few(&["203.0.113.66"]))],
+        Vector::IcmpFlood,
+        None,
+    );
+    assert_eq!(e.proto, Some("icmp"));
+    assert!(e.concentrated);
+    assert_eq!(e.sources[0].addr, "203.0.113.66".parse::<IpAddr>().unwrap());
+    assert!(e.sources[0].share > 0.9, "{:?}", e.sources);
+}
+
+#[test]
+fn icmp_flood_over_both_families_is_one_incident() {
+    detects_default(
+        &[
+            Flow::new(Kind::Icmp, 30_000.0),
+            Flow::new(Kind::Icmp6, 30_000.0),
+        ],
+        Vector::IcmpFlood,
+        None,
+    );
+}
+
+#[test]
+fn fragment_flood() {
+    detects_default(
+        &[Flow::new(Kind::Fragments, 30_000.0)
+            .size(1500.0)
+            .from(spoofed())],
+        Vector::FragmentFlood,
+        None,
+    );
+}
+
+#[test]
+fn amplification_by_reflector_port() {
+    for (port, vector) in [
+        (53, Vector::DnsAmplification),
+        (123, Vector::NtpAmplification),
+        (1900, Vector::SsdpAmplification),
+        (11211, Vector::MemcachedAmplification),
+        (389, Vector::CldapAmplification),
+        (19, Vector::ChargenAmplification),
+        (161, Vector::SnmpAmplification),
+        (111, Vector::UdpFlood),
+        (5353, Vector::UdpFlood),
+    ] {
+        let reflectors = many([172, 16, 0, 0], 3000);
+        let e = detects_default(
+            &[Flow::new(Kind::Amp { src_port: port }, 40_000.0)
+                .size(1228.0)
+                .from(reflectors)],
+            vector,
+            None,
+        );
+        assert_eq!(e.counter, format!("amp_{port}"));
+        assert_eq!(e.proto, Some("udp"));
+        assert!(e.bps > 350e6, "{}", e.bps);
+    }
+}
+
+#[test]
+fn http_flood_is_a_surge_of_complete_connections() {
+    let bots = many([100, 100, 0, 0], 2000);
+    let e = detects_default(
+        &[Flow::new(
+            Kind::Connections {
+                port: 80,
+                packets: 10.0,
+            },
+            3000.0,
+        )
+        .from(bots)],
+        Vector::HttpFlood,
+        Some(80),
+    );
+    assert_eq!(e.counter, "new_tcp_80");
+    assert!(e.pps > 2500.0, "new connections per second: {}", e.pps);
+}
+
+#[test]
+fn http_flood_on_a_service_marked_web() {
+    let replay = Replay::with(|c| {
+        c.services.push(Service {
+            ports: PortRange {
+                first: 9000,
+                last: 9000,
+            },
+            proto: Proto::Tcp,
+            floor_pps: None,
+            web: Some(true),
+        })
+    });
+    detects(
+        replay,
+        &[Flow::new(
+            Kind::Connections {
+                port: 9000,
+                packets: 8.0,
+            },
+            1000.0,
+        )],
+        Vector::HttpFlood,
+        Some(9000),
+    );
+}
+
+#[test]
+fn connection_flood_on_a_non_web_service() {
+    detects_default(
+        &[Flow::new(
+            Kind::Connections {
+                port: 22,
+                packets: 12.0,
+            },
+            1000.0,
+        )],
+        Vector::TcpConnectionFlood,
+        Some(22),
+    );
+}
+
+/// Sets the conntrack view: `holders` each with `count` connections to service `s`.
+fn hold_connections(replay: &mut Replay, s: usize, holders: &[(&str, u32)], legit: u32) {
+    replay.connections = holders
+        .iter()
+        .map(|(a, c)| (a.parse().unwrap(), *c))
+        .chain((0..legit).map(|i| (IpAddr::from([198, 18, 1, i as u8]), 2)))
+        .collect();
+    replay.service_connections.fill(0);
+    replay.service_connections[s] = holders.iter().map(|h| h.1).sum::<u32>() + 2 * legit;
+    replay.service_connections[0] = 3; // a few SSH sessions
+}
+
+/// Warm-up, then connections held (as conntrack reports them), then released.
+fn detects_held_connections(mut replay: Replay, service: usize, vector: Vector, port: u16) {
+    let quiet = background();
+    replay.run(WARMUP + 5.0, &quiet);
+    hold_connections(&mut replay, service, &[("203.0.113.7", 400)], 50);
+    let first = replay.now + replay.tick;
+    replay.run(20.0, &quiet);
+    hold_connections(&mut replay, service, &[], 50);
+    replay.run(15.0, &quiet);
+    replay.check_invariants();
+    let starts = replay.of_kind(EventKind::AttackStart);
+    assert_eq!(starts.len(), 1, "{:?}", replay.events);
+    let (at, e) = starts[0];
+    assert_eq!((e.vector, e.port), (vector, Some(port)));
+    assert!(*at < first + replay.tick * 4);
+    assert_eq!((e.connections, e.connection_limit), (Some(400), Some(100)));
+    assert!(e.concentrated);
+    assert_eq!(e.sources.len(), 1);
+    assert_eq!(e.sources[0].addr, "203.0.113.7".parse::<IpAddr>().unwrap());
+    assert!((e.sources[0].share - 0.8).abs() < 0.01, "{:?}", e.sources);
+    assert_eq!(replay.of_kind(EventKind::AttackEnd).len(), 1);
+}
+
+#[test]
+fn slowloris_holds_connections_to_a_web_port() {
+    // Services: 22, 80, 443.
+    detects_held_connections(Replay::new(Config::default()), 1, Vector::Slowloris, 80);
+}
+
+#[test]
+fn held_connections_on_another_service_are_a_connection_flood() {
+    let replay = Replay::with(|c| {
+        c.services.push(Service {
+            ports: PortRange {
+                first: 25,
+                last: 25,
+            },
+            proto: Proto::Tcp,
+            floor_pps: None,
+            web: None,
+        })
+    });
+    detects_held_connections(replay, 3, Vector::TcpConnectionFlood, 25);
+}
+
+#[test]
+fn a_multi_vector_attack_opens_one_incident_per_vector() {
+    let mut replay = Replay::new(Config::default());
+    replay.run(WARMUP + 5.0, &background());
+    replay.run(
+        5.0,
+        &with_background(&[
+            Flow::new(Kind::Udp { port: None }, 50_000.0).from(spoofed()),
+            Flow::new(Kind::Syn { port: Some(80) }, 50_000.0).from(spoofed()),
+            Flow::new(Kind::Amp { src_port: 53 }, 50_000.0).size(1200.0),
+        ]),
+    );
+    replay.check_invariants();
+    let mut vectors: Vec<&str> = replay
+        .of_kind(EventKind::AttackStart)
+        .iter()
+        .map(|(_, e)| e.vector.name())
+        .collect();
+    vectors.sort_unstable();
+    assert_eq!(vectors, ["dns_amplification", "syn_flood", "udp_flood"]);
+}
+
+#[test]
+fn http_floods_on_two_ports_are_two_incidents() {
+    let mut replay = Replay::new(Config::default());
+    replay.run(WARMUP + 5.0, &background());
+    replay.run(
+        5.0,
+        &with_background(&[
+            Flow::new(
+                Kind::Connections {
+                    port: 80,
+                    packets: 10.0,
+                },
+                2000.0,
+            ),
+            Flow::new(
+                Kind::Connections {
+                    port: 443,
+                    packets: 10.0,
+                },
+                2000.0,
+            ),
+        ]),
+    );
+    let mut targets: Vec<(Vector, Option<u16>)> = replay
+        .of_kind(EventKind::AttackStart)
+        .iter()
+        .map(|(_, e)| (e.vector, e.port))
+        .collect();
+    targets.sort_by_key(|t| t.1);
+    assert_eq!(
+        targets,
+        [
+            (Vector::HttpFlood, Some(80)),
+            (Vector::HttpFlood, Some(443))
+        ]
+    );
+}
+
+#[test]
+fn a_legitimate_surge_ramping_to_three_times_over_a_minute_is_not_an_attack() {
+    let mut replay = Replay::new(Config::default());
+    // All web traffic on 443, big enough that every tripled counter is far above its floor
+    // (new_tcp_443: 550/s → 1650/s; tcp_443: 6600 pps → 19800 pps).
+    let web = |factor: f64| -> Vec<Flow> {
+        background()
+            .into_iter()
+            .map(|f| match f.kind {
+                Kind::Connections { port: 443, .. } => f.scaled(550.0 / 150.0 * factor),
+                _ => f,
+            })
+            .collect()
+    };
+    replay.run(600.0, &web(1.0));
+    replay.run_with(60.0, |t| web(1.0 + 2.0 * t / 60.0));
+    replay.run(600.0, &web(3.0));
+    assert!(
+        replay.events.is_empty(),
+        "{:?}",
+        replay.events.first().map(|e| &e.1)
+    );
+    // Being ramped is what saves it: a step a little higher, in one tick, is an attack.
+    let mut step = Replay::new(Config::default());
+    step.run(600.0, &web(1.0));
+    step.run(5.0, &web(3.6));
+    let starts = step.of_kind(EventKind::AttackStart);
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].1.vector, Vector::HttpFlood);
+}
+
+#[test]
+fn a_diurnal_cycle_is_not_an_attack() {
+    // Two days of a busy site, 0.2× at night to 1.8× at the peak, at one-second ticks.
+    let mut replay = Replay::with(|c| c.agent.tick = Duration::from_secs(1));
+    let day = 86_400.0;
+    let traffic = |t: f64| {
+        let level = 1.0 - 0.8 * (2.0 * std::f64::consts::PI * t / day).cos();
+        vec![
+            Flow::new(
+                Kind::Connections {
+                    port: 443,
+                    packets: 12.0,
+                },
+                800.0 * level,
+            )
+            .size(800.0),
+            Flow::new(
+                Kind::Connections {
+                    port: 80,
+                    packets: 10.0,
+                },
+                100.0 * level,
+            ),
+            Flow::new(Kind::Amp { src_port: 53 }, 300.0 * level),
+            Flow::new(Kind::Udp { port: None }, 2000.0 * level),
+            Flow::new(Kind::Icmp, 50.0 * level),
+        ]
+    };
+    replay.run_with(2.0 * day, traffic);
+    assert!(replay.events.is_empty(), "{:?}", replay.events.first());
+    let mean = replay.detector.baseline_mean("new_tcp_443").unwrap();
+    assert!(mean > 100.0 && mean < 400.0, "night again: {mean}");
+}
+
+#[test]
+fn a_low_rate_ssh_brute_force_never_opens_an_incident() {
+    let brute = Flow::new(
+        Kind::Connections {
+            port: 22,
+            packets: 20.0,
+        },
+        20.0,
+    )
+    .from(few(&["203.0.113.99"]));
+    // On a busy server, on a silent one, and with the most sensitive thresholds there are.
+    let configs: [fn(&mut Config); 3] = [
+        |_| {},
+        |_| {},
+        |c| {
+            c.detection.k = 0.0;
+            c.detection.m = 1.0;
+            c.agent.warmup = Duration::ZERO;
+        },
+    ];
+    for (n, change) in configs.into_iter().enumerate() {
+        let mut replay = Replay::with(change);
+        let quiet = if n == 0 { background() } else { Vec::new() };
+        replay.run(WARMUP, &quiet);
+        let mut attack = quiet.clone();
+        attack.push(brute.clone());
+        replay.run(600.0, &attack);
+        assert!(replay.events.is_empty(), "case {n}: {:?}", replay.events);
+    }
+}
+
+#[test]
+fn a_long_attack_does_not_become_the_baseline() {
+    let mut replay = Replay::new(Config::default()); // half-life 10 minutes
+    replay.run(600.0, &background());
+    let before: Vec<f64> = ["tcp_syn", "l4_tcp", "l3_ipv4", "tcp_80", "new_tcp_80"]
+        .iter()
+        .map(|k| replay.detector.baseline_mean(k).unwrap())
+        .collect();
+    let flood = with_background(&[Flow::new(Kind::Syn { port: Some(80) }, 30_000.0)]);
+    replay.run(1800.0, &flood); // three half-lives
+    replay.run(30.0, &background());
+    replay.check_invariants();
+    assert_eq!(replay.of_kind(EventKind::AttackStart).len(), 1);
+    assert_eq!(replay.of_kind(EventKind::AttackEnd).len(), 1);
+    assert!(replay.of_kind(EventKind::AttackUpdate).len() >= 1790);
+    for (k, b) in ["tcp_syn", "l4_tcp", "l3_ipv4", "tcp_80", "new_tcp_80"]
+        .iter()
+        .zip(before)
+    {
+        let after = replay.detector.baseline_mean(k).unwrap();
+        assert!(
+            (after - b).abs() <= 0.2 * b + 1.0,
+            "{k}: {b} before, {after} after"
+        );
+    }
+    // And it is detected again as it was the first time.
+    replay.run(1.0, &flood);
+    assert_eq!(replay.of_kind(EventKind::AttackStart).len(), 2);
+}
+
+#[test]
+fn a_restart_with_saved_state_keeps_the_incident() {
+    let mut replay = Replay::new(Config::default());
+    replay.run(WARMUP + 5.0, &background());
+    let flood = with_background(&[Flow::new(Kind::Syn { port: Some(443) }, 40_000.0)]);
+    replay.run(3.0, &flood);
+    let open: Vec<String> = replay
+        .detector
+        .open_incidents()
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(open.len(), 1);
+    let baseline = replay.detector.baseline_mean("tcp_syn").unwrap();
+    let saved = replay.detector.save().to_json();
+
+    replay.restart();
+    let state = State::from_json(&saved).unwrap();
+    assert_eq!(state.incidents.len(), 1);
+    replay.detector.restore(state, Duration::ZERO);
+    assert!(replay.detector.warmed_up(), "no second warm-up");
+    assert_eq!(
+        replay
+            .detector
+            .open_incidents()
+            .next()
+            .map(|i| i.id.clone()),
+        Some(open[0].clone())
+    );
+    let after_restart = replay.events.len();
+    replay.run(120.0, &flood);
+    replay.run(15.0, &background());
+    let events = &replay.events[after_restart..];
+    assert!(
+        events.iter().all(|(_, e)| e.incident == open[0]),
+        "{events:?}"
+    );
+    assert!(events.iter().all(|(_, e)| e.kind != EventKind::AttackStart));
+    assert!(events
+        .iter()
+        .any(|(_, e)| e.kind == EventKind::AttackUpdate));
+    let end = &events.last().unwrap().1;
+    assert_eq!(end.kind, EventKind::AttackEnd);
+    assert!(end.duration.unwrap() > Duration::from_secs(120), "{end:?}");
+    let after = replay.detector.baseline_mean("tcp_syn").unwrap();
+    assert!(
+        (after - baseline).abs() < 0.2 * baseline + 1.0,
+        "{baseline} → {after}"
+    );
+    // Numbering goes on after the restored incident.
+    replay.run(2.0, &flood);
+    let last = &replay.events.last().unwrap().1;
+    assert_ne!(last.incident, open[0]);
+}
+
+#[test]
+fn updates_at_most_once_a_second_and_the_end_after_the_hold() {
+    let mut replay = Replay::with(|c| c.detection.hold = Duration::from_secs(5));
+    replay.run(WARMUP + 1.0, &background());
+    replay.run(
+        30.0,
+        &with_background(&[Flow::new(Kind::Rst { port: None }, 20_000.0)]),
+    );
+    let last_active = replay.now;
+    replay.run(10.0, &background());
+    replay.check_invariants();
+    let updates = replay.of_kind(EventKind::AttackUpdate);
+    assert!((28..=30).contains(&updates.len()), "{}", updates.len());
+    let ends = replay.of_kind(EventKind::AttackEnd);
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].0, last_active + Duration::from_secs(5));
+}
+
+#[test]
+fn a_flood_hovering_around_its_threshold_does_not_flap() {
+    let mut replay = Replay::new(Config::default());
+    replay.noise = false;
+    replay.run(WARMUP + 1.0, &background());
+    // The SYN threshold is the floor (5000): hover between 85 % and 120 % of it, dipping under
+    // the exit threshold (80 %) for a few seconds now and then.
+    replay.run_with(300.0, |t| {
+        let phase = (t * 7.3).sin();
+        let rate = if (t as u64) % 60 < 3 {
+            2000.0
+        } else {
+            5000.0 * (1.025 + 0.175 * phase)
+        };
+        with_background(&[Flow::new(Kind::Syn { port: Some(80) }, rate)])
+    });
+    replay.run(20.0, &background());
+    replay.check_invariants();
+    assert_eq!(replay.of_kind(EventKind::AttackStart).len(), 1);
+    assert_eq!(replay.of_kind(EventKind::AttackEnd).len(), 1);
+}
+
+#[test]
+fn over_threshold_ticks_teach_nothing_even_before_an_incident_opens() {
+    let mut replay = Replay::with(|c| {
+        c.detection.half_life = Duration::from_secs(10);
+        c.detection.consecutive_ticks = 100;
+        c.detection.floor_pps = 1000;
+    });
+    replay.noise = false;
+    let base = with_background(&[Flow::new(Kind::Syn { port: None }, 2000.0)]);
+    replay.run(WARMUP + 1.0, &base);
+    let before = replay.detector.baseline_mean("tcp_syn").unwrap();
+    // Eight seconds over threshold: shorter than 100 ticks, so no incident.
+    replay.run(
+        8.0,
+        &with_background(&[Flow::new(Kind::Syn { port: None }, 20_000.0)]),
+    );
+    replay.run(0.1, &base);
+    assert!(replay.events.is_empty());
+    let after = replay.detector.baseline_mean("tcp_syn").unwrap();
+    assert!((after - before).abs() < 0.01 * before, "{before} → {after}");
+}
+
+#[test]
+fn no_verdict_during_the_warmup() {
+    let mut replay = Replay::new(Config::default());
+    replay.run(10.0, &background());
+    let flood = with_background(&[Flow::new(Kind::Udp { port: None }, 100_000.0)]);
+    replay.run(40.0, &flood);
+    assert!(replay.events.is_empty());
+    assert!(!replay.detector.warmed_up());
+}
+
+#[test]
+fn a_short_warmup_on_light_traffic_is_enough() {
+    // The namespace lab's set-up: 3 s of pings, then one flood from one host.
+    let change = |c: &mut Config| {
+        c.agent.warmup = Duration::from_secs(3);
+        c.detection.hold = Duration::from_secs(2);
+        c.services.push(Service {
+            ports: PortRange {
+                first: 27015,
+                last: 27015,
+            },
+            proto: Proto::Udp,
+            floor_pps: None,
+            web: None,
+        });
+    };
+    let attacker = few(&["10.250.0.1"]);
+    let floods = [
+        (
+            Flow::new(Kind::Udp { port: Some(27015) }, 40_000.0).size(540.0),
+            Vector::UdpFlood,
+            Some(27015),
+        ),
+        (
+            Flow::new(Kind::Syn { port: Some(80) }, 40_000.0),
+            Vector::SynFlood,
+            Some(80),
+        ),
+        (
+            Flow::new(Kind::Amp { src_port: 53 }, 20_000.0).size(1228.0),
+            Vector::DnsAmplification,
+            None,
+        ),
+    ];
+    for (flood, vector, port) in floods {
+        let mut replay = Replay::with(change);
+        let pings = vec![Flow::new(Kind::Icmp, 100.0).from(attacker.clone())];
+        replay.run(3.5, &pings);
+        let mut attack = pings.clone();
+        attack.push(flood.from(attacker.clone()));
+        let first = replay.now + replay.tick;
+        replay.run(3.0, &attack);
+        replay.run(5.0, &pings);
+        replay.check_invariants();
+        let starts = replay.of_kind(EventKind::AttackStart);
+        assert_eq!(starts.len(), 1, "{vector}: {:?}", replay.events);
+        assert_eq!((starts[0].1.vector, starts[0].1.port), (vector, port));
+        assert!(starts[0].0 <= first + replay.tick * 3, "{vector}");
+        assert!(starts[0].1.concentrated);
+        assert_eq!(replay.of_kind(EventKind::AttackEnd).len(), 1, "{vector}");
+    }
+}
+
+#[test]
+fn per_service_floor_overrides_the_global_one() {
+    let mut replay = Replay::with(|c| {
+        c.services[1].floor_pps = Some(100_000); // port 80
+    });
+    replay.run(WARMUP, &background());
+    assert_eq!(replay.detector.threshold("tcp_80"), Some(100_000.0));
+    assert_eq!(replay.detector.threshold("new_tcp_80"), Some(200.0));
+    assert_eq!(replay.detector.threshold("tcp_22"), Some(5000.0));
+}
+
+#[test]
+fn event_json_has_the_documented_fields() {
+    let mut replay = Replay::new(Config::default());
+    replay.detector.set_clock_origin(
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_083_000_000),
+    );
+    replay.run(WARMUP + 1.0, &background());
+    replay.run(
+        2.0,
+        &with_background(&[Flow::new(Kind::Udp { port: None }, 100_000.0).from(spoofed())]),
+    );
+    replay.run(15.0, &background());
+    let wall = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_083_092_123);
+    let lines: Vec<serde_json::Value> = replay
+        .events
+        .iter()
+        .map(|(_, e)| {
+            let line = e.to_json(wall);
+            assert!(!line.contains('\n'));
+            serde_json::from_str(&line).unwrap()
+        })
+        .collect();
+    let start = &lines[0];
+    assert_eq!(start["ts"], "2025-11-25T15:04:52.123Z");
+    assert_eq!(start["event"], "attack_start");
+    // Started about 60 s after the origin.
+    assert!(start["incident"].as_str().unwrap().starts_with("176408306"));
+    assert!(start["incident"].as_str().unwrap().ends_with("-1"));
+    assert_eq!(start["vector"], "udp_flood");
+    assert_eq!(start["proto"], "udp");
+    assert!(start["port"].is_null());
+    for field in [
+        "pps",
+        "bps",
+        "baseline_pps",
+        "threshold_pps",
+        "distinct_sources",
+    ] {
+        assert!(start[field].is_number(), "{field}");
+    }
+    assert_eq!(start["sources"], serde_json::json!([]));
+    assert_eq!(start["concentrated"], false);
+    let prefix = &start["top_prefixes"][0];
+    assert!(prefix["prefix"].as_str().unwrap().ends_with("/24"));
+    assert!(prefix["share"].as_f64().unwrap() > 0.0);
+    assert!(start.get("duration_s").is_none());
+    let end = lines.last().unwrap();
+    assert_eq!(end["event"], "attack_end");
+    assert_eq!(end["incident"], start["incident"]);
+    assert!(end["duration_s"].as_f64().unwrap() >= 1.9);
+    assert!(end["peak_pps"].as_f64().unwrap() > 90_000.0);
+}
+
+/// Issue 4: a tick allocates nothing in steady state — with and without an open incident —
+/// unless it produces an event.
+#[test]
+fn observe_allocates_nothing_in_steady_state() {
+    let mut replay = Replay::new(Config::default());
+    hold_connections(&mut replay, 1, &[], 50);
+    replay.run(WARMUP + 5.0, &background());
+    replay.quiet_allocations = 0;
+    replay.run(200.0, &background());
+    assert!(replay.events.is_empty());
+    assert_eq!(replay.quiet_allocations, 0, "quiet ticks");
+    replay.run(
+        60.0,
+        &with_background(&[
+            Flow::new(Kind::Syn { port: Some(80) }, 50_000.0),
+            Flow::new(Kind::Amp { src_port: 123 }, 50_000.0),
+        ]),
+    );
+    replay.run(20.0, &background());
+    assert!(replay.of_kind(EventKind::AttackUpdate).len() > 100);
+    assert_eq!(
+        replay.quiet_allocations, 0,
+        "ticks during attacks without events"
+    );
+}
