@@ -38,6 +38,8 @@ const TRACE_WINDOW: Duration = Duration::from_secs(1);
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
 /// The detector's state file, in `agent.state_dir`.
 const STATE_FILE: &str = "detector.json";
+/// A state file older than this describes other traffic: it is not loaded.
+const STALE_STATE: Duration = Duration::from_secs(24 * 3600);
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +179,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     );
 
     let now = Instant::now();
-    let sensor = Sensor::new(&config);
+    let mut sensor = Sensor::new(&config);
+    own_addresses_into(&mut sensor);
     let mut detector = Detector::new(&config, sensor.counters.layout());
     detector.set_clock_origin(SystemTime::now());
     load_state(&mut detector, &config.agent.state_dir);
@@ -226,11 +229,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                         }
                     }
                 }
-                TICK => {
-                    if timer.expirations() > 0 {
-                        daemon.tick(Instant::now());
-                    }
-                }
+                TICK if timer.expirations() > 0 => daemon.tick(Instant::now()),
                 NFLOG => daemon.drain_samples(),
                 CONTROL => connections.accept_all(&listener, poll.registry()),
                 token if connections.owns(token) => {
@@ -255,10 +254,32 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     outcome
 }
 
+/// Leaves the host's own connections out of the per-source counts.
+fn own_addresses_into(sensor: &mut Sensor) {
+    match crate::netlink::host::own_addresses() {
+        Ok(own) => sensor.connections.set_own_addresses(own),
+        Err(e) => log::warn!(
+            "listing this host's addresses: {e}; its own connections count as a source's"
+        ),
+    }
+}
+
 /// Baselines and open incidents from an earlier run, so a restart mid-attack neither
 /// re-learns the attack nor reports it again.
 fn load_state(detector: &mut Detector, dir: &Path) {
     let path = dir.join(STATE_FILE);
+    let age = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    if age.is_some_and(|a| a > STALE_STATE) {
+        log::info!(
+            "{} is older than {}: learning afresh",
+            path.display(),
+            humantime::format_duration(STALE_STATE)
+        );
+        return;
+    }
     match std::fs::read_to_string(&path) {
         Ok(text) => match State::from_json(&text) {
             Ok(state) => {
@@ -412,6 +433,7 @@ impl Daemon {
         match install(&mut self.nft, &fresh, self.features) {
             Ok(()) => {
                 self.sensor = Sensor::new(&fresh);
+                own_addresses_into(&mut self.sensor);
                 // Keys may have changed: carry over what still applies.
                 let state = self.detector.save();
                 self.detector = Detector::new(&fresh, self.sensor.counters.layout());

@@ -4,6 +4,7 @@
 
 pub mod conntrack;
 pub mod expr;
+pub mod host;
 pub mod nflog;
 pub mod nft;
 pub mod socket;

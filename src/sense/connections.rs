@@ -99,6 +99,8 @@ pub struct ConnectionTable {
     hasher: RandomState,
     counted: u64,
     overflowed: u64,
+    /// This host's own addresses: its own connections are not a remote source's.
+    own: Vec<IpAddr>,
 }
 
 impl ConnectionTable {
@@ -123,7 +125,13 @@ impl ConnectionTable {
             hasher: RandomState::new(),
             counted: 0,
             overflowed: 0,
+            own: Vec::new(),
         }
+    }
+
+    /// Connections from these addresses (this host's own) are not counted.
+    pub fn set_own_addresses(&mut self, own: Vec<IpAddr>) {
+        self.own = own;
     }
 
     /// Starts a new round (one dump): forgets all counts, keeping every allocation.
@@ -154,6 +162,9 @@ impl ConnectionTable {
     /// documentation for what counts).
     pub fn add(&mut self, e: &Entry) {
         let Some(port) = e.dst_port else { return };
+        if self.own.contains(&e.src) {
+            return;
+        }
         let per_port = match e.proto {
             IPPROTO_TCP
                 if self.tcp.contains(port)
