@@ -138,10 +138,48 @@ pub const DEFAULT_AMPLIFICATION_PORTS: &[u16] = &[
 /// The most ports `sense.amplification_ports` may list.
 pub const MAX_AMPLIFICATION_PORTS: usize = 64;
 
-/// `[mitigation]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[mitigation]`: what is done about an incident, and what never is.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Mitigation {
+    /// How long a ban lasts.
     pub ban_duration: Duration,
+    /// Mitigate, or only detect and report what would be done.
+    pub mode: Mode,
+    /// New bans a second at most.
+    pub max_bans_per_second: u32,
+    /// In a concentrated flood, a source carrying at least this share of the
+    /// sampled packets is banned.
+    pub min_source_share: f64,
+    /// When this many banned sources share a /24 (IPv6 /64), the prefix is
+    /// banned instead.
+    pub prefix_after: u32,
+    /// Add the host's own addresses, default gateways, DNS resolvers and the
+    /// peers of established SSH sessions to the safelist at start.
+    pub auto_safelist: bool,
+    /// The port whose established peers `auto_safelist` keeps.
+    pub ssh_port: u16,
+}
+
+impl Default for Mitigation {
+    fn default() -> Mitigation {
+        Mitigation {
+            ban_duration: Duration::from_secs(600),
+            mode: Mode::Mitigate,
+            max_bans_per_second: 50,
+            min_source_share: 0.05,
+            prefix_after: 4,
+            auto_safelist: true,
+            ssh_port: 22,
+        }
+    }
+}
+
+/// `mitigate` acts on incidents; `monitor` detects and reports what would be
+/// done, and touches nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    Mitigate,
+    Monitor,
 }
 
 /// `[nft]`: how we talk to the kernel and how big its sets are.
@@ -210,6 +248,15 @@ impl fmt::Display for Proto {
     }
 }
 
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Mitigate => "mitigate",
+            Mode::Monitor => "monitor",
+        })
+    }
+}
+
 impl fmt::Display for Compat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -247,9 +294,7 @@ impl Default for Config {
                 amplification_ports: DEFAULT_AMPLIFICATION_PORTS.to_vec(),
                 conntrack_interval: Duration::from_secs(5),
             },
-            mitigation: Mitigation {
-                ban_duration: Duration::from_secs(600),
-            },
+            mitigation: Mitigation::default(),
             nft: Nft {
                 compat: Compat::Auto,
                 ban4_size: 65536,
@@ -471,6 +516,12 @@ const M: FloatRule = FloatRule {
     max: 1000.0,
     range: "between 1 and 1000",
 };
+const MIN_SOURCE_SHARE: FloatRule = FloatRule {
+    name: "min_source_share",
+    min: 0.001,
+    max: 1.0,
+    range: "between 0.001 and 1",
+};
 
 /// The allowed range of an integer key.
 struct IntRule {
@@ -528,6 +579,24 @@ const SNAPLEN: IntRule = IntRule {
     max: 1500,
     range: "between 40 and 1500",
 };
+const MAX_BANS_PER_SECOND: IntRule = IntRule {
+    name: "max_bans_per_second",
+    min: 1,
+    max: 10_000,
+    range: "between 1 and 10000",
+};
+const PREFIX_AFTER: IntRule = IntRule {
+    name: "prefix_after",
+    min: 2,
+    max: 256,
+    range: "between 2 and 256",
+};
+const SSH_PORT: IntRule = IntRule {
+    name: "the SSH port",
+    min: 1,
+    max: 65535,
+    range: "between 1 and 65535",
+};
 const SET_SIZE: IntRule = IntRule {
     name: "a set size",
     min: 1,
@@ -564,7 +633,15 @@ const SENSE_KEYS: &[&str] = &[
     "amplification_ports",
     "conntrack_interval",
 ];
-const MITIGATION_KEYS: &[&str] = &["ban_duration"];
+const MITIGATION_KEYS: &[&str] = &[
+    "ban_duration",
+    "mode",
+    "max_bans_per_second",
+    "min_source_share",
+    "prefix_after",
+    "auto_safelist",
+    "ssh_port",
+];
 const NFT_KEYS: &[&str] = &[
     "compat",
     "ban4_size",
@@ -1247,7 +1324,43 @@ impl Checker {
                     &mut mitigation.ban_duration,
                     self.duration(value, &path, &BAN_DURATION),
                 ),
+                "mode" => set(&mut mitigation.mode, self.mode(value, &path)),
+                "max_bans_per_second" => set(
+                    &mut mitigation.max_bans_per_second,
+                    self.integer(value, &path, &MAX_BANS_PER_SECOND)
+                        .and_then(|n| u32::try_from(n).ok()),
+                ),
+                "min_source_share" => set(
+                    &mut mitigation.min_source_share,
+                    self.number(value, &path, &MIN_SOURCE_SHARE),
+                ),
+                "prefix_after" => set(
+                    &mut mitigation.prefix_after,
+                    self.integer(value, &path, &PREFIX_AFTER)
+                        .and_then(|n| u32::try_from(n).ok()),
+                ),
+                "auto_safelist" => set(&mut mitigation.auto_safelist, self.boolean(value, &path)),
+                "ssh_port" => set(
+                    &mut mitigation.ssh_port,
+                    self.integer(value, &path, &SSH_PORT)
+                        .and_then(|n| u16::try_from(n).ok()),
+                ),
                 _ => self.unknown_key(key, &path, MITIGATION_KEYS, "the keys of [mitigation] are"),
+            }
+        }
+    }
+
+    fn mode(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<Mode> {
+        match self.string(value, path, "\"mitigate\" or \"monitor\"")? {
+            "mitigate" => Some(Mode::Mitigate),
+            "monitor" => Some(Mode::Monitor),
+            other => {
+                self.report(
+                    value.span(),
+                    path,
+                    format!("{other:?} is not a mode: use \"mitigate\" or \"monitor\""),
+                );
+                None
             }
         }
     }
@@ -1375,6 +1488,12 @@ conntrack_interval = "5s"
 
 [mitigation]
 ban_duration = "10m"
+mode = "mitigate"
+max_bans_per_second = 50
+min_source_share = 0.05
+prefix_after = 4
+auto_safelist = true
+ssh_port = 22
 
 [nft]
 compat = "auto"
@@ -1439,6 +1558,12 @@ bannet6_size = 16384
         );
         assert_eq!(config.sense.conntrack_interval, Duration::from_secs(5));
         assert_eq!(config.mitigation.ban_duration, Duration::from_secs(600));
+        assert_eq!(config.mitigation.mode, Mode::Mitigate);
+        assert_eq!(config.mitigation.max_bans_per_second, 50);
+        assert_eq!(config.mitigation.min_source_share, 0.05);
+        assert_eq!(config.mitigation.prefix_after, 4);
+        assert!(config.mitigation.auto_safelist);
+        assert_eq!(config.mitigation.ssh_port, 22);
         assert_eq!(config.nft.compat, Compat::Auto);
         assert_eq!(config.nft.bannet6_size, 16384);
     }
@@ -1495,6 +1620,12 @@ conntrack_interval = "1h"
 
 [mitigation]
 ban_duration = "30days"
+mode = "monitor"
+max_bans_per_second = 10_000
+min_source_share = 1
+prefix_after = 256
+auto_safelist = false
+ssh_port = 2222
 
 [nft]
 compat = "legacy"
@@ -1566,8 +1697,16 @@ bannet6_size = 1_000
             }
         );
         assert_eq!(
-            config.mitigation.ban_duration,
-            Duration::from_secs(30 * 24 * 3600)
+            config.mitigation,
+            Mitigation {
+                ban_duration: Duration::from_secs(30 * 24 * 3600),
+                mode: Mode::Monitor,
+                max_bans_per_second: 10_000,
+                min_source_share: 1.0,
+                prefix_after: 256,
+                auto_safelist: false,
+                ssh_port: 2222,
+            }
         );
         assert_eq!(
             config.nft,
@@ -2033,6 +2172,176 @@ bannet6_size = 1_000
             1,
             "detection.floor",
             "unknown key; the keys of [detection] are: floor_pps, k, m, half_life, consecutive_ticks, hold, floor_new_per_second, max_connections_per_source",
+        );
+    }
+
+    #[test]
+    fn mitigation_section_alone_keeps_other_defaults() {
+        let config = parse(
+            "[mitigation]\nmode = \"monitor\"\nmax_bans_per_second = 1\n\
+             min_source_share = 0.001\nprefix_after = 2\nssh_port = 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.mitigation,
+            Mitigation {
+                mode: Mode::Monitor,
+                max_bans_per_second: 1,
+                min_source_share: 0.001,
+                prefix_after: 2,
+                ssh_port: 1,
+                ..Mitigation::default()
+            }
+        );
+        assert_eq!(config.mitigation.ban_duration, Duration::from_secs(600));
+        assert!(config.mitigation.auto_safelist);
+        assert_eq!(config.detection, Config::default().detection);
+
+        let config = parse(
+            "mitigation.ssh_port = 65535
+",
+        )
+        .unwrap();
+        assert_eq!(config.mitigation.ssh_port, 65535);
+        assert_eq!(config.mitigation.mode, Mode::Mitigate);
+        assert_eq!(Mode::Mitigate.to_string(), "mitigate");
+        assert_eq!(Mode::Monitor.to_string(), "monitor");
+    }
+
+    #[test]
+    fn mitigation_keys_out_of_range() {
+        assert_error(
+            "[mitigation]\nmode = \"block\"\n",
+            2,
+            8,
+            "mitigation.mode",
+            "\"block\" is not a mode: use \"mitigate\" or \"monitor\"",
+        );
+        assert_error(
+            "[mitigation]\nmode = true\n",
+            2,
+            8,
+            "mitigation.mode",
+            "expected \"mitigate\" or \"monitor\", found a boolean",
+        );
+        assert_error(
+            "[mitigation]\nmax_bans_per_second = 0\n",
+            2,
+            23,
+            "mitigation.max_bans_per_second",
+            "0 is out of range: max_bans_per_second must be between 1 and 10000",
+        );
+        assert_error(
+            "[mitigation]\nmax_bans_per_second = 10001\n",
+            2,
+            23,
+            "mitigation.max_bans_per_second",
+            "10001 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nmax_bans_per_second = 50.0\n",
+            2,
+            23,
+            "mitigation.max_bans_per_second",
+            "expected an integer, found a float",
+        );
+        assert_error(
+            "[mitigation]\nmin_source_share = 0.0005\n",
+            2,
+            20,
+            "mitigation.min_source_share",
+            "0.0005 is out of range: min_source_share must be between 0.001 and 1",
+        );
+        assert_error(
+            "[mitigation]\nmin_source_share = 1.5\n",
+            2,
+            20,
+            "mitigation.min_source_share",
+            "1.5 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nmin_source_share = 0\n",
+            2,
+            20,
+            "mitigation.min_source_share",
+            "0 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nmin_source_share = nan\n",
+            2,
+            20,
+            "mitigation.min_source_share",
+            "nan is out of range",
+        );
+        assert_error(
+            "[mitigation]\nmin_source_share = \"5%\"\n",
+            2,
+            20,
+            "mitigation.min_source_share",
+            "expected a number, found a string",
+        );
+        assert_error(
+            "[mitigation]\nprefix_after = 1\n",
+            2,
+            16,
+            "mitigation.prefix_after",
+            "1 is out of range: prefix_after must be between 2 and 256",
+        );
+        assert_error(
+            "[mitigation]\nprefix_after = 257\n",
+            2,
+            16,
+            "mitigation.prefix_after",
+            "257 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nauto_safelist = \"yes\"\n",
+            2,
+            17,
+            "mitigation.auto_safelist",
+            "expected true or false, found a string",
+        );
+        assert_error(
+            "[mitigation]\nauto_safelist = 1\n",
+            2,
+            17,
+            "mitigation.auto_safelist",
+            "expected true or false, found an integer",
+        );
+        assert_error(
+            "[mitigation]\nssh_port = 0\n",
+            2,
+            12,
+            "mitigation.ssh_port",
+            "0 is out of range: the SSH port must be between 1 and 65535",
+        );
+        assert_error(
+            "[mitigation]\nssh_port = 65536\n",
+            2,
+            12,
+            "mitigation.ssh_port",
+            "65536 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nssh_port = \"22\"\n",
+            2,
+            12,
+            "mitigation.ssh_port",
+            "expected an integer, found a string",
+        );
+        assert_error(
+            "[mitigation]\nban_duration = \"10m\"\nmax_bans = 10\n",
+            3,
+            1,
+            "mitigation.max_bans",
+            "unknown key; the keys of [mitigation] are: ban_duration, mode, max_bans_per_second, min_source_share, prefix_after, auto_safelist, ssh_port",
+        );
+        assert_error(
+            "[mitigation]\nmodes = \"monitor\"\n",
+            2,
+            1,
+            "mitigation.modes",
+            "unknown key (did you mean \"mode\"?)",
         );
     }
 

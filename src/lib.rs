@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod detect;
+pub mod mitigate;
 pub mod netlink;
 pub mod ruleset;
 pub mod sense;

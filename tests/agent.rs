@@ -11,6 +11,31 @@ use crate::lab::{self, Lab, Netns, Proc};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ftagent");
 
+/// What a test puts in the agent's config beside the lab's paths.
+pub struct Setup<'s> {
+    /// `nft.compat`: "auto" or "legacy".
+    pub compat: &'s str,
+    /// More `[agent]` keys, e.g. `warmup = "3s"`.
+    pub agent: &'s str,
+    /// More `[nft]` keys.
+    pub nft: &'s str,
+    pub safelist: &'s [&'s str],
+    /// Whole sections: `[[service]]`, `[sense]`, `[detection]`, `[mitigation]`…
+    pub sections: &'s str,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            compat: "auto",
+            agent: "",
+            nft: "",
+            safelist: &["10.250.9.0/24", "fd00:250::99"],
+            sections: "",
+        }
+    }
+}
+
 pub struct Agent<'a> {
     ns: &'a Netns,
     config: PathBuf,
@@ -20,23 +45,28 @@ pub struct Agent<'a> {
 impl<'a> Agent<'a> {
     /// With the given table mode (`nft.compat`).
     pub fn new(lab: &'a Lab, compat: &str) -> Agent<'a> {
-        Agent::configured(lab, compat, "", "", "")
+        Agent::configured(
+            lab,
+            Setup {
+                compat,
+                ..Setup::default()
+            },
+        )
     }
 
-    /// With more keys for `[agent]` and `[nft]`, and more sections (`[[service]]`, `[sense]`…).
-    pub fn configured(
-        lab: &'a Lab,
-        compat: &str,
-        agent_keys: &str,
-        nft_keys: &str,
-        sections: &str,
-    ) -> Agent<'a> {
+    pub fn configured(lab: &'a Lab, setup: Setup) -> Agent<'a> {
         let dir = lab.dir();
         let config = dir.join("ftagent.toml");
+        let safelist: Vec<String> = setup.safelist.iter().map(|s| format!("\"{s}\"")).collect();
         let text = format!(
-            "[agent]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n{agent_keys}\n\n[safelist]\ncidrs = [\"10.250.9.0/24\", \"fd00:250::99\"]\n\n[nft]\ncompat = \"{compat}\"\n{nft_keys}\n{sections}",
+            "[agent]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n{}\n\n[safelist]\ncidrs = [{}]\n\n[nft]\ncompat = \"{}\"\n{}\n{}",
             dir.join("ftagent.sock").display(),
             dir.join("state").display(),
+            setup.agent,
+            safelist.join(", "),
+            setup.compat,
+            setup.nft,
+            setup.sections,
         );
         std::fs::write(&config, text).unwrap();
         Agent {
@@ -120,6 +150,17 @@ impl<'a> Agent<'a> {
                     .as_str()
                     .is_some_and(|e| e.starts_with("attack_"))
             })
+            .collect()
+    }
+
+    /// Every event printed so far: detection and mitigation.
+    pub fn all_events(&self) -> Vec<Value> {
+        let daemon = self.daemon.as_ref().expect("daemon running");
+        daemon
+            .stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] != "sample")
             .collect()
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Setup};
 use crate::lab::{self, Lab, Proc, UdpFlood, ATTACKER4, VICTIM4};
 
 const CONFIG: &str = "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n[[service]]\nport = 22\nproto = \"tcp\"\n\n[sense]\nconntrack_interval = \"1s\"\n\n[detection]\nhold = \"2s\"\n";
@@ -21,7 +21,14 @@ fn setup(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
 
 /// Starts the agent with a 3 s warm-up and lets it learn from light background traffic.
 fn warmed_up(lab: &Lab) -> Agent<'_> {
-    let mut agent = Agent::configured(lab, "auto", "warmup = \"3s\"", "", CONFIG);
+    let mut agent = Agent::configured(
+        lab,
+        Setup {
+            agent: "warmup = \"3s\"",
+            sections: CONFIG,
+            ..Setup::default()
+        },
+    );
     agent.start();
     lab.ping(ATTACKER4, VICTIM4, 200);
     std::thread::sleep(Duration::from_secs(2));

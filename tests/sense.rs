@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Setup};
 use crate::lab::{self, Lab, UdpFlood, ATTACKER4, VICTIM4};
 
 fn setup(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
@@ -21,7 +21,13 @@ fn setup(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
 const SERVICES: &str = "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n[[service]]\nport = 8080\nproto = \"tcp\"\n\n[sense]\nconntrack_interval = \"1s\"\n";
 
 fn start(lab: &Lab) -> Agent<'_> {
-    let mut agent = Agent::configured(lab, "auto", "", "", SERVICES);
+    let mut agent = Agent::configured(
+        lab,
+        Setup {
+            sections: SERVICES,
+            ..Setup::default()
+        },
+    );
     agent.start_with(&["--trace-samples"]);
     agent.next_trace();
     agent

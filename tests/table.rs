@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::agent::{Agent, BIN};
+use crate::agent::{Agent, Setup, BIN};
 use crate::lab::{self, Lab, ATTACKER4, ATTACKER6, FAR4, OTHER4, OTHER6, VICTIM4, VICTIM6};
 
 fn setup(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
@@ -246,7 +246,13 @@ fn issue2_full_set_is_a_clear_error_and_changes_nothing() {
     let Some((_guard, lab)) = setup("full-set") else {
         return;
     };
-    let mut agent = Agent::configured(&lab, "auto", "", "ban4_size = 2", "");
+    let mut agent = Agent::configured(
+        &lab,
+        Setup {
+            nft: "ban4_size = 2",
+            ..Setup::default()
+        },
+    );
     agent.start();
     agent.run_ok(&["ban", ATTACKER4, "--for", "1m"]);
     agent.run_ok(&["ban", OTHER4, "--for", "1m"]);

@@ -3,6 +3,7 @@
 //! - `lab`: network namespaces, veth, traffic and arrival counters, always cleaned up;
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
+//! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
 //! - `sense`: issue 3 — what the agent measures of real floods;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
 
@@ -10,5 +11,6 @@ mod agent;
 mod cli;
 mod detect;
 mod lab;
+mod mitigate;
 mod sense;
 mod table;

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::addr::Cidr;
 use crate::config::{Compat, Config};
 use crate::detect::{Detector, Event, State};
+use crate::mitigate::{Change, MitigationEvent, Mitigator};
 use crate::netlink::conntrack::Conntrack;
 use crate::netlink::nflog::{NflogConfig, NflogSocket};
 use crate::netlink::{Features, Nft, NlError};
@@ -76,10 +78,15 @@ pub fn is_root() -> bool {
 }
 
 /// Installs the table for `config`, failing if it does not read back as written.
-fn install(nft: &mut Nft, config: &Config, features: Features) -> Result<(), DaemonError> {
+fn install(
+    nft: &mut Nft,
+    config: &Config,
+    safelist: &[Cidr],
+    features: Features,
+) -> Result<(), DaemonError> {
     let spec = ruleset::desired(config);
     let installed = nft
-        .install(&spec, &config.safelist, features)
+        .install(&spec, safelist, features)
         .map_err(|e| match e.errno() {
             Some(libc::EPERM) if is_root() => DaemonError::TableHeld,
             _ => DaemonError::Netlink(e),
@@ -95,7 +102,7 @@ fn install(nft: &mut Nft, config: &Config, features: Features) -> Result<(), Dae
         } else {
             "installed"
         },
-        config.safelist.len(),
+        safelist.len(),
         installed.kept_bans
     );
     Ok(())
@@ -118,6 +125,11 @@ struct Daemon {
     detector: Detector,
     /// Events of the current tick (capacity kept).
     events: Vec<Event>,
+    /// Everything never dropped: configured and automatic.
+    safelist: Vec<Cidr>,
+    mitigator: Mitigator,
+    changes: Vec<Change>,
+    mitigation_events: Vec<MitigationEvent>,
     started: Instant,
     next_save: Instant,
 }
@@ -142,7 +154,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
             "by delete+add"
         }
     );
-    install(&mut nft, &config, features)?;
+    let safelist = safelist(&config);
+    install(&mut nft, &config, &safelist, features)?;
     let nflog_config = NflogConfig {
         snaplen: config.sense.snaplen,
         ..NflogConfig::default()
@@ -184,8 +197,16 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     let mut detector = Detector::new(&config, sensor.counters.layout());
     detector.set_clock_origin(SystemTime::now());
     load_state(&mut detector, &config.agent.state_dir);
+    let mitigator = Mitigator::new(&config, safelist.clone());
+    if mitigator.is_monitor() {
+        log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
+    }
     let mut daemon = Daemon {
         detector,
+        safelist,
+        mitigator,
+        changes: Vec::with_capacity(16),
+        mitigation_events: Vec::with_capacity(4),
         events: Vec::with_capacity(16),
         started: now,
         next_save: now + SAVE_INTERVAL,
@@ -254,6 +275,20 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     outcome
 }
 
+/// The configured safelist, plus (with `mitigation.auto_safelist`) the host's own addresses.
+fn safelist(config: &Config) -> Vec<Cidr> {
+    let mut all = config.safelist.clone();
+    if config.mitigation.auto_safelist {
+        match crate::netlink::host::own_addresses() {
+            Ok(own) => all.extend(own.into_iter().map(Cidr::host)),
+            Err(e) => log::warn!("automatic safelist: listing this host's addresses: {e}"),
+        }
+    }
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
 /// Leaves the host's own connections out of the per-source counts.
 fn own_addresses_into(sensor: &mut Sensor) {
     match crate::netlink::host::own_addresses() {
@@ -315,13 +350,16 @@ impl Daemon {
             self.read_conntrack();
         }
         self.events.clear();
+        self.changes.clear();
+        self.mitigation_events.clear();
         if self.read_counters(now) {
+            let since_start = now.saturating_duration_since(self.started);
             let sample = self.sensor.sample();
-            self.detector.observe(
-                &sample,
-                now.saturating_duration_since(self.started),
-                &mut self.events,
-            );
+            self.detector
+                .observe(&sample, since_start, &mut self.events);
+            if !self.events.is_empty() {
+                self.mitigate(since_start);
+            }
         }
         self.sensor.next_tick();
         self.tick_allocations += crate::alloc::allocations() - before;
@@ -362,11 +400,33 @@ impl Daemon {
         }
     }
 
+    /// Plans the kernel changes for this tick's incidents and applies them in one batch
+    /// (monitor mode: only reports them). A refused batch is reported and tried again later.
+    fn mitigate(&mut self, since_start: Duration) {
+        self.mitigator.plan(
+            &self.events,
+            since_start,
+            &mut self.changes,
+            &mut self.mitigation_events,
+        );
+        if self.mitigator.is_monitor() || self.changes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.nft.apply(&self.changes, self.features) {
+            log::error!("mitigation not applied: {e}");
+            self.mitigator.rejected(&self.changes);
+            self.mitigation_events.clear();
+        }
+    }
+
     /// Events go to stdout, one JSON object a line (logs go to stderr).
     fn report_events(&mut self) {
         let wall = SystemTime::now();
         let mut out = io::stdout().lock();
         for event in &self.events {
+            let _ = writeln!(out, "{}", event.to_json(wall));
+        }
+        for event in &self.mitigation_events {
             let _ = writeln!(out, "{}", event.to_json(wall));
         }
         let _ = out.flush();
@@ -385,7 +445,7 @@ impl Daemon {
             "table inet {}: {missing} counters missing; restoring the table",
             ruleset::TABLE
         );
-        match install(&mut self.nft, &self.config, self.features) {
+        match install(&mut self.nft, &self.config, &self.safelist, self.features) {
             Ok(()) => log::warn!("table inet {} restored", ruleset::TABLE),
             Err(e) => log::error!("restoring table inet {}: {e}", ruleset::TABLE),
         }
@@ -430,8 +490,11 @@ impl Daemon {
                 "SIGHUP: agent.*, nft.compat and the NFLOG settings take effect at the next start"
             );
         }
-        match install(&mut self.nft, &fresh, self.features) {
+        let safelist = safelist(&fresh);
+        match install(&mut self.nft, &fresh, &safelist, self.features) {
             Ok(()) => {
+                self.mitigator = Mitigator::new(&fresh, safelist.clone());
+                self.safelist = safelist;
                 self.sensor = Sensor::new(&fresh);
                 own_addresses_into(&mut self.sensor);
                 // Keys may have changed: carry over what still applies.

@@ -1,8 +1,16 @@
 //! This host's own addresses (getifaddrs): connections it opens itself, or to itself, are
-//! not a remote source holding connections to our services.
+//! not a remote source holding connections to our services. And the automatic safelist, so
+//! that an operator is never locked out: own addresses, default gateways (rtnetlink), name
+//! servers (resolv.conf) and the peers of established SSH sessions (sock_diag).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use super::diag;
+use super::wire::{align, Attrs, Msg};
+use super::NlError;
+use crate::addr::Cidr;
 
 /// Every address configured on an interface of this network namespace, loopback included.
 pub fn own_addresses() -> io::Result<Vec<IpAddr>> {
@@ -43,9 +51,416 @@ pub fn own_addresses() -> io::Result<Vec<IpAddr>> {
     Ok(out)
 }
 
+/// Constants and byte layouts of linux/rtnetlink.h.
+pub mod rt {
+    pub const RTM_NEWROUTE: u16 = 24;
+    pub const RTM_GETROUTE: u16 = 26;
+
+    /// struct rtmsg, 12 bytes: the family header of route messages (in place of nfgenmsg).
+    pub const RTM_FAMILY: usize = 0; // u8
+    pub const RTM_DST_LEN: usize = 1; // u8
+    pub const RTM_SRC_LEN: usize = 2; // u8
+    pub const RTM_TOS: usize = 3; // u8
+    pub const RTM_TABLE: usize = 4; // u8
+    pub const RTM_PROTOCOL: usize = 5; // u8
+    pub const RTM_SCOPE: usize = 6; // u8
+    pub const RTM_TYPE: usize = 7; // u8
+    pub const RTM_FLAGS: usize = 8; // u32
+    pub const RTMSG_LEN: usize = 12;
+
+    /// rtm_type of a route that forwards (via a gateway or directly).
+    pub const RTN_UNICAST: u8 = 1;
+
+    pub const RTA_DST: u16 = 1;
+    pub const RTA_GATEWAY: u16 = 5;
+    pub const RTA_MULTIPATH: u16 = 9;
+    pub const RTA_VIA: u16 = 18;
+
+    /// struct rtnexthop, 8 bytes, each followed by its own attributes (RTA_GATEWAY, RTA_VIA).
+    pub const RTNH_LEN_AT: usize = 0; // u16 rtnh_len, the whole nexthop with its attributes
+    pub const RTNH_LEN: usize = 8;
+}
+
+use rt::*;
+
+/// The gateways of the default routes (IPv4 and IPv6, every table) of this network namespace,
+/// from an RTM_GETROUTE dump; sorted and deduplicated. Multipath routes give every nexthop's
+/// gateway. (A route using a nexthop object shows its gateway only while the
+/// `net.ipv4.nexthop_compat_mode` sysctl is on, the default.)
+pub fn default_gateways() -> io::Result<Vec<IpAddr>> {
+    let mut header = [0u8; RTMSG_LEN];
+    header[RTM_FAMILY] = libc::AF_UNSPEC as u8; // every family
+    let mut out = Vec::new();
+    diag::dump(
+        libc::NETLINK_ROUTE,
+        "rtnetlink: dump routes",
+        RTM_GETROUTE,
+        &header,
+        &mut |m| default_route_gateways(m, &mut out),
+    )
+    .map_err(into_io)?;
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Appends to `out` the gateways of `msg` when it is an IPv4 or IPv6 default route (prefix
+/// length 0, type unicast); does nothing for any other message. Panic-free on any input.
+pub fn default_route_gateways(msg: &Msg, out: &mut Vec<IpAddr>) {
+    if msg.kind() != RTM_NEWROUTE {
+        return;
+    }
+    let payload = msg.payload();
+    let Some(rtm) = payload.get(..RTMSG_LEN) else {
+        return;
+    };
+    let family = i32::from(rtm[RTM_FAMILY]);
+    if !(family == libc::AF_INET || family == libc::AF_INET6)
+        || rtm[RTM_DST_LEN] != 0
+        || rtm[RTM_TYPE] != RTN_UNICAST
+    {
+        return;
+    }
+    let attrs = Attrs::new(payload.get(align(RTMSG_LEN)..).unwrap_or(&[]));
+    gateways_in(attrs, out);
+    for attr in attrs.filter(|a| a.kind() == RTA_MULTIPATH) {
+        let mut rest = attr.bytes();
+        while let Some(len) = rest.get(RTNH_LEN_AT..RTNH_LEN_AT + 2) {
+            let len = usize::from(u16::from_ne_bytes([len[0], len[1]]));
+            let Some(nexthop) = rest.get(RTNH_LEN..len) else {
+                break; // shorter than rtnexthop, or longer than what is left
+            };
+            gateways_in(Attrs::new(nexthop), out);
+            rest = rest.get(align(len)..).unwrap_or(&[]);
+        }
+    }
+}
+
+/// The RTA_GATEWAY and RTA_VIA addresses among `attrs`.
+fn gateways_in(attrs: Attrs, out: &mut Vec<IpAddr>) {
+    for attr in attrs {
+        let addr = match attr.kind() {
+            RTA_GATEWAY => ip_from(attr.bytes()),
+            // struct rtvia: a u16 family, then the address (an IPv4 route via IPv6).
+            RTA_VIA => attr.bytes().get(2..).and_then(ip_from),
+            _ => None,
+        };
+        out.extend(addr.filter(|a| !a.is_unspecified()));
+    }
+}
+
+/// A 4-byte IPv4 or 16-byte IPv6 address, by its length.
+fn ip_from(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(bytes).ok()?,
+        ))),
+        _ => None,
+    }
+}
+
+fn into_io(e: NlError) -> io::Error {
+    let kind = match &e {
+        NlError::Io { source, .. } => source.kind(),
+        NlError::Kernel { errno, .. } => io::Error::from_raw_os_error(*errno).kind(),
+        NlError::Malformed(_) => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, e)
+}
+
+/// The name servers of a resolv.conf (normally /etc/resolv.conf), in file order without
+/// repeats: the address of every `nameserver ADDR` line, a zone index (`fe80::1%eth0`)
+/// dropped. Comments and lines that do not parse are skipped; a file that cannot be read
+/// (missing, say) gives an empty list.
+pub fn resolvers(resolv_conf: &Path) -> Vec<IpAddr> {
+    read_resolvers(resolv_conf).unwrap_or_default()
+}
+
+/// Like `resolvers`, but a file that exists and cannot be read is an error.
+fn read_resolvers(resolv_conf: &Path) -> io::Result<Vec<IpAddr>> {
+    match std::fs::read(resolv_conf) {
+        Ok(bytes) => Ok(parse_resolv_conf(&String::from_utf8_lossy(&bytes))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The `nameserver` addresses of resolv.conf text. More lenient than the C library (leading
+/// blanks are allowed, there is no limit of three): a safelist would rather hold one address
+/// too many than miss the resolver.
+pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        // A comment line starts with `#` or `;`, so its first word is never the keyword.
+        if words.next() != Some("nameserver") {
+            continue;
+        }
+        let Some(word) = words.next() else { continue };
+        let addr = word.split('%').next().unwrap_or(word);
+        if let Ok(addr) = addr.parse::<IpAddr>() {
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+    }
+    out
+}
+
+/// The addresses never to drop, found on this host: its own addresses, the default
+/// gateways, the name servers of `resolv_conf`, and the peers of the established TCP
+/// connections to `ssh_port` (the operator's sessions), each as a host CIDR, sorted and
+/// deduplicated. Never fails: a part that cannot be read is left out and described in the
+/// returned warnings (for the caller to log), as a partial safelist is better than none.
+pub fn automatic_safelist(ssh_port: u16, resolv_conf: &Path) -> (Vec<Cidr>, Vec<String>) {
+    let mut addrs = Vec::new();
+    let mut warnings = Vec::new();
+    match own_addresses() {
+        Ok(a) => addrs.extend(a),
+        Err(e) => warnings.push(format!("safelist: own addresses left out: {e}")),
+    }
+    match default_gateways() {
+        Ok(a) => addrs.extend(a),
+        Err(e) => warnings.push(format!("safelist: default gateways left out: {e}")),
+    }
+    match read_resolvers(resolv_conf) {
+        Ok(a) => addrs.extend(a),
+        Err(e) => warnings.push(format!(
+            "safelist: name servers left out: {}: {e}",
+            resolv_conf.display()
+        )),
+    }
+    match diag::established_peers(ssh_port) {
+        Ok(a) => addrs.extend(a),
+        Err(e) => warnings.push(format!(
+            "safelist: peers of established connections to port {ssh_port} left out: {e}"
+        )),
+    }
+    // 0.0.0.0 or :: (a resolv.conf may say so for "this host") is no one's source address.
+    let mut safe: Vec<Cidr> = addrs
+        .into_iter()
+        .filter(|a| !a.is_unspecified())
+        .map(Cidr::host)
+        .collect();
+    safe.sort_unstable();
+    safe.dedup();
+    (safe, warnings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::diag::tests::{done, fuzz, nlmsg};
+    use crate::netlink::diag::{walk, Walk};
+    use crate::netlink::wire::{Msgs, NLM_F_MULTI};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn resolv_conf_edge_cases() {
+        let text = "\
+# Generated by NetworkManager
+search example.org
+nameserver 192.0.2.53
+;nameserver 192.0.2.99
+#nameserver 192.0.2.98
+# nameserver 192.0.2.97
+nameserver\t2001:db8::53   # trailing comment
+nameserver fe80::1%eth0
+  nameserver 198.51.100.53
+nameserver 192.0.2.53
+nameserver
+nameserver not-an-address
+nameserver 300.1.1.1
+nameservers 192.0.2.96
+NAMESERVER 192.0.2.95
+nameserver [2001:db8::54]
+options edns0 trust-ad
+nameserver 127.0.0.53\r
+domain 192.0.2.94
+";
+        assert_eq!(
+            parse_resolv_conf(text),
+            vec![
+                ip("192.0.2.53"),
+                ip("2001:db8::53"),
+                ip("fe80::1"),
+                ip("198.51.100.53"),
+                ip("127.0.0.53"),
+            ]
+        );
+        assert_eq!(parse_resolv_conf(""), Vec::<IpAddr>::new());
+        assert_eq!(parse_resolv_conf("nameserver 0.0.0.0"), vec![ip("0.0.0.0")]);
+    }
+
+    #[test]
+    fn resolv_conf_files() {
+        let dir = std::env::temp_dir();
+        let missing = dir.join(format!("fta-no-such-resolv-{}.conf", std::process::id()));
+        assert_eq!(resolvers(&missing), Vec::<IpAddr>::new());
+        assert!(read_resolvers(&missing).unwrap().is_empty());
+        let path = dir.join(format!("fta-resolv-{}.conf", std::process::id()));
+        // Not UTF-8 in a comment: the rest is still read.
+        std::fs::write(&path, b"# caf\xe9\nnameserver 192.0.2.1\n").unwrap();
+        let got = resolvers(&path);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(got, vec![ip("192.0.2.1")]);
+        // A directory exists and cannot be read as a file: an error, not an empty list.
+        assert!(read_resolvers(&dir).is_err());
+        assert_eq!(resolvers(&dir), Vec::<IpAddr>::new());
+    }
+
+    /// An RTM_NEWROUTE message: rtmsg header, then attributes.
+    fn route(family: u8, dst_len: u8, kind: u8, attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut p = vec![0u8; RTMSG_LEN];
+        p[RTM_FAMILY] = family;
+        p[RTM_DST_LEN] = dst_len;
+        p[RTM_TABLE] = 254;
+        p[RTM_PROTOCOL] = 4;
+        p[RTM_TYPE] = kind;
+        p.extend(attrs_bytes(attrs));
+        nlmsg(RTM_NEWROUTE, NLM_F_MULTI, 1, &p)
+    }
+
+    fn attrs_bytes(attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (kind, payload) in attrs {
+            out.extend(((4 + payload.len()) as u16).to_ne_bytes());
+            out.extend(kind.to_ne_bytes());
+            out.extend(payload);
+            out.resize(align(out.len()), 0);
+        }
+        out
+    }
+
+    fn nexthop(attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let a = attrs_bytes(attrs);
+        let mut out = ((RTNH_LEN + a.len()) as u16).to_ne_bytes().to_vec();
+        out.extend([0, 0]); // flags, hops
+        out.extend(2i32.to_ne_bytes()); // ifindex
+        out.extend(a);
+        out
+    }
+
+    fn v6(s: &str) -> Vec<u8> {
+        s.parse::<Ipv6Addr>().unwrap().octets().to_vec()
+    }
+
+    fn sample_routes() -> Vec<u8> {
+        const V4: u8 = libc::AF_INET as u8;
+        const V6: u8 = libc::AF_INET6 as u8;
+        let table = (15u16, 254u32.to_ne_bytes().to_vec()); // RTA_TABLE
+        let mut d = Vec::new();
+        // default via 10.250.77.1
+        d.extend(route(
+            V4,
+            0,
+            RTN_UNICAST,
+            &[table.clone(), (RTA_GATEWAY, vec![10, 250, 77, 1])],
+        ));
+        // 10.250.77.0/24 dev d0 (no gateway) and 192.0.2.0/24 via 10.250.77.9: not default
+        d.extend(route(
+            V4,
+            24,
+            RTN_UNICAST,
+            &[(RTA_DST, vec![10, 250, 77, 0])],
+        ));
+        d.extend(route(
+            V4,
+            24,
+            RTN_UNICAST,
+            &[
+                (RTA_DST, vec![192, 0, 2, 0]),
+                (RTA_GATEWAY, vec![10, 250, 77, 9]),
+            ],
+        ));
+        // default via fe80::1 (IPv6), and an unreachable default: no gateway to keep
+        d.extend(route(V6, 0, RTN_UNICAST, &[(RTA_GATEWAY, v6("fe80::1"))]));
+        d.extend(route(V6, 0, 7, &[(RTA_GATEWAY, v6("fe80::dead"))]));
+        // multipath default: nexthop via 203.0.113.1 and via inet6 fe80::2 (RTA_VIA)
+        let mut via = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+        via.extend(v6("fe80::2"));
+        let mut mp = nexthop(&[(RTA_GATEWAY, vec![203, 0, 113, 1])]);
+        mp.extend(nexthop(&[(RTA_VIA, via)]));
+        d.extend(route(V4, 0, RTN_UNICAST, &[(RTA_MULTIPATH, mp)]));
+        // a multicast-routing family (RTNL_FAMILY_IPMR) is not ours
+        d.extend(route(
+            128,
+            0,
+            RTN_UNICAST,
+            &[(RTA_GATEWAY, vec![1, 1, 1, 1])],
+        ));
+        d.extend(done(1, 0));
+        d
+    }
+
+    #[test]
+    fn default_routes_give_their_gateways() {
+        let d = sample_routes();
+        let mut out = Vec::new();
+        let flow = walk(&d, 1, "routes", &mut |m| {
+            default_route_gateways(m, &mut out)
+        })
+        .unwrap();
+        assert_eq!(flow, Walk::Done);
+        assert_eq!(
+            out,
+            vec![
+                ip("10.250.77.1"),
+                ip("fe80::1"),
+                ip("203.0.113.1"),
+                ip("fe80::2")
+            ]
+        );
+        // A lying nexthop length stops the nexthop walk, not the program.
+        let mut bad = Vec::new();
+        let mut mp = nexthop(&[(RTA_GATEWAY, vec![203, 0, 113, 1])]);
+        mp[0] = 200;
+        bad.extend(route(
+            libc::AF_INET as u8,
+            0,
+            RTN_UNICAST,
+            &[(RTA_MULTIPATH, mp)],
+        ));
+        let m = Msgs::new(&bad).next().unwrap().unwrap();
+        let mut out = Vec::new();
+        default_route_gateways(&m, &mut out);
+        assert_eq!(out, Vec::<IpAddr>::new());
+        // A message shorter than rtmsg.
+        let short = nlmsg(RTM_NEWROUTE, 0, 1, &[2, 0, 0]);
+        let m = Msgs::new(&short).next().unwrap().unwrap();
+        default_route_gateways(&m, &mut out);
+        assert_eq!(out, Vec::<IpAddr>::new());
+    }
+
+    #[test]
+    fn random_and_mutated_route_replies_never_panic() {
+        let seed = sample_routes();
+        let mut found = 0usize;
+        fuzz(&seed, 20_000, &mut |buf| {
+            let mut out = Vec::new();
+            let _ = walk(buf, 1, "fuzz", &mut |m| default_route_gateways(m, &mut out));
+            found += out.len();
+        });
+        assert!(found > 1000, "mutation kept nothing valid: {found}");
+    }
+
+    #[test]
+    fn automatic_safelist_never_fails() {
+        let missing = std::env::temp_dir().join("fta-no-such-dir/resolv.conf");
+        let (safe, warnings) = automatic_safelist(22, &missing);
+        // Whatever this host lets us read, loopback is ours.
+        assert!(
+            safe.contains(&Cidr::host(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+            "{safe:?} {warnings:?}"
+        );
+        assert!(safe.iter().all(|c| c.is_host()));
+    }
 
     #[test]
     fn loopback_is_one_of_ours() {

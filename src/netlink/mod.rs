@@ -3,6 +3,7 @@
 //! Submodules: `wire` (message views and writer), `nft` (nf_tables messages), `socket`.
 
 pub mod conntrack;
+pub mod diag;
 pub mod expr;
 pub mod host;
 pub mod nflog;
@@ -377,6 +378,37 @@ impl Nft {
         }
         self.sock.commit(&mut batch)?;
         Ok(role)
+    }
+
+    /// A tick's mitigation changes in one transaction: bans added or refreshed, bans lifted
+    /// whether or not they are still there (an element is added with a short timeout before
+    /// its delete, so a ban that ran out is no error).
+    pub fn apply(
+        &mut self,
+        changes: &[crate::mitigate::Change],
+        features: Features,
+    ) -> Result<(), NlError> {
+        use crate::mitigate::Change;
+        let mut batch = self.sock.batch();
+        for change in changes {
+            let (cidr, timeout, lift) = match *change {
+                Change::Ban { cidr, timeout } => (cidr, timeout, false),
+                Change::Unban { cidr } => (cidr, Duration::from_secs(1), true),
+            };
+            let role = SetRole::for_ban(&cidr);
+            let op = ElementOp {
+                timeout: Some(timeout),
+                ..ElementOp::key(Key::Addr(ElementKey::Cidr(cidr)))
+            };
+            batch.add_elements(set_ref(role), &[op])?;
+            if lift || !features.timeout_refresh {
+                batch.delete_elements(set_ref(role), &[op])?;
+            }
+            if !lift && !features.timeout_refresh {
+                batch.add_elements(set_ref(role), &[op])?;
+            }
+        }
+        self.sock.commit(&mut batch)
     }
 
     /// Lifts a ban. Returns false when there was none.

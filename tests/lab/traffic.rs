@@ -9,7 +9,7 @@ use super::{assert_lab_addr, Lab, Proc, ATTACKER_IF, ATTACKER_MAC, VICTIM_IF, VI
 /// No flood is allowed more packets than this.
 pub const MAX_FLOOD_PACKETS: u64 = 5_000_000;
 
-/// A UDP packet for trafgen, from `src:sport` to `dst:dport` with `payload` bytes (IPv4 only).
+/// A UDP packet for trafgen, from `src:sport` to `dst:dport` with `payload` bytes.
 pub struct UdpFlood<'a> {
     pub src: &'a str,
     pub dst: &'a str,
@@ -35,15 +35,25 @@ impl Lab {
 
     /// Starts the same flood in the background.
     pub fn spawn_trafgen(&self, flood: &UdpFlood, count: u64, rate: Option<u64>) -> Proc {
-        assert!(assert_lab_addr(flood.src).is_ipv4() && assert_lab_addr(flood.dst).is_ipv4());
+        let v4 = assert_lab_addr(flood.src).is_ipv4();
+        assert_eq!(
+            v4,
+            assert_lab_addr(flood.dst).is_ipv4(),
+            "lab: flood mixes families"
+        );
         assert!(
             (1..=MAX_FLOOD_PACKETS).contains(&count),
             "lab: flood of {count} packets"
         );
         let dport = flood.dport.map_or("drnd()".to_string(), |p| p.to_string());
+        let ip = if v4 {
+            format!("ipv4(saddr={}, daddr={}, ttl=64)", flood.src, flood.dst)
+        } else {
+            format!("ipv6(sa={}, da={}, hl=64)", flood.src, flood.dst)
+        };
         let packet = format!(
-            "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), ipv4(saddr={}, daddr={}, ttl=64), udp(sp={}, dp={dport}), fill(0x41, {}) }}",
-            flood.src, flood.dst, flood.sport, flood.payload
+            "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), {ip}, udp(sp={}, dp={dport}), fill(0x41, {}) }}",
+            flood.sport, flood.payload
         );
         let count = count.to_string();
         let mut args = vec![

@@ -1,0 +1,238 @@
+//! The mitigation decisions, replayed without a kernel.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::*;
+use crate::detect::{SourceShare, Vector};
+
+fn event(kind: EventKind, incident: &str, sources: &[(&str, f64)], concentrated: bool) -> Event {
+    Event {
+        kind,
+        incident: incident.to_string(),
+        vector: Vector::UdpFlood,
+        proto: Some("udp"),
+        port: Some(27015),
+        port_range: None,
+        counter: "udp_27015".to_string(),
+        pps: 50_000.0,
+        bps: 1e8,
+        baseline_pps: 10.0,
+        threshold_pps: 5000.0,
+        sources: sources
+            .iter()
+            .map(|(a, share)| SourceShare {
+                addr: a.parse::<IpAddr>().unwrap(),
+                share: *share,
+            })
+            .collect(),
+        distinct_sources: sources.len() as f64,
+        concentrated,
+        top_prefixes: Vec::new(),
+        connections: None,
+        connection_limit: None,
+        duration: None,
+        peak_pps: None,
+    }
+}
+
+fn mitigator(safelist: &[&str]) -> Mitigator {
+    Mitigator::new(
+        &Config::default(),
+        safelist.iter().map(|s| s.parse().unwrap()).collect(),
+    )
+}
+
+fn cidr(s: &str) -> Cidr {
+    s.parse().unwrap()
+}
+
+fn tick(m: &mut Mitigator, events: &[Event], at_ms: u64) -> (Vec<Change>, Vec<MitigationEvent>) {
+    let (mut changes, mut out) = (Vec::new(), Vec::new());
+    m.plan(events, Duration::from_millis(at_ms), &mut changes, &mut out);
+    (changes, out)
+}
+
+#[test]
+fn a_concentrated_flood_bans_its_heavy_sources_and_the_end_lifts_them() {
+    let mut m = mitigator(&[]);
+    let start = event(
+        EventKind::AttackStart,
+        "i-1",
+        &[("10.250.0.1", 0.97), ("10.250.0.9", 0.01)],
+        true,
+    );
+    let (changes, out) = tick(&mut m, &[start], 0);
+    let ten_minutes = Duration::from_secs(600);
+    assert_eq!(
+        changes,
+        vec![Change::Ban {
+            cidr: cidr("10.250.0.1"),
+            timeout: ten_minutes
+        }]
+    );
+    assert_eq!(out.len(), 1);
+    assert!(out[0].applied && out[0].addresses == vec![cidr("10.250.0.1")]);
+
+    // While it lasts, updates refresh the ban without a new event.
+    let update = event(EventKind::AttackUpdate, "i-1", &[("10.250.0.1", 0.9)], true);
+    let (changes, out) = tick(&mut m, &[update], 1000);
+    assert_eq!(
+        changes,
+        vec![Change::Ban {
+            cidr: cidr("10.250.0.1"),
+            timeout: ten_minutes
+        }]
+    );
+    assert!(out.is_empty());
+
+    let end = event(EventKind::AttackEnd, "i-1", &[], true);
+    let (changes, out) = tick(&mut m, &[end], 12_000);
+    assert_eq!(
+        changes,
+        vec![Change::Unban {
+            cidr: cidr("10.250.0.1")
+        }]
+    );
+    assert!(!out[0].applied);
+    let line: serde_json::Value = serde_json::from_str(&out[0].to_json(SystemTime::now())).unwrap();
+    assert_eq!(line["event"], "mitigation_removed");
+    assert_eq!(line["addresses"][0], "10.250.0.1");
+}
+
+#[test]
+fn safelisted_sources_are_never_banned() {
+    let mut m = mitigator(&["10.250.0.0/30", "fd00:250::1"]);
+    let start = event(
+        EventKind::AttackStart,
+        "i-1",
+        &[
+            ("10.250.0.1", 0.5),
+            ("fd00:250::1", 0.3),
+            ("10.250.0.7", 0.2),
+        ],
+        true,
+    );
+    let (changes, _) = tick(&mut m, &[start], 0);
+    assert_eq!(
+        changes,
+        vec![Change::Ban {
+            cidr: cidr("10.250.0.7"),
+            timeout: Duration::from_secs(600)
+        }]
+    );
+}
+
+#[test]
+fn distributed_floods_get_no_single_bans() {
+    let mut m = mitigator(&[]);
+    let (changes, out) = tick(
+        &mut m,
+        &[event(EventKind::AttackStart, "i-1", &[], false)],
+        0,
+    );
+    assert!(changes.is_empty() && out.is_empty());
+}
+
+#[test]
+fn a_crowded_prefix_is_banned_whole_unless_it_holds_a_safelisted_address() {
+    let sources = [
+        ("10.250.1.1", 0.2),
+        ("10.250.1.2", 0.2),
+        ("10.250.1.3", 0.2),
+        ("10.250.1.4", 0.2),
+    ];
+    let mut m = mitigator(&[]);
+    let (changes, out) = tick(
+        &mut m,
+        &[event(EventKind::AttackStart, "i-1", &sources, true)],
+        0,
+    );
+    assert_eq!(changes.len(), 5);
+    assert_eq!(
+        changes[4],
+        Change::Ban {
+            cidr: cidr("10.250.1.0/24"),
+            timeout: Duration::from_secs(600)
+        }
+    );
+    assert!(out[0].addresses.contains(&cidr("10.250.1.0/24")));
+
+    let mut m = mitigator(&["10.250.1.200"]);
+    let (changes, _) = tick(
+        &mut m,
+        &[event(EventKind::AttackStart, "i-1", &sources, true)],
+        0,
+    );
+    assert_eq!(
+        changes.len(),
+        4,
+        "no prefix over a safelisted address: {changes:?}"
+    );
+}
+
+#[test]
+fn new_bans_are_capped_per_second() {
+    let mut config = Config::default();
+    config.mitigation.max_bans_per_second = 2;
+    config.mitigation.prefix_after = 256;
+    let mut m = Mitigator::new(&config, Vec::new());
+    let sources = [
+        ("10.250.1.1", 0.25),
+        ("10.250.2.1", 0.25),
+        ("10.250.3.1", 0.25),
+        ("10.250.4.1", 0.25),
+    ];
+    let (changes, _) = tick(
+        &mut m,
+        &[event(EventKind::AttackStart, "i-1", &sources, true)],
+        0,
+    );
+    assert_eq!(changes.len(), 2, "two a second");
+    let (changes, _) = tick(
+        &mut m,
+        &[event(EventKind::AttackUpdate, "i-1", &sources, true)],
+        1000,
+    );
+    assert_eq!(
+        changes.len(),
+        4,
+        "two refreshed, two more added: {changes:?}"
+    );
+}
+
+#[test]
+fn a_ban_shared_by_two_incidents_stays_until_both_end() {
+    let mut m = mitigator(&[]);
+    let a = event(EventKind::AttackStart, "i-1", &[("10.250.0.1", 1.0)], true);
+    let b = event(EventKind::AttackStart, "i-2", &[("10.250.0.1", 1.0)], true);
+    tick(&mut m, &[a, b], 0);
+    let (changes, out) = tick(
+        &mut m,
+        &[event(EventKind::AttackEnd, "i-1", &[], true)],
+        5000,
+    );
+    assert!(changes.is_empty() && out.is_empty());
+    let (changes, _) = tick(
+        &mut m,
+        &[event(EventKind::AttackEnd, "i-2", &[], true)],
+        6000,
+    );
+    assert_eq!(
+        changes,
+        vec![Change::Unban {
+            cidr: cidr("10.250.0.1")
+        }]
+    );
+}
+
+#[test]
+fn a_refused_batch_is_tried_again() {
+    let mut m = mitigator(&[]);
+    let start = event(EventKind::AttackStart, "i-1", &[("10.250.0.1", 1.0)], true);
+    let (changes, _) = tick(&mut m, &[start], 0);
+    m.rejected(&changes);
+    let update = event(EventKind::AttackUpdate, "i-1", &[("10.250.0.1", 1.0)], true);
+    let (_, out) = tick(&mut m, &[update], 1000);
+    assert_eq!(out.len(), 1, "added again, with its event");
+}

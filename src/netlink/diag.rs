@@ -1,0 +1,840 @@
+//! Which TCP and UDP sockets this network namespace holds, read over NETLINK_SOCK_DIAG
+//! (inet_diag): the peers of established connections to a port (the operator's SSH sessions,
+//! never to be locked out) and the listening sockets (services to propose). Also the one-shot
+//! netlink dump over a private socket of any protocol, which `host` uses for routes.
+//!
+//! Requests and replies are laid out with explicit offsets from linux/sock_diag.h and
+//! linux/inet_diag.h; replies are read from checked slices, never transmuted.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use super::socket::{recv_into, send_to_kernel};
+use super::wire::{
+    align, Msg, Msgs, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use super::NlError;
+
+/// Constants and byte layouts of linux/sock_diag.h and linux/inet_diag.h.
+pub mod abi {
+    /// sock_diag.h: the request (and reply) type of inet_diag_req_v2 dumps.
+    pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
+
+    /// struct inet_diag_sockid, 48 bytes: ports and addresses are big-endian.
+    pub const ID_SPORT: usize = 0; // __be16
+    pub const ID_DPORT: usize = 2; // __be16
+    pub const ID_SRC: usize = 4; // __be32[4]
+    pub const ID_DST: usize = 20; // __be32[4]
+    pub const ID_IF: usize = 36; // __u32
+    pub const ID_COOKIE: usize = 40; // __u32[2]
+    pub const INET_DIAG_SOCKID_LEN: usize = 48;
+
+    /// struct inet_diag_req_v2, 56 bytes.
+    pub const REQ_FAMILY: usize = 0; // __u8 sdiag_family
+    pub const REQ_PROTOCOL: usize = 1; // __u8 sdiag_protocol
+    pub const REQ_EXT: usize = 2; // __u8 idiag_ext
+    pub const REQ_PAD: usize = 3; // __u8 pad
+    pub const REQ_STATES: usize = 4; // __u32 idiag_states, host order: bit n = state n
+    pub const REQ_ID: usize = 8; // struct inet_diag_sockid
+    pub const INET_DIAG_REQ_V2_LEN: usize = REQ_ID + INET_DIAG_SOCKID_LEN;
+
+    /// struct inet_diag_msg, 72 bytes (attributes may follow).
+    pub const MSG_FAMILY: usize = 0; // __u8
+    pub const MSG_STATE: usize = 1; // __u8
+    pub const MSG_TIMER: usize = 2; // __u8
+    pub const MSG_RETRANS: usize = 3; // __u8
+    pub const MSG_ID: usize = 4; // struct inet_diag_sockid
+    pub const MSG_EXPIRES: usize = MSG_ID + INET_DIAG_SOCKID_LEN; // __u32
+    pub const MSG_RQUEUE: usize = 56; // __u32
+    pub const MSG_WQUEUE: usize = 60; // __u32
+    pub const MSG_UID: usize = 64; // __u32
+    pub const MSG_INODE: usize = 68; // __u32
+    pub const INET_DIAG_MSG_LEN: usize = 72;
+
+    /// include/net/tcp_states.h (UDP reuses them: bound and unconnected is TCP_CLOSE).
+    pub const TCP_ESTABLISHED: u8 = 1;
+    pub const TCP_CLOSE: u8 = 7;
+    pub const TCP_LISTEN: u8 = 10;
+
+    const _: () = assert!(INET_DIAG_REQ_V2_LEN == 56);
+    const _: () = assert!(MSG_EXPIRES == 52);
+    const _: () = assert!(MSG_INODE + 4 == INET_DIAG_MSG_LEN);
+}
+
+use abi::*;
+
+/// Which listening sockets to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listening {
+    /// TCP sockets in state LISTEN.
+    Tcp,
+    /// Bound, unconnected UDP sockets.
+    Udp,
+}
+
+/// Remote addresses of the ESTABLISHED TCP connections whose local port is `local_port`
+/// (called with 22: the operator's SSH sessions), IPv4 and IPv6, sorted and deduplicated.
+/// A v4-mapped IPv6 peer (`::ffff:a.b.c.d`, a dual-stack socket) is reported as IPv4.
+pub fn established_peers(local_port: u16) -> Result<Vec<IpAddr>, NlError> {
+    let mut peers = Vec::new();
+    let states = 1u32 << TCP_ESTABLISHED;
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        dump_sockets(family, libc::IPPROTO_TCP, states, &mut |sock| {
+            if sock.state() == TCP_ESTABLISHED && sock.local_port() == local_port {
+                peers.extend(sock.remote_addr());
+            }
+        })?;
+    }
+    peers.sort_unstable();
+    peers.dedup();
+    Ok(peers)
+}
+
+/// Local address and port of the listening TCP sockets (state LISTEN) or of the bound,
+/// unconnected UDP sockets, IPv4 and IPv6, sorted and deduplicated. A wildcard socket shows
+/// as `0.0.0.0` or `::`.
+pub fn listening(proto: Listening) -> Result<Vec<(IpAddr, u16)>, NlError> {
+    let (protocol, state) = match proto {
+        Listening::Tcp => (libc::IPPROTO_TCP, TCP_LISTEN),
+        Listening::Udp => (libc::IPPROTO_UDP, TCP_CLOSE),
+    };
+    let mut out = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        dump_sockets(family, protocol, 1u32 << state, &mut |sock| {
+            if sock.state() == state {
+                if let Some(addr) = sock.local_addr() {
+                    out.push((addr, sock.local_port()));
+                }
+            }
+        })?;
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// An inet_diag_req_v2 asking for every socket of `family` and `protocol` in `states` (a
+/// bitmask of TCP states), without extensions.
+pub fn inet_diag_request(family: u8, protocol: u8, states: u32) -> [u8; INET_DIAG_REQ_V2_LEN] {
+    let mut req = [0u8; INET_DIAG_REQ_V2_LEN];
+    req[REQ_FAMILY] = family;
+    req[REQ_PROTOCOL] = protocol;
+    req[REQ_EXT] = 0;
+    req[REQ_PAD] = 0;
+    req[REQ_STATES..REQ_STATES + 4].copy_from_slice(&states.to_ne_bytes());
+    // The socket id is only used to look up one socket; a dump ignores it.
+    req
+}
+
+fn dump_sockets(
+    family: libc::c_int,
+    protocol: libc::c_int,
+    states: u32,
+    on_sock: &mut dyn FnMut(DiagMsg),
+) -> Result<(), NlError> {
+    let what = match (family, protocol) {
+        (libc::AF_INET, libc::IPPROTO_TCP) => "sock_diag: dump IPv4 TCP sockets",
+        (libc::AF_INET, _) => "sock_diag: dump IPv4 UDP sockets",
+        (_, libc::IPPROTO_TCP) => "sock_diag: dump IPv6 TCP sockets",
+        _ => "sock_diag: dump IPv6 UDP sockets",
+    };
+    let req = inet_diag_request(family as u8, protocol as u8, states);
+    dump(
+        libc::NETLINK_SOCK_DIAG,
+        what,
+        SOCK_DIAG_BY_FAMILY,
+        &req,
+        &mut |m| {
+            if let Some(sock) = DiagMsg::from_msg(m) {
+                on_sock(sock)
+            }
+        },
+    )
+}
+
+/// A checked view of one inet_diag_msg: its fixed part is known to be complete.
+#[derive(Debug, Clone, Copy)]
+pub struct DiagMsg<'a> {
+    b: &'a [u8; INET_DIAG_MSG_LEN],
+}
+
+impl<'a> DiagMsg<'a> {
+    /// The socket a SOCK_DIAG_BY_FAMILY reply describes; None for any other message or one
+    /// too short to hold an inet_diag_msg.
+    pub fn from_msg(msg: &Msg<'a>) -> Option<DiagMsg<'a>> {
+        if msg.kind() != SOCK_DIAG_BY_FAMILY {
+            return None;
+        }
+        let b = msg.payload().get(..INET_DIAG_MSG_LEN)?.try_into().ok()?;
+        Some(DiagMsg { b })
+    }
+
+    pub fn family(&self) -> u8 {
+        self.b[MSG_FAMILY]
+    }
+
+    pub fn state(&self) -> u8 {
+        self.b[MSG_STATE]
+    }
+
+    pub fn local_port(&self) -> u16 {
+        let at = MSG_ID + ID_SPORT;
+        u16::from_be_bytes([self.b[at], self.b[at + 1]])
+    }
+
+    pub fn remote_port(&self) -> u16 {
+        let at = MSG_ID + ID_DPORT;
+        u16::from_be_bytes([self.b[at], self.b[at + 1]])
+    }
+
+    /// The local address; None for a family other than IPv4 and IPv6.
+    pub fn local_addr(&self) -> Option<IpAddr> {
+        self.addr(MSG_ID + ID_SRC)
+    }
+
+    /// The remote address; None for a family other than IPv4 and IPv6.
+    pub fn remote_addr(&self) -> Option<IpAddr> {
+        self.addr(MSG_ID + ID_DST)
+    }
+
+    fn addr(&self, at: usize) -> Option<IpAddr> {
+        let bytes: [u8; 16] = self.b.get(at..at + 16)?.try_into().ok()?;
+        match i32::from(self.family()) {
+            libc::AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+                bytes[0], bytes[1], bytes[2], bytes[3],
+            ))),
+            libc::AF_INET6 => Some(unmap(Ipv6Addr::from(bytes))),
+            _ => None,
+        }
+    }
+}
+
+/// `::ffff:a.b.c.d` as the IPv4 address it stands for; any other IPv6 address unchanged.
+fn unmap(a: Ipv6Addr) -> IpAddr {
+    match a.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(a),
+    }
+}
+
+// ---- one-shot dumps over a private netlink socket ----
+
+const RECV_BUF: usize = 64 * 1024;
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+const DUMP_SEQ: u32 = 1;
+
+/// Opens a netlink socket of `protocol`, sends one dump request of `msg_type` whose payload is
+/// `header` (the family header: inet_diag_req_v2, rtmsg, ...), and passes each reply message
+/// to `on_msg` until the dump is done. `what` names the dump in errors.
+pub(crate) fn dump(
+    protocol: libc::c_int,
+    what: &'static str,
+    msg_type: u16,
+    header: &[u8],
+    on_msg: &mut dyn FnMut(&Msg),
+) -> Result<(), NlError> {
+    let fd = open(protocol, what)?;
+    let request = dump_request(msg_type, DUMP_SEQ, header);
+    send_to_kernel(&fd, &request, what)?;
+    let mut buf = vec![0u8; RECV_BUF];
+    loop {
+        let n = match recv_into(&fd, &mut buf, libc::MSG_TRUNC) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(NlError::Io { op: what, source }),
+        };
+        if n == 0 {
+            return Err(NlError::Malformed(format!("{what}: empty reply")));
+        }
+        if n > buf.len() {
+            return Err(NlError::Malformed(format!(
+                "{what}: a {n}-byte reply exceeds the {}-byte buffer",
+                buf.len()
+            )));
+        }
+        if let Walk::Done = walk(&buf[..n], DUMP_SEQ, what, on_msg)? {
+            return Ok(());
+        }
+    }
+}
+
+/// One request message: netlink header (NLM_F_REQUEST | NLM_F_DUMP) and `header` as payload.
+pub(crate) fn dump_request(msg_type: u16, seq: u32, header: &[u8]) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + header.len();
+    let mut out = Vec::with_capacity(align(len));
+    out.extend_from_slice(&(len as u32).to_ne_bytes());
+    out.extend_from_slice(&msg_type.to_ne_bytes());
+    out.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+    out.extend_from_slice(header);
+    out.resize(align(len), 0);
+    out
+}
+
+/// Whether a dump goes on after a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Walk {
+    More,
+    Done,
+}
+
+/// Walks the messages of one received datagram of a dump with sequence number `seq`: data
+/// messages go to `on_msg`; NLMSG_DONE ends the dump (with the error a dump may carry in it),
+/// NLMSG_ERROR ends it with the kernel's error. Panic-free on any input.
+pub(crate) fn walk(
+    datagram: &[u8],
+    seq: u32,
+    what: &str,
+    on_msg: &mut dyn FnMut(&Msg),
+) -> Result<Walk, NlError> {
+    for msg in Msgs::new(datagram) {
+        let msg = msg?;
+        if msg.seq() != seq {
+            continue; // not ours (cannot happen on a private socket, but costs nothing)
+        }
+        match msg.kind() {
+            NLMSG_DONE => {
+                // A dump's status: 0, or a negative errno when it failed part way.
+                let code = msg
+                    .payload()
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(i32::from_ne_bytes)
+                    .unwrap_or(0);
+                if code < 0 {
+                    return Err(NlError::kernel(
+                        what.to_string(),
+                        code.saturating_neg(),
+                        None,
+                    ));
+                }
+                return Ok(Walk::Done);
+            }
+            NLMSG_ERROR => {
+                let reply = msg
+                    .error()
+                    .ok_or_else(|| NlError::Malformed(format!("{what}: short error message")))?;
+                if reply.code == 0 {
+                    return Ok(Walk::Done);
+                }
+                return Err(NlError::kernel(
+                    what.to_string(),
+                    reply.code.saturating_neg(),
+                    reply.ext_msg,
+                ));
+            }
+            _ => on_msg(&msg),
+        }
+    }
+    Ok(Walk::More)
+}
+
+/// A blocking netlink socket of `protocol` whose reads give up after REPLY_TIMEOUT. The kernel
+/// binds it on the first send.
+fn open(protocol: libc::c_int, what: &'static str) -> Result<OwnedFd, NlError> {
+    let fail = |source| NlError::Io { op: what, source };
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if raw < 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    // Best effort: an error's explanation in words.
+    set_opt(&fd, libc::SOL_NETLINK, libc::NETLINK_EXT_ACK, &one);
+    let tv = libc::timeval {
+        tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: REPLY_TIMEOUT.subsec_micros() as libc::suseconds_t,
+    };
+    if !set_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv) {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    Ok(fd)
+}
+
+fn set_opt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> bool {
+    // SAFETY: `value` points to a live T of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    rc == 0
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::netlink::wire::NLM_F_MULTI;
+
+    /// xorshift64*: deterministic randomness without crates.
+    pub(crate) struct Rng(pub u64);
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    /// One netlink message as the kernel would send it.
+    pub(crate) fn nlmsg(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let len = NLMSG_HDRLEN + payload.len();
+        let mut out = Vec::new();
+        out.extend_from_slice(&(len as u32).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(&flags.to_ne_bytes());
+        out.extend_from_slice(&seq.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(payload);
+        out.resize(align(len), 0);
+        out
+    }
+
+    pub(crate) fn done(seq: u32, status: i32) -> Vec<u8> {
+        nlmsg(NLMSG_DONE, NLM_F_MULTI, seq, &status.to_ne_bytes())
+    }
+
+    /// Feeds `rounds` buffers to `f`: half are `seed` with a few bytes changed and cut
+    /// somewhere, half are random bytes.
+    pub(crate) fn fuzz(seed: &[u8], rounds: usize, f: &mut dyn FnMut(&[u8])) {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut buf = vec![0u8; seed.len().max(512)];
+        for round in 0..rounds {
+            let len = if round % 2 == 0 {
+                buf[..seed.len()].copy_from_slice(seed);
+                for _ in 0..1 + rng.next() % 4 {
+                    let i = (rng.next() as usize) % seed.len();
+                    buf[i] = rng.next() as u8;
+                }
+                (rng.next() as usize) % (seed.len() + 1)
+            } else {
+                let len = (rng.next() as usize) % buf.len();
+                for b in &mut buf[..len] {
+                    *b = rng.next() as u8;
+                }
+                // Now and then a plausible message length, so the walker goes deeper.
+                if len >= 16 && rng.next() % 2 == 0 {
+                    let claimed = 16 + (rng.next() as usize) % (len - 15);
+                    buf[..4].copy_from_slice(&(claimed as u32).to_ne_bytes());
+                    buf[8..12].copy_from_slice(&DUMP_SEQ.to_ne_bytes());
+                }
+                len
+            };
+            f(&buf[..len]);
+        }
+    }
+
+    /// An inet_diag_msg payload.
+    fn diag_msg(
+        family: u8,
+        state: u8,
+        local: (&[u8], u16),
+        remote: (&[u8], u16),
+        attrs: &[u8],
+    ) -> Vec<u8> {
+        let mut p = vec![0u8; INET_DIAG_MSG_LEN];
+        p[MSG_FAMILY] = family;
+        p[MSG_STATE] = state;
+        p[MSG_ID + ID_SPORT..][..2].copy_from_slice(&local.1.to_be_bytes());
+        p[MSG_ID + ID_DPORT..][..2].copy_from_slice(&remote.1.to_be_bytes());
+        p[MSG_ID + ID_SRC..][..local.0.len()].copy_from_slice(local.0);
+        p[MSG_ID + ID_DST..][..remote.0.len()].copy_from_slice(remote.0);
+        p[MSG_ID + ID_IF..][..4].copy_from_slice(&3u32.to_ne_bytes());
+        p[MSG_ID + ID_COOKIE..][..8].copy_from_slice(&[0xaa; 8]);
+        p[MSG_INODE..][..4].copy_from_slice(&12345u32.to_ne_bytes());
+        p.extend_from_slice(attrs);
+        p
+    }
+
+    fn v6(s: &str) -> [u8; 16] {
+        s.parse::<Ipv6Addr>().unwrap().octets()
+    }
+
+    fn sample_datagram() -> Vec<u8> {
+        let mut d = Vec::new();
+        let tcp_info_attr = [8u8, 0, 2, 0, 1, 2, 3, 4]; // an INET_DIAG_INFO-like attribute
+        d.extend(nlmsg(
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_MULTI,
+            DUMP_SEQ,
+            &diag_msg(
+                libc::AF_INET as u8,
+                TCP_ESTABLISHED,
+                (&[10, 0, 0, 1], 22),
+                (&[192, 0, 2, 7], 50123),
+                &tcp_info_attr,
+            ),
+        ));
+        d.extend(nlmsg(
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_MULTI,
+            DUMP_SEQ,
+            &diag_msg(
+                libc::AF_INET6 as u8,
+                TCP_ESTABLISHED,
+                (&v6("::ffff:10.0.0.1"), 22),
+                (&v6("::ffff:198.51.100.9"), 40000),
+                &[],
+            ),
+        ));
+        d.extend(nlmsg(
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_MULTI,
+            DUMP_SEQ,
+            &diag_msg(
+                libc::AF_INET6 as u8,
+                TCP_ESTABLISHED,
+                (&v6("2001:db8::1"), 22),
+                (&v6("2001:db8::beef"), 40001),
+                &[],
+            ),
+        ));
+        d.extend(done(DUMP_SEQ, 0));
+        d
+    }
+
+    #[test]
+    fn request_layout_matches_the_headers() {
+        let req = inet_diag_request(libc::AF_INET6 as u8, libc::IPPROTO_UDP as u8, 1 << 7);
+        assert_eq!(req.len(), 56);
+        assert_eq!(req[0], 10);
+        assert_eq!(req[1], 17);
+        assert_eq!(u32::from_ne_bytes(req[4..8].try_into().unwrap()), 0x80);
+        assert!(req[8..].iter().all(|&b| b == 0));
+        let msg = dump_request(SOCK_DIAG_BY_FAMILY, 9, &req);
+        assert_eq!(msg.len(), 72);
+        let m = Msgs::new(&msg).next().unwrap().unwrap();
+        assert_eq!(m.kind(), 20);
+        assert_eq!(m.flags(), NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(m.seq(), 9);
+        assert_eq!(m.payload(), &req[..]);
+    }
+
+    #[test]
+    fn reply_walker_reads_sockets_and_stops_at_done() {
+        let d = sample_datagram();
+        let mut seen = Vec::new();
+        let flow = walk(&d, DUMP_SEQ, "test", &mut |m| {
+            let s = DiagMsg::from_msg(m).unwrap();
+            seen.push((
+                s.state(),
+                s.local_addr().unwrap(),
+                s.local_port(),
+                s.remote_addr().unwrap(),
+                s.remote_port(),
+            ));
+        })
+        .unwrap();
+        assert_eq!(flow, Walk::Done);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (1, ip("10.0.0.1"), 22, ip("192.0.2.7"), 50123),
+                (1, ip("10.0.0.1"), 22, ip("198.51.100.9"), 40000),
+                (1, ip("2001:db8::1"), 22, ip("2001:db8::beef"), 40001),
+            ]
+        );
+        // Without DONE the dump goes on.
+        let cut = d.len() - done(DUMP_SEQ, 0).len();
+        assert_eq!(
+            walk(&d[..cut], DUMP_SEQ, "t", &mut |_| {}).unwrap(),
+            Walk::More
+        );
+    }
+
+    #[test]
+    fn reply_walker_reports_errors_and_skips_strangers() {
+        // DONE with a negative status is the dump's failure.
+        let err = walk(
+            &done(DUMP_SEQ, -libc::ENOENT),
+            DUMP_SEQ,
+            "dump x",
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert_eq!(err.errno(), Some(libc::ENOENT));
+        assert!(err.to_string().starts_with("dump x: "), "{err}");
+        // NLMSG_ERROR: code, then the original header.
+        let mut p = (-libc::EPERM).to_ne_bytes().to_vec();
+        p.extend(dump_request(SOCK_DIAG_BY_FAMILY, DUMP_SEQ, &[0; 56]));
+        let err = walk(
+            &nlmsg(NLMSG_ERROR, 0, DUMP_SEQ, &p),
+            DUMP_SEQ,
+            "x",
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EPERM));
+        // i32::MIN as an error code must not overflow.
+        let mut p = i32::MIN.to_ne_bytes().to_vec();
+        p.extend(dump_request(SOCK_DIAG_BY_FAMILY, DUMP_SEQ, &[]));
+        let _ = walk(
+            &nlmsg(NLMSG_ERROR, 0, DUMP_SEQ, &p),
+            DUMP_SEQ,
+            "x",
+            &mut |_| {},
+        );
+        let _ = walk(&done(DUMP_SEQ, i32::MIN), DUMP_SEQ, "x", &mut |_| {});
+        // Another sequence number, a short inet_diag_msg and another type are skipped.
+        let mut d = Vec::new();
+        d.extend(nlmsg(SOCK_DIAG_BY_FAMILY, 0, 77, &[0; 72]));
+        d.extend(nlmsg(SOCK_DIAG_BY_FAMILY, 0, DUMP_SEQ, &[2; 71]));
+        d.extend(nlmsg(21, 0, DUMP_SEQ, &[2; 72]));
+        let mut n = 0;
+        let flow = walk(&d, DUMP_SEQ, "x", &mut |m| {
+            n += DiagMsg::from_msg(m).is_some() as usize
+        })
+        .unwrap();
+        assert_eq!((flow, n), (Walk::More, 0));
+        // An unknown family has no addresses.
+        let p = diag_msg(44, 1, (&[1, 2, 3, 4], 1), (&[5, 6, 7, 8], 2), &[]);
+        let m = nlmsg(SOCK_DIAG_BY_FAMILY, 0, DUMP_SEQ, &p);
+        let m = Msgs::new(&m).next().unwrap().unwrap();
+        let s = DiagMsg::from_msg(&m).unwrap();
+        assert_eq!(
+            (s.local_addr(), s.remote_addr(), s.local_port()),
+            (None, None, 1)
+        );
+        // A header that lies about its length is malformed.
+        let mut bad = sample_datagram();
+        bad[0..4].copy_from_slice(&100_000u32.to_ne_bytes());
+        assert!(matches!(
+            walk(&bad, DUMP_SEQ, "x", &mut |_| {}),
+            Err(NlError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn random_and_mutated_replies_never_panic() {
+        let seed = sample_datagram();
+        let mut parsed = 0usize;
+        fuzz(&seed, 20_000, &mut |buf| {
+            let _ = walk(buf, DUMP_SEQ, "fuzz", &mut |m| {
+                if let Some(s) = DiagMsg::from_msg(m) {
+                    parsed += 1;
+                    let _ = (s.family(), s.state(), s.local_port(), s.remote_port());
+                    let _ = (s.local_addr(), s.remote_addr());
+                }
+            });
+        });
+        assert!(parsed > 1000, "mutation kept nothing valid: {parsed}");
+    }
+
+    // ---- root tests: a throwaway network namespace, traffic only inside it ----
+
+    use std::fs::File;
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::process::Command;
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn run(args: &[&str]) -> Result<(), String> {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// A network namespace deleted on drop, also when the test panics.
+    struct Netns(String);
+
+    impl Netns {
+        /// `fta-diag-<pid>`: lo up, dummy d0 (or veth d0, peer d0p) with 10.250.77.2/24, a
+        /// default route via .1.
+        fn create() -> Result<Netns, String> {
+            let name = format!("fta-diag-{}", std::process::id());
+            run(&["netns", "add", &name])?;
+            let ns = Netns(name);
+            ns.exec(&["ip", "link", "set", "lo", "up"])?;
+            // A kernel without the dummy driver gets a veth pair whose peer stays inside.
+            if let Err(dummy) = ns.exec(&["ip", "link", "add", "d0", "type", "dummy"]) {
+                ns.exec(&[
+                    "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d0p",
+                ])
+                .map_err(|veth| format!("{dummy}; {veth}"))?;
+                ns.exec(&["ip", "link", "set", "d0p", "up"])?;
+            }
+            ns.exec(&["ip", "link", "set", "d0", "up"])?;
+            ns.exec(&["ip", "addr", "add", "10.250.77.2/24", "dev", "d0"])?;
+            ns.exec(&["ip", "route", "add", "default", "via", "10.250.77.1"])?;
+            Ok(ns)
+        }
+
+        fn exec(&self, args: &[&str]) -> Result<(), String> {
+            let mut all = vec!["netns", "exec", &self.0];
+            all.extend_from_slice(args);
+            run(&all)
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = run(&["netns", "del", &self.0]);
+        }
+    }
+
+    /// Runs `f` in a new thread moved into the namespace; panics propagate.
+    fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", ns.0);
+        let handle = std::thread::spawn(move || {
+            let file = File::open(&path).expect("open netns");
+            // SAFETY: setns on a descriptor we own; affects only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+            f()
+        });
+        match handle.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// A TCP connection from `src` (any 127/8 address works on lo) to `dst`.
+    fn connect_from(src: Ipv4Addr, dst: std::net::SocketAddrV4) -> io::Result<TcpStream> {
+        let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(ip.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: socket/bind/connect with correctly sized addresses; the fd is owned at once.
+        unsafe {
+            let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if raw < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let stream = TcpStream::from_raw_fd(raw);
+            let local = sin(src, 0);
+            if libc::bind(raw, &local as *const _ as *const libc::sockaddr, len) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let remote = sin(*dst.ip(), dst.port());
+            if libc::connect(raw, &remote as *const _ as *const libc::sockaddr, len) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(stream)
+        }
+    }
+
+    #[test]
+    fn root_sees_routes_listeners_and_peers_in_a_namespace() {
+        if !is_root() {
+            eprintln!("skipped: needs root (creates a network namespace)");
+            return;
+        }
+        let ns = match Netns::create() {
+            Ok(ns) => ns,
+            Err(e) => {
+                eprintln!("skipped: cannot set up a network namespace: {e}");
+                return;
+            }
+        };
+        in_netns(&ns, || {
+            use crate::netlink::host;
+            let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+
+            assert_eq!(host::default_gateways().unwrap(), vec![ip("10.250.77.1")]);
+
+            let listener = TcpListener::bind("127.0.0.1:2222").unwrap();
+            let tcp = listening(Listening::Tcp).unwrap();
+            assert!(tcp.contains(&(ip("127.0.0.1"), 2222)), "{tcp:?}");
+            assert_eq!(established_peers(2222).unwrap(), Vec::<IpAddr>::new());
+
+            let client =
+                connect_from([127, 0, 0, 2].into(), "127.0.0.1:2222".parse().unwrap()).unwrap();
+            let (server, from) = listener.accept().unwrap();
+            assert_eq!(from.ip(), ip("127.0.0.2"));
+            assert_eq!(established_peers(2222).unwrap(), vec![ip("127.0.0.2")]);
+            // The client's side has port 2222 as its remote, not its local, port.
+            let client_port = client.local_addr().unwrap().port();
+            assert_eq!(
+                established_peers(client_port).unwrap(),
+                vec![ip("127.0.0.1")]
+            );
+
+            // A dual-stack listener: its IPv4 peer comes back v4-mapped and is unmapped.
+            let dual = TcpListener::bind("[::]:2224").unwrap();
+            let _c2 =
+                connect_from([127, 0, 0, 3].into(), "127.0.0.1:2224".parse().unwrap()).unwrap();
+            let (_s2, from2) = dual.accept().unwrap();
+            assert_eq!(from2.ip(), ip("::ffff:127.0.0.3"));
+            assert_eq!(established_peers(2224).unwrap(), vec![ip("127.0.0.3")]);
+            let tcp = listening(Listening::Tcp).unwrap();
+            assert!(tcp.contains(&(ip("::"), 2224)), "{tcp:?}");
+            // Established sockets are not listening ones.
+            assert!(!tcp.iter().any(|&(_, p)| p == client_port), "{tcp:?}");
+
+            let udp = UdpSocket::bind("127.0.0.1:5353").unwrap();
+            let udp6 = UdpSocket::bind("[::1]:5354").unwrap();
+            let connected = UdpSocket::bind("127.0.0.1:5355").unwrap();
+            connected.connect("127.0.0.1:5353").unwrap();
+            let udps = listening(Listening::Udp).unwrap();
+            assert!(udps.contains(&(ip("127.0.0.1"), 5353)), "{udps:?}");
+            assert!(udps.contains(&(ip("::1"), 5354)), "{udps:?}");
+            assert!(!udps.iter().any(|&(_, p)| p == 5355), "connected: {udps:?}");
+            let tcp_ports: Vec<u16> = listening(Listening::Tcp)
+                .unwrap()
+                .iter()
+                .map(|&(_, p)| p)
+                .collect();
+            assert!(!tcp_ports.contains(&5353), "{tcp_ports:?}");
+
+            // The whole safelist, with a resolv.conf of our own.
+            let conf = std::env::temp_dir().join(format!("fta-diag-{}.conf", std::process::id()));
+            std::fs::write(&conf, "nameserver 192.0.2.53\nnameserver fe80::53%d0\n").unwrap();
+            let (safe, warnings) = host::automatic_safelist(2222, &conf);
+            let _ = std::fs::remove_file(&conf);
+            assert!(warnings.is_empty(), "{warnings:?}");
+            let hosts: Vec<IpAddr> = safe.iter().map(|c| c.addr()).collect();
+            for want in [
+                "127.0.0.1",
+                "10.250.77.2",
+                "10.250.77.1",
+                "192.0.2.53",
+                "fe80::53",
+                "127.0.0.2",
+                "::1",
+            ] {
+                assert!(hosts.contains(&ip(want)), "{want} missing from {hosts:?}");
+            }
+            assert!(safe.iter().all(|c| c.is_host()), "{safe:?}");
+            let mut sorted = safe.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted, safe);
+            drop((server, client, udp, udp6, connected));
+        });
+        drop(ns);
+    }
+}
