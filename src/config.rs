@@ -158,6 +158,19 @@ pub struct Mitigation {
     pub auto_safelist: bool,
     /// The port whose established peers `auto_safelist` keeps.
     pub ssh_port: u16,
+    /// During a distributed flood, the attacked port is held to this many
+    /// packets a second, all sources together.
+    pub port_limit_pps: u32,
+    /// During an ICMP flood, ICMP (or ICMPv6) is held to this many packets a
+    /// second.
+    pub icmp_limit_pps: u32,
+    /// During a fragment flood, IP fragments are held to this many packets a
+    /// second.
+    pub fragment_limit_pps: u32,
+    /// How long an aggregate measure (a port, ICMP or fragment limit, a
+    /// reflector-port block) stays in the kernel unless refreshed. It is
+    /// refreshed while its incident lasts and removed when the incident ends.
+    pub aggregate_duration: Duration,
 }
 
 impl Default for Mitigation {
@@ -170,6 +183,10 @@ impl Default for Mitigation {
             prefix_after: 4,
             auto_safelist: true,
             ssh_port: 22,
+            port_limit_pps: 10_000,
+            icmp_limit_pps: 500,
+            fragment_limit_pps: 500,
+            aggregate_duration: Duration::from_secs(120),
         }
     }
 }
@@ -477,6 +494,12 @@ const BAN_DURATION: DurationRule = DurationRule {
     max: Duration::from_secs(30 * 24 * 3600),
     range: "between 1s and 30 days",
 };
+const AGGREGATE_DURATION: DurationRule = DurationRule {
+    name: "the aggregate duration",
+    min: Duration::from_secs(10),
+    max: Duration::from_secs(3600),
+    range: "between 10s and 1h",
+};
 const HALF_LIFE: DurationRule = DurationRule {
     name: "the half-life",
     min: Duration::from_secs(10),
@@ -585,6 +608,24 @@ const MAX_BANS_PER_SECOND: IntRule = IntRule {
     max: 10_000,
     range: "between 1 and 10000",
 };
+const PORT_LIMIT_PPS: IntRule = IntRule {
+    name: "port_limit_pps",
+    min: 1,
+    max: 10_000_000,
+    range: "between 1 and 10000000",
+};
+const ICMP_LIMIT_PPS: IntRule = IntRule {
+    name: "icmp_limit_pps",
+    min: 1,
+    max: 1_000_000,
+    range: "between 1 and 1000000",
+};
+const FRAGMENT_LIMIT_PPS: IntRule = IntRule {
+    name: "fragment_limit_pps",
+    min: 1,
+    max: 1_000_000,
+    range: "between 1 and 1000000",
+};
 const PREFIX_AFTER: IntRule = IntRule {
     name: "prefix_after",
     min: 2,
@@ -641,6 +682,10 @@ const MITIGATION_KEYS: &[&str] = &[
     "prefix_after",
     "auto_safelist",
     "ssh_port",
+    "port_limit_pps",
+    "icmp_limit_pps",
+    "fragment_limit_pps",
+    "aggregate_duration",
 ];
 const NFT_KEYS: &[&str] = &[
     "compat",
@@ -1345,6 +1390,25 @@ impl Checker {
                     self.integer(value, &path, &SSH_PORT)
                         .and_then(|n| u16::try_from(n).ok()),
                 ),
+                "port_limit_pps" => set(
+                    &mut mitigation.port_limit_pps,
+                    self.integer(value, &path, &PORT_LIMIT_PPS)
+                        .and_then(|n| u32::try_from(n).ok()),
+                ),
+                "icmp_limit_pps" => set(
+                    &mut mitigation.icmp_limit_pps,
+                    self.integer(value, &path, &ICMP_LIMIT_PPS)
+                        .and_then(|n| u32::try_from(n).ok()),
+                ),
+                "fragment_limit_pps" => set(
+                    &mut mitigation.fragment_limit_pps,
+                    self.integer(value, &path, &FRAGMENT_LIMIT_PPS)
+                        .and_then(|n| u32::try_from(n).ok()),
+                ),
+                "aggregate_duration" => set(
+                    &mut mitigation.aggregate_duration,
+                    self.duration(value, &path, &AGGREGATE_DURATION),
+                ),
                 _ => self.unknown_key(key, &path, MITIGATION_KEYS, "the keys of [mitigation] are"),
             }
         }
@@ -1494,6 +1558,10 @@ min_source_share = 0.05
 prefix_after = 4
 auto_safelist = true
 ssh_port = 22
+port_limit_pps = 10000
+icmp_limit_pps = 500
+fragment_limit_pps = 500
+aggregate_duration = "2m"
 
 [nft]
 compat = "auto"
@@ -1564,6 +1632,13 @@ bannet6_size = 16384
         assert_eq!(config.mitigation.prefix_after, 4);
         assert!(config.mitigation.auto_safelist);
         assert_eq!(config.mitigation.ssh_port, 22);
+        assert_eq!(config.mitigation.port_limit_pps, 10_000);
+        assert_eq!(config.mitigation.icmp_limit_pps, 500);
+        assert_eq!(config.mitigation.fragment_limit_pps, 500);
+        assert_eq!(
+            config.mitigation.aggregate_duration,
+            Duration::from_secs(120)
+        );
         assert_eq!(config.nft.compat, Compat::Auto);
         assert_eq!(config.nft.bannet6_size, 16384);
     }
@@ -1626,6 +1701,10 @@ min_source_share = 1
 prefix_after = 256
 auto_safelist = false
 ssh_port = 2222
+port_limit_pps = 10_000_000
+icmp_limit_pps = 1
+fragment_limit_pps = 1_000_000
+aggregate_duration = "1h"
 
 [nft]
 compat = "legacy"
@@ -1706,6 +1785,10 @@ bannet6_size = 1_000
                 prefix_after: 256,
                 auto_safelist: false,
                 ssh_port: 2222,
+                port_limit_pps: 10_000_000,
+                icmp_limit_pps: 1,
+                fragment_limit_pps: 1_000_000,
+                aggregate_duration: Duration::from_secs(3600),
             }
         );
         assert_eq!(
@@ -2195,7 +2278,36 @@ bannet6_size = 1_000
         );
         assert_eq!(config.mitigation.ban_duration, Duration::from_secs(600));
         assert!(config.mitigation.auto_safelist);
+        assert_eq!(config.mitigation.port_limit_pps, 10_000);
+        assert_eq!(
+            config.mitigation.aggregate_duration,
+            Duration::from_secs(120)
+        );
         assert_eq!(config.detection, Config::default().detection);
+
+        let config = parse(
+            "[mitigation]\nport_limit_pps = 1\nicmp_limit_pps = 1_000_000\n\
+             fragment_limit_pps = 0x10\naggregate_duration = \"10s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.mitigation,
+            Mitigation {
+                port_limit_pps: 1,
+                icmp_limit_pps: 1_000_000,
+                fragment_limit_pps: 16,
+                aggregate_duration: Duration::from_secs(10),
+                ..Mitigation::default()
+            }
+        );
+        let config = parse("mitigation.aggregate_duration = \"1h\"\n").unwrap();
+        assert_eq!(
+            config.mitigation,
+            Mitigation {
+                aggregate_duration: Duration::from_secs(3600),
+                ..Mitigation::default()
+            }
+        );
 
         let config = parse(
             "mitigation.ssh_port = 65535
@@ -2334,7 +2446,7 @@ bannet6_size = 1_000
             3,
             1,
             "mitigation.max_bans",
-            "unknown key; the keys of [mitigation] are: ban_duration, mode, max_bans_per_second, min_source_share, prefix_after, auto_safelist, ssh_port",
+            "unknown key; the keys of [mitigation] are: ban_duration, mode, max_bans_per_second, min_source_share, prefix_after, auto_safelist, ssh_port, port_limit_pps, icmp_limit_pps, fragment_limit_pps, aggregate_duration",
         );
         assert_error(
             "[mitigation]\nmodes = \"monitor\"\n",
@@ -2342,6 +2454,119 @@ bannet6_size = 1_000
             1,
             "mitigation.modes",
             "unknown key (did you mean \"mode\"?)",
+        );
+        assert_error(
+            "[mitigation]\nicmp_limt_pps = 100\n",
+            2,
+            1,
+            "mitigation.icmp_limt_pps",
+            "unknown key (did you mean \"icmp_limit_pps\"?)",
+        );
+    }
+
+    #[test]
+    fn aggregate_limits_out_of_range() {
+        assert_error(
+            "[mitigation]\nport_limit_pps = 0\n",
+            2,
+            18,
+            "mitigation.port_limit_pps",
+            "0 is out of range: port_limit_pps must be between 1 and 10000000",
+        );
+        assert_error(
+            "[mitigation]\nport_limit_pps = 10_000_001\n",
+            2,
+            18,
+            "mitigation.port_limit_pps",
+            "10000001 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nport_limit_pps = -5\n",
+            2,
+            18,
+            "mitigation.port_limit_pps",
+            "-5 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nport_limit_pps = \"10000\"\n",
+            2,
+            18,
+            "mitigation.port_limit_pps",
+            "expected an integer, found a string",
+        );
+        assert_error(
+            "[mitigation]\nicmp_limit_pps = 0\n",
+            2,
+            18,
+            "mitigation.icmp_limit_pps",
+            "0 is out of range: icmp_limit_pps must be between 1 and 1000000",
+        );
+        assert_error(
+            "[mitigation]\nicmp_limit_pps = 1000001\n",
+            2,
+            18,
+            "mitigation.icmp_limit_pps",
+            "1000001 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nicmp_limit_pps = 500.0\n",
+            2,
+            18,
+            "mitigation.icmp_limit_pps",
+            "expected an integer, found a float",
+        );
+        assert_error(
+            "[mitigation]\nfragment_limit_pps = 0\n",
+            2,
+            22,
+            "mitigation.fragment_limit_pps",
+            "0 is out of range: fragment_limit_pps must be between 1 and 1000000",
+        );
+        assert_error(
+            "[mitigation]\nfragment_limit_pps = 1_000_001\n",
+            2,
+            22,
+            "mitigation.fragment_limit_pps",
+            "1000001 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nfragment_limit_pps = true\n",
+            2,
+            22,
+            "mitigation.fragment_limit_pps",
+            "expected an integer, found a boolean",
+        );
+        assert_error(
+            "[mitigation]\naggregate_duration = \"9s\"\n",
+            2,
+            22,
+            "mitigation.aggregate_duration",
+            "\"9s\" is too short: the aggregate duration must be between 10s and 1h",
+        );
+        assert_error(
+            "[mitigation]\naggregate_duration = \"1h 1s\"\n",
+            2,
+            22,
+            "mitigation.aggregate_duration",
+            "\"1h 1s\" is too long: the aggregate duration must be between 10s and 1h",
+        );
+        assert_error(
+            "[mitigation]\naggregate_duration = \"2 fortnights\"\n",
+            2,
+            22,
+            "mitigation.aggregate_duration",
+            "\"2 fortnights\" is not a duration",
+        );
+        assert_error(
+            "[mitigation]\naggregate_duration = 120\n",
+            2,
+            22,
+            "mitigation.aggregate_duration",
+            "expected a duration string such as \"100ms\" or \"10m\", found an integer",
+        );
+        assert_eq!(
+            error("[mitigation]\nmode = \"monitor\"\n\naggregate_duration = \"5s\"\n"),
+            "/etc/ftagent/ftagent.toml:4:22: mitigation.aggregate_duration: \"5s\" is too short: the aggregate duration must be between 10s and 1h"
         );
     }
 

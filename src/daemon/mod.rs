@@ -21,6 +21,7 @@ use crate::detect::{Detector, Event, State};
 use crate::mitigate::{Change, MitigationEvent, Mitigator};
 use crate::netlink::conntrack::Conntrack;
 use crate::netlink::nflog::{NflogConfig, NflogSocket};
+use crate::netlink::sysctl::SynCookies;
 use crate::netlink::{Features, Nft, NlError};
 use crate::ruleset;
 use crate::sense::counters::ReadingGap;
@@ -128,6 +129,7 @@ struct Daemon {
     /// Everything never dropped: configured and automatic.
     safelist: Vec<Cidr>,
     mitigator: Mitigator,
+    syn_cookies: SynCookies,
     changes: Vec<Change>,
     mitigation_events: Vec<MitigationEvent>,
     started: Instant,
@@ -205,6 +207,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         detector,
         safelist,
         mitigator,
+        syn_cookies: SynCookies::default(),
         changes: Vec::with_capacity(16),
         mitigation_events: Vec::with_capacity(4),
         events: Vec::with_capacity(16),
@@ -272,17 +275,31 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     };
     let _ = std::fs::remove_file(&socket_path);
     save_state(&daemon.detector, &daemon.config.agent.state_dir);
+    if let Err(e) = daemon.syn_cookies.restore() {
+        log::error!("putting back net.ipv4.tcp_syncookies: {e}");
+    }
     outcome
 }
 
-/// The configured safelist, plus (with `mitigation.auto_safelist`) the host's own addresses.
+/// The configured safelist, plus (with `mitigation.auto_safelist`) the host's own addresses,
+/// default gateways, DNS resolvers and the peers of established SSH sessions.
 fn safelist(config: &Config) -> Vec<Cidr> {
     let mut all = config.safelist.clone();
     if config.mitigation.auto_safelist {
-        match crate::netlink::host::own_addresses() {
-            Ok(own) => all.extend(own.into_iter().map(Cidr::host)),
-            Err(e) => log::warn!("automatic safelist: listing this host's addresses: {e}"),
+        let resolv_conf = std::path::Path::new("/etc/resolv.conf");
+        let (auto, warnings) =
+            crate::netlink::host::automatic_safelist(config.mitigation.ssh_port, resolv_conf);
+        for w in warnings {
+            log::warn!("automatic safelist: {w}");
         }
+        log::info!(
+            "automatic safelist: {}",
+            auto.iter()
+                .map(Cidr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        all.extend(auto);
     }
     all.sort_unstable();
     all.dedup();
@@ -412,10 +429,23 @@ impl Daemon {
         if self.mitigator.is_monitor() || self.changes.is_empty() {
             return;
         }
+        for change in &self.changes {
+            if let Change::SynCookies { on } = *change {
+                let done = if on {
+                    self.syn_cookies.enable()
+                } else {
+                    self.syn_cookies.restore()
+                };
+                if let Err(e) = done {
+                    log::error!("net.ipv4.tcp_syncookies: {e}");
+                }
+            }
+        }
         if let Err(e) = self.nft.apply(&self.changes, self.features) {
             log::error!("mitigation not applied: {e}");
-            self.mitigator.rejected(&self.changes);
-            self.mitigation_events.clear();
+            let set_full = e.errno() == Some(libc::ENFILE);
+            self.mitigator.rejected(&self.changes, set_full);
+            self.mitigation_events.retain(|m| m.action == "syn_cookies");
         }
     }
 

@@ -2,10 +2,15 @@
 //! passed in — so every decision is tested without a kernel. The daemon applies a tick's
 //! changes as one nf_tables batch (or, in monitor mode, only reports them).
 //!
-//! This version acts on concentrated floods: their heaviest sources are banned in
-//! `ban4`/`ban6` with a timeout (refreshed while the incident lasts), a /24 (/64) that
-//! collects `prefix_after` banned sources is banned as a whole in `bannet4`/`bannet6`, and
-//! everything an incident added is lifted when it ends. Safelisted sources are never banned.
+//! Per vector: a concentrated flood's heaviest sources are banned in `ban4`/`ban6` with a
+//! timeout (refreshed while the incident lasts), and a /24 (/64) that collects
+//! `prefix_after` banned sources is banned whole in `bannet4`/`bannet6`; a distributed flood
+//! gets an aggregate measure instead — its port held to a rate; amplification gets unsolicited
+//! UDP from the reflector's port dropped; ICMP and fragment floods are held to a rate; a SYN
+//! flood turns SYN cookies on. Aggregate measures are keys with a timeout in measure sets (so
+//! a dead agent leaves nothing that lasts). Everything an incident added is lifted when it
+//! ends. Safelisted sources are never banned, and the kernel checks the safelist before any
+//! drop.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,7 +20,9 @@ use serde_json::json;
 
 use crate::addr::Cidr;
 use crate::config::{Config, Mode};
-use crate::detect::{Event, EventKind};
+use crate::detect::{Event, EventKind, Vector};
+use crate::ruleset::expr::{NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6};
+use crate::ruleset::Measure;
 use crate::sense::trace::rfc3339;
 
 /// One change to our sets.
@@ -25,6 +32,12 @@ pub enum Change {
     Ban { cidr: Cidr, timeout: Duration },
     /// Lift a ban (whether or not it is still there).
     Unban { cidr: Cidr },
+    /// Switch an aggregate measure on (or refresh it) for this long.
+    Enable { measure: Measure, timeout: Duration },
+    /// Switch it off (whether or not it is still on).
+    Disable { measure: Measure },
+    /// SYN cookies on (`net.ipv4.tcp_syncookies`) or back to what they were.
+    SynCookies { on: bool },
 }
 
 /// What was done (or, in monitor mode, would have been done) for an incident.
@@ -35,6 +48,10 @@ pub struct MitigationEvent {
     pub vector: &'static str,
     pub action: &'static str,
     pub addresses: Vec<Cidr>,
+    /// The port, protocol and rate of an aggregate measure.
+    pub port: Option<u16>,
+    pub proto: Option<&'static str>,
+    pub rate_pps: Option<u32>,
     pub timeout: Option<Duration>,
     /// Monitor mode: reported, not done.
     pub monitor: bool,
@@ -56,6 +73,9 @@ impl MitigationEvent {
             "vector": self.vector,
             "action": self.action,
             "addresses": addresses,
+            "port": self.port,
+            "proto": self.proto,
+            "rate_pps": self.rate_pps,
             "timeout_s": self.timeout.map(|t| t.as_secs()),
             "mode": if self.monitor { "monitor" } else { "mitigate" },
         })
@@ -69,6 +89,10 @@ struct Measures {
     vector: &'static str,
     hosts: Vec<Cidr>,
     prefixes: Vec<Cidr>,
+    aggregates: Vec<Measure>,
+    syn_cookies: bool,
+    /// A set was full: this incident gets its aggregate measure instead of more bans.
+    escalated: bool,
 }
 
 /// Decides the kernel changes for the incidents of each tick.
@@ -84,6 +108,10 @@ pub struct Mitigator {
     last: Option<Duration>,
     safelist: Vec<Cidr>,
     active: HashMap<String, Measures>,
+    aggregate_duration: Duration,
+    port_limit: u32,
+    icmp_limit: u32,
+    fragment_limit: u32,
 }
 
 impl Mitigator {
@@ -102,6 +130,10 @@ impl Mitigator {
             last: None,
             safelist,
             active: HashMap::new(),
+            aggregate_duration: m.aggregate_duration,
+            port_limit: m.port_limit_pps,
+            icmp_limit: m.icmp_limit_pps,
+            fragment_limit: m.fragment_limit_pps,
         }
     }
 
@@ -131,16 +163,116 @@ impl Mitigator {
         }
     }
 
-    /// Bans the incident's heavy sources (refreshing the ones already banned), and their
-    /// prefixes once enough of a prefix is banned.
+    /// The measures for one start or update of an incident.
     fn act(&mut self, event: &Event, changes: &mut Vec<Change>, out: &mut Vec<MitigationEvent>) {
-        if !event.concentrated {
-            // Many sources: single bans do not help. The aggregate actions come later.
-            return;
+        let escalated = self
+            .active
+            .get(&event.incident)
+            .is_some_and(|m| m.escalated);
+        let concentrated = event.concentrated && !escalated;
+        let reflector = event
+            .counter
+            .strip_prefix("amp_")
+            .and_then(|p| p.parse::<u16>().ok());
+        let mut aggregates: Vec<Measure> = Vec::new();
+        let mut syn_cookies = false;
+        match event.vector {
+            _ if reflector.is_some() => aggregates.extend(reflector.map(Measure::BlockReflector)),
+            Vector::SynFlood => syn_cookies = true,
+            Vector::IcmpFlood => {
+                let proto = if event.proto == Some("icmpv6") {
+                    PROTO_ICMPV6
+                } else {
+                    PROTO_ICMP
+                };
+                aggregates.push(Measure::LimitProto(proto));
+            }
+            Vector::FragmentFlood => aggregates.extend([
+                Measure::LimitFragments(NFPROTO_IPV4),
+                Measure::LimitFragments(NFPROTO_IPV6),
+            ]),
+            Vector::UdpFlood if !concentrated => {
+                aggregates.extend(event.port.map(Measure::LimitUdpPort))
+            }
+            Vector::AckFlood
+            | Vector::RstFlood
+            | Vector::HttpFlood
+            | Vector::TcpConnectionFlood
+                if !concentrated =>
+            {
+                aggregates.extend(event.port.map(Measure::LimitTcpPort))
+            }
+            _ => {}
         }
-        let timeout = self.ban_duration;
+        let cookies_already_on = self
+            .active
+            .iter()
+            .any(|(id, m)| *id != event.incident && m.syn_cookies);
         let measures = self.active.entry(event.incident.clone()).or_default();
         measures.vector = event.vector.name();
+        for measure in aggregates {
+            let new = !measures.aggregates.contains(&measure);
+            if new {
+                measures.aggregates.push(measure);
+            }
+            changes.push(Change::Enable {
+                measure,
+                timeout: self.aggregate_duration,
+            });
+            if new {
+                let (action, port, proto, rate) = describe(
+                    measure,
+                    self.port_limit,
+                    self.icmp_limit,
+                    self.fragment_limit,
+                );
+                out.push(MitigationEvent {
+                    applied: true,
+                    incident: event.incident.clone(),
+                    vector: measures.vector,
+                    action,
+                    addresses: Vec::new(),
+                    port,
+                    proto,
+                    rate_pps: rate,
+                    timeout: Some(self.aggregate_duration),
+                    monitor: self.monitor,
+                });
+            }
+        }
+        if syn_cookies && !measures.syn_cookies {
+            measures.syn_cookies = true;
+            if !cookies_already_on {
+                changes.push(Change::SynCookies { on: true });
+                out.push(MitigationEvent {
+                    applied: true,
+                    incident: event.incident.clone(),
+                    vector: measures.vector,
+                    action: "syn_cookies",
+                    addresses: Vec::new(),
+                    port: event.port,
+                    proto: Some("tcp"),
+                    rate_pps: None,
+                    timeout: None,
+                    monitor: self.monitor,
+                });
+            }
+        }
+        if concentrated && reflector.is_none() {
+            self.ban_sources(event, changes, out);
+        }
+    }
+
+    /// Bans the incident's heavy sources (refreshing the ones already banned), and their
+    /// prefixes once enough of a prefix is banned.
+    fn ban_sources(
+        &mut self,
+        event: &Event,
+        changes: &mut Vec<Change>,
+        out: &mut Vec<MitigationEvent>,
+    ) {
+        let timeout = self.ban_duration;
+        let measures = self.active.entry(event.incident.clone()).or_default();
         let mut added = Vec::new();
         for source in event.sources.iter().filter(|s| s.share >= self.min_share) {
             let host = Cidr::host(source.addr);
@@ -190,6 +322,9 @@ impl Mitigator {
                 vector: measures.vector,
                 action: "ban",
                 addresses: added,
+                port: None,
+                proto: None,
+                rate_pps: None,
                 timeout: Some(timeout),
                 monitor: self.monitor,
             });
@@ -201,44 +336,94 @@ impl Mitigator {
         let Some(measures) = self.active.remove(incident) else {
             return;
         };
-        let still_needed = |c: &Cidr| {
-            self.active
-                .values()
-                .any(|m| m.hosts.contains(c) || m.prefixes.contains(c))
-        };
+        let others = || self.active.values();
         let lifted: Vec<Cidr> = measures
             .hosts
             .iter()
             .chain(&measures.prefixes)
             .copied()
-            .filter(|c| !still_needed(c))
+            .filter(|c| !others().any(|m| m.hosts.contains(c) || m.prefixes.contains(c)))
             .collect();
-        if lifted.is_empty() {
-            return;
+        let event = |action, addresses, (port, proto, rate_pps): (Option<u16>, Option<&'static str>, Option<u32>)| {
+            MitigationEvent {
+                applied: false,
+                incident: incident.to_string(),
+                vector: measures.vector,
+                action,
+                addresses,
+                port,
+                proto,
+                rate_pps,
+                timeout: None,
+                monitor: self.monitor,
+            }
+        };
+        if !lifted.is_empty() {
+            changes.extend(lifted.iter().map(|&cidr| Change::Unban { cidr }));
+            out.push(event("ban", lifted, (None, None, None)));
         }
-        changes.extend(lifted.iter().map(|&cidr| Change::Unban { cidr }));
-        out.push(MitigationEvent {
-            applied: false,
-            incident: incident.to_string(),
-            vector: measures.vector,
-            action: "ban",
-            addresses: lifted,
-            timeout: None,
-            monitor: self.monitor,
-        });
+        for &measure in &measures.aggregates {
+            if others().any(|m| m.aggregates.contains(&measure)) {
+                continue;
+            }
+            changes.push(Change::Disable { measure });
+            let (action, port, proto, rate) = describe(
+                measure,
+                self.port_limit,
+                self.icmp_limit,
+                self.fragment_limit,
+            );
+            out.push(event(action, Vec::new(), (port, proto, rate)));
+        }
+        if measures.syn_cookies && !others().any(|m| m.syn_cookies) {
+            changes.push(Change::SynCookies { on: false });
+            out.push(event("syn_cookies", Vec::new(), (None, Some("tcp"), None)));
+        }
     }
 
     /// The kernel refused a tick's changes: forget the bans they would have added, so the
-    /// next update tries again.
-    pub fn rejected(&mut self, changes: &[Change]) {
+    /// next update tries again. With `set_full` (ENFILE), the incidents whose bans were refused
+    /// get their aggregate measure from then on instead of more bans.
+    pub fn rejected(&mut self, changes: &[Change], set_full: bool) {
         for change in changes {
-            if let Change::Ban { cidr, .. } = change {
-                for m in self.active.values_mut() {
-                    m.hosts.retain(|h| h != cidr);
-                    m.prefixes.retain(|p| p != cidr);
+            match change {
+                Change::Ban { cidr, .. } => {
+                    for m in self.active.values_mut() {
+                        if m.hosts.contains(cidr) || m.prefixes.contains(cidr) {
+                            m.escalated |= set_full;
+                        }
+                        m.hosts.retain(|h| h != cidr);
+                        m.prefixes.retain(|p| p != cidr);
+                    }
                 }
+                Change::Enable { measure, .. } => {
+                    for m in self.active.values_mut() {
+                        m.aggregates.retain(|a| a != measure);
+                    }
+                }
+                _ => {}
             }
         }
+    }
+}
+
+/// An aggregate measure's action name, port, protocol and rate, for its events.
+fn describe(
+    measure: Measure,
+    port_limit: u32,
+    icmp_limit: u32,
+    fragment_limit: u32,
+) -> (&'static str, Option<u16>, Option<&'static str>, Option<u32>) {
+    match measure {
+        Measure::BlockReflector(p) => ("block_reflector", Some(p), Some("udp"), None),
+        Measure::LimitUdpPort(p) => ("limit_port", Some(p), Some("udp"), Some(port_limit)),
+        Measure::LimitTcpPort(p) => ("limit_port", Some(p), Some("tcp"), Some(port_limit)),
+        Measure::LimitProto(PROTO_ICMPV6) => ("limit_icmp", None, Some("icmpv6"), Some(icmp_limit)),
+        Measure::LimitProto(_) => ("limit_icmp", None, Some("icmp"), Some(icmp_limit)),
+        Measure::LimitFragments(NFPROTO_IPV6) => {
+            ("limit_fragments", None, Some("ipv6"), Some(fragment_limit))
+        }
+        Measure::LimitFragments(_) => ("limit_fragments", None, Some("ipv4"), Some(fragment_limit)),
     }
 }
 

@@ -4,17 +4,35 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::*;
-use crate::detect::{SourceShare, Vector};
+use crate::detect::SourceShare;
 
 fn event(kind: EventKind, incident: &str, sources: &[(&str, f64)], concentrated: bool) -> Event {
+    attack(
+        Vector::UdpFlood,
+        "udp_27015",
+        kind,
+        incident,
+        sources,
+        concentrated,
+    )
+}
+
+fn attack(
+    vector: Vector,
+    counter: &str,
+    kind: EventKind,
+    incident: &str,
+    sources: &[(&str, f64)],
+    concentrated: bool,
+) -> Event {
     Event {
         kind,
         incident: incident.to_string(),
-        vector: Vector::UdpFlood,
+        vector,
         proto: Some("udp"),
         port: Some(27015),
         port_range: None,
-        counter: "udp_27015".to_string(),
+        counter: counter.to_string(),
         pps: 50_000.0,
         bps: 1e8,
         baseline_pps: 10.0,
@@ -124,14 +142,123 @@ fn safelisted_sources_are_never_banned() {
 }
 
 #[test]
-fn distributed_floods_get_no_single_bans() {
+fn a_distributed_flood_holds_its_port_to_a_rate_instead_of_banning() {
     let mut m = mitigator(&[]);
     let (changes, out) = tick(
         &mut m,
         &[event(EventKind::AttackStart, "i-1", &[], false)],
         0,
     );
-    assert!(changes.is_empty() && out.is_empty());
+    let two_minutes = Duration::from_secs(120);
+    assert_eq!(
+        changes,
+        vec![Change::Enable {
+            measure: Measure::LimitUdpPort(27015),
+            timeout: two_minutes
+        }]
+    );
+    assert_eq!(
+        (out[0].action, out[0].port, out[0].rate_pps),
+        ("limit_port", Some(27015), Some(10_000))
+    );
+    let (changes, out) = tick(
+        &mut m,
+        &[event(EventKind::AttackUpdate, "i-1", &[], false)],
+        1000,
+    );
+    assert_eq!(changes.len(), 1, "refreshed");
+    assert!(out.is_empty());
+    let (changes, out) = tick(
+        &mut m,
+        &[event(EventKind::AttackEnd, "i-1", &[], false)],
+        9000,
+    );
+    assert_eq!(
+        changes,
+        vec![Change::Disable {
+            measure: Measure::LimitUdpPort(27015)
+        }]
+    );
+    assert!(!out[0].applied);
+}
+
+#[test]
+fn amplification_blocks_the_reflector_port_and_bans_no_reflector() {
+    let mut m = mitigator(&[]);
+    let start = attack(
+        Vector::DnsAmplification,
+        "amp_53",
+        EventKind::AttackStart,
+        "i-1",
+        &[("10.250.0.1", 1.0)],
+        true,
+    );
+    let (changes, out) = tick(&mut m, &[start], 0);
+    let two_minutes = Duration::from_secs(120);
+    assert_eq!(
+        changes,
+        vec![Change::Enable {
+            measure: Measure::BlockReflector(53),
+            timeout: two_minutes
+        }]
+    );
+    assert_eq!(out[0].action, "block_reflector");
+}
+
+#[test]
+fn a_syn_flood_turns_syn_cookies_on_until_the_last_one_ends() {
+    let mut m = mitigator(&[]);
+    let a = attack(
+        Vector::SynFlood,
+        "tcp_syn",
+        EventKind::AttackStart,
+        "i-1",
+        &[],
+        false,
+    );
+    let b = attack(
+        Vector::SynFlood,
+        "tcp_syn",
+        EventKind::AttackStart,
+        "i-2",
+        &[],
+        false,
+    );
+    let (changes, _) = tick(&mut m, &[a, b], 0);
+    assert_eq!(changes, vec![Change::SynCookies { on: true }]);
+    let end = |i| {
+        attack(
+            Vector::SynFlood,
+            "tcp_syn",
+            EventKind::AttackEnd,
+            i,
+            &[],
+            false,
+        )
+    };
+    let (changes, _) = tick(&mut m, &[end("i-1")], 5000);
+    assert!(changes.is_empty());
+    let (changes, out) = tick(&mut m, &[end("i-2")], 6000);
+    assert_eq!(changes, vec![Change::SynCookies { on: false }]);
+    assert_eq!(out[0].action, "syn_cookies");
+}
+
+#[test]
+fn a_full_ban_set_escalates_to_the_aggregate_measure() {
+    let mut m = mitigator(&[]);
+    let start = event(EventKind::AttackStart, "i-1", &[("10.250.0.1", 1.0)], true);
+    let (changes, _) = tick(&mut m, &[start], 0);
+    m.rejected(&changes, true);
+    let update = event(EventKind::AttackUpdate, "i-1", &[("10.250.0.1", 1.0)], true);
+    let (changes, _) = tick(&mut m, &[update], 1000);
+    let two_minutes = Duration::from_secs(120);
+    assert_eq!(
+        changes,
+        vec![Change::Enable {
+            measure: Measure::LimitUdpPort(27015),
+            timeout: two_minutes
+        }]
+    );
 }
 
 #[test]
@@ -231,7 +358,7 @@ fn a_refused_batch_is_tried_again() {
     let mut m = mitigator(&[]);
     let start = event(EventKind::AttackStart, "i-1", &[("10.250.0.1", 1.0)], true);
     let (changes, _) = tick(&mut m, &[start], 0);
-    m.rejected(&changes);
+    m.rejected(&changes, false);
     let update = event(EventKind::AttackUpdate, "i-1", &[("10.250.0.1", 1.0)], true);
     let (_, out) = tick(&mut m, &[update], 1000);
     assert_eq!(out.len(), 1, "added again, with its event");

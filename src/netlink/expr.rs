@@ -23,6 +23,7 @@ const NFT_CMP_NEQ: u32 = 1;
 const NFT_LOOKUP_F_INV: u32 = 1;
 const NFT_OBJECT_COUNTER: u32 = 1;
 const NFT_LIMIT_PKTS: u32 = 0;
+const NFT_LIMIT_F_INV: u32 = 1;
 const NFT_EXTHDR_F_PRESENT: u32 = 1;
 const NFT_EXTHDR_OP_IPV6: u32 = 0;
 const IPPROTO_FRAGMENT: u8 = 44;
@@ -117,12 +118,12 @@ fn encode(w: &mut Writer, e: &Expr) {
             w.attr_be64(1, *bytes); // NFTA_COUNTER_BYTES
             w.attr_be64(2, *packets); // NFTA_COUNTER_PACKETS
         }
-        Expr::Limit { rate, burst } => {
+        Expr::Limit { rate, burst, over } => {
             w.attr_be64(1, *rate); // NFTA_LIMIT_RATE
             w.attr_be64(2, 1); // NFTA_LIMIT_UNIT: per second
             w.attr_be32(3, *burst); // NFTA_LIMIT_BURST
             w.attr_be32(4, NFT_LIMIT_PKTS); // NFTA_LIMIT_TYPE
-            w.attr_be32(5, 0); // NFTA_LIMIT_FLAGS
+            w.attr_be32(5, if *over { NFT_LIMIT_F_INV } else { 0 }); // NFTA_LIMIT_FLAGS
         }
         Expr::Log { group, snaplen } => {
             w.attr(1, &group.to_be_bytes()); // NFTA_LOG_GROUP (be16)
@@ -255,9 +256,11 @@ fn decode(name: &str, a: Attrs, l4proto: Option<u8>) -> Option<Expr> {
         },
         "limit" => {
             let per_second = be64(2)? == 1 && be32(4).unwrap_or(NFT_LIMIT_PKTS) == NFT_LIMIT_PKTS;
-            (per_second && be32(5).unwrap_or(0) == 0).then_some(Expr::Limit {
+            let flags = be32(5).unwrap_or(0);
+            (per_second && flags & !NFT_LIMIT_F_INV == 0).then_some(Expr::Limit {
                 rate: be64(1)?,
                 burst: be32(3)?,
+                over: flags & NFT_LIMIT_F_INV != 0,
             })?
         }
         "log" => {

@@ -9,6 +9,7 @@ pub mod host;
 pub mod nflog;
 pub mod nft;
 pub mod socket;
+pub mod sysctl;
 pub mod wire;
 
 use std::time::Duration;
@@ -391,21 +392,37 @@ impl Nft {
         use crate::mitigate::Change;
         let mut batch = self.sock.batch();
         for change in changes {
-            let (cidr, timeout, lift) = match *change {
-                Change::Ban { cidr, timeout } => (cidr, timeout, false),
-                Change::Unban { cidr } => (cidr, Duration::from_secs(1), true),
+            let (set, key, timeout, lift) = match *change {
+                Change::Ban { cidr, timeout } => (
+                    set_ref(SetRole::for_ban(&cidr)),
+                    ban_key(cidr),
+                    timeout,
+                    false,
+                ),
+                Change::Unban { cidr } => (
+                    set_ref(SetRole::for_ban(&cidr)),
+                    ban_key(cidr),
+                    LIFT_TIMEOUT,
+                    true,
+                ),
+                Change::Enable { measure, timeout } => {
+                    (measure_ref(measure), measure.key(), timeout, false)
+                }
+                Change::Disable { measure } => {
+                    (measure_ref(measure), measure.key(), LIFT_TIMEOUT, true)
+                }
+                Change::SynCookies { .. } => continue, // a sysctl, not the ruleset
             };
-            let role = SetRole::for_ban(&cidr);
             let op = ElementOp {
                 timeout: Some(timeout),
-                ..ElementOp::key(Key::Addr(ElementKey::Cidr(cidr)))
+                ..ElementOp::key(key)
             };
-            batch.add_elements(set_ref(role), &[op])?;
+            batch.add_elements(set, &[op])?;
             if lift || !features.timeout_refresh {
-                batch.delete_elements(set_ref(role), &[op])?;
+                batch.delete_elements(set, &[op])?;
             }
             if !lift && !features.timeout_refresh {
-                batch.add_elements(set_ref(role), &[op])?;
+                batch.add_elements(set, &[op])?;
             }
         }
         self.sock.commit(&mut batch)
@@ -433,6 +450,21 @@ impl Nft {
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The timeout of the element added just before its delete when lifting a ban or measure.
+const LIFT_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn ban_key(cidr: Cidr) -> Key {
+    Key::Addr(ElementKey::Cidr(cidr))
+}
+
+fn measure_ref(measure: crate::ruleset::Measure) -> SetRef<'static> {
+    SetRef {
+        table: TABLE,
+        name: measure.set(),
+        interval: false,
     }
 }
 

@@ -309,7 +309,7 @@ impl NflogSocket {
                 if reply.code == 0 {
                     return Ok(());
                 }
-                let errno = -reply.code;
+                let errno = reply.code.saturating_neg();
                 let hint = match errno {
                     libc::EPERM => Some(
                         "another socket (ulogd? another ftagent?) holds this group, \

@@ -85,7 +85,11 @@ impl NftSocket {
                 pending.retain(|&s| s != reply.seq);
                 if reply.code != 0 && failure.is_none() {
                     let what = batch.label(reply.seq).unwrap_or("batch").to_string();
-                    failure = Some(NlError::kernel(what, -reply.code, reply.ext_msg));
+                    failure = Some(NlError::kernel(
+                        what,
+                        reply.code.saturating_neg(),
+                        reply.ext_msg,
+                    ));
                 }
             }
             if failure.is_some() {
@@ -134,7 +138,7 @@ impl NftSocket {
                         }
                         return Err(NlError::kernel(
                             what.to_string(),
-                            -reply.code,
+                            reply.code.saturating_neg(),
                             reply.ext_msg,
                         ));
                     }

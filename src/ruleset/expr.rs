@@ -116,10 +116,11 @@ pub enum Expr {
         packets: u64,
         bytes: u64,
     },
-    /// At most `rate` packets per second, with a burst.
+    /// Matches up to `rate` packets per second (with a burst); with `over`, the packets past it.
     Limit {
         rate: u64,
         burst: u32,
+        over: bool,
     },
     /// Copy the packet's first `snaplen` bytes to an NFLOG group.
     Log {
@@ -179,6 +180,14 @@ fn render_statement(exprs: &[Expr]) -> Option<(String, usize)> {
             };
             done(format!("{name} {}{value}", op_text(*op)), 2)
         }
+        [Meta(key), Lookup { set, invert }, ..] => {
+            let name = match key {
+                MetaKey::NfProto => "meta nfproto",
+                MetaKey::L4Proto => "meta l4proto",
+            };
+            let op = if *invert { "!= " } else { "" };
+            done(format!("{name} {op}@{set}"), 2)
+        }
         [Meta(key), CounterMap(map), ..] => {
             let name = match key {
                 MetaKey::NfProto => "meta nfproto",
@@ -231,8 +240,12 @@ fn render_statement(exprs: &[Expr]) -> Option<(String, usize)> {
         [Counter { packets, bytes }, ..] => {
             done(format!("counter packets {packets} bytes {bytes}"), 1)
         }
-        [Limit { rate, burst }, ..] => {
-            done(format!("limit rate {rate}/second burst {burst} packets"), 1)
+        [Limit { rate, burst, over }, ..] => {
+            let over = if *over { "over " } else { "" };
+            done(
+                format!("limit rate {over}{rate}/second burst {burst} packets"),
+                1,
+            )
         }
         [Log { group, snaplen }, ..] => done(format!("log group {group} snaplen {snaplen}"), 1),
         [Verdict(v), ..] => done(

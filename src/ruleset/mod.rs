@@ -386,6 +386,15 @@ pub fn desired(config: &Config) -> TableSpec {
         };
         sets.push(SetSpec::for_role(role, size));
     }
+    sets.extend(Measure::SETS.iter().map(|&(name, key, size)| SetSpec {
+        name: name.to_string(),
+        key,
+        interval: false,
+        timeout: true,
+        size: Some(size),
+        counter_map: false,
+        elements: Vec::new(),
+    }));
 
     let mut prerouting = accounting_rules();
     let sense = &config.sense;
@@ -393,6 +402,7 @@ pub fn desired(config: &Config) -> TableSpec {
         Expr::Limit {
             rate: u64::from(sense.sample_rate),
             burst: (sense.sample_rate / 10).max(1),
+            over: false,
         },
         Expr::Log {
             group: sense.nflog_group,
@@ -400,22 +410,45 @@ pub fn desired(config: &Config) -> TableSpec {
         },
     ]);
     prerouting.extend(SetRole::ALL.into_iter().map(address_rule));
-    let conntrack = [
+    prerouting.extend(aggregate_rules(config));
+    let ct_new = || {
+        vec![
+            Expr::CtState,
+            Expr::Bitwise(CT_STATE_NEW.to_ne_bytes().to_vec()),
+            Expr::Cmp(CmpOp::Neq, vec![0; 4]),
+        ]
+    };
+    let mut conntrack: Vec<Vec<Expr>> = [
         (PROTO_TCP, Field::TcpDport, "new_tcp"),
         (PROTO_UDP, Field::UdpDport, "new_udp"),
     ]
     .into_iter()
     .map(|(proto, field, map)| {
-        let mut rule = vec![
-            Expr::CtState,
-            Expr::Bitwise(CT_STATE_NEW.to_ne_bytes().to_vec()),
-            Expr::Cmp(CmpOp::Neq, vec![0; 4]),
-        ];
+        let mut rule = ct_new();
         rule.extend(Expr::meta_is(MetaKey::L4Proto, proto));
         rule.extend([Expr::Payload(field), Expr::CounterMap(map.to_string())]);
         rule
     })
     .collect();
+    // The safelist comes before any drop in this chain too.
+    conntrack.extend(
+        [SetRole::Allow(Family::V4), SetRole::Allow(Family::V6)]
+            .into_iter()
+            .map(address_rule),
+    );
+    // Unsolicited UDP from a blocked reflector port: replies to our own queries are not `new`.
+    let mut reflected = ct_new();
+    reflected.extend(Expr::meta_is(MetaKey::L4Proto, PROTO_UDP));
+    reflected.extend([
+        Expr::Payload(Field::UdpSport),
+        Expr::Lookup {
+            set: Measure::REFLECTOR_SET.to_string(),
+            invert: false,
+        },
+        Expr::counter(),
+        Expr::Verdict(Verdict::Drop),
+    ]);
+    conntrack.push(reflected);
     TableSpec {
         counters,
         sets,
@@ -532,6 +565,117 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
             ],
         ),
     ]
+}
+
+/// Rate limits that aggregate measures switch on by adding a key (with a timeout) to their
+/// set: the attacked UDP/TCP port, ICMP, fragments. Packets past the rate are dropped.
+fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
+    let m = &config.mitigation;
+    let limit = |rate: u32| Expr::Limit {
+        rate: u64::from(rate),
+        burst: (rate / 10).max(5),
+        over: true,
+    };
+    let tail = |rate: u32| [limit(rate), Expr::counter(), Expr::Verdict(Verdict::Drop)];
+    let mut rules = Vec::new();
+    for (proto, field, set) in [
+        (PROTO_UDP, Field::UdpDport, "limit_udp"),
+        (PROTO_TCP, Field::TcpDport, "limit_tcp"),
+    ] {
+        let mut rule = Expr::meta_is(MetaKey::L4Proto, proto).to_vec();
+        rule.extend([
+            Expr::Payload(field),
+            Expr::Lookup {
+                set: set.to_string(),
+                invert: false,
+            },
+        ]);
+        rule.extend(tail(m.port_limit_pps));
+        rules.push(rule);
+    }
+    let mut icmp = vec![
+        Expr::Meta(MetaKey::L4Proto),
+        Expr::Lookup {
+            set: "limit_proto".into(),
+            invert: false,
+        },
+    ];
+    icmp.extend(tail(m.icmp_limit_pps));
+    rules.push(icmp);
+    let fragments: [(u8, Vec<Expr>); 2] = [
+        (
+            NFPROTO_IPV4,
+            vec![
+                Expr::Payload(Field::Ip4FragOff),
+                Expr::Bitwise(0x3fffu16.to_be_bytes().to_vec()),
+                Expr::Cmp(CmpOp::Neq, vec![0, 0]),
+            ],
+        ),
+        (
+            NFPROTO_IPV6,
+            vec![Expr::Exthdr6Frag, Expr::Cmp(CmpOp::Eq, vec![1])],
+        ),
+    ];
+    for (nfproto, matches) in fragments {
+        let mut rule = vec![
+            Expr::Meta(MetaKey::NfProto),
+            Expr::Lookup {
+                set: "limit_frag".into(),
+                invert: false,
+            },
+        ];
+        rule.extend(Expr::meta_is(MetaKey::NfProto, nfproto));
+        rule.extend(matches);
+        rule.extend(tail(m.fragment_limit_pps));
+        rules.push(rule);
+    }
+    rules
+}
+
+/// An aggregate measure: one key in one of the measure sets, switching on its rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Measure {
+    /// Drop unsolicited UDP from this reflector source port.
+    BlockReflector(u16),
+    /// Hold this UDP port to `mitigation.port_limit_pps`.
+    LimitUdpPort(u16),
+    /// Hold this TCP port to `mitigation.port_limit_pps`.
+    LimitTcpPort(u16),
+    /// Hold this IP protocol (ICMP, ICMPv6) to `mitigation.icmp_limit_pps`.
+    LimitProto(u8),
+    /// Hold this family's fragments (nfproto) to `mitigation.fragment_limit_pps`.
+    LimitFragments(u8),
+}
+
+impl Measure {
+    pub const REFLECTOR_SET: &'static str = "amp_block";
+    /// The measure sets: name, key type, size.
+    pub const SETS: [(&'static str, KeyType, u32); 5] = [
+        ("amp_block", KeyType::InetService, 1024),
+        ("limit_udp", KeyType::InetService, 1024),
+        ("limit_tcp", KeyType::InetService, 1024),
+        ("limit_proto", KeyType::InetProto, 256),
+        ("limit_frag", KeyType::NfProto, 16),
+    ];
+
+    pub fn set(self) -> &'static str {
+        match self {
+            Measure::BlockReflector(_) => Measure::REFLECTOR_SET,
+            Measure::LimitUdpPort(_) => "limit_udp",
+            Measure::LimitTcpPort(_) => "limit_tcp",
+            Measure::LimitProto(_) => "limit_proto",
+            Measure::LimitFragments(_) => "limit_frag",
+        }
+    }
+
+    pub fn key(self) -> Key {
+        match self {
+            Measure::BlockReflector(p) | Measure::LimitUdpPort(p) | Measure::LimitTcpPort(p) => {
+                Key::Ports(p, p)
+            }
+            Measure::LimitProto(b) | Measure::LimitFragments(b) => Key::Byte(b),
+        }
+    }
 }
 
 /// `ip saddr @set return` for the safelist, `ip saddr @set counter drop` for bans.

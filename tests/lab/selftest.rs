@@ -214,3 +214,292 @@ fn lab_rejects_addresses_outside_the_lab() {
     assert_lab_addr(VICTIM4);
     assert_lab_addr(OTHER6);
 }
+
+// ---------------------------------------------------------------------------
+// Traffic helpers: spoofed floods, DNS, HTTP, syncookies.
+
+/// Loads an nft script into the victim namespace.
+fn victim_nft(lab: &Lab, script: &str) {
+    let path = lab.dir().join(format!("selftest-{}.nft", next_id()));
+    std::fs::write(&path, script).unwrap();
+    lab.victim.run_ok(&["nft", "-f", path.to_str().unwrap()]);
+}
+
+/// Packets of the counter rule with comment `comment` in table `inet {table}` of the victim.
+fn victim_counter(lab: &Lab, table: &str, comment: &str) -> u64 {
+    let json = lab
+        .victim
+        .run_ok(&["nft", "-j", "list", "table", "inet", table]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["rule"]["comment"].as_str() == Some(comment))
+        .find_map(|i| {
+            i["rule"]["expr"]
+                .as_array()?
+                .iter()
+                .find_map(|e| e["counter"]["packets"].as_u64())
+        })
+        .unwrap_or_else(|| panic!("no counter {comment} in:\n{json}"))
+}
+
+/// Elements of set `inet {table} {set}` in the victim, as strings.
+fn victim_set_elems(lab: &Lab, table: &str, set: &str) -> Vec<String> {
+    let json = lab
+        .victim
+        .run_ok(&["nft", "-j", "list", "set", "inet", table, set]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let set = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|i| i.get("set"))
+        .unwrap_or_else(|| panic!("no set in:\n{json}"));
+    let Some(elems) = set["elem"].as_array() else {
+        return Vec::new();
+    };
+    elems
+        .iter()
+        .map(|e| {
+            let e = if e["elem"].is_object() {
+                &e["elem"]["val"]
+            } else {
+                e
+            };
+            match e {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Installs `table inet seen` in the victim: a prerouting chain (before any rp_filter
+/// check) recording every IPv4 source sending to `proto dport` in set `src` and every
+/// destination port in set `dports`, with counters for all such packets (`all`), sources
+/// outside 10.250.0.0/16 (`outside`) and sources in the excluded 10.250.0.0/23 (`excluded`).
+fn install_seen(lab: &Lab, proto: &str, dport: Option<u16>) {
+    let port = dport.map_or(String::new(), |p| format!(" {proto} dport {p}"));
+    victim_nft(
+        lab,
+        &format!(
+            "table inet seen {{
+  set src {{ type ipv4_addr; size 65536; flags dynamic; }}
+  set dports {{ type inet_service; size 65536; flags dynamic; }}
+  chain pre {{
+    type filter hook prerouting priority -400; policy accept;
+    meta nfproto ipv4 meta l4proto {proto}{port} goto seen
+  }}
+  chain seen {{
+    counter comment \"all\"
+    add @src {{ ip saddr }}
+    add @dports {{ {proto} dport }}
+    ip saddr != 10.250.0.0/16 counter comment \"outside\"
+    ip saddr 10.250.0.0/23 counter comment \"excluded\"
+  }}
+}}
+"
+        ),
+    );
+}
+
+#[test]
+fn lab_distributed_udp_comes_from_thousands_of_lab_sources() {
+    if !require_root("lab_distributed_udp_comes_from_thousands_of_lab_sources") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("selftest-distributed");
+    install_seen(&lab, "udp", Some(5300));
+
+    // As fast as trafgen goes.
+    let rx0 = lab.victim_rx_packets();
+    let start = Instant::now();
+    let out = lab
+        .spawn_distributed_udp(5300, 5000, None)
+        .finish(Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.wait_arrival(rx0, 5000);
+    eprintln!(
+        "distributed udp: 5000 packets, unbounded rate, in {:?}",
+        start.elapsed()
+    );
+    assert_eq!(victim_counter(&lab, "seen", "all"), 5000);
+    assert_eq!(victim_counter(&lab, "seen", "outside"), 0);
+    assert_eq!(victim_counter(&lab, "seen", "excluded"), 0);
+    let srcs = victim_set_elems(&lab, "seen", "src");
+    eprintln!("distributed udp: {} distinct sources", srcs.len());
+    assert!(srcs.len() >= 1000, "only {} distinct sources", srcs.len());
+    for s in &srcs {
+        let ip: std::net::Ipv4Addr = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+        let o = ip.octets();
+        assert!(o[0] == 10 && o[1] == 250 && o[2] >= 2, "source {ip}");
+    }
+    assert_eq!(victim_set_elems(&lab, "seen", "dports"), ["5300"]);
+
+    // Rate-limited: 3000 packets at 3000 pps take about a second.
+    let start = Instant::now();
+    let out = lab
+        .spawn_distributed_udp(5300, 3000, Some(3000))
+        .finish(Duration::from_secs(60));
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("distributed udp: 3000 packets at 3000 pps in {took:?}");
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    wait_until(Duration::from_secs(5), "8000 packets counted", || {
+        victim_counter(&lab, "seen", "all") == 8000
+    });
+    assert_eq!(victim_counter(&lab, "seen", "outside"), 0);
+}
+
+#[test]
+fn lab_spoofed_syn_flood_reaches_the_victim() {
+    if !require_root("lab_spoofed_syn_flood_reaches_the_victim") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("selftest-synflood");
+    let host_cookies = host_ok(&["sysctl", "-n", "net.ipv4.tcp_syncookies"]);
+    assert_eq!(lab.syncookies(), "1");
+    lab.set_syncookies("0");
+    assert_eq!(lab.syncookies(), "0");
+    assert_eq!(
+        host_ok(&["sysctl", "-n", "net.ipv4.tcp_syncookies"]),
+        host_cookies,
+        "the host's tcp_syncookies changed"
+    );
+    install_seen(&lab, "tcp", Some(8080));
+    let mut listener = lab.victim.spawn(&[
+        "python3",
+        "-c",
+        "import socket, time\nl = socket.socket()\nl.bind(('10.250.0.2', 8080))\nl.listen(4)\nprint('listening', flush=True)\ntime.sleep(60)\n",
+    ]);
+    wait_until(Duration::from_secs(10), "listener", || {
+        listener.stdout().contains("listening")
+    });
+
+    let rx0 = lab.victim_rx_packets();
+    let start = Instant::now();
+    let out = lab
+        .spawn_syn_flood_spoofed(8080, 20_000, Some(20_000))
+        .finish(Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.wait_arrival(rx0, 20_000);
+    eprintln!(
+        "spoofed syn flood: 20000 SYNs at 20000 pps in {:?}",
+        start.elapsed()
+    );
+    assert_eq!(victim_counter(&lab, "seen", "all"), 20_000);
+    assert_eq!(victim_counter(&lab, "seen", "outside"), 0);
+    assert_eq!(victim_counter(&lab, "seen", "excluded"), 0);
+    let srcs = victim_set_elems(&lab, "seen", "src").len();
+    eprintln!("spoofed syn flood: {srcs} distinct sources");
+    assert!(srcs >= 1000, "{srcs}");
+    let ss = lab.victim.run_ok(&["ss", "-Htn", "state", "syn-recv"]);
+    let nstat = lab.victim.run_ok(&[
+        "nstat",
+        "-az",
+        "TcpExtListenDrops",
+        "TcpExtListenOverflows",
+        "TcpExtTCPReqQFullDrop",
+        "TcpExtSyncookiesSent",
+    ]);
+    eprintln!(
+        "spoofed syn flood: {} SYN-RECV sockets\n{nstat}",
+        ss.lines().count()
+    );
+    assert!(listener.running());
+}
+
+#[test]
+fn lab_amplification_hits_random_ports() {
+    if !require_root("lab_amplification_hits_random_ports") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("selftest-amplification");
+    install_seen(&lab, "udp", None);
+    let rx0 = lab.victim_rx_packets();
+    let out = lab
+        .spawn_amplification(53, 1200, 2000, None)
+        .finish(Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.wait_arrival(rx0, 2000);
+    assert_eq!(victim_counter(&lab, "seen", "all"), 2000);
+    assert_eq!(victim_set_elems(&lab, "seen", "src"), [ATTACKER4]);
+    let ports = victim_set_elems(&lab, "seen", "dports").len();
+    assert!(ports >= 1000, "{ports} destination ports");
+}
+
+#[test]
+fn lab_dns_server_answers_queries() {
+    if !require_root("lab_dns_server_answers_queries") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("selftest-dns");
+    // No server yet: the query fails (port unreachable), and quickly.
+    let start = Instant::now();
+    assert!(!lab.dns_query("example.test"));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let server = lab.dns_server();
+    assert!(lab.dns_query("example.test"));
+    assert!(lab.dns_query("a-b.c_d.example.test."));
+    for i in 0..5 {
+        assert!(lab.dns_query(&format!("host{i}.example.test")));
+    }
+    assert!(std::panic::catch_unwind(AssertUnwindSafe(|| lab.dns_query("bad name"))).is_err());
+    drop(server);
+    assert!(!lab.dns_query("example.test"));
+}
+
+#[test]
+fn lab_http_server_serves_ok() {
+    if !require_root("lab_http_server_serves_ok") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("selftest-http");
+    let _server = lab.http_server(8081);
+    let t = Duration::from_secs(2);
+    assert!(lab.http_get(OTHER4, 8081, t));
+    assert!(lab.http_get(ATTACKER4, 8081, t));
+    assert!(lab.http_get(FAR4, 8081, t));
+    // Nothing listening: refused at once.
+    assert!(!lab.http_get(OTHER4, 8082, t));
+    // A source the namespace does not own is a caller error.
+    assert!(catch_unwind(AssertUnwindSafe(|| lab.http_get(VICTIM4, 8081, t))).is_err());
+    // Silently dropped: false after the timeout, not later.
+    victim_nft(
+        &lab,
+        &format!(
+            "table inet block {{ chain pre {{ type filter hook prerouting priority -300; policy accept; ip saddr {OTHER4} drop; }} }}\n"
+        ),
+    );
+    let start = Instant::now();
+    assert!(!lab.http_get(OTHER4, 8081, Duration::from_secs(1)));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert!(lab.http_get(ATTACKER4, 8081, t));
+}

@@ -2,9 +2,12 @@
 //! hping3 for TCP flag floods, a Python client holding idle connections; and the victim's own
 //! interface counter to check the agent against. Lab addresses only, always bounded.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::{assert_lab_addr, Lab, Proc, ATTACKER_IF, ATTACKER_MAC, VICTIM_IF, VICTIM_MAC};
+use super::{
+    assert_lab_addr, Lab, Proc, ATTACKER4, ATTACKER_IF, ATTACKER_MAC, VICTIM4, VICTIM_IF,
+    VICTIM_MAC,
+};
 
 /// No flood is allowed more packets than this.
 pub const MAX_FLOOD_PACKETS: u64 = 5_000_000;
@@ -55,27 +58,7 @@ impl Lab {
             "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), {ip}, udp(sp={}, dp={dport}), fill(0x41, {}) }}",
             flood.sport, flood.payload
         );
-        let count = count.to_string();
-        let mut args = vec![
-            "timeout",
-            "60",
-            "trafgen",
-            "-o",
-            ATTACKER_IF,
-            "-P",
-            "1",
-            "--no-sock-mem",
-            "--notouch-irq",
-            "-C",
-            "-n",
-            &count,
-        ];
-        let rate_arg = rate.map(|r| format!("{r}pps"));
-        if let Some(r) = &rate_arg {
-            args.extend(["-b", r.as_str()]);
-        }
-        args.push(&packet);
-        self.attacker.spawn(&args)
+        self.spawn_trafgen_packet(&packet, count, rate)
     }
 
     /// hping3 from the attacker namespace with a packet count: `flags` like `-S` or `-A`.
@@ -187,4 +170,351 @@ impl Lab {
             .as_u64()
             .expect("rx packets in ip -s -j")
     }
+
+    /// Sends `count` copies of a trafgen packet description (`{ eth(...), ... }`) from the
+    /// attacker interface: `timeout 60 trafgen -P 1 --no-sock-mem --notouch-irq -C -n COUNT
+    /// [-b RATEpps]`. The caller vouches that every address in `packet` is a lab address.
+    fn spawn_trafgen_packet(&self, packet: &str, count: u64, rate: Option<u64>) -> Proc {
+        assert!(
+            (1..=MAX_FLOOD_PACKETS).contains(&count),
+            "lab: flood of {count} packets"
+        );
+        assert!(rate != Some(0), "lab: flood at 0 pps");
+        let count = count.to_string();
+        let mut args = vec![
+            "timeout",
+            "60",
+            "trafgen",
+            "-o",
+            ATTACKER_IF,
+            "-P",
+            "1",
+            "--no-sock-mem",
+            "--notouch-irq",
+            "-C",
+            "-n",
+            &count,
+        ];
+        let rate_arg = rate.map(|r| format!("{r}pps"));
+        if let Some(r) = &rate_arg {
+            args.extend(["-b", r.as_str()]);
+        }
+        args.push(packet);
+        self.attacker.spawn(&args)
+    }
+
+    /// A distributed UDP flood: `count` packets (at `rate` pps when given) to
+    /// `VICTIM4:dport`, each from a random source in 10.250.2.0–10.250.255.255 (third octet
+    /// random in 2..=255, fourth in 0..=255: about 65,000 possible sources, none in the
+    /// attacker's 10.250.0.0/24 or FAR4's 10.250.1.0/24) and a random source port, 32 bytes
+    /// of payload. Thousands of distinct sources, each at a low rate. The victim has no route
+    /// back to these sources, so nothing it answers leaves its namespace.
+    pub fn spawn_distributed_udp(&self, dport: u16, count: u64, rate: Option<u64>) -> Proc {
+        let packet = format!(
+            "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), {}, udp(sp=drnd(1024, 65535), dp={dport}), fill(0x41, 32) }}",
+            spoofed_ipv4_header()
+        );
+        self.spawn_trafgen_packet(&packet, count, rate)
+    }
+
+    /// A spoofed SYN flood: `count` TCP SYNs (at `rate` pps when given) to `VICTIM4:dport`
+    /// from random sources in 10.250.2.0–10.250.255.255 (as `spawn_distributed_udp`), random
+    /// source ports, sequence numbers and IP ids, window 64240, valid IP and TCP checksums.
+    ///
+    /// The SYNs reach the victim's TCP stack (with rp_filter off in the victim namespace,
+    /// the default here) but the victim has no route back to these sources: its SYN-ACKs
+    /// are never sent, and whether a request socket is kept depends on the kernel.
+    pub fn spawn_syn_flood_spoofed(&self, dport: u16, count: u64, rate: Option<u64>) -> Proc {
+        let packet = format!(
+            "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), {}, tcp(sp=drnd(1024, 65535), dp={dport}, seq=drnd(), syn, win=64240) }}",
+            spoofed_ipv4_header()
+        );
+        self.spawn_trafgen_packet(&packet, count, rate)
+    }
+
+    /// The shape of a reflected amplification flood: `count` UDP packets (at `rate` pps when
+    /// given) from `ATTACKER4:sport` (e.g. 53, 123, 11211) to VICTIM4, a random destination
+    /// port each, `payload` bytes each. A thin wrapper over `spawn_trafgen` with
+    /// `UdpFlood { dport: None, .. }`.
+    pub fn spawn_amplification(
+        &self,
+        sport: u16,
+        payload: usize,
+        count: u64,
+        rate: Option<u64>,
+    ) -> Proc {
+        let flood = UdpFlood {
+            src: ATTACKER4,
+            dst: VICTIM4,
+            sport,
+            dport: None,
+            payload,
+        };
+        self.spawn_trafgen(&flood, count, rate)
+    }
+
+    /// A tiny DNS responder (python3, stdlib) in the attacker namespace on `ATTACKER4:53`/udp.
+    /// Every A/IN query is answered with one A record 10.250.0.99 (question copied, QR, RD
+    /// copied, RA, name as pointer 0xc00c, TTL 60); other queries get an empty NOERROR
+    /// answer. Returns once the socket is bound; the guard stops it.
+    pub fn dns_server(&self) -> Proc {
+        let script = DNS_SERVER_PY.replace("@ADDR@", ATTACKER4);
+        let p = self.attacker.spawn(&["python3", "-c", &script]);
+        wait_ready(p, "dns_server")
+    }
+
+    /// Sends one A query for `name` from the victim namespace (VICTIM4, an ephemeral port) to
+    /// `ATTACKER4:53` and returns whether a matching answer (same ID, same question, an A
+    /// record 10.250.0.99) arrived within 1 s. `name` must be a plain DNS name
+    /// (letters, digits, `-`, `_`, labels of 1..=63 bytes).
+    pub fn dns_query(&self, name: &str) -> bool {
+        let trimmed = name.strip_suffix('.').unwrap_or(name);
+        assert!(
+            !trimmed.is_empty()
+                && trimmed.len() <= 253
+                && trimmed.split('.').all(|l| {
+                    (1..=63).contains(&l.len())
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                }),
+            "lab: not a plain DNS name: {name:?}"
+        );
+        let out = self.victim.run(&[
+            "python3",
+            "-c",
+            DNS_QUERY_PY,
+            VICTIM4,
+            ATTACKER4,
+            trimmed,
+            "10.250.0.99",
+        ]);
+        match out.status.code() {
+            Some(0) => true,
+            Some(3) => false,
+            _ => panic!(
+                "lab: dns_query {name} did not run ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// A python3 HTTP server (ThreadingHTTPServer, no request logging, listen backlog 128)
+    /// in the victim namespace on `VICTIM4:port`, answering every GET with 200 and the body
+    /// `ok`. Returns once the socket listens; the guard stops it.
+    pub fn http_server(&self, port: u16) -> Proc {
+        let script = HTTP_SERVER_PY.replace("@ADDR@", VICTIM4);
+        let port = port.to_string();
+        let p = self.victim.spawn(&["python3", "-c", &script, &port]);
+        wait_ready(p, "http_server")
+    }
+
+    /// From the attacker namespace, bound to source address `from` (one of the attacker
+    /// namespace's: ATTACKER4, OTHER4, FAR4), sends `GET / HTTP/1.0` to `VICTIM4:port` and
+    /// returns whether a 200 response with body `ok` came back within `timeout` (connect
+    /// included; at most 60 s). A refused, reset or silent connection is `false`.
+    pub fn http_get(&self, from: &str, port: u16, timeout: Duration) -> bool {
+        assert!(
+            assert_lab_addr(from).is_ipv4(),
+            "lab: http_get from {from}: IPv4 only"
+        );
+        assert!(
+            !timeout.is_zero() && timeout <= Duration::from_secs(60),
+            "lab: http_get timeout {timeout:?} outside (0, 60 s]"
+        );
+        let (port_s, secs) = (port.to_string(), format!("{:.3}", timeout.as_secs_f64()));
+        let p = self
+            .attacker
+            .spawn(&["python3", "-c", HTTP_GET_PY, from, VICTIM4, &port_s, &secs]);
+        let out = p.finish(timeout + Duration::from_secs(5));
+        match out.status.code() {
+            Some(0) => true,
+            Some(3) => false,
+            _ => panic!(
+                "lab: http_get from {from} to {VICTIM4}:{port} did not run ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// `net.ipv4.tcp_syncookies` in the victim namespace (never the host's), e.g. `"1"`.
+    pub fn syncookies(&self) -> String {
+        self.victim
+            .run_ok(&["sysctl", "-n", "net.ipv4.tcp_syncookies"])
+            .trim()
+            .to_string()
+    }
+
+    /// Sets `net.ipv4.tcp_syncookies` in the victim namespace (never the host's): `"0"`
+    /// (off), `"1"` (when the SYN queue overflows) or `"2"` (always).
+    pub fn set_syncookies(&self, value: &str) {
+        assert!(
+            matches!(value, "0" | "1" | "2"),
+            "lab: tcp_syncookies value {value:?} is not 0, 1 or 2"
+        );
+        self.victim.sysctl("net.ipv4.tcp_syncookies", value);
+    }
 }
+
+/// trafgen IPv4 header from a random source in 10.250.2.0–10.250.255.255 to VICTIM4: the
+/// first two octets are fixed, so no source can ever leave 10.250.0.0/16.
+fn spoofed_ipv4_header() -> String {
+    assert_lab_addr(VICTIM4);
+    format!(
+        "ipv4(sa=10.250.2.0, sa[2]=drnd(2, 255), sa[3]=drnd(), da={VICTIM4}, ttl=64, id=drnd())"
+    )
+}
+
+/// Waits up to 10 s for a spawned server to print `listening`; panics with its stderr if it
+/// exits or stays silent.
+fn wait_ready(mut p: Proc, what: &str) -> Proc {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if p.stdout().contains("listening") {
+            return p;
+        }
+        if !p.running() || Instant::now() >= deadline {
+            let err = p.stderr();
+            p.terminate();
+            panic!("lab: {what} did not start (`{}`):\n{err}", p.cmd());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// DNS responder; `@ADDR@` is replaced by the listening address.
+const DNS_SERVER_PY: &str = r#"
+import socket, struct
+ANSWER = socket.inet_aton('10.250.0.99')
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('@ADDR@', 53))
+print('listening', flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    if len(data) < 12:
+        continue
+    qid, flags, qd = struct.unpack('!3H', data[:6])
+    if flags & 0x8000 or qd != 1:
+        continue
+    i = 12
+    while i < len(data) and 0 < data[i] < 64:
+        i += data[i] + 1
+    if i >= len(data) or data[i] != 0 or i + 5 > len(data):
+        continue
+    qtype, qclass = struct.unpack('!2H', data[i + 1:i + 5])
+    question = data[12:i + 5]
+    rflags = 0x8000 | (flags & 0x7900) | 0x0080
+    answer = b''
+    if qtype == 1 and qclass == 1:
+        answer = b'\xc0\x0c' + struct.pack('!HHIH', 1, 1, 60, 4) + ANSWER
+    head = struct.pack('!6H', qid, rflags, 1, 1 if answer else 0, 0, 0)
+    s.sendto(head + question + answer, peer)
+"#;
+
+/// One A query: argv = source address, server, name, expected address. Exit 0 when a
+/// matching answer arrived within 1 s, 3 otherwise (1: the script itself failed).
+const DNS_QUERY_PY: &str = r#"
+import os, socket, struct, sys, time
+src, server, name, want = sys.argv[1:5]
+want = socket.inet_aton(want)
+qid = int.from_bytes(os.urandom(2), 'big')
+qname = b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\0'
+question = qname + struct.pack('!2H', 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, 0))
+s.sendto(struct.pack('!6H', qid, 0x0100, 1, 0, 0, 0) + question, (server, 53))
+end = time.monotonic() + 1.0
+
+def answered(data):
+    if len(data) < 12:
+        return False
+    rid, flags, qd, an = struct.unpack('!4H', data[:8])
+    if rid != qid or not flags & 0x8000 or flags & 0xf or qd != 1 or an < 1:
+        return False
+    if data[12:12 + len(question)] != question:
+        return False
+    i = 12 + len(question)
+    for _ in range(an):
+        if i + 2 > len(data):
+            return False
+        if data[i] & 0xc0 == 0xc0:
+            i += 2
+        else:
+            while i < len(data) and data[i] != 0:
+                i += data[i] + 1
+            i += 1
+        if i + 10 > len(data):
+            return False
+        rtype, rclass, ttl, rdlen = struct.unpack('!HHIH', data[i:i + 10])
+        rdata = data[i + 10:i + 10 + rdlen]
+        if rtype == 1 and rclass == 1 and rdata == want:
+            return True
+        i += 10 + rdlen
+    return False
+
+while True:
+    left = end - time.monotonic()
+    if left <= 0:
+        sys.exit(3)
+    s.settimeout(left)
+    try:
+        data, peer = s.recvfrom(4096)
+    except socket.timeout:
+        sys.exit(3)
+    if peer == (server, 53) and answered(data):
+        sys.exit(0)
+"#;
+
+/// HTTP server answering `ok`; `@ADDR@` is replaced by the address, argv[1] is the port.
+const HTTP_SERVER_PY: &str = r#"
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'ok'
+        self.send_response(200)
+        self.send_header('Content-Type', 'text/plain')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    request_queue_size = 128
+srv = Server(('@ADDR@', int(sys.argv[1])), Handler)
+print('listening', flush=True)
+srv.serve_forever()
+"#;
+
+/// One HTTP/1.0 GET: argv = source address, server, port, timeout in seconds. Exit 0 when
+/// a 200 with body `ok` came back in time, 3 otherwise (refused, reset, timeout, other
+/// answer); 1 when the script itself failed (e.g. `bind` to an address not in the namespace).
+const HTTP_GET_PY: &str = r#"
+import socket, sys, time
+src, dst, port, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+end = time.monotonic() + limit
+buf = b''
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind((src, 0))
+try:
+    s.settimeout(limit)
+    s.connect((dst, port))
+    s.settimeout(max(end - time.monotonic(), 0.001))
+    s.sendall(b'GET / HTTP/1.0\r\nHost: ' + dst.encode() + b'\r\n\r\n')
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            sys.exit(3)
+        s.settimeout(left)
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+except OSError:
+    sys.exit(3)
+head, _, body = buf.partition(b'\r\n\r\n')
+status = head.split(b'\r\n', 1)[0].split()
+sys.exit(0 if len(status) >= 2 and status[1] == b'200' and body == b'ok' else 3)
+"#;
