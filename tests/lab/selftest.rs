@@ -491,7 +491,7 @@ fn lab_http_server_serves_ok() {
     victim_nft(
         &lab,
         &format!(
-            "table inet block {{ chain pre {{ type filter hook prerouting priority -300; policy accept; ip saddr {OTHER4} drop; }} }}\n"
+            "table inet block {{\n chain pre {{\n  type filter hook prerouting priority -300; policy accept;\n  ip saddr {OTHER4} drop\n }}\n}}\n"
         ),
     );
     let start = Instant::now();

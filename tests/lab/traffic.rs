@@ -222,8 +222,9 @@ impl Lab {
     /// source ports, sequence numbers and IP ids, window 64240, valid IP and TCP checksums.
     ///
     /// The SYNs reach the victim's TCP stack (with rp_filter off in the victim namespace,
-    /// the default here) but the victim has no route back to these sources: its SYN-ACKs
-    /// are never sent, and whether a request socket is kept depends on the kernel.
+    /// the default here) but the victim has no route back to these sources, so no SYN-ACK
+    /// (nor cookie) is ever sent and no half-open connection is kept: each SYN counts as a
+    /// `TcpExtListenDrops` on a listening port, and the listen queue stays empty.
     pub fn spawn_syn_flood_spoofed(&self, dport: u16, count: u64, rate: Option<u64>) -> Proc {
         let packet = format!(
             "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), {}, tcp(sp=drnd(1024, 65535), dp={dport}, seq=drnd(), syn, win=64240) }}",
