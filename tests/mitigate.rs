@@ -1,4 +1,4 @@
-//! Issue 5 (first part): concentrated floods are mitigated by banning their sources — within a
+//! Issue 5: concentrated floods are mitigated by banning their sources — within a
 //! tick of `attack_start`, cutting what reaches the victim by ≥ 90 % against the same flood
 //! unmitigated (monitor mode, which touches nothing) — and the bans are lifted when the
 //! incident ends; a safelisted source is never banned. IPv4 and IPv6.
@@ -177,4 +177,203 @@ fn issue5_a_safelisted_source_is_never_banned() {
         agent.all_events()
     );
     assert!(!agent.dump().contains(&format!("{OTHER4} timeout")));
+}
+
+/// Counts packets to a UDP port that reach the victim's stack (an input-hook counter in a
+/// table of the test's own).
+fn count_port(lab: &Lab, port: u16) {
+    let rule = format!("add rule inet portcount input udp dport {port} counter");
+    lab.victim.run_ok(&["nft", "add table inet portcount"]);
+    lab.victim.run_ok(&[
+        "nft",
+        "add chain inet portcount input { type filter hook input priority 0 ; }",
+    ]);
+    lab.victim.run_ok(&["nft", &rule]);
+}
+
+fn port_arrivals(lab: &Lab) -> u64 {
+    let json = lab
+        .victim
+        .run_ok(&["nft", "-j", "list", "table", "inet", "portcount"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["rule"]["expr"].as_array())
+        .flat_map(|e| e.iter())
+        .find_map(|e| e["counter"]["packets"].as_u64())
+        .unwrap()
+}
+
+fn agent_with<'a>(lab: &'a Lab, mitigation: &str) -> Agent<'a> {
+    let sections = format!(
+        "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n\
+         [sense]\nconntrack_interval = \"1s\"\n\n[detection]\nhold = \"2s\"\n\n[mitigation]\n{mitigation}\n"
+    );
+    let sections: &'static str = Box::leak(sections.into_boxed_str());
+    let mut agent = Agent::configured(
+        lab,
+        Setup {
+            agent: "warmup = \"3s\"",
+            safelist: &[],
+            sections,
+            ..Setup::default()
+        },
+    );
+    agent.start();
+    lab.ping(OTHER4, VICTIM4, 100);
+    std::thread::sleep(Duration::from_secs(2));
+    agent
+}
+
+#[test]
+fn issue5_distributed_flood_is_held_to_the_port_limit_not_banned() {
+    let Some((_guard, lab)) = setup("mitigate-ddos") else {
+        return;
+    };
+    lab.count_arrivals();
+    count_port(&lab, 27015);
+    let agent = agent_with(&lab, "port_limit_pps = 2000");
+    let sent = 300_000;
+    let before = port_arrivals(&lab);
+    let generator = lab.spawn_distributed_udp(27015, sent, Some(FLOOD_PPS));
+    let start = wait_for(&agent, "attack_start", Duration::from_secs(10));
+    assert_eq!(
+        (start["vector"].as_str(), start["concentrated"].as_bool()),
+        (Some("udp_flood"), Some(false)),
+        "{start}"
+    );
+    let applied = wait_for(&agent, "mitigation_applied", Duration::from_secs(5));
+    assert_eq!(
+        (applied["action"].as_str(), applied["port"].as_u64()),
+        (Some("limit_port"), Some(27015)),
+        "{applied}"
+    );
+    // A legitimate client on another port is not held back.
+    let other = lab.arrivals(OTHER4);
+    lab.ping(OTHER4, VICTIM4, 50);
+    assert_eq!(lab.arrivals(OTHER4) - other, 50);
+    let flood_time = Duration::from_secs_f64(sent as f64 / FLOOD_PPS as f64);
+    generator.finish(Duration::from_secs(60));
+    let arrived = port_arrivals(&lab) - before;
+    // At most the limit for the flood's length, plus what came before the limit was on.
+    let allowed = 2000.0 * flood_time.as_secs_f64() + 0.25 * sent as f64;
+    eprintln!(
+        "issue5: distributed flood: {arrived} of {sent} packets reached udp/27015 (limit 2000 pps)"
+    );
+    assert!(
+        (arrived as f64) < allowed,
+        "{arrived} arrived, at most {allowed} expected"
+    );
+    assert!(
+        arrived as f64 > 2000.0 * flood_time.as_secs_f64() * 0.5,
+        "the port stays served: {arrived}"
+    );
+    let dump = agent.dump();
+    let ban4 = dump
+        .split("\tset ")
+        .find(|s| s.starts_with("ban4 "))
+        .unwrap();
+    assert!(!ban4.contains("elements"), "no single bans: {ban4}");
+    let removed = wait_for(&agent, "mitigation_removed", Duration::from_secs(20));
+    assert_eq!(removed["action"], "limit_port");
+}
+
+#[test]
+fn issue5_syn_flood_engages_syn_cookies_and_clients_still_connect() {
+    let Some((_guard, lab)) = setup("mitigate-syn") else {
+        return;
+    };
+    lab.set_syncookies("0");
+    // The victim's SYN-ACKs to the spoofed lab sources go to the attacker namespace, which
+    // does not forward them: half-open connections fill the listen queue, as in the wild
+    // (measured here: without SYN cookies 3 of 5 requests completed during such a flood).
+    lab.victim
+        .run_ok(&["ip", "route", "add", "10.250.0.0/16", "via", ATTACKER4]);
+    let _server = lab.http_server(80);
+    let agent = agent_with(&lab, "");
+    let generator = lab.spawn_syn_flood_spoofed(80, 200_000, Some(20_000));
+    let start = wait_for(&agent, "attack_start", Duration::from_secs(10));
+    assert_eq!(start["vector"], "syn_flood", "{start}");
+    let applied = wait_for(&agent, "mitigation_applied", Duration::from_secs(5));
+    assert_eq!(applied["action"], "syn_cookies", "{applied}");
+    assert_eq!(lab.syncookies(), "1");
+    let served = (0..5)
+        .filter(|_| lab.http_get(OTHER4, 80, Duration::from_secs(3)))
+        .count();
+    eprintln!("issue5: SYN flood: {served} of 5 HTTP requests completed during the flood");
+    assert!(served >= 4, "{served} of 5");
+    generator.finish(Duration::from_secs(60));
+    wait_for(&agent, "mitigation_removed", Duration::from_secs(20));
+    assert_eq!(lab.syncookies(), "0", "put back");
+}
+
+#[test]
+fn issue5_amplification_is_dropped_by_source_port_and_dns_still_works() {
+    let Some((_guard, lab)) = setup("mitigate-amp") else {
+        return;
+    };
+    let _dns = lab.dns_server();
+    let agent = agent_with(&lab, "");
+    assert!(lab.dns_query("before.lab"), "the resolver answers");
+    let generator = lab.spawn_amplification(53, 1200, 160_000, Some(20_000));
+    let start = wait_for(&agent, "attack_start", Duration::from_secs(10));
+    assert_eq!(start["vector"], "dns_amplification", "{start}");
+    let applied = wait_for(&agent, "mitigation_applied", Duration::from_secs(5));
+    assert_eq!(
+        (applied["action"].as_str(), applied["port"].as_u64()),
+        (Some("block_reflector"), Some(53)),
+        "{applied}"
+    );
+    let answered = (0..5)
+        .filter(|i| lab.dns_query(&format!("during{i}.lab")))
+        .count();
+    assert_eq!(
+        answered, 5,
+        "the host's own queries are answered during the flood"
+    );
+    generator.finish(Duration::from_secs(60));
+    let dump = agent.dump();
+    let rule = dump
+        .lines()
+        .find(|l| l.contains("@amp_block counter"))
+        .unwrap();
+    let dropped: u64 = rule
+        .split("packets ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    eprintln!("issue5: amplification: {dropped} reflected packets dropped by the source-port rule");
+    assert!(dropped > 100_000, "{rule}");
+    assert!(
+        !dump.contains(&format!("{ATTACKER4} timeout")),
+        "a reflector is not banned"
+    );
+}
+
+#[test]
+fn issue5_slowloris_source_is_limited_and_others_get_pages() {
+    let Some((_guard, lab)) = setup("mitigate-slow") else {
+        return;
+    };
+    let _server = lab.http_server(80);
+    let agent = agent_with(&lab, "");
+    let _holder = lab.hold_connections(ATTACKER4, VICTIM4, 80, 300, Duration::from_secs(30));
+    let start = wait_for(&agent, "attack_start", Duration::from_secs(15));
+    assert_eq!(start["vector"], "slowloris", "{start}");
+    let applied = wait_for(&agent, "mitigation_applied", Duration::from_secs(5));
+    assert_eq!(applied["addresses"][0], ATTACKER4, "{applied}");
+    assert!(
+        lab.http_get(OTHER4, 80, Duration::from_secs(3)),
+        "a second client still gets pages"
+    );
+    assert!(
+        !lab.http_get(ATTACKER4, 80, Duration::from_secs(1)),
+        "the holder is limited"
+    );
 }
