@@ -161,6 +161,13 @@ pub struct Mitigation {
     /// During a distributed flood, the attacked port is held to this many
     /// packets a second, all sources together.
     pub port_limit_pps: u32,
+    /// During a distributed flood on a port, each source is metered: its
+    /// packets to that port past this many a second are dropped first,
+    /// before the port limit.
+    pub source_limit_pps: u32,
+    /// During an HTTP flood on a web port, the new connections a second one
+    /// source may open to it.
+    pub new_connections_per_source: u32,
     /// During an ICMP flood, ICMP (or ICMPv6) is held to this many packets a
     /// second.
     pub icmp_limit_pps: u32,
@@ -184,6 +191,8 @@ impl Default for Mitigation {
             auto_safelist: true,
             ssh_port: 22,
             port_limit_pps: 10_000,
+            source_limit_pps: 200,
+            new_connections_per_source: 20,
             icmp_limit_pps: 500,
             fragment_limit_pps: 500,
             aggregate_duration: Duration::from_secs(120),
@@ -614,6 +623,18 @@ const PORT_LIMIT_PPS: IntRule = IntRule {
     max: 10_000_000,
     range: "between 1 and 10000000",
 };
+const SOURCE_LIMIT_PPS: IntRule = IntRule {
+    name: "source_limit_pps",
+    min: 1,
+    max: 10_000_000,
+    range: "between 1 and 10000000",
+};
+const NEW_CONNECTIONS_PER_SOURCE: IntRule = IntRule {
+    name: "new_connections_per_source",
+    min: 1,
+    max: 100_000,
+    range: "between 1 and 100000",
+};
 const ICMP_LIMIT_PPS: IntRule = IntRule {
     name: "icmp_limit_pps",
     min: 1,
@@ -683,6 +704,8 @@ const MITIGATION_KEYS: &[&str] = &[
     "auto_safelist",
     "ssh_port",
     "port_limit_pps",
+    "source_limit_pps",
+    "new_connections_per_source",
     "icmp_limit_pps",
     "fragment_limit_pps",
     "aggregate_duration",
@@ -1395,6 +1418,16 @@ impl Checker {
                     self.integer(value, &path, &PORT_LIMIT_PPS)
                         .and_then(|n| u32::try_from(n).ok()),
                 ),
+                "source_limit_pps" => set(
+                    &mut mitigation.source_limit_pps,
+                    self.integer(value, &path, &SOURCE_LIMIT_PPS)
+                        .and_then(|n| u32::try_from(n).ok()),
+                ),
+                "new_connections_per_source" => set(
+                    &mut mitigation.new_connections_per_source,
+                    self.integer(value, &path, &NEW_CONNECTIONS_PER_SOURCE)
+                        .and_then(|n| u32::try_from(n).ok()),
+                ),
                 "icmp_limit_pps" => set(
                     &mut mitigation.icmp_limit_pps,
                     self.integer(value, &path, &ICMP_LIMIT_PPS)
@@ -1559,6 +1592,8 @@ prefix_after = 4
 auto_safelist = true
 ssh_port = 22
 port_limit_pps = 10000
+source_limit_pps = 200
+new_connections_per_source = 20
 icmp_limit_pps = 500
 fragment_limit_pps = 500
 aggregate_duration = "2m"
@@ -1633,6 +1668,8 @@ bannet6_size = 16384
         assert!(config.mitigation.auto_safelist);
         assert_eq!(config.mitigation.ssh_port, 22);
         assert_eq!(config.mitigation.port_limit_pps, 10_000);
+        assert_eq!(config.mitigation.source_limit_pps, 200);
+        assert_eq!(config.mitigation.new_connections_per_source, 20);
         assert_eq!(config.mitigation.icmp_limit_pps, 500);
         assert_eq!(config.mitigation.fragment_limit_pps, 500);
         assert_eq!(
@@ -1702,6 +1739,8 @@ prefix_after = 256
 auto_safelist = false
 ssh_port = 2222
 port_limit_pps = 10_000_000
+source_limit_pps = 10_000_000
+new_connections_per_source = 100_000
 icmp_limit_pps = 1
 fragment_limit_pps = 1_000_000
 aggregate_duration = "1h"
@@ -1786,6 +1825,8 @@ bannet6_size = 1_000
                 auto_safelist: false,
                 ssh_port: 2222,
                 port_limit_pps: 10_000_000,
+                source_limit_pps: 10_000_000,
+                new_connections_per_source: 100_000,
                 icmp_limit_pps: 1,
                 fragment_limit_pps: 1_000_000,
                 aggregate_duration: Duration::from_secs(3600),
@@ -2279,6 +2320,8 @@ bannet6_size = 1_000
         assert_eq!(config.mitigation.ban_duration, Duration::from_secs(600));
         assert!(config.mitigation.auto_safelist);
         assert_eq!(config.mitigation.port_limit_pps, 10_000);
+        assert_eq!(config.mitigation.source_limit_pps, 200);
+        assert_eq!(config.mitigation.new_connections_per_source, 20);
         assert_eq!(
             config.mitigation.aggregate_duration,
             Duration::from_secs(120)
@@ -2297,6 +2340,29 @@ bannet6_size = 1_000
                 icmp_limit_pps: 1_000_000,
                 fragment_limit_pps: 16,
                 aggregate_duration: Duration::from_secs(10),
+                ..Mitigation::default()
+            }
+        );
+        let config =
+            parse("[mitigation]\nsource_limit_pps = 1\nnew_connections_per_source = 0x40\n")
+                .unwrap();
+        assert_eq!(
+            config.mitigation,
+            Mitigation {
+                source_limit_pps: 1,
+                new_connections_per_source: 64,
+                ..Mitigation::default()
+            }
+        );
+        let config = parse(
+            "mitigation.source_limit_pps = 5_000\nmitigation.new_connections_per_source = 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.mitigation,
+            Mitigation {
+                source_limit_pps: 5_000,
+                new_connections_per_source: 1,
                 ..Mitigation::default()
             }
         );
@@ -2446,7 +2512,7 @@ bannet6_size = 1_000
             3,
             1,
             "mitigation.max_bans",
-            "unknown key; the keys of [mitigation] are: ban_duration, mode, max_bans_per_second, min_source_share, prefix_after, auto_safelist, ssh_port, port_limit_pps, icmp_limit_pps, fragment_limit_pps, aggregate_duration",
+            "unknown key; the keys of [mitigation] are: ban_duration, mode, max_bans_per_second, min_source_share, prefix_after, auto_safelist, ssh_port, port_limit_pps, source_limit_pps, new_connections_per_source, icmp_limit_pps, fragment_limit_pps, aggregate_duration",
         );
         assert_error(
             "[mitigation]\nmodes = \"monitor\"\n",
@@ -2535,6 +2601,90 @@ bannet6_size = 1_000
             22,
             "mitigation.fragment_limit_pps",
             "expected an integer, found a boolean",
+        );
+        assert_error(
+            "[mitigation]\nsource_limit_pps = 0\n",
+            2,
+            20,
+            "mitigation.source_limit_pps",
+            "0 is out of range: source_limit_pps must be between 1 and 10000000",
+        );
+        assert_error(
+            "[mitigation]\nsource_limit_pps = 10_000_001\n",
+            2,
+            20,
+            "mitigation.source_limit_pps",
+            "10000001 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nsource_limit_pps = -1\n",
+            2,
+            20,
+            "mitigation.source_limit_pps",
+            "-1 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nsource_limit_pps = 200.0\n",
+            2,
+            20,
+            "mitigation.source_limit_pps",
+            "expected an integer, found a float",
+        );
+        assert_error(
+            "[mitigation]\nsource_limit_pps = \"200\"\n",
+            2,
+            20,
+            "mitigation.source_limit_pps",
+            "expected an integer, found a string",
+        );
+        assert_error(
+            "[mitigation]\nnew_connections_per_source = 0\n",
+            2,
+            30,
+            "mitigation.new_connections_per_source",
+            "0 is out of range: new_connections_per_source must be between 1 and 100000",
+        );
+        assert_error(
+            "[mitigation]\nnew_connections_per_source = 100_001\n",
+            2,
+            30,
+            "mitigation.new_connections_per_source",
+            "100001 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nnew_connections_per_source = -20\n",
+            2,
+            30,
+            "mitigation.new_connections_per_source",
+            "-20 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nnew_connections_per_source = true\n",
+            2,
+            30,
+            "mitigation.new_connections_per_source",
+            "expected an integer, found a boolean",
+        );
+        assert_error(
+            "[mitigation]\nnew_connections_per_source = [20]\n",
+            2,
+            30,
+            "mitigation.new_connections_per_source",
+            "expected an integer, found an array",
+        );
+        assert_error(
+            "[mitigation]\nsource_limit_pps = 100\nnew_connections_per_source = 100001\n",
+            3,
+            30,
+            "mitigation.new_connections_per_source",
+            "100001 is out of range",
+        );
+        assert_error(
+            "[mitigation]\nsource_limt_pps = 100\n",
+            2,
+            1,
+            "mitigation.source_limt_pps",
+            "unknown key (did you mean \"source_limit_pps\"?)",
         );
         assert_error(
             "[mitigation]\naggregate_duration = \"9s\"\n",

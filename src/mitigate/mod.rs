@@ -5,9 +5,10 @@
 //! Per vector: a concentrated flood's heaviest sources are banned in `ban4`/`ban6` with a
 //! timeout (refreshed while the incident lasts), and a /24 (/64) that collects
 //! `prefix_after` banned sources is banned whole in `bannet4`/`bannet6`; a distributed flood
-//! gets an aggregate measure instead — its port held to a rate; amplification gets unsolicited
-//! UDP from the reflector's port dropped; ICMP and fragment floods are held to a rate; a SYN
-//! flood turns SYN cookies on. Aggregate measures are keys with a timeout in measure sets (so
+//! gets an aggregate measure instead — its sources metered and its port held to a rate (an HTTP
+//! flood: new connections metered per source); Slowloris gets a per-source connection limit;
+//! amplification gets unsolicited UDP from the reflector's port dropped; ICMP and fragment
+//! floods are held to a rate; a SYN flood turns SYN cookies on. Aggregate measures are keys with a timeout in measure sets (so
 //! a dead agent leaves nothing that lasts). Everything an incident added is lifted when it
 //! ends. Safelisted sources are never banned, and the kernel checks the safelist before any
 //! drop.
@@ -194,12 +195,11 @@ impl Mitigator {
             Vector::UdpFlood if !concentrated => {
                 aggregates.extend(event.port.map(Measure::LimitUdpPort))
             }
-            Vector::AckFlood
-            | Vector::RstFlood
-            | Vector::HttpFlood
-            | Vector::TcpConnectionFlood
-                if !concentrated =>
-            {
+            Vector::HttpFlood if !concentrated => {
+                aggregates.extend(event.port.map(Measure::MeterNewConnections))
+            }
+            Vector::Slowloris => aggregates.extend(event.port.map(Measure::LimitConnections)),
+            Vector::AckFlood | Vector::RstFlood | Vector::TcpConnectionFlood if !concentrated => {
                 aggregates.extend(event.port.map(Measure::LimitTcpPort))
             }
             _ => {}
@@ -258,7 +258,7 @@ impl Mitigator {
                 });
             }
         }
-        if concentrated && reflector.is_none() {
+        if concentrated && reflector.is_none() && event.vector != Vector::Slowloris {
             self.ban_sources(event, changes, out);
         }
     }
@@ -424,6 +424,8 @@ fn describe(
             ("limit_fragments", None, Some("ipv6"), Some(fragment_limit))
         }
         Measure::LimitFragments(_) => ("limit_fragments", None, Some("ipv4"), Some(fragment_limit)),
+        Measure::MeterNewConnections(p) => ("meter_new_connections", Some(p), Some("tcp"), None),
+        Measure::LimitConnections(p) => ("limit_connections", Some(p), Some("tcp"), None),
     }
 }
 

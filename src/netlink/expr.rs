@@ -3,7 +3,7 @@
 //! logging or extension headers, so every rule goes through this one encoder.
 
 use super::wire::{Attrs, Writer};
-use crate::ruleset::expr::{CmpOp, Expr, Field, MetaKey, Verdict};
+use crate::ruleset::expr::{CmpOp, Expr, Field, MetaKey, Stateful, Verdict};
 
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
@@ -24,6 +24,8 @@ const NFT_LOOKUP_F_INV: u32 = 1;
 const NFT_OBJECT_COUNTER: u32 = 1;
 const NFT_LIMIT_PKTS: u32 = 0;
 const NFT_LIMIT_F_INV: u32 = 1;
+const NFT_CONNLIMIT_F_INV: u32 = 1;
+const NFT_DYNSET_OP_ADD: u32 = 0;
 const NFT_EXTHDR_F_PRESENT: u32 = 1;
 const NFT_EXTHDR_OP_IPV6: u32 = 0;
 const IPPROTO_FRAGMENT: u8 = 44;
@@ -52,6 +54,7 @@ fn encode(w: &mut Writer, e: &Expr) {
         Expr::Counter { .. } => "counter",
         Expr::Limit { .. } => "limit",
         Expr::Log { .. } => "log",
+        Expr::Dynset { .. } => "dynset",
         Expr::Verdict(_) => "immediate",
     };
     w.attr_str(NFTA_EXPR_NAME, name);
@@ -124,6 +127,30 @@ fn encode(w: &mut Writer, e: &Expr) {
             w.attr_be32(3, *burst); // NFTA_LIMIT_BURST
             w.attr_be32(4, NFT_LIMIT_PKTS); // NFTA_LIMIT_TYPE
             w.attr_be32(5, if *over { NFT_LIMIT_F_INV } else { 0 }); // NFTA_LIMIT_FLAGS
+        }
+        Expr::Dynset { set, stateful } => {
+            w.attr_str(1, set); // NFTA_DYNSET_SET_NAME
+            w.attr_be32(3, NFT_DYNSET_OP_ADD); // NFTA_DYNSET_OP
+            w.attr_be32(4, REG_1); // NFTA_DYNSET_SREG_KEY
+            let nested = w.nest_start(7); // NFTA_DYNSET_EXPR
+            let (name, a, b, over) = match *stateful {
+                Stateful::Limit { rate, burst, over } => ("limit", rate, burst, over),
+                Stateful::ConnLimit { count, over } => ("connlimit", u64::from(count), 0, over),
+            };
+            w.attr_str(NFTA_EXPR_NAME, name);
+            let data = w.nest_start(NFTA_EXPR_DATA);
+            if name == "limit" {
+                w.attr_be64(1, a);
+                w.attr_be64(2, 1);
+                w.attr_be32(3, b);
+                w.attr_be32(4, NFT_LIMIT_PKTS);
+                w.attr_be32(5, if over { NFT_LIMIT_F_INV } else { 0 });
+            } else {
+                w.attr_be32(1, a as u32); // NFTA_CONNLIMIT_COUNT
+                w.attr_be32(2, if over { NFT_CONNLIMIT_F_INV } else { 0 }); // NFTA_CONNLIMIT_FLAGS
+            }
+            let _ = w.nest_end(data);
+            let _ = w.nest_end(nested);
         }
         Expr::Log { group, snaplen } => {
             w.attr(1, &group.to_be_bytes()); // NFTA_LOG_GROUP (be16)
@@ -262,6 +289,32 @@ fn decode(name: &str, a: Attrs, l4proto: Option<u8>) -> Option<Expr> {
                 burst: be32(3)?,
                 over: flags & NFT_LIMIT_F_INV != 0,
             })?
+        }
+        "dynset" => {
+            if be32(3).unwrap_or(NFT_DYNSET_OP_ADD) != NFT_DYNSET_OP_ADD || a.get(5).is_some() {
+                return None; // an update, or a map with data: not ours
+            }
+            let set = a.get(1)?.str()?.to_string();
+            let inner = a.get(7)?.nested();
+            let name = inner.get(NFTA_EXPR_NAME)?.str()?;
+            let d = inner
+                .get(NFTA_EXPR_DATA)
+                .map(|x| x.nested())
+                .unwrap_or(Attrs::new(&[]));
+            let d32 = |k| d.get(k).and_then(|x| x.be32());
+            let stateful = match name {
+                "limit" => Stateful::Limit {
+                    rate: d.get(1)?.be64()?,
+                    burst: d32(3)?,
+                    over: d32(5).unwrap_or(0) & NFT_LIMIT_F_INV != 0,
+                },
+                "connlimit" => Stateful::ConnLimit {
+                    count: d32(1)?,
+                    over: d32(2).unwrap_or(0) & NFT_CONNLIMIT_F_INV != 0,
+                },
+                _ => return None,
+            };
+            Expr::Dynset { set, stateful }
         }
         "log" => {
             let group = u16::from_be_bytes(a.get(1)?.bytes().get(..2)?.try_into().ok()?);

@@ -72,6 +72,8 @@ pub mod abi {
     pub const NFTA_SET_OBJ_TYPE: u16 = 15;
     pub const NFTA_SET_DESC_SIZE: u16 = 1;
     pub const NFT_SET_OBJECT: u32 = 0x40;
+    pub const NFT_SET_EVAL: u32 = 0x20;
+    pub const NFTA_SET_TIMEOUT: u16 = 11;
     pub const NFT_SET_INTERVAL: u32 = 0x4;
     pub const NFT_SET_TIMEOUT: u32 = 0x10;
 
@@ -287,7 +289,13 @@ impl Batch {
         if spec.counter_map {
             flags |= NFT_SET_OBJECT;
         }
+        if spec.dynamic {
+            flags |= NFT_SET_EVAL;
+        }
         self.w.attr_be32(NFTA_SET_FLAGS, flags);
+        if let Some(t) = spec.default_timeout {
+            self.w.attr_be64(NFTA_SET_TIMEOUT, t.as_millis() as u64);
+        }
         self.w.attr_be32(NFTA_SET_KEY_TYPE, spec.key.type_id());
         self.w.attr_be32(NFTA_SET_KEY_LEN, spec.key.key_len());
         self.w.attr_be32(NFTA_SET_ID, id);
@@ -603,6 +611,11 @@ pub fn decode_set(msg: &Msg) -> Option<SetState> {
         timeout: flags & NFT_SET_TIMEOUT != 0,
         size,
         counter_map,
+        dynamic: flags & NFT_SET_EVAL != 0,
+        default_timeout: attrs
+            .get(NFTA_SET_TIMEOUT)
+            .and_then(|a| a.be64())
+            .map(Duration::from_millis),
         elements: Vec::new(),
     })
 }

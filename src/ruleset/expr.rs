@@ -84,6 +84,30 @@ pub const NFPROTO_IPV6: u8 = 10;
 /// `ct state new` as the kernel's state bitmask.
 pub const CT_STATE_NEW: u32 = 1 << 3;
 
+/// The state a meter keeps per element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stateful {
+    /// Packets per second of this key (with `over`: matches past the rate).
+    Limit { rate: u64, burst: u32, over: bool },
+    /// Connections this key holds in conntrack (with `over`: matches past the count).
+    ConnLimit { count: u32, over: bool },
+}
+
+impl Stateful {
+    fn render(self) -> String {
+        match self {
+            Stateful::Limit { rate, burst, over } => {
+                let over = if over { "over " } else { "" };
+                format!("limit rate {over}{rate}/second burst {burst} packets")
+            }
+            Stateful::ConnLimit { count, over } => {
+                let over = if over { "over " } else { "" };
+                format!("ct count {over}{count}")
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmpOp {
     Eq,
@@ -121,6 +145,12 @@ pub enum Expr {
         rate: u64,
         burst: u32,
         over: bool,
+    },
+    /// Add the register's value to a dynamic set (a meter) with a stateful expression of its
+    /// own per element; the rule goes on only when that expression matches.
+    Dynset {
+        set: String,
+        stateful: Stateful,
     },
     /// Copy the packet's first `snaplen` bytes to an NFLOG group.
     Log {
@@ -233,6 +263,10 @@ fn render_statement(exprs: &[Expr]) -> Option<(String, usize)> {
             let op = if *invert { "!= " } else { "" };
             done(format!("{} {op}@{set}", field.name()), 2)
         }
+        [Payload(field), Dynset { set, stateful }, ..] => done(
+            format!("add @{set} {{ {} {} }}", field.name(), stateful.render()),
+            2,
+        ),
         [Payload(field), CounterMap(map), ..] => {
             done(format!("counter name {} map @{map}", field.name()), 2)
         }

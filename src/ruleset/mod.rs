@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use crate::addr::Cidr;
 use crate::config::{Config, Proto};
-use expr::{CmpOp, Expr, Field, MetaKey, Verdict, CT_STATE_NEW, NFPROTO_IPV4, NFPROTO_IPV6};
+use expr::{
+    CmpOp, Expr, Field, MetaKey, Stateful, Verdict, CT_STATE_NEW, NFPROTO_IPV4, NFPROTO_IPV6,
+};
 use expr::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 /// The name of our table (family inet). Nobody else writes to it; we write nowhere else.
@@ -269,6 +271,10 @@ pub struct SetSpec {
     pub size: Option<u32>,
     /// A map from key to named counter (`type … : counter`).
     pub counter_map: bool,
+    /// Filled by the rules themselves (`flags dynamic`: meters).
+    pub dynamic: bool,
+    /// The timeout of elements added without one.
+    pub default_timeout: Option<Duration>,
     pub elements: Vec<(Key, String)>,
 }
 
@@ -281,6 +287,8 @@ impl SetSpec {
             timeout: role.timeout(),
             size,
             counter_map: false,
+            dynamic: false,
+            default_timeout: None,
             elements: Vec::new(),
         }
     }
@@ -298,6 +306,8 @@ impl SetSpec {
             timeout: false,
             size: None,
             counter_map: true,
+            dynamic: false,
+            default_timeout: None,
             elements,
         }
     }
@@ -386,6 +396,19 @@ pub fn desired(config: &Config) -> TableSpec {
         };
         sets.push(SetSpec::for_role(role, size));
     }
+    for (name, key, timeout) in METERS {
+        sets.push(SetSpec {
+            name: name.to_string(),
+            key,
+            interval: false,
+            timeout: timeout.is_some(),
+            size: Some(METER_SIZE),
+            counter_map: false,
+            dynamic: true,
+            default_timeout: timeout,
+            elements: Vec::new(),
+        });
+    }
     sets.extend(Measure::SETS.iter().map(|&(name, key, size)| SetSpec {
         name: name.to_string(),
         key,
@@ -393,6 +416,8 @@ pub fn desired(config: &Config) -> TableSpec {
         timeout: true,
         size: Some(size),
         counter_map: false,
+        dynamic: false,
+        default_timeout: None,
         elements: Vec::new(),
     }));
 
@@ -449,6 +474,36 @@ pub fn desired(config: &Config) -> TableSpec {
         Expr::Verdict(Verdict::Drop),
     ]);
     conntrack.push(reflected);
+    for (set, meter, stateful) in [
+        (
+            "meter_new",
+            "newconn",
+            Stateful::Limit {
+                rate: u64::from(config.mitigation.new_connections_per_source),
+                burst: (config.mitigation.new_connections_per_source / 4).max(5),
+                over: true,
+            },
+        ),
+        (
+            "limit_conns",
+            "conns",
+            Stateful::ConnLimit {
+                count: config.detection.max_connections_per_source,
+                over: true,
+            },
+        ),
+    ] {
+        let mut head = ct_new();
+        head.extend(Expr::meta_is(MetaKey::L4Proto, PROTO_TCP));
+        head.extend([
+            Expr::Payload(Field::TcpDport),
+            Expr::Lookup {
+                set: set.to_string(),
+                invert: false,
+            },
+        ]);
+        conntrack.extend(meter_rules(&head, meter, stateful));
+    }
     TableSpec {
         counters,
         sets,
@@ -578,18 +633,26 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
     };
     let tail = |rate: u32| [limit(rate), Expr::counter(), Expr::Verdict(Verdict::Drop)];
     let mut rules = Vec::new();
+    let per_source = Stateful::Limit {
+        rate: u64::from(m.source_limit_pps),
+        burst: (m.source_limit_pps / 10).max(5),
+        over: true,
+    };
     for (proto, field, set) in [
         (PROTO_UDP, Field::UdpDport, "limit_udp"),
         (PROTO_TCP, Field::TcpDport, "limit_tcp"),
     ] {
-        let mut rule = Expr::meta_is(MetaKey::L4Proto, proto).to_vec();
-        rule.extend([
+        let mut head = Expr::meta_is(MetaKey::L4Proto, proto).to_vec();
+        head.extend([
             Expr::Payload(field),
             Expr::Lookup {
                 set: set.to_string(),
                 invert: false,
             },
         ]);
+        // The heaviest sources first, then the port as a whole.
+        rules.extend(meter_rules(&head, "meter", per_source));
+        let mut rule = head;
         rule.extend(tail(m.port_limit_pps));
         rules.push(rule);
     }
@@ -632,6 +695,44 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
     rules
 }
 
+/// Elements a meter holds at most.
+const METER_SIZE: u32 = 65536;
+/// Meters: per-source state kept by the rules. Rate meters forget a quiet source after a
+/// minute; connection counts go when the connections do.
+const METERS: [(&str, KeyType, Option<Duration>); 6] = [
+    ("meter4", KeyType::Ipv4Addr, Some(Duration::from_secs(60))),
+    ("meter6", KeyType::Ipv6Addr, Some(Duration::from_secs(60))),
+    ("newconn4", KeyType::Ipv4Addr, Some(Duration::from_secs(60))),
+    ("newconn6", KeyType::Ipv6Addr, Some(Duration::from_secs(60))),
+    ("conns4", KeyType::Ipv4Addr, None),
+    ("conns6", KeyType::Ipv6Addr, None),
+];
+
+/// `<match> meta nfproto X add @<meter><4|6> { ip[6] saddr <stateful> } counter drop`, for
+/// both families: per-source state, the heaviest sources dropped.
+fn meter_rules(head: &[Expr], meter: &str, stateful: Stateful) -> Vec<Vec<Expr>> {
+    [
+        (NFPROTO_IPV4, Field::Ip4Saddr, "4"),
+        (NFPROTO_IPV6, Field::Ip6Saddr, "6"),
+    ]
+    .into_iter()
+    .map(|(nfproto, field, suffix)| {
+        let mut rule = head.to_vec();
+        rule.extend(Expr::meta_is(MetaKey::NfProto, nfproto));
+        rule.extend([
+            Expr::Payload(field),
+            Expr::Dynset {
+                set: format!("{meter}{suffix}"),
+                stateful,
+            },
+            Expr::counter(),
+            Expr::Verdict(Verdict::Drop),
+        ]);
+        rule
+    })
+    .collect()
+}
+
 /// An aggregate measure: one key in one of the measure sets, switching on its rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Measure {
@@ -645,17 +746,23 @@ pub enum Measure {
     LimitProto(u8),
     /// Hold this family's fragments (nfproto) to `mitigation.fragment_limit_pps`.
     LimitFragments(u8),
+    /// Meter new connections per source to this web port (`new_connections_per_source`).
+    MeterNewConnections(u16),
+    /// Limit the connections one source holds to this port (`max_connections_per_source`).
+    LimitConnections(u16),
 }
 
 impl Measure {
     pub const REFLECTOR_SET: &'static str = "amp_block";
     /// The measure sets: name, key type, size.
-    pub const SETS: [(&'static str, KeyType, u32); 5] = [
+    pub const SETS: [(&'static str, KeyType, u32); 7] = [
         ("amp_block", KeyType::InetService, 1024),
         ("limit_udp", KeyType::InetService, 1024),
         ("limit_tcp", KeyType::InetService, 1024),
         ("limit_proto", KeyType::InetProto, 256),
         ("limit_frag", KeyType::NfProto, 16),
+        ("meter_new", KeyType::InetService, 1024),
+        ("limit_conns", KeyType::InetService, 1024),
     ];
 
     pub fn set(self) -> &'static str {
@@ -665,14 +772,18 @@ impl Measure {
             Measure::LimitTcpPort(_) => "limit_tcp",
             Measure::LimitProto(_) => "limit_proto",
             Measure::LimitFragments(_) => "limit_frag",
+            Measure::MeterNewConnections(_) => "meter_new",
+            Measure::LimitConnections(_) => "limit_conns",
         }
     }
 
     pub fn key(self) -> Key {
         match self {
-            Measure::BlockReflector(p) | Measure::LimitUdpPort(p) | Measure::LimitTcpPort(p) => {
-                Key::Ports(p, p)
-            }
+            Measure::BlockReflector(p)
+            | Measure::LimitUdpPort(p)
+            | Measure::LimitTcpPort(p)
+            | Measure::MeterNewConnections(p)
+            | Measure::LimitConnections(p) => Key::Ports(p, p),
             Measure::LimitProto(b) | Measure::LimitFragments(b) => Key::Byte(b),
         }
     }
@@ -719,6 +830,8 @@ pub struct SetState {
     pub timeout: bool,
     pub size: Option<u32>,
     pub counter_map: bool,
+    pub dynamic: bool,
+    pub default_timeout: Option<Duration>,
     pub elements: Vec<ElementState>,
 }
 
@@ -783,7 +896,9 @@ impl TableState {
                         && have.interval == want.interval
                         && have.timeout == want.timeout
                         && have.size == want.size
-                        && have.counter_map == want.counter_map;
+                        && have.counter_map == want.counter_map
+                        && have.dynamic == want.dynamic
+                        && have.default_timeout == want.default_timeout;
                     if !shape_ok {
                         diffs.push(format!("set {} has other type, flags or size", want.name));
                     }
@@ -885,6 +1000,8 @@ impl TableSpec {
                 timeout: s.timeout,
                 size: s.size,
                 counter_map: s.counter_map,
+                dynamic: s.dynamic,
+                default_timeout: s.default_timeout,
                 elements: s
                     .elements
                     .iter()

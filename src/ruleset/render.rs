@@ -51,12 +51,19 @@ fn render_set(out: &mut String, set: &SetState) {
     } else {
         let _ = writeln!(out, "\t\ttype {}", key.nft_name());
     }
-    let flags: Vec<&str> = [(set.interval, "interval"), (set.timeout, "timeout")]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
-        .collect();
+    let flags: Vec<&str> = [
+        (set.dynamic, "dynamic"),
+        (set.interval, "interval"),
+        (set.timeout, "timeout"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
     if !flags.is_empty() {
         let _ = writeln!(out, "\t\tflags {}", flags.join(","));
+    }
+    if let Some(t) = set.default_timeout {
+        let _ = writeln!(out, "\t\ttimeout {}", nft_duration(t));
     }
     if let Some(size) = set.size {
         let _ = writeln!(out, "\t\tsize {size}");
