@@ -11,14 +11,6 @@ use crate::lab::{self, Lab, Proc, UdpFlood, ATTACKER4, VICTIM4};
 
 const CONFIG: &str = "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n[[service]]\nport = 22\nproto = \"tcp\"\n\n[sense]\nconntrack_interval = \"1s\"\n\n[detection]\nhold = \"2s\"\n";
 
-fn setup(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
-    if !lab::require_root(test) {
-        return None;
-    }
-    let guard = lab::serial();
-    Some((guard, Lab::new(test)))
-}
-
 /// Starts the agent with a 3 s warm-up and lets it learn from light background traffic.
 fn warmed_up(lab: &Lab) -> Agent<'_> {
     let mut agent = Agent::configured(
@@ -96,7 +88,7 @@ fn detects(
 
 #[test]
 fn issue4_udp_flood_is_detected_and_ends() {
-    let Some((_guard, lab)) = setup("detect-udp") else {
+    let Some((_guard, lab)) = lab::start("detect-udp") else {
         return;
     };
     let agent = warmed_up(&lab);
@@ -120,7 +112,7 @@ fn issue4_udp_flood_is_detected_and_ends() {
 
 #[test]
 fn issue4_syn_flood_to_port_80_is_detected() {
-    let Some((_guard, lab)) = setup("detect-syn") else {
+    let Some((_guard, lab)) = lab::start("detect-syn") else {
         return;
     };
     let agent = warmed_up(&lab);
@@ -135,7 +127,7 @@ fn issue4_syn_flood_to_port_80_is_detected() {
 
 #[test]
 fn issue4_dns_amplification_is_detected() {
-    let Some((_guard, lab)) = setup("detect-dns") else {
+    let Some((_guard, lab)) = lab::start("detect-dns") else {
         return;
     };
     let agent = warmed_up(&lab);
@@ -157,7 +149,7 @@ fn issue4_dns_amplification_is_detected() {
 
 #[test]
 fn issue4_low_rate_ssh_connections_raise_nothing() {
-    let Some((_guard, lab)) = setup("detect-ssh") else {
+    let Some((_guard, lab)) = lab::start("detect-ssh") else {
         return;
     };
     let agent = warmed_up(&lab);

@@ -10,14 +10,6 @@ use serde_json::Value;
 use crate::agent::{Agent, Setup};
 use crate::lab::{self, Lab, UdpFlood, ATTACKER4, VICTIM4};
 
-fn setup(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
-    if !lab::require_root(test) {
-        return None;
-    }
-    let guard = lab::serial();
-    Some((guard, Lab::new(test)))
-}
-
 const SERVICES: &str = "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n[[service]]\nport = 8080\nproto = \"tcp\"\n\n[sense]\nconntrack_interval = \"1s\"\n";
 
 fn start(lab: &Lab) -> Agent<'_> {
@@ -47,7 +39,7 @@ fn settled(agent: &Agent) -> Value {
 
 #[test]
 fn issue3_udp_port_rate_matches_the_interface_counter_and_names_the_source() {
-    let Some((_guard, lab)) = setup("sense-udp") else {
+    let Some((_guard, lab)) = lab::start("sense-udp") else {
         return;
     };
     let agent = start(&lab);
@@ -89,7 +81,7 @@ fn issue3_udp_port_rate_matches_the_interface_counter_and_names_the_source() {
 
 #[test]
 fn issue3_syn_and_ack_floods_land_in_their_own_classes() {
-    let Some((_guard, lab)) = setup("sense-tcp") else {
+    let Some((_guard, lab)) = lab::start("sense-tcp") else {
         return;
     };
     let agent = start(&lab);
@@ -122,7 +114,7 @@ fn issue3_syn_and_ack_floods_land_in_their_own_classes() {
 
 #[test]
 fn issue3_idle_connections_are_counted_per_source() {
-    let Some((_guard, lab)) = setup("sense-conns") else {
+    let Some((_guard, lab)) = lab::start("sense-conns") else {
         return;
     };
     let agent = start(&lab);
@@ -151,7 +143,7 @@ fn issue3_idle_connections_are_counted_per_source() {
 
 #[test]
 fn issue3_fastest_flood_keeps_the_loop_running_and_counts_samples() {
-    let Some((_guard, lab)) = setup("sense-fast") else {
+    let Some((_guard, lab)) = lab::start("sense-fast") else {
         return;
     };
     let agent = start(&lab);

@@ -170,7 +170,12 @@ impl Mitigator {
             .active
             .get(&event.incident)
             .is_some_and(|m| m.escalated);
-        let concentrated = event.concentrated && !escalated;
+        // Heavy sources that are safelisted (spoofed, say) cannot be banned: then the
+        // aggregate measure applies, as for a distributed flood.
+        let bannable = event.sources.iter().any(|s| {
+            s.share >= self.min_share && !self.safelist.iter().any(|c| c.contains(s.addr))
+        });
+        let concentrated = event.concentrated && !escalated && bannable;
         let reflector = event
             .counter
             .strip_prefix("amp_")

@@ -363,3 +363,18 @@ fn a_refused_batch_is_tried_again() {
     let (_, out) = tick(&mut m, &[update], 1000);
     assert_eq!(out.len(), 1, "added again, with its event");
 }
+
+#[test]
+fn a_flood_from_safelisted_sources_gets_the_aggregate_measure_instead() {
+    let mut m = mitigator(&["10.250.0.3"]);
+    let start = event(EventKind::AttackStart, "i-1", &[("10.250.0.3", 0.99)], true);
+    let (changes, _) = tick(&mut m, &[start], 0);
+    let two_minutes = Duration::from_secs(120);
+    assert_eq!(
+        changes,
+        vec![Change::Enable {
+            measure: Measure::LimitUdpPort(27015),
+            timeout: two_minutes
+        }]
+    );
+}

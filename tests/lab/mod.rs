@@ -109,12 +109,50 @@ pub fn require_root(test: &str) -> bool {
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Process-wide lock: hold it for the whole test so namespace/flood tests never overlap.
-/// A mutex poisoned by a failed test is recovered, not propagated.
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
+/// Held for a whole namespace test so floods never overlap: one test at a time in this process
+/// (a mutex; one poisoned by a failed test is recovered) and across processes — a second test
+/// run, a benchmark — through an flock on a lock file.
+pub struct Serial {
+    _process: MutexGuard<'static, ()>,
+    _file: std::fs::File,
+}
+
+const LOCK_FILE: &str = "/tmp/ftagent-lab.lock";
+
+pub fn serial() -> Serial {
+    let process = SERIAL
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .unwrap_or_else(|e| panic!("lab: open {LOCK_FILE}: {e}"));
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; released when the file is closed.
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let err = std::io::Error::last_os_error();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::Interrupted,
+            "lab: flock {LOCK_FILE}: {err}"
+        );
+    }
+    Serial {
+        _process: process,
+        _file: file,
+    }
+}
+
+/// What a namespace test starts with: the root check (None, with a printed reason, when it
+/// must skip), the lock, and a fresh lab. Bind both: the lab is dropped before the lock.
+pub fn start(test: &str) -> Option<(Serial, Lab)> {
+    if !require_root(test) {
+        return None;
+    }
+    let serial = serial();
+    Some((serial, Lab::new(test)))
 }
 
 /// Polls `f` every 50 ms until it returns true; panics naming `what` after `timeout`.
