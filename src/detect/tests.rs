@@ -811,3 +811,120 @@ fn observe_allocates_nothing_in_steady_state() {
         "ticks during attacks without events"
     );
 }
+
+/// Issue 8: what one `observe` costs with about 10,000 keys — 3,326 TCP services (packets,
+/// new connections and connections held: three keys each) beside the fixed and reflector
+/// counters — quiet, and with an incident open; and with the default configuration for
+/// comparison. Prints ns per tick (the best of 5 batches) and a `BENCH observe …` line for
+/// `benches/run.sh`; no assertion on time. Run with
+/// `cargo test --release --lib observe_cost_with_10k_keys -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run it in release mode (benches/run.sh)"]
+fn observe_cost_with_10k_keys() {
+    const TICKS: u32 = 3000;
+    let many_services = Config {
+        services: (0..3326u16)
+            .map(|i| Service {
+                ports: PortRange {
+                    first: 10_000 + i,
+                    last: 10_000 + i,
+                },
+                proto: Proto::Tcp,
+                floor_pps: None,
+                web: None,
+            })
+            .collect(),
+        ..Config::default()
+    };
+    let (keys, quiet, attacked, allocations) = observe_cost(&many_services, TICKS);
+    let (default_keys, default_quiet, _, _) = observe_cost(&Config::default(), TICKS);
+    println!(
+        "observe(): {keys} keys: {quiet:.0} ns/tick quiet ({:.1} ns/key), {attacked:.0} ns/tick \
+         with an ICMP flood incident open; {allocations} allocations in {TICKS} quiet ticks; \
+         default configuration ({default_keys} keys): {default_quiet:.0} ns/tick ({:.0}x less)",
+        quiet / keys as f64,
+        quiet / default_quiet,
+    );
+    println!(
+        "BENCH observe keys={keys} quiet_ns={quiet:.0} incident_ns={attacked:.0} \
+         default_keys={default_keys} default_ns={default_quiet:.0} quiet_allocations={allocations}"
+    );
+}
+
+/// Warms a detector up on noisy quiet rates (70 s of 100 ms ticks), then times `ticks` quiet
+/// ticks and `ticks` ticks of an ICMP flood, each in 5 batches. Returns the number of keys, the
+/// mean ns per tick of the fastest quiet and attacked batch, and the allocations of the quiet
+/// ticks.
+fn observe_cost(config: &Config, ticks: u32) -> (usize, f64, f64, u64) {
+    let layout = CounterLayout::new(config);
+    let mut detector = Detector::new(config, &layout);
+    let keys = detector.keys.len();
+    let tick = config.agent.tick;
+    let mut rates = vec![Rate::default(); layout.len()];
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut noise = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        0.9 + (rng >> 11) as f64 / (1u64 << 53) as f64 * 0.2
+    };
+    let quiet_pps = |i: usize| if i < 11 { 1000.0 } else { 20.0 };
+    let top_sources: Vec<(IpAddr, u64)> = (1..=8u8)
+        .map(|i| (IpAddr::from([198, 18, 0, i]), u64::from(20 - i)))
+        .collect();
+    let top_prefixes: Vec<(Cidr, u64)> = vec![("198.18.0.0/24".parse().unwrap(), 100)];
+    let top_dst_ports = vec![((6u8, 443u16), 60u64), ((17, 53), 20)];
+    let service_connections = vec![1u32; layout.services.len()];
+    let connections = vec![(IpAddr::from([198, 18, 0, 1]), 3u32)];
+    let mut now = Duration::ZERO;
+    let mut out = Vec::with_capacity(64);
+    let mut run = |n: u32, attack: bool, detector: &mut Detector| -> (Duration, u64) {
+        let (mut spent, mut allocations) = (Duration::ZERO, 0);
+        for _ in 0..n {
+            for (i, r) in rates.iter_mut().enumerate() {
+                let mut pps = quiet_pps(i);
+                if attack && (i == class::ICMP || i == class::IPV4) {
+                    pps += 80_000.0;
+                }
+                r.pps = pps * noise();
+                r.bps = r.pps * 600.0 * 8.0;
+            }
+            let sample = Sample {
+                rates: &rates,
+                samples: 200,
+                top_sources: &top_sources,
+                top_prefixes: &top_prefixes,
+                top_dst_ports: &top_dst_ports,
+                distinct_sources: 150.0,
+                connections: &connections,
+                service_connections: &service_connections,
+            };
+            now += tick;
+            out.clear();
+            let before = crate::alloc::thread_allocations();
+            let started = std::time::Instant::now();
+            detector.observe(&sample, now, &mut out);
+            spent += started.elapsed();
+            allocations += crate::alloc::thread_allocations() - before;
+        }
+        (spent, allocations)
+    };
+    run(700, false, &mut detector);
+    assert!(detector.warmed_up());
+    // The best of 5 batches, each a fifth of `ticks`: what the code costs, not the neighbours.
+    let batch = ticks / 5;
+    let (mut quiet, mut allocations) = (Duration::MAX, 0);
+    for _ in 0..5 {
+        let (spent, made) = run(batch, false, &mut detector);
+        quiet = quiet.min(spent);
+        allocations += made;
+    }
+    let attacked = (0..5)
+        .map(|_| run(batch, true, &mut detector).0)
+        .min()
+        .unwrap();
+    let open: Vec<Vector> = detector.open_incidents().map(|i| i.vector).collect();
+    assert_eq!(open, [Vector::IcmpFlood], "one incident, the ICMP flood");
+    let per_tick = |d: Duration| d.as_nanos() as f64 / f64::from(batch);
+    (keys, per_tick(quiet), per_tick(attacked), allocations)
+}
