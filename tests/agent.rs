@@ -127,41 +127,30 @@ impl<'a> Agent<'a> {
         self.run_ok(&["rules", "dump"])
     }
 
-    /// The `--trace-samples` lines printed so far.
-    pub fn traces(&self) -> Vec<Value> {
+    /// The JSON lines printed on stdout so far whose `event` passes `keep`.
+    fn lines(&self, keep: impl Fn(&str) -> bool) -> Vec<Value> {
         let daemon = self.daemon.as_ref().expect("daemon running");
         daemon
             .stdout()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["event"] == "sample")
+            .filter(|v| v["event"].as_str().is_some_and(&keep))
             .collect()
+    }
+
+    /// The `--trace-samples` lines printed so far.
+    pub fn traces(&self) -> Vec<Value> {
+        self.lines(|e| e == "sample")
     }
 
     /// The detection events (`attack_*`) printed so far.
     pub fn events(&self) -> Vec<Value> {
-        let daemon = self.daemon.as_ref().expect("daemon running");
-        daemon
-            .stdout()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| {
-                v["event"]
-                    .as_str()
-                    .is_some_and(|e| e.starts_with("attack_"))
-            })
-            .collect()
+        self.lines(|e| e.starts_with("attack_"))
     }
 
     /// Every event printed so far: detection and mitigation.
     pub fn all_events(&self) -> Vec<Value> {
-        let daemon = self.daemon.as_ref().expect("daemon running");
-        daemon
-            .stdout()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["event"] != "sample")
-            .collect()
+        self.lines(|e| e != "sample")
     }
 
     /// Waits for the next trace line and returns it.

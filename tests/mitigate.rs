@@ -13,24 +13,29 @@ use crate::agent::{Agent, Setup};
 use crate::lab::{self, Lab, UdpFlood, ATTACKER4, ATTACKER6, OTHER4, VICTIM4, VICTIM6};
 
 const SECTIONS: &str =
-    "[[service]]\nport = 27015\nproto = \"udp\"\n\n[detection]\nhold = \"2s\"\n\n";
+    "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n\
+    [sense]\nconntrack_interval = \"1s\"\n\n[detection]\nhold = \"2s\"\n\n";
 const FLOOD_PACKETS: u64 = 500_000;
 const FLOOD_PPS: u64 = 50_000;
 
-fn start<'a>(lab: &'a Lab, mode: &str, safelist: &'a [&'a str]) -> Agent<'a> {
-    let sections = format!("{SECTIONS}[mitigation]\nmode = \"{mode}\"\n");
-    let sections: &'static str = Box::leak(sections.into_boxed_str());
-    let mut agent = Agent::configured(
-        lab,
-        Setup {
-            agent: "warmup = \"3s\"",
-            safelist,
-            sections,
-            ..Setup::default()
-        },
-    );
+/// The agent in `mode`, warmed up on light traffic from the attacker's address.
+fn start<'a>(lab: &'a Lab, mode: &str, safelist: &[&str]) -> Agent<'a> {
+    warmed_up(lab, safelist, &format!("mode = \"{mode}\""), ATTACKER4)
+}
+
+/// The agent with more `[mitigation]` keys, after a 3 s warm-up on light traffic from
+/// `warm_from`.
+fn warmed_up<'a>(lab: &'a Lab, safelist: &[&str], mitigation: &str, warm_from: &str) -> Agent<'a> {
+    let sections = format!("{SECTIONS}[mitigation]\n{mitigation}\n");
+    let setup = Setup {
+        agent: "warmup = \"3s\"",
+        safelist,
+        sections: &sections,
+        ..Setup::default()
+    };
+    let mut agent = Agent::configured(lab, setup);
     agent.start();
-    lab.ping(ATTACKER4, VICTIM4, 100);
+    lab.ping(warm_from, VICTIM4, 100);
     std::thread::sleep(Duration::from_secs(2));
     agent
 }
@@ -204,27 +209,6 @@ fn port_arrivals(lab: &Lab) -> u64 {
         .unwrap()
 }
 
-fn agent_with<'a>(lab: &'a Lab, mitigation: &str) -> Agent<'a> {
-    let sections = format!(
-        "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n\
-         [sense]\nconntrack_interval = \"1s\"\n\n[detection]\nhold = \"2s\"\n\n[mitigation]\n{mitigation}\n"
-    );
-    let sections: &'static str = Box::leak(sections.into_boxed_str());
-    let mut agent = Agent::configured(
-        lab,
-        Setup {
-            agent: "warmup = \"3s\"",
-            safelist: &[],
-            sections,
-            ..Setup::default()
-        },
-    );
-    agent.start();
-    lab.ping(OTHER4, VICTIM4, 100);
-    std::thread::sleep(Duration::from_secs(2));
-    agent
-}
-
 #[test]
 fn issue5_distributed_flood_is_held_to_the_port_limit_not_banned() {
     let Some((_guard, lab)) = lab::start("mitigate-ddos") else {
@@ -232,7 +216,7 @@ fn issue5_distributed_flood_is_held_to_the_port_limit_not_banned() {
     };
     lab.count_arrivals();
     count_port(&lab, 27015);
-    let agent = agent_with(&lab, "port_limit_pps = 2000");
+    let agent = warmed_up(&lab, &[], "port_limit_pps = 2000", OTHER4);
     let sent = 300_000;
     let before = port_arrivals(&lab);
     let generator = lab.spawn_distributed_udp(27015, sent, Some(FLOOD_PPS));
@@ -290,7 +274,7 @@ fn issue5_syn_flood_engages_syn_cookies_and_clients_still_connect() {
     lab.victim
         .run_ok(&["ip", "route", "add", "10.250.0.0/16", "via", ATTACKER4]);
     let _server = lab.http_server(80);
-    let agent = agent_with(&lab, "");
+    let agent = warmed_up(&lab, &[], "", OTHER4);
     let generator = lab.spawn_syn_flood_spoofed(80, 200_000, Some(20_000));
     let start = wait_for(&agent, "attack_start", Duration::from_secs(10));
     assert_eq!(start["vector"], "syn_flood", "{start}");
@@ -313,7 +297,7 @@ fn issue5_amplification_is_dropped_by_source_port_and_dns_still_works() {
         return;
     };
     let _dns = lab.dns_server();
-    let agent = agent_with(&lab, "");
+    let agent = warmed_up(&lab, &[], "", OTHER4);
     assert!(lab.dns_query("before.lab"), "the resolver answers");
     let generator = lab.spawn_amplification(53, 1200, 160_000, Some(20_000));
     let start = wait_for(&agent, "attack_start", Duration::from_secs(10));
@@ -360,7 +344,7 @@ fn issue5_slowloris_source_is_limited_and_others_get_pages() {
         return;
     };
     let _server = lab.http_server(80);
-    let agent = agent_with(&lab, "");
+    let agent = warmed_up(&lab, &[], "", OTHER4);
     let _holder = lab.hold_connections(ATTACKER4, VICTIM4, 80, 300, Duration::from_secs(30));
     let start = wait_for(&agent, "attack_start", Duration::from_secs(15));
     assert_eq!(start["vector"], "slowloris", "{start}");
