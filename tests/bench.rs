@@ -731,7 +731,7 @@ fn drop_cost_and_restore(table: &mut String) {
     );
     let _ = writeln!(
         table,
-        "   bans back after the restore: {} of 10000 — the bans are NOT restored: the agent keeps no ban record yet",
+        "   bans back after the restore: {} of 10000 — these were added behind the agent (nft -f): it restores only the bans it made or was asked for",
         bans_back.iter().max().copied().unwrap_or(0)
     );
 }

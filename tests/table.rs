@@ -273,7 +273,8 @@ fn issue2_full_set_is_a_clear_error_and_changes_nothing() {
 }
 
 /// Another tool's `nft flush ruleset`: an owned table is skipped by the kernel, bans and all;
-/// an unowned one (older kernels) is put back by the daemon within a second or two.
+/// an unowned one (older kernels) is put back by the daemon within a second or two, with the
+/// bans that were in force and the time they had left.
 fn survives_flush_ruleset(test: &str, compat: &str) {
     let Some((_guard, lab)) = lab::start(test) else {
         return;
@@ -283,10 +284,19 @@ fn survives_flush_ruleset(test: &str, compat: &str) {
     agent.run_ok(&["ban", OTHER4, "--for", "5m"]);
     lab.victim.run_ok(&["nft", "flush", "ruleset"]);
     if compat == "legacy" {
-        lab::wait_until(Duration::from_secs(5), "the table to be restored", || {
-            let out = agent.run(&["rules", "dump"]);
-            String::from_utf8_lossy(&out.stdout).contains("chain prerouting")
-        });
+        lab::wait_until(
+            Duration::from_secs(5),
+            "the table to be restored with its ban",
+            || {
+                let out = agent.run(&["rules", "dump"]);
+                String::from_utf8_lossy(&out.stdout).contains(&format!("{OTHER4} timeout"))
+            },
+        );
+        let dump = agent.dump();
+        assert!(
+            dump.contains(&format!("{OTHER4} timeout 4m")),
+            "the ban, with the time it had left: {dump}"
+        );
         let (_, log) = agent.stop();
         assert!(log.contains("restored"), "{log}");
     } else {

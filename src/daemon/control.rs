@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -112,6 +112,7 @@ impl Connections {
         nft: &mut Nft,
         config: &Config,
         features: Features,
+        bans: &mut OperatorBans,
     ) -> Outcome {
         let slot = token.0 - self.first_token;
         let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
@@ -122,7 +123,7 @@ impl Connections {
             ReadState::Pending => return Outcome::Idle,
             ReadState::Closed => {}
             ReadState::Request(line) => {
-                let (response, stop) = handle(nft, config, features, &line);
+                let (response, stop) = handle(nft, config, features, bans, &line);
                 conn.reply(&response);
                 if stop {
                     outcome = Outcome::Stop;
@@ -137,7 +138,13 @@ impl Connections {
 }
 
 /// Serves one request; returns the response and whether the daemon must stop.
-fn handle(nft: &mut Nft, config: &Config, features: Features, line: &[u8]) -> (Response, bool) {
+fn handle(
+    nft: &mut Nft,
+    config: &Config,
+    features: Features,
+    bans: &mut OperatorBans,
+    line: &[u8],
+) -> (Response, bool) {
     let request = match control::parse_request(line) {
         Ok(r) => r,
         Err(e) => return (Response::error(e), false),
@@ -148,6 +155,7 @@ fn handle(nft: &mut Nft, config: &Config, features: Features, line: &[u8]) -> (R
                 Err(e) => Response::error(e),
                 Ok((cidr, timeout)) => match nft.ban(cidr, timeout, features) {
                     Ok(role) => {
+                        bans.record(cidr, Instant::now() + timeout);
                         let t = humantime::format_duration(timeout);
                         log::info!("operator ban: {cidr} in {} for {t}", role.name());
                         Response::ok(format!("banned {cidr} for {t}"))
@@ -162,6 +170,7 @@ fn handle(nft: &mut Nft, config: &Config, features: Features, line: &[u8]) -> (R
                 Err(e) => Response::error(format!("{cidr}: {e}")),
                 Ok(cidr) => match nft.unban(cidr) {
                     Ok(true) => {
+                        bans.forget(cidr);
                         log::info!("operator unban: {cidr}");
                         Response::ok(format!("unbanned {cidr}"))
                     }
@@ -187,6 +196,33 @@ fn handle(nft: &mut Nft, config: &Config, features: Features, line: &[u8]) -> (R
             }
             Err(e) => (Response::error(e.to_string()), false),
         },
+    }
+}
+
+/// The bans operators asked for, with when they run out, so a table that someone else
+/// removed can be put back with them.
+#[derive(Debug, Default)]
+pub struct OperatorBans {
+    bans: Vec<(Cidr, Instant)>,
+}
+
+impl OperatorBans {
+    fn record(&mut self, cidr: Cidr, until: Instant) {
+        self.forget(cidr);
+        self.bans.push((cidr, until));
+    }
+
+    fn forget(&mut self, cidr: Cidr) {
+        self.bans.retain(|(c, _)| *c != cidr);
+    }
+
+    /// The bans still in force at `now`, with the time they have left.
+    pub fn in_force(&mut self, now: Instant) -> Vec<(Cidr, Duration)> {
+        self.bans.retain(|(_, until)| *until > now);
+        self.bans
+            .iter()
+            .map(|(c, until)| (*c, until.saturating_duration_since(now)))
+            .collect()
     }
 }
 

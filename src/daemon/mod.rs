@@ -129,6 +129,7 @@ struct Daemon {
     /// Everything never dropped: configured and automatic.
     safelist: Vec<Cidr>,
     mitigator: Mitigator,
+    operator_bans: control::OperatorBans,
     syn_cookies: SynCookies,
     changes: Vec<Change>,
     mitigation_events: Vec<MitigationEvent>,
@@ -207,6 +208,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         detector,
         safelist,
         mitigator,
+        operator_bans: control::OperatorBans::default(),
         syn_cookies: SynCookies::default(),
         changes: Vec::with_capacity(16),
         mitigation_events: Vec::with_capacity(4),
@@ -264,6 +266,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                         &mut d.nft,
                         &d.config,
                         d.features,
+                        &mut d.operator_bans,
                     );
                     if let control::Outcome::Stop = outcome {
                         break 'serve Ok(());
@@ -475,9 +478,32 @@ impl Daemon {
             "table inet {}: {missing} counters missing; restoring the table",
             ruleset::TABLE
         );
-        match install(&mut self.nft, &self.config, &self.safelist, self.features) {
-            Ok(()) => log::warn!("table inet {} restored", ruleset::TABLE),
-            Err(e) => log::error!("restoring table inet {}: {e}", ruleset::TABLE),
+        if let Err(e) = install(&mut self.nft, &self.config, &self.safelist, self.features) {
+            log::error!("restoring table inet {}: {e}", ruleset::TABLE);
+            return;
+        }
+        // What was in force goes back in: the measures of open incidents and operators' bans
+        // with the time they have left.
+        let mut changes = Vec::new();
+        if !self.mitigator.is_monitor() {
+            self.mitigator.in_force(&mut changes);
+        }
+        for (cidr, left) in self.operator_bans.in_force(now) {
+            changes.push(Change::Ban {
+                cidr,
+                timeout: left.max(Duration::from_secs(1)),
+            });
+        }
+        match self.nft.apply(&changes, self.features) {
+            Ok(()) => log::warn!(
+                "table inet {} restored, with {} bans and measures",
+                ruleset::TABLE,
+                changes.len()
+            ),
+            Err(e) => log::error!(
+                "table inet {} restored, but not its bans and measures: {e}",
+                ruleset::TABLE
+            ),
         }
     }
 

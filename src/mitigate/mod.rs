@@ -386,6 +386,25 @@ impl Mitigator {
         }
     }
 
+    /// Everything the open incidents keep in force, as changes that put it back (after our
+    /// table was removed by someone else and restored).
+    pub fn in_force(&self, changes: &mut Vec<Change>) {
+        for m in self.active.values() {
+            for &cidr in m.hosts.iter().chain(&m.prefixes) {
+                changes.push(Change::Ban {
+                    cidr,
+                    timeout: self.ban_duration,
+                });
+            }
+            for &measure in &m.aggregates {
+                changes.push(Change::Enable {
+                    measure,
+                    timeout: self.aggregate_duration,
+                });
+            }
+        }
+    }
+
     /// The kernel refused a tick's changes: forget the bans they would have added, so the
     /// next update tries again. With `set_full` (ENFILE), the incidents whose bans were refused
     /// get their aggregate measure from then on instead of more bans.

@@ -378,3 +378,25 @@ fn a_flood_from_safelisted_sources_gets_the_aggregate_measure_instead() {
         }]
     );
 }
+
+#[test]
+fn what_is_in_force_can_be_put_back() {
+    let mut m = mitigator(&[]);
+    let ban = event(EventKind::AttackStart, "i-1", &[("10.250.0.1", 1.0)], true);
+    let limit = event(EventKind::AttackStart, "i-2", &[], false);
+    tick(&mut m, &[ban, limit], 0);
+    let mut changes = Vec::new();
+    m.in_force(&mut changes);
+    changes.sort_by_key(|c| format!("{c:?}"));
+    let want = [
+        Change::Ban {
+            cidr: cidr("10.250.0.1"),
+            timeout: Duration::from_secs(600),
+        },
+        Change::Enable {
+            measure: Measure::LimitUdpPort(27015),
+            timeout: Duration::from_secs(120),
+        },
+    ];
+    assert_eq!(changes, want);
+}
