@@ -532,8 +532,7 @@ pub(crate) mod tests {
     use crate::alloc::thread_allocations;
     use crate::netlink::wire::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_MULTI};
     use crate::sense::connections::ConnectionTable;
-    use std::os::fd::{AsRawFd, FromRawFd};
-    use std::process::Command;
+    use std::os::fd::AsRawFd;
     use std::time::Instant;
 
     /// Appends a conntrack message for `e` (type CT_NEW, as events and inserts use): original
@@ -784,119 +783,29 @@ pub(crate) mod tests {
 
     // ---- root tests: a throwaway network namespace, traffic only inside it ----
 
-    fn is_root() -> bool {
-        // SAFETY: geteuid cannot fail.
-        unsafe { libc::geteuid() == 0 }
-    }
+    use crate::netlink::testns::{connect_from, is_root, Netns};
 
-    fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-        let out = Command::new(cmd)
-            .args(args)
-            .output()
-            .map_err(|e| format!("{cmd}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{cmd} {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
-    }
-
-    /// A network namespace deleted on drop, also when the test panics.
-    pub(crate) struct Netns {
-        pub name: String,
-    }
-
-    impl Netns {
-        /// Creates `fta-ct-<tag>-<pid>` with lo up and conntrack switched on by an nft rule
-        /// (conntrack only tracks when some hook needs it).
-        pub fn create(tag: &str) -> Result<Netns, String> {
-            let name = format!("fta-ct-{tag}-{}", std::process::id());
-            run("ip", &["netns", "add", &name])?;
-            let ns = Netns { name };
-            ns.exec(&["ip", "link", "set", "lo", "up"])?;
-            ns.exec(&["nft", "add", "table", "inet", "t"])?;
-            ns.exec(&[
-                "nft",
-                "add",
-                "chain",
-                "inet",
-                "t",
-                "c",
-                "{ type filter hook output priority 0; }",
-            ])?;
-            ns.exec(&[
-                "nft", "add", "rule", "inet", "t", "c", "ct", "state", "new", "counter",
-            ])?;
-            Ok(ns)
-        }
-
-        pub fn exec(&self, args: &[&str]) -> Result<(), String> {
-            let mut all = vec!["netns", "exec", &self.name];
-            all.extend_from_slice(args);
-            run("ip", &all)
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = run("ip", &["netns", "del", &self.name]);
-        }
-    }
-
-    /// Runs `f` in a new thread inside the namespace; panics propagate after the thread ends.
-    fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", ns.name);
-        let handle = std::thread::spawn(move || {
-            enter_netns(&path).expect("setns");
-            f()
-        });
-        match handle.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-
-    /// Moves the calling thread (only it) into the namespace mounted at `path`.
-    fn enter_netns(path: &str) -> io::Result<()> {
-        let file = File::open(path)?;
-        // SAFETY: setns on a descriptor we own; affects only the calling thread.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// A TCP connection from `src` (any 127/8 address works on lo) to `dst`.
-    fn connect_from(src: Ipv4Addr, dst: std::net::SocketAddrV4) -> io::Result<std::net::TcpStream> {
-        let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(ip.octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // SAFETY: socket/bind/connect with correctly sized addresses; the fd is owned at once.
-        unsafe {
-            let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-            if raw < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let stream = std::net::TcpStream::from_raw_fd(raw);
-            let local = sin(src, 0);
-            if libc::bind(raw, &local as *const _ as *const libc::sockaddr, len) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let remote = sin(*dst.ip(), dst.port());
-            if libc::connect(raw, &remote as *const _ as *const libc::sockaddr, len) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(stream)
-        }
+    /// `fta-ct-<tag>-<pid>` with conntrack switched on by an nft rule (conntrack only tracks
+    /// when some hook needs it).
+    fn netns(tag: &str) -> Netns {
+        let ns = Netns::create(&format!("ct-{tag}")).expect("a network namespace");
+        ns.exec(&["nft", "add", "table", "inet", "t"])
+            .expect("nft table");
+        ns.exec(&[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "t",
+            "c",
+            "{ type filter hook output priority 0; }",
+        ])
+        .expect("nft chain");
+        ns.exec(&[
+            "nft", "add", "rule", "inet", "t", "c", "ct", "state", "new", "counter",
+        ])
+        .expect("nft rule");
+        ns
     }
 
     #[test]
@@ -905,14 +814,8 @@ pub(crate) mod tests {
             eprintln!("skipped: needs root (network namespace, nft, conntrack)");
             return;
         }
-        let ns = match Netns::create("conn") {
-            Ok(ns) => ns,
-            Err(e) => {
-                eprintln!("skipped: cannot set up a network namespace: {e}");
-                return;
-            }
-        };
-        in_netns(&ns, || {
+        let ns = netns("conn");
+        ns.run(|| {
             const CONNS: usize = 50;
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
@@ -978,14 +881,8 @@ pub(crate) mod tests {
             eprintln!("skipped: needs root (network namespace, nft, conntrack)");
             return;
         }
-        let ns = match Netns::create("abandon") {
-            Ok(ns) => ns,
-            Err(e) => {
-                eprintln!("skipped: cannot set up a network namespace: {e}");
-                return;
-            }
-        };
-        in_netns(&ns, || {
+        let ns = netns("abandon");
+        ns.run(|| {
             const N: u64 = 3000; // ~30 datagrams: the dump outlives its first read
             insert_entries(0, N as u32);
             let mut ct = Conntrack::open().unwrap();
@@ -1077,8 +974,8 @@ pub(crate) mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        let ns = Netns::create("bench").expect("namespace");
-        in_netns(&ns, || {
+        let ns = netns("bench");
+        ns.run(|| {
             const ROUNDS: u32 = 7;
             let mut ct = Conntrack::open().unwrap();
             let mut table = ConnectionTable::new(&[(80, 80)], &[], 4096);

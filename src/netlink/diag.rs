@@ -639,112 +639,28 @@ pub(crate) mod tests {
 
     // ---- root tests: a throwaway network namespace, traffic only inside it ----
 
-    use std::fs::File;
-    use std::net::{TcpListener, TcpStream, UdpSocket};
-    use std::process::Command;
+    use std::net::{TcpListener, UdpSocket};
 
-    fn is_root() -> bool {
-        // SAFETY: geteuid cannot fail.
-        unsafe { libc::geteuid() == 0 }
-    }
+    use crate::netlink::testns::{connect_from, is_root, Netns};
 
-    fn run(args: &[&str]) -> Result<(), String> {
-        let out = Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(|e| format!("ip: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+    /// `fta-diag-<pid>`: dummy d0 (or veth d0, peer d0p, where the kernel has no dummy driver)
+    /// with 10.250.77.2/24 and a default route via .1.
+    fn routed_netns() -> Netns {
+        let ns = Netns::create("diag").expect("a network namespace");
+        if let Err(dummy) = ns.exec(&["ip", "link", "add", "d0", "type", "dummy"]) {
+            ns.exec(&[
+                "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d0p",
+            ])
+            .unwrap_or_else(|veth| panic!("{dummy}; {veth}"));
+            ns.exec(&["ip", "link", "set", "d0p", "up"])
+                .expect("d0p up");
         }
-        Ok(())
-    }
-
-    /// A network namespace deleted on drop, also when the test panics.
-    struct Netns(String);
-
-    impl Netns {
-        /// `fta-diag-<pid>`: lo up, dummy d0 (or veth d0, peer d0p) with 10.250.77.2/24, a
-        /// default route via .1.
-        fn create() -> Result<Netns, String> {
-            let name = format!("fta-diag-{}", std::process::id());
-            run(&["netns", "add", &name])?;
-            let ns = Netns(name);
-            ns.exec(&["ip", "link", "set", "lo", "up"])?;
-            // A kernel without the dummy driver gets a veth pair whose peer stays inside.
-            if let Err(dummy) = ns.exec(&["ip", "link", "add", "d0", "type", "dummy"]) {
-                ns.exec(&[
-                    "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d0p",
-                ])
-                .map_err(|veth| format!("{dummy}; {veth}"))?;
-                ns.exec(&["ip", "link", "set", "d0p", "up"])?;
-            }
-            ns.exec(&["ip", "link", "set", "d0", "up"])?;
-            ns.exec(&["ip", "addr", "add", "10.250.77.2/24", "dev", "d0"])?;
-            ns.exec(&["ip", "route", "add", "default", "via", "10.250.77.1"])?;
-            Ok(ns)
-        }
-
-        fn exec(&self, args: &[&str]) -> Result<(), String> {
-            let mut all = vec!["netns", "exec", &self.0];
-            all.extend_from_slice(args);
-            run(&all)
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = run(&["netns", "del", &self.0]);
-        }
-    }
-
-    /// Runs `f` in a new thread moved into the namespace; panics propagate.
-    fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", ns.0);
-        let handle = std::thread::spawn(move || {
-            let file = File::open(&path).expect("open netns");
-            // SAFETY: setns on a descriptor we own; affects only this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
-            f()
-        });
-        match handle.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-
-    /// A TCP connection from `src` (any 127/8 address works on lo) to `dst`.
-    fn connect_from(src: Ipv4Addr, dst: std::net::SocketAddrV4) -> io::Result<TcpStream> {
-        let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(ip.octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // SAFETY: socket/bind/connect with correctly sized addresses; the fd is owned at once.
-        unsafe {
-            let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-            if raw < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let stream = TcpStream::from_raw_fd(raw);
-            let local = sin(src, 0);
-            if libc::bind(raw, &local as *const _ as *const libc::sockaddr, len) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let remote = sin(*dst.ip(), dst.port());
-            if libc::connect(raw, &remote as *const _ as *const libc::sockaddr, len) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(stream)
-        }
+        ns.exec(&["ip", "link", "set", "d0", "up"]).expect("d0 up");
+        ns.exec(&["ip", "addr", "add", "10.250.77.2/24", "dev", "d0"])
+            .expect("address");
+        ns.exec(&["ip", "route", "add", "default", "via", "10.250.77.1"])
+            .expect("default route");
+        ns
     }
 
     #[test]
@@ -753,14 +669,8 @@ pub(crate) mod tests {
             eprintln!("skipped: needs root (creates a network namespace)");
             return;
         }
-        let ns = match Netns::create() {
-            Ok(ns) => ns,
-            Err(e) => {
-                eprintln!("skipped: cannot set up a network namespace: {e}");
-                return;
-            }
-        };
-        in_netns(&ns, || {
+        let ns = routed_netns();
+        ns.run(|| {
             use crate::netlink::host;
             let ip = |s: &str| s.parse::<IpAddr>().unwrap();
 

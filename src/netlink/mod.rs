@@ -10,6 +10,8 @@ pub mod nflog;
 pub mod nft;
 pub mod socket;
 pub mod sysctl;
+#[cfg(test)]
+pub(crate) mod testns;
 pub mod wire;
 
 use std::time::Duration;

@@ -647,6 +647,7 @@ fn follow_ext_headers(first: u8, mut rest: &[u8]) -> Chain<'_> {
 pub(crate) mod tests {
     use super::super::wire::{NLMSG_DONE, NLM_F_MULTI};
     use super::*;
+    use crate::netlink::testns::{is_root, Netns};
 
     const SRC4: [u8; 4] = [192, 0, 2, 7];
     const DST4: [u8; 4] = [198, 51, 100, 1];
@@ -1010,54 +1011,6 @@ pub(crate) mod tests {
         assert!(stats.packets > 1000 && stats.malformed > 1000, "{stats:?}");
     }
 
-    /// Runs a command, failing the test with its output when it fails.
-    fn run(args: &[&str]) {
-        let out = std::process::Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A named network namespace, deleted on drop (also when the test panics).
-    struct Netns(String);
-
-    impl Netns {
-        fn create(name: String) -> Netns {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &name])
-                .output();
-            run(&["ip", "netns", "add", &name]);
-            Netns(name)
-        }
-
-        fn exec(&self, args: &[&str]) {
-            let mut all = vec!["ip", "netns", "exec", &self.0];
-            all.extend_from_slice(args);
-            run(&all);
-        }
-    }
-
-    /// Moves the calling thread (only) into the named namespace.
-    fn enter_netns(name: &str) {
-        let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-        // SAFETY: setns on a namespace descriptor; affects only this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &self.0])
-                .output();
-        }
-    }
-
     /// Drains until `want` packets came or `timeout` passed.
     fn collect(sock: &mut NflogSocket, want: u64, timeout: Duration) -> Vec<PacketMeta> {
         let mut seen = Vec::new();
@@ -1071,29 +1024,18 @@ pub(crate) mod tests {
 
     #[test]
     fn root_logs_udp_in_own_namespace() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !is_root() {
             eprintln!("skipped: needs root (network namespace, nft, NFLOG)");
             return;
         }
-        for tool in ["ip", "nft"] {
-            let found = std::process::Command::new(tool).arg("-V").output().is_ok();
-            if !found {
-                eprintln!("skipped: `{tool}` not found");
-                return;
-            }
-        }
-        let ns = Netns::create(format!("fta-nflog-{}", std::process::id()));
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        let ns = Netns::create("nflog").expect("a network namespace");
         let rules = "add table inet fta_nflog_test
             add chain inet fta_nflog_test out { type filter hook output priority 0; }
             add rule inet fta_nflog_test out udp dport 9 log group 17
             add rule inet fta_nflog_test out udp dport 10 log group 18
             add rule inet fta_nflog_test out udp dport 10 counter";
-        ns.exec(&["nft", rules]);
-        let name = ns.0.clone();
-        let result = std::thread::spawn(move || {
-            enter_netns(&name);
+        ns.exec(&["nft", rules]).expect("nft rules");
+        let result = ns.run(move || {
             // 1. Normal operation: 200 IPv4 and 50 IPv6 datagrams to the discard port.
             let mut sock = NflogSocket::open(17, &NflogConfig::default()).unwrap();
             let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -1140,10 +1082,8 @@ pub(crate) mod tests {
                 stalled.totals(),
                 sent + 1,
             )
-        })
-        .join();
-        let (seen, normal, v4_port, v6_sent, busy, stalled, sent) =
-            result.expect("namespace thread panicked");
+        });
+        let (seen, normal, v4_port, v6_sent, busy, stalled, sent) = result;
         eprintln!("normal: {normal:?}, v6 sent {v6_sent}; stalled: {stalled:?} of {sent}");
         assert_eq!(normal.packets, 200 + v6_sent, "{normal:?}");
         assert_eq!((normal.lost, normal.malformed), (0, 0));
