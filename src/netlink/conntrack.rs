@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::socket::{open_netfilter, recv_into, send_to_kernel, Blocking};
 use super::wire::{Attrs, Msg, Msgs, Writer, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP};
-use super::NlError;
+use super::{reply_end, NlError};
 use abi::*;
 
 /// Numbers from the kernel's `linux/netfilter/nfnetlink.h`, `nfnetlink_conntrack.h` and
@@ -213,36 +213,10 @@ pub(crate) fn walk_dump(
         if msg.seq() != seq {
             continue; // the tail of an earlier, abandoned request
         }
+        if let Some(end) = reply_end(&msg, "dump conntrack table") {
+            return end.map(|()| Step::Done);
+        }
         match msg.kind() {
-            NLMSG_DONE => {
-                // The payload is the dump's final status: 0, or a negative errno.
-                let code = msg
-                    .payload()
-                    .get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, i32::from_ne_bytes);
-                if code < 0 {
-                    return Err(NlError::kernel(
-                        "dump conntrack table".into(),
-                        code.saturating_neg(),
-                        None,
-                    ));
-                }
-                return Ok(Step::Done);
-            }
-            NLMSG_ERROR => {
-                let reply = msg
-                    .error()
-                    .ok_or_else(|| NlError::Malformed("short error message".into()))?;
-                if reply.code == 0 {
-                    return Ok(Step::Done);
-                }
-                return Err(NlError::kernel(
-                    "dump conntrack table".into(),
-                    reply.code.saturating_neg(),
-                    reply.ext_msg,
-                ));
-            }
             MSG_CT_NEW | MSG_CT_GET => match Entry::parse(&msg) {
                 Some(entry) => {
                     stats.entries += 1;

@@ -12,10 +12,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::socket::{recv_into, send_to_kernel};
-use super::wire::{
-    align, Msg, Msgs, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_DUMP, NLM_F_REQUEST,
-};
-use super::NlError;
+use super::wire::{align, Msg, Msgs, NLMSG_HDRLEN, NLM_F_DUMP, NLM_F_REQUEST};
+use super::{reply_end, NlError};
 
 /// Constants and byte layouts of linux/sock_diag.h and linux/inet_diag.h.
 pub mod abi {
@@ -295,39 +293,10 @@ pub(crate) fn walk(
         if msg.seq() != seq {
             continue; // not ours (cannot happen on a private socket, but costs nothing)
         }
-        match msg.kind() {
-            NLMSG_DONE => {
-                // A dump's status: 0, or a negative errno when it failed part way.
-                let code = msg
-                    .payload()
-                    .get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(i32::from_ne_bytes)
-                    .unwrap_or(0);
-                if code < 0 {
-                    return Err(NlError::kernel(
-                        what.to_string(),
-                        code.saturating_neg(),
-                        None,
-                    ));
-                }
-                return Ok(Walk::Done);
-            }
-            NLMSG_ERROR => {
-                let reply = msg
-                    .error()
-                    .ok_or_else(|| NlError::Malformed(format!("{what}: short error message")))?;
-                if reply.code == 0 {
-                    return Ok(Walk::Done);
-                }
-                return Err(NlError::kernel(
-                    what.to_string(),
-                    reply.code.saturating_neg(),
-                    reply.ext_msg,
-                ));
-            }
-            _ => on_msg(&msg),
+        if let Some(end) = reply_end(&msg, what) {
+            return end.map(|()| Walk::Done);
         }
+        on_msg(&msg);
     }
     Ok(Walk::More)
 }
@@ -380,6 +349,7 @@ fn set_opt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) ->
 pub(crate) mod tests {
     use super::*;
     use crate::netlink::wire::NLM_F_MULTI;
+    use crate::netlink::wire::{NLMSG_DONE, NLMSG_ERROR};
 
     /// xorshift64*: deterministic randomness without crates.
     pub(crate) struct Rng(pub u64);

@@ -70,6 +70,40 @@ impl NlError {
     }
 }
 
+/// How a reply ends a request or a dump: None for any other message; Ok for NLMSG_DONE with
+/// status 0 or an ACK; the kernel's error for a dump that failed part way (a negative status
+/// in NLMSG_DONE) or a refused request. `what` names the request in the error.
+pub(crate) fn reply_end(msg: &wire::Msg, what: &str) -> Option<Result<(), NlError>> {
+    match msg.kind() {
+        wire::NLMSG_DONE => {
+            let status = msg
+                .payload()
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, i32::from_ne_bytes);
+            Some(if status < 0 {
+                Err(NlError::kernel(
+                    what.to_string(),
+                    status.saturating_neg(),
+                    None,
+                ))
+            } else {
+                Ok(())
+            })
+        }
+        wire::NLMSG_ERROR => Some(match msg.error() {
+            None => Err(NlError::Malformed(format!("{what}: short error message"))),
+            Some(reply) if reply.code == 0 => Ok(()),
+            Some(reply) => Err(NlError::kernel(
+                what.to_string(),
+                reply.code.saturating_neg(),
+                reply.ext_msg,
+            )),
+        }),
+        _ => None,
+    }
+}
+
 impl From<wire::WireError> for NlError {
     fn from(e: wire::WireError) -> NlError {
         NlError::Malformed(e.to_string())

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::nft::Batch;
-use super::wire::{Msg, Msgs, Writer, NLMSG_DONE, NLMSG_ERROR};
+use super::wire::{Msg, Msgs, Writer};
 use super::NlError;
 
 const RECV_BUF: usize = 256 * 1024;
@@ -127,22 +127,9 @@ impl NftSocket {
                 if Some(msg.seq()) != seq {
                     continue; // a late reply to something earlier
                 }
-                match msg.kind() {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let reply = msg
-                            .error()
-                            .ok_or(NlError::Malformed("short error message".into()))?;
-                        if reply.code == 0 {
-                            return Ok(());
-                        }
-                        return Err(NlError::kernel(
-                            what.to_string(),
-                            reply.code.saturating_neg(),
-                            reply.ext_msg,
-                        ));
-                    }
-                    _ => on_msg(&msg),
+                match super::reply_end(&msg, what) {
+                    Some(end) => return end,
+                    None => on_msg(&msg),
                 }
             }
         }
