@@ -3,6 +3,7 @@
 //! - `bench`: issue 8 — the benchmark (ignored; `benches/run.sh`): latency, cost, drop cost, restore;
 //! - `lab`: network namespaces, veth, traffic and arrival counters, always cleaned up;
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
+//! - `f2b`: issue 6 — the real Fail2Ban in a lab namespace bans, blocks and restores (harness);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
 //! - `sense`: issue 3 — what the agent measures of real floods;
@@ -12,6 +13,7 @@ mod agent;
 mod bench;
 mod cli;
 mod detect;
+mod f2b;
 mod lab;
 mod mitigate;
 mod sense;

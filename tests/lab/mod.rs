@@ -2,6 +2,7 @@
 //! pair, bounded traffic helpers, and per-source arrival counters on the victim.
 #![allow(dead_code)]
 
+pub mod fail2ban;
 mod selftest;
 mod traffic;
 
