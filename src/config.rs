@@ -212,6 +212,8 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nft {
     pub compat: Compat,
+    /// The iptables `FTAGENT` chain mirroring our bans, and its backend.
+    pub iptables_shim: IptablesShim,
     pub ban4_size: u32,
     pub ban6_size: u32,
     pub bannet4_size: u32,
@@ -223,6 +225,16 @@ pub struct Nft {
 pub enum Compat {
     Auto,
     Legacy,
+}
+
+/// `auto` puts the iptables `FTAGENT` chain in the backend the host's tools use (legacy when
+/// the legacy tables are in use, else iptables-nft); `legacy`/`nft` force one; `off`: none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IptablesShim {
+    Auto,
+    Legacy,
+    Nft,
+    Off,
 }
 
 /// Where a loaded configuration came from.
@@ -283,6 +295,17 @@ impl fmt::Display for Mode {
     }
 }
 
+impl fmt::Display for IptablesShim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IptablesShim::Auto => "auto",
+            IptablesShim::Legacy => "legacy",
+            IptablesShim::Nft => "nft",
+            IptablesShim::Off => "off",
+        })
+    }
+}
+
 impl fmt::Display for Compat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -323,6 +346,7 @@ impl Default for Config {
             mitigation: Mitigation::default(),
             nft: Nft {
                 compat: Compat::Auto,
+                iptables_shim: IptablesShim::Auto,
                 ban4_size: 65536,
                 ban6_size: 65536,
                 bannet4_size: 16384,
@@ -712,6 +736,7 @@ const MITIGATION_KEYS: &[&str] = &[
 ];
 const NFT_KEYS: &[&str] = &[
     "compat",
+    "iptables_shim",
     "ban4_size",
     "ban6_size",
     "bannet4_size",
@@ -1480,8 +1505,28 @@ impl Checker {
                 set(slot, size);
             } else if name == "compat" {
                 set(&mut nft.compat, self.compat(value, &path));
+            } else if name == "iptables_shim" {
+                set(&mut nft.iptables_shim, self.iptables_shim(value, &path));
             } else {
                 self.unknown_key(key, &path, NFT_KEYS, "the keys of [nft] are");
+            }
+        }
+    }
+
+    fn iptables_shim(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<IptablesShim> {
+        const EXPECTED: &str = "\"auto\", \"legacy\", \"nft\" or \"off\"";
+        match self.string(value, path, EXPECTED)? {
+            "auto" => Some(IptablesShim::Auto),
+            "legacy" => Some(IptablesShim::Legacy),
+            "nft" => Some(IptablesShim::Nft),
+            "off" => Some(IptablesShim::Off),
+            other => {
+                self.report(
+                    value.span(),
+                    path,
+                    format!("{other:?} is not an iptables_shim mode: expected {EXPECTED}"),
+                );
+                None
             }
         }
     }
@@ -1747,6 +1792,7 @@ aggregate_duration = "1h"
 
 [nft]
 compat = "legacy"
+iptables_shim = "off"
 ban4_size = 1
 ban6_size = 16777216
 bannet4_size = 0x10
@@ -1836,6 +1882,7 @@ bannet6_size = 1_000
             config.nft,
             Nft {
                 compat: Compat::Legacy,
+                iptables_shim: IptablesShim::Off,
                 ban4_size: 1,
                 ban6_size: 16777216,
                 bannet4_size: 16,
@@ -2215,6 +2262,13 @@ bannet6_size = 1_000
             10,
             "nft.compat",
             "\"new\" is not a compat mode",
+        );
+        assert_error(
+            "[nft]\niptables_shim = \"xtables\"\n",
+            2,
+            17,
+            "nft.iptables_shim",
+            "\"xtables\" is not an iptables_shim mode",
         );
     }
 

@@ -14,7 +14,8 @@ use ftagent::cli::{Cli, Command, ConfigCommand, RulesCommand};
 use ftagent::config::{Config, ConfigError, ConfigSource};
 use ftagent::control::{self, Request};
 use ftagent::daemon::{self, DaemonError};
-use ftagent::netlink::{Nft, NlError};
+use ftagent::mitigate::Change;
+use ftagent::netlink::{shim, Nft, NlError};
 use ftagent::ruleset::TABLE;
 
 /// Counts allocations so the daemon can report that its ticks make none.
@@ -127,6 +128,7 @@ fn execute(cli: Cli) -> Result<(), Failure> {
                 }
                 None => eprintln!("ftagent: no table inet {TABLE} in this network namespace"),
             }
+            let _ = std::io::stdout().write_all(shim::render_installed().as_bytes());
             Ok(())
         }
         Command::Rules(RulesCommand::Flush) => {
@@ -145,6 +147,9 @@ fn execute(cli: Cli) -> Result<(), Failure> {
                 }
                 Err(e) => return Err(e.into()),
             }
+            for what in shim::remove_everywhere().map_err(|e| Failure::Runtime(e.to_string()))? {
+                println!("{what} removed");
+            }
             Ok(())
         }
         Command::Ban { address, duration } => {
@@ -162,6 +167,8 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             let mut nft = Nft::open()?;
             let features = daemon::features(&mut nft, &config)?;
             let role = nft.ban(cidr, timeout, features)?;
+            shim::mirror_without_daemon(Change::Ban { cidr, timeout })
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
             println!(
                 "banned {cidr} in {} for {}",
                 role.name(),
@@ -183,6 +190,8 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             }
             let mut nft = Nft::open()?;
             if nft.unban(cidr)? {
+                shim::mirror_without_daemon(Change::Unban { cidr })
+                    .map_err(|e| Failure::Runtime(e.to_string()))?;
                 println!("unbanned {cidr}");
                 Ok(())
             } else {

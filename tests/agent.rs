@@ -11,6 +11,11 @@ use crate::lab::{self, Lab, Netns, Proc};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ftagent");
 
+/// The nft table of a `rules dump`: what comes before the iptables-shim comment lines.
+pub fn table_part(dump: &str) -> &str {
+    dump.split("\n# The iptables compatibility chain").next().unwrap_or(dump)
+}
+
 /// What a test puts in the agent's config beside the lab's paths.
 pub struct Setup<'s> {
     /// `nft.compat`: "auto" or "legacy".
@@ -123,8 +128,9 @@ impl<'a> Agent<'a> {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `rules dump` without its iptables-shim part (issue 6): our nft table as nft text.
     pub fn dump(&self) -> String {
-        self.run_ok(&["rules", "dump"])
+        table_part(&self.run_ok(&["rules", "dump"])).to_string()
     }
 
     /// The JSON lines printed on stdout so far whose `event` passes `keep`.

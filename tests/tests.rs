@@ -2,6 +2,7 @@
 //! - `agent`: the real ftagent binary run in a lab namespace with a test's config;
 //! - `bench`: issue 8 — the benchmark (ignored; `benches/run.sh`): latency, cost, drop cost, restore;
 //! - `lab`: network namespaces, veth, traffic and arrival counters, always cleaned up;
+//! - `coexist`: issue 6 — beside the real Fail2Ban: the iptables FTAGENT chain, f2b-* untouched;
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
 //! - `f2b`: issue 6 — the real Fail2Ban in a lab namespace bans, blocks and restores (harness);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
@@ -12,6 +13,7 @@
 mod agent;
 mod bench;
 mod cli;
+mod coexist;
 mod detect;
 mod f2b;
 mod lab;

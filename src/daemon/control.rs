@@ -13,6 +13,7 @@ use super::DaemonError;
 use crate::addr::Cidr;
 use crate::config::Config;
 use crate::control::{self, Request, Response};
+use crate::mitigate::Change;
 use crate::netlink::{Features, Nft};
 use crate::ruleset;
 
@@ -200,20 +201,30 @@ fn handle(
 }
 
 /// The bans operators asked for, with when they run out, so a table that someone else
-/// removed can be put back with them.
+/// removed can be put back with them; and what changed since the daemon last mirrored them
+/// into the iptables compatibility chain.
 #[derive(Debug, Default)]
 pub struct OperatorBans {
     bans: Vec<(Cidr, Instant)>,
+    unmirrored: Vec<Change>,
 }
 
 impl OperatorBans {
     fn record(&mut self, cidr: Cidr, until: Instant) {
-        self.forget(cidr);
+        self.bans.retain(|(c, _)| *c != cidr);
         self.bans.push((cidr, until));
+        let timeout = until.saturating_duration_since(Instant::now());
+        self.unmirrored.push(Change::Ban { cidr, timeout });
     }
 
     fn forget(&mut self, cidr: Cidr) {
         self.bans.retain(|(c, _)| *c != cidr);
+        self.unmirrored.push(Change::Unban { cidr });
+    }
+
+    /// The bans and unbans not yet mirrored; the list is left empty.
+    pub fn take_unmirrored(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.unmirrored)
     }
 
     /// The bans still in force at `now`, with the time they have left.

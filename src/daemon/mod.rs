@@ -16,12 +16,13 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::addr::Cidr;
-use crate::config::{Compat, Config};
+use crate::config::{Compat, Config, IptablesShim};
 use crate::detect::{Detector, Event, State};
 use crate::mitigate::{Change, MitigationEvent, Mitigator};
 use crate::netlink::conntrack::Conntrack;
 use crate::netlink::nflog::{NflogConfig, NflogSocket};
 use crate::netlink::sysctl::SynCookies;
+use crate::netlink::shim::{Shim, ShimError};
 use crate::netlink::{Features, Nft, NlError};
 use crate::ruleset;
 use crate::sense::counters::ReadingGap;
@@ -41,6 +42,8 @@ const TRACE_WINDOW: Duration = Duration::from_secs(1);
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
 /// The detector's state file, in `agent.state_dir`.
 const STATE_FILE: &str = "detector.json";
+/// How often the iptables compatibility chain is checked for other tools' changes.
+const SHIM_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// A state file older than this describes other traffic: it is not loaded.
 const STALE_STATE: Duration = Duration::from_secs(24 * 3600);
 
@@ -56,6 +59,8 @@ pub enum DaemonError {
     TableHeld,
     #[error("the table read back differs from what was written: {}", .0.join("; "))]
     Verify(Vec<String>),
+    #[error("iptables compatibility chain: {0}")]
+    Shim(#[from] ShimError),
     #[error("control socket {path}: {source}")]
     Control { path: PathBuf, source: io::Error },
     #[error("{what}: {source}")]
@@ -135,6 +140,9 @@ struct Daemon {
     mitigation_events: Vec<MitigationEvent>,
     started: Instant,
     next_save: Instant,
+    /// The iptables `FTAGENT` chain and its ipsets, when configured and available.
+    shim: Option<Shim>,
+    next_shim_check: Instant,
 }
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
@@ -159,6 +167,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     );
     let safelist = safelist(&config);
     install(&mut nft, &config, &safelist, features)?;
+    let shim = install_shim(&mut nft, &config, &safelist)?;
     let nflog_config = NflogConfig {
         snaplen: config.sense.snaplen,
         ..NflogConfig::default()
@@ -215,6 +224,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         events: Vec::with_capacity(16),
         started: now,
         next_save: now + SAVE_INTERVAL,
+        shim,
+        next_shim_check: now + SHIM_CHECK_INTERVAL,
         sensor,
         config,
         config_path,
@@ -269,8 +280,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                         &mut d.operator_bans,
                     );
                     if let control::Outcome::Stop = outcome {
+                        remove_shim();
                         break 'serve Ok(());
                     }
+                    d.mirror_operator_bans();
                 }
                 _ => {}
             }
@@ -282,6 +295,47 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         log::error!("putting back net.ipv4.tcp_syncookies: {e}");
     }
     outcome
+}
+
+/// Sets up the iptables compatibility chain with the safelist and the bans now in our table.
+/// A backend asked for by name must work; with `auto`, a host where it cannot is warned about
+/// and protected by our nft table alone.
+fn install_shim(nft: &mut Nft, config: &Config, safelist: &[Cidr]) -> Result<Option<Shim>, DaemonError> {
+    let explicit = !matches!(config.nft.iptables_shim, IptablesShim::Auto | IptablesShim::Off);
+    let mut attempt = || -> Result<Option<Shim>, ShimError> {
+        let Some(mut shim) = Shim::open(config)? else {
+            return Ok(None);
+        };
+        let bans = nft.table_state()?.map(|t| ruleset::bans_in(&t)).unwrap_or_default();
+        shim.install(config, safelist, &bans)?;
+        log::info!(
+            "iptables compatibility chain {} in {}, with {} bans mirrored into ipsets",
+            ruleset::shim::CHAIN,
+            shim.backend().name(),
+            bans.len()
+        );
+        Ok(Some(shim))
+    };
+    match attempt() {
+        Ok(shim) => Ok(shim),
+        Err(e) if explicit => Err(e.into()),
+        Err(e) => {
+            log::warn!("iptables compatibility chain not installed (our nft table still drops every ban): {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// After `rules flush` through the daemon: the chain, its jumps and our ipsets go too.
+fn remove_shim() {
+    match crate::netlink::shim::remove_everywhere() {
+        Ok(removed) => {
+            for what in removed {
+                log::info!("removed {what}");
+            }
+        }
+        Err(e) => log::error!("removing the iptables compatibility chain: {e}"),
+    }
 }
 
 /// The configured safelist, plus (with `mitigation.auto_safelist`) the host's own addresses,
@@ -386,6 +440,10 @@ impl Daemon {
         if !self.events.is_empty() {
             self.report_events();
         }
+        if now >= self.next_shim_check {
+            self.next_shim_check = now + SHIM_CHECK_INTERVAL;
+            self.check_shim();
+        }
         if now >= self.next_save {
             self.next_save = now + SAVE_INTERVAL;
             save_state(&self.detector, &self.config.agent.state_dir);
@@ -449,6 +507,33 @@ impl Daemon {
             let set_full = e.errno() == Some(libc::ENFILE);
             self.mitigator.rejected(&self.changes, set_full);
             self.mitigation_events.retain(|m| m.action == "syn_cookies");
+        } else if let Some(shim) = &mut self.shim {
+            if let Err(e) = shim.mirror(&self.changes) {
+                log::error!("bans not mirrored into the iptables ipsets (our nft table has them): {e}");
+            }
+        }
+    }
+
+    /// Operators' bans and unbans go into the iptables ipsets too.
+    fn mirror_operator_bans(&mut self) {
+        let changes = self.operator_bans.take_unmirrored();
+        if let (Some(shim), false) = (&mut self.shim, changes.is_empty()) {
+            if let Err(e) = shim.mirror(&changes) {
+                log::error!("operator ban not mirrored into the iptables ipsets (our nft table has it): {e}");
+            }
+        }
+    }
+
+    /// Puts back the iptables chain, rule or jump if another tool removed them.
+    fn check_shim(&mut self) {
+        let Some(shim) = &mut self.shim else { return };
+        match shim.repair() {
+            Ok(true) => log::warn!(
+                "iptables chain {} or its jump was removed by another tool: put back",
+                ruleset::shim::CHAIN
+            ),
+            Ok(false) => {}
+            Err(e) => log::error!("checking the iptables compatibility chain: {e}"),
         }
     }
 
@@ -494,6 +579,7 @@ impl Daemon {
                 timeout: left.max(Duration::from_secs(1)),
             });
         }
+        self.check_shim();
         match self.nft.apply(&changes, self.features) {
             Ok(()) => log::warn!(
                 "table inet {} restored, with {} bans and measures",
@@ -549,6 +635,10 @@ impl Daemon {
         let safelist = safelist(&fresh);
         match install(&mut self.nft, &fresh, &safelist, self.features) {
             Ok(()) => {
+                match install_shim(&mut self.nft, &fresh, &safelist) {
+                    Ok(shim) => self.shim = shim,
+                    Err(e) => log::error!("SIGHUP: {e}; the previous iptables chain stays"),
+                }
                 self.mitigator = Mitigator::new(&fresh, safelist.clone());
                 self.safelist = safelist;
                 self.sensor = Sensor::new(&fresh);

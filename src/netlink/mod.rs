@@ -6,8 +6,10 @@ pub mod conntrack;
 pub mod diag;
 pub mod expr;
 pub mod host;
+pub mod ipset;
 pub mod nflog;
 pub mod nft;
+pub mod shim;
 pub mod socket;
 pub mod sysctl;
 #[cfg(test)]
@@ -47,7 +49,10 @@ fn kernel_reason(errno: i32) -> String {
         libc::ENFILE => {
             "the set is full (its size is reached); the whole batch was refused".to_string()
         }
-        _ => std::io::Error::from_raw_os_error(errno).to_string(),
+        _ => match ipset::reason(errno) {
+            Some(words) => words.to_string(),
+            None => std::io::Error::from_raw_os_error(errno).to_string(),
+        },
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod expr;
 mod render;
+pub mod shim;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -875,6 +876,24 @@ pub struct TableState {
     pub counters: Vec<CounterState>,
     pub sets: Vec<SetState>,
     pub chains: Vec<ChainState>,
+}
+
+/// The bans in a table as the kernel reports it, each with the time it has left (elements
+/// without an expiry count as the set's default timeout, or are skipped without one).
+pub fn bans_in(state: &TableState) -> Vec<(Cidr, Duration)> {
+    let mut bans = Vec::new();
+    for set in &state.sets {
+        if !matches!(SetRole::from_name(&set.name), Some(SetRole::Ban(_) | SetRole::BanNet(_))) {
+            continue;
+        }
+        for element in &set.elements {
+            let Key::Addr(ElementKey::Cidr(cidr)) = element.key else { continue };
+            if let Some(left) = element.expires.or(element.timeout).or(set.default_timeout) {
+                bans.push((cidr, left));
+            }
+        }
+    }
+    bans
 }
 
 impl TableState {
