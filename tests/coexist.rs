@@ -153,7 +153,11 @@ fn ipset_timeout(ns: &Netns, set: &str, addr: &str) -> Option<u64> {
 
 /// Packets the admin's ACCEPT rule for `src` (first in INPUT) has matched.
 fn accept_rule_packets(ns: &Netns, legacy: bool, src: &str) -> u64 {
-    let prog = if legacy { "iptables-legacy" } else { "iptables-nft" };
+    let prog = if legacy {
+        "iptables-legacy"
+    } else {
+        "iptables-nft"
+    };
     let out = ns.run_ok(&[prog, "-w", "-L", "INPUT", "-v", "-x", "-n"]);
     out.lines()
         .find(|l| l.contains("ACCEPT") && l.contains(src))
@@ -201,8 +205,28 @@ fn beside_fail2ban(test: &str, action: F2bAction) {
     f2b_blocks(&lab, "before ftagent starts");
     // The admin's own rules would accept everything from the flood source.
     let admin = if legacy { "legacy" } else { "nft" };
-    victim.run_ok(&[&format!("iptables-{admin}"), "-w", "-I", "INPUT", "1", "-s", ATTACKER4, "-j", "ACCEPT"]);
-    victim.run_ok(&[&format!("ip6tables-{admin}"), "-w", "-I", "INPUT", "1", "-s", ATTACKER6, "-j", "ACCEPT"]);
+    victim.run_ok(&[
+        &format!("iptables-{admin}"),
+        "-w",
+        "-I",
+        "INPUT",
+        "1",
+        "-s",
+        ATTACKER4,
+        "-j",
+        "ACCEPT",
+    ]);
+    victim.run_ok(&[
+        &format!("ip6tables-{admin}"),
+        "-w",
+        "-I",
+        "INPUT",
+        "1",
+        "-s",
+        ATTACKER6,
+        "-j",
+        "ACCEPT",
+    ]);
     let before = listings(victim);
 
     let setup = Setup {
@@ -227,7 +251,10 @@ fn beside_fail2ban(test: &str, action: F2bAction) {
     );
     for v6 in [false, true] {
         let save = iptables_save(victim, legacy, v6);
-        let rules: Vec<&str> = save.lines().filter(|l| l.starts_with("-A FTAGENT")).collect();
+        let rules: Vec<&str> = save
+            .lines()
+            .filter(|l| l.starts_with("-A FTAGENT"))
+            .collect();
         assert_eq!(rules.len(), 1, "one set-match rule per family: {save}");
         assert!(rules[0].contains("--match-set ftagent-ban"), "{save}");
         let jumps = save.lines().filter(|l| *l == "-A INPUT -j FTAGENT").count();
@@ -261,18 +288,38 @@ fn beside_fail2ban(test: &str, action: F2bAction) {
         .iter()
         .map(|m| m.split_whitespace().nth(1).unwrap_or("").to_string())
         .collect();
-    assert_eq!(mirrored, nft_bans(victim), "the ipsets hold the same elements as our nft sets");
-    eprintln!("issue6: {action:?}: ban mirrored, {} s left in ftagent-ip4", left.unwrap_or(0));
+    assert_eq!(
+        mirrored,
+        nft_bans(victim),
+        "the ipsets hold the same elements as our nft sets"
+    );
+    eprintln!(
+        "issue6: {action:?}: ban mirrored, {} s left in ftagent-ip4",
+        left.unwrap_or(0)
+    );
     std::thread::sleep(Duration::from_millis(500));
-    let (accepted_at_ban, rx_at_ban) = (accept_rule_packets(victim, legacy, ATTACKER4), lab.victim_rx_packets());
+    let (accepted_at_ban, rx_at_ban) = (
+        accept_rule_packets(victim, legacy, ATTACKER4),
+        lab.victim_rx_packets(),
+    );
     f2b_blocks(&lab, "during ftagent's incident");
 
     // Fail2Ban restarts (re-creating its chains) mid-incident: nothing of ours changes.
     let ours_before = ours(victim, legacy);
-    assert!(ours_before.1.contains(&format!("ftagent-ip4 {ATTACKER4}")), "{ours_before:?}");
+    assert!(
+        ours_before.1.contains(&format!("ftagent-ip4 {ATTACKER4}")),
+        "{ours_before:?}"
+    );
     f2b.restart();
-    assert!(f2b.wait_banned(OTHER4, BAN_TIMEOUT), "Fail2Ban restored its ban");
-    assert_eq!(ours(victim, legacy), ours_before, "Fail2Ban's restart left ours alone");
+    assert!(
+        f2b.wait_banned(OTHER4, BAN_TIMEOUT),
+        "Fail2Ban restored its ban"
+    );
+    assert_eq!(
+        ours(victim, legacy),
+        ours_before,
+        "Fail2Ban's restart left ours alone"
+    );
     f2b_blocks(&lab, "after Fail2Ban's restart");
 
     let sent = generator.finish(Duration::from_secs(60));
@@ -295,7 +342,11 @@ fn beside_fail2ban(test: &str, action: F2bAction) {
     let f2b_only = without_ours(&listings(victim));
     agent.stop();
     agent.start();
-    assert_eq!(without_ours(&listings(victim)), f2b_only, "ftagent's restart left Fail2Ban alone");
+    assert_eq!(
+        without_ours(&listings(victim)),
+        f2b_only,
+        "ftagent's restart left Fail2Ban alone"
+    );
     f2b_blocks(&lab, "after ftagent's restart");
 
     // `rules flush`: ours is gone, everything else is as it was before ftagent started.

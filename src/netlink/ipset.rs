@@ -115,14 +115,21 @@ pub struct Ipset {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElementOp {
     /// Add, or refresh the timeout of an element already there.
-    Add { cidr: Cidr, timeout_secs: Option<u32> },
+    Add {
+        cidr: Cidr,
+        timeout_secs: Option<u32>,
+    },
     /// Delete; an element that is not there is no error.
     Del { cidr: Cidr },
 }
 
 impl Ipset {
     pub fn open() -> Result<Ipset, NlError> {
-        let (fd, _) = open_netfilter("ipset socket", RECV_BUF, Blocking::WithTimeout(REPLY_TIMEOUT))?;
+        let (fd, _) = open_netfilter(
+            "ipset socket",
+            RECV_BUF,
+            Blocking::WithTimeout(REPLY_TIMEOUT),
+        )?;
         Ok(Ipset {
             fd,
             out: Writer::new(),
@@ -138,7 +145,12 @@ impl Ipset {
         let revision = self.revision(spec)?;
         match self.create(spec, revision) {
             Err(e) if e.errno() == Some(IPSET_ERR_EXIST) => {
-                self.one(CMD_DESTROY, 0, spec.name, &format!("destroy ipset {} (other options)", spec.name))?;
+                self.one(
+                    CMD_DESTROY,
+                    0,
+                    spec.name,
+                    &format!("destroy ipset {} (other options)", spec.name),
+                )?;
                 self.create(spec, revision)
             }
             other => other,
@@ -158,7 +170,12 @@ impl Ipset {
     /// Destroys the set; true if it was there.
     pub fn destroy(&mut self, name: &str) -> Result<bool, NlError> {
         // NLM_F_EXCL: a missing set is reported (ENOENT) rather than ignored.
-        match self.one(CMD_DESTROY, NLM_F_EXCL, name, &format!("destroy ipset {name}")) {
+        match self.one(
+            CMD_DESTROY,
+            NLM_F_EXCL,
+            name,
+            &format!("destroy ipset {name}"),
+        ) {
             Ok(()) => Ok(true),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(e),
@@ -228,23 +245,38 @@ impl Ipset {
                     ElementOp::Del { cidr } => (CMD_DEL, cidr, None),
                 };
                 self.seq = self.seq.wrapping_add(1);
-                self.out.begin((NFNL_SUBSYS_IPSET << 8) | cmd, NLM_F_ACK, self.seq, NFPROTO_IPV4, 0);
+                self.out.begin(
+                    (NFNL_SUBSYS_IPSET << 8) | cmd,
+                    NLM_F_ACK,
+                    self.seq,
+                    NFPROTO_IPV4,
+                    0,
+                );
                 self.out.attr(ATTR_PROTOCOL, &[PROTOCOL]);
                 self.out.attr_str(ATTR_SETNAME, set);
                 let data = self.out.nest_start(ATTR_DATA);
                 let ip = self.out.nest_start(DATA_IP);
                 match cidr.addr() {
-                    IpAddr::V4(a) => self.out.attr(IPADDR_IPV4 | NLA_F_NET_BYTEORDER, &a.octets()),
-                    IpAddr::V6(a) => self.out.attr(IPADDR_IPV6 | NLA_F_NET_BYTEORDER, &a.octets()),
+                    IpAddr::V4(a) => self
+                        .out
+                        .attr(IPADDR_IPV4 | NLA_F_NET_BYTEORDER, &a.octets()),
+                    IpAddr::V6(a) => self
+                        .out
+                        .attr(IPADDR_IPV6 | NLA_F_NET_BYTEORDER, &a.octets()),
                 }
-                self.out.nest_end(ip).map_err(|e| NlError::Malformed(e.to_string()))?;
+                self.out
+                    .nest_end(ip)
+                    .map_err(|e| NlError::Malformed(e.to_string()))?;
                 if !cidr.is_host() {
                     self.out.attr(DATA_CIDR, &[cidr.prefix_len()]);
                 }
                 if let Some(t) = timeout {
-                    self.out.attr_be32(DATA_TIMEOUT | NLA_F_NET_BYTEORDER, t.min(MAX_TIMEOUT_SECS));
+                    self.out
+                        .attr_be32(DATA_TIMEOUT | NLA_F_NET_BYTEORDER, t.min(MAX_TIMEOUT_SECS));
                 }
-                self.out.nest_end(data).map_err(|e| NlError::Malformed(e.to_string()))?;
+                self.out
+                    .nest_end(data)
+                    .map_err(|e| NlError::Malformed(e.to_string()))?;
                 let verb = if cmd == CMD_ADD { "add" } else { "delete" };
                 labels.push((self.seq, format!("{verb} {cidr} in ipset {set}")));
             }
@@ -258,14 +290,23 @@ impl Ipset {
     fn revision(&mut self, spec: &IpsetSpec) -> Result<u8, NlError> {
         self.out.clear();
         self.seq = self.seq.wrapping_add(1);
-        self.out.begin((NFNL_SUBSYS_IPSET << 8) | CMD_TYPE, NLM_F_ACK, self.seq, NFPROTO_IPV4, 0);
+        self.out.begin(
+            (NFNL_SUBSYS_IPSET << 8) | CMD_TYPE,
+            NLM_F_ACK,
+            self.seq,
+            NFPROTO_IPV4,
+            0,
+        );
         self.out.attr(ATTR_PROTOCOL, &[PROTOCOL]);
         self.out.attr_str(ATTR_TYPENAME, spec.kind.name());
         self.out.attr(ATTR_FAMILY, &[family(spec)]);
         self.out.end();
         send_to_kernel(&self.fd, self.out.bytes(), "send ipset type request")?;
         let seq = self.seq;
-        let what = format!("ipset type {} (is the ip_set module available?)", spec.kind.name());
+        let what = format!(
+            "ipset type {} (is the ip_set module available?)",
+            spec.kind.name()
+        );
         let mut revision = None;
         loop {
             let n = self.recv()?;
@@ -296,16 +337,21 @@ impl Ipset {
         self.out.attr(ATTR_FAMILY, &[family(spec)]);
         let data = self.out.nest_start(ATTR_DATA);
         if let Some(t) = spec.timeout {
-            self.out.attr_be32(DATA_TIMEOUT | NLA_F_NET_BYTEORDER, t.min(MAX_TIMEOUT_SECS));
+            self.out
+                .attr_be32(DATA_TIMEOUT | NLA_F_NET_BYTEORDER, t.min(MAX_TIMEOUT_SECS));
         }
         let size_attr = match spec.kind {
             SetType::ListSet => DATA_SIZE,
             SetType::HashIp | SetType::HashNet => DATA_MAXELEM,
         };
-        self.out.attr_be32(size_attr | NLA_F_NET_BYTEORDER, spec.size);
+        self.out
+            .attr_be32(size_attr | NLA_F_NET_BYTEORDER, spec.size);
         self.close(data)?;
         let seq = self.seq;
-        self.exchange(&[(seq, format!("create ipset {} ({})", spec.name, spec.kind.name()))])
+        self.exchange(&[(
+            seq,
+            format!("create ipset {} ({})", spec.name, spec.kind.name()),
+        )])
     }
 
     /// A single-set command (destroy, flush) acknowledged by the kernel.
@@ -321,12 +367,20 @@ impl Ipset {
     fn begin(&mut self, cmd: u16, flags: u16) {
         self.out.clear();
         self.seq = self.seq.wrapping_add(1);
-        self.out.begin((NFNL_SUBSYS_IPSET << 8) | cmd, flags | NLM_F_ACK, self.seq, NFPROTO_IPV4, 0);
+        self.out.begin(
+            (NFNL_SUBSYS_IPSET << 8) | cmd,
+            flags | NLM_F_ACK,
+            self.seq,
+            NFPROTO_IPV4,
+            0,
+        );
         self.out.attr(ATTR_PROTOCOL, &[PROTOCOL]);
     }
 
     fn close(&mut self, nest: usize) -> Result<(), NlError> {
-        self.out.nest_end(nest).map_err(|e| NlError::Malformed(e.to_string()))?;
+        self.out
+            .nest_end(nest)
+            .map_err(|e| NlError::Malformed(e.to_string()))?;
         self.out.end();
         Ok(())
     }
@@ -446,21 +500,46 @@ mod tests {
             let a: Cidr = "10.250.0.1/32".parse().unwrap();
             let n: Cidr = "fd00:250::/64".parse().unwrap();
             ipset
-                .apply("t-ip4", &[ElementOp::Add { cidr: a, timeout_secs: Some(30) }])
+                .apply(
+                    "t-ip4",
+                    &[ElementOp::Add {
+                        cidr: a,
+                        timeout_secs: Some(30),
+                    }],
+                )
                 .expect("add v4");
             ipset
                 .apply(
                     "t-net6",
                     &[
-                        ElementOp::Add { cidr: n, timeout_secs: Some(40) },
-                        ElementOp::Add { cidr: n, timeout_secs: Some(50) },
-                        ElementOp::Del { cidr: "fd00:251::/64".parse().unwrap() },
+                        ElementOp::Add {
+                            cidr: n,
+                            timeout_secs: Some(40),
+                        },
+                        ElementOp::Add {
+                            cidr: n,
+                            timeout_secs: Some(50),
+                        },
+                        ElementOp::Del {
+                            cidr: "fd00:251::/64".parse().unwrap(),
+                        },
                     ],
                 )
                 .expect("add v6, refresh, delete a missing one");
-            let wrong = ipset.apply("t-ip4", &[ElementOp::Add { cidr: n, timeout_secs: None }]);
-            assert!(wrong.is_err(), "a v6 prefix in a v4 hash:ip must be refused");
-            let missing = ipset.apply("t-none", &[ElementOp::Del { cidr: a }]).unwrap_err();
+            let wrong = ipset.apply(
+                "t-ip4",
+                &[ElementOp::Add {
+                    cidr: n,
+                    timeout_secs: None,
+                }],
+            );
+            assert!(
+                wrong.is_err(),
+                "a v6 prefix in a v4 hash:ip must be refused"
+            );
+            let missing = ipset
+                .apply("t-none", &[ElementOp::Del { cidr: a }])
+                .unwrap_err();
             assert!(missing.to_string().contains("t-none"), "{missing}");
             let headers = (
                 ipset.header("t-ip4").unwrap(),

@@ -137,11 +137,11 @@ pub fn host() -> HostIptables {
     let legacy_in_use = legacy.as_ref().is_some_and(|t| {
         legacy_tables_exist()
             && [&t.save4, &t.save6].into_iter().flatten().any(|save| {
-            Command::new(save)
-                .output()
-                .map(|o| legacy_tables_in_use(&String::from_utf8_lossy(&o.stdout)))
-                .unwrap_or(false)
-        })
+                Command::new(save)
+                    .output()
+                    .map(|o| legacy_tables_in_use(&String::from_utf8_lossy(&o.stdout)))
+                    .unwrap_or(false)
+            })
     });
     HostIptables {
         legacy_tools: legacy.is_some(),
@@ -312,7 +312,10 @@ fn ensure_chain(program: &Path, v6: bool) -> Result<(), ShimError> {
     }
     let jumps = jump_count(program)?;
     if jumps == 0 {
-        run(program, &["-t", "filter", "-I", HOOK_CHAIN, "1", "-j", CHAIN])?;
+        run(
+            program,
+            &["-t", "filter", "-I", HOOK_CHAIN, "1", "-j", CHAIN],
+        )?;
     }
     for _ in 1..jumps {
         run(program, &["-t", "filter", "-D", HOOK_CHAIN, "-j", CHAIN])?;
@@ -322,8 +325,10 @@ fn ensure_chain(program: &Path, v6: bool) -> Result<(), ShimError> {
 
 fn chain_in_place(program: &Path, v6: bool) -> Result<bool, ShimError> {
     let rule = shim::chain_rule(v6);
-    Ok(check(program, &with(&["-t", "filter", "-C", CHAIN], &rule))?
-        && check(program, &["-t", "filter", "-C", HOOK_CHAIN, "-j", CHAIN])?)
+    Ok(
+        check(program, &with(&["-t", "filter", "-C", CHAIN], &rule))?
+            && check(program, &["-t", "filter", "-C", HOOK_CHAIN, "-j", CHAIN])?,
+    )
 }
 
 /// How many `-j FTAGENT` rules INPUT has.
@@ -362,12 +367,18 @@ fn remove_chain(tools: &Tools) -> Result<bool, ShimError> {
 /// with our chain, so that `rules flush` leaves the ruleset as it found it. A table with any
 /// rule, chain or policy of anyone else's is left alone.
 fn drop_empty_filter_tables(tools: &Tools) {
-    let Some(nft) = find_program("nft") else { return };
+    let Some(nft) = find_program("nft") else {
+        return;
+    };
     for (family, save) in [("ip", &tools.save4), ("ip6", &tools.save6)] {
         let Some(save) = save else { continue };
-        let Ok(out) = Command::new(save).args(["-t", "filter"]).output() else { continue };
+        let Ok(out) = Command::new(save).args(["-t", "filter"]).output() else {
+            continue;
+        };
         if out.status.success() && filter_table_is_pristine(&String::from_utf8_lossy(&out.stdout)) {
-            let _ = Command::new(&nft).args(["delete", "table", family, "filter"]).output();
+            let _ = Command::new(&nft)
+                .args(["delete", "table", family, "filter"])
+                .output();
         }
     }
 }
@@ -381,7 +392,8 @@ fn filter_table_is_pristine(save: &str) -> bool {
         }
         match line.strip_prefix(':').and_then(|c| c.split_once(' ')) {
             Some((chain, rest))
-                if ["INPUT", "FORWARD", "OUTPUT"].contains(&chain) && rest.starts_with("ACCEPT ") =>
+                if ["INPUT", "FORWARD", "OUTPUT"].contains(&chain)
+                    && rest.starts_with("ACCEPT ") =>
             {
                 chains += 1
             }
@@ -418,9 +430,13 @@ pub fn remove_everywhere() -> Result<Vec<String>, ShimError> {
 pub fn render_installed() -> String {
     let mut out = String::new();
     for backend in [Backend::Legacy, Backend::Nft] {
-        let Some(tools) = tools_in_use(backend) else { continue };
+        let Some(tools) = tools_in_use(backend) else {
+            continue;
+        };
         for save in [&tools.save4, &tools.save6].into_iter().flatten() {
-            let Ok(o) = Command::new(save).args(["-t", "filter"]).output() else { continue };
+            let Ok(o) = Command::new(save).args(["-t", "filter"]).output() else {
+                continue;
+            };
             let text = String::from_utf8_lossy(&o.stdout);
             let ours: Vec<&str> = text.lines().filter(|l| l.contains(CHAIN)).collect();
             if !ours.is_empty() {
@@ -433,7 +449,9 @@ pub fn render_installed() -> String {
     }
     if let Some(ipset) = find_program("ipset") {
         for name in shim::ALL_SETS {
-            let Ok(o) = Command::new(&ipset).args(["save", name]).output() else { continue };
+            let Ok(o) = Command::new(&ipset).args(["save", name]).output() else {
+                continue;
+            };
             if o.status.success() {
                 for line in String::from_utf8_lossy(&o.stdout).lines() {
                     out.push_str(&format!("#   ipset {line}\n"));
@@ -442,7 +460,10 @@ pub fn render_installed() -> String {
         }
     }
     if !out.is_empty() {
-        out.insert_str(0, "\n# The iptables compatibility chain (nft.iptables_shim):\n");
+        out.insert_str(
+            0,
+            "\n# The iptables compatibility chain (nft.iptables_shim):\n",
+        );
     }
     out
 }
@@ -456,9 +477,15 @@ mod tests {
         let pristine = "# Generated by iptables-nft-save v1.8.9\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [3:180]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n# Completed\n";
         assert!(filter_table_is_pristine(pristine));
         assert!(!filter_table_is_pristine(""));
-        assert!(!filter_table_is_pristine(&pristine.replace(":INPUT ACCEPT", ":INPUT DROP")));
-        assert!(!filter_table_is_pristine(&pristine.replace("COMMIT", ":f2b-sshd - [0:0]\nCOMMIT")));
-        assert!(!filter_table_is_pristine(&pristine.replace("COMMIT", "-A INPUT -j ACCEPT\nCOMMIT")));
+        assert!(!filter_table_is_pristine(
+            &pristine.replace(":INPUT ACCEPT", ":INPUT DROP")
+        ));
+        assert!(!filter_table_is_pristine(
+            &pristine.replace("COMMIT", ":f2b-sshd - [0:0]\nCOMMIT")
+        ));
+        assert!(!filter_table_is_pristine(
+            &pristine.replace("COMMIT", "-A INPUT -j ACCEPT\nCOMMIT")
+        ));
     }
 
     #[test]

@@ -55,7 +55,13 @@ pub struct HostIptables {
 /// Where the chain goes, or None for no chain at all. An explicit backend the host lacks is an
 /// error; `auto` with no iptables at all is None.
 pub fn choose(mode: IptablesShim, host: HostIptables) -> Result<Option<Backend>, String> {
-    let missing = |b: Backend| format!("nft.iptables_shim = {:?}, but this host has no {}", mode.to_string(), b.name());
+    let missing = |b: Backend| {
+        format!(
+            "nft.iptables_shim = {:?}, but this host has no {}",
+            mode.to_string(),
+            b.name()
+        )
+    };
     match mode {
         IptablesShim::Off => Ok(None),
         IptablesShim::Legacy if host.legacy_tools => Ok(Some(Backend::Legacy)),
@@ -119,7 +125,18 @@ pub fn ipsets(config: &Config) -> [IpsetSpec; 8] {
 pub fn chain_rule(v6: bool) -> [&'static str; 13] {
     let (ban, safe) = if v6 { (BAN6, SAFE6) } else { (BAN4, SAFE4) };
     [
-        "-m", "set", "--match-set", ban, "src", "-m", "set", "!", "--match-set", safe, "src", "-j",
+        "-m",
+        "set",
+        "--match-set",
+        ban,
+        "src",
+        "-m",
+        "set",
+        "!",
+        "--match-set",
+        safe,
+        "src",
+        "-j",
         "DROP",
     ]
 }
@@ -139,7 +156,11 @@ pub fn safelist_entries(safelist: &[Cidr], v6: bool) -> Vec<Cidr> {
     let mut out = Vec::new();
     for cidr in safelist.iter().filter(|c| c.is_ipv4() != v6) {
         if cidr.prefix_len() == 0 {
-            let (low, high) = if v6 { ("::/1", "8000::/1") } else { ("0.0.0.0/1", "128.0.0.0/1") };
+            let (low, high) = if v6 {
+                ("::/1", "8000::/1")
+            } else {
+                ("0.0.0.0/1", "128.0.0.0/1")
+            };
             out.extend([low, high].map(|c| c.parse::<Cidr>().expect("a valid literal")));
         } else {
             out.push(*cidr);
@@ -151,7 +172,9 @@ pub fn safelist_entries(safelist: &[Cidr], v6: bool) -> Vec<Cidr> {
 /// A ban's time left in whole seconds as ipset takes it: at least 1, at most ipset's maximum.
 pub fn ban_timeout_secs(left: Duration) -> u32 {
     let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-    u32::try_from(secs.max(1)).unwrap_or(u32::MAX).min(MAX_TIMEOUT_SECS)
+    u32::try_from(secs.max(1))
+        .unwrap_or(u32::MAX)
+        .min(MAX_TIMEOUT_SECS)
 }
 
 #[cfg(test)]
@@ -170,17 +193,32 @@ mod tests {
     fn auto_follows_the_backend_the_host_uses() {
         use IptablesShim::*;
         // Debian with Fail2Ban on iptables-legacy: legacy.
-        assert_eq!(choose(Auto, host(true, true, true)), Ok(Some(Backend::Legacy)));
+        assert_eq!(
+            choose(Auto, host(true, true, true)),
+            Ok(Some(Backend::Legacy))
+        );
         // Debian 12 default, nothing in the legacy tables: the nft-backed iptables.
-        assert_eq!(choose(Auto, host(true, true, false)), Ok(Some(Backend::Nft)));
+        assert_eq!(
+            choose(Auto, host(true, true, false)),
+            Ok(Some(Backend::Nft))
+        );
         // AlmaLinux 9: no legacy iptables at all.
-        assert_eq!(choose(Auto, host(false, true, false)), Ok(Some(Backend::Nft)));
-        assert_eq!(choose(Auto, host(true, false, false)), Ok(Some(Backend::Legacy)));
+        assert_eq!(
+            choose(Auto, host(false, true, false)),
+            Ok(Some(Backend::Nft))
+        );
+        assert_eq!(
+            choose(Auto, host(true, false, false)),
+            Ok(Some(Backend::Legacy))
+        );
         assert_eq!(choose(Auto, host(false, false, false)), Ok(None));
         assert_eq!(choose(Off, host(true, true, true)), Ok(None));
         assert_eq!(choose(Nft, host(true, true, true)), Ok(Some(Backend::Nft)));
         let err = choose(Legacy, host(false, true, false)).unwrap_err();
-        assert!(err.contains("iptables_shim = \"legacy\"") && err.contains("iptables-legacy"), "{err}");
+        assert!(
+            err.contains("iptables_shim = \"legacy\"") && err.contains("iptables-legacy"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -195,8 +233,13 @@ mod tests {
     #[test]
     fn one_rule_per_family_checks_the_safelist_before_dropping() {
         let v4 = chain_rule(false).join(" ");
-        assert_eq!(v4, "-m set --match-set ftagent-ban4 src -m set ! --match-set ftagent-safe4 src -j DROP");
-        assert!(chain_rule(true).join(" ").contains("ftagent-ban6 src -m set ! --match-set ftagent-safe6"));
+        assert_eq!(
+            v4,
+            "-m set --match-set ftagent-ban4 src -m set ! --match-set ftagent-safe4 src -j DROP"
+        );
+        assert!(chain_rule(true)
+            .join(" ")
+            .contains("ftagent-ban6 src -m set ! --match-set ftagent-safe6"));
     }
 
     #[test]
@@ -205,11 +248,24 @@ mod tests {
         let sets = ipsets(&config);
         let ip4 = sets.iter().find(|s| s.name == IP4).unwrap();
         assert_eq!(ip4.size, config.nft.ban4_size);
-        assert_eq!(ip4.timeout, Some(ban_timeout_secs(config.mitigation.ban_duration)));
-        assert!(sets.iter().filter(|s| s.name.starts_with("ftagent-safe")).all(|s| s.timeout.is_none()));
-        let first_list = sets.iter().position(|s| s.kind == SetType::ListSet).unwrap();
-        assert!(sets[first_list..].iter().all(|s| s.kind == SetType::ListSet));
-        assert!(sets.iter().all(|s| ALL_SETS.contains(&s.name) && s.name.len() < 32));
+        assert_eq!(
+            ip4.timeout,
+            Some(ban_timeout_secs(config.mitigation.ban_duration))
+        );
+        assert!(sets
+            .iter()
+            .filter(|s| s.name.starts_with("ftagent-safe"))
+            .all(|s| s.timeout.is_none()));
+        let first_list = sets
+            .iter()
+            .position(|s| s.kind == SetType::ListSet)
+            .unwrap();
+        assert!(sets[first_list..]
+            .iter()
+            .all(|s| s.kind == SetType::ListSet));
+        assert!(sets
+            .iter()
+            .all(|s| ALL_SETS.contains(&s.name) && s.name.len() < 32));
     }
 
     #[test]
@@ -228,6 +284,9 @@ mod tests {
         assert_eq!(ban_timeout_secs(Duration::from_millis(1)), 1);
         assert_eq!(ban_timeout_secs(Duration::ZERO), 1);
         assert_eq!(ban_timeout_secs(Duration::from_millis(2500)), 3);
-        assert_eq!(ban_timeout_secs(Duration::from_secs(u64::MAX)), MAX_TIMEOUT_SECS);
+        assert_eq!(
+            ban_timeout_secs(Duration::from_secs(u64::MAX)),
+            MAX_TIMEOUT_SECS
+        );
     }
 }
