@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use super::socket::{open_netfilter, recv_into, send_to_kernel, Blocking};
-use super::wire::{Msgs, Writer, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use super::wire::{Msg, Msgs, Writer, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use super::NlError;
 use crate::addr::Cidr;
 
@@ -156,7 +156,7 @@ impl Ipset {
             other => other,
         }?;
         for member in spec.members {
-            self.begin(CMD_ADD, 0);
+            self.begin(CMD_ADD, NLM_F_ACK);
             self.out.attr_str(ATTR_SETNAME, spec.name);
             let data = self.out.nest_start(ATTR_DATA);
             self.out.attr_str(DATA_NAME, member);
@@ -190,45 +190,26 @@ impl Ipset {
     /// The set's header, or None when there is no set of that name.
     pub fn header(&mut self, name: &str) -> Result<Option<IpsetHeader>, NlError> {
         // A LIST dump of one set: its header comes in the first message.
-        self.out.clear();
-        self.seq = self.seq.wrapping_add(1);
-        self.out.begin(
-            (NFNL_SUBSYS_IPSET << 8) | CMD_LIST,
-            NLM_F_DUMP,
-            self.seq,
-            NFPROTO_IPV4,
-            0,
-        );
-        self.out.attr(ATTR_PROTOCOL, &[PROTOCOL]);
+        self.begin(CMD_LIST, NLM_F_DUMP);
         self.out.attr_str(ATTR_SETNAME, name);
         self.out.end();
-        send_to_kernel(&self.fd, self.out.bytes(), "send ipset list")?;
-        let seq = self.seq;
         let mut header = None;
-        loop {
-            let n = self.recv()?;
-            for msg in Msgs::new(&self.buf[..n]) {
-                let msg = msg.map_err(|e| NlError::Malformed(e.to_string()))?;
-                if msg.seq() != seq {
-                    continue;
-                }
-                match super::reply_end(&msg, &format!("list ipset {name}")) {
-                    Some(Ok(())) => return Ok(header),
-                    Some(Err(e)) if e.errno() == Some(libc::ENOENT) => return Ok(None),
-                    Some(Err(e)) => return Err(e),
-                    None => {}
-                }
-                if header.is_none() {
-                    let elements = msg
-                        .nf_attrs()
-                        .get(ATTR_DATA)
-                        .and_then(|d| d.nested().get(DATA_ELEMENTS))
-                        .and_then(|a| a.be32());
-                    header = Some(IpsetHeader {
-                        elements: elements.unwrap_or(0),
-                    });
-                }
+        let listed = self.query(&format!("list ipset {name}"), &mut |msg| {
+            if header.is_none() {
+                let elements = msg
+                    .nf_attrs()
+                    .get(ATTR_DATA)
+                    .and_then(|d| d.nested().get(DATA_ELEMENTS))
+                    .and_then(|a| a.be32());
+                header = Some(IpsetHeader {
+                    elements: elements.unwrap_or(0),
+                });
             }
+        });
+        match listed {
+            Ok(()) => Ok(header),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -244,15 +225,7 @@ impl Ipset {
                     ElementOp::Add { cidr, timeout_secs } => (CMD_ADD, cidr, timeout_secs),
                     ElementOp::Del { cidr } => (CMD_DEL, cidr, None),
                 };
-                self.seq = self.seq.wrapping_add(1);
-                self.out.begin(
-                    (NFNL_SUBSYS_IPSET << 8) | cmd,
-                    NLM_F_ACK,
-                    self.seq,
-                    NFPROTO_IPV4,
-                    0,
-                );
-                self.out.attr(ATTR_PROTOCOL, &[PROTOCOL]);
+                self.message(cmd, NLM_F_ACK);
                 self.out.attr_str(ATTR_SETNAME, set);
                 let data = self.out.nest_start(ATTR_DATA);
                 let ip = self.out.nest_start(DATA_IP);
@@ -288,26 +261,29 @@ impl Ipset {
 
     /// The newest revision of the set type the kernel has.
     fn revision(&mut self, spec: &IpsetSpec) -> Result<u8, NlError> {
-        self.out.clear();
-        self.seq = self.seq.wrapping_add(1);
-        self.out.begin(
-            (NFNL_SUBSYS_IPSET << 8) | CMD_TYPE,
-            NLM_F_ACK,
-            self.seq,
-            NFPROTO_IPV4,
-            0,
-        );
-        self.out.attr(ATTR_PROTOCOL, &[PROTOCOL]);
+        self.begin(CMD_TYPE, NLM_F_ACK);
         self.out.attr_str(ATTR_TYPENAME, spec.kind.name());
         self.out.attr(ATTR_FAMILY, &[family(spec)]);
         self.out.end();
-        send_to_kernel(&self.fd, self.out.bytes(), "send ipset type request")?;
-        let seq = self.seq;
         let what = format!(
             "ipset type {} (is the ip_set module available?)",
             spec.kind.name()
         );
         let mut revision = None;
+        self.query(&what, &mut |msg| {
+            revision = msg
+                .nf_attrs()
+                .get(ATTR_REVISION)
+                .and_then(|a| a.bytes().first().copied());
+        })?;
+        revision.ok_or_else(|| NlError::Malformed(format!("{what}: no revision in the reply")))
+    }
+
+    /// Sends the one request written and passes each reply message to `on_msg` until the
+    /// request is acknowledged or its dump is done.
+    fn query(&mut self, what: &str, on_msg: &mut dyn FnMut(&Msg)) -> Result<(), NlError> {
+        send_to_kernel(&self.fd, self.out.bytes(), "send ipset request")?;
+        let seq = self.seq;
         loop {
             let n = self.recv()?;
             for msg in Msgs::new(&self.buf[..n]) {
@@ -315,22 +291,16 @@ impl Ipset {
                 if msg.seq() != seq {
                     continue;
                 }
-                if let Some(end) = super::reply_end(&msg, &what) {
-                    end?;
-                    return revision.ok_or_else(|| {
-                        NlError::Malformed(format!("{what}: no revision in the reply"))
-                    });
+                match super::reply_end(&msg, what) {
+                    Some(end) => return end,
+                    None => on_msg(&msg),
                 }
-                revision = msg
-                    .nf_attrs()
-                    .get(ATTR_REVISION)
-                    .and_then(|a| a.bytes().first().copied());
             }
         }
     }
 
     fn create(&mut self, spec: &IpsetSpec, revision: u8) -> Result<(), NlError> {
-        self.begin(CMD_CREATE, NLM_F_CREATE);
+        self.begin(CMD_CREATE, NLM_F_CREATE | NLM_F_ACK);
         self.out.attr_str(ATTR_SETNAME, spec.name);
         self.out.attr_str(ATTR_TYPENAME, spec.kind.name());
         self.out.attr(ATTR_REVISION, &[revision]);
@@ -356,7 +326,7 @@ impl Ipset {
 
     /// A single-set command (destroy, flush) acknowledged by the kernel.
     fn one(&mut self, cmd: u16, flags: u16, name: &str, what: &str) -> Result<(), NlError> {
-        self.begin(cmd, flags);
+        self.begin(cmd, flags | NLM_F_ACK);
         self.out.attr_str(ATTR_SETNAME, name);
         self.out.end();
         let seq = self.seq;
@@ -366,14 +336,14 @@ impl Ipset {
     /// Starts a fresh request of one message with the protocol attribute written.
     fn begin(&mut self, cmd: u16, flags: u16) {
         self.out.clear();
+        self.message(cmd, flags);
+    }
+
+    /// Appends a message (with the next sequence number) and its protocol attribute.
+    fn message(&mut self, cmd: u16, flags: u16) {
         self.seq = self.seq.wrapping_add(1);
-        self.out.begin(
-            (NFNL_SUBSYS_IPSET << 8) | cmd,
-            flags | NLM_F_ACK,
-            self.seq,
-            NFPROTO_IPV4,
-            0,
-        );
+        let kind = (NFNL_SUBSYS_IPSET << 8) | cmd;
+        self.out.begin(kind, flags, self.seq, NFPROTO_IPV4, 0);
         self.out.attr(ATTR_PROTOCOL, &[PROTOCOL]);
     }
 
