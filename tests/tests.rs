@@ -5,6 +5,7 @@
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
+//! - `ops`: issue 7 — status and top, reload as a diff, the control socket's bad input;
 //! - `sense`: issue 3 — what the agent measures of real floods;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
 
@@ -14,5 +15,6 @@ mod cli;
 mod detect;
 mod lab;
 mod mitigate;
+mod ops;
 mod sense;
 mod table;
