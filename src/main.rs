@@ -257,8 +257,18 @@ fn socket_in(path: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| Config::default().agent.control_socket)
 }
 
-/// The running daemon's status; an error when none runs.
+/// The running daemon's status, with our own listing of its sets; an error when none runs.
 fn daemon_status(path: &Path) -> Result<Status, Failure> {
+    let mut status = reply_status(path)?;
+    status.add_listing(
+        Nft::open()
+            .and_then(|mut nft| nft.sets())
+            .map_err(|e| e.to_string()),
+    );
+    Ok(status)
+}
+
+fn reply_status(path: &Path) -> Result<Status, Failure> {
     match call_daemon(path, &Request::Status {})? {
         None => Err(Failure::Runtime(format!(
             "no ftagent is running (nothing listens on {})",

@@ -1,11 +1,15 @@
 //! What `ftagent status` and `ftagent top` show: the daemon's state as plain data (sent as JSON
-//! over the control socket), and its renderings for a terminal — the full report and the
-//! one-screen live view. Pure: the daemon fills it, the client renders it.
+//! over the control socket), completed by the caller with its own listing of our sets (fill
+//! levels, the kernel's time left for each measure: a listing of big sets takes the kernel a
+//! while, and the daemon's loop is not the place to wait for it), and its renderings for a
+//! terminal — the full report and the one-screen live view. Pure: no I/O here.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::ruleset::{Key, SetState};
 
 /// Entries each list of a status reply holds at most; the rest are counted in its `*_more`.
 pub const MAX_LISTED: usize = 50;
@@ -41,7 +45,8 @@ pub struct Status {
     pub mitigations_more: usize,
     pub operator_bans: Vec<OperatorBan>,
     pub operator_bans_more: usize,
-    /// Elements in each of our address and measure sets against its size.
+    /// Elements in each of our address and measure sets against its size (from the
+    /// caller's listing).
     pub sets: Vec<SetFill>,
     /// Why the sets could not be listed (then `sets` is empty and no time left is known).
     pub sets_error: Option<String>,
@@ -110,9 +115,24 @@ pub struct Mitigation {
     pub action: String,
     /// The address or prefix banned, or the measure's target (`udp/27015`, `icmp`…).
     pub target: String,
+    /// Its element in the kernel: the set and the key as [`key_text`] writes it (None for
+    /// SYN cookies, a sysctl).
+    pub set: Option<String>,
+    pub element: Option<String>,
     /// Time left in the kernel, seconds; None: not in the kernel (monitor mode, a sysctl, or
     /// it ran out and the next update puts it back).
     pub remaining_s: Option<f64>,
+}
+
+/// A set element's key as status names it: an address, prefix or range, a port or port range,
+/// a protocol number.
+pub fn key_text(key: &Key) -> String {
+    match key {
+        Key::Addr(a) => a.to_string(),
+        Key::Ports(a, b) if a == b => a.to_string(),
+        Key::Ports(a, b) => format!("{a}-{b}"),
+        Key::Byte(b) => b.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +178,38 @@ fn more(n: usize) -> String {
 }
 
 impl Status {
+    /// Completes the daemon's reply with a listing of our sets: their fill levels, and the
+    /// time each mitigation has left in the kernel.
+    pub fn add_listing(&mut self, listing: Result<Vec<SetState>, String>) {
+        let sets = match listing {
+            Ok(sets) => sets,
+            Err(e) => {
+                self.sets_error = Some(e);
+                return;
+            }
+        };
+        for m in &mut self.mitigations {
+            let (Some(set), Some(element)) = (&m.set, &m.element) else {
+                continue;
+            };
+            m.remaining_s = sets
+                .iter()
+                .find(|s| &s.name == set)
+                .and_then(|s| s.elements.iter().find(|e| key_text(&e.key) == *element))
+                .and_then(|e| e.expires)
+                .map(|x| x.as_secs_f64());
+        }
+        self.sets = sets
+            .iter()
+            .filter(|s| !s.counter_map)
+            .map(|s| SetFill {
+                name: s.name.clone(),
+                elements: s.elements.len(),
+                size: s.size,
+            })
+            .collect();
+    }
+
     /// The header lines shared by both views.
     fn header(&self, out: &mut String) {
         let _ = writeln!(
@@ -429,6 +481,8 @@ mod tests {
                 vector: "udp_flood".into(),
                 action: "ban".into(),
                 target: "10.250.0.1".into(),
+                set: Some("ban4".into()),
+                element: Some("10.250.0.1".into()),
                 remaining_s: Some(588.2),
             }],
             mitigations_more: 3,
@@ -468,6 +522,39 @@ mod tests {
         assert!(text.lines().count() <= 20, "{text}");
         let first_key = text.lines().skip_while(|l| !l.starts_with("key ")).nth(1);
         assert!(first_key.unwrap().starts_with("key39 "), "{text}");
+    }
+
+    #[test]
+    fn a_listing_gives_fill_levels_and_time_left() {
+        use crate::ruleset::{ElementKey, ElementState, KeyType};
+        let mut s = status();
+        let set = |name: &str, key, elements: Vec<ElementState>| SetState {
+            name: name.into(),
+            key: Some(key),
+            interval: false,
+            timeout: true,
+            size: Some(65536),
+            counter_map: false,
+            dynamic: false,
+            default_timeout: None,
+            elements,
+        };
+        let banned = ElementState {
+            key: Key::Addr(ElementKey::Cidr("10.250.0.1".parse().unwrap())),
+            timeout: Some(Duration::from_secs(600)),
+            expires: Some(Duration::from_secs(321)),
+            counter: None,
+        };
+        s.add_listing(Ok(vec![
+            set("ban4", KeyType::Ipv4Addr, vec![banned]),
+            set("ban6", KeyType::Ipv6Addr, vec![]),
+        ]));
+        assert_eq!(s.mitigations[0].remaining_s, Some(321.0));
+        assert_eq!(s.sets.len(), 2);
+        assert_eq!(s.sets[0].elements, 1);
+        s.add_listing(Err("EPERM".into()));
+        assert_eq!(s.sets_error.as_deref(), Some("EPERM"));
+        assert!(s.render().contains("sets: cannot list them: EPERM"));
     }
 
     #[test]

@@ -1,49 +1,39 @@
 //! The reply to a status request: the daemon's state gathered on request (this may allocate;
-//! the tick does not), with the time each ban and measure has left read from the kernel, and
-//! every list capped so the reply stays small whatever the size of the ban sets.
+//! the tick does not) from memory only — the caller lists the sets itself — with every list
+//! capped so the reply stays small whatever the number of bans.
 
 use std::time::{Instant, SystemTime};
 
 use super::Daemon;
 use crate::mitigate::Target;
 use crate::ruleset::expr::{NFPROTO_IPV6, PROTO_ICMPV6};
-use crate::ruleset::{ElementKey, Key, Measure, SetRole, SetState};
+use crate::ruleset::{ElementKey, Key, Measure, SetRole};
 use crate::sense::trace::rfc3339;
 use crate::status::{
-    IncidentStatus, KeyRate, Mitigation, OperatorBan, Samples, SetFill, Status, MAX_LISTED,
+    key_text, IncidentStatus, KeyRate, Mitigation, OperatorBan, Samples, Status, MAX_LISTED,
 };
 
 impl Daemon {
     pub(super) fn status(&mut self, now: Instant) -> Status {
         let uptime = now.saturating_duration_since(self.started);
         let started_wall = SystemTime::now() - uptime;
-        let (sets, sets_error) = match self.nft.sets() {
-            Ok(sets) => (sets, None),
-            Err(e) => (Vec::new(), Some(e.to_string())),
-        };
-        let left = |set: &str, key: Key| {
-            sets.iter()
-                .find(|s| s.name == set)
-                .and_then(|s| s.elements.iter().find(|e| e.key == key))
-                .and_then(|e| e.expires)
-                .map(|x| x.as_secs_f64())
-        };
         let mut mitigations: Vec<Mitigation> = self
             .mitigator
             .measures()
             .into_iter()
             .map(|m| {
-                let (target, remaining_s) = match m.target {
+                let (target, element) = match m.target {
                     Target::Ban(cidr) => (
                         cidr.to_string(),
-                        left(
+                        Some((
                             SetRole::for_ban(&cidr).name(),
                             Key::Addr(ElementKey::Cidr(cidr)),
-                        ),
+                        )),
                     ),
-                    Target::Measure(measure) => {
-                        (measure_target(measure), left(measure.set(), measure.key()))
-                    }
+                    Target::Measure(measure) => (
+                        measure_target(measure),
+                        Some((measure.set(), measure.key())),
+                    ),
                     Target::SynCookies => ("net.ipv4.tcp_syncookies".to_string(), None),
                 };
                 Mitigation {
@@ -51,7 +41,9 @@ impl Daemon {
                     vector: m.vector.to_string(),
                     action: m.action.to_string(),
                     target,
-                    remaining_s,
+                    set: element.map(|(set, _)| set.to_string()),
+                    element: element.map(|(_, key)| key_text(&key)),
+                    remaining_s: None,
                 }
             })
             .collect();
@@ -133,8 +125,8 @@ impl Daemon {
             mitigations_more,
             operator_bans,
             operator_bans_more,
-            sets: sets.iter().filter(|s| !s.counter_map).map(fill).collect(),
-            sets_error,
+            sets: Vec::new(),
+            sets_error: None,
         }
     }
 }
@@ -146,14 +138,6 @@ fn shifted(t0: SystemTime, seconds: f64) -> SystemTime {
         t0 + by
     } else {
         t0.checked_sub(by).unwrap_or(t0)
-    }
-}
-
-fn fill(set: &SetState) -> SetFill {
-    SetFill {
-        name: set.name.clone(),
-        elements: set.elements.len(),
-        size: set.size,
     }
 }
 

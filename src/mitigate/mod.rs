@@ -172,9 +172,8 @@ impl Mitigator {
         };
     }
 
-    /// What each open incident has in force: (incident, vector, action, target), one entry per
-    /// ban, aggregate measure and SYN cookies, for `ftagent status`. `target` is the banned
-    /// CIDR or the measure's set and key.
+    /// What each open incident has in force, one entry per ban, aggregate measure and SYN
+    /// cookies, by incident (for `ftagent status`).
     pub fn measures(&self) -> Vec<InForce> {
         let mut all = Vec::new();
         for (incident, m) in &self.active {
