@@ -51,6 +51,19 @@ pub enum Command {
         /// The address or prefix that was banned
         address: String,
     },
+    /// Show the running daemon's state: rates against baselines, incidents, mitigations in
+    /// force with their time left, set fill levels, sample loss, the last reload
+    Status {
+        /// Print it as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Live view of the running daemon, redrawn every second; q or Ctrl-C quits
+    Top {
+        /// Print one screen and exit (also when stdout or stdin is not a terminal)
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,5 +104,14 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["ftagent", "ban", "10.0.0.1", "--for", "soon"]).is_err());
         assert!(Cli::try_parse_from(["ftagent", "rules", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn status_and_top_flags() {
+        let cli = Cli::try_parse_from(["ftagent", "status", "--json"]).unwrap();
+        assert!(matches!(cli.command, Command::Status { json: true }));
+        let cli = Cli::try_parse_from(["ftagent", "top", "--once"]).unwrap();
+        assert!(matches!(cli.command, Command::Top { once: true }));
+        assert!(Cli::try_parse_from(["ftagent", "status", "extra"]).is_err());
     }
 }

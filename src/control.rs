@@ -1,6 +1,7 @@
 //! The control protocol between operator commands and the running daemon: one JSON request
 //! line, one JSON response line, over a root-only Unix socket. While the daemon owns our table,
-//! changes to it (ban, unban, flush) must go through the daemon's netlink socket.
+//! changes to it (ban, unban, flush) must go through the daemon's netlink socket; `status`
+//! reads the daemon's state.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -9,8 +10,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::status::Status;
+
 /// Longest request the daemon reads.
 pub const MAX_REQUEST: usize = 4096;
+/// Longest reply a client reads (a status reply caps its lists well below this).
+pub const MAX_REPLY: usize = 1 << 20;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,14 +29,23 @@ pub enum Request {
     Unban {
         cidr: String,
     },
-    /// Remove our table and stop the daemon.
-    Flush,
+    /// Remove our table and stop the daemon. (Empty braces: serde then refuses unknown
+    /// fields here too.)
+    Flush {},
+    /// The daemon's state (`ftagent status`, `ftagent top`).
+    Status {},
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
     pub message: String,
+    /// The caller may not use the socket (not root).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub denied: bool,
+    /// The reply to a status request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Box<Status>>,
 }
 
 impl Response {
@@ -39,14 +53,39 @@ impl Response {
         Response {
             ok: true,
             message: message.into(),
+            denied: false,
+            status: None,
         }
     }
 
     pub fn error(message: impl Into<String>) -> Response {
         Response {
             ok: false,
-            message: message.into(),
+            ..Response::ok(message)
         }
+    }
+
+    pub fn denied(message: impl Into<String>) -> Response {
+        Response {
+            denied: true,
+            ..Response::error(message)
+        }
+    }
+
+    pub fn status(status: Status) -> Response {
+        Response {
+            status: Some(Box::new(status)),
+            ..Response::ok("status")
+        }
+    }
+
+    /// The reply as sent: one JSON line.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|e| {
+            format!("{{\"ok\":false,\"message\":\"reply not encodable: {e}\"}}").into_bytes()
+        });
+        line.push(b'\n');
+        line
     }
 }
 
@@ -71,7 +110,7 @@ pub fn call(path: &Path, request: &Request) -> io::Result<Option<Response>> {
     stream.write_all(line.as_bytes())?;
     let mut reply = String::new();
     BufReader::new(stream)
-        .take(MAX_REQUEST as u64)
+        .take(MAX_REPLY as u64)
         .read_line(&mut reply)?;
     let response = serde_json::from_str(reply.trim_end())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("daemon reply: {e}")))?;
@@ -82,6 +121,9 @@ use std::io::Read as _;
 
 /// Parses one request line as the daemon receives it.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Err("bad request: empty; send one JSON object such as {\"op\":\"status\"}".into());
+    }
     serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))
 }
 
@@ -111,5 +153,18 @@ mod tests {
             "{err}"
         );
         assert!(parse_request(b"\xff").is_err());
+        assert!(parse_request(b"  ").unwrap_err().contains("empty"));
+        assert_eq!(parse_request(br#"{"op":"status"}"#), Ok(Request::Status {}));
+        assert!(parse_request(br#"{"op":"status","x":1}"#).is_err());
+        assert!(parse_request(br#"{"op":"flush","x":1}"#).is_err());
+        assert_eq!(parse_request(br#"{"op":"flush"}"#), Ok(Request::Flush {}));
+    }
+
+    #[test]
+    fn replies_are_one_line() {
+        let line = Response::denied("no").to_line();
+        assert_eq!(line, b"{\"ok\":false,\"message\":\"no\",\"denied\":true}\n");
+        let back: Response = serde_json::from_slice(&line).unwrap();
+        assert!(back.denied && back.status.is_none());
     }
 }

@@ -8,6 +8,7 @@
 //! - [`netlink`]: ALL kernel-facing code (nf_tables batches, dumps, probes).
 //! - [`control`]: the daemon's Unix control socket protocol.
 //! - [`daemon`]: the event loop of `ftagent run`.
+//! - [`status`]: what `ftagent status` and `top` show, and how; [`terminal`]: the live view.
 
 pub mod addr;
 pub mod alloc;
@@ -20,6 +21,8 @@ pub mod mitigate;
 pub mod netlink;
 pub mod ruleset;
 pub mod sense;
+pub mod status;
+pub mod terminal;
 
 /// Unit tests count allocations too (per thread), to prove the tick path makes none.
 #[cfg(test)]

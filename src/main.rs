@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -12,11 +13,13 @@ use ftagent::alloc::CountingAllocator;
 
 use ftagent::cli::{Cli, Command, ConfigCommand, RulesCommand};
 use ftagent::config::{Config, ConfigError, ConfigSource};
-use ftagent::control::{self, Request};
+use ftagent::control::{self, Request, Response};
 use ftagent::daemon::{self, DaemonError};
 use ftagent::mitigate::Change;
 use ftagent::netlink::{shim, Nft, NlError};
 use ftagent::ruleset::TABLE;
+use ftagent::status::Status;
+use ftagent::terminal::{self, LiveScreen};
 
 /// Counts allocations so the daemon can report that its ticks make none.
 #[global_allocator]
@@ -107,7 +110,21 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: Cli) -> Result<(), Failure> {
-    let (config, source) = Config::load(cli.config.as_deref())?;
+    let (config, source) = match Config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        // status and top only ask the daemon: they work with a file that no longer loads (a
+        // failed reload is what they then show), finding the socket as best they can.
+        Err(e) if matches!(cli.command, Command::Status { .. } | Command::Top { .. }) => {
+            let mut config = Config::default();
+            config.agent.control_socket = socket_in(cli.config.as_deref());
+            eprintln!(
+                "ftagent: warning: {e}; asking the daemon on {}",
+                config.agent.control_socket.display()
+            );
+            (config, ConfigSource::Defaults)
+        }
+        Err(e) => return Err(e.into()),
+    };
     match cli.command {
         Command::Config(ConfigCommand::Check) => {
             match source {
@@ -132,7 +149,7 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Rules(RulesCommand::Flush) => {
-            if let Some(reply) = ask_daemon(&config, &Request::Flush)? {
+            if let Some(reply) = ask_daemon(&config, &Request::Flush {})? {
                 return reply;
             }
             let mut nft = Nft::open()?;
@@ -198,23 +215,111 @@ fn execute(cli: Cli) -> Result<(), Failure> {
                 Err(Failure::Runtime(format!("{cidr} is not banned")))
             }
         }
+        Command::Status { json } => status(&config.agent.control_socket, json),
+        Command::Top { once } => top(&config.agent.control_socket, once),
     }
 }
 
-/// Passes a request to the running daemon. Outer None: no daemon is running.
-fn ask_daemon(config: &Config, request: &Request) -> Result<Option<Result<(), Failure>>, Failure> {
-    let path = &config.agent.control_socket;
-    match control::call(path, request) {
-        Ok(None) => Ok(None),
-        Ok(Some(reply)) if reply.ok => {
-            println!("{}", reply.message);
-            Ok(Some(Ok(())))
+fn status(socket: &Path, json: bool) -> Result<(), Failure> {
+    let status = daemon_status(socket)?;
+    if json {
+        println!("{}", serde_json::to_string(&status).unwrap_or_default());
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(())
+}
+
+/// The live view, redrawn every second until q or Ctrl-C; one screen when stdout or stdin is
+/// not a terminal, or with `once`.
+fn top(socket: &Path, once: bool) -> Result<(), Failure> {
+    let live =
+        !once && terminal::is_tty(libc::STDOUT_FILENO) && terminal::is_tty(libc::STDIN_FILENO);
+    if !live {
+        print!("{}", daemon_status(socket)?.render_top(usize::MAX));
+        return Ok(());
+    }
+    let terminal_error = |e: std::io::Error| Failure::Runtime(format!("terminal: {e}"));
+    let screen = LiveScreen::enter().map_err(terminal_error)?;
+    loop {
+        let status = daemon_status(socket)?;
+        screen
+            .draw(&status.render_top(terminal::rows()))
+            .map_err(terminal_error)?;
+        if screen.quit_requested(std::time::Duration::from_secs(1)) {
+            return Ok(());
         }
-        Ok(Some(reply)) => Ok(Some(Err(Failure::Runtime(reply.message)))),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Failure::Permission),
-        Err(e) => Err(Failure::Runtime(format!(
-            "control socket {}: {e}",
+    }
+}
+
+/// `agent.control_socket` of a configuration file that does not load, if it is still TOML.
+fn socket_in(path: Option<&Path>) -> PathBuf {
+    let path = path.unwrap_or(Path::new(ftagent::config::DEFAULT_PATH));
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            Some(PathBuf::from(
+                t.get("agent")?.get("control_socket")?.as_str()?,
+            ))
+        })
+        .unwrap_or_else(|| Config::default().agent.control_socket)
+}
+
+/// The running daemon's status, with our own listing of its sets; an error when none runs.
+fn daemon_status(path: &Path) -> Result<Status, Failure> {
+    let mut status = reply_status(path)?;
+    status.add_listing(
+        Nft::open()
+            .and_then(|mut nft| nft.sets())
+            .map_err(|e| e.to_string()),
+    );
+    Ok(status)
+}
+
+fn reply_status(path: &Path) -> Result<Status, Failure> {
+    match call_daemon(path, &Request::Status {})? {
+        None => Err(Failure::Runtime(format!(
+            "no ftagent is running (nothing listens on {})",
             path.display()
         ))),
+        Some(Response {
+            status: Some(status),
+            ..
+        }) => Ok(*status),
+        Some(reply) if reply.denied => Err(Failure::Permission),
+        Some(reply) => Err(Failure::Runtime(format!(
+            "control socket {}: {}",
+            path.display(),
+            reply.message
+        ))),
     }
+}
+
+/// Passes a request to the running daemon and prints its answer. Outer None: no daemon is
+/// running.
+fn ask_daemon(config: &Config, request: &Request) -> Result<Option<Result<(), Failure>>, Failure> {
+    Ok(
+        call_daemon(&config.agent.control_socket, request)?.map(|reply| {
+            if reply.ok {
+                println!("{}", reply.message);
+                Ok(())
+            } else if reply.denied {
+                Err(Failure::Permission)
+            } else {
+                Err(Failure::Runtime(reply.message))
+            }
+        }),
+    )
+}
+
+/// The daemon's reply to `request`; None when no daemon is running.
+fn call_daemon(path: &Path, request: &Request) -> Result<Option<Response>, Failure> {
+    control::call(path, request).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            Failure::Permission
+        } else {
+            Failure::Runtime(format!("control socket {}: {e}", path.display()))
+        }
+    })
 }

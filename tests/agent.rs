@@ -60,8 +60,18 @@ impl<'a> Agent<'a> {
     }
 
     pub fn configured(lab: &'a Lab, setup: Setup) -> Agent<'a> {
-        let dir = lab.dir();
-        let config = dir.join("ftagent.toml");
+        let agent = Agent {
+            ns: &lab.victim,
+            config: lab.dir().join("ftagent.toml"),
+            daemon: None,
+        };
+        agent.reconfigure(setup);
+        agent
+    }
+
+    /// Writes the config file anew (a running daemon reads it on SIGHUP).
+    pub fn reconfigure(&self, setup: Setup) {
+        let dir = self.config.parent().unwrap();
         let safelist: Vec<String> = setup.safelist.iter().map(|s| format!("\"{s}\"")).collect();
         let text = format!(
             "[agent]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n{}\n\n[safelist]\ncidrs = [{}]\n\n[nft]\ncompat = \"{}\"\n{}\n{}",
@@ -73,12 +83,16 @@ impl<'a> Agent<'a> {
             setup.nft,
             setup.sections,
         );
-        std::fs::write(&config, text).unwrap();
-        Agent {
-            ns: &lab.victim,
-            config,
-            daemon: None,
-        }
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// The config file and the control socket the daemon uses.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.config.with_file_name("ftagent.sock")
     }
 
     pub fn start(&mut self) {

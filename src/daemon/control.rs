@@ -1,23 +1,28 @@
-//! The daemon's side of the control socket: a root-only Unix listener, connections read to a
-//! request line, and the requests (ban, unban, flush) carried out on our nft socket.
+//! The daemon's side of the control socket: a root-only Unix listener (mode 0600, and every
+//! peer's credentials checked), connections read to one request line and answered without
+//! ever blocking the loop (a connection that dawdles is closed), and the requests (ban, unban,
+//! flush, status) carried out on the daemon's state.
 
 use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use mio::event::Event;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use super::DaemonError;
+use super::{Daemon, DaemonError};
 use crate::addr::Cidr;
 use crate::config::Config;
 use crate::control::{self, Request, Response};
 use crate::mitigate::Change;
-use crate::netlink::{Features, Nft};
 use crate::ruleset;
 
 const MAX_CONNECTIONS: usize = 16;
+/// A connection that has not sent its request and read its reply by then is closed.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds the control socket, replacing a stale socket file but never a live daemon's.
 pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
@@ -50,15 +55,13 @@ pub struct Connections {
 
 struct Conn {
     stream: UnixStream,
-    buf: Vec<u8>,
-}
-
-/// What a readable connection brought.
-pub enum Outcome {
-    /// Nothing to do (yet).
-    Idle,
-    /// A flush was served: the daemon stops.
-    Stop,
+    opened: Instant,
+    /// The request line as it arrives.
+    input: Vec<u8>,
+    /// The reply, once there is one, and how much of it is written.
+    output: Vec<u8>,
+    written: usize,
+    answered: bool,
 }
 
 impl Connections {
@@ -73,130 +76,210 @@ impl Connections {
         (self.first_token..self.first_token + MAX_CONNECTIONS).contains(&token.0)
     }
 
-    /// Accepts every pending connection (edge-triggered) from a privileged peer.
+    /// Accepts every pending connection (edge-triggered). An unprivileged peer gets an error
+    /// reply and is closed; when every slot is taken, the oldest connection is closed.
     pub fn accept_all(&mut self, listener: &UnixListener, registry: &Registry) {
         loop {
             let (mut stream, _) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::warn!("control socket: accept: {e}");
                     return;
                 }
             };
-            if !peer_is_privileged(&stream) {
-                log::warn!("control socket: refused a connection from an unprivileged user");
+            if let Err(uid) = peer_is_privileged(&stream) {
+                log::warn!("control socket: refused a connection from uid {uid}: root only");
+                // A fresh socket's buffer takes this small line; if not, the peer gets EOF.
+                let _ = stream.write(
+                    &Response::denied(
+                        "permission denied: the ftagent control socket serves root only",
+                    )
+                    .to_line(),
+                );
                 continue;
             }
-            let Some(slot) = self.slots.iter().position(Option::is_none) else {
-                log::warn!("control socket: too many connections; refused one");
-                continue;
+            let slot = match self.slots.iter().position(Option::is_none) {
+                Some(free) => free,
+                None => {
+                    let oldest = self.oldest();
+                    log::warn!(
+                        "control socket: {MAX_CONNECTIONS} connections open; closing the oldest"
+                    );
+                    self.answer(
+                        oldest,
+                        &Response::error("closed: too many control connections at once"),
+                        registry,
+                    );
+                    self.close(oldest, registry);
+                    oldest
+                }
             };
             let token = Token(self.first_token + slot);
-            if registry
-                .register(&mut stream, token, Interest::READABLE)
-                .is_ok()
-            {
-                self.slots[slot] = Some(Conn {
-                    stream,
-                    buf: Vec::new(),
-                });
+            match registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+                Ok(()) => {
+                    self.slots[slot] = Some(Conn {
+                        stream,
+                        opened: Instant::now(),
+                        input: Vec::new(),
+                        output: Vec::new(),
+                        written: 0,
+                        answered: false,
+                    })
+                }
+                Err(e) => log::warn!("control socket: register a connection: {e}"),
             }
         }
     }
 
-    /// Serves the connection behind `token` once its request line is complete.
-    pub fn serve(
-        &mut self,
-        token: Token,
-        registry: &Registry,
-        nft: &mut Nft,
-        config: &Config,
-        features: Features,
-        bans: &mut OperatorBans,
-    ) -> Outcome {
-        let slot = token.0 - self.first_token;
-        let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
-            return Outcome::Idle;
-        };
-        let mut outcome = Outcome::Idle;
+    fn oldest(&self) -> usize {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c.opened)))
+            .min_by_key(|(_, opened)| *opened)
+            .map_or(0, |(i, _)| i)
+    }
+
+    /// Handles an event of a connection: returns its request line once complete. A request
+    /// that is too long gets an error reply here.
+    pub fn ready(&mut self, event: &Event, registry: &Registry) -> Option<Vec<u8>> {
+        let slot = event.token().0.checked_sub(self.first_token)?;
+        let conn = self.slots.get_mut(slot)?.as_mut()?;
+        if conn.answered {
+            self.flush(slot, registry);
+            return None;
+        }
         match conn.read_request() {
-            ReadState::Pending => return Outcome::Idle,
-            ReadState::Closed => {}
-            ReadState::Request(line) => {
-                let (response, stop) = handle(nft, config, features, bans, &line);
-                conn.reply(&response);
-                if stop {
-                    outcome = Outcome::Stop;
-                }
+            ReadState::Pending => None,
+            ReadState::Closed => {
+                self.close(slot, registry);
+                None
+            }
+            ReadState::TooLong => {
+                let too_long = Response::error(format!(
+                    "bad request: longer than {} bytes",
+                    control::MAX_REQUEST
+                ));
+                self.answer(slot, &too_long, registry);
+                None
+            }
+            ReadState::Request(line) => Some(line),
+        }
+    }
+
+    /// Sends the reply to the request `ready` returned for `token`.
+    pub fn respond(&mut self, token: Token, response: &Response, registry: &Registry) {
+        if let Some(slot) = token.0.checked_sub(self.first_token) {
+            self.answer(slot, response, registry);
+        }
+    }
+
+    fn answer(&mut self, slot: usize, response: &Response, registry: &Registry) {
+        let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        conn.answered = true;
+        conn.output = response.to_line();
+        conn.written = 0;
+        self.flush(slot, registry);
+    }
+
+    /// Writes what the socket takes of the reply; closes the connection once it is all out.
+    fn flush(&mut self, slot: usize, registry: &Registry) {
+        let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        while conn.written < conn.output.len() {
+            match conn.stream.write(&conn.output[conn.written..]) {
+                Ok(n) => conn.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
             }
         }
-        if let Some(mut conn) = self.slots[slot].take() {
+        self.close(slot, registry);
+    }
+
+    fn close(&mut self, slot: usize, registry: &Registry) {
+        if let Some(mut conn) = self.slots.get_mut(slot).and_then(Option::take) {
             let _ = registry.deregister(&mut conn.stream);
+            let _ = conn.stream.shutdown(Shutdown::Both);
         }
-        outcome
+    }
+
+    /// Closes the connections open longer than `CONNECTION_TIMEOUT`: a client that never
+    /// finishes its request or never reads its reply holds nothing for long.
+    pub fn expire(&mut self, now: Instant, registry: &Registry) {
+        for slot in 0..self.slots.len() {
+            let stale = self.slots[slot]
+                .as_ref()
+                .is_some_and(|c| now.saturating_duration_since(c.opened) > CONNECTION_TIMEOUT);
+            if stale {
+                log::debug!("control socket: closing a connection idle for too long");
+                self.close(slot, registry);
+            }
+        }
     }
 }
 
-/// Serves one request; returns the response and whether the daemon must stop.
-fn handle(
-    nft: &mut Nft,
-    config: &Config,
-    features: Features,
-    bans: &mut OperatorBans,
-    line: &[u8],
-) -> (Response, bool) {
-    let request = match control::parse_request(line) {
-        Ok(r) => r,
-        Err(e) => return (Response::error(e), false),
-    };
-    match request {
-        Request::Ban { cidr, timeout_ms } => {
-            let response = match parse_ban(&cidr, timeout_ms, config) {
-                Err(e) => Response::error(e),
-                Ok((cidr, timeout)) => match nft.ban(cidr, timeout, features) {
-                    Ok(role) => {
-                        bans.record(cidr, Instant::now() + timeout);
-                        let t = humantime::format_duration(timeout);
-                        log::info!("operator ban: {cidr} in {} for {t}", role.name());
-                        Response::ok(format!("banned {cidr} for {t}"))
-                    }
-                    Err(e) => Response::error(e.to_string()),
-                },
-            };
-            (response, false)
-        }
-        Request::Unban { cidr } => {
-            let response = match cidr.parse::<Cidr>() {
-                Err(e) => Response::error(format!("{cidr}: {e}")),
-                Ok(cidr) => match nft.unban(cidr) {
-                    Ok(true) => {
-                        bans.forget(cidr);
-                        log::info!("operator unban: {cidr}");
-                        Response::ok(format!("unbanned {cidr}"))
-                    }
-                    Ok(false) => Response::error(format!("{cidr} is not banned")),
-                    Err(e) => Response::error(e.to_string()),
-                },
-            };
-            (response, false)
-        }
-        Request::Flush => match nft.remove_table() {
-            Ok(_) => {
-                log::info!(
-                    "operator flush: table inet {} removed; stopping",
-                    ruleset::TABLE
-                );
-                (
-                    Response::ok(format!(
-                        "table inet {} removed; ftagent stopped",
-                        ruleset::TABLE
-                    )),
-                    true,
-                )
+impl Daemon {
+    /// Serves one request; returns the response and whether the daemon must stop.
+    pub(super) fn serve(&mut self, line: &[u8]) -> (Response, bool) {
+        let request = match control::parse_request(line) {
+            Ok(r) => r,
+            Err(e) => return (Response::error(e), false),
+        };
+        match request {
+            Request::Ban { cidr, timeout_ms } => {
+                let response = match parse_ban(&cidr, timeout_ms, &self.config) {
+                    Err(e) => Response::error(e),
+                    Ok((cidr, timeout)) => match self.nft.ban(cidr, timeout, self.features) {
+                        Ok(role) => {
+                            self.operator_bans.record(cidr, Instant::now() + timeout);
+                            let t = humantime::format_duration(timeout);
+                            log::info!("operator ban: {cidr} in {} for {t}", role.name());
+                            Response::ok(format!("banned {cidr} for {t}"))
+                        }
+                        Err(e) => Response::error(e.to_string()),
+                    },
+                };
+                (response, false)
             }
-            Err(e) => (Response::error(e.to_string()), false),
-        },
+            Request::Unban { cidr } => {
+                let response = match cidr.parse::<Cidr>() {
+                    Err(e) => Response::error(format!("{cidr}: {e}")),
+                    Ok(cidr) => match self.nft.unban(cidr) {
+                        Ok(true) => {
+                            self.operator_bans.forget(cidr);
+                            log::info!("operator unban: {cidr}");
+                            Response::ok(format!("unbanned {cidr}"))
+                        }
+                        Ok(false) => Response::error(format!("{cidr} is not banned")),
+                        Err(e) => Response::error(e.to_string()),
+                    },
+                };
+                (response, false)
+            }
+            Request::Flush {} => match self.nft.remove_table() {
+                Ok(_) => {
+                    log::info!(
+                        "operator flush: table inet {} removed; stopping",
+                        ruleset::TABLE
+                    );
+                    (
+                        Response::ok(format!(
+                            "table inet {} removed; ftagent stopped",
+                            ruleset::TABLE
+                        )),
+                        true,
+                    )
+                }
+                Err(e) => (Response::error(e.to_string()), false),
+            },
+            Request::Status {} => (Response::status(self.status(Instant::now())), false),
+        }
     }
 }
 
@@ -251,8 +334,8 @@ pub fn parse_ban(cidr: &str, timeout_ms: u64, config: &Config) -> Result<(Cidr, 
     Ok((parsed, Duration::from_millis(timeout_ms)))
 }
 
-/// Root, or the user the daemon runs as.
-fn peer_is_privileged(stream: &UnixStream) -> bool {
+/// Root, or the user the daemon runs as; else the peer's uid.
+fn peer_is_privileged(stream: &UnixStream) -> Result<(), u32> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: u32::MAX,
@@ -270,30 +353,40 @@ fn peer_is_privileged(stream: &UnixStream) -> bool {
         )
     };
     // SAFETY: geteuid cannot fail.
-    rc == 0 && (cred.uid == 0 || cred.uid == unsafe { libc::geteuid() })
+    if rc == 0 && (cred.uid == 0 || cred.uid == unsafe { libc::geteuid() }) {
+        Ok(())
+    } else {
+        Err(cred.uid)
+    }
 }
 
 enum ReadState {
     Pending,
     Closed,
+    TooLong,
     Request(Vec<u8>),
 }
 
 impl Conn {
-    /// Reads until a whole line has arrived (edge-triggered: until WouldBlock).
+    /// Reads until a whole line has arrived (edge-triggered: until WouldBlock). A client that
+    /// closes its side after the request needs no newline.
     fn read_request(&mut self) -> ReadState {
         let mut chunk = [0u8; 1024];
         loop {
             match self.stream.read(&mut chunk) {
-                Ok(0) => return ReadState::Closed,
+                Ok(0) if self.input.is_empty() => return ReadState::Closed,
+                Ok(0) => return ReadState::Request(std::mem::take(&mut self.input)),
                 Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-                        self.buf.truncate(end);
-                        return ReadState::Request(std::mem::take(&mut self.buf));
+                    self.input.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = self.input.iter().position(|&b| b == b'\n') {
+                        if end > control::MAX_REQUEST {
+                            return ReadState::TooLong;
+                        }
+                        self.input.truncate(end);
+                        return ReadState::Request(std::mem::take(&mut self.input));
                     }
-                    if self.buf.len() > control::MAX_REQUEST {
-                        return ReadState::Closed;
+                    if self.input.len() > control::MAX_REQUEST {
+                        return ReadState::TooLong;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadState::Pending,
@@ -301,12 +394,5 @@ impl Conn {
                 Err(_) => return ReadState::Closed,
             }
         }
-    }
-
-    /// The reply is small enough for the socket buffer; a client that does not read it loses it.
-    fn reply(&mut self, response: &Response) {
-        let mut line = serde_json::to_vec(response).unwrap_or_default();
-        line.push(b'\n');
-        let _ = self.stream.write_all(&line);
     }
 }

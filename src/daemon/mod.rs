@@ -5,6 +5,8 @@
 
 mod control;
 mod fds;
+mod reload;
+mod status;
 
 pub use control::parse_ban;
 
@@ -143,6 +145,9 @@ struct Daemon {
     /// The iptables `FTAGENT` chain and its ipsets, when configured and available.
     shim: Option<Shim>,
     next_shim_check: Instant,
+    /// The configuration file in use (None: the embedded defaults), and the last reload.
+    config_source: Option<PathBuf>,
+    last_reload: Option<crate::status::Reload>,
 }
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
@@ -228,6 +233,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         next_shim_check: now + SHIM_CHECK_INTERVAL,
         sensor,
         config,
+        config_source: reload::source_path(config_path.as_deref()),
+        last_reload: None,
         config_path,
         nft,
         features,
@@ -270,24 +277,20 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                 NFLOG => daemon.drain_samples(),
                 CONTROL => connections.accept_all(&listener, poll.registry()),
                 token if connections.owns(token) => {
-                    let d = &mut daemon;
-                    let outcome = connections.serve(
-                        token,
-                        poll.registry(),
-                        &mut d.nft,
-                        &d.config,
-                        d.features,
-                        &mut d.operator_bans,
-                    );
-                    if let control::Outcome::Stop = outcome {
-                        remove_shim();
-                        break 'serve Ok(());
+                    if let Some(request) = connections.ready(event, poll.registry()) {
+                        let (response, stop) = daemon.serve(&request);
+                        connections.respond(token, &response, poll.registry());
+                        if stop {
+                            remove_shim();
+                            break 'serve Ok(());
+                        }
                     }
-                    d.mirror_operator_bans();
+                    daemon.mirror_operator_bans();
                 }
                 _ => {}
             }
         }
+        connections.expire(Instant::now(), poll.registry());
     };
     let _ = std::fs::remove_file(&socket_path);
     save_state(&daemon.detector, &daemon.config.agent.state_dir);
@@ -618,49 +621,4 @@ impl Daemon {
             malformed: totals.malformed,
         };
     }
-
-    fn reload(&mut self) {
-        let fresh = match Config::load(self.config_path.as_deref()) {
-            Ok((fresh, _)) => fresh,
-            Err(e) => {
-                log::error!("SIGHUP: configuration not reloaded, keeping the running one: {e}");
-                return;
-            }
-        };
-        if restart_only(&fresh, &self.config) {
-            log::warn!(
-                "SIGHUP: agent.*, nft.compat and the NFLOG settings take effect at the next start"
-            );
-        }
-        let safelist = safelist(&fresh);
-        match install(&mut self.nft, &fresh, &safelist, self.features) {
-            Ok(()) => {
-                match install_shim(&mut self.nft, &fresh, &safelist) {
-                    Ok(shim) => self.shim = shim,
-                    Err(e) => log::error!("SIGHUP: {e}; the previous iptables chain stays"),
-                }
-                self.mitigator = Mitigator::new(&fresh, safelist.clone());
-                self.safelist = safelist;
-                self.sensor = Sensor::new(&fresh);
-                own_addresses_into(&mut self.sensor);
-                // Keys may have changed: carry over what still applies.
-                let state = self.detector.save();
-                self.detector = Detector::new(&fresh, self.sensor.counters.layout());
-                self.detector.restore(state, self.started.elapsed());
-                self.config = fresh;
-                log::info!("SIGHUP: configuration reloaded");
-            }
-            Err(e) => {
-                log::error!("SIGHUP: new configuration not applied, keeping the running one: {e}")
-            }
-        }
-    }
-}
-
-/// Whether a reload changes settings that only a restart applies.
-fn restart_only(fresh: &Config, running: &Config) -> bool {
-    fresh.agent != running.agent
-        || fresh.nft.compat != running.nft.compat
-        || fresh.sense.nflog_group != running.sense.nflog_group
-        || fresh.sense.snaplen != running.sense.snaplen
 }

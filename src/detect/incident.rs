@@ -68,6 +68,11 @@ impl Incident {
         &self.prefixes[..self.n_prefixes]
     }
 
+    /// When its first tick over threshold was, in seconds on the detector's clock.
+    pub fn started_s(&self) -> f64 {
+        self.started
+    }
+
     /// Seconds from the first tick over threshold to the last tick in the attack.
     pub fn duration_s(&self) -> f64 {
         (self.last_active - self.started).max(0.0)

@@ -121,6 +121,16 @@ struct Svc {
     web: bool,
 }
 
+/// A key as `ftagent status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyView<'a> {
+    pub name: &'a str,
+    pub pps: f64,
+    pub baseline_pps: f64,
+    pub threshold_pps: f64,
+    pub over: bool,
+}
+
 /// Turns per-tick rates into incidents and events. See the module documentation.
 #[derive(Debug)]
 pub struct Detector {
@@ -271,6 +281,22 @@ impl Detector {
     /// True once `agent.warmup` of traffic has been learned (before that, no verdicts).
     pub fn warmed_up(&self) -> bool {
         self.learned >= self.warmup
+    }
+
+    /// Every key with its rate, baseline and threshold as of the last tick (for `status`).
+    pub fn keys(&self) -> impl Iterator<Item = KeyView<'_>> {
+        self.keys.iter().map(|k| KeyView {
+            name: &k.name,
+            pps: k.pps,
+            baseline_pps: k.base.mean(),
+            threshold_pps: k.threshold,
+            over: k.over,
+        })
+    }
+
+    /// Seconds of traffic learned, and the warm-up needed before the first verdict.
+    pub fn learning(&self) -> (f64, f64) {
+        (self.learned, self.warmup)
     }
 
     /// The baseline mean of a counter, by name (packets or new connections per second).

@@ -84,6 +84,24 @@ impl MitigationEvent {
     }
 }
 
+/// One thing an open incident keeps in force (see [`Mitigator::measures`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InForce {
+    pub incident: String,
+    pub vector: &'static str,
+    /// As in the mitigation events: `ban`, `limit_port`, `syn_cookies`…
+    pub action: &'static str,
+    pub target: Target,
+}
+
+/// What a measure in force acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Ban(Cidr),
+    Measure(Measure),
+    SynCookies,
+}
+
 /// What one incident has put in place.
 #[derive(Debug, Default)]
 struct Measures {
@@ -140,6 +158,44 @@ impl Mitigator {
 
     pub fn is_monitor(&self) -> bool {
         self.monitor
+    }
+
+    /// Takes a reloaded configuration and safelist, keeping the open incidents' measures (so
+    /// they are refreshed while the incidents last and lifted when they end) and the budget.
+    pub fn reconfigure(&mut self, config: &Config, safelist: Vec<Cidr>) {
+        let fresh = Mitigator::new(config, safelist);
+        *self = Mitigator {
+            budget: self.budget.min(fresh.max_bans_per_second),
+            last: self.last,
+            active: std::mem::take(&mut self.active),
+            ..fresh
+        };
+    }
+
+    /// What each open incident has in force, one entry per ban, aggregate measure and SYN
+    /// cookies, by incident (for `ftagent status`).
+    pub fn measures(&self) -> Vec<InForce> {
+        let mut all = Vec::new();
+        for (incident, m) in &self.active {
+            let entry = |action, target| InForce {
+                incident: incident.clone(),
+                vector: m.vector,
+                action,
+                target,
+            };
+            for &cidr in m.hosts.iter().chain(&m.prefixes) {
+                all.push(entry("ban", Target::Ban(cidr)));
+            }
+            for &measure in &m.aggregates {
+                let (action, ..) = describe(measure, 0, 0, 0);
+                all.push(entry(action, Target::Measure(measure)));
+            }
+            if m.syn_cookies {
+                all.push(entry("syn_cookies", Target::SynCookies));
+            }
+        }
+        all.sort_by(|a, b| a.incident.cmp(&b.incident));
+        all
     }
 
     /// The changes for this tick's detection events, and the events describing them. `now` is

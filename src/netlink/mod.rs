@@ -19,7 +19,10 @@ pub mod wire;
 use std::time::Duration;
 
 use crate::addr::{merge_intervals, Cidr};
-use crate::ruleset::{ElementKey, Family, Key, SetRole, SetSpec, TableSpec, TableState, TABLE};
+use crate::ruleset::diff::TableDiff;
+use crate::ruleset::{
+    ElementKey, Family, Key, SetRole, SetSpec, SetState, TableSpec, TableState, TABLE,
+};
 use nft::abi::*;
 use nft::{ElementOp, RawElement, SetRef};
 use socket::NftSocket;
@@ -209,16 +212,7 @@ impl Nft {
         self.dump(NFT_MSG_GETOBJ, "list counters", &mut |m| {
             counters.extend(nft::decode_counter_state(m))
         })?;
-        let mut sets = Vec::new();
-        self.dump(NFT_MSG_GETSET, "list sets", &mut |m| {
-            sets.extend(nft::decode_set(m))
-        })?;
-        for set in &mut sets {
-            let raw = self.list_elements(TABLE, &set.name)?;
-            if let Some(key) = set.key {
-                set.elements = nft::assemble_elements(key, set.interval, raw);
-            }
-        }
+        let sets = self.sets()?;
         let mut chains = Vec::new();
         self.dump(NFT_MSG_GETCHAIN, "list chains", &mut |m| {
             chains.extend(nft::decode_chain(m))
@@ -239,6 +233,21 @@ impl Nft {
             sets,
             chains,
         }))
+    }
+
+    /// The sets and maps of our table with their elements.
+    pub fn sets(&mut self) -> Result<Vec<SetState>, NlError> {
+        let mut sets = Vec::new();
+        self.dump(NFT_MSG_GETSET, "list sets", &mut |m| {
+            sets.extend(nft::decode_set(m))
+        })?;
+        for set in &mut sets {
+            let raw = self.list_elements(TABLE, &set.name)?;
+            if let Some(key) = set.key {
+                set.elements = nft::assemble_elements(key, set.interval, raw);
+            }
+        }
+        Ok(sets)
     }
 
     /// Reads every named counter of our table with one dump, passing name, packets and bytes
@@ -399,6 +408,41 @@ impl Nft {
         })
     }
 
+    /// Changes the table in place, in one transaction (a reload whose rules are unchanged):
+    /// counters and counter-map elements of service and reflector ports, safelist intervals.
+    /// Counters and elements that stay keep their values.
+    pub fn update(&mut self, diff: &TableDiff) -> Result<(), NlError> {
+        let mut batch = self.sock.batch();
+        for name in &diff.add_counters {
+            batch.add_counter(name);
+        }
+        let map = |name, interval| SetRef {
+            table: TABLE,
+            name,
+            interval,
+        };
+        for (name, interval, key) in &diff.remove_elements {
+            batch.delete_elements(map(name, *interval), &[ElementOp::key(*key)])?;
+        }
+        for (name, interval, key, counter) in &diff.add_elements {
+            let op = ElementOp {
+                counter: Some(counter),
+                ..ElementOp::key(*key)
+            };
+            batch.add_elements(map(name, *interval), &[op])?;
+        }
+        for name in &diff.remove_counters {
+            batch.delete_counter(name);
+        }
+        for (role, key) in &diff.allow_remove {
+            batch.delete_elements(set_ref(*role), &[ElementOp::key(*key)])?;
+        }
+        for (role, key) in &diff.allow_add {
+            batch.add_elements(set_ref(*role), &[ElementOp::key(*key)])?;
+        }
+        self.sock.commit(&mut batch)
+    }
+
     /// Bans (or re-bans, refreshing the timeout) an address or prefix.
     pub fn ban(
         &mut self,
@@ -526,4 +570,61 @@ pub struct Installed {
     pub kept_bans: usize,
     /// How the table read back differs from the spec (empty when it matches).
     pub differences: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testns::{is_root, Netns};
+    use super::*;
+    use crate::config::Config;
+    use crate::ruleset::{desired, diff};
+
+    /// A reload's diff in one batch, in a real kernel: a service's port range widened (its
+    /// interval map elements and counters replaced), a reflector port dropped, the safelist
+    /// changed in both families (an interval replaced by a wider one).
+    #[test]
+    fn update_changes_elements_in_place() {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace, nft)");
+            return;
+        }
+        let ns = Netns::create("update").expect("a network namespace");
+        ns.run(|| {
+            let path = std::path::Path::new("t.toml");
+            let old = Config::from_toml(
+                "[[service]]\nport = \"8000-8100\"\nproto = \"udp\"\n[sense]\namplification_ports = [53, 123]\n",
+                path,
+            )
+            .unwrap();
+            let new = Config::from_toml(
+                "[[service]]\nport = \"8000-8200\"\nproto = \"udp\"\n[sense]\namplification_ports = [53]\n",
+                path,
+            )
+            .unwrap();
+            let cidrs = |list: &[&str]| -> Vec<Cidr> { list.iter().map(|c| c.parse().unwrap()).collect() };
+            let (safe_old, safe_new) = (
+                cidrs(&["10.250.9.0/24", "fd00:250::99"]),
+                cidrs(&["10.250.8.0/24", "10.250.9.0/24", "fd00:250::98"]),
+            );
+            let mut nft = Nft::open().unwrap();
+            nft.install(&desired(&old), &safe_old, Features::LEGACY).unwrap();
+            let d = diff::diff(&desired(&old), &desired(&new), &safe_old, &safe_new).unwrap();
+            assert!(!d.is_empty());
+            nft.update(&d).unwrap();
+            let state = nft.table_state().unwrap().unwrap();
+            assert_eq!(state.differences(&desired(&new)), Vec::<String>::new());
+            let allow = |name: &str| -> Vec<String> {
+                let set = state.sets.iter().find(|s| s.name == name).unwrap();
+                set.elements.iter().map(|e| format!("{:?}", e.key)).collect()
+            };
+            let want = |list: &[&str]| -> Vec<String> {
+                list.iter()
+                    .map(|c| format!("{:?}", Key::Addr(ElementKey::Cidr(c.parse().unwrap()))))
+                    .collect()
+            };
+            assert_eq!(allow("allow4"), want(&["10.250.8.0/23"]));
+            assert_eq!(allow("allow6"), want(&["fd00:250::98"]));
+            assert!(state.counter("amp_123").is_none() && state.counter("udp_8000-8200").is_some());
+        });
+    }
 }

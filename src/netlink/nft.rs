@@ -36,6 +36,7 @@ pub mod abi {
     pub const NFT_MSG_DELSETELEM: u16 = 14;
     pub const NFT_MSG_NEWOBJ: u16 = 18;
     pub const NFT_MSG_GETOBJ: u16 = 19;
+    pub const NFT_MSG_DELOBJ: u16 = 20;
 
     pub const NFTA_TABLE_NAME: u16 = 1;
     pub const NFTA_TABLE_FLAGS: u16 = 2;
@@ -266,6 +267,15 @@ impl Batch {
         self.w.attr_be64(NFTA_COUNTER_BYTES, 0);
         self.w.attr_be64(NFTA_COUNTER_PACKETS, 0);
         let _ = self.w.nest_end(data);
+        self.w.end();
+    }
+
+    /// `delete counter inet ftagent NAME` (nothing may refer to it any more).
+    pub fn delete_counter(&mut self, name: &str) {
+        self.begin(NFT_MSG_DELOBJ, 0, format!("delete counter {name}"));
+        self.w.attr_str(NFTA_OBJ_TABLE, TABLE);
+        self.w.attr_str(NFTA_OBJ_NAME, name);
+        self.w.attr_be32(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER);
         self.w.end();
     }
 
