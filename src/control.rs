@@ -3,7 +3,7 @@
 //! changes to it (ban, unban, flush) must go through the daemon's netlink socket; `status`
 //! reads the daemon's state.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read as _, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -107,17 +107,22 @@ pub fn call(path: &Path, request: &Request) -> io::Result<Option<Response>> {
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = serde_json::to_string(request).map_err(io::Error::other)?;
     line.push('\n');
-    stream.write_all(line.as_bytes())?;
+    // A daemon that refuses the caller replies and closes without reading: the write may then
+    // fail (EPIPE) while the reply is already waiting, so a failed write still reads it.
+    let written = stream.write_all(line.as_bytes());
     let mut reply = String::new();
-    BufReader::new(stream)
+    let read = BufReader::new(stream)
         .take(MAX_REPLY as u64)
-        .read_line(&mut reply)?;
+        .read_line(&mut reply);
+    match (written, read) {
+        (_, Ok(n)) if n > 0 => {}
+        (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
+        (Ok(()), Ok(_)) => {}
+    }
     let response = serde_json::from_str(reply.trim_end())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("daemon reply: {e}")))?;
     Ok(Some(response))
 }
-
-use std::io::Read as _;
 
 /// Parses one request line as the daemon receives it.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
