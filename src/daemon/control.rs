@@ -155,7 +155,7 @@ fn handle(
                 Err(e) => Response::error(e),
                 Ok((cidr, timeout)) => match nft.ban(cidr, timeout, features) {
                     Ok(role) => {
-                        bans.record(cidr, Instant::now() + timeout);
+                        bans.record(cidr, timeout, Instant::now());
                         let t = humantime::format_duration(timeout);
                         log::info!("operator ban: {cidr} in {} for {t}", role.name());
                         Response::ok(format!("banned {cidr} for {t}"))
@@ -199,29 +199,48 @@ fn handle(
     }
 }
 
-/// The bans operators asked for, with when they run out, so a table that someone else
-/// removed can be put back with them.
+/// The bans operators asked for, with their timeout and when they run out, so a table that
+/// someone else removed can be put back with them, and a restart keeps knowing them.
 #[derive(Debug, Default)]
 pub struct OperatorBans {
-    bans: Vec<(Cidr, Instant)>,
+    bans: Vec<(Cidr, Duration, Instant)>,
+    /// Counts changes, so the daemon saves them when they change.
+    revision: u64,
 }
 
 impl OperatorBans {
-    fn record(&mut self, cidr: Cidr, until: Instant) {
+    fn record(&mut self, cidr: Cidr, timeout: Duration, now: Instant) {
         self.forget(cidr);
-        self.bans.push((cidr, until));
+        self.bans.push((cidr, timeout, now + timeout));
     }
 
     fn forget(&mut self, cidr: Cidr) {
-        self.bans.retain(|(c, _)| *c != cidr);
+        self.bans.retain(|(c, _, _)| *c != cidr);
+        self.revision += 1;
     }
 
-    /// The bans still in force at `now`, with the time they have left.
-    pub fn in_force(&mut self, now: Instant) -> Vec<(Cidr, Duration)> {
-        self.bans.retain(|(_, until)| *until > now);
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Takes over bans saved by an earlier run: (address, timeout, time left at `now`).
+    pub fn resume(
+        &mut self,
+        saved: impl IntoIterator<Item = (Cidr, Duration, Duration)>,
+        now: Instant,
+    ) {
+        for (cidr, timeout, left) in saved {
+            self.forget(cidr);
+            self.bans.push((cidr, timeout, now + left));
+        }
+    }
+
+    /// The bans still in force at `now`: address, timeout, and the time they have left.
+    pub fn in_force(&mut self, now: Instant) -> Vec<(Cidr, Duration, Duration)> {
+        self.bans.retain(|(_, _, until)| *until > now);
         self.bans
             .iter()
-            .map(|(c, until)| (*c, until.saturating_duration_since(now)))
+            .map(|&(c, timeout, until)| (c, timeout, until.saturating_duration_since(now)))
             .collect()
     }
 }
