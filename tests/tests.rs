@@ -4,6 +4,7 @@
 //! - `lab`: network namespaces, veth, traffic and arrival counters, always cleaned up;
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
+//! - `heal`: issue 7 — our table put back after others delete it; kill, restart and stop;
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
 //! - `sense`: issue 3 — what the agent measures of real floods;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
@@ -12,6 +13,7 @@ mod agent;
 mod bench;
 mod cli;
 mod detect;
+mod heal;
 mod lab;
 mod mitigate;
 mod sense;

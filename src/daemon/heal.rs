@@ -12,9 +12,10 @@ use serde_json::json;
 use crate::netlink::monitor::{Committer, Tampering};
 use crate::sense::trace::rfc3339;
 
-/// At most one restore in this interval: a tool that deletes our table again and again
-/// does not get a busy loop.
-pub const RESTORE_BACKOFF: Duration = Duration::from_millis(500);
+/// At most `RESTORES_PER_WINDOW` restores in this window: a tool that deletes our table
+/// again and again does not get a busy loop, and an occasional one is undone at once.
+pub const RESTORE_WINDOW: Duration = Duration::from_secs(1);
+pub const RESTORES_PER_WINDOW: usize = 5;
 /// How often the ruleset generation is compared with the last one announced.
 pub const GENERATION_CHECK: Duration = Duration::from_secs(1);
 
@@ -50,7 +51,7 @@ impl Cause {
     }
 }
 
-/// A restore waiting for its turn (the backoff), and what is known of who caused it.
+/// A restore waiting for its turn (the rate limit), and what is known of who caused it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pending {
     pub cause: Cause,
@@ -63,7 +64,8 @@ pub struct Pending {
 #[derive(Debug, Default)]
 pub struct Healing {
     pub pending: Option<Pending>,
-    pub last_restore: Option<Instant>,
+    /// When the last restores were attempted, oldest first.
+    recent: [Option<Instant>; RESTORES_PER_WINDOW],
     pub next_generation_check: Option<Instant>,
 }
 
@@ -89,10 +91,15 @@ impl Healing {
 
     /// The pending restore, if its turn has come at `now`.
     pub fn due(&self, now: Instant) -> Option<Pending> {
-        let waited = self.last_restore.map_or(true, |t| {
-            now.saturating_duration_since(t) >= RESTORE_BACKOFF
-        });
+        let waited =
+            self.recent[0].map_or(true, |t| now.saturating_duration_since(t) >= RESTORE_WINDOW);
         self.pending.filter(|_| waited)
+    }
+
+    /// Notes a restore attempted at `now`.
+    pub fn attempted(&mut self, now: Instant) {
+        self.recent.rotate_left(1);
+        self.recent[RESTORES_PER_WINDOW - 1] = Some(now);
     }
 
     /// Whether the generation check is due at `now` (and schedules the next).
@@ -144,7 +151,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_pending_restore_waits_for_the_backoff() {
+    fn restores_are_at_most_a_few_a_second() {
         let t0 = Instant::now();
         let mut h = Healing::default();
         assert_eq!(h.due(t0), None);
@@ -152,10 +159,13 @@ mod tests {
         h.note(Cause::TableDeleted, None, t0);
         assert_eq!(h.due(t0).map(|p| p.cause), Some(Cause::TableDeleted));
         h.pending = None;
-        h.last_restore = Some(t0);
         h.note(Cause::CountersMissing, None, t0);
-        assert_eq!(h.due(t0 + RESTORE_BACKOFF / 2), None);
-        assert!(h.due(t0 + RESTORE_BACKOFF).is_some());
+        for _ in 0..RESTORES_PER_WINDOW {
+            assert!(h.due(t0).is_some(), "a few at once");
+            h.attempted(t0);
+        }
+        assert_eq!(h.due(t0 + RESTORE_WINDOW / 2), None, "then they wait");
+        assert!(h.due(t0 + RESTORE_WINDOW).is_some());
     }
 
     #[test]

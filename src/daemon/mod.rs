@@ -554,7 +554,7 @@ impl Daemon {
     }
 
     /// Reads the kernel's notifications: what someone else did to our table is noted, and
-    /// put right at once unless the last restore was too recent.
+    /// put right at once unless it had to be put right too often in the last second.
     fn table_notices(&mut self, now: Instant) {
         let seen = self.monitor.drain();
         if seen.lost {
@@ -603,14 +603,14 @@ impl Daemon {
         self.heal(now);
     }
 
-    /// Puts our table back, if damage is pending and the backoff allows: one transaction with
+    /// Puts our table back, if damage is pending and the rate allows: one transaction with
     /// the table, what of it the kernel still holds, and every ban and measure in force with
     /// the time it has left. Logged, counted, and reported as a `table_restored` event.
     fn heal(&mut self, now: Instant) {
         let Some(pending) = self.healing.due(now) else {
             return;
         };
-        self.healing.last_restore = Some(now);
+        self.healing.attempted(now);
         let since_start = now.saturating_duration_since(self.started);
         let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
         let installed = match install_with(
