@@ -178,6 +178,8 @@ pub struct Mitigation {
     /// reflector-port block) stays in the kernel unless refreshed. It is
     /// refreshed while its incident lasts and removed when the incident ends.
     pub aggregate_duration: Duration,
+    /// What a stop (SIGTERM) does with our bans and measures.
+    pub on_stop: OnStop,
 }
 
 impl Default for Mitigation {
@@ -196,6 +198,7 @@ impl Default for Mitigation {
             icmp_limit_pps: 500,
             fragment_limit_pps: 500,
             aggregate_duration: Duration::from_secs(120),
+            on_stop: OnStop::Keep,
         }
     }
 }
@@ -206,6 +209,15 @@ impl Default for Mitigation {
 pub enum Mode {
     Mitigate,
     Monitor,
+}
+
+/// What `ftagent run` leaves in the kernel when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OnStop {
+    /// The table stays: bans and measures run out their timeouts by themselves.
+    Keep,
+    /// The table is removed in one transaction, with every ban and measure in it.
+    Remove,
 }
 
 /// `[nft]`: how we talk to the kernel and how big its sets are.
@@ -733,6 +745,7 @@ const MITIGATION_KEYS: &[&str] = &[
     "icmp_limit_pps",
     "fragment_limit_pps",
     "aggregate_duration",
+    "on_stop",
 ];
 const NFT_KEYS: &[&str] = &[
     "compat",
@@ -1467,7 +1480,23 @@ impl Checker {
                     &mut mitigation.aggregate_duration,
                     self.duration(value, &path, &AGGREGATE_DURATION),
                 ),
+                "on_stop" => set(&mut mitigation.on_stop, self.on_stop(value, &path)),
                 _ => self.unknown_key(key, &path, MITIGATION_KEYS, "the keys of [mitigation] are"),
+            }
+        }
+    }
+
+    fn on_stop(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<OnStop> {
+        match self.string(value, path, "\"keep\" or \"remove\"")? {
+            "keep" => Some(OnStop::Keep),
+            "remove" => Some(OnStop::Remove),
+            other => {
+                self.report(
+                    value.span(),
+                    path,
+                    format!("{other:?} is not a stop action: use \"keep\" or \"remove\""),
+                );
+                None
             }
         }
     }
@@ -1789,6 +1818,7 @@ new_connections_per_source = 100_000
 icmp_limit_pps = 1
 fragment_limit_pps = 1_000_000
 aggregate_duration = "1h"
+on_stop = "remove"
 
 [nft]
 compat = "legacy"
@@ -1876,6 +1906,7 @@ bannet6_size = 1_000
                 icmp_limit_pps: 1,
                 fragment_limit_pps: 1_000_000,
                 aggregate_duration: Duration::from_secs(3600),
+                on_stop: OnStop::Remove,
             }
         );
         assert_eq!(
@@ -2350,6 +2381,24 @@ bannet6_size = 1_000
             1,
             "detection.floor",
             "unknown key; the keys of [detection] are: floor_pps, k, m, half_life, consecutive_ticks, hold, floor_new_per_second, max_connections_per_source",
+        );
+    }
+
+    #[test]
+    fn on_stop_is_keep_or_remove() {
+        assert_eq!(
+            parse("[mitigation]\non_stop = \"remove\"\n")
+                .unwrap()
+                .mitigation
+                .on_stop,
+            OnStop::Remove
+        );
+        let err = parse("[mitigation]\non_stop = \"flush\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mitigation.on_stop") && err.contains("\"keep\" or \"remove\""),
+            "{err}"
         );
     }
 

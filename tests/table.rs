@@ -294,7 +294,7 @@ fn survives_flush_ruleset(test: &str, compat: &str) {
         );
         let dump = agent.dump();
         assert!(
-            dump.contains(&format!("{OTHER4} timeout 4m")),
+            dump.contains(&format!("{OTHER4} timeout 5m expires 4m")),
             "the ban, with the time it had left: {dump}"
         );
         let (_, log) = agent.stop();

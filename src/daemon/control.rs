@@ -237,7 +237,7 @@ impl Daemon {
                     Err(e) => Response::error(e),
                     Ok((cidr, timeout)) => match self.nft.ban(cidr, timeout, self.features) {
                         Ok(role) => {
-                            self.operator_bans.record(cidr, Instant::now() + timeout);
+                            self.operator_bans.record(cidr, timeout, Instant::now());
                             let t = humantime::format_duration(timeout);
                             log::info!("operator ban: {cidr} in {} for {t}", role.name());
                             Response::ok(format!("banned {cidr} for {t}"))
@@ -283,26 +283,33 @@ impl Daemon {
     }
 }
 
-/// The bans operators asked for, with when they run out, so a table that someone else
-/// removed can be put back with them; and what changed since the daemon last mirrored them
-/// into the iptables compatibility chain.
+/// The bans operators asked for, with their timeout and when they run out, so a table that
+/// someone else removed can be put back with them, a restart keeps knowing them, and the
+/// iptables compatibility chain gets them too.
 #[derive(Debug, Default)]
 pub struct OperatorBans {
-    bans: Vec<(Cidr, Instant)>,
+    bans: Vec<(Cidr, Duration, Instant)>,
+    /// Counts changes, so the daemon saves them when they change.
+    revision: u64,
+    /// Bans and unbans not yet mirrored into the iptables ipsets.
     unmirrored: Vec<Change>,
 }
 
 impl OperatorBans {
-    fn record(&mut self, cidr: Cidr, until: Instant) {
-        self.bans.retain(|(c, _)| *c != cidr);
-        self.bans.push((cidr, until));
-        let timeout = until.saturating_duration_since(Instant::now());
+    fn record(&mut self, cidr: Cidr, timeout: Duration, now: Instant) {
+        self.remove(cidr);
+        self.bans.push((cidr, timeout, now + timeout));
         self.unmirrored.push(Change::Ban { cidr, timeout });
     }
 
     fn forget(&mut self, cidr: Cidr) {
-        self.bans.retain(|(c, _)| *c != cidr);
+        self.remove(cidr);
         self.unmirrored.push(Change::Unban { cidr });
+    }
+
+    fn remove(&mut self, cidr: Cidr) {
+        self.bans.retain(|(c, _, _)| *c != cidr);
+        self.revision += 1;
     }
 
     /// The bans and unbans not yet mirrored; the list is left empty.
@@ -310,12 +317,28 @@ impl OperatorBans {
         std::mem::take(&mut self.unmirrored)
     }
 
-    /// The bans still in force at `now`, with the time they have left.
-    pub fn in_force(&mut self, now: Instant) -> Vec<(Cidr, Duration)> {
-        self.bans.retain(|(_, until)| *until > now);
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Takes over bans saved by an earlier run: (address, timeout, time left at `now`).
+    pub fn resume(
+        &mut self,
+        saved: impl IntoIterator<Item = (Cidr, Duration, Duration)>,
+        now: Instant,
+    ) {
+        for (cidr, timeout, left) in saved {
+            self.remove(cidr);
+            self.bans.push((cidr, timeout, now + left));
+        }
+    }
+
+    /// The bans still in force at `now`: address, timeout, and the time they have left.
+    pub fn in_force(&mut self, now: Instant) -> Vec<(Cidr, Duration, Duration)> {
+        self.bans.retain(|(_, _, until)| *until > now);
         self.bans
             .iter()
-            .map(|(c, until)| (*c, until.saturating_duration_since(now)))
+            .map(|&(c, timeout, until)| (c, timeout, until.saturating_duration_since(now)))
             .collect()
     }
 }

@@ -1,53 +1,55 @@
-//! `ftagent run`: installs our table, then serves one mio event loop on one thread: signals
-//! (SIGTERM/SIGINT stop, SIGHUP reloads), the tick timer (read every counter with one dump;
-//! conntrack every `sense.conntrack_interval`), sampled packets from NFLOG, and operator
-//! requests on the control socket. The nf_tables socket lives as long as the process.
+//! `ftagent run`: installs our table (with what an earlier run had in force), then serves one
+//! mio event loop on one thread: signals (SIGTERM/SIGINT stop, SIGHUP reloads), the tick timer
+//! (read every counter with one dump; conntrack every `sense.conntrack_interval`), sampled
+//! packets from NFLOG, the kernel's notifications of changes to our table (put back when
+//! someone else removes it), and operator requests on the control socket. The nf_tables
+//! socket lives as long as the process.
 
 mod control;
 mod fds;
+mod heal;
+mod persist;
 mod reload;
 mod status;
 
 pub use control::parse_ban;
 
 use std::io::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::addr::Cidr;
-use crate::config::{Compat, Config, IptablesShim};
-use crate::detect::{Detector, Event, State};
-use crate::mitigate::{Change, MitigationEvent, Mitigator};
+use crate::config::{Compat, Config, IptablesShim, OnStop};
+use crate::detect::{Detector, Event, EventKind};
+use crate::mitigate::{Change, InForce, Item, MitigationEvent, Mitigator};
 use crate::netlink::conntrack::Conntrack;
+use crate::netlink::monitor::TableMonitor;
 use crate::netlink::nflog::{NflogConfig, NflogSocket};
-use crate::netlink::sysctl::SynCookies;
 use crate::netlink::shim::{Shim, ShimError};
+use crate::netlink::sysctl::SynCookies;
 use crate::netlink::{Features, Nft, NlError};
 use crate::ruleset;
 use crate::sense::counters::ReadingGap;
 use crate::sense::{trace, Sensor};
 use fds::{SignalFd, TimerFd};
+use heal::{Cause, Healing, TableRestored};
+use persist::MitigationState;
 
 const SIGNALS: Token = Token(0);
 const TICK: Token = Token(1);
 const NFLOG: Token = Token(2);
 const CONTROL: Token = Token(3);
+const TABLE_NOTICES: Token = Token(4);
 /// Control connections take the tokens from here on.
 const FIRST_CONNECTION: usize = 16;
-/// At most one attempt a second to put back a table someone else removed.
-const RESTORE_BACKOFF: Duration = Duration::from_secs(1);
 const TRACE_WINDOW: Duration = Duration::from_secs(1);
-/// How often the baselines and open incidents are written to the state file.
+/// How often the state files are written besides at changes and at stop (the baselines move).
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
-/// The detector's state file, in `agent.state_dir`.
-const STATE_FILE: &str = "detector.json";
 /// How often the iptables compatibility chain is checked for other tools' changes.
 const SHIM_CHECK_INTERVAL: Duration = Duration::from_secs(10);
-/// A state file older than this describes other traffic: it is not loaded.
-const STALE_STATE: Duration = Duration::from_secs(24 * 3600);
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -85,16 +87,18 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Installs the table for `config`, failing if it does not read back as written.
-fn install(
+/// Installs (or atomically replaces) the table for `config` with the bans and measures `held`
+/// in force, in one transaction; fails if it does not read back as written.
+fn install_with(
     nft: &mut Nft,
     config: &Config,
     safelist: &[Cidr],
     features: Features,
-) -> Result<(), DaemonError> {
+    held: &[InForce],
+) -> Result<crate::netlink::Installed, DaemonError> {
     let spec = ruleset::desired(config);
     let installed = nft
-        .install(&spec, safelist, features)
+        .install_with(&spec, safelist, features, held)
         .map_err(|e| match e.errno() {
             Some(libc::EPERM) if is_root() => DaemonError::TableHeld,
             _ => DaemonError::Netlink(e),
@@ -103,7 +107,7 @@ fn install(
         return Err(DaemonError::Verify(installed.differences));
     }
     log::info!(
-        "table inet {} {} ({} safelist entries, {} bans kept)",
+        "table inet {} {} ({} safelist entries, {} bans and measures kept, {} put back)",
         ruleset::TABLE,
         if installed.replaced {
             "replaced"
@@ -111,9 +115,10 @@ fn install(
             "installed"
         },
         safelist.len(),
-        installed.kept_bans
+        installed.kept_bans,
+        installed.put_back
     );
-    Ok(())
+    Ok(installed)
 }
 
 /// The daemon's state between events.
@@ -126,7 +131,11 @@ struct Daemon {
     nflog: NflogSocket,
     conntrack: Conntrack,
     next_conntrack: Instant,
-    last_restore: Option<Instant>,
+    /// The kernel's notifications of changes to the ruleset.
+    monitor: TableMonitor,
+    healing: Healing,
+    /// How many times our table was put back after someone else removed or changed it.
+    pub tables_restored: u64,
     trace: bool,
     next_trace: Instant,
     tick_allocations: u64,
@@ -137,10 +146,14 @@ struct Daemon {
     safelist: Vec<Cidr>,
     mitigator: Mitigator,
     operator_bans: control::OperatorBans,
+    /// The operators' bans as last saved (their revision).
+    saved_operator_bans: u64,
     syn_cookies: SynCookies,
     changes: Vec<Change>,
     mitigation_events: Vec<MitigationEvent>,
     started: Instant,
+    /// The wall clock when `started` was taken (the mitigator's clock runs from `started`).
+    started_wall: SystemTime,
     next_save: Instant,
     /// The iptables `FTAGENT` chain and its ipsets, when configured and available.
     shim: Option<Shim>,
@@ -156,6 +169,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     let os = |what| move |source| DaemonError::Os { what, source };
     let signals = SignalFd::new().map_err(os("block signals"))?;
     let mut nft = Nft::open()?;
+    // Subscribed before our first change, so every generation since is known.
+    let monitor = TableMonitor::open(nft.port_id())?;
     let features = features(&mut nft, &config)?;
     log::info!(
         "kernel mode: {}, ban timeouts refreshed {}",
@@ -171,7 +186,46 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         }
     );
     let safelist = safelist(&config);
-    install(&mut nft, &config, &safelist, features)?;
+    let now = Instant::now();
+    let started_wall = SystemTime::now();
+    let mut sensor = Sensor::new(&config);
+    own_addresses_into(&mut sensor);
+    let mut detector = Detector::new(&config, sensor.counters.layout());
+    detector.set_clock_origin(started_wall);
+    persist::load_detector(&mut detector, &config.agent.state_dir);
+    let mut mitigator = Mitigator::new(&config, safelist.clone());
+    if mitigator.is_monitor() {
+        log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
+    }
+    let mut operator_bans = control::OperatorBans::default();
+    let mut syn_cookies = SynCookies::default();
+    let mut undo = Vec::new();
+    let mut undo_events = Vec::new();
+    if let Some(saved) = persist::load_mitigation(&config.agent.state_dir) {
+        operator_bans.resume(saved.operator_bans_left(started_wall), now);
+        if !mitigator.is_monitor() {
+            let open: Vec<String> = detector.open_incidents().map(|i| i.id.clone()).collect();
+            mitigator.resume(
+                saved.incidents,
+                Duration::ZERO,
+                started_wall,
+                &|id| open.iter().any(|o| o == id),
+                &mut undo,
+                &mut undo_events,
+            );
+            if let Some(before) = saved.syn_cookies_before {
+                syn_cookies.resume(before);
+            }
+        }
+        log::info!(
+            "resumed from {}: {} incidents being mitigated, {} operator bans",
+            config.agent.state_dir.display(),
+            mitigator.in_force(Duration::ZERO).len(),
+            operator_bans.in_force(now).len()
+        );
+    }
+    let held = held_in_force(&mitigator, &mut operator_bans, Duration::ZERO, now);
+    install_with(&mut nft, &config, &safelist, features, &held)?;
     let shim = install_shim(&mut nft, &config, &safelist)?;
     let nflog_config = NflogConfig {
         snaplen: config.sense.snaplen,
@@ -201,6 +255,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     registry
         .register(&mut listener, CONTROL, Interest::READABLE)
         .map_err(os("register control socket"))?;
+    registry
+        .register(
+            &mut SourceFd(&monitor.raw_fd()),
+            TABLE_NOTICES,
+            Interest::READABLE,
+        )
+        .map_err(os("register nf_tables notifications"))?;
     log::info!(
         "ready: tick {}, samples on NFLOG group {}, control socket {}",
         humantime::format_duration(config.agent.tick),
@@ -208,26 +269,18 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         socket_path.display()
     );
 
-    let now = Instant::now();
-    let mut sensor = Sensor::new(&config);
-    own_addresses_into(&mut sensor);
-    let mut detector = Detector::new(&config, sensor.counters.layout());
-    detector.set_clock_origin(SystemTime::now());
-    load_state(&mut detector, &config.agent.state_dir);
-    let mitigator = Mitigator::new(&config, safelist.clone());
-    if mitigator.is_monitor() {
-        log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
-    }
     let mut daemon = Daemon {
         detector,
         safelist,
         mitigator,
-        operator_bans: control::OperatorBans::default(),
-        syn_cookies: SynCookies::default(),
-        changes: Vec::with_capacity(16),
-        mitigation_events: Vec::with_capacity(4),
+        saved_operator_bans: operator_bans.revision(),
+        operator_bans,
+        syn_cookies,
+        changes: undo,
+        mitigation_events: undo_events,
         events: Vec::with_capacity(16),
         started: now,
+        started_wall,
         next_save: now + SAVE_INTERVAL,
         shim,
         next_shim_check: now + SHIM_CHECK_INTERVAL,
@@ -241,11 +294,21 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         nflog,
         conntrack,
         next_conntrack: now,
-        last_restore: None,
+        monitor,
+        healing: Healing::default(),
+        tables_restored: 0,
         trace,
         next_trace: now,
         tick_allocations: 0,
     };
+    // Incidents that ended while we were away: what they held is lifted now.
+    daemon.changes.reserve(16);
+    daemon.mitigation_events.reserve(4);
+    if !daemon.changes.is_empty() {
+        daemon.apply_changes();
+        daemon.report_events();
+        daemon.save_mitigation();
+    }
     let mut connections = control::Connections::new(FIRST_CONNECTION);
     let mut events = Events::with_capacity(64);
     let outcome = 'serve: loop {
@@ -265,16 +328,14 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                         if signo == libc::SIGHUP {
                             daemon.reload();
                         } else {
-                            log::info!(
-                                "signal {signo}: stopping; table inet {} stays, its bans expire by themselves",
-                                ruleset::TABLE
-                            );
-                            break 'serve Ok(());
+                            log::info!("signal {signo}: stopping");
+                            break 'serve Ok(Stop::Signal);
                         }
                     }
                 }
                 TICK if timer.expirations() > 0 => daemon.tick(Instant::now()),
                 NFLOG => daemon.drain_samples(),
+                TABLE_NOTICES => daemon.table_notices(Instant::now()),
                 CONTROL => connections.accept_all(&listener, poll.registry()),
                 token if connections.owns(token) => {
                     if let Some(request) = connections.ready(event, poll.registry()) {
@@ -282,7 +343,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                         connections.respond(token, &response, poll.registry());
                         if stop {
                             remove_shim();
-                            break 'serve Ok(());
+                            break 'serve Ok(Stop::Flushed);
+                        }
+                        if daemon.operator_bans.revision() != daemon.saved_operator_bans {
+                            daemon.save_mitigation();
                         }
                     }
                     daemon.mirror_operator_bans();
@@ -293,23 +357,65 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         connections.expire(Instant::now(), poll.registry());
     };
     let _ = std::fs::remove_file(&socket_path);
-    save_state(&daemon.detector, &daemon.config.agent.state_dir);
-    if let Err(e) = daemon.syn_cookies.restore() {
-        log::error!("putting back net.ipv4.tcp_syncookies: {e}");
-    }
-    outcome
+    daemon.stop(*outcome.as_ref().unwrap_or(&Stop::Signal));
+    outcome.map(|_| ())
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// An operator's `rules flush` removed the table.
+    Flushed,
+}
+
+/// The bans and measures in force at `now` (`since_start` on the mitigator's clock): the
+/// incidents' (none in monitor mode) and the operators'.
+fn held_in_force(
+    mitigator: &Mitigator,
+    operator_bans: &mut control::OperatorBans,
+    since_start: Duration,
+    now: Instant,
+) -> Vec<InForce> {
+    let mut held = if mitigator.is_monitor() {
+        Vec::new()
+    } else {
+        mitigator.in_force(since_start)
+    };
+    held.extend(
+        operator_bans
+            .in_force(now)
+            .into_iter()
+            .map(|(cidr, timeout, left)| InForce {
+                item: Item::Ban(cidr),
+                timeout,
+                left,
+            }),
+    );
+    held
 }
 
 /// Sets up the iptables compatibility chain with the safelist and the bans now in our table.
 /// A backend asked for by name must work; with `auto`, a host where it cannot is warned about
 /// and protected by our nft table alone.
-fn install_shim(nft: &mut Nft, config: &Config, safelist: &[Cidr]) -> Result<Option<Shim>, DaemonError> {
-    let explicit = !matches!(config.nft.iptables_shim, IptablesShim::Auto | IptablesShim::Off);
+fn install_shim(
+    nft: &mut Nft,
+    config: &Config,
+    safelist: &[Cidr],
+) -> Result<Option<Shim>, DaemonError> {
+    let explicit = !matches!(
+        config.nft.iptables_shim,
+        IptablesShim::Auto | IptablesShim::Off
+    );
     let mut attempt = || -> Result<Option<Shim>, ShimError> {
         let Some(mut shim) = Shim::open(config)? else {
             return Ok(None);
         };
-        let bans = nft.table_state()?.map(|t| ruleset::bans_in(&t)).unwrap_or_default();
+        let bans = nft
+            .table_state()?
+            .map(|t| ruleset::bans_in(&t))
+            .unwrap_or_default();
         shim.install(config, safelist, &bans)?;
         log::info!(
             "iptables compatibility chain {} in {}, with {} bans mirrored into ipsets",
@@ -376,47 +482,6 @@ fn own_addresses_into(sensor: &mut Sensor) {
     }
 }
 
-/// Baselines and open incidents from an earlier run, so a restart mid-attack neither
-/// re-learns the attack nor reports it again.
-fn load_state(detector: &mut Detector, dir: &Path) {
-    let path = dir.join(STATE_FILE);
-    let age = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok());
-    if age.is_some_and(|a| a > STALE_STATE) {
-        log::info!(
-            "{} is older than {}: learning afresh",
-            path.display(),
-            humantime::format_duration(STALE_STATE)
-        );
-        return;
-    }
-    match std::fs::read_to_string(&path) {
-        Ok(text) => match State::from_json(&text) {
-            Ok(state) => {
-                detector.restore(state, Duration::ZERO);
-                log::info!("baselines restored from {}", path.display());
-            }
-            Err(e) => log::warn!("{}: unreadable, learning afresh: {e}", path.display()),
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => log::warn!("{}: {e}; learning afresh", path.display()),
-    }
-}
-
-/// Writes the state file atomically (a temporary file renamed over it).
-fn save_state(detector: &Detector, dir: &Path) {
-    let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let result = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&tmp, detector.save().to_json()))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = result {
-        log::warn!("saving {}: {e}", path.display());
-    }
-}
-
 impl Daemon {
     /// One tick: every counter with one dump, conntrack when due, the trace once a second.
     /// Nothing here allocates in steady state but the trace line.
@@ -439,17 +504,29 @@ impl Daemon {
             }
         }
         self.sensor.next_tick();
+        if self.healing.generation_check_due(now) {
+            self.check_generation(now);
+        }
+        self.heal(now);
         self.tick_allocations += crate::alloc::allocations() - before;
-        if !self.events.is_empty() {
+        if !self.events.is_empty() || !self.mitigation_events.is_empty() {
             self.report_events();
         }
         if now >= self.next_shim_check {
             self.next_shim_check = now + SHIM_CHECK_INTERVAL;
             self.check_shim();
         }
-        if now >= self.next_save {
+        let opened_or_ended = self
+            .events
+            .iter()
+            .any(|e| e.kind != EventKind::AttackUpdate);
+        if opened_or_ended || now >= self.next_save {
+            // An incident opened or ended: both files, so a restart resumes exactly it.
             self.next_save = now + SAVE_INTERVAL;
-            save_state(&self.detector, &self.config.agent.state_dir);
+            persist::save_detector(&self.detector, &self.config.agent.state_dir);
+            self.save_mitigation();
+        } else if !self.changes.is_empty() {
+            self.save_mitigation();
         }
         if self.trace && now >= self.next_trace {
             self.next_trace = now + TRACE_WINDOW;
@@ -475,7 +552,13 @@ impl Daemon {
             Ok(()) => true,
             Err(ReadingGap::First) => false,
             Err(ReadingGap::Missing(n)) => {
-                self.restore(now, n);
+                // The notifications usually tell first, and say more.
+                self.table_notices(now);
+                if self.healing.pending.is_none() {
+                    log::warn!("table inet {}: {n} counters missing", ruleset::TABLE);
+                    self.healing.note(Cause::CountersMissing, None, now);
+                }
+                self.heal(now);
                 false
             }
         }
@@ -493,6 +576,12 @@ impl Daemon {
         if self.mitigator.is_monitor() || self.changes.is_empty() {
             return;
         }
+        self.apply_changes();
+    }
+
+    /// Applies `changes` (SYN cookies, then the sets in one batch). A refused batch is reported
+    /// and its bans forgotten, so the next update tries again.
+    fn apply_changes(&mut self) {
         for change in &self.changes {
             if let Change::SynCookies { on } = *change {
                 let done = if on {
@@ -512,7 +601,9 @@ impl Daemon {
             self.mitigation_events.retain(|m| m.action == "syn_cookies");
         } else if let Some(shim) = &mut self.shim {
             if let Err(e) = shim.mirror(&self.changes) {
-                log::error!("bans not mirrored into the iptables ipsets (our nft table has them): {e}");
+                log::error!(
+                    "bans not mirrored into the iptables ipsets (our nft table has them): {e}"
+                );
             }
         }
     }
@@ -553,47 +644,188 @@ impl Daemon {
         let _ = out.flush();
     }
 
-    /// Our table (or part of it) is gone: someone flushed the ruleset or deleted it. Put it back.
-    fn restore(&mut self, now: Instant, missing: usize) {
-        if self
-            .last_restore
-            .is_some_and(|t| now.saturating_duration_since(t) < RESTORE_BACKOFF)
-        {
+    /// Reads the kernel's notifications: what someone else did to our table is noted, and
+    /// put right at once unless it had to be put right too often in the last second.
+    fn table_notices(&mut self, now: Instant) {
+        let seen = self.monitor.drain();
+        if seen.lost {
+            log::warn!("nf_tables notifications were lost (ENOBUFS); checking our table");
+            self.verify(now);
+        }
+        if let Some(cause) = heal::Cause::of(&seen) {
+            self.healing.note(cause, seen.by, now);
+            self.heal(now);
+        }
+    }
+
+    /// Compares the ruleset generation with the last one announced: a difference the
+    /// notifications do not explain means some were missed, and the table is checked.
+    fn check_generation(&mut self, now: Instant) {
+        self.table_notices(now);
+        let generation = match self.nft.generation() {
+            Ok(g) => g,
+            Err(e) => {
+                log::warn!("reading the ruleset generation: {e}");
+                return;
+            }
+        };
+        if self.monitor.generation() == Some(generation) {
             return;
         }
-        self.last_restore = Some(now);
+        // A transaction may have been committed since the drain: read its notices first.
+        self.table_notices(now);
+        if self.monitor.generation() != Some(generation) {
+            log::info!("ruleset generation {generation} was not announced; checking our table");
+            self.verify(now);
+        }
+    }
+
+    /// Reads our table back and notes damage if it is gone or differs from what it should be.
+    fn verify(&mut self, now: Instant) {
+        let spec = ruleset::desired(&self.config);
+        match self.nft.table_state() {
+            Ok(None) => self.healing.note(Cause::TableDeleted, None, now),
+            Ok(Some(state)) if !state.differences(&spec).is_empty() => {
+                self.healing.note(Cause::TableChanged, None, now)
+            }
+            Ok(Some(_)) => {}
+            Err(e) => log::warn!("reading table inet {} back: {e}", ruleset::TABLE),
+        }
+        self.heal(now);
+    }
+
+    /// Puts our table back, if damage is pending and the rate allows: one transaction with
+    /// the table, what of it the kernel still holds, and every ban and measure in force with
+    /// the time it has left. Logged, counted, and reported as a `table_restored` event.
+    fn heal(&mut self, now: Instant) {
+        let Some(pending) = self.healing.due(now) else {
+            return;
+        };
+        self.healing.attempted(now);
+        let since_start = now.saturating_duration_since(self.started);
+        let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
+        let installed = match install_with(
+            &mut self.nft,
+            &self.config,
+            &self.safelist,
+            self.features,
+            &held,
+        ) {
+            Ok(installed) => installed,
+            Err(e) => {
+                log::error!(
+                    "restoring table inet {} ({}): {e}; trying again",
+                    ruleset::TABLE,
+                    pending.cause.name()
+                );
+                return;
+            }
+        };
+        self.healing.pending = None;
+        self.tables_restored += 1;
+        let by = pending
+            .by
+            .map(|b| format!(" by {} (pid {})", b.name(), b.pid))
+            .unwrap_or_default();
         log::warn!(
-            "table inet {}: {missing} counters missing; restoring the table",
-            ruleset::TABLE
+            "table inet {} restored ({}{by}): {} bans and measures kept, {} put back",
+            ruleset::TABLE,
+            pending.cause.name(),
+            installed.kept_bans,
+            installed.put_back
         );
-        if let Err(e) = install(&mut self.nft, &self.config, &self.safelist, self.features) {
-            log::error!("restoring table inet {}: {e}", ruleset::TABLE);
-            return;
-        }
-        // What was in force goes back in: the measures of open incidents and operators' bans
-        // with the time they have left.
-        let mut changes = Vec::new();
-        if !self.mitigator.is_monitor() {
-            self.mitigator.in_force(&mut changes);
-        }
-        for (cidr, left) in self.operator_bans.in_force(now) {
-            changes.push(Change::Ban {
-                cidr,
-                timeout: left.max(Duration::from_secs(1)),
-            });
-        }
+        let event = TableRestored {
+            cause: pending.cause,
+            by: pending.by,
+            kept: installed.kept_bans,
+            put_back: installed.put_back,
+            took: Instant::now().saturating_duration_since(pending.noticed),
+            restores: self.tables_restored,
+        };
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{}", event.to_json(SystemTime::now()));
+        let _ = out.flush();
+        // Whatever removed our table may have flushed the iptables-nft chain too.
         self.check_shim();
-        match self.nft.apply(&changes, self.features) {
-            Ok(()) => log::warn!(
-                "table inet {} restored, with {} bans and measures",
-                ruleset::TABLE,
-                changes.len()
-            ),
-            Err(e) => log::error!(
-                "table inet {} restored, but not its bans and measures: {e}",
-                ruleset::TABLE
-            ),
+    }
+
+    /// What is in force now, as persisted.
+    fn mitigation_state(&mut self) -> MitigationState {
+        let now = Instant::now();
+        let since_start = now.saturating_duration_since(self.started);
+        let wall_now = self.started_wall + since_start;
+        let operator_bans = self
+            .operator_bans
+            .in_force(now)
+            .into_iter()
+            .map(|(cidr, timeout, left)| persist::OperatorBan {
+                ban: crate::mitigate::SavedItem {
+                    what: cidr.to_string(),
+                    until_ms: crate::mitigate::wall_ms(since_start + left, since_start, wall_now),
+                },
+                timeout_ms: timeout.as_millis() as u64,
+            })
+            .collect();
+        MitigationState::new(
+            self.mitigator.save(since_start, wall_now),
+            operator_bans,
+            self.syn_cookies.previous().map(str::to_string),
+        )
+    }
+
+    /// Saves what is in force (`mitigation.json`).
+    fn save_mitigation(&mut self) {
+        let state = self.mitigation_state();
+        persist::save_mitigation(&state, &self.config.agent.state_dir);
+        self.saved_operator_bans = self.operator_bans.revision();
+    }
+
+    /// The end of `run`: SYN cookies put back; with `mitigation.on_stop = "remove"` the table
+    /// goes, with every ban and measure, in one transaction (else it stays and they run out
+    /// by themselves); the state files say what is left in force.
+    fn stop(&mut self, stop: Stop) {
+        if let Err(e) = self.syn_cookies.restore() {
+            log::error!("putting back net.ipv4.tcp_syncookies: {e}");
         }
+        let dir = self.config.agent.state_dir.clone();
+        persist::save_detector(&self.detector, &dir);
+        let removed = match (stop, self.config.mitigation.on_stop) {
+            (Stop::Flushed, _) => true,
+            (Stop::Signal, OnStop::Keep) => {
+                log::info!(
+                    "table inet {} stays; its bans and measures run out by themselves",
+                    ruleset::TABLE
+                );
+                false
+            }
+            (Stop::Signal, OnStop::Remove) => match self.nft.remove_table() {
+                Ok(_) => {
+                    log::info!(
+                        "table inet {} removed with its bans and measures (mitigation.on_stop = \"remove\")",
+                        ruleset::TABLE
+                    );
+                    if self.shim.take().is_some() {
+                        remove_shim();
+                    }
+                    true
+                }
+                Err(e) => {
+                    log::error!("removing table inet {}: {e}", ruleset::TABLE);
+                    false
+                }
+            },
+        };
+        let mut state = if removed {
+            MitigationState::new(Vec::new(), Vec::new(), None)
+        } else {
+            self.mitigation_state()
+        };
+        state.syn_cookies_before = None;
+        // The SYN cookies were put back: a resumed incident turns them on again if needed.
+        for incident in &mut state.incidents {
+            incident.syn_cookies = false;
+        }
+        persist::save_mitigation(&state, &dir);
     }
 
     fn read_conntrack(&mut self) {

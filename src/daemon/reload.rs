@@ -6,15 +6,16 @@
 //! named and keep their running values.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use super::{
-    install, install_shim, own_addresses_into, remove_shim, safelist, Daemon, DaemonError,
+    held_in_force, install_shim, install_with, own_addresses_into, remove_shim, safelist, Daemon,
+    DaemonError,
 };
 use crate::addr::Cidr;
 use crate::config::{Config, ConfigSource, DEFAULT_PATH};
 use crate::detect::Detector;
-use crate::mitigate::Change;
+
 use crate::ruleset::{self, diff};
 use crate::sense::trace::rfc3339;
 use crate::sense::Sensor;
@@ -138,16 +139,12 @@ impl Daemon {
                 Err(e) => log::warn!("reload: in-place update refused ({e}); replacing the table"),
             }
         }
-        install(&mut self.nft, fresh, safelist, self.features)?;
-        // The replacement kept the bans; the aggregate measures go back in.
-        let mut changes = Vec::new();
-        if !self.mitigator.is_monitor() {
-            self.mitigator.in_force(&mut changes);
-            changes.retain(|c| matches!(c, Change::Enable { .. }));
-        }
-        if let Err(e) = self.nft.apply(&changes, self.features) {
-            log::error!("reload: the incidents' measures were not put back: {e}");
-        }
+        // One transaction: the new table with every ban and measure in force, each with the
+        // time it has left.
+        let now = Instant::now();
+        let since_start = now.saturating_duration_since(self.started);
+        let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
+        install_with(&mut self.nft, fresh, safelist, self.features, &held)?;
         Ok("replace")
     }
 }

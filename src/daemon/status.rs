@@ -53,7 +53,7 @@ impl Daemon {
             .operator_bans
             .in_force(now)
             .into_iter()
-            .map(|(cidr, left)| OperatorBan {
+            .map(|(cidr, _, left)| OperatorBan {
                 cidr: cidr.to_string(),
                 remaining_s: left.as_secs_f64(),
             })

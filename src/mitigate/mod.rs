@@ -13,7 +13,11 @@
 //! ends. Safelisted sources are never banned, and the kernel checks the safelist before any
 //! drop.
 
-use std::collections::HashMap;
+mod state;
+
+pub use state::{left_until, wall_ms, MitigatedIncident, SavedItem};
+
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +43,22 @@ pub enum Change {
     Disable { measure: Measure },
     /// SYN cookies on (`net.ipv4.tcp_syncookies`) or back to what they were.
     SynCookies { on: bool },
+}
+
+/// Something we put in a set with a timeout: a ban or an aggregate measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Item {
+    Ban(Cidr),
+    Measure(Measure),
+}
+
+/// An item in force: its full timeout and the time it has left, so that putting it back
+/// (a table restored, a restart) neither lengthens nor shortens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InForce {
+    pub item: Item,
+    pub timeout: Duration,
+    pub left: Duration,
 }
 
 /// What was done (or, in monitor mode, would have been done) for an incident.
@@ -86,7 +106,7 @@ impl MitigationEvent {
 
 /// One thing an open incident keeps in force (see [`Mitigator::measures`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InForce {
+pub struct IncidentMeasure {
     pub incident: String,
     pub vector: &'static str,
     /// As in the mitigation events: `ban`, `limit_port`, `syn_cookies`…
@@ -127,6 +147,8 @@ pub struct Mitigator {
     last: Option<Duration>,
     safelist: Vec<Cidr>,
     active: HashMap<String, Measures>,
+    /// When each item the incidents hold runs out in the kernel (the clock of `plan`).
+    until: HashMap<Item, Duration>,
     aggregate_duration: Duration,
     port_limit: u32,
     icmp_limit: u32,
@@ -149,6 +171,7 @@ impl Mitigator {
             last: None,
             safelist,
             active: HashMap::new(),
+            until: HashMap::new(),
             aggregate_duration: m.aggregate_duration,
             port_limit: m.port_limit_pps,
             icmp_limit: m.icmp_limit_pps,
@@ -174,10 +197,10 @@ impl Mitigator {
 
     /// What each open incident has in force, one entry per ban, aggregate measure and SYN
     /// cookies, by incident (for `ftagent status`).
-    pub fn measures(&self) -> Vec<InForce> {
+    pub fn measures(&self) -> Vec<IncidentMeasure> {
         let mut all = Vec::new();
         for (incident, m) in &self.active {
-            let entry = |action, target| InForce {
+            let entry = |action, target| IncidentMeasure {
                 incident: incident.clone(),
                 vector: m.vector,
                 action,
@@ -212,10 +235,28 @@ impl Mitigator {
             .map_or(0.0, |last| now.saturating_sub(last).as_secs_f64());
         self.last = Some(now);
         self.budget = (self.budget + dt * self.max_bans_per_second).min(self.max_bans_per_second);
+        let first = changes.len();
         for event in events {
             match event.kind {
                 EventKind::AttackStart | EventKind::AttackUpdate => self.act(event, changes, out),
                 EventKind::AttackEnd => self.undo(&event.incident, changes, out),
+            }
+        }
+        for change in &changes[first..] {
+            match *change {
+                Change::Ban { cidr, timeout } => {
+                    self.until.insert(Item::Ban(cidr), now + timeout);
+                }
+                Change::Enable { measure, timeout } => {
+                    self.until.insert(Item::Measure(measure), now + timeout);
+                }
+                Change::Unban { cidr } => {
+                    self.until.remove(&Item::Ban(cidr));
+                }
+                Change::Disable { measure } => {
+                    self.until.remove(&Item::Measure(measure));
+                }
+                Change::SynCookies { .. } => {}
             }
         }
     }
@@ -442,23 +483,32 @@ impl Mitigator {
         }
     }
 
-    /// Everything the open incidents keep in force, as changes that put it back (after our
-    /// table was removed by someone else and restored).
-    pub fn in_force(&self, changes: &mut Vec<Change>) {
+    /// Everything the open incidents keep in force at `now`, each once, with the time it has
+    /// left (what ran out meanwhile is gone from the kernel too, and stays out).
+    pub fn in_force(&self, now: Duration) -> Vec<InForce> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
         for m in self.active.values() {
-            for &cidr in m.hosts.iter().chain(&m.prefixes) {
-                changes.push(Change::Ban {
-                    cidr,
-                    timeout: self.ban_duration,
-                });
-            }
-            for &measure in &m.aggregates {
-                changes.push(Change::Enable {
-                    measure,
-                    timeout: self.aggregate_duration,
+            let bans = m.hosts.iter().chain(&m.prefixes).map(|&c| Item::Ban(c));
+            for item in bans.chain(m.aggregates.iter().map(|&a| Item::Measure(a))) {
+                let Some(left) = self.until.get(&item).and_then(|u| u.checked_sub(now)) else {
+                    continue;
+                };
+                if left.is_zero() || !seen.insert(item) {
+                    continue;
+                }
+                let timeout = match item {
+                    Item::Ban(_) => self.ban_duration,
+                    Item::Measure(_) => self.aggregate_duration,
+                };
+                out.push(InForce {
+                    item,
+                    timeout: timeout.max(left),
+                    left,
                 });
             }
         }
+        out
     }
 
     /// The kernel refused a tick's changes: forget the bans they would have added, so the
@@ -468,6 +518,7 @@ impl Mitigator {
         for change in changes {
             match change {
                 Change::Ban { cidr, .. } => {
+                    self.until.remove(&Item::Ban(*cidr));
                     for m in self.active.values_mut() {
                         if m.hosts.contains(cidr) || m.prefixes.contains(cidr) {
                             m.escalated |= set_full;
@@ -477,6 +528,7 @@ impl Mitigator {
                     }
                 }
                 Change::Enable { measure, .. } => {
+                    self.until.remove(&Item::Measure(*measure));
                     for m in self.active.values_mut() {
                         m.aggregates.retain(|a| a != measure);
                     }

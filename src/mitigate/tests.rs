@@ -1,7 +1,7 @@
 //! The mitigation decisions, replayed without a kernel.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::detect::SourceShare;
@@ -380,23 +380,106 @@ fn a_flood_from_safelisted_sources_gets_the_aggregate_measure_instead() {
 }
 
 #[test]
-fn what_is_in_force_can_be_put_back() {
+fn what_is_in_force_can_be_put_back_with_the_time_it_has_left() {
     let mut m = mitigator(&[]);
     let ban = event(EventKind::AttackStart, "i-1", &[("10.250.0.1", 1.0)], true);
     let limit = event(EventKind::AttackStart, "i-2", &[], false);
     tick(&mut m, &[ban, limit], 0);
-    let mut changes = Vec::new();
-    m.in_force(&mut changes);
-    changes.sort_by_key(|c| format!("{c:?}"));
+    let mut held = m.in_force(Duration::from_secs(100));
+    held.sort_by_key(|h| format!("{h:?}"));
     let want = [
-        Change::Ban {
-            cidr: cidr("10.250.0.1"),
+        InForce {
+            item: Item::Ban(cidr("10.250.0.1")),
             timeout: Duration::from_secs(600),
+            left: Duration::from_secs(500),
         },
-        Change::Enable {
-            measure: Measure::LimitUdpPort(27015),
+        InForce {
+            item: Item::Measure(Measure::LimitUdpPort(27015)),
             timeout: Duration::from_secs(120),
+            left: Duration::from_secs(20),
         },
     ];
-    assert_eq!(changes, want);
+    assert_eq!(held, want);
+    // The measure ran out in the kernel meanwhile: it is not put back.
+    let later = m.in_force(Duration::from_secs(130));
+    assert_eq!(later.len(), 1, "{later:?}");
+    // A refresh restarts the clock.
+    let update = event(EventKind::AttackUpdate, "i-1", &[("10.250.0.1", 1.0)], true);
+    tick(&mut m, &[update], 200_000);
+    assert_eq!(
+        m.in_force(Duration::from_secs(200))[0].left,
+        Duration::from_secs(600)
+    );
+}
+
+#[test]
+fn a_restart_resumes_open_incidents_and_undoes_ended_ones() {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut before = mitigator(&[]);
+    let open = event(
+        EventKind::AttackStart,
+        "i-open",
+        &[("10.250.0.1", 1.0)],
+        true,
+    );
+    let ended = event(
+        EventKind::AttackStart,
+        "i-ended",
+        &[("10.250.0.7", 1.0)],
+        true,
+    );
+    tick(&mut before, &[open, ended], 0);
+    let saved = before.save(Duration::from_secs(60), wall);
+    assert_eq!(saved.len(), 2);
+
+    // Restarted 100 s later (the bans have 440 s left), with only i-open still open.
+    let mut after = mitigator(&[]);
+    let (mut changes, mut out) = (Vec::new(), Vec::new());
+    after.resume(
+        saved.clone(),
+        Duration::ZERO,
+        wall + Duration::from_secs(100),
+        &|id| id == "i-open",
+        &mut changes,
+        &mut out,
+    );
+    assert_eq!(
+        changes,
+        vec![Change::Unban {
+            cidr: cidr("10.250.0.7")
+        }]
+    );
+    assert_eq!(out.len(), 1);
+    assert!(!out[0].applied && out[0].incident == "i-ended");
+    assert_eq!(
+        after.in_force(Duration::ZERO),
+        vec![InForce {
+            item: Item::Ban(cidr("10.250.0.1")),
+            timeout: Duration::from_secs(600),
+            left: Duration::from_secs(440),
+        }]
+    );
+    // Its end lifts what the earlier run had put in.
+    let end = event(EventKind::AttackEnd, "i-open", &[], false);
+    let (changes, _) = tick(&mut after, &[end], 1000);
+    assert_eq!(
+        changes,
+        vec![Change::Unban {
+            cidr: cidr("10.250.0.1")
+        }]
+    );
+
+    // Restarted after the bans ran out: nothing comes back, and the incident holds nothing.
+    let mut late = mitigator(&[]);
+    let (mut changes, mut out) = (Vec::new(), Vec::new());
+    late.resume(
+        saved,
+        Duration::ZERO,
+        wall + Duration::from_secs(3600),
+        &|id| id == "i-open",
+        &mut changes,
+        &mut out,
+    );
+    assert!(late.in_force(Duration::ZERO).is_empty());
+    assert!(changes.is_empty(), "{changes:?}");
 }

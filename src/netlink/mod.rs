@@ -1,12 +1,14 @@
 //! All kernel-facing code. [`Nft`] owns our one nf_tables socket and turns plain-data plans
 //! (a `TableSpec`, a ban) into atomic batches, then reads back what the kernel holds.
-//! Submodules: `wire` (message views and writer), `nft` (nf_tables messages), `socket`.
+//! Submodules: `wire` (message views and writer), `nft` (nf_tables messages), `socket`,
+//! `monitor` (the kernel's notifications of others' changes to our table).
 
 pub mod conntrack;
 pub mod diag;
 pub mod expr;
 pub mod host;
 pub mod ipset;
+pub mod monitor;
 pub mod nflog;
 pub mod nft;
 pub mod shim;
@@ -16,9 +18,11 @@ pub mod sysctl;
 pub(crate) mod testns;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::addr::{merge_intervals, Cidr};
+use crate::mitigate::{InForce, Item};
 use crate::ruleset::diff::TableDiff;
 use crate::ruleset::{
     ElementKey, Family, Key, SetRole, SetSpec, SetState, TableSpec, TableState, TABLE,
@@ -321,11 +325,50 @@ impl Nft {
         safelist: &[Cidr],
         features: Features,
     ) -> Result<Installed, NlError> {
+        self.install_with(spec, safelist, features, &[])
+    }
+
+    /// `install`, with the bans and measures `held` in force put in by the same transaction:
+    /// what the kernel still holds is kept with the time it has left, what it lost (a table
+    /// deleted by someone else, a restart) comes back with the time `held` says is left, and
+    /// an element both know goes in once, with the longer of the two.
+    pub fn install_with(
+        &mut self,
+        spec: &TableSpec,
+        safelist: &[Cidr],
+        features: Features,
+        held: &[InForce],
+    ) -> Result<Installed, NlError> {
         let existing = self.table_state()?;
-        let mut kept: Vec<(SetRole, ElementOp)> = Vec::new();
+        // Elements with timeouts in sets the new table still has (bans, aggregate measures;
+        // not the meters, which the rules fill themselves).
+        let timed: Vec<&SetSpec> = spec
+            .sets
+            .iter()
+            .filter(|s| s.timeout && !s.dynamic)
+            .collect();
+        // (index in `timed`, element), each key once per set.
+        let mut elements: Vec<(usize, ElementOp)> = Vec::new();
+        let mut index: HashMap<(usize, Key), usize> = HashMap::new();
+        let mut put = |set: usize, op: ElementOp<'static>| match index.get(&(set, op.key)) {
+            Some(&i) => {
+                let known = &mut elements[i].1;
+                if known.expires < op.expires {
+                    *known = op;
+                }
+                false
+            }
+            None => {
+                index.insert((set, op.key), elements.len());
+                elements.push((set, op));
+                true
+            }
+        };
+        let set_index = |name: &str| timed.iter().position(|s| s.name == name);
+        let mut kept = 0;
         if let Some(old) = &existing {
             for set in &old.sets {
-                let Some(role) = SetRole::from_name(&set.name).filter(|r| r.timeout()) else {
+                let Some(i) = set_index(&set.name) else {
                     continue;
                 };
                 for e in &set.elements {
@@ -335,10 +378,26 @@ impl Nft {
                             expires: Some(expires),
                             ..ElementOp::key(e.key)
                         };
-                        kept.push((role, op));
+                        kept += usize::from(put(i, op));
                     }
                 }
             }
+        }
+        let mut put_back = 0;
+        for h in held {
+            let (name, key) = match h.item {
+                Item::Ban(cidr) => (SetRole::for_ban(&cidr).name(), ban_key(cidr)),
+                Item::Measure(m) => (m.set(), m.key()),
+            };
+            let Some(i) = set_index(name) else {
+                continue;
+            };
+            let op = ElementOp {
+                timeout: Some(h.timeout),
+                expires: Some(h.left),
+                ..ElementOp::key(key)
+            };
+            put_back += usize::from(put(i, op));
         }
         let mut batch = self.sock.batch();
         if existing.is_some() {
@@ -389,13 +448,18 @@ impl Nft {
             .collect();
         batch.add_elements(set_ref(SetRole::Allow(Family::V4)), &v4)?;
         batch.add_elements(set_ref(SetRole::Allow(Family::V6)), &v6)?;
-        for role in SetRole::ALL {
-            let ops: Vec<ElementOp> = kept
+        for (i, set) in timed.iter().enumerate() {
+            let ops: Vec<ElementOp> = elements
                 .iter()
-                .filter(|(r, _)| *r == role)
+                .filter(|(s, _)| *s == i)
                 .map(|(_, op)| *op)
                 .collect();
-            batch.add_elements(set_ref(role), &ops)?;
+            let target = SetRef {
+                table: TABLE,
+                name: &set.name,
+                interval: set.interval,
+            };
+            batch.add_elements(target, &ops)?;
         }
         self.sock.commit(&mut batch)?;
         let state = self
@@ -403,7 +467,8 @@ impl Nft {
             .ok_or_else(|| NlError::Malformed("table vanished right after install".into()))?;
         Ok(Installed {
             replaced: existing.is_some(),
-            kept_bans: kept.len(),
+            kept_bans: kept,
+            put_back,
             differences: state.differences(spec),
         })
     }
@@ -441,6 +506,24 @@ impl Nft {
             batch.add_elements(set_ref(*role), &[ElementOp::key(*key)])?;
         }
         self.sock.commit(&mut batch)
+    }
+
+    /// The ruleset's generation id: it changes with every committed transaction, anyone's.
+    pub fn generation(&mut self) -> Result<u32, NlError> {
+        self.request.clear();
+        nft::request::get_generation(&mut self.request, self.sock.take_seqs(1));
+        let mut id = None;
+        self.sock
+            .request(&self.request, "get ruleset generation", &mut |m| {
+                id = nft::decode_generation(m).or(id)
+            })?;
+        id.ok_or_else(|| NlError::Malformed("no generation id in the reply".into()))
+    }
+
+    /// The port id of our nf_tables socket: the kernel names it in notifications of our
+    /// own changes.
+    pub fn port_id(&self) -> u32 {
+        self.sock.port_id()
     }
 
     /// Bans (or re-bans, refreshing the timeout) an address or prefix.
@@ -566,8 +649,10 @@ fn set_ref(role: SetRole) -> SetRef<'static> {
 pub struct Installed {
     /// There was a table already (from an earlier run), replaced atomically.
     pub replaced: bool,
-    /// Bans carried over from it.
+    /// Bans and measures carried over from it.
     pub kept_bans: usize,
+    /// Bans and measures in force that it had lost, put back.
+    pub put_back: usize,
     /// How the table read back differs from the spec (empty when it matches).
     pub differences: Vec<String>,
 }

@@ -26,17 +26,27 @@ pub mod abi {
     pub const NFT_MSG_NEWTABLE: u16 = 0;
     pub const NFT_MSG_GETTABLE: u16 = 1;
     pub const NFT_MSG_DELTABLE: u16 = 2;
+    pub const NFT_MSG_NEWCHAIN: u16 = 3;
     pub const NFT_MSG_GETCHAIN: u16 = 4;
+    pub const NFT_MSG_DELCHAIN: u16 = 5;
     pub const NFT_MSG_NEWRULE: u16 = 6;
     pub const NFT_MSG_GETRULE: u16 = 7;
+    pub const NFT_MSG_DELRULE: u16 = 8;
     pub const NFT_MSG_NEWSET: u16 = 9;
     pub const NFT_MSG_GETSET: u16 = 10;
+    pub const NFT_MSG_DELSET: u16 = 11;
     pub const NFT_MSG_NEWSETELEM: u16 = 12;
     pub const NFT_MSG_GETSETELEM: u16 = 13;
     pub const NFT_MSG_DELSETELEM: u16 = 14;
+    pub const NFT_MSG_NEWGEN: u16 = 15;
+    pub const NFT_MSG_GETGEN: u16 = 16;
     pub const NFT_MSG_NEWOBJ: u16 = 18;
     pub const NFT_MSG_GETOBJ: u16 = 19;
     pub const NFT_MSG_DELOBJ: u16 = 20;
+
+    pub const NFTA_GEN_ID: u16 = 1;
+    pub const NFTA_GEN_PROC_PID: u16 = 2;
+    pub const NFTA_GEN_PROC_NAME: u16 = 3;
 
     pub const NFTA_TABLE_NAME: u16 = 1;
     pub const NFTA_TABLE_FLAGS: u16 = 2;
@@ -533,6 +543,17 @@ pub mod request {
         w.end();
     }
 
+    pub fn get_generation(w: &mut Writer, seq: u32) {
+        w.begin(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
+            NLM_F_ACK,
+            seq,
+            NFPROTO_UNSPEC,
+            0,
+        );
+        w.end();
+    }
+
     /// A dump of the sets, chains, rules or counters of a table, or of one set's elements.
     pub fn dump(w: &mut Writer, seq: u32, msg: u16, table: &str, set: Option<&str>) {
         w.begin(
@@ -559,6 +580,14 @@ pub mod request {
 pub fn in_our_table(msg: &Msg) -> bool {
     msg.nfgen_family() == Some(NFPROTO_INET)
         && msg.nf_attrs().get(1).and_then(|a| a.str()) == Some(TABLE)
+}
+
+/// The id in a generation message (the reply to a generation request, or a notice).
+pub fn decode_generation(msg: &Msg) -> Option<u32> {
+    if msg.kind() != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+        return None;
+    }
+    msg.nf_attrs().get(NFTA_GEN_ID).and_then(|a| a.be32())
 }
 
 /// The flags of a listed table.

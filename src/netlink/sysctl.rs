@@ -23,6 +23,17 @@ impl SynCookies {
         self.restore_at(Path::new(SYNCOOKIES))
     }
 
+    /// The value found by `enable`, while the SYN cookies are on because of us.
+    pub fn previous(&self) -> Option<&str> {
+        self.previous.as_deref()
+    }
+
+    /// Takes over the value an earlier run found before it turned SYN cookies on (it was
+    /// killed before putting it back).
+    pub fn resume(&mut self, previous: String) {
+        self.previous = Some(previous);
+    }
+
     fn enable_at(&mut self, path: &Path) -> io::Result<()> {
         let current = std::fs::read_to_string(path)?.trim().to_string();
         if self.previous.is_none() {

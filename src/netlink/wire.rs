@@ -167,6 +167,16 @@ impl<'a> Msg<'a> {
         u32::from_ne_bytes([self.bytes[8], self.bytes[9], self.bytes[10], self.bytes[11]])
     }
 
+    /// The sender's port id; in a notification, the port of the socket whose request caused it.
+    pub fn port_id(&self) -> u32 {
+        u32::from_ne_bytes([
+            self.bytes[12],
+            self.bytes[13],
+            self.bytes[14],
+            self.bytes[15],
+        ])
+    }
+
     /// The payload after the netlink header.
     pub fn payload(&self) -> &'a [u8] {
         &self.bytes[NLMSG_HDRLEN..]

@@ -135,7 +135,7 @@ impl KeyType {
 
 /// The key of an address set element: an address or prefix, or (in an interval set whose
 /// neighbouring prefixes were merged) an inclusive address range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ElementKey {
     Cidr(Cidr),
     Range(IpAddr, IpAddr),
@@ -170,7 +170,7 @@ impl fmt::Display for ElementKey {
 }
 
 /// The key of any element of our sets and maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Key {
     Addr(ElementKey),
     /// A port or an inclusive port range.
@@ -736,7 +736,8 @@ fn meter_rules(head: &[Expr], meter: &str, stateful: Stateful) -> Vec<Vec<Expr>>
 }
 
 /// An aggregate measure: one key in one of the measure sets, switching on its rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Measure {
     /// Drop unsolicited UDP from this reflector source port.
     BlockReflector(u16),

@@ -1,0 +1,168 @@
+//! The mitigator across restarts: the incidents being mitigated and what each holds in the
+//! kernel, with the wall-clock time each item runs out. The daemon saves it at every change,
+//! so a restarted (or killed) agent knows what it had put in and lifts it when the incident
+//! ends; what ran out meanwhile is dropped, and an incident that is no longer open is undone.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Change, Item, Measures, MitigationEvent, Mitigator};
+use crate::addr::Cidr;
+use crate::detect::Vector;
+use crate::ruleset::Measure;
+
+/// An item and when it runs out, in milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedItem<T> {
+    pub what: T,
+    pub until_ms: u64,
+}
+
+/// One incident being mitigated, as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MitigatedIncident {
+    pub id: String,
+    pub vector: Vector,
+    /// Banned addresses and prefixes (as text: `10.0.0.1`, `10.0.0.0/24`).
+    pub bans: Vec<SavedItem<String>>,
+    pub aggregates: Vec<SavedItem<Measure>>,
+    pub syn_cookies: bool,
+    pub escalated: bool,
+}
+
+/// Milliseconds since the Unix epoch of the wall-clock time `at` on a clock that reads `now`
+/// while the wall clock reads `wall_now`.
+pub fn wall_ms(at: Duration, now: Duration, wall_now: SystemTime) -> u64 {
+    let wall = match at.checked_sub(now) {
+        Some(ahead) => wall_now + ahead,
+        None => wall_now - (now - at),
+    };
+    wall.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The time left until `until_ms`, if any.
+pub fn left_until(until_ms: u64, wall_now: SystemTime) -> Option<Duration> {
+    (UNIX_EPOCH + Duration::from_millis(until_ms))
+        .duration_since(wall_now)
+        .ok()
+        .filter(|left| !left.is_zero())
+}
+
+impl Mitigator {
+    /// The incidents being mitigated; `now` is the clock of `plan`, read while the wall clock
+    /// reads `wall_now`.
+    pub fn save(&self, now: Duration, wall_now: SystemTime) -> Vec<MitigatedIncident> {
+        let until = |item| {
+            self.until
+                .get(&item)
+                .map_or(0, |&u| wall_ms(u, now, wall_now))
+        };
+        let mut saved: Vec<MitigatedIncident> = self
+            .active
+            .iter()
+            .filter_map(|(id, m)| {
+                Some(MitigatedIncident {
+                    id: id.clone(),
+                    vector: vector_named(m.vector)?,
+                    bans: m
+                        .hosts
+                        .iter()
+                        .chain(&m.prefixes)
+                        .map(|&c| SavedItem {
+                            what: c.to_string(),
+                            until_ms: until(Item::Ban(c)),
+                        })
+                        .collect(),
+                    aggregates: m
+                        .aggregates
+                        .iter()
+                        .map(|&a| SavedItem {
+                            what: a,
+                            until_ms: until(Item::Measure(a)),
+                        })
+                        .collect(),
+                    syn_cookies: m.syn_cookies,
+                    escalated: m.escalated,
+                })
+            })
+            .collect();
+        saved.sort_by(|a, b| a.id.cmp(&b.id));
+        saved
+    }
+
+    /// Takes over saved incidents: what has not run out comes back in force (the daemon puts
+    /// it back in the kernel with `in_force`); incidents that `is_open` no longer knows are
+    /// undone at once, with their changes and events.
+    pub fn resume(
+        &mut self,
+        saved: Vec<MitigatedIncident>,
+        now: Duration,
+        wall_now: SystemTime,
+        is_open: &dyn Fn(&str) -> bool,
+        changes: &mut Vec<Change>,
+        out: &mut Vec<MitigationEvent>,
+    ) {
+        for incident in saved {
+            let mut m = Measures {
+                vector: incident.vector.name(),
+                syn_cookies: incident.syn_cookies,
+                escalated: incident.escalated,
+                ..Measures::default()
+            };
+            for ban in &incident.bans {
+                let (Ok(cidr), Some(left)) =
+                    (ban.what.parse::<Cidr>(), left_until(ban.until_ms, wall_now))
+                else {
+                    continue;
+                };
+                if cidr.is_host() {
+                    m.hosts.push(cidr);
+                } else {
+                    m.prefixes.push(cidr);
+                }
+                self.hold(Item::Ban(cidr), now + left);
+            }
+            for a in &incident.aggregates {
+                if let Some(left) = left_until(a.until_ms, wall_now) {
+                    m.aggregates.push(a.what);
+                    self.hold(Item::Measure(a.what), now + left);
+                }
+            }
+            self.active.insert(incident.id, m);
+        }
+        let mut ended: Vec<String> = self
+            .active
+            .keys()
+            .filter(|id| !is_open(id))
+            .cloned()
+            .collect();
+        ended.sort();
+        for id in ended {
+            self.undo(&id, changes, out);
+        }
+        for change in changes.iter() {
+            match *change {
+                Change::Unban { cidr } => self.until.remove(&Item::Ban(cidr)),
+                Change::Disable { measure } => self.until.remove(&Item::Measure(measure)),
+                _ => None,
+            };
+        }
+    }
+
+    fn hold(&mut self, item: Item, until: Duration) {
+        let held = self.until.entry(item).or_insert(until);
+        *held = (*held).max(until);
+    }
+
+    /// Whether any incident being mitigated has SYN cookies on.
+    pub fn holds_syn_cookies(&self) -> bool {
+        self.active.values().any(|m| m.syn_cookies)
+    }
+}
+
+/// The vector of a name `Vector::name` gave.
+fn vector_named(name: &str) -> Option<Vector> {
+    serde_json::from_value(serde_json::Value::from(name)).ok()
+}

@@ -1,0 +1,328 @@
+//! What other processes do to our table, as the kernel announces it: a non-blocking
+//! NETLINK_NETFILTER socket subscribed to the nf_tables notifications (NFNLGRP_NFTABLES),
+//! drained to WouldBlock into a buffer allocated once and walked without allocating. Changes
+//! made through our own nf_tables socket (its port id) are not anyone else's; every new
+//! generation is noted, so a periodic generation check can tell lost notifications.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::nft::abi::*;
+use super::socket::{open_netfilter, recv_into, Blocking};
+use super::wire::{Msg, Msgs};
+use super::NlError;
+use crate::ruleset::TABLE;
+
+/// `enum nfnetlink_groups` in linux/netfilter/nfnetlink.h.
+const NFNLGRP_NFTABLES: libc::c_int = 7;
+/// Room for a large transaction's notifications (a `flush ruleset` of a big ruleset).
+const SOCKET_RCVBUF: usize = 4 * 1024 * 1024;
+const RECV_BUF: usize = 64 * 1024;
+/// The longest process name the kernel reports (TASK_COMM_LEN).
+const COMM_LEN: usize = 16;
+
+/// Who committed a change: the process id and name the kernel put in the generation notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Committer {
+    pub pid: u32,
+    name: [u8; COMM_LEN],
+    len: u8,
+}
+
+impl Committer {
+    pub fn name(&self) -> &str {
+        std::str::from_utf8(&self.name[..self.len as usize]).unwrap_or("?")
+    }
+
+    fn from_gen(msg: &Msg) -> Committer {
+        let attrs = msg.nf_attrs();
+        let mut who = Committer {
+            pid: attrs
+                .get(NFTA_GEN_PROC_PID)
+                .and_then(|a| a.be32())
+                .unwrap_or(0),
+            ..Committer::default()
+        };
+        if let Some(name) = attrs.get(NFTA_GEN_PROC_NAME).and_then(|a| a.str()) {
+            let bytes = name.as_bytes();
+            let mut len = bytes.len().min(COMM_LEN);
+            while !name.is_char_boundary(len) {
+                len -= 1;
+            }
+            who.name[..len].copy_from_slice(&bytes[..len]);
+            who.len = len as u8;
+        }
+        who
+    }
+}
+
+/// What other processes did to our table since the last drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tampering {
+    /// Our table was deleted (`delete table`, `flush ruleset`).
+    pub table_deleted: bool,
+    /// Chains, rules, sets, counters or elements deleted, or the table, chains, rules, sets
+    /// or counters added or changed — by someone else.
+    pub changes: u32,
+    /// The kernel dropped notifications (ENOBUFS): what happened is unknown.
+    pub lost: bool,
+    /// The process that committed the first such change, when the kernel named it.
+    pub by: Option<Committer>,
+}
+
+impl Tampering {
+    pub fn any(&self) -> bool {
+        self.table_deleted || self.changes > 0 || self.lost
+    }
+}
+
+/// The subscribed socket.
+#[derive(Debug)]
+pub struct TableMonitor {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+    /// Port id of our own nf_tables socket: its changes are ours.
+    own_port: u32,
+    /// The newest ruleset generation announced.
+    generation: Option<u32>,
+    /// A change to our table was seen and its generation notice not yet.
+    awaiting_committer: bool,
+    seen: Tampering,
+}
+
+impl TableMonitor {
+    /// Subscribes to the nf_tables notifications of this network namespace. `own_port` is the
+    /// port id of the socket our own changes are made through.
+    pub fn open(own_port: u32) -> Result<TableMonitor, NlError> {
+        let (fd, _) = open_netfilter("nf_tables notifications", SOCKET_RCVBUF, Blocking::No)?;
+        let group = NFNLGRP_NFTABLES;
+        // SAFETY: setsockopt with a correctly sized int on our own descriptor.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_ADD_MEMBERSHIP,
+                &group as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(NlError::Io {
+                op: "subscribe to nf_tables notifications",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(TableMonitor {
+            fd,
+            buf: vec![0; RECV_BUF],
+            own_port,
+            generation: None,
+            awaiting_committer: false,
+            seen: Tampering::default(),
+        })
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The newest generation announced so far (None before the first).
+    pub fn generation(&self) -> Option<u32> {
+        self.generation
+    }
+
+    /// Reads every queued notification (edge-triggered: until WouldBlock) and returns what
+    /// others did to our table since the last call. Allocates nothing.
+    pub fn drain(&mut self) -> Tampering {
+        loop {
+            let n = match recv_into(&self.fd, &mut self.buf, libc::MSG_DONTWAIT) {
+                Ok(n) => n,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::ENOBUFS) => {
+                        self.seen.lost = true;
+                        continue;
+                    }
+                    Some(libc::EAGAIN) => break,
+                    _ => {
+                        log::warn!("nf_tables notifications: recv failed: {e}");
+                        break;
+                    }
+                },
+            };
+            let len = n.min(self.buf.len());
+            let (buf, seen) = (&self.buf[..len], &mut self.seen);
+            for msg in Msgs::new(buf).flatten() {
+                note(
+                    &msg,
+                    self.own_port,
+                    seen,
+                    &mut self.generation,
+                    &mut self.awaiting_committer,
+                );
+            }
+        }
+        std::mem::take(&mut self.seen)
+    }
+}
+
+/// Folds one notification into `seen`.
+fn note(
+    msg: &Msg,
+    own_port: u32,
+    seen: &mut Tampering,
+    generation: &mut Option<u32>,
+    awaiting_committer: &mut bool,
+) {
+    if msg.kind() >> 8 != NFNL_SUBSYS_NFTABLES {
+        return;
+    }
+    let kind = msg.kind() & 0xff;
+    if kind == NFT_MSG_NEWGEN {
+        if let Some(id) = super::nft::decode_generation(msg) {
+            *generation = Some(id);
+        }
+        if std::mem::take(awaiting_committer) && seen.by.is_none() {
+            seen.by = Some(Committer::from_gen(msg));
+        }
+        return;
+    }
+    if msg.port_id() == own_port || !names_our_table(msg) {
+        return;
+    }
+    match kind {
+        NFT_MSG_DELTABLE => seen.table_deleted = true,
+        // Someone else's bans are no harm to our rules; everything else is.
+        NFT_MSG_NEWSETELEM => return,
+        NFT_MSG_NEWTABLE | NFT_MSG_NEWCHAIN | NFT_MSG_DELCHAIN | NFT_MSG_NEWRULE
+        | NFT_MSG_DELRULE | NFT_MSG_NEWSET | NFT_MSG_DELSET | NFT_MSG_DELSETELEM
+        | NFT_MSG_NEWOBJ | NFT_MSG_DELOBJ => seen.changes = seen.changes.saturating_add(1),
+        _ => return,
+    }
+    *awaiting_committer = true;
+}
+
+/// Whether a notification is about `table inet ftagent`: the table's own messages carry its
+/// name in NFTA_TABLE_NAME, the others in their table attribute; both are attribute 1.
+fn names_our_table(msg: &Msg) -> bool {
+    msg.nfgen_family() == Some(NFPROTO_INET)
+        && msg.nf_attrs().get(NFTA_TABLE_NAME).and_then(|a| a.str()) == Some(TABLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::wire::Writer;
+
+    fn notification(kind: u16, port: u32, table: &str) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.begin((NFNL_SUBSYS_NFTABLES << 8) | kind, 0, 0, NFPROTO_INET, 0);
+        w.attr_str(1, table);
+        w.end();
+        let mut bytes = w.bytes().to_vec();
+        bytes[12..16].copy_from_slice(&port.to_ne_bytes());
+        bytes
+    }
+
+    fn new_gen(id: u32, pid: u32, name: &str) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.begin((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN, 0, 0, 0, 0);
+        w.attr_be32(NFTA_GEN_ID, id);
+        w.attr_be32(NFTA_GEN_PROC_PID, pid);
+        w.attr_str(NFTA_GEN_PROC_NAME, name);
+        w.end();
+        w.bytes().to_vec()
+    }
+
+    fn fold(datagram: &[u8]) -> (Tampering, Option<u32>) {
+        let (mut seen, mut generation, mut awaiting) = (Tampering::default(), None, false);
+        for msg in Msgs::new(datagram).flatten() {
+            note(&msg, 7, &mut seen, &mut generation, &mut awaiting);
+        }
+        (seen, generation)
+    }
+
+    #[test]
+    fn others_deleting_our_table_is_seen_with_who_did_it() {
+        let mut bytes = notification(NFT_MSG_DELRULE, 99, TABLE);
+        bytes.extend(notification(NFT_MSG_DELTABLE, 99, TABLE));
+        bytes.extend(new_gen(42, 1234, "nft"));
+        let (seen, generation) = fold(&bytes);
+        assert!(seen.table_deleted && seen.any());
+        assert_eq!(seen.changes, 1);
+        assert_eq!(generation, Some(42));
+        let by = seen.by.unwrap();
+        assert_eq!((by.pid, by.name()), (1234, "nft"));
+    }
+
+    #[test]
+    fn our_own_changes_other_tables_and_new_elements_are_not_tampering() {
+        let mut bytes = notification(NFT_MSG_DELTABLE, 7, TABLE);
+        bytes.extend(notification(NFT_MSG_DELTABLE, 99, "firewalld"));
+        bytes.extend(notification(NFT_MSG_NEWSETELEM, 99, TABLE));
+        bytes.extend(new_gen(43, 1, "firewalld"));
+        let (seen, generation) = fold(&bytes);
+        assert!(!seen.any(), "{seen:?}");
+        assert_eq!(seen.by, None);
+        assert_eq!(generation, Some(43));
+    }
+
+    /// In a throwaway namespace: our own install is not tampering and its generation is
+    /// announced; `nft delete table` by another process is seen, named, and explained.
+    #[test]
+    fn root_sees_another_process_delete_our_table() {
+        use crate::netlink::testns::{is_root, Netns};
+        use crate::netlink::{Features, Nft};
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace, nft)");
+            return;
+        }
+        let ns = Netns::create("monitor").expect("a network namespace");
+        let name = ns.name.clone();
+        let (ours, theirs, gen_after) = ns.run(move || {
+            let mut nft = Nft::open().unwrap();
+            let mut monitor = TableMonitor::open(nft.port_id()).unwrap();
+            let spec = crate::ruleset::desired(&crate::config::Config::default());
+            nft.install(&spec, &[], Features::LEGACY).unwrap();
+            let ours = monitor.drain();
+            assert_eq!(monitor.generation(), Some(nft.generation().unwrap()));
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &name, "nft", "delete table inet ftagent"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let theirs = monitor.drain();
+            (
+                ours,
+                theirs,
+                (monitor.generation(), nft.generation().unwrap()),
+            )
+        });
+        assert!(!ours.any(), "{ours:?}");
+        assert!(theirs.table_deleted, "{theirs:?}");
+        assert!(
+            theirs.changes > 0,
+            "its chains and sets went with it: {theirs:?}"
+        );
+        assert_eq!(theirs.by.map(|b| b.name().to_string()), Some("nft".into()));
+        assert_eq!(gen_after.0, Some(gen_after.1));
+    }
+
+    #[test]
+    fn mutated_notifications_never_panic() {
+        let mut seed = notification(NFT_MSG_DELSET, 99, TABLE);
+        seed.extend(new_gen(44, 5, "a-very-long-process-name"));
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..5_000 {
+            let mut bytes = seed.clone();
+            for _ in 0..1 + round % 6 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let at = (state as usize) % bytes.len();
+                bytes[at] = (state >> 32) as u8;
+            }
+            let cut = (state as usize >> 8) % (bytes.len() + 1);
+            let _ = fold(&bytes[..cut]);
+        }
+    }
+}
