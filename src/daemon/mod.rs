@@ -4,6 +4,7 @@
 //! requests on the control socket. The nf_tables socket lives as long as the process.
 
 mod control;
+mod escalation;
 mod fds;
 
 pub use control::parse_ban;
@@ -143,6 +144,8 @@ struct Daemon {
     /// The iptables `FTAGENT` chain and its ipsets, when configured and available.
     shim: Option<Shim>,
     next_shim_check: Instant,
+    /// BGP escalation (`[bgp]`), when enabled; its `announcements()` are for `ftagent status`.
+    escalation: Option<escalation::Escalation>,
 }
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
@@ -213,7 +216,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     if mitigator.is_monitor() {
         log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
     }
+    let escalation = escalation::Escalation::start(&config).map_err(os("start the BGP worker"))?;
     let mut daemon = Daemon {
+        escalation,
         detector,
         safelist,
         mitigator,
@@ -290,6 +295,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         }
     };
     let _ = std::fs::remove_file(&socket_path);
+    if let Some(escalation) = &daemon.escalation {
+        escalation.log_remaining();
+    }
     save_state(&daemon.detector, &daemon.config.agent.state_dir);
     if let Err(e) = daemon.syn_cookies.restore() {
         log::error!("putting back net.ipv4.tcp_syncookies: {e}");
@@ -433,6 +441,9 @@ impl Daemon {
                 .observe(&sample, since_start, &mut self.events);
             if !self.events.is_empty() {
                 self.mitigate(since_start);
+            }
+            if let Some(escalation) = &mut self.escalation {
+                escalation.tick(&self.events, &self.sensor.tick, since_start);
             }
         }
         self.sensor.next_tick();
@@ -629,7 +640,7 @@ impl Daemon {
         };
         if restart_only(&fresh, &self.config) {
             log::warn!(
-                "SIGHUP: agent.*, nft.compat and the NFLOG settings take effect at the next start"
+                "SIGHUP: agent.*, nft.compat, the NFLOG settings and bgp.* take effect at the next start"
             );
         }
         let safelist = safelist(&fresh);
@@ -663,4 +674,5 @@ fn restart_only(fresh: &Config, running: &Config) -> bool {
         || fresh.nft.compat != running.nft.compat
         || fresh.sense.nflog_group != running.sense.nflog_group
         || fresh.sense.snaplen != running.sense.snaplen
+        || fresh.bgp != running.bgp
 }
