@@ -402,9 +402,10 @@ mod tests {
     }
 
     fn client() -> Gobgp {
-        let mut bgp = Bgp::default();
-        bgp.tag_community = TAG;
-        Gobgp::new(&bgp)
+        Gobgp::new(&Bgp {
+            tag_community: TAG,
+            ..Bgp::default()
+        })
     }
 
     #[test]
@@ -487,8 +488,10 @@ mod tests {
 
     #[test]
     fn a_missing_client_or_a_dead_daemon_is_an_error_not_a_hang() {
-        let mut bgp = Bgp::default();
-        bgp.gobgp = "/nonexistent/gobgp".into();
+        let mut bgp = Bgp {
+            gobgp: "/nonexistent/gobgp".into(),
+            ..Bgp::default()
+        };
         let err = Gobgp::new(&bgp).list().unwrap_err();
         assert!(matches!(err, BgpError::Spawn { .. }), "{err}");
         // A command that outlives the timeout is killed.

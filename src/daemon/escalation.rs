@@ -65,8 +65,9 @@ impl Escalation {
     }
 
     /// One tick: this tick's detection events and sampled packets (before they are reset).
-    /// Allocates nothing unless there are events or an announcement is due to go.
-    pub fn tick(&mut self, events: &[Event], samples: &Talkers, now: Duration) {
+    /// Allocates nothing unless there are events or an announcement is due to go. Returns
+    /// whether the announcements changed.
+    pub fn tick(&mut self, events: &[Event], samples: &Talkers, now: Duration) -> bool {
         if !self.planner.ready() {
             if let Some(found) = self.speaker.as_ref().and_then(Speaker::found) {
                 self.planner.adopt(&found, now);
@@ -74,7 +75,7 @@ impl Escalation {
             }
         }
         if events.is_empty() && !self.planner.due(now) {
-            return;
+            return false;
         }
         let n = samples.top_destinations(&mut self.destinations);
         self.events.clear();
@@ -86,7 +87,7 @@ impl Escalation {
             &mut self.events,
         );
         if !changed {
-            return;
+            return false;
         }
         let wall = SystemTime::now();
         let mut out = io::stdout().lock();
@@ -95,6 +96,7 @@ impl Escalation {
         }
         let _ = out.flush();
         self.publish();
+        true
     }
 
     /// At exit: the announcements stay in the BGP daemon (a restart finds and reconciles them).

@@ -442,8 +442,10 @@ impl Daemon {
             if !self.events.is_empty() {
                 self.mitigate(since_start);
             }
-            if let Some(escalation) = &mut self.escalation {
-                escalation.tick(&self.events, &self.sensor.tick, since_start);
+            let escalation = self.escalation.as_mut();
+            if escalation.is_some_and(|e| e.tick(&self.events, &self.sensor.tick, since_start)) {
+                // Saved now: a crash must not lose the incident behind an announcement.
+                self.next_save = now;
             }
         }
         self.sensor.next_tick();
