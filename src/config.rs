@@ -13,6 +13,9 @@ use toml::Spanned;
 
 use crate::addr::{Cidr, CidrError};
 
+mod bgp;
+pub use bgp::{community, community_text, Bgp, FlowAction, BLACKHOLE};
+
 /// Where the configuration is read from when no path is given.
 pub const DEFAULT_PATH: &str = "/etc/ftagent/ftagent.toml";
 
@@ -26,6 +29,7 @@ pub struct Config {
     pub sense: Sense,
     pub mitigation: Mitigation,
     pub nft: Nft,
+    pub bgp: Bgp,
 }
 
 /// `[agent]`: the daemon itself.
@@ -364,6 +368,7 @@ impl Default for Config {
                 bannet4_size: 16384,
                 bannet6_size: 16384,
             },
+            bgp: Bgp::default(),
         }
     }
 }
@@ -710,6 +715,7 @@ const TOP_KEYS: &[&str] = &[
     "sense",
     "mitigation",
     "nft",
+    "bgp",
 ];
 const AGENT_KEYS: &[&str] = &["tick", "warmup", "state_dir", "control_socket"];
 const SERVICE_KEYS: &[&str] = &["port", "proto", "floor_pps", "web"];
@@ -1076,6 +1082,11 @@ impl Checker {
                 "nft" => {
                     if let Some(table) = self.table(value, &path, "a table [nft]") {
                         self.nft(table, &mut config.nft);
+                    }
+                }
+                "bgp" => {
+                    if let Some(table) = self.table(value, &path, "a table [bgp]") {
+                        self.bgp(table, &mut config.bgp);
                     }
                 }
                 _ => self.unknown_key(key, &path, TOP_KEYS, "the top-level tables are"),

@@ -9,14 +9,18 @@
 //! - [`control`]: the daemon's Unix control socket protocol.
 //! - [`daemon`]: the event loop of `ftagent run`.
 //! - [`status`]: what `ftagent status` and `top` show, and how; [`terminal`]: the live view.
+//! - [`escalate`]: pure planner of BGP announcements (RTBH, FlowSpec) for big incidents.
+//! - [`bgp`]: the one place that talks to the BGP daemon (gobgpd).
 
 pub mod addr;
 pub mod alloc;
+pub mod bgp;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod detect;
+pub mod escalate;
 pub mod mitigate;
 pub mod netlink;
 pub mod ruleset;

@@ -1,5 +1,6 @@
 //! The one integration-test binary. Submodules:
 //! - `agent`: the real ftagent binary run in a lab namespace with a test's config;
+//! - `bgp`: issue 9 — escalation to a real upstream gobgpd: RTBH and FlowSpec, across SIGKILL;
 //! - `bench`: issue 8 — the benchmark (ignored; `benches/run.sh`): latency, cost, drop cost, restore;
 //! - `lab`: network namespaces, veth, traffic and arrival counters, always cleaned up;
 //! - `coexist`: issue 6 — beside the real Fail2Ban: the iptables FTAGENT chain, f2b-* untouched;
@@ -14,6 +15,7 @@
 
 mod agent;
 mod bench;
+mod bgp;
 mod cli;
 mod coexist;
 mod detect;

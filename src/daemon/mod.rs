@@ -6,6 +6,7 @@
 //! socket lives as long as the process.
 
 mod control;
+mod escalation;
 mod fds;
 mod heal;
 mod persist;
@@ -161,6 +162,8 @@ struct Daemon {
     /// The configuration file in use (None: the embedded defaults), and the last reload.
     config_source: Option<PathBuf>,
     last_reload: Option<crate::status::Reload>,
+    /// BGP escalation (`[bgp]`), when enabled; its `announcements()` are for `ftagent status`.
+    escalation: Option<escalation::Escalation>,
 }
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
@@ -269,7 +272,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         socket_path.display()
     );
 
+    let escalation = escalation::Escalation::start(&config).map_err(os("start the BGP worker"))?;
     let mut daemon = Daemon {
+        escalation,
         detector,
         safelist,
         mitigator,
@@ -357,6 +362,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         connections.expire(Instant::now(), poll.registry());
     };
     let _ = std::fs::remove_file(&socket_path);
+    if let Some(escalation) = &daemon.escalation {
+        escalation.log_remaining();
+    }
     daemon.stop(*outcome.as_ref().unwrap_or(&Stop::Signal));
     outcome.map(|_| ())
 }
@@ -501,6 +509,11 @@ impl Daemon {
                 .observe(&sample, since_start, &mut self.events);
             if !self.events.is_empty() {
                 self.mitigate(since_start);
+            }
+            let escalation = self.escalation.as_mut();
+            if escalation.is_some_and(|e| e.tick(&self.events, &self.sensor.tick, since_start)) {
+                // Saved now: a crash must not lose the incident behind an announcement.
+                self.next_save = now;
             }
         }
         self.sensor.next_tick();

@@ -168,6 +168,7 @@ fn keep_restart_only(fresh: &mut Config, running: &Config) -> Vec<String> {
     keep!(nft.compat, "nft.compat");
     keep!(sense.nflog_group, "sense.nflog_group");
     keep!(sense.snaplen, "sense.snaplen");
+    keep!(bgp, "bgp.*");
     changed
 }
 

@@ -416,6 +416,7 @@ fn parse_v4(ip: Ipv4Header) -> Option<PacketMeta> {
     let fragment = ip.more_fragments() || ip.fragment_offset() != 0;
     let mut meta = PacketMeta {
         src: IpAddr::V4(ip.src()),
+        dst: IpAddr::V4(ip.dst()),
         proto: ip.protocol(),
         src_port: None,
         dst_port: None,
@@ -434,6 +435,7 @@ fn parse_v6(ip: Ipv6Header) -> PacketMeta {
     let chain = follow_ext_headers(ip.next_header(), ip.payload());
     let mut meta = PacketMeta {
         src: IpAddr::V6(ip.src()),
+        dst: IpAddr::V6(ip.dst()),
         proto: chain.proto,
         src_port: None,
         dst_port: None,
@@ -521,6 +523,11 @@ impl<'a> Ipv4Header<'a> {
         Ipv4Addr::new(b[12], b[13], b[14], b[15])
     }
 
+    fn dst(&self) -> Ipv4Addr {
+        let b = self.bytes;
+        Ipv4Addr::new(b[16], b[17], b[18], b[19])
+    }
+
     /// The captured bytes after the header (options included in the header), up to the total
     /// length: empty or short when the snaplen cut them.
     fn payload(&self) -> &'a [u8] {
@@ -573,6 +580,12 @@ impl<'a> Ipv6Header<'a> {
     fn src(&self) -> Ipv6Addr {
         let mut a = [0u8; 16];
         a.copy_from_slice(&self.bytes[8..24]);
+        Ipv6Addr::from(a)
+    }
+
+    fn dst(&self) -> Ipv6Addr {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&self.bytes[24..40]);
         Ipv6Addr::from(a)
     }
 
@@ -729,6 +742,7 @@ pub(crate) mod tests {
             m,
             PacketMeta {
                 src: IpAddr::V4(SRC4.into()),
+                dst: IpAddr::V4(DST4.into()),
                 proto: 6,
                 src_port: Some(40000),
                 dst_port: Some(443),

@@ -11,6 +11,7 @@ use crate::addr::Cidr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketMeta {
     pub src: IpAddr,
+    pub dst: IpAddr,
     /// IPPROTO_* of the transport, after IPv6 extension headers (or the last header reached
     /// when the capture ends inside them).
     pub proto: u8,
@@ -50,6 +51,7 @@ pub struct Talkers {
     /// Keyed by the network address of the /24 (IPv4) or /64 (IPv6).
     prefixes: TopK<IpAddr>,
     ports: TopK<(u8, u16)>,
+    destinations: TopK<IpAddr>,
     distinct: HyperLogLog,
     sizes: [u64; SIZE_BUCKETS],
     ttls: [u64; TTL_BUCKETS],
@@ -65,6 +67,7 @@ impl Talkers {
             sources: TopK::new(capacity),
             prefixes: TopK::new(capacity),
             ports: TopK::new(capacity),
+            destinations: TopK::new(capacity),
             distinct: HyperLogLog::new(),
             sizes: [0; SIZE_BUCKETS],
             ttls: [0; TTL_BUCKETS],
@@ -80,6 +83,7 @@ impl Talkers {
         if let Some(port) = p.dst_port {
             self.ports.add((p.proto, port));
         }
+        self.destinations.add(p.dst);
         self.sizes[size_bucket(p.len)] += 1;
         self.ttls[usize::from(p.ttl >> 5)] += 1;
         if p.fragment {
@@ -100,6 +104,7 @@ impl Talkers {
         self.sources.reset();
         self.prefixes.reset();
         self.ports.reset();
+        self.destinations.reset();
         self.distinct.reset();
         self.sizes = [0; SIZE_BUCKETS];
         self.ttls = [0; TTL_BUCKETS];
@@ -135,6 +140,12 @@ impl Talkers {
     /// Heaviest (protocol, destination port) pairs first; ICMP as (1, type << 8 | code).
     pub fn top_dst_ports(&self, out: &mut [((u8, u16), u64)]) -> usize {
         self.ports.top_with(out, |c| (c.key, c.count), |t| t.1)
+    }
+
+    /// Heaviest destination addresses first (the attacked ones, in a flood).
+    pub fn top_destinations(&self, out: &mut [(IpAddr, u64)]) -> usize {
+        self.destinations
+            .top_with(out, |c| (c.key, c.count), |t| t.1)
     }
 
     /// The source table itself, for counts with their error bounds.
@@ -493,6 +504,7 @@ mod tests {
     fn udp_from(src: IpAddr, dport: u16) -> PacketMeta {
         PacketMeta {
             src,
+            dst: v4(0x0afa_0002),
             proto: 17,
             src_port: Some(40000),
             dst_port: Some(dport),
