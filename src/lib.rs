@@ -8,6 +8,9 @@
 //! - [`netlink`]: ALL kernel-facing code (nf_tables batches, dumps, probes).
 //! - [`control`]: the daemon's Unix control socket protocol.
 //! - [`daemon`]: the event loop of `ftagent run`.
+//! - [`notify`]: systemd's readiness, status and watchdog notifications (no libsystemd).
+//! - [`setup`]: `ftagent --setup` and `--install-service`: host detection, proposals, the
+//!   configuration file and the systemd unit.
 
 pub mod addr;
 pub mod alloc;
@@ -18,8 +21,10 @@ pub mod daemon;
 pub mod detect;
 pub mod mitigate;
 pub mod netlink;
+pub mod notify;
 pub mod ruleset;
 pub mod sense;
+pub mod setup;
 
 /// Unit tests count allocations too (per thread), to prove the tick path makes none.
 #[cfg(test)]

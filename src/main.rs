@@ -6,8 +6,6 @@ use std::fmt;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use ftagent::alloc::CountingAllocator;
 
 use ftagent::cli::{Cli, Command, ConfigCommand, RulesCommand};
@@ -16,6 +14,7 @@ use ftagent::control::{self, Request};
 use ftagent::daemon::{self, DaemonError};
 use ftagent::netlink::{Nft, NlError};
 use ftagent::ruleset::TABLE;
+use ftagent::setup::{self, SetupError};
 
 /// Counts allocations so the daemon can report that its ticks make none.
 #[global_allocator]
@@ -81,8 +80,22 @@ impl From<DaemonError> for Failure {
     }
 }
 
+impl From<SetupError> for Failure {
+    fn from(e: SetupError) -> Failure {
+        match e {
+            SetupError::Input(_) => Failure::Input(e.to_string()),
+            SetupError::Permission => Failure::Permission,
+            SetupError::Config(e) => e.into(),
+            SetupError::Exists { .. }
+            | SetupError::NoSystemd { .. }
+            | SetupError::Io { .. }
+            | SetupError::Systemctl { .. } => Failure::Runtime(e.to_string()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -106,8 +119,16 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: Cli) -> Result<(), Failure> {
+    let Some(command) = cli.command else {
+        let action = if cli.setup {
+            setup::Action::Setup
+        } else {
+            setup::Action::InstallService
+        };
+        return Ok(setup::run(action, cli.config.as_deref(), &cli.answers)?);
+    };
     let (config, source) = Config::load(cli.config.as_deref())?;
-    match cli.command {
+    match command {
         Command::Config(ConfigCommand::Check) => {
             match source {
                 ConfigSource::File(path) => println!("{}: ok", path.display()),

@@ -6,6 +6,7 @@
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
 //! - `sense`: issue 3 — what the agent measures of real floods;
+//! - `setup`: issue 7 — `--setup` with real listeners, the systemd unit, sd_notify of the daemon;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
 
 mod agent;
@@ -15,4 +16,5 @@ mod detect;
 mod lab;
 mod mitigate;
 mod sense;
+mod setup;
 mod table;

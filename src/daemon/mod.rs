@@ -23,6 +23,7 @@ use crate::netlink::conntrack::Conntrack;
 use crate::netlink::nflog::{NflogConfig, NflogSocket};
 use crate::netlink::sysctl::SynCookies;
 use crate::netlink::{Features, Nft, NlError};
+use crate::notify::Notifier;
 use crate::ruleset;
 use crate::sense::counters::ReadingGap;
 use crate::sense::{trace, Sensor};
@@ -230,6 +231,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     };
     let mut connections = control::Connections::new(FIRST_CONNECTION);
     let mut events = Events::with_capacity(64);
+    let mut notifier = systemd_notifier(daemon.config.agent.tick);
+    notifier.ready();
     let outcome = 'serve: loop {
         if let Err(e) = poll.poll(&mut events, None) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -245,7 +248,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                 SIGNALS => {
                     while let Some(signo) = signals.read() {
                         if signo == libc::SIGHUP {
+                            notifier.reloading();
                             daemon.reload();
+                            notifier.ready();
                         } else {
                             log::info!(
                                 "signal {signo}: stopping; table inet {} stays, its bans expire by themselves",
@@ -255,7 +260,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                         }
                     }
                 }
-                TICK if timer.expirations() > 0 => daemon.tick(Instant::now()),
+                TICK if timer.expirations() > 0 => {
+                    let now = Instant::now();
+                    daemon.tick(now);
+                    notifier.tick(now, |w| daemon.write_status(w));
+                }
                 NFLOG => daemon.drain_samples(),
                 CONTROL => connections.accept_all(&listener, poll.registry()),
                 token if connections.owns(token) => {
@@ -276,12 +285,29 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
             }
         }
     };
+    notifier.stopping();
     let _ = std::fs::remove_file(&socket_path);
     save_state(&daemon.detector, &daemon.config.agent.state_dir);
     if let Err(e) = daemon.syn_cookies.restore() {
         log::error!("putting back net.ipv4.tcp_syncookies: {e}");
     }
     outcome
+}
+
+/// systemd's notification socket and watchdog, when systemd started us (see `notify`).
+fn systemd_notifier(tick: Duration) -> Notifier {
+    let (notifier, warnings) = Notifier::from_env();
+    for w in warnings {
+        log::warn!("systemd notification: {w}");
+    }
+    if let Some(every) = notifier.watchdog_interval().filter(|&every| every <= tick) {
+        log::warn!(
+            "the systemd watchdog wants a sign of life every {} but agent.tick is {}: raise WatchdogSec",
+            humantime::format_duration(every),
+            humantime::format_duration(tick)
+        );
+    }
+    notifier
 }
 
 /// The configured safelist, plus (with `mitigation.auto_safelist`) the host's own addresses,
@@ -397,6 +423,26 @@ impl Daemon {
             }
             self.tick_allocations = 0;
         }
+    }
+
+    /// The short summary systemd shows as the service's status (no allocation).
+    fn write_status(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        let incidents = self.detector.open_incidents().count();
+        let mode = if self.mitigator.is_monitor() {
+            "monitoring"
+        } else {
+            "protecting"
+        };
+        let learning = if self.detector.warmed_up() {
+            ""
+        } else {
+            ", learning baselines"
+        };
+        write!(
+            out,
+            "{mode} {} services; {incidents} incidents open{learning}",
+            self.config.services.len()
+        )
     }
 
     /// One counter dump turned into rates; false when there are no rates this tick.
