@@ -382,3 +382,200 @@ fn issue7_daemon_speaks_sd_notify() {
     assert!(status.success(), "{}", daemon.stderr());
     let _ = std::fs::remove_file(&notify.path);
 }
+
+/// Runs inside new PID, mount, network, UTS, IPC and cgroup namespaces: a private /run,
+/// /var/lib and /srv, the binary and its configuration in /srv (outside everything the unit
+/// hides), the unit rendered by `--install-service --dry-run` as the only unit in
+/// /etc/systemd/system beside stand-ins for the targets it names, and a 2 s watchdog drop-in;
+/// then systemd as PID 1.
+const SYSTEMD_PID1_SH: &str = r#"
+set -e
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+for d in /run /var/lib /srv; do mount -t tmpfs tmpfs $d; done
+cp "$1" /srv/ftagent
+printf '[agent]\nwarmup = "2s"\n' > /srv/ftagent.toml
+mkdir -p /srv/etc/ftagent.service.d /srv/lib
+/srv/ftagent -c /srv/ftagent.toml --install-service --dry-run > /srv/etc/ftagent.service
+printf '[Service]\nWatchdogSec=2s\n' > /srv/etc/ftagent.service.d/watchdog.conf
+for t in sysinit basic shutdown multi-user network-online; do
+  printf '[Unit]\nDescription=%s stand-in\n' $t > /srv/lib/$t.target
+done
+printf '[Unit]\nDescription=ftagent test\nWants=ftagent.service\n' > /srv/lib/ftagent-test.target
+mount --bind /srv/etc /etc/systemd/system
+mount --bind /srv/lib /usr/lib/systemd/system
+exec env -i container=ftagent-test PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+  /lib/systemd/systemd --system --unit=ftagent-test.target --show-status=no
+"#;
+
+/// systemd as PID 1 of its own namespaces, in a cgroup of its own; killed with everything
+/// in it, and the cgroup removed, on drop.
+struct SystemdPid1 {
+    unshare: std::process::Child,
+    cgroup: PathBuf,
+}
+
+impl SystemdPid1 {
+    /// None (with the reason printed) where it cannot run: no systemd, no cgroup2 to create
+    /// a group in.
+    fn start() -> Option<SystemdPid1> {
+        let skip = |why: &str| {
+            eprintln!("skipped issue7_unit_runs_under_systemd: {why}");
+            None
+        };
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || !Path::new("/lib/systemd/systemd").exists() {
+            return skip("needs root and /lib/systemd/systemd");
+        }
+        let Some(unified) = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .iter()
+            .map(Path::new)
+            .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.subtree_control").exists())
+        else {
+            return skip("no cgroup2 hierarchy");
+        };
+        let cgroup = unified.join(format!("fta-systemd-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&cgroup) {
+            return skip(&format!("cannot create {}: {e}", cgroup.display()));
+        }
+        let procs = cgroup.join("cgroup.procs");
+        let unshare = Command::new("sh")
+            .args([
+                "-c",
+                "echo $$ > \"$0\" && exec unshare --pid --fork --kill-child=SIGKILL --mount \
+                 --net --uts --ipc --cgroup --mount-proc bash -c \"$1\" ftagent-pid1 \"$2\"",
+                procs.to_str().unwrap(),
+                SYSTEMD_PID1_SH,
+                BIN,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Some(SystemdPid1 { unshare, cgroup })
+    }
+
+    /// systemd's PID on the host: the one process in init.scope.
+    fn pid(&self) -> Option<String> {
+        let procs = std::fs::read_to_string(self.cgroup.join("init.scope/cgroup.procs")).ok()?;
+        procs.lines().next().map(str::to_string)
+    }
+
+    /// Runs a command in systemd's namespaces.
+    fn run(&self, args: &[&str]) -> Output {
+        let pid = self.pid().expect("systemd runs");
+        Command::new("nsenter")
+            .args(["-t", &pid, "-m", "-p", "-n", "-u"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `systemctl show ftagent -p KEY --value`.
+    fn show(&self, key: &str) -> String {
+        let out = self.run(&["systemctl", "show", "ftagent", "-p", key, "--value"]);
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// The agent's PID on the host.
+    fn agent_pid(&self) -> Option<i32> {
+        let procs = self
+            .cgroup
+            .join("system.slice/ftagent.service/cgroup.procs");
+        std::fs::read_to_string(procs)
+            .ok()?
+            .lines()
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for SystemdPid1 {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+        lab::wait_until(Duration::from_secs(10), "the test cgroup to empty", || {
+            std::fs::read_to_string(self.cgroup.join("cgroup.events"))
+                .map_or(true, |e| e.contains("populated 0"))
+        });
+        // Removed deepest first.
+        let mut dirs = vec![self.cgroup.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            if let Ok(entries) = std::fs::read_dir(&dirs[i]) {
+                dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+            i += 1;
+        }
+        for dir in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Issue 7: the installed unit under a real systemd (PID 1 of its own namespaces, since the
+/// host's init is not systemd): the agent becomes active through READY=1, with its status
+/// line, its table, the sandbox (two capabilities, no new privileges, a syscall filter, /proc/sys
+/// read-only but for tcp_syncookies); `systemctl reload` keeps it running; a stuck agent
+/// (SIGSTOP) is killed by the watchdog and restarted; `systemctl stop` stops it cleanly.
+#[test]
+fn issue7_unit_runs_under_systemd() {
+    let Some(systemd) = SystemdPid1::start() else {
+        return;
+    };
+    lab::wait_until(Duration::from_secs(30), "ftagent.service active", || {
+        systemd.pid().is_some() && systemd.show("ActiveState") == "active"
+    });
+    assert_eq!(systemd.show("Type"), "notify");
+    lab::wait_until(Duration::from_secs(10), "the status line", || {
+        systemd
+            .show("StatusText")
+            .starts_with("protecting 3 services")
+    });
+    let table = systemd.run(&["nft", "list", "table", "inet", "ftagent"]);
+    assert!(table.status.success(), "{table:?}");
+
+    let agent = systemd.agent_pid().expect("the agent's pid");
+    let status = std::fs::read_to_string(format!("/proc/{agent}/status")).unwrap();
+    // CAP_NET_ADMIN (12) and CAP_NET_RAW (13) only.
+    assert!(status.contains("CapBnd:\t0000000000003000"), "{status}");
+    assert!(
+        status.contains("NoNewPrivs:\t1") && status.contains("Seccomp:\t2"),
+        "{status}"
+    );
+    let sysctl = Command::new("nsenter")
+        .args(["-t", &agent.to_string(), "-m", "-n", "sh", "-c"])
+        .arg(
+            "echo 1 > /proc/sys/net/ipv4/tcp_syncookies && echo syncookies-ok; \
+             echo 1 > /proc/sys/net/ipv4/ip_forward 2>/dev/null || echo ip_forward-refused",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&sysctl.stdout),
+        "syncookies-ok\nip_forward-refused\n",
+        "{sysctl:?}"
+    );
+
+    let reload = systemd.run(&["systemctl", "reload", "ftagent"]);
+    assert!(reload.status.success(), "{reload:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(systemd.show("ActiveState"), "active");
+    assert_eq!(systemd.agent_pid(), Some(agent), "a reload is no restart");
+
+    // A stuck loop sends no WATCHDOG=1: killed and started again.
+    // SAFETY: kill(2) on the agent's pid, which this test found in its own cgroup.
+    unsafe { libc::kill(agent, libc::SIGSTOP) };
+    lab::wait_until(Duration::from_secs(20), "a watchdog restart", || {
+        systemd.show("NRestarts") == "1" && systemd.show("ActiveState") == "active"
+    });
+    let again = systemd.agent_pid().expect("restarted");
+    assert_ne!(again, agent);
+
+    let stop = systemd.run(&["systemctl", "stop", "ftagent"]);
+    assert!(stop.status.success(), "{stop:?}");
+    assert_eq!(systemd.show("ActiveState"), "inactive");
+    assert_eq!(systemd.show("Result"), "success");
+}
