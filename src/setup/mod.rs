@@ -216,10 +216,12 @@ fn setup(config_path: Option<&Path>, args: &SetupArgs) -> Result<(), SetupError>
         let _ = out.flush();
         return service::install(config_path, &config, args.force, true);
     }
-    let _ = writeln!(
-        out,
-        "next: `ftagent{c} config check`, then `ftagent{c} --install-service --enable` (or run `ftagent{c} run` from your init system)"
-    );
+    let start = if service::systemd_running() {
+        format!("`ftagent{c} --install-service --enable`")
+    } else {
+        format!("`ftagent{c} run` from the init system (systemd does not run here)")
+    };
+    let _ = writeln!(out, "next: `ftagent{c} config check`, then {start}");
     Ok(())
 }
 
