@@ -76,7 +76,7 @@ pub fn run(action: Action, config_path: Option<&Path>, args: &SetupArgs) -> Resu
                 print!("{}", service::render(&spec)?);
                 return Ok(());
             }
-            service::install(config_path, &config, args.force, args.enable)
+            service::prepare(config_path, &config, args.force)?.apply(args.enable)
         }
     }
 }
@@ -94,6 +94,9 @@ fn setup(config_path: Option<&Path>, args: &SetupArgs) -> Result<(), SetupError>
         }
         None => None,
     };
+    if !args.dry_run {
+        writable(path)?;
+    }
     let interactive = !args.yes;
     if interactive && !io::stdin().is_terminal() {
         return Err(SetupError::Input(
@@ -193,10 +196,13 @@ fn setup(config_path: Option<&Path>, args: &SetupArgs) -> Result<(), SetupError>
                 "\nInstall, enable and start the systemd service now?",
                 false,
             )?);
-    if enable {
-        let (_, problems) = service::spec_for(config_path, &config)?;
-        service::check_installable(&problems)?;
-    }
+    // The service is checked before the configuration is written, so that neither is left
+    // half-done.
+    let installation = if enable {
+        Some(service::prepare(config_path, &config, args.force)?)
+    } else {
+        None
+    };
     if replace {
         let backup = backup_path(path);
         std::fs::copy(path, &backup).map_err(|source| SetupError::Io {
@@ -212,9 +218,9 @@ fn setup(config_path: Option<&Path>, args: &SetupArgs) -> Result<(), SetupError>
     write_atomically(path, &text, 0o600, existing)?;
     let _ = writeln!(out, "\nwrote {}", path.display());
     let c = config_path.map_or(String::new(), |p| format!(" -c {}", p.display()));
-    if enable {
+    if let Some(installation) = installation {
         let _ = out.flush();
-        return service::install(config_path, &config, args.force, true);
+        return installation.apply(true);
     }
     let start = if service::systemd_running() {
         format!("`ftagent{c} --install-service --enable`")
@@ -269,6 +275,24 @@ fn proposed_services(
             .collect();
     }
     found.proposed.iter().map(|p| p.service).collect()
+}
+
+/// Refuses early (before any question) a configuration path this process cannot write: the
+/// nearest existing directory on its way must be writable.
+fn writable(path: &Path) -> Result<(), SetupError> {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(dir) = path.ancestors().skip(1).find(|d| d.is_dir()) else {
+        return Ok(());
+    };
+    let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return Ok(());
+    };
+    // SAFETY: access(2) reads the NUL-terminated path it is given.
+    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(SetupError::Permission)
+    }
 }
 
 /// Where a replaced configuration is kept.

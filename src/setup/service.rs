@@ -151,67 +151,96 @@ pub fn check_installable(problems: &[String]) -> Result<(), SetupError> {
     Ok(())
 }
 
-/// Installs the unit: checks, writes, reloads systemd, and with `enable` enables and starts
-/// it. Prints what it did.
-pub fn install(
+/// An installation checked and ready to be applied: nothing is written yet.
+#[derive(Debug)]
+pub struct Installation {
+    spec: UnitSpec,
+    text: String,
+    path: PathBuf,
+    /// The unit file there now, if any.
+    existing: Option<String>,
+}
+
+/// Checks everything an installation needs (root, systemd, paths the sandbox can see, a unit
+/// file that is ours to replace) and renders the unit, writing nothing.
+pub fn prepare(
     config_path: Option<&Path>,
     config: &Config,
     force: bool,
-    enable: bool,
-) -> Result<(), SetupError> {
+) -> Result<Installation, SetupError> {
     let (spec, problems) = spec_for(config_path, config)?;
     check_installable(&problems)?;
     let text = render(&spec)?;
     let path = Path::new(UNIT_DIR).join(UNIT_NAME);
     let existing = std::fs::read_to_string(&path).ok();
-    let changed = existing.as_deref() != Some(text.as_str());
-    if changed {
-        let mode = if existing.is_some() && force {
-            Existing::Replace
-        } else {
-            Existing::Keep
-        };
-        write_atomically(&path, &text, 0o644, mode)?;
+    let differs = existing.as_deref().is_some_and(|e| e != text);
+    if (differs || (existing.is_none() && path.exists())) && !force {
+        return Err(SetupError::Exists { path });
     }
-    for dir in &spec.writable {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .create(dir)
-            .map_err(|source| SetupError::Io {
-                what: format!("creating {}", dir.display()),
-                source,
-            })?;
-    }
-    if let Err(e) = systemctl(&["daemon-reload"]) {
-        if existing.is_none() {
-            let _ = std::fs::remove_file(&path);
+    Ok(Installation {
+        spec,
+        text,
+        path,
+        existing,
+    })
+}
+
+impl Installation {
+    /// Writes the unit (if it changed), creates the directories it names, reloads systemd
+    /// (taking a new unit back out if that fails) and with `enable` enables and starts it.
+    /// Prints what it did.
+    pub fn apply(self, enable: bool) -> Result<(), SetupError> {
+        let Installation {
+            spec,
+            text,
+            path,
+            existing,
+        } = self;
+        let changed = existing.as_deref() != Some(text.as_str());
+        if changed {
+            let mode = if path.exists() {
+                Existing::Replace
+            } else {
+                Existing::Keep
+            };
+            write_atomically(&path, &text, 0o644, mode)?;
         }
-        return Err(e);
-    }
-    println!(
-        "{} {} ({})",
-        if !changed {
-            "unchanged:"
-        } else if existing.is_some() {
-            "replaced"
-        } else {
-            "installed"
-        },
-        path.display(),
-        text.lines()
+        for dir in &spec.writable {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .create(dir)
+                .map_err(|source| SetupError::Io {
+                    what: format!("creating {}", dir.display()),
+                    source,
+                })?;
+        }
+        if let Err(e) = systemctl(&["daemon-reload"]) {
+            if existing.is_none() {
+                let _ = std::fs::remove_file(&path);
+            }
+            return Err(e);
+        }
+        let exec = text
+            .lines()
             .find(|l| l.starts_with("ExecStart="))
-            .unwrap_or_default()
-    );
-    if enable {
+            .unwrap_or_default();
+        let done = match (&existing, changed) {
+            (_, false) => "unchanged:",
+            (Some(_), true) => "replaced",
+            (None, true) => "installed",
+        };
+        println!("{done} {} ({exec})", path.display());
+        if !enable {
+            println!("start it with `systemctl enable --now ftagent`");
+            return Ok(());
+        }
         systemctl(&["enable", "--now", UNIT_NAME])?;
         println!("enabled and started; see `systemctl status ftagent` and `journalctl -u ftagent`");
         if changed && existing.is_some() {
             println!("if it was already running: `systemctl restart ftagent` applies the new unit");
         }
-    } else {
-        println!("start it with `systemctl enable --now ftagent`");
+        Ok(())
     }
-    Ok(())
 }
 
 fn systemctl(args: &[&str]) -> Result<(), SetupError> {
