@@ -180,6 +180,16 @@ fn issue7_setup_refuses_bad_answers_and_writes_nothing() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(text(&out.stderr).contains("not one: add --yes"), "{out:?}");
     assert!(!path.exists());
+    // --enable where systemd does not run: refused before anything is written.
+    if !Path::new("/run/systemd/system").exists() {
+        let out = ftagent(&["-c", path_s, "--setup", "--yes", "--enable"]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            text(&out.stderr).contains("systemd is not the init system"),
+            "{out:?}"
+        );
+        assert!(!path.exists());
+    }
     // An existing file is refused before anything else.
     std::fs::write(&path, "# mine\n").unwrap();
     let out = ftagent(&["-c", path_s, "--setup", "--yes"]);

@@ -97,6 +97,9 @@ fn setup(config_path: Option<&Path>, args: &SetupArgs) -> Result<(), SetupError>
     if !args.dry_run {
         writable(path)?;
     }
+    if args.enable && !args.dry_run && !service::systemd_running() {
+        return Err(SetupError::no_systemd());
+    }
     let interactive = !args.yes;
     if interactive && !io::stdin().is_terminal() {
         return Err(SetupError::Input(
