@@ -11,6 +11,9 @@
 //! - [`status`]: what `ftagent status` and `top` show, and how; [`terminal`]: the live view.
 //! - [`escalate`]: pure planner of BGP announcements (RTBH, FlowSpec) for big incidents.
 //! - [`bgp`]: the one place that talks to the BGP daemon (gobgpd).
+//! - [`notify`]: systemd's readiness, status and watchdog notifications (no libsystemd).
+//! - [`setup`]: `ftagent --setup` and `--install-service`: host detection, proposals, the
+//!   configuration file and the systemd unit.
 
 pub mod addr;
 pub mod alloc;
@@ -23,8 +26,10 @@ pub mod detect;
 pub mod escalate;
 pub mod mitigate;
 pub mod netlink;
+pub mod notify;
 pub mod ruleset;
 pub mod sense;
+pub mod setup;
 pub mod status;
 pub mod terminal;
 

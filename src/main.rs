@@ -7,8 +7,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use ftagent::alloc::CountingAllocator;
 
 use ftagent::cli::{Cli, Command, ConfigCommand, RulesCommand};
@@ -20,6 +18,7 @@ use ftagent::netlink::{shim, Nft, NlError};
 use ftagent::ruleset::TABLE;
 use ftagent::status::Status;
 use ftagent::terminal::{self, LiveScreen};
+use ftagent::setup::{self, SetupError};
 
 /// Counts allocations so the daemon can report that its ticks make none.
 #[global_allocator]
@@ -85,8 +84,22 @@ impl From<DaemonError> for Failure {
     }
 }
 
+impl From<SetupError> for Failure {
+    fn from(e: SetupError) -> Failure {
+        match e {
+            SetupError::Input(_) => Failure::Input(e.to_string()),
+            SetupError::Permission => Failure::Permission,
+            SetupError::Config(e) => e.into(),
+            SetupError::Exists { .. }
+            | SetupError::NoSystemd { .. }
+            | SetupError::Io { .. }
+            | SetupError::Systemctl { .. } => Failure::Runtime(e.to_string()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -110,11 +123,19 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: Cli) -> Result<(), Failure> {
+    let Some(command) = cli.command else {
+        let action = if cli.setup {
+            setup::Action::Setup
+        } else {
+            setup::Action::InstallService
+        };
+        return Ok(setup::run(action, cli.config.as_deref(), &cli.answers)?);
+    };
     let (config, source) = match Config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         // status and top only ask the daemon: they work with a file that no longer loads (a
         // failed reload is what they then show), finding the socket as best they can.
-        Err(e) if matches!(cli.command, Command::Status { .. } | Command::Top { .. }) => {
+        Err(e) if matches!(command, Command::Status { .. } | Command::Top { .. }) => {
             let mut config = Config::default();
             config.agent.control_socket = socket_in(cli.config.as_deref());
             eprintln!(
@@ -125,7 +146,7 @@ fn execute(cli: Cli) -> Result<(), Failure> {
         }
         Err(e) => return Err(e.into()),
     };
-    match cli.command {
+    match command {
         Command::Config(ConfigCommand::Check) => {
             match source {
                 ConfigSource::File(path) => println!("{}: ok", path.display()),

@@ -11,6 +11,7 @@
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
 //! - `ops`: issue 7 — status and top, reload as a diff, the control socket's bad input;
 //! - `sense`: issue 3 — what the agent measures of real floods;
+//! - `setup`: issue 7 — `--setup` with real listeners, the systemd unit, sd_notify of the daemon;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
 
 mod agent;
@@ -25,4 +26,5 @@ mod lab;
 mod mitigate;
 mod ops;
 mod sense;
+mod setup;
 mod table;

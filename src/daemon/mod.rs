@@ -32,6 +32,7 @@ use crate::netlink::nflog::{NflogConfig, NflogSocket};
 use crate::netlink::shim::{Shim, ShimError};
 use crate::netlink::sysctl::SynCookies;
 use crate::netlink::{Features, Nft, NlError};
+use crate::notify::Notifier;
 use crate::ruleset;
 use crate::sense::counters::ReadingGap;
 use crate::sense::{trace, Sensor};
@@ -316,6 +317,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     }
     let mut connections = control::Connections::new(FIRST_CONNECTION);
     let mut events = Events::with_capacity(64);
+    let mut notifier = systemd_notifier(daemon.config.agent.tick);
+    notifier.ready();
     let outcome = 'serve: loop {
         if let Err(e) = poll.poll(&mut events, None) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -331,14 +334,20 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                 SIGNALS => {
                     while let Some(signo) = signals.read() {
                         if signo == libc::SIGHUP {
+                            notifier.reloading();
                             daemon.reload();
+                            notifier.ready();
                         } else {
                             log::info!("signal {signo}: stopping");
                             break 'serve Ok(Stop::Signal);
                         }
                     }
                 }
-                TICK if timer.expirations() > 0 => daemon.tick(Instant::now()),
+                TICK if timer.expirations() > 0 => {
+                    let now = Instant::now();
+                    daemon.tick(now);
+                    notifier.tick(now, |w| daemon.write_status(w));
+                }
                 NFLOG => daemon.drain_samples(),
                 TABLE_NOTICES => daemon.table_notices(Instant::now()),
                 CONTROL => connections.accept_all(&listener, poll.registry()),
@@ -361,6 +370,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         }
         connections.expire(Instant::now(), poll.registry());
     };
+    notifier.stopping();
     let _ = std::fs::remove_file(&socket_path);
     if let Some(escalation) = &daemon.escalation {
         escalation.log_remaining();
@@ -453,6 +463,22 @@ fn remove_shim() {
         }
         Err(e) => log::error!("removing the iptables compatibility chain: {e}"),
     }
+}
+
+/// systemd's notification socket and watchdog, when systemd started us (see `notify`).
+fn systemd_notifier(tick: Duration) -> Notifier {
+    let (notifier, warnings) = Notifier::from_env();
+    for w in warnings {
+        log::warn!("systemd notification: {w}");
+    }
+    if let Some(every) = notifier.watchdog_interval().filter(|&every| every <= tick) {
+        log::warn!(
+            "the systemd watchdog wants a sign of life every {} but agent.tick is {}: raise WatchdogSec",
+            humantime::format_duration(every),
+            humantime::format_duration(tick)
+        );
+    }
+    notifier
 }
 
 /// The configured safelist, plus (with `mitigation.auto_safelist`) the host's own addresses,
@@ -548,6 +574,26 @@ impl Daemon {
             }
             self.tick_allocations = 0;
         }
+    }
+
+    /// The short summary systemd shows as the service's status (no allocation).
+    fn write_status(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        let incidents = self.detector.open_incidents().count();
+        let mode = if self.mitigator.is_monitor() {
+            "monitoring"
+        } else {
+            "protecting"
+        };
+        let learning = if self.detector.warmed_up() {
+            ""
+        } else {
+            ", learning baselines"
+        };
+        write!(
+            out,
+            "{mode} {} services; {incidents} incidents open{learning}",
+            self.config.services.len()
+        )
     }
 
     /// One counter dump turned into rates; false when there are no rates this tick.
