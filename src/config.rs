@@ -13,6 +13,10 @@ use toml::Spanned;
 
 use crate::addr::{Cidr, CidrError};
 
+mod report;
+
+pub use report::{Pcap, Webhook, WebhookFormat, WEBHOOK_EVENTS};
+
 /// Where the configuration is read from when no path is given.
 pub const DEFAULT_PATH: &str = "/etc/ftagent/ftagent.toml";
 
@@ -26,6 +30,8 @@ pub struct Config {
     pub sense: Sense,
     pub mitigation: Mitigation,
     pub nft: Nft,
+    pub webhooks: Vec<Webhook>,
+    pub pcap: Pcap,
 }
 
 /// `[agent]`: the daemon itself.
@@ -352,6 +358,8 @@ impl Default for Config {
                 bannet4_size: 16384,
                 bannet6_size: 16384,
             },
+            webhooks: Vec::new(),
+            pcap: Pcap::default(),
         }
     }
 }
@@ -698,6 +706,8 @@ const TOP_KEYS: &[&str] = &[
     "sense",
     "mitigation",
     "nft",
+    "webhook",
+    "pcap",
 ];
 const AGENT_KEYS: &[&str] = &["tick", "warmup", "state_dir", "control_socket"];
 const SERVICE_KEYS: &[&str] = &["port", "proto", "floor_pps", "web"];
@@ -1063,6 +1073,12 @@ impl Checker {
                 "nft" => {
                     if let Some(table) = self.table(value, &path, "a table [nft]") {
                         self.nft(table, &mut config.nft);
+                    }
+                }
+                "webhook" => set(&mut config.webhooks, self.webhooks(value)),
+                "pcap" => {
+                    if let Some(table) = self.table(value, &path, "a table [pcap]") {
+                        self.pcap(table, &mut config.pcap);
                     }
                 }
                 _ => self.unknown_key(key, &path, TOP_KEYS, "the top-level tables are"),

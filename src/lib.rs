@@ -8,6 +8,7 @@
 //! - [`netlink`]: ALL kernel-facing code (nf_tables batches, dumps, probes).
 //! - [`control`]: the daemon's Unix control socket protocol.
 //! - [`daemon`]: the event loop of `ftagent run`.
+//! - [`report`]: webhooks and per-incident packet captures, on threads of their own.
 
 pub mod addr;
 pub mod alloc;
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod detect;
 pub mod mitigate;
 pub mod netlink;
+pub mod report;
 pub mod ruleset;
 pub mod sense;
 

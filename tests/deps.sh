@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what ftagent needs on Debian 12 (run as root): the build dependencies and, with
 # --test, the tools the test suite drives (nft, iptables, ipset, conntrack, ip, ping, hping3,
-# trafgen, python3, Fail2Ban for the coexistence tests). Installs Rust through rustup only when
+# trafgen, python3, Fail2Ban for the coexistence tests, openssl for the webhook receivers'
+# certificates, tcpdump and tshark to read the incident captures). Installs Rust through rustup only when
 # no cargo is on the PATH.
 set -euo pipefail
 
 build=(build-essential pkg-config libclang-dev linux-libc-dev nftables ca-certificates curl)
-test=(iptables ipset conntrack iproute2 iputils-ping hping3 netsniff-ng util-linux procps python3 fail2ban)
+test=(iptables ipset conntrack iproute2 iputils-ping hping3 netsniff-ng util-linux procps python3 fail2ban openssl tcpdump tshark)
 
 want=("${build[@]}")
 [ "${1:-}" = "--test" ] && want+=("${test[@]}")

@@ -7,6 +7,7 @@
 //! - `f2b`: issue 6 — the real Fail2Ban in a lab namespace bans, blocks and restores (harness);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
+//! - `report`: issue 9 — webhooks (HTTP, HTTPS, failing, hanging receivers) and incident pcaps;
 //! - `sense`: issue 3 — what the agent measures of real floods;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
 
@@ -18,5 +19,6 @@ mod detect;
 mod f2b;
 mod lab;
 mod mitigate;
+mod report;
 mod sense;
 mod table;

@@ -24,6 +24,7 @@ use crate::netlink::nflog::{NflogConfig, NflogSocket};
 use crate::netlink::sysctl::SynCookies;
 use crate::netlink::shim::{Shim, ShimError};
 use crate::netlink::{Features, Nft, NlError};
+use crate::report::{ReportError, Reporter};
 use crate::ruleset;
 use crate::sense::counters::ReadingGap;
 use crate::sense::{trace, Sensor};
@@ -63,6 +64,8 @@ pub enum DaemonError {
     Shim(#[from] ShimError),
     #[error("control socket {path}: {source}")]
     Control { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Report(#[from] ReportError),
     #[error("{what}: {source}")]
     Os {
         what: &'static str,
@@ -143,6 +146,8 @@ struct Daemon {
     /// The iptables `FTAGENT` chain and its ipsets, when configured and available.
     shim: Option<Shim>,
     next_shim_check: Instant,
+    /// Webhooks and packet captures.
+    report: Reporter,
 }
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
@@ -213,7 +218,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     if mitigator.is_monitor() {
         log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
     }
+    let report = Reporter::start(&config)?;
     let mut daemon = Daemon {
+        report,
         detector,
         safelist,
         mitigator,
@@ -418,7 +425,7 @@ impl Daemon {
     /// One tick: every counter with one dump, conntrack when due, the trace once a second.
     /// Nothing here allocates in steady state but the trace line.
     fn tick(&mut self, now: Instant) {
-        let before = crate::alloc::allocations();
+        let before = crate::alloc::thread_allocations();
         if now >= self.next_conntrack {
             self.next_conntrack = now + self.config.sense.conntrack_interval;
             self.read_conntrack();
@@ -436,7 +443,7 @@ impl Daemon {
             }
         }
         self.sensor.next_tick();
-        self.tick_allocations += crate::alloc::allocations() - before;
+        self.tick_allocations += crate::alloc::thread_allocations() - before;
         if !self.events.is_empty() {
             self.report_events();
         }
@@ -537,15 +544,21 @@ impl Daemon {
         }
     }
 
-    /// Events go to stdout, one JSON object a line (logs go to stderr).
+    /// Events go to stdout, one JSON object a line (logs go to stderr), and to the webhooks;
+    /// incidents' packet captures start and end with them.
     fn report_events(&mut self) {
         let wall = SystemTime::now();
+        self.report.capture(&mut self.events, wall);
         let mut out = io::stdout().lock();
         for event in &self.events {
-            let _ = writeln!(out, "{}", event.to_json(wall));
+            let line = event.to_json(wall);
+            let _ = writeln!(out, "{line}");
+            self.report.notify(event.kind.name(), &line);
         }
         for event in &self.mitigation_events {
-            let _ = writeln!(out, "{}", event.to_json(wall));
+            let line = event.to_json(wall);
+            let _ = writeln!(out, "{line}");
+            self.report.notify(event.name(), &line);
         }
         let _ = out.flush();
     }
@@ -606,10 +619,15 @@ impl Daemon {
         self.sensor.count_service_connections();
     }
 
-    /// Drains the sampled packets (edge-triggered: until WouldBlock).
+    /// Drains the sampled packets (edge-triggered: until WouldBlock) into the sensor and the
+    /// packet captures.
     fn drain_samples(&mut self) {
-        let sensor = &mut self.sensor;
-        self.nflog.drain(&mut |p| sensor.packet(p));
+        let (sensor, report) = (&mut self.sensor, &mut self.report);
+        let now = SystemTime::now();
+        self.nflog.drain(&mut |p, captured| {
+            sensor.packet(p);
+            report.packet(p, captured, now);
+        });
         let totals = self.nflog.totals();
         self.sensor.loss = crate::sense::SampleLoss {
             received: totals.packets,
@@ -629,7 +647,7 @@ impl Daemon {
         };
         if restart_only(&fresh, &self.config) {
             log::warn!(
-                "SIGHUP: agent.*, nft.compat and the NFLOG settings take effect at the next start"
+                "SIGHUP: agent.*, nft.compat, the NFLOG settings and [pcap] take effect at the next start"
             );
         }
         let safelist = safelist(&fresh);
@@ -638,6 +656,9 @@ impl Daemon {
                 match install_shim(&mut self.nft, &fresh, &safelist) {
                     Ok(shim) => self.shim = shim,
                     Err(e) => log::error!("SIGHUP: {e}; the previous iptables chain stays"),
+                }
+                if let Err(e) = self.report.reconfigure(&fresh, &self.config) {
+                    log::error!("SIGHUP: {e}; the previous webhooks stay");
                 }
                 self.mitigator = Mitigator::new(&fresh, safelist.clone());
                 self.safelist = safelist;
@@ -663,4 +684,5 @@ fn restart_only(fresh: &Config, running: &Config) -> bool {
         || fresh.nft.compat != running.nft.compat
         || fresh.sense.nflog_group != running.sense.nflog_group
         || fresh.sense.snaplen != running.sense.snaplen
+        || fresh.pcap != running.pcap
 }
