@@ -424,13 +424,21 @@ fn issue9_webhooks_deliver_and_a_hanging_receiver_delays_nothing() {
 
     // Stopping is not held up by the webhook still hanging.
     let stopping = Instant::now();
-    let (status, _) = agent.stop();
+    let (status, log) = agent.stop();
     assert!(status.success(), "{status}");
     assert!(
         stopping.elapsed() < Duration::from_secs(5),
         "{:?}",
         stopping.elapsed()
     );
+    // The counters, as logged at the stop.
+    let sent = format!("webhook[1] http://127.0.0.1:{PLAIN_PORT}/…: {generic} events sent, 0 failed, 0 retries, 0 dropped");
+    assert!(log.contains(&sent), "{sent}: {log}");
+    let failed =
+        format!("webhook[4] http://127.0.0.1:{PLAIN_PORT}/…: 0 events sent, 2 failed, 4 retries");
+    assert!(log.contains(&failed), "{failed}: {log}");
+    let hanging = format!("webhook[5] http://127.0.0.1:{HANG_PORT}/…: 0 events sent");
+    assert!(log.contains(&hanging), "{hanging}: {log}");
 }
 
 /// A pcap file's records as tcpdump prints them (`-tt -nn`): (epoch seconds, line).

@@ -153,6 +153,10 @@ fn target(e: &Value) -> String {
     }
 }
 
+/// Addresses named in a message; the rest are counted (Discord refuses titles over 256
+/// characters).
+const MAX_ADDRESSES: usize = 5;
+
 /// What a mitigation event did: "ban 10.250.0.1", "limit_port udp/27015 to 10000 pps".
 fn measure(e: &Value) -> String {
     let action = e["action"].as_str().unwrap_or("measure");
@@ -163,7 +167,10 @@ fn measure(e: &Value) -> String {
     let mut what = action.to_string();
     if !addresses.is_empty() {
         what.push(' ');
-        what.push_str(&addresses.join(", "));
+        what.push_str(&addresses[..addresses.len().min(MAX_ADDRESSES)].join(", "));
+    }
+    if addresses.len() > MAX_ADDRESSES {
+        what.push_str(&format!(" and {} more", addresses.len() - MAX_ADDRESSES));
     }
     if let Some(port) = e["port"].as_u64() {
         what.push_str(&format!(
@@ -300,6 +307,22 @@ mod tests {
         );
         assert_eq!(m["embeds"][0]["color"], BLUE);
         assert!(m["embeds"][0].get("timestamp").is_none());
+    }
+
+    #[test]
+    fn long_address_lists_are_cut() {
+        let addresses: Vec<String> = (1..=40).map(|i| format!("\"2001:db8::{i}\"")).collect();
+        let line = format!(
+            r#"{{"event":"mitigation_applied","incident":"1-1","vector":"udp_flood","action":"ban","addresses":[{}],"port":null,"proto":null,"rate_pps":null,"timeout_s":600,"mode":"mitigate"}}"#,
+            addresses.join(",")
+        );
+        let m = json_of(WebhookFormat::Discord, &line);
+        let title = m["embeds"][0]["title"].as_str().unwrap();
+        assert!(
+            title.ends_with("2001:db8::5 and 35 more (udp_flood)"),
+            "{title}"
+        );
+        assert!(title.chars().count() <= 256);
     }
 
     #[test]

@@ -77,7 +77,8 @@ impl Reporter {
     /// bad one keeps the running ones.
     pub fn reconfigure(&mut self, fresh: &Config, running: &Config) -> Result<(), ReportError> {
         if fresh.webhooks != running.webhooks {
-            self.webhooks = Webhooks::start(&fresh.webhooks, &self.host)?;
+            let fresh = Webhooks::start(&fresh.webhooks, &self.host)?;
+            std::mem::replace(&mut self.webhooks, fresh).stop_now();
         }
         Ok(())
     }

@@ -94,6 +94,8 @@ struct Hook {
 pub struct Webhooks {
     hooks: Vec<Hook>,
     log: RateLimitedLog,
+    /// How long dropping waits for queued events to go out.
+    grace: Duration,
 }
 
 impl Webhooks {
@@ -124,7 +126,14 @@ impl Webhooks {
         Ok(Webhooks {
             hooks,
             log: RateLimitedLog::default(),
+            grace: SHUTDOWN_GRACE,
         })
+    }
+
+    /// Stops the workers without waiting (events still queued are dropped, a delivery under
+    /// way ends by itself): for replacing the webhooks on SIGHUP without holding up the loop.
+    pub fn stop_now(mut self) {
+        self.grace = Duration::ZERO;
     }
 
     /// Queues `line` (event `event`) for every webhook that wants it. Never waits for a
@@ -163,21 +172,18 @@ impl Webhooks {
 
 impl Drop for Webhooks {
     /// Gives queued events a short grace period to go out, then stops the workers (one
-    /// still waiting on a receiver is left to end with the process).
+    /// still waiting on a receiver is left to end by itself, or with the process).
     fn drop(&mut self) {
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        for hook in &self.hooks {
+            hook.queue.lock().closing = true;
+            hook.queue.changed.notify_all();
+        }
+        let deadline = Instant::now() + self.grace;
         for hook in &mut self.hooks {
             let mut state = hook.queue.lock();
-            state.closing = true;
-            hook.queue.changed.notify_all();
             while state.busy || !state.waiting.is_empty() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    log::warn!(
-                        "{}: {} events not delivered at shutdown",
-                        hook.label,
-                        state.waiting.len() + usize::from(state.busy)
-                    );
                     break;
                 }
                 state = hook
@@ -187,9 +193,18 @@ impl Drop for Webhooks {
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
-            let finished = !state.busy;
+            let undelivered = state.waiting.len() + usize::from(state.busy);
             drop(state);
-            if let (true, Some(worker)) = (finished, hook.worker.take()) {
+            let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            log::info!(
+                "{}: {} events sent, {} failed, {} retries, {} dropped from a full queue, {undelivered} not delivered at stop",
+                hook.label,
+                count(&hook.stats.sent_total),
+                count(&hook.stats.failed_total),
+                count(&hook.stats.retries_total),
+                count(&hook.stats.dropped_total)
+            );
+            if let (0, Some(worker)) = (undelivered, hook.worker.take()) {
                 let _ = worker.join();
             }
         }
@@ -551,6 +566,24 @@ mod tests {
         assert_eq!(stats.dropped_total.load(Ordering::Relaxed), 5);
         assert_eq!(hooks.hooks[0].queue.lock().waiting.len(), QUEUE_CAPACITY);
         hooks.hooks[0].queue.lock().waiting.clear();
+    }
+
+    /// Replaced webhooks (SIGHUP) are stopped without waiting, even with one hanging.
+    #[test]
+    fn replacing_the_webhooks_waits_for_nothing() {
+        let (url, _requests) = receiver(vec![0]);
+        let mut hooks = Webhooks::start(&[config(&url, 0)], "h").unwrap();
+        let line: Arc<str> = Arc::from("{}");
+        hooks.notify("attack_start", &line);
+        wait_for("the worker busy", || hooks.hooks[0].queue.lock().busy);
+        hooks.notify("attack_end", &line);
+        let stopping = Instant::now();
+        hooks.stop_now();
+        assert!(
+            stopping.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            stopping.elapsed()
+        );
     }
 
     #[test]
