@@ -155,6 +155,9 @@ struct Daemon {
 pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<(), DaemonError> {
     let os = |what| move |source| DaemonError::Os { what, source };
     let signals = SignalFd::new().map_err(os("block signals"))?;
+    // The reporter's threads start with the signals blocked; a bad webhook stops us here,
+    // before the kernel is touched.
+    let report = Reporter::start(&config)?;
     let mut nft = Nft::open()?;
     let features = features(&mut nft, &config)?;
     log::info!(
@@ -218,7 +221,6 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     if mitigator.is_monitor() {
         log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
     }
-    let report = Reporter::start(&config)?;
     let mut daemon = Daemon {
         report,
         detector,

@@ -88,14 +88,6 @@ impl PacketRing {
         self.len = (self.len + 1).min(capacity);
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The packets kept, oldest first: (time, captured bytes, length on the wire).
     pub fn iter(&self) -> impl Iterator<Item = (Duration, &[u8], u32)> + '_ {
         let capacity = self.slots.len();
@@ -149,7 +141,7 @@ mod tests {
     #[test]
     fn ring_keeps_the_newest_oldest_first() {
         let mut ring = PacketRing::new(3, 4);
-        assert!(ring.is_empty());
+        assert_eq!(ring.iter().count(), 0);
         let before = thread_allocations();
         for i in 0..5u8 {
             ring.push(

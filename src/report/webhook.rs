@@ -391,7 +391,7 @@ fn pause(queue: &Queue, wait: Duration) -> bool {
 
 /// A URL for logs: scheme, host and port only — the path of a Slack or Discord webhook is
 /// its secret.
-pub fn redacted(url: &str) -> String {
+fn redacted(url: &str) -> String {
     match url.parse::<ureq::http::Uri>() {
         Ok(uri) => format!(
             "{}://{}/…",
