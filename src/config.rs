@@ -15,6 +15,9 @@ use crate::addr::{Cidr, CidrError};
 
 mod bgp;
 pub use bgp::{community, community_text, Bgp, FlowAction, BLACKHOLE};
+mod report;
+
+pub use report::{Pcap, Webhook, WebhookFormat, WEBHOOK_EVENTS};
 
 /// Where the configuration is read from when no path is given.
 pub const DEFAULT_PATH: &str = "/etc/ftagent/ftagent.toml";
@@ -30,6 +33,8 @@ pub struct Config {
     pub mitigation: Mitigation,
     pub nft: Nft,
     pub bgp: Bgp,
+    pub webhooks: Vec<Webhook>,
+    pub pcap: Pcap,
 }
 
 /// `[agent]`: the daemon itself.
@@ -369,6 +374,8 @@ impl Default for Config {
                 bannet6_size: 16384,
             },
             bgp: Bgp::default(),
+            webhooks: Vec::new(),
+            pcap: Pcap::default(),
         }
     }
 }
@@ -716,6 +723,8 @@ const TOP_KEYS: &[&str] = &[
     "mitigation",
     "nft",
     "bgp",
+    "webhook",
+    "pcap",
 ];
 const AGENT_KEYS: &[&str] = &["tick", "warmup", "state_dir", "control_socket"];
 const SERVICE_KEYS: &[&str] = &["port", "proto", "floor_pps", "web"];
@@ -1087,6 +1096,12 @@ impl Checker {
                 "bgp" => {
                     if let Some(table) = self.table(value, &path, "a table [bgp]") {
                         self.bgp(table, &mut config.bgp);
+                    }
+                }
+                "webhook" => set(&mut config.webhooks, self.webhooks(value)),
+                "pcap" => {
+                    if let Some(table) = self.table(value, &path, "a table [pcap]") {
+                        self.pcap(table, &mut config.pcap);
                     }
                 }
                 _ => self.unknown_key(key, &path, TOP_KEYS, "the top-level tables are"),

@@ -14,6 +14,7 @@
 //! - [`notify`]: systemd's readiness, status and watchdog notifications (no libsystemd).
 //! - [`setup`]: `ftagent --setup` and `--install-service`: host detection, proposals, the
 //!   configuration file and the systemd unit.
+//! - [`report`]: webhooks and per-incident packet captures, on threads of their own.
 
 pub mod addr;
 pub mod alloc;
@@ -27,6 +28,7 @@ pub mod escalate;
 pub mod mitigate;
 pub mod netlink;
 pub mod notify;
+pub mod report;
 pub mod ruleset;
 pub mod sense;
 pub mod setup;

@@ -10,6 +10,7 @@
 //! - `heal`: issue 7 — our table put back after others delete it; kill, restart and stop;
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
 //! - `ops`: issue 7 — status and top, reload as a diff, the control socket's bad input;
+//! - `report`: issue 9 — webhooks (HTTP, HTTPS, failing, hanging receivers) and incident pcaps;
 //! - `sense`: issue 3 — what the agent measures of real floods;
 //! - `setup`: issue 7 — `--setup` with real listeners, the systemd unit, sd_notify of the daemon;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
@@ -25,6 +26,7 @@ mod heal;
 mod lab;
 mod mitigate;
 mod ops;
+mod report;
 mod sense;
 mod setup;
 mod table;

@@ -33,6 +33,7 @@ use crate::netlink::shim::{Shim, ShimError};
 use crate::netlink::sysctl::SynCookies;
 use crate::netlink::{Features, Nft, NlError};
 use crate::notify::Notifier;
+use crate::report::{ReportError, Reporter};
 use crate::ruleset;
 use crate::sense::counters::ReadingGap;
 use crate::sense::{trace, Sensor};
@@ -69,6 +70,8 @@ pub enum DaemonError {
     Shim(#[from] ShimError),
     #[error("control socket {path}: {source}")]
     Control { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Report(#[from] ReportError),
     #[error("{what}: {source}")]
     Os {
         what: &'static str,
@@ -165,6 +168,8 @@ struct Daemon {
     last_reload: Option<crate::status::Reload>,
     /// BGP escalation (`[bgp]`), when enabled; its `announcements()` are for `ftagent status`.
     escalation: Option<escalation::Escalation>,
+    /// Webhooks and packet captures.
+    report: Reporter,
 }
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
@@ -172,6 +177,9 @@ struct Daemon {
 pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<(), DaemonError> {
     let os = |what| move |source| DaemonError::Os { what, source };
     let signals = SignalFd::new().map_err(os("block signals"))?;
+    // The reporter's threads start with the signals blocked; a bad webhook stops us here,
+    // before the kernel is touched.
+    let report = Reporter::start(&config)?;
     let mut nft = Nft::open()?;
     // Subscribed before our first change, so every generation since is known.
     let monitor = TableMonitor::open(nft.port_id())?;
@@ -276,6 +284,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     let escalation = escalation::Escalation::start(&config).map_err(os("start the BGP worker"))?;
     let mut daemon = Daemon {
         escalation,
+        report,
         detector,
         safelist,
         mitigator,
@@ -520,7 +529,7 @@ impl Daemon {
     /// One tick: every counter with one dump, conntrack when due, the trace once a second.
     /// Nothing here allocates in steady state but the trace line.
     fn tick(&mut self, now: Instant) {
-        let before = crate::alloc::allocations();
+        let before = crate::alloc::thread_allocations();
         if now >= self.next_conntrack {
             self.next_conntrack = now + self.config.sense.conntrack_interval;
             self.read_conntrack();
@@ -547,7 +556,7 @@ impl Daemon {
             self.check_generation(now);
         }
         self.heal(now);
-        self.tick_allocations += crate::alloc::allocations() - before;
+        self.tick_allocations += crate::alloc::thread_allocations() - before;
         if !self.events.is_empty() || !self.mitigation_events.is_empty() {
             self.report_events();
         }
@@ -690,15 +699,21 @@ impl Daemon {
         }
     }
 
-    /// Events go to stdout, one JSON object a line (logs go to stderr).
+    /// Events go to stdout, one JSON object a line (logs go to stderr), and to the webhooks;
+    /// incidents' packet captures start and end with them.
     fn report_events(&mut self) {
         let wall = SystemTime::now();
+        self.report.capture(&mut self.events, wall);
         let mut out = io::stdout().lock();
         for event in &self.events {
-            let _ = writeln!(out, "{}", event.to_json(wall));
+            let line = event.to_json(wall);
+            let _ = writeln!(out, "{line}");
+            self.report.notify(event.kind.name(), &line);
         }
         for event in &self.mitigation_events {
-            let _ = writeln!(out, "{}", event.to_json(wall));
+            let line = event.to_json(wall);
+            let _ = writeln!(out, "{line}");
+            self.report.notify(event.name(), &line);
         }
         let _ = out.flush();
     }
@@ -900,10 +915,15 @@ impl Daemon {
         self.sensor.count_service_connections();
     }
 
-    /// Drains the sampled packets (edge-triggered: until WouldBlock).
+    /// Drains the sampled packets (edge-triggered: until WouldBlock) into the sensor and the
+    /// packet captures.
     fn drain_samples(&mut self) {
-        let sensor = &mut self.sensor;
-        self.nflog.drain(&mut |p| sensor.packet(p));
+        let (sensor, report) = (&mut self.sensor, &mut self.report);
+        let now = SystemTime::now();
+        self.nflog.drain(&mut |p, captured| {
+            sensor.packet(p);
+            report.packet(p, captured, now);
+        });
         let totals = self.nflog.totals();
         self.sensor.loss = crate::sense::SampleLoss {
             received: totals.packets,

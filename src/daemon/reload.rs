@@ -79,6 +79,9 @@ impl Daemon {
                 Err(e) => log::error!("reload: {e}; the previous iptables chain stays"),
             }
         }
+        if let Err(e) = self.report.reconfigure(&fresh, &self.config) {
+            log::error!("reload: {e}; the previous webhooks stay");
+        }
         self.mitigator.reconfigure(&fresh, safelist.clone());
         self.safelist = safelist;
         if fresh.services != self.config.services
@@ -169,6 +172,7 @@ fn keep_restart_only(fresh: &mut Config, running: &Config) -> Vec<String> {
     keep!(sense.nflog_group, "sense.nflog_group");
     keep!(sense.snaplen, "sense.snaplen");
     keep!(bgp, "bgp.*");
+    keep!(pcap, "pcap.*");
     changed
 }
 

@@ -70,6 +70,8 @@ pub struct Event {
     /// attack_end only.
     pub duration: Option<Duration>,
     pub peak_pps: Option<f64>,
+    /// The incident's packet capture file, when one is written (set by `report`).
+    pub pcap: Option<String>,
 }
 
 impl Event {
@@ -103,6 +105,7 @@ impl Event {
             connection_limit: incident.connections.map(|_| connection_limit),
             duration: end.then(|| Duration::from_secs_f64(incident.duration_s())),
             peak_pps: end.then_some(incident.peak_pps),
+            pcap: None,
         }
     }
 
@@ -145,6 +148,7 @@ impl Event {
             connection_limit: self.connection_limit,
             duration_s: self.duration.map(|d| round(d.as_secs_f64(), 1000.0)),
             peak_pps: self.peak_pps.map(|p| round(p, 1.0)),
+            pcap: self.pcap.as_deref(),
         };
         serde_json::to_string(&line).unwrap_or_default()
     }
@@ -187,6 +191,8 @@ struct Line<'a> {
     duration_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     peak_pps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pcap: Option<&'a str>,
 }
 
 #[derive(Serialize)]

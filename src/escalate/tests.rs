@@ -59,6 +59,7 @@ fn udp_flood(kind: EventKind, id: &str, pps: f64) -> Event {
         connection_limit: None,
         duration: None,
         peak_pps: None,
+        pcap: None,
     }
 }
 

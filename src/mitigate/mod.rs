@@ -79,13 +79,18 @@ pub struct MitigationEvent {
 }
 
 impl MitigationEvent {
-    /// One JSON line (the schema is in the README, section "Events").
-    pub fn to_json(&self, wall_clock: SystemTime) -> String {
-        let event = if self.applied {
+    /// `mitigation_applied` or `mitigation_removed`.
+    pub fn name(&self) -> &'static str {
+        if self.applied {
             "mitigation_applied"
         } else {
             "mitigation_removed"
-        };
+        }
+    }
+
+    /// One JSON line (the schema is in the README, section "Events").
+    pub fn to_json(&self, wall_clock: SystemTime) -> String {
+        let event = self.name();
         let addresses: Vec<String> = self.addresses.iter().map(Cidr::to_string).collect();
         json!({
             "ts": rfc3339(wall_clock),

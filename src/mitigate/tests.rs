@@ -51,6 +51,7 @@ fn attack(
         connection_limit: None,
         duration: None,
         peak_pps: None,
+        pcap: None,
     }
 }
 

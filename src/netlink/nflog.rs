@@ -1,5 +1,6 @@
 //! NFLOG over netlink: binds one nfnetlink_log group, configures copy range and batching, and
-//! drains sampled packets into `PacketMeta` with a zero-copy walk over a buffer allocated once.
+//! drains sampled packets into `PacketMeta` (and their captured bytes, for packet captures)
+//! with a zero-copy walk over a buffer allocated once.
 //! Loss is counted from the instance's sequence numbers (NFULA_SEQ gaps) and from ENOBUFS.
 
 use std::io;
@@ -20,6 +21,7 @@ const MSG_PACKET: u16 = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET;
 const MSG_CONFIG: u16 = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
 
 const NFULA_PACKET_HDR: u16 = 1;
+const NFULA_TIMESTAMP: u16 = 3;
 const NFULA_PAYLOAD: u16 = 9;
 const NFULA_SEQ: u16 = 12;
 
@@ -91,6 +93,16 @@ impl Default for NflogConfig {
             rcvbuf: 4 * 1024 * 1024,
         }
     }
+}
+
+/// A sampled packet as captured: its first bytes (from the IP header, at most the snaplen)
+/// and when the kernel logged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Captured<'a> {
+    pub l3: &'a [u8],
+    /// Since the Unix epoch (NFULA_TIMESTAMP: the kernel stamps packets logged in prerouting,
+    /// input and forward); None when the message has none.
+    pub timestamp: Option<Duration>,
 }
 
 /// What one `drain` (or the socket's life, for `totals`) saw.
@@ -231,7 +243,7 @@ impl NflogSocket {
 
     /// Reads until the socket is empty, passing each sampled packet to `on_packet`. ENOBUFS
     /// (the kernel dropped batches) is counted and reading goes on. Allocates nothing.
-    pub fn drain(&mut self, on_packet: &mut dyn FnMut(&PacketMeta)) -> DrainStats {
+    pub fn drain(&mut self, on_packet: &mut dyn FnMut(&PacketMeta, &Captured)) -> DrainStats {
         let mut stats = DrainStats::default();
         loop {
             // MSG_TRUNC makes netlink return the datagram's real length, so a cut datagram is
@@ -342,7 +354,7 @@ pub(crate) fn walk(
     datagram: &[u8],
     seqs: &mut SeqTracker,
     stats: &mut DrainStats,
-    on_packet: &mut dyn FnMut(&PacketMeta),
+    on_packet: &mut dyn FnMut(&PacketMeta, &Captured),
 ) {
     for msg in Msgs::new(datagram) {
         let Ok(msg) = msg else {
@@ -359,6 +371,7 @@ pub(crate) fn walk(
         let family = msg.nfgen_family().unwrap_or(0);
         let mut hw_protocol = None;
         let mut payload = None;
+        let mut timestamp = None;
         for attr in msg.nf_attrs() {
             match attr.kind() {
                 NFULA_PACKET_HDR => {
@@ -368,6 +381,7 @@ pub(crate) fn walk(
                         .map(|b| u16::from_be_bytes([b[0], b[1]]))
                 }
                 NFULA_PAYLOAD => payload = Some(attr.bytes()),
+                NFULA_TIMESTAMP => timestamp = parse_timestamp(attr.bytes()),
                 NFULA_SEQ => {
                     if let Some(seq) = attr.be32() {
                         stats.lost += seqs.observe(seq);
@@ -381,14 +395,21 @@ pub(crate) fn walk(
             Some(ETH_P_IPV6) => FAMILY_V6,
             _ => family,
         };
-        match payload.and_then(|p| parse_packet(p, hint)) {
-            Some(meta) => {
+        match payload.and_then(|p| Some((parse_packet(p, hint)?, p))) {
+            Some((meta, l3)) => {
                 stats.packets += 1;
-                on_packet(&meta);
+                on_packet(&meta, &Captured { l3, timestamp });
             }
             None => stats.malformed += 1,
         }
     }
+}
+
+/// struct nfulnl_msg_packet_timestamp: seconds and microseconds, big-endian 64-bit each.
+fn parse_timestamp(bytes: &[u8]) -> Option<Duration> {
+    let sec = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let usec = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+    (usec < 1_000_000).then(|| Duration::new(sec, usec as u32 * 1000))
 }
 
 /// Parses the captured start of an IPv4 or IPv6 packet: addresses and lengths from the IP
@@ -872,7 +893,7 @@ pub(crate) mod tests {
         let mut stats = DrainStats::default();
         let mut seen = Vec::new();
         for d in datagrams {
-            walk(d, seqs, &mut stats, &mut |m| seen.push(*m));
+            walk(d, seqs, &mut stats, &mut |m, _| seen.push(*m));
         }
         (stats, seen)
     }
@@ -904,6 +925,39 @@ pub(crate) mod tests {
         );
         assert_eq!(seen[3].dst_port, Some(443));
         assert_eq!(seen[0].dst_port, Some(9));
+    }
+
+    /// Issue 9: the walker hands on the captured bytes and the kernel's timestamp, for packet
+    /// captures; a timestamp with an impossible microsecond count is ignored.
+    #[test]
+    fn walker_passes_captured_bytes_and_timestamps() {
+        let v4 = ipv4(17, 0, 0, &udp(1234, 9, 10));
+        let mut w = Writer::new();
+        for usec in [250_000u64, 1_000_000] {
+            w.begin(MSG_PACKET, 0, 0, FAMILY_V4, 5);
+            w.attr(NFULA_PACKET_HDR, &[0x08, 0x00, 3, 0]);
+            let mut ts = 1_800_000_000u64.to_be_bytes().to_vec();
+            ts.extend_from_slice(&usec.to_be_bytes());
+            w.attr(NFULA_TIMESTAMP, &ts);
+            w.attr(NFULA_PAYLOAD, &v4);
+            w.end();
+        }
+        nflog_msg(&mut w, FAMILY_V4, ETH_P_IP, None, &v4[..24]);
+        let mut seen = Vec::new();
+        let mut stats = DrainStats::default();
+        walk(
+            w.bytes(),
+            &mut SeqTracker::default(),
+            &mut stats,
+            &mut |_, c| seen.push((c.l3.to_vec(), c.timestamp)),
+        );
+        assert_eq!(stats.packets, 3);
+        assert_eq!(
+            seen[0],
+            (v4.clone(), Some(Duration::new(1_800_000_000, 250_000_000)))
+        );
+        assert_eq!(seen[1], (v4.clone(), None));
+        assert_eq!(seen[2], (v4[..24].to_vec(), None));
     }
 
     #[test]
@@ -1017,7 +1071,7 @@ pub(crate) mod tests {
                 }
                 len
             };
-            walk(&buf[..len], &mut seqs, &mut stats, &mut |_| count += 1);
+            walk(&buf[..len], &mut seqs, &mut stats, &mut |_, _| count += 1);
             let _ = parse_packet(&buf[..len], (rng.next() % 12) as u8);
             let _ = parse_packet(buf.get(36..len).unwrap_or(&[]), 0);
         }
@@ -1031,7 +1085,7 @@ pub(crate) mod tests {
         let deadline = Instant::now() + timeout;
         while (seen.len() as u64) < want && Instant::now() < deadline {
             wait_readable(sock.raw_fd(), Duration::from_millis(50));
-            sock.drain(&mut |m| seen.push(*m));
+            sock.drain(&mut |m, _| seen.push(*m));
         }
         seen
     }
@@ -1082,11 +1136,11 @@ pub(crate) mod tests {
                 let _ = v4.send_to(b"flood", "127.0.0.1:10");
             }
             std::thread::sleep(Duration::from_millis(300)); // let the last batch flush
-            stalled.drain(&mut |_| {});
+            stalled.drain(&mut |_, _| {});
             // One more packet after the stall reveals a lost tail.
             let _ = v4.send_to(b"probe", "127.0.0.1:10");
             std::thread::sleep(Duration::from_millis(300));
-            stalled.drain(&mut |_| {});
+            stalled.drain(&mut |_, _| {});
             (
                 seen,
                 normal,

@@ -249,7 +249,7 @@ mod tests {
             }
             let _ = sensor.counters.finish(t0 + Duration::from_millis(100 * n));
             let datagram = &samples[(n % 8) as usize];
-            nflog::walk(datagram, &mut seqs, &mut nflog_stats, &mut |p| {
+            nflog::walk(datagram, &mut seqs, &mut nflog_stats, &mut |p, _| {
                 sensor.packet(p)
             });
             sensor.connections.begin();
