@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::agent::{Agent, Setup};
+use crate::agent::{table_part, Agent, Setup};
 use crate::lab::{self, Lab, UdpFlood, ATTACKER4, OTHER4, OTHER6, VICTIM4};
 
 const SECTIONS: &str = "[[service]]\nport = 27015\nproto = \"udp\"\n\n\
@@ -69,10 +69,10 @@ fn wait_for_ban(agent: &Agent) {
     });
 }
 
-/// `ftagent rules dump`, or None when there is no table.
+/// `ftagent rules dump` (its nft table part), or None when there is no table.
 fn dump(agent: &Agent) -> Option<String> {
     let out = agent.run(&["rules", "dump"]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = table_part(&String::from_utf8_lossy(&out.stdout)).to_string();
     (out.status.success() && text.contains("table inet ftagent")).then_some(text)
 }
 
