@@ -14,7 +14,9 @@ use toml::Spanned;
 use crate::addr::{Cidr, CidrError};
 
 mod bgp;
+mod metrics;
 pub use bgp::{community, community_text, Bgp, FlowAction, BLACKHOLE};
+pub use metrics::Metrics;
 
 /// Where the configuration is read from when no path is given.
 pub const DEFAULT_PATH: &str = "/etc/ftagent/ftagent.toml";
@@ -30,6 +32,7 @@ pub struct Config {
     pub mitigation: Mitigation,
     pub nft: Nft,
     pub bgp: Bgp,
+    pub metrics: Metrics,
 }
 
 /// `[agent]`: the daemon itself.
@@ -369,6 +372,7 @@ impl Default for Config {
                 bannet6_size: 16384,
             },
             bgp: Bgp::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -716,6 +720,7 @@ const TOP_KEYS: &[&str] = &[
     "mitigation",
     "nft",
     "bgp",
+    "metrics",
 ];
 const AGENT_KEYS: &[&str] = &["tick", "warmup", "state_dir", "control_socket"];
 const SERVICE_KEYS: &[&str] = &["port", "proto", "floor_pps", "web"];
@@ -1087,6 +1092,11 @@ impl Checker {
                 "bgp" => {
                     if let Some(table) = self.table(value, &path, "a table [bgp]") {
                         self.bgp(table, &mut config.bgp);
+                    }
+                }
+                "metrics" => {
+                    if let Some(table) = self.table(value, &path, "a table [metrics]") {
+                        self.metrics(table, &mut config.metrics);
                     }
                 }
                 _ => self.unknown_key(key, &path, TOP_KEYS, "the top-level tables are"),

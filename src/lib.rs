@@ -11,6 +11,7 @@
 //! - [`status`]: what `ftagent status` and `top` show, and how; [`terminal`]: the live view.
 //! - [`escalate`]: pure planner of BGP announcements (RTBH, FlowSpec) for big incidents.
 //! - [`bgp`]: the one place that talks to the BGP daemon (gobgpd).
+//! - [`metrics`]: what `/metrics` shows, in the Prometheus text format (the daemon serves it).
 
 pub mod addr;
 pub mod alloc;
@@ -21,6 +22,7 @@ pub mod control;
 pub mod daemon;
 pub mod detect;
 pub mod escalate;
+pub mod metrics;
 pub mod mitigate;
 pub mod netlink;
 pub mod ruleset;
