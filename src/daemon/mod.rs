@@ -786,6 +786,11 @@ impl Daemon {
         };
         self.healing.pending = None;
         self.tables_restored += 1;
+        // What was put right is not noticed again; what others did since is.
+        let since = self.monitor.settle();
+        if let Some(cause) = heal::Cause::of(&since).or(since.lost.then_some(Cause::TableChanged)) {
+            self.healing.note(cause, since.by, now);
+        }
         let by = pending
             .by
             .map(|b| format!(" by {} (pid {})", b.name(), b.pid))
