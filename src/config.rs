@@ -14,9 +14,11 @@ use toml::Spanned;
 use crate::addr::{Cidr, CidrError};
 
 mod bgp;
+mod metrics;
 pub use bgp::{community, community_text, Bgp, FlowAction, BLACKHOLE};
 mod report;
 
+pub use metrics::Metrics;
 pub use report::{Pcap, Webhook, WebhookFormat, WEBHOOK_EVENTS};
 
 /// Where the configuration is read from when no path is given.
@@ -35,6 +37,7 @@ pub struct Config {
     pub bgp: Bgp,
     pub webhooks: Vec<Webhook>,
     pub pcap: Pcap,
+    pub metrics: Metrics,
 }
 
 /// `[agent]`: the daemon itself.
@@ -376,6 +379,7 @@ impl Default for Config {
             bgp: Bgp::default(),
             webhooks: Vec::new(),
             pcap: Pcap::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -725,6 +729,7 @@ const TOP_KEYS: &[&str] = &[
     "bgp",
     "webhook",
     "pcap",
+    "metrics",
 ];
 const AGENT_KEYS: &[&str] = &["tick", "warmup", "state_dir", "control_socket"];
 const SERVICE_KEYS: &[&str] = &["port", "proto", "floor_pps", "web"];
@@ -1102,6 +1107,11 @@ impl Checker {
                 "pcap" => {
                     if let Some(table) = self.table(value, &path, "a table [pcap]") {
                         self.pcap(table, &mut config.pcap);
+                    }
+                }
+                "metrics" => {
+                    if let Some(table) = self.table(value, &path, "a table [metrics]") {
+                        self.metrics(table, &mut config.metrics);
                     }
                 }
                 _ => self.unknown_key(key, &path, TOP_KEYS, "the top-level tables are"),

@@ -15,6 +15,7 @@
 //! - [`setup`]: `ftagent --setup` and `--install-service`: host detection, proposals, the
 //!   configuration file and the systemd unit.
 //! - [`report`]: webhooks and per-incident packet captures, on threads of their own.
+//! - [`metrics`]: what `/metrics` shows, in the Prometheus text format (the daemon serves it).
 
 pub mod addr;
 pub mod alloc;
@@ -25,6 +26,7 @@ pub mod control;
 pub mod daemon;
 pub mod detect;
 pub mod escalate;
+pub mod metrics;
 pub mod mitigate;
 pub mod netlink;
 pub mod notify;

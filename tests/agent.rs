@@ -13,7 +13,24 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ftagent");
 
 /// The nft table of a `rules dump`: what comes before the iptables-shim comment lines.
 pub fn table_part(dump: &str) -> &str {
-    dump.split("\n# The iptables compatibility chain").next().unwrap_or(dump)
+    dump.split("\n# The iptables compatibility chain")
+        .next()
+        .unwrap_or(dump)
+}
+
+/// The packets of a named counter of our table in a `rules dump`
+/// (`counter NAME {` then `packets N bytes M`).
+pub fn dump_counter(dump: &str, name: &str) -> Option<u64> {
+    let mut lines = dump.lines();
+    lines.find(|l| l.trim() == format!("counter {name} {{"))?;
+    lines
+        .next()?
+        .trim()
+        .strip_prefix("packets ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// What a test puts in the agent's config beside the lab's paths.

@@ -2,13 +2,14 @@
 # Installs what ftagent needs on Debian 12 (run as root): the build dependencies and, with
 # --test, the tools the test suite drives (nft, iptables, ipset, conntrack, ip, ping, hping3,
 # trafgen, python3, Fail2Ban for the coexistence tests, gobgpd for the BGP tests, openssl for
-# the webhook receivers' certificates, tcpdump and tshark to read the incident captures, and
-# systemd: systemd-analyze and systemd as PID 1 of a namespace for the unit's tests). Installs
+# the webhook receivers' certificates, tcpdump and tshark to read the incident captures,
+# prometheus (promtool and a real server) for the metrics tests, and systemd: systemd-analyze
+# and systemd as PID 1 of a namespace for the unit's tests). Installs
 # Rust through rustup only when no cargo is on the PATH.
 set -euo pipefail
 
 build=(build-essential pkg-config libclang-dev linux-libc-dev nftables ca-certificates curl)
-test=(iptables ipset conntrack iproute2 iputils-ping hping3 netsniff-ng util-linux procps python3 fail2ban gobgpd systemd openssl tcpdump tshark)
+test=(iptables ipset conntrack iproute2 iputils-ping hping3 netsniff-ng util-linux procps python3 fail2ban gobgpd systemd openssl tcpdump tshark prometheus)
 
 want=("${build[@]}")
 [ "${1:-}" = "--test" ] && want+=("${test[@]}")
@@ -29,6 +30,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # Likewise gobgpd: the BGP tests run their own in namespaces, never the host's.
   if [[ " ${missing[*]} " == *" gobgpd "* ]] && [ -d /run/systemd/system ]; then
     systemctl disable --now gobgpd >/dev/null 2>&1 || true
+  fi
+  # And Prometheus: the metrics tests run their own server in a namespace.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
 fi
 

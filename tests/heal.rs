@@ -190,7 +190,8 @@ fn issue7_unowned_table_flushed_or_deleted_is_back_within_a_second_with_its_bans
     generator.finish(Duration::from_secs(60));
     let removed = wait_for(&agent, "mitigation_removed", Duration::from_secs(20));
     assert_eq!(removed["incident"], start["incident"]);
-    assert_eq!(events_named(&agent, "table_restored").len(), 10);
+    let restored = events_named(&agent, "table_restored");
+    assert_eq!(restored.len(), 10, "{restored:?}");
 }
 
 #[test]

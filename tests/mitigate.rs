@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::agent::{Agent, Setup};
+use crate::agent::{dump_counter, Agent, Setup};
 use crate::lab::{self, Lab, UdpFlood, ATTACKER4, ATTACKER6, OTHER4, VICTIM4, VICTIM6};
 
 const SECTIONS: &str =
@@ -317,21 +317,9 @@ fn issue5_amplification_is_dropped_by_source_port_and_dns_still_works() {
     );
     generator.finish(Duration::from_secs(60));
     let dump = agent.dump();
-    let rule = dump
-        .lines()
-        .find(|l| l.contains("@amp_block counter"))
-        .unwrap();
-    let dropped: u64 = rule
-        .split("packets ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let dropped = dump_counter(&dump, "drop_amp_block").unwrap();
     eprintln!("issue5: amplification: {dropped} reflected packets dropped by the source-port rule");
-    assert!(dropped > 100_000, "{rule}");
+    assert!(dropped > 100_000, "{dump}");
     assert!(
         !dump.contains(&format!("{ATTACKER4} timeout")),
         "a reflector is not banned"

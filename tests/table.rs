@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::agent::{table_part, Agent, Setup, BIN};
+use crate::agent::{dump_counter, table_part, Agent, Setup, BIN};
 use crate::lab::{self, Lab, ATTACKER4, ATTACKER6, FAR4, OTHER4, OTHER6, VICTIM4, VICTIM6};
 
 /// Sends 5 pings from each source and returns how many arrived from each.
@@ -65,14 +65,18 @@ fn bans_drop_real_packets(test: &str, compat: &str) {
     ban_blocks_until_timeout(&lab, &agent, ATTACKER4, ATTACKER4, &[OTHER4, ATTACKER6]);
     ban_blocks_until_timeout(&lab, &agent, ATTACKER6, ATTACKER6, &[OTHER6, ATTACKER4]);
     ban_blocks_until_timeout(&lab, &agent, "10.250.1.0/24", FAR4, &[ATTACKER4, OTHER4]);
-    // The drop counters saw the dropped pings.
+    // The drop counters (named after their sets) saw the dropped pings.
     let dump = agent.dump();
     for set in ["ban4", "ban6", "bannet4"] {
         let line = dump
             .lines()
-            .find(|l| l.contains(&format!("@{set} counter")))
-            .unwrap();
-        assert!(line.contains("counter packets 5 "), "{line}");
+            .find(|l| l.contains(&format!("@{set} counter name \"drop_{set}\" drop")));
+        assert!(line.is_some(), "{set}'s rule counts in drop_{set}: {dump}");
+        assert_eq!(
+            dump_counter(&dump, &format!("drop_{set}")),
+            Some(5),
+            "{dump}"
+        );
     }
     let (status, log) = agent.stop();
     assert!(status.success(), "{log}");
@@ -289,7 +293,8 @@ fn survives_flush_ruleset(test: &str, compat: &str) {
             "the table to be restored with its ban",
             || {
                 let out = agent.run(&["rules", "dump"]);
-                table_part(&String::from_utf8_lossy(&out.stdout)).contains(&format!("{OTHER4} timeout"))
+                table_part(&String::from_utf8_lossy(&out.stdout))
+                    .contains(&format!("{OTHER4} timeout"))
             },
         );
         let dump = agent.dump();

@@ -8,6 +8,7 @@
 //! - `f2b`: issue 6 — the real Fail2Ban in a lab namespace bans, blocks and restores (harness);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
 //! - `heal`: issue 7 — our table put back after others delete it; kill, restart and stop;
+//! - `metrics`: issue 9 — `/metrics` scraped during a real flood (promtool, a real Prometheus);
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
 //! - `ops`: issue 7 — status and top, reload as a diff, the control socket's bad input;
 //! - `report`: issue 9 — webhooks (HTTP, HTTPS, failing, hanging receivers) and incident pcaps;
@@ -24,6 +25,7 @@ mod detect;
 mod f2b;
 mod heal;
 mod lab;
+mod metrics;
 mod mitigate;
 mod ops;
 mod report;

@@ -248,7 +248,7 @@ impl Checker {
     }
 
     /// A string parsed as `T` (addresses).
-    fn parsed<T: std::str::FromStr>(
+    pub(super) fn parsed<T: std::str::FromStr>(
         &mut self,
         value: &Spanned<DeValue<'_>>,
         path: &str,

@@ -238,6 +238,7 @@ impl Daemon {
                     Ok((cidr, timeout)) => match self.nft.ban(cidr, timeout, self.features) {
                         Ok(role) => {
                             self.operator_bans.record(cidr, timeout, Instant::now());
+                            self.tally.bans_by_operators += 1;
                             let t = humantime::format_duration(timeout);
                             log::info!("operator ban: {cidr} in {} for {t}", role.name());
                             Response::ok(format!("banned {cidr} for {t}"))

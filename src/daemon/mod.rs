@@ -2,13 +2,14 @@
 //! mio event loop on one thread: signals (SIGTERM/SIGINT stop, SIGHUP reloads), the tick timer
 //! (read every counter with one dump; conntrack every `sense.conntrack_interval`), sampled
 //! packets from NFLOG, the kernel's notifications of changes to our table (put back when
-//! someone else removes it), and operator requests on the control socket. The nf_tables
-//! socket lives as long as the process.
+//! someone else removes it), operator requests on the control socket, and Prometheus scrapes
+//! of `/metrics`. The nf_tables socket lives as long as the process.
 
 mod control;
 mod escalation;
 mod fds;
 mod heal;
+mod metrics;
 mod persist;
 mod reload;
 mod status;
@@ -46,8 +47,11 @@ const TICK: Token = Token(1);
 const NFLOG: Token = Token(2);
 const CONTROL: Token = Token(3);
 const TABLE_NOTICES: Token = Token(4);
+const METRICS: Token = Token(5);
 /// Control connections take the tokens from here on.
 const FIRST_CONNECTION: usize = 16;
+/// Metrics connections take the tokens from here on.
+const FIRST_METRICS_CONNECTION: usize = 64;
 const TRACE_WINDOW: Duration = Duration::from_secs(1);
 /// How often the state files are written besides at changes and at stop (the baselines move).
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
@@ -72,6 +76,11 @@ pub enum DaemonError {
     Control { path: PathBuf, source: io::Error },
     #[error("{0}")]
     Report(#[from] ReportError),
+    #[error("metrics.listen {address}: {source} (choose another address, or set metrics.enabled = false)")]
+    Metrics {
+        address: std::net::SocketAddr,
+        source: io::Error,
+    },
     #[error("{what}: {source}")]
     Os {
         what: &'static str,
@@ -170,6 +179,8 @@ struct Daemon {
     escalation: Option<escalation::Escalation>,
     /// Webhooks and packet captures.
     report: Reporter,
+    /// Counts for `/metrics`.
+    tally: metrics::Tally,
 }
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
@@ -236,6 +247,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
             operator_bans.in_force(now).len()
         );
     }
+    // Bound before the table is touched: a taken address stops the start cleanly.
+    let metrics_listener = match config.metrics.enabled {
+        true => Some(metrics::bind(config.metrics.listen)?),
+        false => None,
+    };
     let held = held_in_force(&mitigator, &mut operator_bans, Duration::ZERO, now);
     install_with(&mut nft, &config, &safelist, features, &held)?;
     let shim = install_shim(&mut nft, &config, &safelist)?;
@@ -274,6 +290,17 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
             Interest::READABLE,
         )
         .map_err(os("register nf_tables notifications"))?;
+    let mut metrics_server = match metrics_listener {
+        Some(listener) => {
+            let mut server = metrics::MetricsServer::new(listener, FIRST_METRICS_CONNECTION);
+            registry
+                .register(server.listener(), METRICS, Interest::READABLE)
+                .map_err(os("register the metrics listener"))?;
+            log::info!("metrics: http://{}/metrics", config.metrics.listen);
+            Some(server)
+        }
+        None => None,
+    };
     log::info!(
         "ready: tick {}, samples on NFLOG group {}, control socket {}",
         humantime::format_duration(config.agent.tick),
@@ -285,6 +312,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     let mut daemon = Daemon {
         escalation,
         report,
+        tally: metrics::Tally::default(),
         detector,
         safelist,
         mitigator,
@@ -360,6 +388,20 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                 NFLOG => daemon.drain_samples(),
                 TABLE_NOTICES => daemon.table_notices(Instant::now()),
                 CONTROL => connections.accept_all(&listener, poll.registry()),
+                METRICS => {
+                    if let Some(server) = &mut metrics_server {
+                        server.accept_all(poll.registry());
+                    }
+                }
+                token if metrics_server.as_ref().is_some_and(|s| s.owns(token)) => {
+                    let Some(server) = &mut metrics_server else {
+                        continue;
+                    };
+                    if let Some(head_only) = server.ready(event, poll.registry()) {
+                        let text = daemon.metrics(Instant::now());
+                        server.respond(token, &text, head_only, poll.registry());
+                    }
+                }
                 token if connections.owns(token) => {
                     if let Some(request) = connections.ready(event, poll.registry()) {
                         let (response, stop) = daemon.serve(&request);
@@ -377,7 +419,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                 _ => {}
             }
         }
-        connections.expire(Instant::now(), poll.registry());
+        let now = Instant::now();
+        connections.expire(now, poll.registry());
+        if let Some(server) = &mut metrics_server {
+            server.expire(now, poll.registry());
+        }
     };
     notifier.stopping();
     let _ = std::fs::remove_file(&socket_path);
@@ -542,6 +588,7 @@ impl Daemon {
             let sample = self.sensor.sample();
             self.detector
                 .observe(&sample, since_start, &mut self.events);
+            self.tally.incidents(&self.events);
             if !self.events.is_empty() {
                 self.mitigate(since_start);
             }
@@ -667,7 +714,10 @@ impl Daemon {
             let set_full = e.errno() == Some(libc::ENFILE);
             self.mitigator.rejected(&self.changes, set_full);
             self.mitigation_events.retain(|m| m.action == "syn_cookies");
-        } else if let Some(shim) = &mut self.shim {
+            return;
+        }
+        self.tally.bans(&self.mitigation_events);
+        if let Some(shim) = &mut self.shim {
             if let Err(e) = shim.mirror(&self.changes) {
                 log::error!(
                     "bans not mirrored into the iptables ipsets (our nft table has them): {e}"
@@ -797,6 +847,11 @@ impl Daemon {
         };
         self.healing.pending = None;
         self.tables_restored += 1;
+        // What was put right is not noticed again; what others did since is.
+        let since = self.monitor.settle();
+        if let Some(cause) = heal::Cause::of(&since).or(since.lost.then_some(Cause::TableChanged)) {
+            self.healing.note(cause, since.by, now);
+        }
         let by = pending
             .by
             .map(|b| format!(" by {} (pid {})", b.name(), b.pid))

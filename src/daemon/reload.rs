@@ -153,7 +153,8 @@ impl Daemon {
 }
 
 /// Puts the running values back into `fresh` for keys only a restart applies (the tick, the
-/// control socket, the table mode, the NFLOG instance…) and names those that differed.
+/// control socket, the table mode, the NFLOG instance, BGP, the metrics endpoint…) and names
+/// those that differed.
 fn keep_restart_only(fresh: &mut Config, running: &Config) -> Vec<String> {
     let mut changed = Vec::new();
     macro_rules! keep {
@@ -173,6 +174,7 @@ fn keep_restart_only(fresh: &mut Config, running: &Config) -> Vec<String> {
     keep!(sense.snaplen, "sense.snaplen");
     keep!(bgp, "bgp.*");
     keep!(pcap, "pcap.*");
+    keep!(metrics, "metrics.*");
     changed
 }
 

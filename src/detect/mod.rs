@@ -129,6 +129,9 @@ pub struct KeyView<'a> {
     pub baseline_pps: f64,
     pub threshold_pps: f64,
     pub over: bool,
+    /// A connection-count key: `pps` is the connections the heaviest source holds to a TCP
+    /// service, not a rate.
+    pub connections: bool,
 }
 
 /// Turns per-tick rates into incidents and events. See the module documentation.
@@ -180,7 +183,8 @@ impl Detector {
             owner: None,
             claimed: 0.0,
         };
-        let mut keys: Vec<Key> = (0..layout.len())
+        // The drop rules' counters that follow are no traffic to judge.
+        let mut keys: Vec<Key> = (0..layout.detected())
             .map(|i| key(layout.name(i).to_string(), Role::Fixed(i), floor))
             .collect();
         let mut services = Vec::with_capacity(layout.services.len());
@@ -291,6 +295,7 @@ impl Detector {
             baseline_pps: k.base.mean(),
             threshold_pps: k.threshold,
             over: k.over,
+            connections: matches!(k.role, Role::Connections(_)),
         })
     }
 

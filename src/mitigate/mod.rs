@@ -545,6 +545,18 @@ impl Mitigator {
 }
 
 /// An aggregate measure's action name, port, protocol and rate, for its events.
+/// Every action a measure can be (`IncidentMeasure::action`, the events' `action`).
+pub const ACTIONS: [&str; 8] = [
+    "ban",
+    "block_reflector",
+    "limit_port",
+    "limit_icmp",
+    "limit_fragments",
+    "meter_new_connections",
+    "limit_connections",
+    "syn_cookies",
+];
+
 fn describe(
     measure: Measure,
     port_limit: u32,

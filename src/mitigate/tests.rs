@@ -484,3 +484,22 @@ fn a_restart_resumes_open_incidents_and_undoes_ended_ones() {
     assert!(late.in_force(Duration::ZERO).is_empty());
     assert!(changes.is_empty(), "{changes:?}");
 }
+
+#[test]
+fn every_measure_has_a_listed_action() {
+    let measures = [
+        Measure::BlockReflector(53),
+        Measure::LimitUdpPort(1),
+        Measure::LimitTcpPort(1),
+        Measure::LimitProto(PROTO_ICMP),
+        Measure::LimitProto(PROTO_ICMPV6),
+        Measure::LimitFragments(NFPROTO_IPV4),
+        Measure::LimitFragments(NFPROTO_IPV6),
+        Measure::MeterNewConnections(80),
+        Measure::LimitConnections(80),
+    ];
+    for measure in measures {
+        let (action, ..) = describe(measure, 1, 1, 1);
+        assert!(ACTIONS.contains(&action), "{action}");
+    }
+}

@@ -86,6 +86,9 @@ pub struct TableMonitor {
     generation: Option<u32>,
     /// A change to our table was seen and its generation notice not yet.
     awaiting_committer: bool,
+    /// After our own commit put the table right: what others did before it is forgotten, up
+    /// to our commit's generation notice.
+    settling: bool,
     seen: Tampering,
 }
 
@@ -117,6 +120,7 @@ impl TableMonitor {
             own_port,
             generation: None,
             awaiting_committer: false,
+            settling: false,
             seen: Tampering::default(),
         })
     }
@@ -131,7 +135,7 @@ impl TableMonitor {
     }
 
     /// Reads every queued notification (edge-triggered: until WouldBlock) and returns what
-    /// others did to our table since the last call. Allocates nothing.
+    /// others did to our table since the last call, in whole transactions. Allocates nothing.
     pub fn drain(&mut self) -> Tampering {
         loop {
             let n = match recv_into(&self.fd, &mut self.buf, libc::MSG_DONTWAIT) {
@@ -140,6 +144,7 @@ impl TableMonitor {
                     Some(libc::EINTR) => continue,
                     Some(libc::ENOBUFS) => {
                         self.seen.lost = true;
+                        self.settling = false;
                         continue;
                     }
                     Some(libc::EAGAIN) => break,
@@ -158,10 +163,28 @@ impl TableMonitor {
                     seen,
                     &mut self.generation,
                     &mut self.awaiting_committer,
+                    &mut self.settling,
                 );
             }
         }
+        // A transaction's notifications end with its NEWGEN, and may come in several reads:
+        // until it is here, the rest (a table's deletion after its rules' and counters') may
+        // still be on the way, so nothing is reported from half a transaction.
+        if self.awaiting_committer && !self.seen.lost {
+            return Tampering::default();
+        }
         std::mem::take(&mut self.seen)
+    }
+
+    /// Called right after our own commit restored the table: the notifications of what others
+    /// committed before it (all queued by then: commits are serialised) are forgotten, so one
+    /// deletion seen in two halves — our counter dump missing counters, then its notices —
+    /// is not put right twice. Returns what others did after our commit.
+    pub fn settle(&mut self) -> Tampering {
+        self.seen = Tampering::default();
+        self.awaiting_committer = false;
+        self.settling = true;
+        self.drain()
     }
 }
 
@@ -172,6 +195,7 @@ fn note(
     seen: &mut Tampering,
     generation: &mut Option<u32>,
     awaiting_committer: &mut bool,
+    settling: &mut bool,
 ) {
     if msg.kind() >> 8 != NFNL_SUBSYS_NFTABLES {
         return;
@@ -181,12 +205,17 @@ fn note(
         if let Some(id) = super::nft::decode_generation(msg) {
             *generation = Some(id);
         }
+        if *settling {
+            // Ours ends what is forgotten.
+            *settling = msg.port_id() != own_port;
+            return;
+        }
         if std::mem::take(awaiting_committer) && seen.by.is_none() {
             seen.by = Some(Committer::from_gen(msg));
         }
         return;
     }
-    if msg.port_id() == own_port || !names_our_table(msg) {
+    if *settling || msg.port_id() == own_port || !names_our_table(msg) {
         return;
     }
     match kind {
@@ -234,11 +263,43 @@ mod tests {
     }
 
     fn fold(datagram: &[u8]) -> (Tampering, Option<u32>) {
+        fold_from(datagram, false)
+    }
+
+    /// `note` over a datagram, from `settling` (after our own commit) or not.
+    fn fold_from(datagram: &[u8], mut settling: bool) -> (Tampering, Option<u32>) {
         let (mut seen, mut generation, mut awaiting) = (Tampering::default(), None, false);
         for msg in Msgs::new(datagram).flatten() {
-            note(&msg, 7, &mut seen, &mut generation, &mut awaiting);
+            note(
+                &msg,
+                7,
+                &mut seen,
+                &mut generation,
+                &mut awaiting,
+                &mut settling,
+            );
         }
         (seen, generation)
+    }
+
+    #[test]
+    fn after_our_restore_what_came_before_it_is_forgotten() {
+        let mut bytes = notification(NFT_MSG_DELOBJ, 99, TABLE);
+        bytes.extend(notification(NFT_MSG_DELTABLE, 99, TABLE));
+        bytes.extend(new_gen(42, 1234, "nft"));
+        bytes.extend(notification(NFT_MSG_NEWTABLE, 7, TABLE));
+        let mut ours = new_gen(43, 1, "ftagent");
+        ours[12..16].copy_from_slice(&7u32.to_ne_bytes());
+        bytes.extend(ours);
+        let (seen, generation) = fold_from(&bytes, true);
+        assert!(!seen.any(), "{seen:?}");
+        assert_eq!(generation, Some(43));
+        // What others do after our commit is seen.
+        bytes.extend(notification(NFT_MSG_DELRULE, 99, TABLE));
+        bytes.extend(new_gen(44, 1234, "nft"));
+        let (seen, _) = fold_from(&bytes, true);
+        assert_eq!(seen.changes, 1);
+        assert_eq!(seen.by.map(|b| b.pid), Some(1234));
     }
 
     #[test]

@@ -63,6 +63,28 @@ pub fn amplification_counter(port: u16) -> String {
     format!("amp_{port}")
 }
 
+/// The sets whose drop rules count what they drop in a named counter of their own
+/// ([`drop_counter`]): bans, and the aggregate measures with the meters they switch on. What
+/// the table dropped, not traffic to judge: never a detection key.
+pub const DROP_SETS: [&str; 11] = [
+    "ban4",
+    "ban6",
+    "bannet4",
+    "bannet6",
+    "limit_udp",
+    "limit_tcp",
+    "limit_proto",
+    "limit_frag",
+    Measure::REFLECTOR_SET,
+    "meter_new",
+    "limit_conns",
+];
+
+/// The named counter of the drop rules of `set`.
+pub fn drop_counter(set: &str) -> String {
+    format!("drop_{set}")
+}
+
 /// IPv4 or IPv6: the key type of a set and the network header a rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -358,6 +380,7 @@ pub fn desired(config: &Config) -> TableSpec {
         .map(|&p| (Key::Ports(p, p), amplification_counter(p)))
         .collect();
     counters.extend(amp.iter().map(|(_, c)| c.clone()));
+    counters.extend(DROP_SETS.iter().map(|set| drop_counter(set)));
 
     let el = |b: u8, name: &str| (Key::Byte(b), name.to_string());
     let mut sets = vec![
@@ -472,7 +495,7 @@ pub fn desired(config: &Config) -> TableSpec {
             set: Measure::REFLECTOR_SET.to_string(),
             invert: false,
         },
-        Expr::counter(),
+        Expr::NamedCounter(drop_counter(Measure::REFLECTOR_SET)),
         Expr::Verdict(Verdict::Drop),
     ]);
     conntrack.push(reflected);
@@ -504,7 +527,7 @@ pub fn desired(config: &Config) -> TableSpec {
                 invert: false,
             },
         ]);
-        conntrack.extend(meter_rules(&head, meter, stateful));
+        conntrack.extend(meter_rules(&head, meter, stateful, set));
     }
     TableSpec {
         counters,
@@ -633,7 +656,13 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
         burst: (rate / 10).max(5),
         over: true,
     };
-    let tail = |rate: u32| [limit(rate), Expr::counter(), Expr::Verdict(Verdict::Drop)];
+    let tail = |rate: u32, set: &str| {
+        [
+            limit(rate),
+            Expr::NamedCounter(drop_counter(set)),
+            Expr::Verdict(Verdict::Drop),
+        ]
+    };
     let mut rules = Vec::new();
     let per_source = Stateful::Limit {
         rate: u64::from(m.source_limit_pps),
@@ -653,9 +682,9 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
             },
         ]);
         // The heaviest sources first, then the port as a whole.
-        rules.extend(meter_rules(&head, "meter", per_source));
+        rules.extend(meter_rules(&head, "meter", per_source, set));
         let mut rule = head;
-        rule.extend(tail(m.port_limit_pps));
+        rule.extend(tail(m.port_limit_pps, set));
         rules.push(rule);
     }
     let mut icmp = vec![
@@ -665,7 +694,7 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
             invert: false,
         },
     ];
-    icmp.extend(tail(m.icmp_limit_pps));
+    icmp.extend(tail(m.icmp_limit_pps, "limit_proto"));
     rules.push(icmp);
     let fragments: [(u8, Vec<Expr>); 2] = [
         (
@@ -691,7 +720,7 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
         ];
         rule.extend(Expr::meta_is(MetaKey::NfProto, nfproto));
         rule.extend(matches);
-        rule.extend(tail(m.fragment_limit_pps));
+        rule.extend(tail(m.fragment_limit_pps, "limit_frag"));
         rules.push(rule);
     }
     rules
@@ -710,9 +739,10 @@ const METERS: [(&str, KeyType, Option<Duration>); 6] = [
     ("conns6", KeyType::Ipv6Addr, None),
 ];
 
-/// `<match> meta nfproto X add @<meter><4|6> { ip[6] saddr <stateful> } counter drop`, for
-/// both families: per-source state, the heaviest sources dropped.
-fn meter_rules(head: &[Expr], meter: &str, stateful: Stateful) -> Vec<Vec<Expr>> {
+/// `<match> meta nfproto X add @<meter><4|6> { ip[6] saddr <stateful> } counter name
+/// "drop_<set>" drop`, for both families: per-source state, the heaviest sources dropped and
+/// counted with the rest of what `set` switches on.
+fn meter_rules(head: &[Expr], meter: &str, stateful: Stateful, set: &str) -> Vec<Vec<Expr>> {
     [
         (NFPROTO_IPV4, Field::Ip4Saddr, "4"),
         (NFPROTO_IPV6, Field::Ip6Saddr, "6"),
@@ -727,7 +757,7 @@ fn meter_rules(head: &[Expr], meter: &str, stateful: Stateful) -> Vec<Vec<Expr>>
                 set: format!("{meter}{suffix}"),
                 stateful,
             },
-            Expr::counter(),
+            Expr::NamedCounter(drop_counter(set)),
             Expr::Verdict(Verdict::Drop),
         ]);
         rule
@@ -792,7 +822,8 @@ impl Measure {
     }
 }
 
-/// `ip saddr @set return` for the safelist, `ip saddr @set counter drop` for bans.
+/// `ip saddr @set return` for the safelist, `ip saddr @set counter name "drop_<set>" drop`
+/// for bans.
 fn address_rule(role: SetRole) -> Vec<Expr> {
     let (nfproto, field) = match role.family() {
         Family::V4 => (NFPROTO_IPV4, Field::Ip4Saddr),
@@ -806,9 +837,10 @@ fn address_rule(role: SetRole) -> Vec<Expr> {
     });
     match role {
         SetRole::Allow(_) => rule.push(Expr::Verdict(Verdict::Return)),
-        SetRole::Ban(_) | SetRole::BanNet(_) => {
-            rule.extend([Expr::counter(), Expr::Verdict(Verdict::Drop)])
-        }
+        SetRole::Ban(_) | SetRole::BanNet(_) => rule.extend([
+            Expr::NamedCounter(drop_counter(role.name())),
+            Expr::Verdict(Verdict::Drop),
+        ]),
     }
     rule
 }
@@ -885,11 +917,16 @@ pub struct TableState {
 pub fn bans_in(state: &TableState) -> Vec<(Cidr, Duration)> {
     let mut bans = Vec::new();
     for set in &state.sets {
-        if !matches!(SetRole::from_name(&set.name), Some(SetRole::Ban(_) | SetRole::BanNet(_))) {
+        if !matches!(
+            SetRole::from_name(&set.name),
+            Some(SetRole::Ban(_) | SetRole::BanNet(_))
+        ) {
             continue;
         }
         for element in &set.elements {
-            let Key::Addr(ElementKey::Cidr(cidr)) = element.key else { continue };
+            let Key::Addr(ElementKey::Cidr(cidr)) = element.key else {
+                continue;
+            };
             if let Some(left) = element.expires.or(element.timeout).or(set.default_timeout) {
                 bans.push((cidr, left));
             }

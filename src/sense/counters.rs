@@ -1,12 +1,13 @@
 //! The table's named counters, read once per tick, turned into rates. Which counter is which
 //! is fixed at start (`CounterLayout`); a tick only writes into arrays allocated then. Totals
-//! stay monotonic when the kernel's counters restart (our table replaced or restored).
+//! stay monotonic when the kernel's counters restart (our table replaced or restored). The
+//! drop rules' counters come last: read and totalled alike, never detection keys.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Proto};
-use crate::ruleset::{amplification_counter, counter, service_counter};
+use crate::ruleset::{amplification_counter, counter, drop_counter, service_counter, DROP_SETS};
 
 /// A configured service port (range) and the indices of its counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,9 @@ pub struct CounterLayout {
     pub services: Vec<ServiceCounters>,
     /// Reflector source ports and their counter.
     pub amplification: Vec<(u16, usize)>,
+    /// The counters before this index are traffic to judge (detection keys); from it on, what
+    /// the drop rules dropped, one per set of `ruleset::DROP_SETS`, in that order.
+    first_drop: usize,
 }
 
 /// The fixed classes, by index into the layout (the order of `counter::FIXED`).
@@ -47,7 +51,7 @@ pub mod class {
 
 impl CounterLayout {
     /// The layout of the table `ruleset::desired(config)` builds: fixed classes first, then the
-    /// service ports, their new-connection counters and the reflector ports.
+    /// service ports, their new-connection counters, the reflector ports and the drop rules.
     pub fn new(config: &Config) -> CounterLayout {
         let mut names: Vec<String> = counter::FIXED.iter().map(|c| c.to_string()).collect();
         let mut add = |name: String| {
@@ -74,6 +78,8 @@ impl CounterLayout {
             .iter()
             .map(|&p| (p, add(amplification_counter(p))))
             .collect();
+        let first_drop = names.len();
+        names.extend(DROP_SETS.iter().map(|set| drop_counter(set)));
         let index = names
             .iter()
             .enumerate()
@@ -84,11 +90,22 @@ impl CounterLayout {
             index,
             services,
             amplification,
+            first_drop,
         }
     }
 
     pub fn len(&self) -> usize {
         self.names.len()
+    }
+
+    /// How many counters are traffic to judge: the detector's keys are `0..detected()`.
+    pub fn detected(&self) -> usize {
+        self.first_drop
+    }
+
+    /// The drop rules' counters: each set of `ruleset::DROP_SETS` with its counter's index.
+    pub fn drops(&self) -> impl Iterator<Item = (&'static str, usize)> {
+        DROP_SETS.into_iter().zip(self.first_drop..)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -254,6 +271,10 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert_eq!(layout.name(class::TCP_SYN), "tcp_syn");
+        assert_eq!(layout.detected(), layout.len() - DROP_SETS.len());
+        let drops: Vec<(&str, &str)> = layout.drops().map(|(s, i)| (s, layout.name(i))).collect();
+        assert_eq!(drops[0], ("ban4", "drop_ban4"));
+        assert_eq!(drops[10], ("limit_conns", "drop_limit_conns"));
         assert_eq!(layout.name(class::OTHER), "other");
         let ssh = layout.service(Proto::Tcp, 22).unwrap();
         assert_eq!(

@@ -1,0 +1,778 @@
+//! What `/metrics` says, in the Prometheus text exposition format (version 0.0.4): a
+//! [`Snapshot`] of the daemon's state, gathered on request, rendered by [`render`]. Pure: no
+//! I/O, no clock; it allocates only when asked (a scrape), never per tick.
+
+use std::fmt::Write as _;
+
+/// The `Content-Type` of the rendering.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A detection key as of the last tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRate {
+    pub name: String,
+    /// Packets per second, or (`connections`) the connections the heaviest source holds.
+    pub value: f64,
+    pub baseline: f64,
+    pub threshold: f64,
+    pub over: bool,
+    pub connections: bool,
+}
+
+/// Packets and bytes counted by one of our named counters since the agent started,
+/// monotonic across the kernel's counter resets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Total {
+    /// The counter (traffic) or the set whose rules dropped (drops).
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// How full one of our sets is, as the daemon knows it (no kernel listing per scrape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetFill {
+    pub name: String,
+    pub elements: u64,
+    /// None for sets without a `size`.
+    pub size: Option<u64>,
+}
+
+/// Everything `/metrics` shows, as plain data.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub version: String,
+    pub uptime_seconds: f64,
+    pub warmed_up: bool,
+    pub monitor: bool,
+    /// The last reload's outcome (None: never reloaded).
+    pub last_reload_ok: Option<bool>,
+    pub keys: Vec<KeyRate>,
+    /// The accounting counters (what arrives).
+    pub traffic: Vec<Total>,
+    /// The drop rules' counters, by set.
+    pub dropped: Vec<Total>,
+    /// Open incidents and incidents opened since start, by vector (every vector listed).
+    pub incidents_open: Vec<(&'static str, u64)>,
+    pub incidents_total: Vec<(&'static str, u64)>,
+    /// Measures in force for open incidents, by action (every action listed).
+    pub mitigations: Vec<(&'static str, u64)>,
+    pub operator_bans: u64,
+    /// Bans put in the kernel since start: by incidents' mitigation, by operators.
+    pub bans_by_incidents: u64,
+    pub bans_by_operators: u64,
+    pub sets: Vec<SetFill>,
+    pub samples_received: u64,
+    pub samples_lost: u64,
+    pub samples_enobufs: u64,
+    pub samples_malformed: u64,
+    pub conntrack_entries: u64,
+    pub tables_restored: u64,
+    /// BGP announcements in force (or, in monitor mode, that would be): RTBH, FlowSpec.
+    pub bgp_rtbh: u64,
+    pub bgp_flowspec: u64,
+}
+
+/// A metric family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// The text being written; families are opened one at a time, each with its HELP and TYPE.
+struct Exposition {
+    text: String,
+}
+
+/// The samples of one family.
+struct Family<'a> {
+    text: &'a mut String,
+    name: &'static str,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &'static str, kind: Kind, help: &str) -> Family<'_> {
+        debug_assert_eq!(
+            kind == Kind::Counter,
+            name.ends_with("_total"),
+            "{name}: counters and only counters end in _total"
+        );
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        Family {
+            text: &mut self.text,
+            name,
+        }
+    }
+
+    /// A family of one sample without labels.
+    fn single(&mut self, name: &'static str, kind: Kind, help: &str, value: f64) {
+        self.family(name, kind, help).sample(&[], value);
+    }
+}
+
+impl Family<'_> {
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.text.push_str(self.name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (label, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{label}=\"{}\"", escape_label(value));
+            }
+            self.text.push('}');
+        }
+        self.text.push(' ');
+        push_value(self.text, value);
+        self.text.push('\n');
+    }
+}
+
+/// A sample value: integers without a fraction, the special values as Prometheus spells them.
+fn push_value(text: &mut String, value: f64) {
+    if value.is_nan() {
+        text.push_str("NaN");
+    } else if value.is_infinite() {
+        text.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(text, "{value}");
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn flag(on: bool) -> f64 {
+    if on {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The snapshot in the text exposition format.
+pub fn render(s: &Snapshot) -> String {
+    use Kind::{Counter, Gauge};
+    let mut out = Exposition {
+        text: String::with_capacity(16 * 1024),
+    };
+    out.family(
+        "ftagent_build_info",
+        Gauge,
+        "The running ftagent's version (always 1).",
+    )
+    .sample(&[("version", &s.version)], 1.0);
+    out.single(
+        "ftagent_uptime_seconds",
+        Gauge,
+        "Seconds since the daemon started.",
+        s.uptime_seconds,
+    );
+    out.single(
+        "ftagent_warmed_up",
+        Gauge,
+        "1 once agent.warmup of traffic is learned and verdicts are given.",
+        flag(s.warmed_up),
+    );
+    out.single(
+        "ftagent_monitor_mode",
+        Gauge,
+        "1 in monitor mode: incidents are reported, nothing is dropped.",
+        flag(s.monitor),
+    );
+    out.single(
+        "ftagent_config_last_reload_successful",
+        Gauge,
+        "0 when the last SIGHUP reload failed and the previous configuration runs on.",
+        flag(s.last_reload_ok != Some(false)),
+    );
+
+    let mut rate = out.family(
+        "ftagent_key_packets_per_second",
+        Gauge,
+        "Packets per second of each detection key over the last tick (new_* keys: new connections).",
+    );
+    for k in s.keys.iter().filter(|k| !k.connections) {
+        rate.sample(&[("key", &k.name)], k.value);
+    }
+    let mut baseline = out.family(
+        "ftagent_key_baseline_packets_per_second",
+        Gauge,
+        "The learned baseline (EWMA mean) of each detection key.",
+    );
+    for k in s.keys.iter().filter(|k| !k.connections) {
+        baseline.sample(&[("key", &k.name)], k.baseline);
+    }
+    let mut threshold = out.family(
+        "ftagent_key_threshold_packets_per_second",
+        Gauge,
+        "The rate over which a detection key counts as under attack.",
+    );
+    for k in s.keys.iter().filter(|k| !k.connections) {
+        threshold.sample(&[("key", &k.name)], k.threshold);
+    }
+    let mut held = out.family(
+        "ftagent_key_connections",
+        Gauge,
+        "Concurrent connections the heaviest source holds to a TCP service (conn_* keys).",
+    );
+    for k in s.keys.iter().filter(|k| k.connections) {
+        held.sample(&[("key", &k.name)], k.value);
+    }
+    let mut limit = out.family(
+        "ftagent_key_threshold_connections",
+        Gauge,
+        "The connections one source may hold to a TCP service (detection.max_connections_per_source).",
+    );
+    for k in s.keys.iter().filter(|k| k.connections) {
+        limit.sample(&[("key", &k.name)], k.threshold);
+    }
+    let mut over = out.family(
+        "ftagent_key_over_threshold",
+        Gauge,
+        "1 when a detection key was over its threshold in the last tick.",
+    );
+    for k in &s.keys {
+        over.sample(&[("key", &k.name)], flag(k.over));
+    }
+
+    let mut traffic = out.family(
+        "ftagent_traffic_packets_total",
+        Counter,
+        "Packets counted by each accounting counter of table inet ftagent, before any verdict.",
+    );
+    for t in &s.traffic {
+        traffic.sample(&[("counter", &t.name)], t.packets as f64);
+    }
+    let mut traffic = out.family(
+        "ftagent_traffic_bytes_total",
+        Counter,
+        "Bytes counted by each accounting counter of table inet ftagent, before any verdict.",
+    );
+    for t in &s.traffic {
+        traffic.sample(&[("counter", &t.name)], t.bytes as f64);
+    }
+    let mut dropped = out.family(
+        "ftagent_dropped_packets_total",
+        Counter,
+        "Packets dropped by the rules each set of table inet ftagent switches on (bans, limits, blocks).",
+    );
+    for d in &s.dropped {
+        dropped.sample(&[("set", &d.name)], d.packets as f64);
+    }
+    let mut dropped = out.family(
+        "ftagent_dropped_bytes_total",
+        Counter,
+        "Bytes dropped by the rules each set of table inet ftagent switches on (bans, limits, blocks).",
+    );
+    for d in &s.dropped {
+        dropped.sample(&[("set", &d.name)], d.bytes as f64);
+    }
+
+    let mut open = out.family(
+        "ftagent_incidents_open",
+        Gauge,
+        "Incidents open now, by attack vector.",
+    );
+    for (vector, n) in &s.incidents_open {
+        open.sample(&[("vector", vector)], *n as f64);
+    }
+    let mut opened = out.family(
+        "ftagent_incidents_total",
+        Counter,
+        "Incidents opened since the daemon started, by attack vector.",
+    );
+    for (vector, n) in &s.incidents_total {
+        opened.sample(&[("vector", vector)], *n as f64);
+    }
+    let mut active = out.family(
+        "ftagent_mitigations_active",
+        Gauge,
+        "Bans and measures open incidents hold in force (in monitor mode: would hold), by action.",
+    );
+    for (action, n) in &s.mitigations {
+        active.sample(&[("action", action)], *n as f64);
+    }
+    out.single(
+        "ftagent_operator_bans",
+        Gauge,
+        "Bans made with `ftagent ban` still in force.",
+        s.operator_bans as f64,
+    );
+    let mut bans = out.family(
+        "ftagent_bans_total",
+        Counter,
+        "Bans put in the kernel since the daemon started, by who asked for them.",
+    );
+    bans.sample(&[("by", "incident")], s.bans_by_incidents as f64);
+    bans.sample(&[("by", "operator")], s.bans_by_operators as f64);
+    let mut elements = out.family(
+        "ftagent_set_elements",
+        Gauge,
+        "Elements the daemon keeps in each set of table inet ftagent (meters, filled by the kernel, not listed).",
+    );
+    for set in &s.sets {
+        elements.sample(&[("set", &set.name)], set.elements as f64);
+    }
+    let mut capacity = out.family(
+        "ftagent_set_capacity_elements",
+        Gauge,
+        "The size (most elements) of each bounded set of table inet ftagent.",
+    );
+    for set in &s.sets {
+        if let Some(size) = set.size {
+            capacity.sample(&[("set", &set.name)], size as f64);
+        }
+    }
+
+    out.single(
+        "ftagent_nflog_samples_total",
+        Counter,
+        "Sampled packets received over NFLOG.",
+        s.samples_received as f64,
+    );
+    out.single(
+        "ftagent_nflog_samples_lost_total",
+        Counter,
+        "Sampled packets the kernel could not deliver (NFLOG sequence gaps).",
+        s.samples_lost as f64,
+    );
+    out.single(
+        "ftagent_nflog_buffer_overruns_total",
+        Counter,
+        "Times the NFLOG socket's receive buffer overflowed (ENOBUFS).",
+        s.samples_enobufs as f64,
+    );
+    out.single(
+        "ftagent_nflog_malformed_total",
+        Counter,
+        "NFLOG messages or packets that could not be parsed.",
+        s.samples_malformed as f64,
+    );
+    out.single(
+        "ftagent_conntrack_entries",
+        Gauge,
+        "Entries in the connection tracking table at the last read.",
+        s.conntrack_entries as f64,
+    );
+    out.single(
+        "ftagent_table_restores_total",
+        Counter,
+        "Times table inet ftagent was put back after someone else removed or changed it.",
+        s.tables_restored as f64,
+    );
+    let mut bgp = out.family(
+        "ftagent_bgp_announcements",
+        Gauge,
+        "Routes announced upstream through the BGP daemon (in monitor mode: would be), by type.",
+    );
+    bgp.sample(&[("type", "rtbh")], s.bgp_rtbh as f64);
+    bgp.sample(&[("type", "flowspec")], s.bgp_flowspec as f64);
+    out.text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// A snapshot with a bit of everything, awkward label values included.
+    fn example() -> Snapshot {
+        let total = |name: &str, packets| Total {
+            name: name.to_string(),
+            packets,
+            bytes: packets * 60,
+        };
+        Snapshot {
+            version: "0.1.0".to_string(),
+            uptime_seconds: 12.5,
+            warmed_up: true,
+            monitor: false,
+            last_reload_ok: Some(false),
+            keys: vec![
+                KeyRate {
+                    name: "tcp_syn".to_string(),
+                    value: 81234.5,
+                    baseline: 42.125,
+                    threshold: 5000.0,
+                    over: true,
+                    connections: false,
+                },
+                KeyRate {
+                    name: "odd\"key\\with\nnewline".to_string(),
+                    value: f64::NAN,
+                    baseline: f64::INFINITY,
+                    threshold: 1e-7,
+                    over: false,
+                    connections: false,
+                },
+                KeyRate {
+                    name: "conn_tcp_80".to_string(),
+                    value: 300.0,
+                    baseline: 0.0,
+                    threshold: 100.0,
+                    over: true,
+                    connections: true,
+                },
+            ],
+            traffic: vec![total("l3_ipv4", 123456789012), total("tcp_syn", 5)],
+            dropped: vec![total("ban4", 99), total("limit_udp", 0)],
+            incidents_open: vec![("udp_flood", 1), ("syn_flood", 0)],
+            incidents_total: vec![("udp_flood", 3), ("syn_flood", 0)],
+            mitigations: vec![("ban", 2), ("limit_port", 0)],
+            operator_bans: 1,
+            bans_by_incidents: 7,
+            bans_by_operators: 1,
+            sets: vec![
+                SetFill {
+                    name: "ban4".to_string(),
+                    elements: 3,
+                    size: Some(65536),
+                },
+                SetFill {
+                    name: "allow4".to_string(),
+                    elements: 4,
+                    size: None,
+                },
+            ],
+            samples_received: 1000,
+            samples_lost: 2,
+            samples_enobufs: 1,
+            samples_malformed: 0,
+            conntrack_entries: 17,
+            tables_restored: 1,
+            bgp_rtbh: 1,
+            bgp_flowspec: 2,
+        }
+    }
+
+    /// One parsed sample: family name, labels in order, value.
+    type Sample = (String, Vec<(String, String)>, f64);
+
+    /// A strict reader of the text format 0.0.4 as ftagent must write it: every family
+    /// announced by one HELP and one TYPE before its samples, samples of a family together,
+    /// valid names, escaped label values, parseable values, no series twice, counters named
+    /// `_total` and never negative, a final newline. Returns the samples.
+    fn strict_parse(text: &str) -> Result<Vec<Sample>, String> {
+        fn is_name(s: &str, colon: bool) -> bool {
+            let mut chars = s.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
+        }
+        fn value(s: &str) -> Option<f64> {
+            match s {
+                "NaN" => Some(f64::NAN),
+                "+Inf" => Some(f64::INFINITY),
+                "-Inf" => Some(f64::NEG_INFINITY),
+                _ if s
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+                {
+                    s.parse().ok()
+                }
+                _ => None,
+            }
+        }
+        if !text.ends_with('\n') {
+            return Err("no final newline".into());
+        }
+        let mut help: HashSet<String> = HashSet::new();
+        let mut types: HashMap<String, String> = HashMap::new();
+        let mut done: HashSet<String> = HashSet::new();
+        let mut current: Option<String> = None;
+        let mut series: HashSet<String> = HashSet::new();
+        let mut samples = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let at = |m: &str| format!("line {}: {m}: {line:?}", n + 1);
+            if let Some(rest) = line.strip_prefix("# ") {
+                let (keyword, rest) = rest.split_once(' ').ok_or_else(|| at("bare comment"))?;
+                let (name, arg) = rest.split_once(' ').ok_or_else(|| at("no text"))?;
+                if !is_name(name, true) {
+                    return Err(at("bad metric name"));
+                }
+                if done.contains(name) {
+                    return Err(at("family announced again"));
+                }
+                match keyword {
+                    "HELP" => {
+                        if !help.insert(name.to_string()) || arg.trim().is_empty() {
+                            return Err(at("second or empty HELP"));
+                        }
+                        if arg.replace("\\\\", "").replace("\\n", "").contains('\\') {
+                            return Err(at("bad escape in HELP"));
+                        }
+                    }
+                    "TYPE" => {
+                        if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&arg) {
+                            return Err(at("unknown type"));
+                        }
+                        if types.insert(name.to_string(), arg.to_string()).is_some() {
+                            return Err(at("second TYPE"));
+                        }
+                        if arg == "counter" && !name.ends_with("_total") {
+                            return Err(at("a counter not named _total"));
+                        }
+                        if arg != "counter" && name.ends_with("_total") {
+                            return Err(at("_total on a non-counter"));
+                        }
+                    }
+                    _ => return Err(at("unknown comment keyword")),
+                }
+                if current.as_deref() != Some(name) {
+                    if let Some(previous) = current.replace(name.to_string()) {
+                        done.insert(previous);
+                    }
+                }
+                continue;
+            }
+            // name{label="value",...} value
+            let name_end = line.find(['{', ' ']).ok_or_else(|| at("no value"))?;
+            let name = &line[..name_end];
+            if !is_name(name, true) {
+                return Err(at("bad metric name"));
+            }
+            if current.as_deref() != Some(name) || !types.contains_key(name) || !help.contains(name)
+            {
+                return Err(at("sample outside its family, or before its HELP and TYPE"));
+            }
+            let mut rest = &line[name_end..];
+            let mut labels = Vec::new();
+            if let Some(inner) = rest.strip_prefix('{') {
+                let mut chars = inner.char_indices().peekable();
+                let end = loop {
+                    let Some((start, c)) = chars.next() else {
+                        return Err(at("unterminated labels"));
+                    };
+                    if c == '}' {
+                        break start;
+                    }
+                    let eq = inner[start..]
+                        .find('=')
+                        .ok_or_else(|| at("label without ="))?
+                        + start;
+                    let label = &inner[start..eq];
+                    if !is_name(label, false) || label.starts_with("__") {
+                        return Err(at("bad label name"));
+                    }
+                    while chars.peek().is_some_and(|(i, _)| *i <= eq) {
+                        chars.next();
+                    }
+                    if chars.next().map(|(_, c)| c) != Some('"') {
+                        return Err(at("label value not quoted"));
+                    }
+                    let mut value = String::new();
+                    loop {
+                        match chars.next() {
+                            None => return Err(at("unterminated label value")),
+                            Some((_, '"')) => break,
+                            Some((_, '\n')) => return Err(at("raw newline")),
+                            Some((_, '\\')) => match chars.next() {
+                                Some((_, '\\')) => value.push('\\'),
+                                Some((_, '"')) => value.push('"'),
+                                Some((_, 'n')) => value.push('\n'),
+                                _ => return Err(at("bad escape in a label value")),
+                            },
+                            Some((_, c)) => value.push(c),
+                        }
+                    }
+                    if labels.iter().any(|(l, _): &(String, String)| l == label) {
+                        return Err(at("label twice"));
+                    }
+                    labels.push((label.to_string(), value));
+                    match chars.next() {
+                        Some((_, ',')) => continue,
+                        Some((i, '}')) => break i,
+                        _ => return Err(at("expected , or }")),
+                    }
+                };
+                rest = &inner[end + 1..];
+            }
+            let text_value = rest
+                .strip_prefix(' ')
+                .ok_or_else(|| at("no space before value"))?;
+            if text_value.contains(' ') {
+                return Err(at("timestamps or trailing text are not ours"));
+            }
+            let v = value(text_value).ok_or_else(|| at("bad value"))?;
+            if types[name] == "counter" && (v.is_nan() || v < 0.0) {
+                return Err(at("a counter below zero or NaN"));
+            }
+            let key = format!("{name}{labels:?}");
+            if !series.insert(key) {
+                return Err(at("series twice"));
+            }
+            samples.push((name.to_string(), labels, v));
+        }
+        Ok(samples)
+    }
+
+    fn value_of(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+        samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && label.map_or(l.is_empty(), |(k, v)| {
+                        l.iter().any(|(lk, lv)| lk == k && lv == v)
+                    })
+            })
+            .map(|(_, _, v)| *v)
+    }
+
+    #[test]
+    fn the_rendering_passes_a_strict_reading() {
+        let text = render(&example());
+        let samples = strict_parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            value_of(&samples, "ftagent_build_info", Some(("version", "0.1.0"))),
+            Some(1.0)
+        );
+        assert_eq!(
+            value_of(
+                &samples,
+                "ftagent_incidents_open",
+                Some(("vector", "udp_flood"))
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value_of(
+                &samples,
+                "ftagent_dropped_packets_total",
+                Some(("set", "ban4"))
+            ),
+            Some(99.0)
+        );
+        assert_eq!(
+            value_of(
+                &samples,
+                "ftagent_traffic_packets_total",
+                Some(("counter", "l3_ipv4"))
+            ),
+            Some(123456789012.0),
+            "integers are written whole"
+        );
+        assert!(text.contains("ftagent_traffic_packets_total{counter=\"l3_ipv4\"} 123456789012\n"));
+        assert_eq!(
+            value_of(
+                &samples,
+                "ftagent_key_packets_per_second",
+                Some(("key", "odd\"key\\with\nnewline"))
+            )
+            .map(f64::is_nan),
+            Some(true),
+            "escaped label values read back as they were"
+        );
+        assert_eq!(
+            value_of(
+                &samples,
+                "ftagent_key_connections",
+                Some(("key", "conn_tcp_80"))
+            ),
+            Some(300.0)
+        );
+        assert_eq!(
+            value_of(
+                &samples,
+                "ftagent_key_packets_per_second",
+                Some(("key", "conn_tcp_80"))
+            ),
+            None,
+            "connection keys are no rates"
+        );
+        assert_eq!(
+            value_of(&samples, "ftagent_config_last_reload_successful", None),
+            Some(0.0)
+        );
+        assert_eq!(
+            value_of(
+                &samples,
+                "ftagent_set_capacity_elements",
+                Some(("set", "allow4"))
+            ),
+            None,
+            "unbounded sets have no capacity"
+        );
+    }
+
+    #[test]
+    fn the_strict_reading_catches_mistakes() {
+        let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2\n";
+        assert!(strict_parse(good).is_ok());
+        let bad = [
+            "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2",
+            "# HELP a A.\n# TYPE a counter\na 2\n",
+            "# HELP a_total A.\n# TYPE a_total gauge\na_total 2\n",
+            "a 1\n",
+            "# HELP a A.\n# TYPE a gauge\na{x=\"\\q\"} 1\n",
+            "# HELP a A.\n# TYPE a gauge\na{x=1} 1\n",
+            "# HELP a A.\n# TYPE a gauge\na 1\na 2\n",
+            "# HELP a A.\n# TYPE a gauge\na inf\n",
+            "# HELP a A.\n# TYPE a gauge\n# HELP b B.\n# TYPE b gauge\nb 1\na 1\n",
+            "# HELP a_total A.\n# TYPE a_total counter\na_total -1\n",
+            "# HELP 1a A.\n# TYPE 1a gauge\n1a 1\n",
+        ];
+        for text in bad {
+            assert!(strict_parse(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_snapshot_renders_too() {
+        let text = render(&Snapshot::default());
+        strict_parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+
+    /// Prometheus's own linter (`promtool check metrics`, Debian package `prometheus`,
+    /// installed by tests/deps.sh) reads the rendering: format and naming conventions.
+    #[test]
+    fn promtool_accepts_the_rendering() {
+        let Some(verdict) = promtool_check(&render(&example())) else {
+            eprintln!("promtool not installed (tests/deps.sh installs it): skipped");
+            return;
+        };
+        assert_eq!(verdict, Ok(()), "promtool check metrics");
+    }
+
+    /// `promtool check metrics` on `text`: None without promtool, else its verdict.
+    fn promtool_check(text: &str) -> Option<Result<(), String>> {
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        child.stdin.take()?.write_all(text.as_bytes()).ok()?;
+        let out = child.wait_with_output().ok()?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(if out.status.success() && said.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(said)
+        })
+    }
+}
