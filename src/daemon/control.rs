@@ -4,15 +4,15 @@
 //! flush, status) carried out on the daemon's state.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::{UnixListener, UnixStream};
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 
+use super::slots::{Connection, Slots};
 use super::{Daemon, DaemonError};
 use crate::addr::Cidr;
 use crate::config::Config;
@@ -49,8 +49,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
 
 /// Open control connections, each with its own mio token from `first_token` on.
 pub struct Connections {
-    first_token: usize,
-    slots: Vec<Option<Conn>>,
+    slots: Slots<Conn>,
 }
 
 struct Conn {
@@ -64,16 +63,27 @@ struct Conn {
     answered: bool,
 }
 
+impl Connection for Conn {
+    type Stream = UnixStream;
+
+    fn stream(&mut self) -> &mut UnixStream {
+        &mut self.stream
+    }
+
+    fn opened(&self) -> Instant {
+        self.opened
+    }
+}
+
 impl Connections {
     pub fn new(first_token: usize) -> Connections {
         Connections {
-            first_token,
-            slots: (0..MAX_CONNECTIONS).map(|_| None).collect(),
+            slots: Slots::new(first_token, MAX_CONNECTIONS),
         }
     }
 
     pub fn owns(&self, token: Token) -> bool {
-        (self.first_token..self.first_token + MAX_CONNECTIONS).contains(&token.0)
+        self.slots.owns(token)
     }
 
     /// Accepts every pending connection (edge-triggered). An unprivileged peer gets an error
@@ -100,53 +110,37 @@ impl Connections {
                 );
                 continue;
             }
-            let slot = match self.slots.iter().position(Option::is_none) {
-                Some(free) => free,
-                None => {
-                    let oldest = self.oldest();
-                    log::warn!(
-                        "control socket: {MAX_CONNECTIONS} connections open; closing the oldest"
-                    );
-                    self.answer(
-                        oldest,
-                        &Response::error("closed: too many control connections at once"),
-                        registry,
-                    );
-                    self.close(oldest, registry);
-                    oldest
-                }
+            let slot = self.slots.free().unwrap_or_else(|oldest| {
+                log::warn!(
+                    "control socket: {MAX_CONNECTIONS} connections open; closing the oldest"
+                );
+                self.answer(
+                    oldest,
+                    &Response::error("closed: too many control connections at once"),
+                    registry,
+                );
+                self.slots.close(oldest, registry);
+                oldest
+            });
+            let conn = Conn {
+                stream,
+                opened: Instant::now(),
+                input: Vec::new(),
+                output: Vec::new(),
+                written: 0,
+                answered: false,
             };
-            let token = Token(self.first_token + slot);
-            match registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
-                Ok(()) => {
-                    self.slots[slot] = Some(Conn {
-                        stream,
-                        opened: Instant::now(),
-                        input: Vec::new(),
-                        output: Vec::new(),
-                        written: 0,
-                        answered: false,
-                    })
-                }
-                Err(e) => log::warn!("control socket: register a connection: {e}"),
+            if let Err(e) = self.slots.insert(slot, conn, registry) {
+                log::warn!("control socket: register a connection: {e}");
             }
         }
-    }
-
-    fn oldest(&self) -> usize {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c.opened)))
-            .min_by_key(|(_, opened)| *opened)
-            .map_or(0, |(i, _)| i)
     }
 
     /// Handles an event of a connection: returns its request line once complete. A request
     /// that is too long gets an error reply here.
     pub fn ready(&mut self, event: &Event, registry: &Registry) -> Option<Vec<u8>> {
-        let slot = event.token().0.checked_sub(self.first_token)?;
-        let conn = self.slots.get_mut(slot)?.as_mut()?;
+        let slot = self.slots.slot_of(event.token())?;
+        let conn = self.slots.get_mut(slot)?;
         if conn.answered {
             self.flush(slot, registry);
             return None;
@@ -154,7 +148,7 @@ impl Connections {
         match conn.read_request() {
             ReadState::Pending => None,
             ReadState::Closed => {
-                self.close(slot, registry);
+                self.slots.close(slot, registry);
                 None
             }
             ReadState::TooLong => {
@@ -171,13 +165,13 @@ impl Connections {
 
     /// Sends the reply to the request `ready` returned for `token`.
     pub fn respond(&mut self, token: Token, response: &Response, registry: &Registry) {
-        if let Some(slot) = token.0.checked_sub(self.first_token) {
+        if let Some(slot) = self.slots.slot_of(token) {
             self.answer(slot, response, registry);
         }
     }
 
     fn answer(&mut self, slot: usize, response: &Response, registry: &Registry) {
-        let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(conn) = self.slots.get_mut(slot) else {
             return;
         };
         conn.answered = true;
@@ -188,7 +182,7 @@ impl Connections {
 
     /// Writes what the socket takes of the reply; closes the connection once it is all out.
     fn flush(&mut self, slot: usize, registry: &Registry) {
-        let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(conn) = self.slots.get_mut(slot) else {
             return;
         };
         while conn.written < conn.output.len() {
@@ -199,27 +193,15 @@ impl Connections {
                 Err(_) => break,
             }
         }
-        self.close(slot, registry);
-    }
-
-    fn close(&mut self, slot: usize, registry: &Registry) {
-        if let Some(mut conn) = self.slots.get_mut(slot).and_then(Option::take) {
-            let _ = registry.deregister(&mut conn.stream);
-            let _ = conn.stream.shutdown(Shutdown::Both);
-        }
+        self.slots.close(slot, registry);
     }
 
     /// Closes the connections open longer than `CONNECTION_TIMEOUT`: a client that never
     /// finishes its request or never reads its reply holds nothing for long.
     pub fn expire(&mut self, now: Instant, registry: &Registry) {
-        for slot in 0..self.slots.len() {
-            let stale = self.slots[slot]
-                .as_ref()
-                .is_some_and(|c| now.saturating_duration_since(c.opened) > CONNECTION_TIMEOUT);
-            if stale {
-                log::debug!("control socket: closing a connection idle for too long");
-                self.close(slot, registry);
-            }
+        let closed = self.slots.expire(now, CONNECTION_TIMEOUT, registry);
+        if closed > 0 {
+            log::debug!("control socket: closed {closed} connections idle for too long");
         }
     }
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 
+use super::slots::{Connection, Slots};
 use super::{Daemon, DaemonError};
 use crate::detect::{Event as Detection, EventKind, Vector};
 use crate::escalate::Route;
@@ -63,8 +64,7 @@ pub(super) fn bind(address: SocketAddr) -> Result<TcpListener, DaemonError> {
 /// The listener and its open connections, each with its own mio token from `first_token` on.
 pub(super) struct MetricsServer {
     listener: TcpListener,
-    first_token: usize,
-    slots: Vec<Option<Conn>>,
+    slots: Slots<Conn>,
 }
 
 struct Conn {
@@ -96,12 +96,23 @@ pub(super) enum Request {
     Refused(&'static str, &'static str),
 }
 
+impl Connection for Conn {
+    type Stream = TcpStream;
+
+    fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    fn opened(&self) -> Instant {
+        self.opened
+    }
+}
+
 impl MetricsServer {
     pub fn new(listener: TcpListener, first_token: usize) -> MetricsServer {
         MetricsServer {
             listener,
-            first_token,
-            slots: (0..MAX_CONNECTIONS).map(|_| None).collect(),
+            slots: Slots::new(first_token, MAX_CONNECTIONS),
         }
     }
 
@@ -110,14 +121,14 @@ impl MetricsServer {
     }
 
     pub fn owns(&self, token: Token) -> bool {
-        (self.first_token..self.first_token + MAX_CONNECTIONS).contains(&token.0)
+        self.slots.owns(token)
     }
 
     /// Accepts every pending connection (edge-triggered); when every slot is taken, the oldest
     /// connection is closed for the new one.
     pub fn accept_all(&mut self, registry: &Registry) {
         loop {
-            let (mut stream, _) = match self.listener.accept() {
+            let (stream, _) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -126,46 +137,30 @@ impl MetricsServer {
                     return;
                 }
             };
-            let slot = match self.slots.iter().position(Option::is_none) {
-                Some(free) => free,
-                None => {
-                    let oldest = self.oldest();
-                    log::debug!("metrics: {MAX_CONNECTIONS} connections open; closing the oldest");
-                    self.close(oldest, registry);
-                    oldest
-                }
+            let slot = self.slots.free().unwrap_or_else(|oldest| {
+                log::debug!("metrics: {MAX_CONNECTIONS} connections open; closing the oldest");
+                self.slots.close(oldest, registry);
+                oldest
+            });
+            let conn = Conn {
+                stream,
+                opened: Instant::now(),
+                input: Vec::new(),
+                output: Vec::new(),
+                written: 0,
+                phase: Phase::Reading,
             };
-            let token = Token(self.first_token + slot);
-            match registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
-                Ok(()) => {
-                    self.slots[slot] = Some(Conn {
-                        stream,
-                        opened: Instant::now(),
-                        input: Vec::new(),
-                        output: Vec::new(),
-                        written: 0,
-                        phase: Phase::Reading,
-                    })
-                }
-                Err(e) => log::warn!("metrics: register a connection: {e}"),
+            if let Err(e) = self.slots.insert(slot, conn, registry) {
+                log::warn!("metrics: register a connection: {e}");
             }
         }
-    }
-
-    fn oldest(&self) -> usize {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c.opened)))
-            .min_by_key(|(_, opened)| *opened)
-            .map_or(0, |(i, _)| i)
     }
 
     /// Handles an event of a connection. Returns true when it asks for the metrics: the caller
     /// renders them and hands them to `respond`. Every other request is answered here.
     pub fn ready(&mut self, event: &Event, registry: &Registry) -> Option<bool> {
-        let slot = event.token().0.checked_sub(self.first_token)?;
-        let conn = self.slots.get_mut(slot)?.as_mut()?;
+        let slot = self.slots.slot_of(event.token())?;
+        let conn = self.slots.get_mut(slot)?;
         match conn.phase {
             Phase::Writing => {
                 self.flush(slot, registry);
@@ -173,7 +168,7 @@ impl MetricsServer {
             }
             Phase::Draining => {
                 if conn.drain() {
-                    self.close(slot, registry);
+                    self.slots.close(slot, registry);
                 }
                 return None;
             }
@@ -181,7 +176,7 @@ impl MetricsServer {
         }
         let request = match conn.read_head() {
             Head::Closed => {
-                self.close(slot, registry);
+                self.slots.close(slot, registry);
                 return None;
             }
             Head::Pending => return None,
@@ -204,14 +199,14 @@ impl MetricsServer {
 
     /// Sends the metrics `ready` asked for.
     pub fn respond(&mut self, token: Token, body: &str, head_only: bool, registry: &Registry) {
-        if let Some(slot) = token.0.checked_sub(self.first_token) {
+        if let Some(slot) = self.slots.slot_of(token) {
             let response = response("200 OK", metrics::CONTENT_TYPE, body.as_bytes(), head_only);
             self.answer(slot, response, registry);
         }
     }
 
     fn answer(&mut self, slot: usize, response: Vec<u8>, registry: &Registry) {
-        let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(conn) = self.slots.get_mut(slot) else {
             return;
         };
         conn.phase = Phase::Writing;
@@ -223,7 +218,7 @@ impl MetricsServer {
     /// Writes what the socket takes of the response; once it is all out, shuts our side and
     /// drains the client's.
     fn flush(&mut self, slot: usize, registry: &Registry) {
-        let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(conn) = self.slots.get_mut(slot) else {
             return;
         };
         while conn.written < conn.output.len() {
@@ -236,34 +231,22 @@ impl MetricsServer {
             }
         }
         if conn.written < conn.output.len() || conn.stream.shutdown(Shutdown::Write).is_err() {
-            self.close(slot, registry);
+            self.slots.close(slot, registry);
             return;
         }
         conn.phase = Phase::Draining;
         conn.output = Vec::new();
         if conn.drain() {
-            self.close(slot, registry);
-        }
-    }
-
-    fn close(&mut self, slot: usize, registry: &Registry) {
-        if let Some(mut conn) = self.slots.get_mut(slot).and_then(Option::take) {
-            let _ = registry.deregister(&mut conn.stream);
-            let _ = conn.stream.shutdown(Shutdown::Both);
+            self.slots.close(slot, registry);
         }
     }
 
     /// Closes the connections open longer than `CONNECTION_TIMEOUT`: a client that never
     /// finishes its request, never reads its response or never closes holds nothing for long.
     pub fn expire(&mut self, now: Instant, registry: &Registry) {
-        for slot in 0..self.slots.len() {
-            let stale = self.slots[slot]
-                .as_ref()
-                .is_some_and(|c| now.saturating_duration_since(c.opened) > CONNECTION_TIMEOUT);
-            if stale {
-                log::debug!("metrics: closing a connection open for too long");
-                self.close(slot, registry);
-            }
+        let closed = self.slots.expire(now, CONNECTION_TIMEOUT, registry);
+        if closed > 0 {
+            log::debug!("metrics: closed {closed} connections open for too long");
         }
     }
 }

@@ -12,6 +12,7 @@ mod heal;
 mod metrics;
 mod persist;
 mod reload;
+mod slots;
 mod status;
 
 pub use control::parse_ban;

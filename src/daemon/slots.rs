@@ -1,0 +1,111 @@
+//! A fixed number of client connections on the event loop — the control socket's and
+//! `/metrics`' — each with a mio token of its own from `first_token` on. A new connection takes
+//! a free slot (or the oldest connection's, which the caller closes); a connection open longer
+//! than a time limit is closed whatever its client does, so no client holds a slot for long.
+
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+/// The stream of a connection: registered with mio, shut down when closed.
+pub trait Stream: Source {
+    fn shut_down(&self);
+}
+
+impl Stream for UnixStream {
+    fn shut_down(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+impl Stream for TcpStream {
+    fn shut_down(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+/// A connection kept in a slot.
+pub trait Connection {
+    type Stream: Stream;
+    fn stream(&mut self) -> &mut Self::Stream;
+    fn opened(&self) -> Instant;
+}
+
+pub struct Slots<C> {
+    first_token: usize,
+    slots: Vec<Option<C>>,
+}
+
+impl<C: Connection> Slots<C> {
+    pub fn new(first_token: usize, capacity: usize) -> Slots<C> {
+        Slots {
+            first_token,
+            slots: (0..capacity).map(|_| None).collect(),
+        }
+    }
+
+    pub fn owns(&self, token: Token) -> bool {
+        self.slot_of(token).is_some()
+    }
+
+    /// The slot behind a token of ours.
+    pub fn slot_of(&self, token: Token) -> Option<usize> {
+        token
+            .0
+            .checked_sub(self.first_token)
+            .filter(|&slot| slot < self.slots.len())
+    }
+
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut C> {
+        self.slots.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    /// A free slot, or Err with the oldest connection's, which the caller closes first.
+    pub fn free(&self) -> Result<usize, usize> {
+        self.slots.iter().position(Option::is_none).ok_or_else(|| {
+            self.slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.as_ref().map(|c| (i, c.opened())))
+                .min_by_key(|(_, opened)| *opened)
+                .map_or(0, |(i, _)| i)
+        })
+    }
+
+    /// Registers the connection (readable and writable) under the slot's token and keeps it.
+    pub fn insert(&mut self, slot: usize, mut conn: C, registry: &Registry) -> std::io::Result<()> {
+        let token = Token(self.first_token + slot);
+        registry.register(
+            conn.stream(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.slots[slot] = Some(conn);
+        Ok(())
+    }
+
+    pub fn close(&mut self, slot: usize, registry: &Registry) {
+        if let Some(mut conn) = self.slots.get_mut(slot).and_then(Option::take) {
+            let _ = registry.deregister(conn.stream());
+            conn.stream().shut_down();
+        }
+    }
+
+    /// Closes the connections open longer than `limit`; returns how many.
+    pub fn expire(&mut self, now: Instant, limit: Duration, registry: &Registry) -> usize {
+        let mut closed = 0;
+        for slot in 0..self.slots.len() {
+            let stale = self.slots[slot]
+                .as_ref()
+                .is_some_and(|c| now.saturating_duration_since(c.opened()) > limit);
+            if stale {
+                self.close(slot, registry);
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
