@@ -938,6 +938,17 @@ impl Checker {
         }
     }
 
+    /// An integer within `rule` that fits in 32 bits.
+    fn integer_u32(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+        rule: &IntRule,
+    ) -> Option<u32> {
+        self.integer(value, path, rule)
+            .and_then(|n| u32::try_from(n).ok())
+    }
+
     fn integer(
         &mut self,
         value: &Spanned<DeValue<'_>>,
@@ -1354,8 +1365,7 @@ impl Checker {
                 ),
                 "consecutive_ticks" => set(
                     &mut detection.consecutive_ticks,
-                    self.integer(value, &path, &CONSECUTIVE_TICKS)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &CONSECUTIVE_TICKS),
                 ),
                 "hold" => set(&mut detection.hold, self.duration(value, &path, &HOLD)),
                 "floor_new_per_second" => set(
@@ -1365,8 +1375,7 @@ impl Checker {
                 ),
                 "max_connections_per_source" => set(
                     &mut detection.max_connections_per_source,
-                    self.integer(value, &path, &MAX_CONNECTIONS)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &MAX_CONNECTIONS),
                 ),
                 _ => self.unknown_key(key, &path, DETECTION_KEYS, "the keys of [detection] are"),
             }
@@ -1384,14 +1393,9 @@ impl Checker {
                 ),
                 "sample_rate" => set(
                     &mut sense.sample_rate,
-                    self.integer(value, &path, &SAMPLE_RATE)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &SAMPLE_RATE),
                 ),
-                "snaplen" => set(
-                    &mut sense.snaplen,
-                    self.integer(value, &path, &SNAPLEN)
-                        .and_then(|n| u32::try_from(n).ok()),
-                ),
+                "snaplen" => set(&mut sense.snaplen, self.integer_u32(value, &path, &SNAPLEN)),
                 "amplification_ports" => set(
                     &mut sense.amplification_ports,
                     self.port_list(value, &path, MAX_AMPLIFICATION_PORTS),
@@ -1469,8 +1473,7 @@ impl Checker {
                 "mode" => set(&mut mitigation.mode, self.mode(value, &path)),
                 "max_bans_per_second" => set(
                     &mut mitigation.max_bans_per_second,
-                    self.integer(value, &path, &MAX_BANS_PER_SECOND)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &MAX_BANS_PER_SECOND),
                 ),
                 "min_source_share" => set(
                     &mut mitigation.min_source_share,
@@ -1478,8 +1481,7 @@ impl Checker {
                 ),
                 "prefix_after" => set(
                     &mut mitigation.prefix_after,
-                    self.integer(value, &path, &PREFIX_AFTER)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &PREFIX_AFTER),
                 ),
                 "auto_safelist" => set(&mut mitigation.auto_safelist, self.boolean(value, &path)),
                 "ssh_port" => set(
@@ -1489,28 +1491,23 @@ impl Checker {
                 ),
                 "port_limit_pps" => set(
                     &mut mitigation.port_limit_pps,
-                    self.integer(value, &path, &PORT_LIMIT_PPS)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &PORT_LIMIT_PPS),
                 ),
                 "source_limit_pps" => set(
                     &mut mitigation.source_limit_pps,
-                    self.integer(value, &path, &SOURCE_LIMIT_PPS)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &SOURCE_LIMIT_PPS),
                 ),
                 "new_connections_per_source" => set(
                     &mut mitigation.new_connections_per_source,
-                    self.integer(value, &path, &NEW_CONNECTIONS_PER_SOURCE)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &NEW_CONNECTIONS_PER_SOURCE),
                 ),
                 "icmp_limit_pps" => set(
                     &mut mitigation.icmp_limit_pps,
-                    self.integer(value, &path, &ICMP_LIMIT_PPS)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &ICMP_LIMIT_PPS),
                 ),
                 "fragment_limit_pps" => set(
                     &mut mitigation.fragment_limit_pps,
-                    self.integer(value, &path, &FRAGMENT_LIMIT_PPS)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &FRAGMENT_LIMIT_PPS),
                 ),
                 "aggregate_duration" => set(
                     &mut mitigation.aggregate_duration,

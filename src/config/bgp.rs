@@ -183,8 +183,7 @@ impl Checker {
                 "tag_community" => set(&mut bgp.tag_community, self.community(value, &path)),
                 "max_announcements" => set(
                     &mut bgp.max_announcements,
-                    self.integer(value, &path, &MAX_ANNOUNCEMENTS)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &MAX_ANNOUNCEMENTS),
                 ),
                 "escalate_pps" => set(
                     &mut bgp.escalate_pps,
@@ -210,8 +209,7 @@ impl Checker {
                 ),
                 "flowspec_sources" => set(
                     &mut bgp.flowspec_sources,
-                    self.integer(value, &path, &FLOWSPEC_SOURCES)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(value, &path, &FLOWSPEC_SOURCES),
                 ),
                 "min_duration" => set(
                     &mut bgp.min_duration,

@@ -178,8 +178,7 @@ impl Checker {
                 ),
                 "retries" => set(
                     &mut webhook.retries,
-                    self.integer(item, &key_path, &RETRIES)
-                        .and_then(|n| u32::try_from(n).ok()),
+                    self.integer_u32(item, &key_path, &RETRIES),
                 ),
                 "events" => set(&mut webhook.events, self.event_names(item, &key_path)),
                 "ca_file" => webhook.ca_file = self.absolute_path(item, &key_path),
@@ -359,11 +358,7 @@ impl Checker {
                 }
             };
             let (slot, rule) = rule;
-            set(
-                slot,
-                self.integer(value, &path, rule)
-                    .and_then(|n| u32::try_from(n).ok()),
-            );
+            set(slot, self.integer_u32(value, &path, rule));
         }
     }
 }
