@@ -16,9 +16,9 @@ use ftagent::daemon::{self, DaemonError};
 use ftagent::mitigate::Change;
 use ftagent::netlink::{shim, Nft, NlError};
 use ftagent::ruleset::TABLE;
+use ftagent::setup::{self, SetupError};
 use ftagent::status::Status;
 use ftagent::terminal::{self, LiveScreen};
-use ftagent::setup::{self, SetupError};
 
 /// Counts allocations so the daemon can report that its ticks make none.
 #[global_allocator]

@@ -447,7 +447,10 @@ fn issue9_bad_requests_get_errors_and_slow_clients_never_stall_the_daemon() {
         took.as_micros()
     );
     // (A ping or two may go to neighbour resolution.)
-    assert!(counted >= 15.0, "ticks went on: {counted} of 20 pings counted");
+    assert!(
+        counted >= 15.0,
+        "ticks went on: {counted} of 20 pings counted"
+    );
     assert!(
         took < baseline_took * 20 + Duration::from_millis(500),
         "{took:?} against {baseline_took:?}"
