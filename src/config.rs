@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml::de::{DeTable, DeValue};
+use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
 use crate::addr::{Cidr, CidrError};
@@ -919,6 +919,28 @@ impl Checker {
         }
     }
 
+    /// An array, or a report of what was found instead (`hint`, when not empty, follows it).
+    fn array<'a, 'i>(
+        &mut self,
+        value: &'a Spanned<DeValue<'i>>,
+        path: &str,
+        expected: &str,
+        hint: &str,
+    ) -> Option<&'a DeArray<'i>> {
+        match value.get_ref() {
+            DeValue::Array(array) => Some(array),
+            other => {
+                let space = if hint.is_empty() { "" } else { " " };
+                self.report(
+                    value.span(),
+                    path,
+                    format!("expected {expected}, found {}{space}{hint}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
     fn string<'a>(
         &mut self,
         value: &'a Spanned<DeValue<'_>>,
@@ -1148,15 +1170,12 @@ impl Checker {
 
     /// The `[[service]]` list; None if anything in it is wrong.
     fn services(&mut self, value: &Spanned<DeValue<'_>>) -> Option<Vec<Service>> {
-        let DeValue::Array(array) = value.get_ref() else {
-            let found = kind(value.get_ref());
-            self.report(
-                value.span(),
-                "service",
-                format!("expected one or more [[service]] tables, found {found} (write [[service]], with double brackets, once per service)"),
-            );
-            return None;
-        };
+        let array = self.array(
+            value,
+            "service",
+            "one or more [[service]] tables",
+            "(write [[service]], with double brackets, once per service)",
+        )?;
         if array.is_empty() {
             self.report(
                 value.span(),
@@ -1314,15 +1333,12 @@ impl Checker {
     }
 
     fn cidrs(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<Vec<Cidr>> {
-        let DeValue::Array(array) = value.get_ref() else {
-            let found = kind(value.get_ref());
-            self.report(
-                value.span(),
-                path,
-                format!("expected a list of CIDRs such as [\"10.0.0.0/8\", \"2001:db8::1\"], found {found}"),
-            );
-            return None;
-        };
+        let array = self.array(
+            value,
+            path,
+            "a list of CIDRs such as [\"10.0.0.0/8\", \"2001:db8::1\"]",
+            "",
+        )?;
         let mut cidrs = Vec::with_capacity(array.len());
         let mut all_good = true;
         for (index, item) in array.iter().enumerate() {
@@ -1417,15 +1433,7 @@ impl Checker {
         path: &str,
         max: usize,
     ) -> Option<Vec<u16>> {
-        let DeValue::Array(array) = value.get_ref() else {
-            let found = kind(value.get_ref());
-            self.report(
-                value.span(),
-                path,
-                format!("expected a list of ports such as [53, 123], found {found}"),
-            );
-            return None;
-        };
+        let array = self.array(value, path, "a list of ports such as [53, 123]", "")?;
         let mut all_good = true;
         if array.len() > max {
             self.report(

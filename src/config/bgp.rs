@@ -9,7 +9,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::{key_text, kind, set, Checker, DurationRule, IntRule};
+use super::{key_text, set, Checker, DurationRule, IntRule};
 use crate::addr::Cidr;
 
 /// `[bgp]`.
@@ -281,15 +281,12 @@ impl Checker {
     }
 
     fn communities(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<Vec<u32>> {
-        let DeValue::Array(array) = value.get_ref() else {
-            let found = kind(value.get_ref());
-            self.report(
-                value.span(),
-                path,
-                format!("expected a list of communities such as [\"65535:65281\"], found {found}"),
-            );
-            return None;
-        };
+        let array = self.array(
+            value,
+            path,
+            "a list of communities such as [\"65535:65281\"]",
+            "",
+        )?;
         let mut all = Vec::with_capacity(array.len());
         let mut good = true;
         for (index, item) in array.iter().enumerate() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::{key_text, kind, set, Checker, DurationRule, IntRule};
+use super::{key_text, set, Checker, DurationRule, IntRule};
 
 /// The events a webhook may be sent, in the order they happen.
 pub const WEBHOOK_EVENTS: &[&str] = &[
@@ -141,15 +141,12 @@ const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding
 impl Checker {
     /// The `[[webhook]]` list; None if anything in it is wrong.
     pub(super) fn webhooks(&mut self, value: &Spanned<DeValue<'_>>) -> Option<Vec<Webhook>> {
-        let DeValue::Array(array) = value.get_ref() else {
-            let found = kind(value.get_ref());
-            self.report(
-                value.span(),
-                "webhook",
-                format!("expected one or more [[webhook]] tables, found {found} (write [[webhook]], with double brackets, once per webhook)"),
-            );
-            return None;
-        };
+        let array = self.array(
+            value,
+            "webhook",
+            "one or more [[webhook]] tables",
+            "(write [[webhook]], with double brackets, once per webhook)",
+        )?;
         let mut webhooks = Vec::with_capacity(array.len());
         for (index, item) in array.iter().enumerate() {
             webhooks.push(self.webhook(item, &format!("webhook[{}]", index + 1)));
@@ -246,15 +243,12 @@ impl Checker {
         path: &str,
     ) -> Option<Vec<&'static str>> {
         let expected = WEBHOOK_EVENTS.join(", ");
-        let DeValue::Array(array) = value.get_ref() else {
-            let found = kind(value.get_ref());
-            self.report(
-                value.span(),
-                path,
-                format!("expected a list of event names ({expected}), found {found}"),
-            );
-            return None;
-        };
+        let array = self.array(
+            value,
+            path,
+            &format!("a list of event names ({expected})"),
+            "",
+        )?;
         if array.is_empty() {
             self.report(
                 value.span(),
