@@ -12,7 +12,7 @@ use mio::event::Event;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Registry, Token};
 
-use super::slots::{Connection, Slots};
+use super::slots::{write_out, Connection, Slots, Written};
 use super::{Daemon, DaemonError};
 use crate::addr::Cidr;
 use crate::config::Config;
@@ -185,13 +185,8 @@ impl Connections {
         let Some(conn) = self.slots.get_mut(slot) else {
             return;
         };
-        while conn.written < conn.output.len() {
-            match conn.stream.write(&conn.output[conn.written..]) {
-                Ok(n) => conn.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
+        if write_out(&mut conn.stream, &conn.output, &mut conn.written) == Written::Later {
+            return;
         }
         self.slots.close(slot, registry);
     }

@@ -5,7 +5,7 @@
 //! from memory on request only; the tick just adds to a few integers ([`Tally`]).
 
 use std::collections::HashSet;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Registry, Token};
 
-use super::slots::{Connection, Slots};
+use super::slots::{write_out, Connection, Slots, Written};
 use super::{Daemon, DaemonError};
 use crate::detect::{Event as Detection, EventKind, Vector};
 use crate::escalate::Route;
@@ -221,16 +221,15 @@ impl MetricsServer {
         let Some(conn) = self.slots.get_mut(slot) else {
             return;
         };
-        while conn.written < conn.output.len() {
-            match conn.stream.write(&conn.output[conn.written..]) {
-                Ok(0) => break,
-                Ok(n) => conn.written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
+        match write_out(&mut conn.stream, &conn.output, &mut conn.written) {
+            Written::Later => return,
+            Written::Failed => {
+                self.slots.close(slot, registry);
+                return;
             }
+            Written::All => {}
         }
-        if conn.written < conn.output.len() || conn.stream.shutdown(Shutdown::Write).is_err() {
+        if conn.stream.shutdown(Shutdown::Write).is_err() {
             self.slots.close(slot, registry);
             return;
         }

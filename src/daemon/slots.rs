@@ -3,6 +3,7 @@
 //! a free slot (or the oldest connection's, which the caller closes); a connection open longer
 //! than a time limit is closed whatever its client does, so no client holds a slot for long.
 
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,31 @@ impl Stream for TcpStream {
     fn shut_down(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+}
+
+/// How far `write_out` got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// All of it.
+    All,
+    /// The socket takes no more now: wait for WRITABLE.
+    Later,
+    /// The peer is gone or the socket failed: close.
+    Failed,
+}
+
+/// Writes what the socket takes of `output` from `*written` on, advancing `*written`.
+pub fn write_out(stream: &mut impl Write, output: &[u8], written: &mut usize) -> Written {
+    while *written < output.len() {
+        match stream.write(&output[*written..]) {
+            Ok(0) => return Written::Failed,
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Written::Later,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Written::Failed,
+        }
+    }
+    Written::All
 }
 
 /// A connection kept in a slot.
