@@ -73,7 +73,7 @@ impl Notifier {
                 return (notifier, errors);
             }
         }
-        let for_us = watchdog_pid.map_or(true, |pid| pid.trim().parse::<u32>() == Ok(own_pid));
+        let for_us = watchdog_pid.is_none_or(|pid| pid.trim().parse::<u32>() == Ok(own_pid));
         if let (Some(usec), true) = (watchdog_usec, for_us) {
             match usec.trim().parse::<u64>() {
                 Ok(usec) if usec > 0 => {
@@ -139,7 +139,7 @@ impl Notifier {
                 self.send(b"WATCHDOG=1");
             }
         }
-        if self.next_status.map_or(true, |due| now >= due) {
+        if self.next_status.is_none_or(|due| now >= due) {
             self.next_status = Some(now + STATUS_INTERVAL);
             let mut line = std::mem::take(&mut self.status);
             line.clear();

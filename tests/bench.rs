@@ -272,7 +272,7 @@ fn latency_run(flood: &Flood) -> Latency {
                     result.vector = e["vector"].as_str().map(str::to_string);
                     started = Some(ts(&e));
                 }
-                if e["event"] == "mitigation_applied" && applied.map_or(true, |t| t == ts(&e)) {
+                if e["event"] == "mitigation_applied" && applied.is_none_or(|t| t == ts(&e)) {
                     // Every measure of the first mitigation tick (SYN cookies and a ban…).
                     let action = e["action"].as_str().unwrap_or("?");
                     let actions = result.action.get_or_insert_with(String::new);

@@ -210,7 +210,7 @@ impl Checker {
             Ok(uri) if !matches!(uri.scheme_str(), Some("http" | "https")) => {
                 format!("{text:?} is not an http:// or https:// URL")
             }
-            Ok(uri) if uri.host().map_or(true, str::is_empty) => {
+            Ok(uri) if uri.host().is_none_or(str::is_empty) => {
                 format!("{text:?} names no host")
             }
             Ok(_) => return Some(text.to_string()),

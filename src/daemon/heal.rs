@@ -92,7 +92,7 @@ impl Healing {
     /// The pending restore, if its turn has come at `now`.
     pub fn due(&self, now: Instant) -> Option<Pending> {
         let waited =
-            self.recent[0].map_or(true, |t| now.saturating_duration_since(t) >= RESTORE_WINDOW);
+            self.recent[0].is_none_or(|t| now.saturating_duration_since(t) >= RESTORE_WINDOW);
         self.pending.filter(|_| waited)
     }
 
@@ -104,7 +104,7 @@ impl Healing {
 
     /// Whether the generation check is due at `now` (and schedules the next).
     pub fn generation_check_due(&mut self, now: Instant) -> bool {
-        let due = self.next_generation_check.map_or(true, |t| now >= t);
+        let due = self.next_generation_check.is_none_or(|t| now >= t);
         if due {
             self.next_generation_check = Some(now + GENERATION_CHECK);
         }

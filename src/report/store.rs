@@ -47,7 +47,7 @@ impl CaptureDir {
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let path = entry.path();
-            if path.extension().map_or(true, |e| e != "pcap") {
+            if path.extension().is_none_or(|e| e != "pcap") {
                 continue;
             }
             let meta = entry.metadata()?;
