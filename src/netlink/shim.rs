@@ -214,10 +214,13 @@ impl Shim {
         for set in [shim::IP4, shim::IP6, shim::NET4, shim::NET6] {
             self.ipset.flush(set)?;
         }
-        self.mirror_bans(bans.iter().map(|&(cidr, left)| Change::Ban {
-            cidr,
-            timeout: left,
-        }))?;
+        mirror_into(
+            &mut self.ipset,
+            bans.iter().map(|&(cidr, left)| Change::Ban {
+                cidr,
+                timeout: left,
+            }),
+        )?;
         for (v6, program) in self.tools.families() {
             ensure_chain(program, v6)?;
         }
@@ -246,11 +249,7 @@ impl Shim {
 
     /// Mirrors the bans and unbans among `changes` into the ipsets (measures stay nft-only).
     pub fn mirror(&mut self, changes: &[Change]) -> Result<(), ShimError> {
-        self.mirror_bans(changes.iter().copied())
-    }
-
-    fn mirror_bans(&mut self, changes: impl Iterator<Item = Change>) -> Result<(), ShimError> {
-        mirror_into(&mut self.ipset, changes)
+        mirror_into(&mut self.ipset, changes.iter().copied())
     }
 }
 
