@@ -181,7 +181,7 @@ fn udp_flood(lab: &Lab) -> Proc {
         dport: Some(PORT),
         payload: 64,
     };
-    lab.spawn_trafgen(&flood, FLOOD_PACKETS, None)
+    lab.spawn_trafgen(&flood, FLOOD_PACKETS)
 }
 
 fn syn_flood(lab: &Lab) -> Proc {
@@ -189,11 +189,11 @@ fn syn_flood(lab: &Lab) -> Proc {
 }
 
 fn dns_amplification(lab: &Lab) -> Proc {
-    lab.spawn_amplification(53, 512, FLOOD_PACKETS, None)
+    lab.spawn_amplification(53, 512, FLOOD_PACKETS)
 }
 
 fn distributed_flood(lab: &Lab) -> Proc {
-    lab.spawn_distributed_udp(PORT, FLOOD_PACKETS, None)
+    lab.spawn_distributed_udp(PORT, FLOOD_PACKETS)
 }
 
 const FLOODS: [Flood; 4] = [
@@ -431,7 +431,7 @@ fn agent_cost(table: &mut String) {
     std::thread::sleep(Duration::from_secs(3));
     let idle_cpu = (agent.cpu_time() - cpu0).as_secs_f64() / quiet0.elapsed().as_secs_f64();
     let rx0 = lab.victim_rx_packets();
-    let generator = lab.spawn_distributed_udp(PORT, PACKETS, None);
+    let generator = lab.spawn_distributed_udp(PORT, PACKETS);
     let arrived = lab.wait_arrival(rx0, 10);
     let (cpu_a, t_a) = (agent.cpu_time(), Instant::now());
     let out = generator.finish(Duration::from_secs(70));
@@ -577,7 +577,7 @@ fn stack_pps(lab: &Lab, v6: bool) -> f64 {
     };
     let mut best = 0.0f64;
     for _ in 0..2 {
-        let generator = lab.spawn_trafgen(&flood, 4_000_000, None);
+        let generator = lab.spawn_trafgen(&flood, 4_000_000);
         std::thread::sleep(Duration::from_millis(300));
         let (t1, c1) = read_at(lab, name);
         std::thread::sleep(Duration::from_secs(2));

@@ -100,9 +100,13 @@ impl<'a> Router<'a> {
         self.ns.run_ok(&all)
     }
 
+    /// Whether the session with `peer` is up. A gobgp call that fails (gobgpd not yet
+    /// serving its API, or busy: "context deadline exceeded") is a "not yet", not an error;
+    /// the caller's wait bounds it (issue 13: this wait failed on a slower machine).
     fn established(&self, peer: &str) -> bool {
-        self.gobgp(&["neighbor", peer])
-            .contains("BGP state = ESTABLISHED")
+        let out = self.ns.run(&["gobgp", "neighbor", peer]);
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("BGP state = ESTABLISHED")
     }
 
     /// The paths of one family's RIB, by prefix or FlowSpec match.
@@ -247,7 +251,7 @@ fn issue9_flood_escalated_to_upstream_rtbh_and_flowspec_withdrawn_after_and_kept
     lab.ping(ATTACKER4, VICTIM4, 100);
     std::thread::sleep(Duration::from_secs(2));
 
-    let flood = lab.spawn_distributed_udp(PORT, FLOOD_PACKETS, Some(FLOOD_PPS));
+    let flood = lab.distributed_udp(PORT, FLOOD_PACKETS, FLOOD_PPS);
     let flood_start = Instant::now();
     lab::wait_until(Duration::from_secs(15), "two bgp_announced events", || {
         bgp_events(&agent, "bgp_announced").len() >= 2

@@ -3,13 +3,14 @@
 # --test, the tools the test suite drives (nft, iptables, ipset, conntrack, ip, ping, hping3,
 # trafgen, python3, Fail2Ban for the coexistence tests, gobgpd for the BGP tests, openssl for
 # the webhook receivers' certificates, tcpdump and tshark to read the incident captures,
-# prometheus (promtool and a real server) for the metrics tests, and systemd: systemd-analyze
-# and systemd as PID 1 of a namespace for the unit's tests). Installs
+# prometheus (promtool and a real server) for the metrics tests, systemd: systemd-analyze
+# and systemd as PID 1 of a namespace for the unit's tests, wrk and slowhttptest for HTTP
+# floods and Slowloris, and stress-ng for a run under load). Installs
 # Rust through rustup only when no cargo is on the PATH.
 set -euo pipefail
 
 build=(build-essential pkg-config libclang-dev linux-libc-dev nftables ca-certificates curl)
-test=(iptables ipset conntrack iproute2 iputils-ping hping3 netsniff-ng util-linux procps python3 fail2ban gobgpd systemd openssl tcpdump tshark prometheus)
+test=(iptables ipset conntrack iproute2 iputils-ping hping3 netsniff-ng util-linux procps python3 fail2ban gobgpd systemd openssl tcpdump tshark prometheus wrk slowhttptest stress-ng)
 
 want=("${build[@]}")
 [ "${1:-}" = "--test" ] && want+=("${test[@]}")

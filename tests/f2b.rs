@@ -39,7 +39,7 @@ fn fail2ban_bans_and_restores(test: &str, action: F2bAction) {
     if !require(test, action) {
         return;
     }
-    let Some((_serial, lab)) = lab::start(test) else {
+    let Some((_serial, lab)) = lab::start_quiet(test) else {
         return;
     };
     let victim = &lab.victim;

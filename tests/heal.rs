@@ -35,7 +35,7 @@ fn warmed_up<'a>(lab: &'a Lab, compat: &'a str, mitigation: &str) -> Agent<'a> {
 }
 
 /// A concentrated UDP flood from ATTACKER4 lasting `seconds`.
-fn flood(lab: &Lab, seconds: u64) -> lab::Proc {
+fn flood(lab: &Lab, seconds: u64) -> lab::Flood {
     let flood = UdpFlood {
         src: ATTACKER4,
         dst: VICTIM4,
@@ -43,7 +43,7 @@ fn flood(lab: &Lab, seconds: u64) -> lab::Proc {
         dport: Some(27015),
         payload: 64,
     };
-    lab.spawn_trafgen(&flood, FLOOD_PPS * seconds, Some(FLOOD_PPS))
+    lab.udp_flood(&flood, FLOOD_PPS * seconds, FLOOD_PPS)
 }
 
 fn events_named(agent: &Agent, name: &str) -> Vec<Value> {
@@ -188,6 +188,7 @@ fn issue7_unowned_table_flushed_or_deleted_is_back_within_a_second_with_its_bans
         "the incident lasted through the restores"
     );
     generator.finish(Duration::from_secs(60));
+    lab.assert_users_served(0.95);
     let removed = wait_for(&agent, "mitigation_removed", Duration::from_secs(20));
     assert_eq!(removed["incident"], start["incident"]);
     let restored = events_named(&agent, "table_restored");
@@ -261,6 +262,7 @@ fn killed_mid_incident_then_restarted(test: &str, compat: &str) {
         .stderr()
         .contains("resumed from"));
     generator.finish(Duration::from_secs(60));
+    lab.assert_users_served(0.95);
     let end = wait_for(&agent, "attack_end", Duration::from_secs(20));
     assert_eq!(end["incident"], start["incident"], "the same incident ends");
     assert!(

@@ -210,7 +210,7 @@ fn issue7_status_shows_a_flood_and_a_reload_keeps_the_incident() {
         dport: Some(27015),
         payload: 64,
     };
-    let generator = lab.spawn_trafgen(&flood, 500_000, Some(50_000));
+    let generator = lab.udp_flood(&flood, 500_000, 50_000);
     let started = wait_for(&agent, "attack_start");
     wait_for(&agent, "mitigation_applied");
     let incident = started["incident"].as_str().unwrap().to_string();
@@ -294,6 +294,7 @@ fn issue7_status_shows_a_flood_and_a_reload_keeps_the_incident() {
         "its ban too: {s}"
     );
     generator.finish(Duration::from_secs(60));
+    lab.assert_users_served(0.95);
     let removed = wait_for(&agent, "mitigation_removed");
     assert_eq!(removed["incident"], incident.as_str());
     assert_eq!(removed["addresses"][0], ATTACKER4);

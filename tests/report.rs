@@ -241,7 +241,7 @@ fn issue9_webhooks_deliver_and_a_hanging_receiver_delays_nothing() {
 
     // The first flood: no webhook is hanging yet.
     let spawned_1 = SystemTime::now();
-    let flood_1 = lab.spawn_trafgen(&flood(ATTACKER4, 27015), 350_000, Some(FLOOD_PPS));
+    let flood_1 = lab.udp_flood(&flood(ATTACKER4, 27015), 350_000, FLOOD_PPS);
     let start_1 = wait_event(&agent, "attack_start", Duration::from_secs(10), |_| true);
     let incident_1 = start_1["incident"].as_str().unwrap().to_string();
     let latency_1 = ts(&start_1).duration_since(spawned_1).unwrap_or_default();
@@ -256,7 +256,7 @@ fn issue9_webhooks_deliver_and_a_hanging_receiver_delays_nothing() {
 
     // The second flood, from another source to another port, while the webhook hangs.
     let spawned_2 = SystemTime::now();
-    let flood_2 = lab.spawn_trafgen(&flood(OTHER4, 27016), 150_000, Some(FLOOD_PPS));
+    let flood_2 = lab.udp_flood(&flood(OTHER4, 27016), 150_000, FLOOD_PPS);
     let start_2 = wait_event(&agent, "attack_start", Duration::from_secs(10), |e| {
         e["incident"] != incident_1.as_str()
     });
@@ -321,8 +321,9 @@ fn issue9_webhooks_deliver_and_a_hanging_receiver_delays_nothing() {
         assert!(got["host"].as_str().is_some_and(|h| !h.is_empty()), "{got}");
     }
 
-    assert!(flood_1.finish(Duration::from_secs(60)).status.success());
-    assert!(flood_2.finish(Duration::from_secs(60)).status.success());
+    flood_1.finish(Duration::from_secs(60));
+    flood_2.finish(Duration::from_secs(60));
+    lab.assert_users_served(0.95);
     for incident in [&incident_1, &incident_2] {
         wait_event(&agent, "attack_end", Duration::from_secs(20), |e| {
             e["incident"] == incident.as_str()
@@ -484,9 +485,26 @@ fn tshark_count(path: &Path) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
+/// Complete records in a pcap file being written (its 24-byte header, then 16-byte record
+/// headers with the captured length at offset 8, little-endian as ours are written).
+fn pcap_records(path: &Path) -> usize {
+    let data = std::fs::read(path).unwrap_or_default();
+    let (mut at, mut n) = (24, 0);
+    while at + 16 <= data.len() {
+        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        if at + 16 + len > data.len() {
+            break;
+        }
+        at += 16 + len;
+        n += 1;
+    }
+    n
+}
+
 /// Issue 9: an incident's capture, named by its events, opens with tcpdump and tshark,
 /// starts with the IPv4 and IPv6 traffic from before `attack_start`, and holds no more than
-/// `pcap.max_packets_per_incident` packets (and so no more bytes than that allows).
+/// `pcap.max_packets_per_incident` packets (and so no more bytes than that allows). Issue 13:
+/// the flood goes on until the capture is full, however fast this machine samples it.
 #[test]
 fn issue9_incident_capture_starts_before_the_attack_and_keeps_its_cap() {
     let Some((_guard, lab)) = lab::start("report-pcap") else {
@@ -498,7 +516,7 @@ fn issue9_incident_capture_starts_before_the_attack_and_keeps_its_cap() {
     );
     let agent = warmed_up(&lab, &pcap);
     lab.ping(ATTACKER6, VICTIM6, 50);
-    let generator = lab.spawn_trafgen(&flood(ATTACKER4, 27015), 200_000, Some(FLOOD_PPS));
+    let generator = lab.udp_flood(&flood(ATTACKER4, 27015), 1_500_000, FLOOD_PPS);
     let start = wait_event(&agent, "attack_start", Duration::from_secs(10), |_| true);
     let incident = start["incident"].as_str().unwrap();
     let path = lab
@@ -506,7 +524,12 @@ fn issue9_incident_capture_starts_before_the_attack_and_keeps_its_cap() {
         .join("state/pcap")
         .join(format!("{incident}.pcap"));
     assert_eq!(start["pcap"], path.to_str().unwrap(), "{start}");
-    assert!(generator.finish(Duration::from_secs(60)).status.success());
+    lab::wait_until(Duration::from_secs(40), "the capture to fill", || {
+        pcap_records(&path) >= CAP
+    });
+    let sent = generator.terminate();
+    eprintln!("issue9: the capture filled after {sent:?} of the flood");
+    lab.assert_users_served(0.95);
     let end = wait_event(&agent, "attack_end", Duration::from_secs(20), |_| true);
     assert_eq!(end["pcap"], start["pcap"], "{end}");
 
@@ -529,12 +552,7 @@ fn issue9_incident_capture_starts_before_the_attack_and_keeps_its_cap() {
         before.len(),
         started - packets[0].0
     );
-    assert!(packets.len() <= CAP, "{} packets", packets.len());
-    assert!(
-        packets.len() >= CAP * 9 / 10,
-        "the flood fills it: {}",
-        packets.len()
-    );
+    assert_eq!(packets.len(), CAP, "the flood filled it, and no further");
     assert!(size <= 24 + CAP as u64 * (16 + 128), "{size} bytes");
     assert!(
         packets[0].0 < started - 1.0,

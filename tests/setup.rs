@@ -74,7 +74,7 @@ time.sleep(60)
 /// replaces it and keeps the old one.
 #[test]
 fn issue7_setup_yes_writes_the_listening_services() {
-    let Some((_serial, lab)) = lab::start("issue7_setup_yes") else {
+    let Some((_serial, lab)) = lab::start_quiet("issue7_setup_yes") else {
         return;
     };
     let script = LISTENERS_PY.replace("@VICTIM@", VICTIM4);
@@ -319,7 +319,7 @@ impl NotifySocket {
 /// line, RELOADING=1 then READY=1 around SIGHUP, STOPPING=1 on SIGTERM.
 #[test]
 fn issue7_daemon_speaks_sd_notify() {
-    let Some((_serial, lab)) = lab::start("issue7_sd_notify") else {
+    let Some((_serial, lab)) = lab::start_quiet("issue7_sd_notify") else {
         return;
     };
     let dir = lab.dir();

@@ -56,7 +56,7 @@ fn ban_blocks_until_timeout(lab: &Lab, agent: &Agent, ban: &str, banned: &str, o
 }
 
 fn bans_drop_real_packets(test: &str, compat: &str) {
-    let Some((_guard, lab)) = lab::start(test) else {
+    let Some((_guard, lab)) = lab::start_quiet(test) else {
         return;
     };
     lab.count_arrivals();
@@ -95,7 +95,7 @@ fn issue2_bans_drop_real_packets_until_timeout_legacy_mode() {
 /// The dump is nft that `nft -c -f` accepts. An owned table refuses every other writer, a dry
 /// run included, so in that mode the dump is checked in a namespace without it.
 fn dump_is_valid_nft_and_flush_is_exact(test: &str, compat: &str) {
-    let Some((_guard, lab)) = lab::start(test) else {
+    let Some((_guard, lab)) = lab::start_quiet(test) else {
         return;
     };
     let ns = &lab.victim;
@@ -176,7 +176,7 @@ fn issue2_dump_is_valid_nft_and_flush_touches_nothing_else_legacy_mode() {
 /// A restart keeps the bans, with the time they had left, exactly once; re-banning refreshes
 /// the timeout in both kernel modes; a second daemon cannot take over a running one's table.
 fn restart_keeps_bans(test: &str, compat: &str) {
-    let Some((_guard, lab)) = lab::start(test) else {
+    let Some((_guard, lab)) = lab::start_quiet(test) else {
         return;
     };
     let mut agent = Agent::new(&lab, compat);
@@ -222,7 +222,7 @@ fn issue2_restart_keeps_bans_once_legacy_mode() {
 /// Without root: one line naming the problem, exit 2, nothing created.
 #[test]
 fn issue2_without_privileges_exit_2() {
-    let Some((_guard, lab)) = lab::start("unprivileged") else {
+    let Some((_guard, lab)) = lab::start_quiet("unprivileged") else {
         return;
     };
     for args in [&["rules", "dump"][..], &["run"], &["rules", "flush"]] {
@@ -246,7 +246,7 @@ fn issue2_without_privileges_exit_2() {
 /// A full set refuses the whole batch: a clear error, exit 1, and the bans before it intact.
 #[test]
 fn issue2_full_set_is_a_clear_error_and_changes_nothing() {
-    let Some((_guard, lab)) = lab::start("full-set") else {
+    let Some((_guard, lab)) = lab::start_quiet("full-set") else {
         return;
     };
     let mut agent = Agent::configured(
@@ -280,7 +280,7 @@ fn issue2_full_set_is_a_clear_error_and_changes_nothing() {
 /// an unowned one (older kernels) is put back by the daemon within a second or two, with the
 /// bans that were in force and the time they had left.
 fn survives_flush_ruleset(test: &str, compat: &str) {
-    let Some((_guard, lab)) = lab::start(test) else {
+    let Some((_guard, lab)) = lab::start_quiet(test) else {
         return;
     };
     let mut agent = Agent::new(&lab, compat);

@@ -2,7 +2,8 @@
 //! - `agent`: the real ftagent binary run in a lab namespace with a test's config;
 //! - `bgp`: issue 9 — escalation to a real upstream gobgpd: RTBH and FlowSpec, across SIGKILL;
 //! - `bench`: issue 8 — the benchmark (ignored; `benches/run.sh`): latency, cost, drop cost, restore;
-//! - `lab`: network namespaces, veth, traffic and arrival counters, always cleaned up;
+//! - `lab`: network namespaces (victim, attacker, users), veth, paced and full-speed floods, the
+//!   users' clients and services, what the victim received per 100 ms; always cleaned up;
 //! - `coexist`: issue 6 — beside the real Fail2Ban: the iptables FTAGENT chain, f2b-* untouched;
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
 //! - `f2b`: issue 6 — the real Fail2Ban in a lab namespace bans, blocks and restores (harness);

@@ -6,10 +6,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::netlink::conntrack::abi::{
-    IPPROTO_TCP, IPPROTO_UDP, TCP_CONNTRACK_ESTABLISHED, TCP_CONNTRACK_SYN_RECV,
-    TCP_CONNTRACK_SYN_SENT,
-};
+use crate::netlink::conntrack::abi::{IPPROTO_TCP, IPPROTO_UDP, TCP_CONNTRACK_ESTABLISHED};
 use crate::netlink::conntrack::Entry;
 
 /// A set of ports as a 65536-bit map.
@@ -79,9 +76,12 @@ fn key(ip: IpAddr) -> ([u8; 16], bool) {
 /// Connections per source and per service port, from the original tuple of each entry.
 ///
 /// What is counted: entries whose original destination port is a service port, i.e. the
-/// connection was opened toward it. TCP only while opening or open — SYN_SENT (the client's
-/// SYN seen), SYN_RECV (our SYN-ACK sent), ESTABLISHED; closing states (FIN_WAIT…TIME_WAIT,
-/// CLOSE) are not counted. UDP: every entry (a flow, whatever its state). Other protocols
+/// connection was opened toward it. TCP only when ESTABLISHED: a held connection is one whose
+/// handshake completed. Half-open entries (SYN_SENT, SYN_RECV) are what a spoofed SYN flood
+/// leaves behind, "from" addresses that never sent a packet, so they are never a reason to
+/// limit or ban a source; closing states (FIN_WAIT…TIME_WAIT, CLOSE) are what a finished
+/// burst of real connections leaves behind, and count for nothing either. UDP: every entry
+/// (a flow, whatever its state). Other protocols
 /// have no ports and are ignored. Connections this host opens *to* a remote service port
 /// match as well: the caller should leave its own addresses out of any decision.
 pub struct ConnectionTable {
@@ -167,15 +167,7 @@ impl ConnectionTable {
         }
         let per_port = match e.proto {
             IPPROTO_TCP
-                if self.tcp.contains(port)
-                    && matches!(
-                        e.tcp_state,
-                        Some(
-                            TCP_CONNTRACK_SYN_SENT
-                                | TCP_CONNTRACK_SYN_RECV
-                                | TCP_CONNTRACK_ESTABLISHED
-                        )
-                    ) =>
+                if self.tcp.contains(port) && e.tcp_state == Some(TCP_CONNTRACK_ESTABLISHED) =>
             {
                 &mut self.per_tcp_port
             }
@@ -300,6 +292,7 @@ impl std::fmt::Debug for ConnectionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::conntrack::abi::{TCP_CONNTRACK_SYN_RECV, TCP_CONNTRACK_SYN_SENT};
     use crate::netlink::conntrack::tests::{encode_entry, XorShift};
     use crate::netlink::conntrack::{walk_dump, DumpStats};
     use crate::netlink::wire::{Writer, NLM_F_MULTI};
@@ -353,8 +346,16 @@ mod tests {
             22,
             Some(TCP_CONNTRACK_SYN_RECV),
         ));
+        t.add(&entry("198.51.100.2", IPPROTO_TCP, 22, EST));
         t.add(&entry("2001:db8::7", IPPROTO_UDP, 53, None));
-        // Not counted: closing state, no state, other port, TCP-only port over UDP, ICMP.
+        // Not counted: half-open (issue 13/14: a spoofed SYN flood's residue), closing state,
+        // no state, other port, TCP-only port over UDP, ICMP.
+        t.add(&entry(
+            "198.51.100.4",
+            IPPROTO_TCP,
+            443,
+            Some(TCP_CONNTRACK_SYN_RECV),
+        ));
         t.add(&entry("198.51.100.3", IPPROTO_TCP, 443, Some(7))); // TIME_WAIT
         t.add(&entry("198.51.100.3", IPPROTO_TCP, 443, None));
         t.add(&entry("198.51.100.3", IPPROTO_TCP, 8080, EST));
@@ -364,16 +365,16 @@ mod tests {
             src_port: None,
             ..entry("198.51.100.3", 1, 0, None)
         });
-        assert_eq!(t.counted(), 6);
+        assert_eq!(t.counted(), 5);
         assert_eq!(t.sources(), 3);
-        assert_eq!(t.per_port(IPPROTO_TCP, 443), 4);
+        assert_eq!(t.per_port(IPPROTO_TCP, 443), 3);
         assert_eq!(t.per_port(IPPROTO_TCP, 22), 1);
         assert_eq!(t.per_port(IPPROTO_UDP, 53), 1);
         assert_eq!(t.per_port(IPPROTO_TCP, 8080), 0);
         assert_eq!(t.per_port(1, 0), 0);
         let mut top = [(IpAddr::from([0, 0, 0, 0]), 0); 8];
         assert_eq!(t.top_sources(&mut top), 3);
-        assert_eq!(top[0], ("198.51.100.1".parse().unwrap(), 4));
+        assert_eq!(top[0], ("198.51.100.1".parse().unwrap(), 3));
         assert_eq!(top[1], ("198.51.100.2".parse().unwrap(), 1));
         assert_eq!(top[2], ("2001:db8::7".parse().unwrap(), 1));
     }

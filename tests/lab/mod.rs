@@ -1,12 +1,20 @@
 //! Network-namespace test lab: a victim and an attacker namespace joined by a veth
-//! pair, bounded traffic helpers, and per-source arrival counters on the victim.
+//! pair, a users' namespace with its own veth to the victim (real clients of the victim's
+//! HTTP and DNS services), bounded traffic helpers (paced floods, trafgen at full speed),
+//! per-source arrival counters on the victim, and a record of what the victim received per
+//! 100 ms and what share of the users was served during each test's flood.
 #![allow(dead_code)]
 
 pub mod fail2ban;
+pub mod pacer;
+mod record;
 mod selftest;
 mod traffic;
+mod users;
 
+pub use pacer::Flood;
 pub use traffic::UdpFlood;
+pub use users::{USERS4, USERS6};
 
 use std::io::ErrorKind;
 use std::net::IpAddr;
@@ -37,8 +45,14 @@ pub const VICTIM_IF: &str = "fta-v0";
 /// Interface name of the veth end inside the attacker namespace.
 pub const ATTACKER_IF: &str = "fta-a0";
 
+/// The victim's interface towards the users, and the users' end of that veth.
+pub const VICTIM_USERS_IF: &str = "fta-v1";
+pub const USERS_IF: &str = "fta-u0";
+
 const VICTIM_MAC: &str = "02:fa:00:00:00:02";
 const ATTACKER_MAC: &str = "02:fa:00:00:00:01";
+const VICTIM_USERS_MAC: &str = "02:fa:00:00:01:02";
+const USERS_MAC: &str = "02:fa:00:00:01:01";
 
 /// Source addresses that `count_arrivals` installs a counter for.
 const COUNTED: [&str; 5] = [ATTACKER4, OTHER4, FAR4, ATTACKER6, OTHER6];
@@ -52,6 +66,7 @@ pub const MAX_PING_COUNT: u32 = 2000;
 
 const NS_PREFIX_V: &str = "fta-v-";
 const NS_PREFIX_A: &str = "fta-a-";
+const NS_PREFIX_U: &str = "fta-u-";
 const DIR_PREFIX: &str = "ftagent-lab-";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -147,8 +162,21 @@ pub fn serial() -> Serial {
 }
 
 /// What a namespace test starts with: the root check (None, with a printed reason, when it
-/// must skip), the lock, and a fresh lab. Bind both: the lab is dropped before the lock.
+/// must skip), the lock, and a fresh lab with its users running. Bind both: the lab is
+/// dropped before the lock.
 pub fn start(test: &str) -> Option<(Serial, Lab)> {
+    if !require_root(test) {
+        return None;
+    }
+    let serial = serial();
+    let lab = Lab::new(test);
+    lab.start_users();
+    Some((serial, lab))
+}
+
+/// The same without the users and their services, for tests that look at what listens in
+/// the victim's namespace or need it otherwise idle.
+pub fn start_quiet(test: &str) -> Option<(Serial, Lab)> {
     if !require_root(test) {
         return None;
     }
@@ -600,6 +628,7 @@ fn sweep_stale() {
         let rest = match name
             .strip_prefix(NS_PREFIX_V)
             .or_else(|| name.strip_prefix(NS_PREFIX_A))
+            .or_else(|| name.strip_prefix(NS_PREFIX_U))
         {
             Some(r) => r,
             None => continue,
@@ -655,12 +684,18 @@ impl Drop for TempDir {
     }
 }
 
-/// Victim and attacker namespaces joined by a veth pair (`VICTIM_IF` <-> `ATTACKER_IF`).
-/// Dropping the lab kills everything running in both namespaces, deletes them and
-/// removes the temp dir (fields drop in declaration order: victim, attacker, dir).
+/// Victim and attacker namespaces joined by a veth pair (`VICTIM_IF` <-> `ATTACKER_IF`),
+/// and the users' namespace joined to the victim by another (`VICTIM_USERS_IF` <->
+/// `USERS_IF`). Dropping the lab writes its record (what the victim received per 100 ms,
+/// what share of the users was served during the flood), kills everything running in the
+/// namespaces, deletes them and removes the temp dir (fields drop in declaration order).
 pub struct Lab {
+    test: String,
+    users: Mutex<Option<users::Users>>,
+    recorder: Mutex<record::Recorder>,
     pub victim: Netns,
     pub attacker: Netns,
+    pub people: Netns,
     dir: TempDir,
 }
 
@@ -690,129 +725,376 @@ impl Lab {
         // Guards are created one by one so a failure part-way cleans up what exists.
         let victim = Netns::create(format!("{NS_PREFIX_V}{pid}-{n}"), &dir.0);
         let attacker = Netns::create(format!("{NS_PREFIX_A}{pid}-{n}"), &dir.0);
-        let lab = Lab {
+        let people = Netns::create(format!("{NS_PREFIX_U}{pid}-{n}"), &dir.0);
+        setup(&victim, &attacker, &people);
+        let recorder = record::Recorder::start(victim.name(), VICTIM_IF);
+        Lab {
+            test: tag.to_string(),
+            users: Mutex::new(None),
+            recorder: Mutex::new(recorder),
             victim,
             attacker,
+            people,
             dir,
-        };
-        lab.setup();
-        lab
+        }
     }
 
-    fn setup(&self) {
-        let (v, a) = (&self.victim, &self.attacker);
-        // The veth pair is created directly inside the namespaces; it never exists in the
-        // root namespace.
-        host_ok(&[
-            "ip",
-            "link",
-            "add",
-            "name",
-            VICTIM_IF,
-            "netns",
-            v.name(),
-            "address",
-            VICTIM_MAC,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            ATTACKER_IF,
-            "netns",
-            a.name(),
-            "address",
-            ATTACKER_MAC,
-        ]);
-        for (ns, ifname) in [(v, VICTIM_IF), (a, ATTACKER_IF)] {
-            for key in ["all", "default", ifname] {
-                ns.sysctl(&format!("net.ipv6.conf.{key}.accept_ra"), "0");
-                ns.sysctl(&format!("net.ipv6.conf.{key}.router_solicitations"), "0");
-                ns.sysctl(&format!("net.ipv6.conf.{key}.accept_dad"), "0");
+    /// Starts the users' services on the victim and their clients; returns once they are
+    /// served.
+    pub fn start_users(&self) {
+        let mut users = self.users.lock().unwrap();
+        assert!(users.is_none(), "lab: users started twice");
+        *users = Some(users::Users::start(&self.victim, &self.people));
+    }
+
+    /// The flood as the victim's interface received it so far (None: no 100 ms bin reached
+    /// `record::FLOOD_BIN` packets).
+    pub fn flood_shape(&self) -> Option<record::Shape> {
+        record::shape(&self.recorder.lock().unwrap().bins())
+    }
+
+    /// The packets the victim's interface received in each 100 ms so far.
+    pub fn received_per_100ms(&self) -> Vec<u64> {
+        self.recorder
+            .lock()
+            .unwrap()
+            .bins()
+            .iter()
+            .map(|b| b.packets)
+            .collect()
+    }
+
+    /// The share of the users' requests served during the seconds that held flood bins,
+    /// once the clients have reported them; prints the flood's shape and the share. Panics
+    /// when there was no flood or no users.
+    pub fn users_served(&self) -> f64 {
+        let shape = self
+            .flood_shape()
+            .unwrap_or_else(|| panic!("lab: {}: no flood reached the victim", self.test));
+        let guard = self.users.lock().unwrap();
+        let users = guard.as_ref().expect("lab: no users in this lab");
+        let last = *shape.seconds.last().unwrap();
+        users.wait_reported(std::time::UNIX_EPOCH + Duration::from_secs(last + 1));
+        let served = record::served(&users.seconds(), &shape.seconds);
+        eprintln!("{}", record::summary(&self.test, &Some(shape), &served));
+        record::share(&served)
+    }
+
+    /// Asserts that at least `min` (e.g. 0.95) of the users' requests were served during
+    /// the flood.
+    pub fn assert_users_served(&self, min: f64) {
+        let share = self.users_served();
+        assert!(
+            share >= min,
+            "lab: {}: {:.1} % of the users' requests were served during the flood, \
+             at least {:.0} % expected",
+            self.test,
+            share * 100.0,
+            min * 100.0
+        );
+    }
+
+    /// Asserts that at least `min` of the users' requests started from `from` to `to` were
+    /// served: for attacks that are no flood of packets (held connections).
+    pub fn assert_users_served_between(
+        &self,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+        min: f64,
+    ) {
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        };
+        let seconds: Vec<u64> = (secs(from)..=secs(to)).collect();
+        let guard = self.users.lock().unwrap();
+        let users = guard.as_ref().expect("lab: no users in this lab");
+        users.wait_reported(to);
+        let served = record::served(&users.seconds(), &seconds);
+        let share = record::share(&served);
+        eprintln!(
+            "{}: users served {:.1} % from {} to {} ({served:?})",
+            self.test,
+            share * 100.0,
+            secs(from),
+            secs(to)
+        );
+        assert!(
+            share >= min,
+            "lab: {}: {:.1} % of the users' requests were served, at least {:.0} % expected",
+            self.test,
+            share * 100.0,
+            min * 100.0
+        );
+    }
+
+    /// Writes this lab's record (`record::append`): the flood's summary and its per-100 ms
+    /// counts. Never panics.
+    fn write_record(&self) {
+        let mut recorder = self.recorder.lock().unwrap_or_else(|p| p.into_inner());
+        recorder.stop();
+        let bins = recorder.bins();
+        let shape = record::shape(&bins);
+        let guard = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let served = match (guard.as_ref(), &shape) {
+            (Some(users), Some(s)) => {
+                let last = s.seconds.last().copied().unwrap_or(0);
+                users.wait_reported(std::time::UNIX_EPOCH + Duration::from_secs(last + 1));
+                record::served(&users.seconds(), &s.seconds)
             }
-            ns.run_ok(&["ip", "link", "set", "lo", "up"]);
+            _ => Default::default(),
+        };
+        let summary = if guard.is_none() && shape.is_some() {
+            record::summary(&self.test, &shape, &served) + " (no users in this lab)"
+        } else {
+            record::summary(&self.test, &shape, &served)
+        };
+        let series = record::series(&bins, &shape);
+        if series.is_empty() {
+            record::append(&summary);
+        } else {
+            record::append(&format!("{summary}\n{series}"));
         }
-        v.run_ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{VICTIM4}/24"),
-            "dev",
-            VICTIM_IF,
-        ]);
-        v.run_ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{VICTIM6}/64"),
-            "dev",
-            VICTIM_IF,
-            "nodad",
-        ]);
-        for addr in [ATTACKER4, OTHER4] {
-            a.run_ok(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                ATTACKER_IF,
-            ]);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.write_record();
+    }
+}
+
+/// Links the namespaces: the victim and the attacker on one veth, the victim and the users
+/// on another, addresses, routes and permanent neighbour entries both ways.
+fn setup(v: &Netns, a: &Netns, u: &Netns) {
+    // The veth pair is created directly inside the namespaces; it never exists in the
+    // root namespace.
+    host_ok(&[
+        "ip",
+        "link",
+        "add",
+        "name",
+        VICTIM_IF,
+        "netns",
+        v.name(),
+        "address",
+        VICTIM_MAC,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        ATTACKER_IF,
+        "netns",
+        a.name(),
+        "address",
+        ATTACKER_MAC,
+    ]);
+    for (ns, ifname) in [(v, VICTIM_IF), (a, ATTACKER_IF)] {
+        for key in ["all", "default", ifname] {
+            ns.sysctl(&format!("net.ipv6.conf.{key}.accept_ra"), "0");
+            ns.sysctl(&format!("net.ipv6.conf.{key}.router_solicitations"), "0");
+            ns.sysctl(&format!("net.ipv6.conf.{key}.accept_dad"), "0");
         }
+        ns.run_ok(&["ip", "link", "set", "lo", "up"]);
+    }
+    v.run_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{VICTIM4}/24"),
+        "dev",
+        VICTIM_IF,
+    ]);
+    v.run_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{VICTIM6}/64"),
+        "dev",
+        VICTIM_IF,
+        "nodad",
+    ]);
+    for addr in [ATTACKER4, OTHER4] {
         a.run_ok(&[
             "ip",
             "addr",
             "add",
-            &format!("{FAR4}/24"),
+            &format!("{addr}/24"),
             "dev",
             ATTACKER_IF,
         ]);
-        for addr in [ATTACKER6, OTHER6] {
-            a.run_ok(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{addr}/64"),
-                "dev",
-                ATTACKER_IF,
-                "nodad",
-            ]);
-        }
-        // Permanent neighbour entries both ways: a banned source must not also break
-        // ARP/ND and so hide what is being tested.
-        for addr in COUNTED {
-            v.run_ok(&[
-                "ip",
-                "neigh",
-                "replace",
-                addr,
-                "lladdr",
-                ATTACKER_MAC,
-                "dev",
-                VICTIM_IF,
-                "nud",
-                "permanent",
-            ]);
-        }
-        for addr in [VICTIM4, VICTIM6] {
-            a.run_ok(&[
-                "ip",
-                "neigh",
-                "replace",
-                addr,
-                "lladdr",
-                VICTIM_MAC,
-                "dev",
-                ATTACKER_IF,
-                "nud",
-                "permanent",
-            ]);
-        }
-        v.run_ok(&["ip", "link", "set", VICTIM_IF, "up"]);
-        a.run_ok(&["ip", "link", "set", ATTACKER_IF, "up"]);
-        // The victim reaches FAR4's /24 over the veth too, so no reverse-path check drops it.
-        v.run_ok(&["ip", "route", "add", "10.250.1.0/24", "dev", VICTIM_IF]);
     }
+    a.run_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{FAR4}/24"),
+        "dev",
+        ATTACKER_IF,
+    ]);
+    for addr in [ATTACKER6, OTHER6] {
+        a.run_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{addr}/64"),
+            "dev",
+            ATTACKER_IF,
+            "nodad",
+        ]);
+    }
+    // Permanent neighbour entries both ways: a banned source must not also break
+    // ARP/ND and so hide what is being tested.
+    for addr in COUNTED {
+        v.run_ok(&[
+            "ip",
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            ATTACKER_MAC,
+            "dev",
+            VICTIM_IF,
+            "nud",
+            "permanent",
+        ]);
+    }
+    for addr in [VICTIM4, VICTIM6] {
+        a.run_ok(&[
+            "ip",
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            VICTIM_MAC,
+            "dev",
+            ATTACKER_IF,
+            "nud",
+            "permanent",
+        ]);
+    }
+    v.run_ok(&["ip", "link", "set", VICTIM_IF, "up"]);
+    a.run_ok(&["ip", "link", "set", ATTACKER_IF, "up"]);
+    // The victim reaches FAR4's /24 over the veth too, so no reverse-path check drops it.
+    v.run_ok(&["ip", "route", "add", "10.250.1.0/24", "dev", VICTIM_IF]);
+    // The attacker does what SYN flooders do: its kernel never answers the victim's SYN-ACKs
+    // to the paced TCP floods' source ports (`pacer::FLOOD_PORTS`, above the ephemeral range)
+    // with resets, which would be a second flood of their own. Its real connections (ephemeral
+    // ports) are untouched.
+    let (lo, hi) = pacer::FLOOD_PORTS;
+    a.run_ok(&["nft", "add table inet lab_attacker"]);
+    a.run_ok(&[
+        "nft",
+        "add chain inet lab_attacker input { type filter hook input priority 0; }",
+    ]);
+    a.run_ok(&[
+        "nft",
+        &format!(
+            "add rule inet lab_attacker input tcp dport {lo}-{hi} tcp flags & (syn | ack) == syn | ack drop"
+        ),
+    ]);
+    setup_users(v, u);
+}
 
+/// The users' veth: their addresses on their end, a route each way (the users' /24 and /120
+/// through `VICTIM_USERS_IF`, the victim's two addresses through `USERS_IF`), permanent
+/// neighbour entries.
+fn setup_users(v: &Netns, u: &Netns) {
+    host_ok(&[
+        "ip",
+        "link",
+        "add",
+        "name",
+        VICTIM_USERS_IF,
+        "netns",
+        v.name(),
+        "address",
+        VICTIM_USERS_MAC,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        USERS_IF,
+        "netns",
+        u.name(),
+        "address",
+        USERS_MAC,
+    ]);
+    for key in ["all", "default", USERS_IF] {
+        u.sysctl(&format!("net.ipv6.conf.{key}.accept_ra"), "0");
+        u.sysctl(&format!("net.ipv6.conf.{key}.router_solicitations"), "0");
+        u.sysctl(&format!("net.ipv6.conf.{key}.accept_dad"), "0");
+    }
+    v.sysctl(&format!("net.ipv6.conf.{VICTIM_USERS_IF}.accept_dad"), "0");
+    v.sysctl(&format!("net.ipv6.conf.{VICTIM_USERS_IF}.accept_ra"), "0");
+    u.run_ok(&["ip", "link", "set", "lo", "up"]);
+    for addr in USERS4 {
+        u.run_ok(&["ip", "addr", "add", &format!("{addr}/32"), "dev", USERS_IF]);
+    }
+    for addr in USERS6 {
+        u.run_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{addr}/128"),
+            "dev",
+            USERS_IF,
+            "nodad",
+        ]);
+    }
+    v.run_ok(&["ip", "link", "set", VICTIM_USERS_IF, "up"]);
+    u.run_ok(&["ip", "link", "set", USERS_IF, "up"]);
+    v.run_ok(&[
+        "ip",
+        "route",
+        "add",
+        users::USERS4_NET,
+        "dev",
+        VICTIM_USERS_IF,
+    ]);
+    v.run_ok(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        users::USERS6_NET,
+        "dev",
+        VICTIM_USERS_IF,
+    ]);
+    u.run_ok(&["ip", "route", "add", VICTIM4, "dev", USERS_IF]);
+    u.run_ok(&["ip", "-6", "route", "add", VICTIM6, "dev", USERS_IF]);
+    for addr in USERS4.iter().chain(USERS6.iter()) {
+        v.run_ok(&[
+            "ip",
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            USERS_MAC,
+            "dev",
+            VICTIM_USERS_IF,
+            "nud",
+            "permanent",
+        ]);
+    }
+    for addr in [VICTIM4, VICTIM6] {
+        u.run_ok(&[
+            "ip",
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            VICTIM_USERS_MAC,
+            "dev",
+            USERS_IF,
+            "nud",
+            "permanent",
+        ]);
+    }
+}
+
+impl Lab {
     /// The lab's temp dir (removed when the lab is dropped).
     pub fn dir(&self) -> &Path {
         &self.dir.0

@@ -1,5 +1,6 @@
 //! Self-tests of the namespace lab (included from tests/lab/mod.rs as `mod selftest;`):
-//! exact arrival counting per source, process guards, and cleanup also on panic.
+//! exact arrival counting per source, process guards, cleanup also on panic, the paced
+//! generator's shape as the victim records it, and the users being served.
 
 use super::*;
 
@@ -19,7 +20,7 @@ fn assert_ns_gone(names: &[String]) {
 fn assert_no_root_veth() {
     let out = host(&["ip", "-o", "link", "show"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in [VICTIM_IF, ATTACKER_IF] {
+    for name in [VICTIM_IF, ATTACKER_IF, VICTIM_USERS_IF, USERS_IF] {
         assert!(
             !text.contains(&format!(": {name}@")) && !text.contains(&format!(": {name}:")),
             "lab interface {name} present in the root namespace:\n{text}"
@@ -318,7 +319,7 @@ fn lab_distributed_udp_comes_from_thousands_of_lab_sources() {
     let rx0 = lab.victim_rx_packets();
     let start = Instant::now();
     let out = lab
-        .spawn_distributed_udp(5300, 5000, None)
+        .spawn_distributed_udp(5300, 5000)
         .finish(Duration::from_secs(60));
     assert!(
         out.status.success(),
@@ -339,27 +340,150 @@ fn lab_distributed_udp_comes_from_thousands_of_lab_sources() {
     for s in &srcs {
         let ip: std::net::Ipv4Addr = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
         let o = ip.octets();
-        assert!(o[0] == 10 && o[1] == 250 && o[2] >= 2, "source {ip}");
+        assert!(
+            o[0] == 10 && o[1] == 250 && (2..=254).contains(&o[2]),
+            "source {ip}"
+        );
     }
     assert_eq!(victim_set_elems(&lab, "seen", "dports"), ["5300"]);
 
-    // Rate-limited: 3000 packets at 3000 pps take about a second.
-    let start = Instant::now();
-    let out = lab
-        .spawn_distributed_udp(5300, 3000, Some(3000))
+    // Paced: 3000 packets at 3000 pps (both scaled by the knob) take about a second.
+    let sent = lab
+        .distributed_udp(5300, 3000, 3000)
         .finish(Duration::from_secs(60));
-    let took = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("distributed udp: 3000 packets at 3000 pps in {took:?}");
-    assert!(took >= Duration::from_millis(800), "{took:?}");
-    wait_until(Duration::from_secs(5), "8000 packets counted", || {
-        victim_counter(&lab, "seen", "all") == 8000
+    eprintln!("distributed udp: {sent:?} paced at 3000 pps");
+    assert_eq!(sent.packets, pacer::scale(3000));
+    assert!(sent.elapsed >= Duration::from_millis(800), "{sent:?}");
+    let want = 5000 + sent.packets;
+    wait_until(Duration::from_secs(5), "every packet counted", || {
+        victim_counter(&lab, "seen", "all") == want
     });
     assert_eq!(victim_counter(&lab, "seen", "outside"), 0);
+    assert_eq!(victim_counter(&lab, "seen", "excluded"), 0);
+}
+
+/// The 100 ms bins of the record that fall inside the flood's span, but for its first and
+/// last (partly outside it).
+fn inner_bins(lab: &Lab) -> Vec<u64> {
+    let bins = lab.recorder.lock().unwrap().bins();
+    let shape = record::shape(&bins).expect("a flood in the record");
+    bins.iter()
+        .filter(|b| b.end - 0.1 > shape.from + 0.05 && b.end < shape.to - 0.05)
+        .map(|b| b.packets)
+        .collect()
+}
+
+/// Issue 13: a paced flood arrives at the victim as a steady rate (the bins of the record
+/// near rate / 10), a pulse wave as pulses, and trafgen's `-b` as it sends it.
+#[test]
+fn issue13_paced_floods_arrive_steady_and_pulses_as_pulses() {
+    let Some((_serial, lab)) = start_quiet("issue13_paced_floods") else {
+        return;
+    };
+    let flood = UdpFlood {
+        src: ATTACKER4,
+        dst: VICTIM4,
+        sport: 40000,
+        dport: Some(5300),
+        payload: 64,
+    };
+    let rate = pacer::scale(30_000);
+    let sent = lab
+        .udp_flood(&flood, 60_000, 30_000)
+        .finish(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let bins = inner_bins(&lab);
+    eprintln!("paced {rate} pps: {sent:?}, per 100 ms: {bins:?}");
+    assert!(bins.len() >= 15, "about 2 s of bins: {bins:?}");
+    let per_bin = rate / 10;
+    let near = bins
+        .iter()
+        .filter(|&&b| b * 10 >= per_bin * 7 && b * 10 <= per_bin * 13)
+        .count();
+    assert!(
+        near * 10 >= bins.len() * 8,
+        "at least 80 % of the bins within 30 % of {per_bin}: {bins:?}"
+    );
+    let recorded: u64 = lab.received_per_100ms().iter().sum();
+    assert!(
+        (sent.packets..sent.packets + 20).contains(&recorded),
+        "every packet in the record: {recorded} of {sent:?}"
+    );
+    assert_eq!(sent.packets, pacer::scale(60_000));
+
+    // Pulses: 0.5 s on, 0.5 s off, three of them.
+    let lab = {
+        drop(lab);
+        Lab::new("issue13_pulses")
+    };
+    let on = Duration::from_millis(500);
+    lab.udp_pulses(&flood, 45_000, 30_000, on, on)
+        .finish(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let bins = inner_bins(&lab);
+    eprintln!("pulses of {rate} pps, 0.5 s on, 0.5 s off: {bins:?}");
+    let quiet = bins.iter().filter(|&&b| b < record::FLOOD_BIN).count();
+    let loud = bins.iter().filter(|&&b| b * 10 >= per_bin * 7).count();
+    assert!(
+        (6..=14).contains(&quiet) && (9..=18).contains(&loud),
+        "two silences and three pulses of about 5 bins: {bins:?}"
+    );
+    assert!(lab.flood_shape().unwrap().duty < 0.8);
+
+    // trafgen's -b: each second's packets in one burst, as fast as this machine sends them.
+    let lab = {
+        drop(lab);
+        Lab::new("issue13_bursts")
+    };
+    let out = lab
+        .udp_flood_bursty(&flood, 60_000, 30_000)
+        .finish(Duration::from_secs(30));
+    assert!(out.status.success(), "trafgen: {out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let shape = lab.flood_shape().expect("the bursts in the record");
+    eprintln!(
+        "trafgen -b {rate}pps: {shape:?}, per 100 ms: {:?}",
+        lab.received_per_100ms()
+    );
+    assert!(shape.duty < 0.7, "bursts, not a steady rate: {shape:?}");
+    assert!(
+        shape.peak > per_bin * 3 / 2,
+        "a burst is faster than the rate: {shape:?}"
+    );
+}
+
+/// Issue 13: the users are served in a quiet lab (every request of every kind), from their
+/// own addresses: nothing of theirs reaches the victim over the attacker's veth.
+#[test]
+fn issue13_users_are_served_from_their_own_addresses() {
+    let Some((_serial, lab)) = start("issue13_users") else {
+        return;
+    };
+    let rx0 = lab.victim_rx_packets();
+    std::thread::sleep(Duration::from_secs(4));
+    let now = std::time::SystemTime::now();
+    let guard = lab.users.lock().unwrap();
+    let users = guard.as_ref().unwrap();
+    users.wait_reported(now);
+    let seconds = users.seconds();
+    eprintln!("users: {seconds:?}");
+    let full: Vec<_> = seconds.iter().skip(1).collect();
+    assert!(full.len() >= 3, "{seconds:?}");
+    for (t, second) in full {
+        for (kind, (ok, n)) in second {
+            assert_eq!(ok, n, "second {t}: {kind} {ok} of {n} served");
+            let want = if kind.starts_with("http") { 10 } else { 40 };
+            assert!(
+                (want - 2..=want + 2).contains(n),
+                "second {t}: {kind}: {n} requests started"
+            );
+        }
+    }
+    assert!(
+        lab.victim_rx_packets() - rx0 < 50,
+        "the users do not come over the attacker's veth"
+    );
+    assert!(lab.flood_shape().is_none(), "no flood in a quiet lab");
 }
 
 #[test]
@@ -389,21 +513,13 @@ fn lab_spoofed_syn_flood_reaches_the_victim() {
     });
 
     let rx0 = lab.victim_rx_packets();
-    let start = Instant::now();
-    let out = lab
-        .spawn_syn_flood_spoofed(8080, 20_000, Some(20_000))
+    let sent = lab
+        .syn_flood_spoofed(8080, 20_000, 20_000)
         .finish(Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    lab.wait_arrival(rx0, 20_000);
-    eprintln!(
-        "spoofed syn flood: 20000 SYNs at 20000 pps in {:?}",
-        start.elapsed()
-    );
-    assert_eq!(victim_counter(&lab, "seen", "all"), 20_000);
+    lab.wait_arrival(rx0, sent.packets);
+    eprintln!("spoofed syn flood: {sent:?} paced at 20000 pps");
+    assert_eq!(sent.packets, pacer::scale(20_000));
+    assert_eq!(victim_counter(&lab, "seen", "all"), sent.packets);
     assert_eq!(victim_counter(&lab, "seen", "outside"), 0);
     assert_eq!(victim_counter(&lab, "seen", "excluded"), 0);
     let srcs = victim_set_elems(&lab, "seen", "src").len();
@@ -435,7 +551,7 @@ fn lab_amplification_hits_random_ports() {
     install_seen(&lab, "udp", None);
     let rx0 = lab.victim_rx_packets();
     let out = lab
-        .spawn_amplification(53, 1200, 2000, None)
+        .spawn_amplification(53, 1200, 2000)
         .finish(Duration::from_secs(60));
     assert!(
         out.status.success(),
@@ -502,4 +618,43 @@ fn lab_http_server_serves_ok() {
         "{took:?}"
     );
     assert!(lab.http_get(ATTACKER4, 8081, t));
+}
+
+/// Issue 13: wrk's keep-alive HTTP flood and slowhttptest's held connections reach the users'
+/// server on the victim (tests/deps.sh installs both).
+#[test]
+fn issue13_wrk_and_slowhttptest_reach_the_victims_server() {
+    let Some((_serial, lab)) = start("issue13_http_tools") else {
+        return;
+    };
+    let out = lab
+        .spawn_wrk(80, 50, Duration::from_secs(2))
+        .finish(Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("wrk: {text}");
+    assert!(out.status.success(), "wrk: {out:?}");
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("wrk's summary: {text}"));
+    assert!(requests > 100.0, "{requests} requests a second");
+    assert!(!text.contains("Non-2xx"), "every answer a 200: {text}");
+
+    let mut slow = lab.spawn_slowloris(80, 200, 100, Duration::from_secs(5));
+    let mut held = 0;
+    wait_until(
+        Duration::from_secs(10),
+        "slowhttptest's connections",
+        || {
+            let ss = lab
+                .victim
+                .run_ok(&["ss", "-Htn", "state", "established", "( sport = :80 )"]);
+            held = ss.lines().filter(|l| l.contains(ATTACKER4)).count();
+            held >= 150
+        },
+    );
+    eprintln!("slowhttptest: {held} connections held open on the victim");
+    assert!(slow.running(), "{}", slow.stderr());
+    slow.terminate();
 }

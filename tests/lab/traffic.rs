@@ -1,9 +1,12 @@
-//! Bounded floods from the attacker namespace: trafgen for exact packet counts at high rate,
-//! hping3 for TCP flag floods, a Python client holding idle connections; and the victim's own
-//! interface counter to check the agent against. Lab addresses only, always bounded.
+//! Bounded floods from the attacker namespace: paced floods (`pacer`: a steady rate the
+//! victim's record checks, or pulses), trafgen at full speed and with its own per-second
+//! bursts, hping3 for the benchmark's TCP floods, a Python client holding idle connections;
+//! and the victim's own interface counter to check the agent against. Lab addresses only,
+//! always bounded.
 
 use std::time::{Duration, Instant};
 
+use super::pacer::{self, Flood, Pace, Packets, Port, Src, Transport};
 use super::{
     assert_lab_addr, Lab, Proc, ATTACKER4, ATTACKER_IF, ATTACKER_MAC, VICTIM4, VICTIM_IF,
     VICTIM_MAC,
@@ -23,11 +26,58 @@ pub struct UdpFlood<'a> {
 }
 
 impl Lab {
-    /// Sends exactly `count` copies of the packet with trafgen (one CPU, no sysctl or IRQ
-    /// changes: `--no-sock-mem --notouch-irq`), at `rate` packets per second when given, else as fast as it can.
-    pub fn trafgen_udp(&self, flood: &UdpFlood, count: u64, rate: Option<u64>) {
+    /// A paced flood from the attacker's veth: `count` packets at `rate` pps, both scaled by
+    /// the rate knob (`pacer::scale`), steady (a few packets every 250 µs) or in pulses.
+    pub fn paced(
+        &self,
+        packets: Packets,
+        count: u64,
+        rate: u64,
+        pulse: Option<(Duration, Duration)>,
+    ) -> Flood {
+        let link = pacer::Link {
+            netns: self.attacker.name(),
+            ifname: ATTACKER_IF,
+            src_mac: mac(ATTACKER_MAC),
+            dst_mac: mac(VICTIM_MAC),
+        };
+        pacer::start(&link, packets, count, Pace { rate, pulse })
+    }
+
+    /// The UDP flood `flood`, paced: `count` packets at `rate` pps (scaled by the knob).
+    pub fn udp_flood(&self, flood: &UdpFlood, count: u64, rate: u64) -> Flood {
+        self.paced(udp_packets(flood), count, rate, None)
+    }
+
+    /// The same flood as a pulse wave: `rate` pps for `on`, silent for `off`, repeated until
+    /// `count` packets are sent.
+    pub fn udp_pulses(
+        &self,
+        flood: &UdpFlood,
+        count: u64,
+        rate: u64,
+        on: Duration,
+        off: Duration,
+    ) -> Flood {
+        self.paced(udp_packets(flood), count, rate, Some((on, off)))
+    }
+
+    /// The same flood as trafgen sends it with `-b RATEpps`: each second's packets in one
+    /// burst at the generator's full speed (how long the burst lasts depends on the
+    /// machine: the victim's record says). Rate and count scaled by the knob.
+    pub fn udp_flood_bursty(&self, flood: &UdpFlood, count: u64, rate: u64) -> Proc {
+        self.spawn_trafgen_packet(
+            &udp_template(flood),
+            pacer::scale(count),
+            Some(pacer::scale(rate)),
+        )
+    }
+
+    /// Sends exactly `count` copies of the packet with trafgen at full speed (one CPU, no
+    /// sysctl or IRQ changes: `--no-sock-mem --notouch-irq`) and waits for it.
+    pub fn trafgen_udp(&self, flood: &UdpFlood, count: u64) {
         let out = self
-            .spawn_trafgen(flood, count, rate)
+            .spawn_trafgen(flood, count)
             .finish(Duration::from_secs(60));
         assert!(
             out.status.success(),
@@ -36,41 +86,37 @@ impl Lab {
         );
     }
 
-    /// Starts the same flood in the background.
-    pub fn spawn_trafgen(&self, flood: &UdpFlood, count: u64, rate: Option<u64>) -> Proc {
-        let v4 = assert_lab_addr(flood.src).is_ipv4();
-        assert_eq!(
-            v4,
-            assert_lab_addr(flood.dst).is_ipv4(),
-            "lab: flood mixes families"
-        );
-        assert!(
-            (1..=MAX_FLOOD_PACKETS).contains(&count),
-            "lab: flood of {count} packets"
-        );
-        let dport = flood.dport.map_or("drnd()".to_string(), |p| p.to_string());
-        let ip = if v4 {
-            format!("ipv4(saddr={}, daddr={}, ttl=64)", flood.src, flood.dst)
-        } else {
-            format!("ipv6(sa={}, da={}, hl=64)", flood.src, flood.dst)
+    /// Starts the same full-speed flood in the background.
+    pub fn spawn_trafgen(&self, flood: &UdpFlood, count: u64) -> Proc {
+        self.spawn_trafgen_packet(&udp_template(flood), count, None)
+    }
+
+    /// A paced TCP flood of bare segments with `flags` (`pacer::TCP_SYN`, …) from `src` to
+    /// `dst:dport`, random source ports in `pacer::FLOOD_PORTS` (whose SYN-ACKs the attacker
+    /// leaves unanswered, as SYN flooders do) and random sequence numbers.
+    pub fn tcp_flood(
+        &self,
+        src: &str,
+        dst: &str,
+        dport: u16,
+        flags: u8,
+        count: u64,
+        rate: u64,
+    ) -> Flood {
+        let (lo, hi) = pacer::FLOOD_PORTS;
+        let packets = Packets {
+            src: Src::Addr(assert_lab_addr(src)),
+            dst: assert_lab_addr(dst),
+            sport: Port::Random(lo, hi),
+            dport: Port::Fixed(dport),
+            transport: Transport::Tcp { flags },
         };
-        let packet = format!(
-            "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), {ip}, udp(sp={}, dp={dport}), fill(0x41, {}) }}",
-            flood.sport, flood.payload
-        );
-        self.spawn_trafgen_packet(&packet, count, rate)
+        self.paced(packets, count, rate, None)
     }
 
-    /// hping3 from the attacker namespace with a packet count: `flags` like `-S` or `-A`.
-    pub fn hping_tcp(&self, src: &str, dst: &str, dport: u16, flags: &str, count: u64) {
-        let out = self
-            .spawn_hping_tcp(src, dst, dport, flags, count)
-            .finish(Duration::from_secs(60));
-        // hping3 exits non-zero when no reply came: only a timeout is a failure here.
-        assert_ne!(out.status.code(), Some(124), "hping3 timed out");
-    }
-
-    /// The same flood in the background.
+    /// hping3 from the attacker namespace (the benchmark's TCP floods): `count` packets,
+    /// `flags` like `-S` or `-A`, one every 50 µs as hping3 paces it (its own timing: what
+    /// arrives is in the victim's record).
     pub fn spawn_hping_tcp(
         &self,
         src: &str,
@@ -203,55 +249,62 @@ impl Lab {
         self.attacker.spawn(&args)
     }
 
-    /// A distributed UDP flood: `count` packets (at `rate` pps when given) to
-    /// `VICTIM4:dport`, each from a random source in 10.250.2.0–10.250.255.255 (third octet
-    /// random in 2..=255, fourth in 0..=255: about 65,000 possible sources, none in the
-    /// attacker's 10.250.0.0/24 or FAR4's 10.250.1.0/24) and a random source port, 32 bytes
-    /// of payload. Thousands of distinct sources, each at a low rate. The victim has no route
-    /// back to these sources, so nothing it answers leaves its namespace.
-    pub fn spawn_distributed_udp(&self, dport: u16, count: u64, rate: Option<u64>) -> Proc {
+    /// A distributed UDP flood, paced: `count` packets at `rate` pps (scaled by the knob) to
+    /// `VICTIM4:dport`, each from a random source in 10.250.2.0–10.250.254.255 (`Src::Spoofed4`:
+    /// about 65,000 sources, none the attacker's, FAR4's or the users') and a random source
+    /// port, 32 bytes of payload. The victim has no route back to these sources, so nothing
+    /// it answers leaves its namespace.
+    pub fn distributed_udp(&self, dport: u16, count: u64, rate: u64) -> Flood {
+        let packets = Packets {
+            src: Src::Spoofed4,
+            dst: assert_lab_addr(VICTIM4),
+            sport: Port::Random(1024, 65535),
+            dport: Port::Fixed(dport),
+            transport: Transport::Udp { payload: 32 },
+        };
+        self.paced(packets, count, rate, None)
+    }
+
+    /// The same distributed flood at trafgen's full speed (the benchmark's).
+    pub fn spawn_distributed_udp(&self, dport: u16, count: u64) -> Proc {
         let packet = format!(
             "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), {}, udp(sp=drnd(1024, 65535), dp={dport}), fill(0x41, 32) }}",
             spoofed_ipv4_header()
         );
-        self.spawn_trafgen_packet(&packet, count, rate)
+        self.spawn_trafgen_packet(&packet, count, None)
     }
 
-    /// A spoofed SYN flood: `count` TCP SYNs (at `rate` pps when given) to `VICTIM4:dport`
-    /// from random sources in 10.250.2.0–10.250.255.255 (as `spawn_distributed_udp`), random
-    /// source ports, sequence numbers and IP ids, window 64240, valid IP and TCP checksums.
+    /// A spoofed SYN flood, paced: `count` TCP SYNs at `rate` pps (scaled by the knob) to
+    /// `VICTIM4:dport` from random sources as `distributed_udp`, random source ports and
+    /// sequence numbers, window 64240, valid checksums.
     ///
     /// The SYNs reach the victim's TCP stack (with rp_filter off in the victim namespace,
     /// the default here) but the victim has no route back to these sources, so no SYN-ACK
     /// (nor cookie) is ever sent and no half-open connection is kept: each SYN counts as a
     /// `TcpExtListenDrops` on a listening port, and the listen queue stays empty.
-    pub fn spawn_syn_flood_spoofed(&self, dport: u16, count: u64, rate: Option<u64>) -> Proc {
-        let packet = format!(
-            "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), {}, tcp(sp=drnd(1024, 65535), dp={dport}, seq=drnd(), syn, win=64240) }}",
-            spoofed_ipv4_header()
-        );
-        self.spawn_trafgen_packet(&packet, count, rate)
+    pub fn syn_flood_spoofed(&self, dport: u16, count: u64, rate: u64) -> Flood {
+        let packets = Packets {
+            src: Src::Spoofed4,
+            dst: assert_lab_addr(VICTIM4),
+            sport: Port::Random(1024, 65535),
+            dport: Port::Fixed(dport),
+            transport: Transport::Tcp {
+                flags: pacer::TCP_SYN,
+            },
+        };
+        self.paced(packets, count, rate, None)
     }
 
-    /// The shape of a reflected amplification flood: `count` UDP packets (at `rate` pps when
-    /// given) from `ATTACKER4:sport` (e.g. 53, 123, 11211) to VICTIM4, a random destination
-    /// port each, `payload` bytes each. A thin wrapper over `spawn_trafgen` with
-    /// `UdpFlood { dport: None, .. }`.
-    pub fn spawn_amplification(
-        &self,
-        sport: u16,
-        payload: usize,
-        count: u64,
-        rate: Option<u64>,
-    ) -> Proc {
-        let flood = UdpFlood {
-            src: ATTACKER4,
-            dst: VICTIM4,
-            sport,
-            dport: None,
-            payload,
-        };
-        self.spawn_trafgen(&flood, count, rate)
+    /// The shape of a reflected amplification flood, paced: `count` UDP packets at `rate` pps
+    /// (scaled by the knob) from `ATTACKER4:sport` (e.g. 53, 123, 11211) to VICTIM4, a random
+    /// destination port each, `payload` bytes each.
+    pub fn amplification(&self, sport: u16, payload: usize, count: u64, rate: u64) -> Flood {
+        self.udp_flood(&amplification_flood(sport, payload), count, rate)
+    }
+
+    /// The same at trafgen's full speed (the benchmark's).
+    pub fn spawn_amplification(&self, sport: u16, payload: usize, count: u64) -> Proc {
+        self.spawn_trafgen(&amplification_flood(sport, payload), count)
     }
 
     /// A tiny DNS responder (python3, stdlib) in the attacker namespace on `ATTACKER4:53`/udp.
@@ -339,6 +392,83 @@ impl Lab {
         }
     }
 
+    /// An HTTP flood of valid requests over keep-alive connections: wrk from the attacker's
+    /// namespace (its first address, ATTACKER4), one thread, `connections` connections to
+    /// `VICTIM4:port` for `duration` (at most 60 s). The users' server keeps connections
+    /// alive (HTTP/1.1). Its output ends with wrk's summary (`Requests/sec: …`).
+    pub fn spawn_wrk(&self, port: u16, connections: u32, duration: Duration) -> Proc {
+        assert!(
+            (1..=10_000).contains(&connections) && duration <= Duration::from_secs(60),
+            "lab: wrk with {connections} connections for {duration:?}"
+        );
+        let limit = (duration.as_secs() + 15).to_string();
+        let (c, d) = (
+            connections.to_string(),
+            format!("{}s", duration.as_secs().max(1)),
+        );
+        let url = format!("http://{VICTIM4}:{port}/");
+        self.attacker.spawn(&[
+            "timeout",
+            &limit,
+            "wrk",
+            "-t1",
+            "-c",
+            &c,
+            "-d",
+            &d,
+            "--timeout",
+            "2s",
+            &url,
+        ])
+    }
+
+    /// Slowloris: slowhttptest from the attacker's namespace opens `connections` connections
+    /// to `VICTIM4:port` at `per_second` a second and keeps each one open with a header line
+    /// every 10 s, for `duration` (at most 60 s).
+    pub fn spawn_slowloris(
+        &self,
+        port: u16,
+        connections: u32,
+        per_second: u32,
+        duration: Duration,
+    ) -> Proc {
+        assert!(
+            (1..=10_000).contains(&connections)
+                && per_second >= 1
+                && duration <= Duration::from_secs(60),
+            "lab: slowhttptest with {connections} connections at {per_second}/s for {duration:?}"
+        );
+        let limit = (duration.as_secs() + 15).to_string();
+        let (c, r, l) = (
+            connections.to_string(),
+            per_second.to_string(),
+            duration.as_secs().max(1).to_string(),
+        );
+        let url = format!("http://{VICTIM4}:{port}/");
+        self.attacker.spawn(&[
+            "timeout",
+            &limit,
+            "slowhttptest",
+            "-H",
+            "-c",
+            &c,
+            "-r",
+            &r,
+            "-i",
+            "10",
+            "-l",
+            &l,
+            "-x",
+            "24",
+            "-p",
+            "3",
+            "-t",
+            "GET",
+            "-u",
+            &url,
+        ])
+    }
+
     /// `net.ipv4.tcp_syncookies` in the victim namespace (never the host's), e.g. `"1"`.
     pub fn syncookies(&self) -> String {
         self.victim
@@ -358,18 +488,71 @@ impl Lab {
     }
 }
 
-/// trafgen IPv4 header from a random source in 10.250.2.0–10.250.255.255 to VICTIM4: the
-/// first two octets are fixed, so no source can ever leave 10.250.0.0/16.
+/// trafgen IPv4 header from a random source in 10.250.2.0–10.250.254.255 to VICTIM4: the
+/// first two octets are fixed, so no source can ever leave 10.250.0.0/16, and the users'
+/// 10.250.255.0/24 is never among them.
 fn spoofed_ipv4_header() -> String {
     assert_lab_addr(VICTIM4);
     format!(
-        "ipv4(sa=10.250.2.0, sa[2]=drnd(2, 255), sa[3]=drnd(), da={VICTIM4}, ttl=64, id=drnd())"
+        "ipv4(sa=10.250.2.0, sa[2]=drnd(2, 254), sa[3]=drnd(), da={VICTIM4}, ttl=64, id=drnd())"
     )
+}
+
+fn amplification_flood(sport: u16, payload: usize) -> UdpFlood<'static> {
+    UdpFlood {
+        src: ATTACKER4,
+        dst: VICTIM4,
+        sport,
+        dport: None,
+        payload,
+    }
+}
+
+/// The pacer's packets for `flood`.
+fn udp_packets(flood: &UdpFlood) -> Packets {
+    Packets {
+        src: Src::Addr(assert_lab_addr(flood.src)),
+        dst: assert_lab_addr(flood.dst),
+        sport: Port::Fixed(flood.sport),
+        dport: flood.dport.map_or(Port::Random(1, 65535), Port::Fixed),
+        transport: Transport::Udp {
+            payload: flood.payload,
+        },
+    }
+}
+
+/// trafgen's packet description for `flood`.
+fn udp_template(flood: &UdpFlood) -> String {
+    let v4 = assert_lab_addr(flood.src).is_ipv4();
+    assert_eq!(
+        v4,
+        assert_lab_addr(flood.dst).is_ipv4(),
+        "lab: flood mixes families"
+    );
+    let dport = flood.dport.map_or("drnd()".to_string(), |p| p.to_string());
+    let ip = if v4 {
+        format!("ipv4(saddr={}, daddr={}, ttl=64)", flood.src, flood.dst)
+    } else {
+        format!("ipv6(sa={}, da={}, hl=64)", flood.src, flood.dst)
+    };
+    format!(
+        "{{ eth(da={VICTIM_MAC}, sa={ATTACKER_MAC}), {ip}, udp(sp={}, dp={dport}), fill(0x41, {}) }}",
+        flood.sport, flood.payload
+    )
+}
+
+/// "02:fa:…" as bytes.
+fn mac(text: &str) -> [u8; 6] {
+    let mut out = [0u8; 6];
+    for (o, part) in out.iter_mut().zip(text.split(':')) {
+        *o = u8::from_str_radix(part, 16).expect("lab: a MAC address");
+    }
+    out
 }
 
 /// Waits up to 10 s for a spawned server to print `listening`; panics with its stderr if it
 /// exits or stays silent.
-fn wait_ready(mut p: Proc, what: &str) -> Proc {
+pub(super) fn wait_ready(mut p: Proc, what: &str) -> Proc {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if p.stdout().contains("listening") {
