@@ -99,7 +99,8 @@ pub struct Detection {
     pub m: f64,
     /// Half-life of the baselines' averages (mean and deviation).
     pub half_life: Duration,
-    /// Ticks a counter must stay over its threshold before an incident opens.
+    /// Ticks a counter must be over its threshold, among its last max(20, 2 × this), before
+    /// an incident opens (a mean over the threshold for the last second opens it at once).
     pub consecutive_ticks: u32,
     /// How long an incident's traffic must stay under its exit threshold before it ends.
     pub hold: Duration,

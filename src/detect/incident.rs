@@ -202,7 +202,7 @@ impl Detector {
                 }
                 continue;
             }
-            if self.keys[driver].streak < self.consecutive {
+            if !self.confirmed(driver) {
                 continue; // pending: over threshold, not yet long enough
             }
             let same = self

@@ -10,8 +10,10 @@
 //!    specific counters first (SYN, amplification ports, new connections…), and a generic
 //!    counter (totals, a port's packets, "other") opens an incident only for what the specific
 //!    vectors leave unexplained — one flood opens one incident;
-//! 3. incidents ([`incident`]) open after `consecutive_ticks` ticks over threshold, report at
-//!    most once a second, and end after `hold` under a lower exit threshold.
+//! 3. incidents ([`incident`]) open once a counter has been over its threshold in
+//!    `consecutive_ticks` of its recent ticks, or at once when its rate over the last second is
+//!    over the threshold (so a flood sent in short bursts cannot dodge confirmation); they
+//!    report at most once a second, and end after `hold` under a lower exit threshold.
 
 pub mod baseline;
 pub mod classify;
@@ -67,6 +69,13 @@ pub const TOP: usize = 5;
 const REPORT_INTERVAL: f64 = 1.0;
 /// A tick longer than this (a stalled agent) teaches a baseline no more than this, seconds.
 const MAX_DT: f64 = 60.0;
+/// Ticks of history per key: the packets and length of each (issue 13: burst-proof
+/// confirmation).
+const RECENT: usize = 32;
+/// The sliding window whose excess over the threshold can confirm an incident, seconds.
+const WINDOW: f64 = 1.0;
+/// Over-threshold ticks are counted among the last `max(OVER_TICKS, 2 × consecutive_ticks)`.
+const OVER_TICKS: u32 = 20;
 
 /// What a counter (or pseudo-counter) counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +109,12 @@ struct Key {
     /// Consecutive ticks over threshold, and when the run began (seconds).
     streak: u32,
     over_since: f64,
+    /// One bit per recent tick, newest lowest: over the threshold then.
+    over_bits: u128,
+    /// The packets and length (seconds) of the last `RECENT` ticks, a ring at `recent_at`.
+    recent_packets: [f32; RECENT],
+    recent_dt: [f32; RECENT],
+    recent_at: usize,
     /// In an open incident's reach: learns nothing.
     frozen: bool,
     /// The incident (sequence number) this key drives.
@@ -179,6 +194,10 @@ impl Detector {
             over: false,
             streak: 0,
             over_since: 0.0,
+            over_bits: 0,
+            recent_packets: [0.0; RECENT],
+            recent_dt: [0.0; RECENT],
+            recent_at: 0,
             frozen: false,
             owner: None,
             claimed: 0.0,
@@ -267,7 +286,7 @@ impl Detector {
         let dt = self.last.map_or(0.0, |last| (t - last).clamp(0.0, MAX_DT));
         self.last = Some(t);
         self.read(sample);
-        self.judge(t);
+        self.judge(t, dt);
         let warm = self.warmed_up();
         if warm {
             self.classify(sample);
@@ -380,8 +399,9 @@ impl Detector {
         }
     }
 
-    /// Thresholds from the baselines as they were before this tick; streaks.
-    fn judge(&mut self, t: f64) {
+    /// Thresholds from the baselines as they were before this tick; streaks and the recent
+    /// history of each key.
+    fn judge(&mut self, t: f64, dt: f64) {
         let limit = f64::from(self.max_connections);
         for key in &mut self.keys {
             key.threshold = match key.role {
@@ -390,6 +410,10 @@ impl Detector {
             };
             key.exit = self.rule.exit_ratio * key.threshold;
             key.over = key.pps > key.threshold;
+            key.over_bits = (key.over_bits << 1) | u128::from(key.over);
+            key.recent_at = (key.recent_at + 1) % RECENT;
+            key.recent_packets[key.recent_at] = (key.pps * dt) as f32;
+            key.recent_dt[key.recent_at] = dt as f32;
             if key.over {
                 if key.streak == 0 {
                     key.over_since = t;
@@ -400,6 +424,45 @@ impl Detector {
             }
             key.claimed = 0.0;
         }
+    }
+
+    /// Whether an over-threshold key has been over long enough to open an incident: in
+    /// `consecutive_ticks` of its last `max(OVER_TICKS, 2 × consecutive_ticks)` ticks (floods
+    /// that come and go: pulses, bursts a few ticks long), or — in a tick over threshold —
+    /// when its excess over the threshold during the last `WINDOW` is at least what
+    /// `consecutive_ticks` ticks at twice the threshold would carry (a flood sent as one short
+    /// burst a second, far over the threshold; a steady flood far over it confirms sooner
+    /// than `consecutive_ticks`, one barely over it no later).
+    fn confirmed(&self, k: usize) -> bool {
+        let key = &self.keys[k];
+        if !key.over {
+            return false;
+        }
+        let span = OVER_TICKS.max(self.consecutive.saturating_mul(2)).min(128);
+        let mask = if span >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << span) - 1
+        };
+        if (key.over_bits & mask).count_ones() >= self.consecutive {
+            return true;
+        }
+        let (mut excess, mut seconds, mut ticks) = (0.0f64, 0.0f64, 0u32);
+        for i in 0..RECENT {
+            let at = (key.recent_at + RECENT - i) % RECENT;
+            let dt = f64::from(key.recent_dt[at]);
+            if dt <= 0.0 {
+                break;
+            }
+            excess += (f64::from(key.recent_packets[at]) - key.threshold * dt).max(0.0);
+            seconds += dt;
+            ticks += 1;
+            if seconds >= WINDOW - 1e-6 {
+                break;
+            }
+        }
+        let tick = seconds / f64::from(ticks.max(1));
+        ticks > 0 && excess >= f64::from(self.consecutive) * tick * key.threshold
     }
 
     /// Marks every key within an open incident's reach.

@@ -417,6 +417,109 @@ fn http_floods_on_two_ports_are_two_incidents() {
     );
 }
 
+/// Warm-up on background, then `attack(offset)` over background for `seconds`: the start
+/// events and when they came, in seconds from the attack's first tick.
+fn bursts(attack: impl Fn(f64) -> Vec<Flow>, seconds: f64) -> Vec<(f64, Event)> {
+    let mut replay = Replay::new(Config::default());
+    assert!(replay.run(WARMUP + 5.0, &background()).is_empty());
+    let first = replay.now + replay.tick;
+    replay.run_with(seconds, |t| with_background(&attack(t)));
+    replay.run(20.0, &background());
+    replay.check_invariants();
+    replay
+        .of_kind(EventKind::AttackStart)
+        .into_iter()
+        .map(|(at, e)| ((*at - first).as_secs_f64(), e.clone()))
+        .collect()
+}
+
+/// Issue 13 (issue 14, item 1): a flood that arrives as one 100 ms burst a second — 100 kpps
+/// while on, 10 kpps on average — opens its incident in its first burst, not never.
+#[test]
+fn a_flood_in_one_short_burst_a_second_opens_in_its_first_burst() {
+    let flood = [Flow::new(Kind::Udp { port: Some(27015) }, 100_000.0).from(spoofed())];
+    let starts = bursts(
+        |t| {
+            let on = (t - 0.05).rem_euclid(1.0) < 0.1;
+            if on {
+                flood.to_vec()
+            } else {
+                Vec::new()
+            }
+        },
+        5.0,
+    );
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert_eq!(starts[0].1.vector, Vector::UdpFlood);
+    assert!(starts[0].0 < 0.15, "in the first burst: {}", starts[0].0);
+}
+
+/// Bursts with too little excess to confirm one by one (200 ms at 1.5× the threshold each
+/// second) open the incident once they have been over in `consecutive_ticks` of the recent
+/// ticks: in the second burst.
+#[test]
+fn repeated_short_bursts_open_by_their_count_of_ticks_over() {
+    let flood = [Flow::new(Kind::Udp { port: Some(27015) }, 7_500.0).from(spoofed())];
+    let starts = bursts(
+        |t| {
+            if (t - 0.05).rem_euclid(1.0) < 0.2 {
+                flood.to_vec()
+            } else {
+                Vec::new()
+            }
+        },
+        5.0,
+    );
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert!(
+        (1.0..1.25).contains(&starts[0].0),
+        "in the second burst: {}",
+        starts[0].0
+    );
+}
+
+/// A pulse wave (1.5 s on, 1.5 s off) opens in its first pulse, as a steady flood would.
+#[test]
+fn a_pulse_wave_opens_in_its_first_pulse() {
+    let flood = [Flow::new(Kind::Syn { port: Some(80) }, 40_000.0).from(spoofed())];
+    let starts = bursts(
+        |t| {
+            if (t - 0.05).rem_euclid(3.0) < 1.5 {
+                flood.to_vec()
+            } else {
+                Vec::new()
+            }
+        },
+        9.0,
+    );
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert_eq!(starts[0].1.vector, Vector::SynFlood);
+    assert!(starts[0].0 < 0.35, "{}", starts[0].0);
+}
+
+/// A legitimate spike of one tick at three times the threshold, and one of two ticks at
+/// 1.5 times, a few times a minute, open nothing: neither their excess nor their count of
+/// ticks over reaches confirmation.
+#[test]
+fn rare_short_spikes_are_not_an_attack() {
+    let high = [Flow::new(Kind::Udp { port: Some(27015) }, 15_000.0).from(spoofed())];
+    let wide = [Flow::new(Kind::Udp { port: Some(27015) }, 7_500.0).from(spoofed())];
+    let starts = bursts(
+        |t| {
+            let s = (t - 0.05).rem_euclid(20.0);
+            if s < 0.1 {
+                high.to_vec()
+            } else if (10.0..10.2).contains(&s) {
+                wide.to_vec()
+            } else {
+                Vec::new()
+            }
+        },
+        300.0,
+    );
+    assert!(starts.is_empty(), "{starts:?}");
+}
+
 #[test]
 fn a_legitimate_surge_ramping_to_three_times_over_a_minute_is_not_an_attack() {
     let mut replay = Replay::new(Config::default());
