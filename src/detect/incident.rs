@@ -346,6 +346,14 @@ impl Detector {
         }
         if !counted {
             incident.connection_sources(sample, service, limit);
+        } else if incident.vector == Vector::FragmentFlood {
+            // The sampler runs after reassembly and never sees a fragment: its samples are
+            // everyone else's traffic, and naming (and banning) them would hit the innocent
+            // (issue 13's users were banned this way). A fragment flood's sources are unknown.
+            incident.concentrated = false;
+            incident.n_sources = 0;
+            incident.n_prefixes = 0;
+            incident.distinct_sources = 0.0;
         } else if sample.samples >= MIN_SAMPLES {
             incident.sample_sources(sample);
         }

@@ -432,7 +432,8 @@ impl Detector {
     /// when its excess over the threshold during the last `WINDOW` is at least what
     /// `consecutive_ticks` ticks at twice the threshold would carry (a flood sent as one short
     /// burst a second, far over the threshold; a steady flood far over it confirms sooner
-    /// than `consecutive_ticks`, one barely over it no later).
+    /// than `consecutive_ticks`, one barely over it no later). Packet keys only: new
+    /// connections and held connections confirm by their count of ticks.
     fn confirmed(&self, k: usize) -> bool {
         let key = &self.keys[k];
         if !key.over {
@@ -446,6 +447,11 @@ impl Detector {
         };
         if (key.over_bits & mask).count_ones() >= self.consecutive {
             return true;
+        }
+        if matches!(key.role, Role::New(_) | Role::Connections(_)) {
+            // Connections confirm by their count of ticks only: a one-off burst of new
+            // connections (a Slowloris opening its pool) is not yet a flood of them.
+            return false;
         }
         let (mut excess, mut seconds, mut ticks) = (0.0f64, 0.0f64, 0u32);
         for i in 0..RECENT {

@@ -247,7 +247,10 @@ impl Replay {
         for flow in flows {
             let factor = self.noise_factor(flow.packets() * dt);
             self.count(flow, factor, &mut rates);
-            wire.push((flow.packets() * factor, flow));
+            // The sampler (prerouting, after reassembly) never sees a fragment.
+            if flow.kind != Kind::Fragments {
+                wire.push((flow.packets() * factor, flow));
+            }
         }
         let total: f64 = wire.iter().map(|w| w.0).sum();
         let sample_rate = f64::from(self.config.sense.sample_rate);
@@ -392,12 +395,9 @@ impl Replay {
                 add(counter::IPV6, r, size);
                 add(counter::ICMPV6, r, size);
             }
-            Kind::Fragments => {
-                add(counter::IPV4, r, size);
-                add(counter::UDP, r, size);
-                add(counter::FRAGMENT, r, size);
-                add(counter::OTHER, r / 3.0, size);
-            }
+            // Counted in the early chain, before reassembly; fragments that never complete
+            // never reach the prerouting chain's counters.
+            Kind::Fragments => add(counter::FRAGMENT, r, size),
         }
     }
 

@@ -212,6 +212,22 @@ fn fragment_flood() {
     );
 }
 
+/// Issue 13's users were banned as a fragment flood's "sources": the sampler never sees a
+/// fragment, so its samples were theirs. A fragment flood from one address beside the
+/// background names no source and is not concentrated.
+#[test]
+fn a_fragment_flood_names_none_of_the_sampled_clients() {
+    let e = detects_default(
+        &[Flow::new(Kind::Fragments, 30_000.0)
+            .size(1500.0)
+            .from(few(&["203.0.113.9"]))],
+        Vector::FragmentFlood,
+        None,
+    );
+    assert!(!e.concentrated && e.sources.is_empty(), "{e:?}");
+    assert!(e.top_prefixes.is_empty(), "{e:?}");
+}
+
 #[test]
 fn amplification_by_reflector_port() {
     for (port, vector) in [

@@ -28,6 +28,10 @@ pub const PRIORITY: i32 = -310;
 /// Our second chain, after conntrack has classified the packet: new connections per port.
 pub const CT_CHAIN: &str = "conntrack";
 pub const CT_PRIORITY: i32 = -190;
+/// Our first chain, before conntrack's defragmentation (-400), which our `ct` rules turn on:
+/// the only place a fragment is still a fragment. Fragments are counted and limited here.
+pub const EARLY_CHAIN: &str = "early";
+pub const EARLY_PRIORITY: i32 = -450;
 
 /// Named counters that every table has (service and reflector ports add their own).
 pub mod counter {
@@ -534,6 +538,11 @@ pub fn desired(config: &Config) -> TableSpec {
         sets,
         chains: vec![
             ChainSpec {
+                name: EARLY_CHAIN,
+                priority: EARLY_PRIORITY,
+                rules: early_rules(config),
+            },
+            ChainSpec {
                 name: CHAIN,
                 priority: PRIORITY,
                 rules: prerouting,
@@ -579,23 +588,6 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
         flags(syn | ack, syn, counter::TCP_SYN),
         flags(syn | rst, rst, counter::TCP_RST),
         flags(fin | syn | rst | ack, ack, counter::TCP_ACK),
-        with(
-            Expr::meta_is(MetaKey::NfProto, NFPROTO_IPV4).to_vec(),
-            vec![
-                Expr::Payload(Field::Ip4FragOff),
-                Expr::Bitwise(0x3fffu16.to_be_bytes().to_vec()),
-                Expr::Cmp(CmpOp::Neq, vec![0, 0]),
-                Expr::NamedCounter(counter::FRAGMENT.into()),
-            ],
-        ),
-        with(
-            Expr::meta_is(MetaKey::NfProto, NFPROTO_IPV6).to_vec(),
-            vec![
-                Expr::Exthdr6Frag,
-                Expr::Cmp(CmpOp::Eq, vec![1]),
-                Expr::NamedCounter(counter::FRAGMENT.into()),
-            ],
-        ),
         with(
             tcp(),
             vec![
@@ -648,7 +640,8 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
 }
 
 /// Rate limits that aggregate measures switch on by adding a key (with a timeout) to their
-/// set: the attacked UDP/TCP port, ICMP, fragments. Packets past the rate are dropped.
+/// set: the attacked UDP/TCP port, ICMP (fragments: `early_rules`). Packets past the rate are
+/// dropped.
 fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
     let m = &config.mitigation;
     let limit = |rate: u32| Expr::Limit {
@@ -696,7 +689,13 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
     ];
     icmp.extend(tail(m.icmp_limit_pps, "limit_proto"));
     rules.push(icmp);
-    let fragments: [(u8, Vec<Expr>); 2] = [
+    rules
+}
+
+/// Each family's fragment match: an IPv4 packet with an offset or more-fragments bit, an IPv6
+/// packet with a fragment header.
+fn fragment_matches() -> [(u8, Vec<Expr>); 2] {
+    [
         (
             NFPROTO_IPV4,
             vec![
@@ -709,8 +708,41 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
             NFPROTO_IPV6,
             vec![Expr::Exthdr6Frag, Expr::Cmp(CmpOp::Eq, vec![1])],
         ),
-    ];
-    for (nfproto, matches) in fragments {
+    ]
+}
+
+/// The early chain (before reassembly): every fragment counted; then the safelist; then the
+/// fragments of banned sources dropped (the prerouting chain sees only what reassembly made
+/// of them, after it held each in a queue); then the fragment limit, which an aggregate
+/// measure switches on per family (set `limit_frag`).
+fn early_rules(config: &Config) -> Vec<Vec<Expr>> {
+    let mut rules: Vec<Vec<Expr>> = fragment_matches()
+        .into_iter()
+        .map(|(nfproto, matches)| {
+            let mut rule = Expr::meta_is(MetaKey::NfProto, nfproto).to_vec();
+            rule.extend(matches);
+            rule.push(Expr::NamedCounter(counter::FRAGMENT.into()));
+            rule
+        })
+        .collect();
+    rules.extend(
+        [SetRole::Allow(Family::V4), SetRole::Allow(Family::V6)]
+            .into_iter()
+            .map(address_rule),
+    );
+    for role in SetRole::ALL {
+        if matches!(role, SetRole::Allow(_)) {
+            continue;
+        }
+        let [v4, v6] = fragment_matches();
+        let (_, matches) = if role.family() == Family::V4 { v4 } else { v6 };
+        // `meta nfproto X` first, then the fragment match, then the address lookup.
+        let mut rule = address_rule(role);
+        rule.splice(2..2, matches);
+        rules.push(rule);
+    }
+    let rate = config.mitigation.fragment_limit_pps;
+    for (nfproto, matches) in fragment_matches() {
         let mut rule = vec![
             Expr::Meta(MetaKey::NfProto),
             Expr::Lookup {
@@ -720,7 +752,15 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
         ];
         rule.extend(Expr::meta_is(MetaKey::NfProto, nfproto));
         rule.extend(matches);
-        rule.extend(tail(m.fragment_limit_pps, "limit_frag"));
+        rule.extend([
+            Expr::Limit {
+                rate: u64::from(rate),
+                burst: (rate / 10).max(5),
+                over: true,
+            },
+            Expr::NamedCounter(drop_counter("limit_frag")),
+            Expr::Verdict(Verdict::Drop),
+        ]);
         rules.push(rule);
     }
     rules
@@ -1126,7 +1166,11 @@ mod tests {
         let spec = desired(&Config::default());
         let mut state = spec.as_fresh_state();
         state.sets.retain(|s| s.name != "ban6");
-        state.chains[0]
+        state
+            .chains
+            .iter_mut()
+            .find(|c| c.name == CHAIN)
+            .unwrap()
             .rules
             .push(RuleState::Unknown("meta mark".into()));
         state.counters.pop();

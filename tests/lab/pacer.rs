@@ -68,6 +68,10 @@ pub enum Transport {
     /// A bare TCP segment with these flags (`TCP_SYN`, `TCP_ACK`, …), a random sequence
     /// number, window 64240, no payload.
     Tcp { flags: u8 },
+    /// The first fragment of a UDP datagram that never completes: IPv4 with more-fragments
+    /// set (offset 0), IPv6 with a fragment header (offset 0, M set); a random id each,
+    /// `payload` bytes of 0x41 (a multiple of 8). Ports are not used.
+    Fragment { payload: usize },
 }
 
 /// The source ports of paced TCP floods from one address: above Linux's ephemeral range
@@ -410,6 +414,8 @@ impl Frames {
         let l4 = match packets.transport {
             Transport::Udp { payload } => 8 + payload,
             Transport::Tcp { .. } => 20,
+            Transport::Fragment { payload } if v4 => payload,
+            Transport::Fragment { payload } => 8 + payload,
         };
         let len = ETH + ip + l4;
         let mut frame = vec![0u8; len];
@@ -419,12 +425,19 @@ impl Frames {
         let proto = match packets.transport {
             Transport::Udp { .. } => libc::IPPROTO_UDP as u8,
             Transport::Tcp { .. } => libc::IPPROTO_TCP as u8,
+            Transport::Fragment { .. } if v4 => libc::IPPROTO_UDP as u8,
+            Transport::Fragment { .. } => libc::IPPROTO_FRAGMENT as u8,
         };
         let h = &mut frame[ETH..];
         if v4 {
             h[0] = 0x45;
             h[2..4].copy_from_slice(&((ip + l4) as u16).to_be_bytes());
-            h[6] = 0x40; // don't fragment
+            // Don't fragment; a fragment: more fragments follow (offset 0).
+            h[6] = if matches!(packets.transport, Transport::Fragment { .. }) {
+                0x20
+            } else {
+                0x40
+            };
             h[8] = 64;
             h[9] = proto;
             if let IpAddr::V4(d) = packets.dst {
@@ -454,6 +467,12 @@ impl Frames {
                 t[12] = 5 << 4;
                 t[13] = flags;
                 t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+            }
+            Transport::Fragment { .. } if v4 => t.fill(0x41),
+            Transport::Fragment { .. } => {
+                t[0] = libc::IPPROTO_UDP as u8;
+                t[3] = 1; // offset 0, M set
+                t[8..].fill(0x41);
             }
         }
         let seed = std::time::SystemTime::now()
@@ -505,9 +524,13 @@ impl Frames {
                 h[10..12].copy_from_slice(&c.to_be_bytes());
             }
             let (head, t) = h.split_at_mut(ip);
-            t[0..2].copy_from_slice(&sport.to_be_bytes());
-            t[2..4].copy_from_slice(&dport.to_be_bytes());
             let csum_at = match p.transport {
+                Transport::Fragment { .. } => {
+                    if !v4 {
+                        t[4..8].copy_from_slice(&(r as u32).to_be_bytes()); // identification
+                    }
+                    continue; // no ports, no checksum: the datagram never completes
+                }
                 Transport::Udp { .. } => 6,
                 Transport::Tcp { flags } => {
                     t[4..8].copy_from_slice(&((r >> 32) as u32).to_be_bytes());
@@ -517,6 +540,8 @@ impl Frames {
                     16
                 }
             };
+            t[0..2].copy_from_slice(&sport.to_be_bytes());
+            t[2..4].copy_from_slice(&dport.to_be_bytes());
             t[csum_at..csum_at + 2].fill(0);
             let l4len = t.len() as u32;
             let pseudo = if v4 {

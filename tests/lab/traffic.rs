@@ -249,6 +249,22 @@ impl Lab {
         self.attacker.spawn(&args)
     }
 
+    /// A paced flood of fragments from `src` to `dst` (v4 or v6): first fragments of UDP
+    /// datagrams that never complete, a random id each, 1,500-byte frames (`Transport::Fragment`).
+    pub fn fragment_flood(&self, src: &str, dst: &str, count: u64, rate: u64) -> Flood {
+        let v4 = assert_lab_addr(src).is_ipv4();
+        let packets = Packets {
+            src: Src::Addr(assert_lab_addr(src)),
+            dst: assert_lab_addr(dst),
+            sport: Port::Fixed(0),
+            dport: Port::Fixed(0),
+            transport: Transport::Fragment {
+                payload: if v4 { 1472 } else { 1440 },
+            },
+        };
+        self.paced(packets, count, rate, None)
+    }
+
     /// A distributed UDP flood, paced: `count` packets at `rate` pps (scaled by the knob) to
     /// `VICTIM4:dport`, each from a random source in 10.250.2.0–10.250.254.255 (`Src::Spoofed4`:
     /// about 65,000 sources, none the attacker's, FAR4's or the users') and a random source
