@@ -94,13 +94,7 @@ fn issue4_udp_flood_is_detected_and_ends() {
         return;
     };
     let agent = warmed_up(&lab);
-    let flood = UdpFlood {
-        src: ATTACKER4,
-        dst: VICTIM4,
-        sport: 40000,
-        dport: Some(27015),
-        payload: 64,
-    };
+    let flood = UdpFlood::to_port(ATTACKER4, VICTIM4, 27015);
     let start = detects(
         &lab,
         &agent,
@@ -157,13 +151,7 @@ fn issue13_pulse_wave_is_detected_in_its_first_pulse() {
         return;
     };
     let agent = warmed_up(&lab);
-    let flood = UdpFlood {
-        src: ATTACKER4,
-        dst: VICTIM4,
-        sport: 40000,
-        dport: Some(27015),
-        payload: 64,
-    };
+    let flood = UdpFlood::to_port(ATTACKER4, VICTIM4, 27015);
     let rx = lab.victim_rx_packets();
     let pulse = Duration::from_millis(1500);
     let generator = lab.udp_pulses(&flood, 150_000, 50_000, pulse, pulse);
@@ -191,13 +179,7 @@ fn issue13_a_flood_in_100ms_bursts_is_detected_in_its_first_burst() {
         return;
     };
     let agent = warmed_up(&lab);
-    let flood = UdpFlood {
-        src: ATTACKER4,
-        dst: VICTIM4,
-        sport: 40000,
-        dport: Some(27015),
-        payload: 64,
-    };
+    let flood = UdpFlood::to_port(ATTACKER4, VICTIM4, 27015);
     let (on, off) = (Duration::from_millis(100), Duration::from_millis(900));
     let start = detects(
         &lab,

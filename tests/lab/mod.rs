@@ -946,34 +946,8 @@ fn setup(v: &Netns, a: &Netns, u: &Netns) {
     }
     // Permanent neighbour entries both ways: a banned source must not also break
     // ARP/ND and so hide what is being tested.
-    for addr in COUNTED {
-        v.run_ok(&[
-            "ip",
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            ATTACKER_MAC,
-            "dev",
-            VICTIM_IF,
-            "nud",
-            "permanent",
-        ]);
-    }
-    for addr in [VICTIM4, VICTIM6] {
-        a.run_ok(&[
-            "ip",
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            VICTIM_MAC,
-            "dev",
-            ATTACKER_IF,
-            "nud",
-            "permanent",
-        ]);
-    }
+    permanent_neighbours(v, &COUNTED, ATTACKER_MAC, VICTIM_IF);
+    permanent_neighbours(a, &[VICTIM4, VICTIM6], VICTIM_MAC, ATTACKER_IF);
     v.run_ok(&["ip", "link", "set", VICTIM_IF, "up"]);
     a.run_ok(&["ip", "link", "set", ATTACKER_IF, "up"]);
     // The victim reaches FAR4's /24 over the veth too, so no reverse-path check drops it.
@@ -995,6 +969,24 @@ fn setup(v: &Netns, a: &Netns, u: &Netns) {
         ),
     ]);
     setup_users(v, u);
+}
+
+/// Permanent neighbour entries in `ns` for `addrs`, all at `mac` on `dev`.
+fn permanent_neighbours(ns: &Netns, addrs: &[&str], mac: &str, dev: &str) {
+    for addr in addrs {
+        ns.run_ok(&[
+            "ip",
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ]);
+    }
 }
 
 /// The users' veth: their addresses on their end, a route each way (the users' /24 and /120
@@ -1064,34 +1056,9 @@ fn setup_users(v: &Netns, u: &Netns) {
     ]);
     u.run_ok(&["ip", "route", "add", VICTIM4, "dev", USERS_IF]);
     u.run_ok(&["ip", "-6", "route", "add", VICTIM6, "dev", USERS_IF]);
-    for addr in USERS4.iter().chain(USERS6.iter()) {
-        v.run_ok(&[
-            "ip",
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            USERS_MAC,
-            "dev",
-            VICTIM_USERS_IF,
-            "nud",
-            "permanent",
-        ]);
-    }
-    for addr in [VICTIM4, VICTIM6] {
-        u.run_ok(&[
-            "ip",
-            "neigh",
-            "replace",
-            addr,
-            "lladdr",
-            VICTIM_USERS_MAC,
-            "dev",
-            USERS_IF,
-            "nud",
-            "permanent",
-        ]);
-    }
+    let users: Vec<&str> = USERS4.iter().chain(USERS6.iter()).copied().collect();
+    permanent_neighbours(v, &users, USERS_MAC, VICTIM_USERS_IF);
+    permanent_neighbours(u, &[VICTIM4, VICTIM6], VICTIM_USERS_MAC, USERS_IF);
 }
 
 impl Lab {

@@ -25,6 +25,20 @@ pub struct UdpFlood<'a> {
     pub payload: usize,
 }
 
+impl UdpFlood<'_> {
+    /// The lab's usual concentrated flood: from `src`, source port 40000, to `dst:dport`, 64
+    /// bytes of payload.
+    pub fn to_port<'a>(src: &'a str, dst: &'a str, dport: u16) -> UdpFlood<'a> {
+        UdpFlood {
+            src,
+            dst,
+            sport: 40000,
+            dport: Some(dport),
+            payload: 64,
+        }
+    }
+}
+
 impl Lab {
     /// A paced flood from the attacker's veth: `count` packets at `rate` pps, both scaled by
     /// the rate knob (`pacer::scale`), steady (a few packets every 250 µs) or in pulses.
@@ -328,7 +342,10 @@ impl Lab {
     /// copied, RA, name as pointer 0xc00c, TTL 60); other queries get an empty NOERROR
     /// answer. Returns once the socket is bound; the guard stops it.
     pub fn dns_server(&self) -> Proc {
-        let script = DNS_SERVER_PY.replace("@ADDR@", ATTACKER4);
+        let script = format!(
+            "{DNS_ANSWER_PY}{}",
+            DNS_SERVER_PY.replace("@ADDR@", ATTACKER4)
+        );
         let p = self.attacker.spawn(&["python3", "-c", &script]);
         wait_ready(p, "dns_server")
     }
@@ -583,25 +600,24 @@ pub(super) fn wait_ready(mut p: Proc, what: &str) -> Proc {
     }
 }
 
-/// DNS responder; `@ADDR@` is replaced by the listening address.
-const DNS_SERVER_PY: &str = r#"
+/// `dns_answer(query)`: the reply to a DNS query (bytes), or None for anything that is no
+/// single-question query. Every A/IN query gets one A record 10.250.0.99 (question copied, QR,
+/// RD copied, RA, the name as pointer 0xc00c, TTL 60); other queries an empty NOERROR answer.
+/// Shared by the attacker's resolver and the victim's server (`users`).
+pub(super) const DNS_ANSWER_PY: &str = r#"
 import socket, struct
 ANSWER = socket.inet_aton('10.250.0.99')
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('@ADDR@', 53))
-print('listening', flush=True)
-while True:
-    data, peer = s.recvfrom(4096)
+def dns_answer(data):
     if len(data) < 12:
-        continue
+        return None
     qid, flags, qd = struct.unpack('!3H', data[:6])
     if flags & 0x8000 or qd != 1:
-        continue
+        return None
     i = 12
     while i < len(data) and 0 < data[i] < 64:
         i += data[i] + 1
     if i >= len(data) or data[i] != 0 or i + 5 > len(data):
-        continue
+        return None
     qtype, qclass = struct.unpack('!2H', data[i + 1:i + 5])
     question = data[12:i + 5]
     rflags = 0x8000 | (flags & 0x7900) | 0x0080
@@ -609,7 +625,19 @@ while True:
     if qtype == 1 and qclass == 1:
         answer = b'\xc0\x0c' + struct.pack('!HHIH', 1, 1, 60, 4) + ANSWER
     head = struct.pack('!6H', qid, rflags, 1, 1 if answer else 0, 0, 0)
-    s.sendto(head + question + answer, peer)
+    return head + question + answer
+"#;
+
+/// DNS responder (after `DNS_ANSWER_PY`); `@ADDR@` is replaced by the listening address.
+const DNS_SERVER_PY: &str = r#"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('@ADDR@', 53))
+print('listening', flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    reply = dns_answer(data)
+    if reply:
+        s.sendto(reply, peer)
 "#;
 
 /// One A query: argv = source address, server, name, expected address. Exit 0 when a

@@ -58,7 +58,8 @@ pub struct Users {
 impl Users {
     /// Starts the services in `victim` and the clients in `users`; returns once both answer.
     pub fn start(victim: &Netns, users: &Netns) -> Users {
-        let services = victim.spawn(&["python3", "-c", SERVICES_PY]);
+        let script = format!("{}{SERVICES_PY}", super::traffic::DNS_ANSWER_PY);
+        let services = victim.spawn(&["python3", "-c", &script]);
         let services = super::traffic::wait_ready(services, "the users' services");
         let v4 = USERS4.join(",");
         let v6 = USERS6.join(",");
@@ -114,7 +115,7 @@ impl Users {
 }
 
 /// HTTP on [::]:80 (HTTP/1.1: keep-alive for clients that ask) and DNS on [::]:53/udp, both
-/// dual-stack: every GET gets 200 `ok`, every A/IN query one A record 10.250.0.99.
+/// dual-stack: every GET gets 200 `ok`, every query `dns_answer` (after `DNS_ANSWER_PY`).
 const SERVICES_PY: &str = r#"
 import http.server, socket, socketserver, struct, threading
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -141,28 +142,12 @@ srv = Server(('::', 80), Handler)
 dns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 dns.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 dns.bind(('::', 53))
-ANSWER = socket.inet_aton('10.250.0.99')
 def serve_dns():
     while True:
         data, peer = dns.recvfrom(4096)
-        if len(data) < 12:
-            continue
-        qid, flags, qd = struct.unpack('!3H', data[:6])
-        if flags & 0x8000 or qd != 1:
-            continue
-        i = 12
-        while i < len(data) and 0 < data[i] < 64:
-            i += data[i] + 1
-        if i >= len(data) or data[i] != 0 or i + 5 > len(data):
-            continue
-        qtype, qclass = struct.unpack('!2H', data[i + 1:i + 5])
-        question = data[12:i + 5]
-        rflags = 0x8000 | (flags & 0x7900) | 0x0080
-        answer = b''
-        if qtype == 1 and qclass == 1:
-            answer = b'\xc0\x0c' + struct.pack('!HHIH', 1, 1, 60, 4) + ANSWER
-        head = struct.pack('!6H', qid, rflags, 1, 1 if answer else 0, 0, 0)
-        dns.sendto(head + question + answer, peer)
+        reply = dns_answer(data)
+        if reply:
+            dns.sendto(reply, peer)
 threading.Thread(target=serve_dns, daemon=True).start()
 print('listening', flush=True)
 srv.serve_forever()
