@@ -48,6 +48,17 @@ fn wait_event(agent: &Agent, name: &str, timeout: Duration) -> Value {
     found.unwrap()
 }
 
+/// Starts a flood and waits for the first `attack_start`: the generator, the event, and its
+/// latency from the moment the victim's interface counter showed the flood (polled every 5 ms).
+fn first_start<G>(lab: &Lab, agent: &Agent, flood: impl FnOnce() -> G) -> (G, Value, Duration) {
+    let rx = lab.victim_rx_packets();
+    let generator = flood();
+    let arrived = lab.wait_arrival(rx, 10);
+    let start = wait_event(agent, "attack_start", Duration::from_secs(10));
+    let latency = parse_ts(&start).duration_since(arrived).unwrap_or_default();
+    (generator, start, latency)
+}
+
 /// Starts a flood, checks the incident it opens (vector, port, one only) and that it ends
 /// after the flood. The latency is measured from the moment the victim's interface counter
 /// shows the flood (polled every 5 ms) to the event's timestamp.
@@ -58,11 +69,7 @@ fn detects(
     vector: &str,
     port: Option<u64>,
 ) -> Value {
-    let rx = lab.victim_rx_packets();
-    let generator = flood();
-    let arrived = lab.wait_arrival(rx, 10);
-    let start = wait_event(agent, "attack_start", Duration::from_secs(10));
-    let latency = parse_ts(&start).duration_since(arrived).unwrap_or_default();
+    let (generator, start, latency) = first_start(lab, agent, flood);
     eprintln!(
         "issue4: {vector}: attack_start {} ms after the flood arrived",
         latency.as_millis()
@@ -152,12 +159,10 @@ fn issue13_pulse_wave_is_detected_in_its_first_pulse() {
     };
     let agent = warmed_up(&lab);
     let flood = UdpFlood::to_port(ATTACKER4, VICTIM4, 27015);
-    let rx = lab.victim_rx_packets();
     let pulse = Duration::from_millis(1500);
-    let generator = lab.udp_pulses(&flood, 150_000, 50_000, pulse, pulse);
-    let arrived = lab.wait_arrival(rx, 10);
-    let start = wait_event(&agent, "attack_start", Duration::from_secs(10));
-    let latency = parse_ts(&start).duration_since(arrived).unwrap_or_default();
+    let (generator, start, latency) = first_start(&lab, &agent, || {
+        lab.udp_pulses(&flood, 150_000, 50_000, pulse, pulse)
+    });
     eprintln!(
         "issue13: pulse wave: attack_start {} ms after the first pulse arrived",
         latency.as_millis()
@@ -209,11 +214,9 @@ fn issue13_trafgen_bursts_are_detected_in_the_first_burst() {
         dport: None,
         payload: 1200,
     };
-    let rx = lab.victim_rx_packets();
-    let generator = lab.udp_flood_bursty(&flood, 60_000, 20_000);
-    let arrived = lab.wait_arrival(rx, 10);
-    let start = wait_event(&agent, "attack_start", Duration::from_secs(10));
-    let latency = parse_ts(&start).duration_since(arrived).unwrap_or_default();
+    let (generator, start, latency) = first_start(&lab, &agent, || {
+        lab.udp_flood_bursty(&flood, 60_000, 20_000)
+    });
     let out = generator.finish(Duration::from_secs(60));
     assert!(out.status.success(), "trafgen: {out:?}");
     let shape = lab.flood_shape().expect("the bursts in the record");

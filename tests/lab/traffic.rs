@@ -390,7 +390,10 @@ impl Lab {
     /// in the victim namespace on `VICTIM4:port`, answering every GET with 200 and the body
     /// `ok`. Returns once the socket listens; the guard stops it.
     pub fn http_server(&self, port: u16) -> Proc {
-        let script = HTTP_SERVER_PY.replace("@ADDR@", VICTIM4);
+        let script = format!(
+            "{HTTP_HANDLER_PY}{}",
+            HTTP_SERVER_PY.replace("@ADDR@", VICTIM4)
+        );
         let port = port.to_string();
         let p = self.victim.spawn(&["python3", "-c", &script, &port]);
         wait_ready(p, "http_server")
@@ -600,6 +603,23 @@ pub(super) fn wait_ready(mut p: Proc, what: &str) -> Proc {
     }
 }
 
+/// `Handler`: every GET gets 200 and the body `ok` (HTTP/1.1: connections kept alive for
+/// clients that ask), nothing logged. Shared by `http_server` and the users' server.
+pub(super) const HTTP_HANDLER_PY: &str = r#"
+import http.server
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        body = b'ok'
+        self.send_response(200)
+        self.send_header('Content-Type', 'text/plain')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+"#;
+
 /// `dns_answer(query)`: the reply to a DNS query (bytes), or None for anything that is no
 /// single-question query. Every A/IN query gets one A record 10.250.0.99 (question copied, QR,
 /// RD copied, RA, the name as pointer 0xc00c, TTL 60); other queries an empty NOERROR answer.
@@ -694,19 +714,10 @@ while True:
         sys.exit(0)
 "#;
 
-/// HTTP server answering `ok`; `@ADDR@` is replaced by the address, argv[1] is the port.
+/// HTTP server answering `ok` (after `HTTP_HANDLER_PY`); `@ADDR@` is replaced by the
+/// address, argv[1] is the port.
 const HTTP_SERVER_PY: &str = r#"
-import http.server, sys
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b'ok'
-        self.send_response(200)
-        self.send_header('Content-Type', 'text/plain')
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
+import sys
 class Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     daemon_threads = True

@@ -58,7 +58,11 @@ pub struct Users {
 impl Users {
     /// Starts the services in `victim` and the clients in `users`; returns once both answer.
     pub fn start(victim: &Netns, users: &Netns) -> Users {
-        let script = format!("{}{SERVICES_PY}", super::traffic::DNS_ANSWER_PY);
+        let script = format!(
+            "{}{}{SERVICES_PY}",
+            super::traffic::HTTP_HANDLER_PY,
+            super::traffic::DNS_ANSWER_PY
+        );
         let services = victim.spawn(&["python3", "-c", &script]);
         let services = super::traffic::wait_ready(services, "the users' services");
         let v4 = USERS4.join(",");
@@ -115,20 +119,10 @@ impl Users {
 }
 
 /// HTTP on [::]:80 (HTTP/1.1: keep-alive for clients that ask) and DNS on [::]:53/udp, both
-/// dual-stack: every GET gets 200 `ok`, every query `dns_answer` (after `DNS_ANSWER_PY`).
+/// dual-stack: every GET `Handler`'s 200 `ok`, every query `dns_answer` (after
+/// `HTTP_HANDLER_PY` and `DNS_ANSWER_PY`).
 const SERVICES_PY: &str = r#"
-import http.server, socket, socketserver, struct, threading
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-    def do_GET(self):
-        body = b'ok'
-        self.send_response(200)
-        self.send_header('Content-Type', 'text/plain')
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
+import socket, socketserver, threading
 class Server(http.server.ThreadingHTTPServer):
     address_family = socket.AF_INET6
     allow_reuse_address = True
