@@ -100,7 +100,7 @@ pub struct Detection {
     /// Half-life of the baselines' averages (mean and deviation).
     pub half_life: Duration,
     /// Ticks a counter must be over its threshold, among its last max(20, 2 × this), before
-    /// an incident opens (a mean over the threshold for the last second opens it at once).
+    /// an incident opens (or, for packets, that many ticks' worth of excess in the last second).
     pub consecutive_ticks: u32,
     /// How long an incident's traffic must stay under its exit threshold before it ends.
     pub hold: Duration,

@@ -11,9 +11,10 @@
 //!    counter (totals, a port's packets, "other") opens an incident only for what the specific
 //!    vectors leave unexplained — one flood opens one incident;
 //! 3. incidents ([`incident`]) open once a counter has been over its threshold in
-//!    `consecutive_ticks` of its recent ticks, or at once when its rate over the last second is
-//!    over the threshold (so a flood sent in short bursts cannot dodge confirmation); they
-//!    report at most once a second, and end after `hold` under a lower exit threshold.
+//!    `consecutive_ticks` of its recent ticks, or at once when its excess over the threshold in
+//!    the last second is what that many ticks at twice the threshold carry (so a flood sent in
+//!    short bursts cannot dodge confirmation); they report at most once a second, and end
+//!    after `hold` under a lower exit threshold.
 
 pub mod baseline;
 pub mod classify;
