@@ -771,11 +771,7 @@ impl Lab {
         let shape = self
             .flood_shape()
             .unwrap_or_else(|| panic!("lab: {}: no flood reached the victim", self.test));
-        let guard = self.users.lock().unwrap();
-        let users = guard.as_ref().expect("lab: no users in this lab");
-        let last = *shape.seconds.last().unwrap();
-        users.wait_reported(std::time::UNIX_EPOCH + Duration::from_secs(last + 1));
-        let served = record::served(&users.seconds(), &shape.seconds);
+        let served = self.served_in(&shape.seconds);
         eprintln!("{}", record::summary(&self.test, &Some(shape), &served));
         record::share(&served)
     }
@@ -783,15 +779,7 @@ impl Lab {
     /// Asserts that at least `min` (e.g. 0.95) of the users' requests were served during
     /// the flood.
     pub fn assert_users_served(&self, min: f64) {
-        let share = self.users_served();
-        assert!(
-            share >= min,
-            "lab: {}: {:.1} % of the users' requests were served during the flood, \
-             at least {:.0} % expected",
-            self.test,
-            share * 100.0,
-            min * 100.0
-        );
+        self.assert_share(self.users_served(), min, "during the flood");
     }
 
     /// Asserts that at least `min` of the users' requests started from `from` to `to` were
@@ -808,10 +796,7 @@ impl Lab {
                 .as_secs()
         };
         let seconds: Vec<u64> = (secs(from)..=secs(to)).collect();
-        let guard = self.users.lock().unwrap();
-        let users = guard.as_ref().expect("lab: no users in this lab");
-        users.wait_reported(to);
-        let served = record::served(&users.seconds(), &seconds);
+        let served = self.served_in(&seconds);
         let share = record::share(&served);
         eprintln!(
             "{}: users served {:.1} % from {} to {} ({served:?})",
@@ -820,9 +805,23 @@ impl Lab {
             secs(from),
             secs(to)
         );
+        self.assert_share(share, min, "from the attack's start to its check");
+    }
+
+    /// The users' results in `seconds` (unix), once the clients have reported the last.
+    fn served_in(&self, seconds: &[u64]) -> std::collections::BTreeMap<String, (u64, u64)> {
+        let guard = self.users.lock().unwrap();
+        let users = guard.as_ref().expect("lab: no users in this lab");
+        let last = seconds.last().copied().unwrap_or(0);
+        users.wait_reported(std::time::UNIX_EPOCH + Duration::from_secs(last + 1));
+        record::served(&users.seconds(), seconds)
+    }
+
+    fn assert_share(&self, share: f64, min: f64, when: &str) {
         assert!(
             share >= min,
-            "lab: {}: {:.1} % of the users' requests were served, at least {:.0} % expected",
+            "lab: {}: {:.1} % of the users' requests were served {when}, at least {:.0} % \
+             expected",
             self.test,
             share * 100.0,
             min * 100.0

@@ -413,9 +413,10 @@ impl Lab {
             "lab: http_get timeout {timeout:?} outside (0, 60 s]"
         );
         let (port_s, secs) = (port.to_string(), format!("{:.3}", timeout.as_secs_f64()));
+        let script = format!("{HTTP_FETCH_PY}{HTTP_GET_PY}");
         let p = self
             .attacker
-            .spawn(&["python3", "-c", HTTP_GET_PY, from, VICTIM4, &port_s, &secs]);
+            .spawn(&["python3", "-c", &script, from, VICTIM4, &port_s, &secs]);
         let out = p.finish(timeout + Duration::from_secs(5));
         match out.status.code() {
             Some(0) => true,
@@ -727,33 +728,51 @@ print('listening', flush=True)
 srv.serve_forever()
 "#;
 
-/// One HTTP/1.0 GET: argv = source address, server, port, timeout in seconds. Exit 0 when
+/// One HTTP/1.0 GET (after `HTTP_FETCH_PY`): argv = source address, server, port, timeout in
+/// seconds. Exit 0 when
 /// a 200 with body `ok` came back in time, 3 otherwise (refused, reset, timeout, other
 /// answer); 1 when the script itself failed (e.g. `bind` to an address not in the namespace).
 const HTTP_GET_PY: &str = r#"
-import socket, sys, time
+import sys
 src, dst, port, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-end = time.monotonic() + limit
-buf = b''
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.bind((src, 0))
-try:
-    s.settimeout(limit)
-    s.connect((dst, port))
-    s.settimeout(max(end - time.monotonic(), 0.001))
-    s.sendall(b'GET / HTTP/1.0\r\nHost: ' + dst.encode() + b'\r\n\r\n')
-    while True:
-        left = end - time.monotonic()
-        if left <= 0:
-            sys.exit(3)
-        s.settimeout(left)
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        buf += chunk
-except OSError:
-    sys.exit(3)
-head, _, body = buf.partition(b'\r\n\r\n')
-status = head.split(b'\r\n', 1)[0].split()
-sys.exit(0 if len(status) >= 2 and status[1] == b'200' and body == b'ok' else 3)
+sys.exit(0 if http_ok(src, dst, port, limit) else 3)
+"#;
+
+/// `http_ok(src, dst, port, limit)`: one `GET / HTTP/1.0` from `src` (v4 or v6, as `dst`) on
+/// a fresh connection; True when a 200 with body `ok` came back within `limit` seconds,
+/// connect included; False when refused, reset, silent or answered otherwise. A `bind` to an
+/// address the namespace does not own raises (the caller's error, not the server's).
+/// Shared by `http_get` and the users' clients.
+pub(super) const HTTP_FETCH_PY: &str = r#"
+import socket, time
+def http_ok(src, dst, port, limit):
+    end = time.monotonic() + limit
+    s = socket.socket(socket.AF_INET6 if ':' in dst else socket.AF_INET, socket.SOCK_STREAM)
+    buf = b''
+    try:
+        s.bind((src, 0))
+    except OSError:
+        s.close()
+        raise
+    try:
+        s.settimeout(limit)
+        s.connect((dst, port))
+        s.settimeout(max(end - time.monotonic(), 0.001))
+        s.sendall(b'GET / HTTP/1.0\r\nHost: lab\r\n\r\n')
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            s.settimeout(left)
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+    except OSError:
+        return False
+    finally:
+        s.close()
+    head, _, body = buf.partition(b'\r\n\r\n')
+    status = head.split(b'\r\n', 1)[0].split()
+    return len(status) >= 2 and status[1] == b'200' and body == b'ok'
 "#;

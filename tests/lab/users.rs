@@ -69,8 +69,19 @@ impl Users {
         let v6 = USERS6.join(",");
         let (h, d) = (HTTP_RATE.to_string(), DNS_RATE.to_string());
         let (ht, dt) = (HTTP_TIMEOUT_S.to_string(), DNS_TIMEOUT_S.to_string());
+        let clients_py = format!("{}{CLIENTS_PY}", super::traffic::HTTP_FETCH_PY);
         let clients = users.spawn(&[
-            "python3", "-c", CLIENTS_PY, &v4, &v6, VICTIM4, VICTIM6, &h, &d, &ht, &dt,
+            "python3",
+            "-c",
+            &clients_py,
+            &v4,
+            &v6,
+            VICTIM4,
+            VICTIM6,
+            &h,
+            &d,
+            &ht,
+            &dt,
         ]);
         // Their results come seconds later (`assert_users_served` and the selftest check
         // them); here only that the clients run.
@@ -147,7 +158,7 @@ print('listening', flush=True)
 srv.serve_forever()
 "#;
 
-/// The clients: argv = v4 sources, v6 sources (comma-separated), victim v4, victim v6, HTTP
+/// The clients (after `HTTP_FETCH_PY`): argv = v4 sources, v6 sources (comma-separated), victim v4, victim v6, HTTP
 /// rate, DNS rate (per family, a second), HTTP timeout, DNS timeout. Each request runs in a
 /// thread of its own, started on schedule whatever the earlier ones do. Every 0.5 s prints
 /// the seconds whose requests have all timed out or ended: {"t": unix second, "http4":
@@ -169,30 +180,7 @@ def record(sec, kind, ok):
             c[0] += 1
 
 def http(src, dst, fam):
-    end = time.monotonic() + http_timeout
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    buf = b''
-    try:
-        s.bind((src, 0))
-        s.settimeout(http_timeout)
-        s.connect((dst, 80))
-        s.sendall(b'GET / HTTP/1.0\r\nHost: lab\r\n\r\n')
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                return False
-            s.settimeout(left)
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            buf += chunk
-    except OSError:
-        return False
-    finally:
-        s.close()
-    head, _, body = buf.partition(b'\r\n\r\n')
-    status = head.split(b'\r\n', 1)[0].split()
-    return len(status) >= 2 and status[1] == b'200' and body == b'ok'
+    return http_ok(src, dst, 80, http_timeout)
 
 def dns(src, dst, fam):
     qid = int.from_bytes(os.urandom(2), 'big')
@@ -218,7 +206,11 @@ def dns(src, dst, fam):
         s.close()
 
 def one(sec, kind, fn, src, dst, fam):
-    record(sec, kind, fn(src, dst, fam))
+    try:
+        ok = fn(src, dst, fam)
+    except OSError:
+        ok = False
+    record(sec, kind, ok)
 
 def schedule(kind, fn, rate, srcs, dst, fam):
     start = time.time()
