@@ -108,6 +108,9 @@ pub struct Detection {
     pub floor_new_per_second: u64,
     /// Concurrent connections one source may hold to the service ports.
     pub max_connections_per_source: u32,
+    /// A flood this many times over its threshold (kernel tripwire at this many times
+    /// `floor_pps`) opens its incident at once, between ticks; 0 turns the tripwire off.
+    pub instant_factor: f64,
 }
 
 impl Default for Detection {
@@ -121,6 +124,7 @@ impl Default for Detection {
             hold: Duration::from_secs(10),
             floor_new_per_second: 200,
             max_connections_per_source: 100,
+            instant_factor: 10.0,
         }
     }
 }
@@ -131,6 +135,9 @@ pub struct Sense {
     /// The NFLOG group sampled packets are sent to (groups are per network
     /// namespace).
     pub nflog_group: u16,
+    /// The NFLOG group of the tripwire (`detection.instant_factor`): one message the moment a
+    /// protocol's traffic is far over its floor. Must differ from `nflog_group`.
+    pub tripwire_group: u16,
     /// At most this many packets per second are copied to the agent (a
     /// kernel-side limit).
     pub sample_rate: u32,
@@ -363,6 +370,7 @@ impl Default for Config {
             detection: Detection::default(),
             sense: Sense {
                 nflog_group: 7047,
+                tripwire_group: 7048,
                 sample_rate: 2000,
                 snaplen: 128,
                 amplification_ports: DEFAULT_AMPLIFICATION_PORTS.to_vec(),
@@ -601,6 +609,12 @@ const M: FloatRule = FloatRule {
     max: 1000.0,
     range: "between 1 and 1000",
 };
+const INSTANT_FACTOR: FloatRule = FloatRule {
+    name: "instant_factor",
+    min: 0.0,
+    max: 1000.0,
+    range: "0 (off) or between 2 and 1000",
+};
 const MIN_SOURCE_SHARE: FloatRule = FloatRule {
     name: "min_source_share",
     min: 0.001,
@@ -744,9 +758,11 @@ const DETECTION_KEYS: &[&str] = &[
     "hold",
     "floor_new_per_second",
     "max_connections_per_source",
+    "instant_factor",
 ];
 const SENSE_KEYS: &[&str] = &[
     "nflog_group",
+    "tripwire_group",
     "sample_rate",
     "snaplen",
     "amplification_ports",
@@ -1394,6 +1410,19 @@ impl Checker {
                     &mut detection.max_connections_per_source,
                     self.integer_u32(value, &path, &MAX_CONNECTIONS),
                 ),
+                "instant_factor" => set(
+                    &mut detection.instant_factor,
+                    self.number(value, &path, &INSTANT_FACTOR).and_then(|f| {
+                        if f == 0.0 || f >= 2.0 {
+                            return Some(f);
+                        }
+                        let range = INSTANT_FACTOR.range;
+                        let message =
+                            format!("{f} is out of range: instant_factor must be {range}");
+                        self.report(value.span(), &path, message);
+                        None
+                    }),
+                ),
                 _ => self.unknown_key(key, &path, DETECTION_KEYS, "the keys of [detection] are"),
             }
         }
@@ -1405,6 +1434,11 @@ impl Checker {
             match key.get_ref().as_ref() {
                 "nflog_group" => set(
                     &mut sense.nflog_group,
+                    self.integer(value, &path, &NFLOG_GROUP)
+                        .and_then(|n| u16::try_from(n).ok()),
+                ),
+                "tripwire_group" => set(
+                    &mut sense.tripwire_group,
                     self.integer(value, &path, &NFLOG_GROUP)
                         .and_then(|n| u16::try_from(n).ok()),
                 ),
@@ -1422,6 +1456,21 @@ impl Checker {
                     self.duration(value, &path, &CONNTRACK_INTERVAL),
                 ),
                 _ => self.unknown_key(key, &path, SENSE_KEYS, "the keys of [sense] are"),
+            }
+        }
+        if sense.tripwire_group == sense.nflog_group {
+            let named = ["tripwire_group", "nflog_group"]
+                .into_iter()
+                .find_map(|name| table.iter().find(|(k, _)| k.get_ref().as_ref() == name));
+            if let Some((key, value)) = named {
+                let group = sense.nflog_group;
+                let message =
+                    format!("{group} is both the NFLOG group and the tripwire's: they must differ");
+                self.report(
+                    value.span(),
+                    &format!("sense.{}", key.get_ref().as_ref()),
+                    message,
+                );
             }
         }
     }
@@ -1691,9 +1740,11 @@ consecutive_ticks = 3
 hold = "10s"
 floor_new_per_second = 200
 max_connections_per_source = 100
+instant_factor = 10.0
 
 [sense]
 nflog_group = 7047
+tripwire_group = 7048
 sample_rate = 2000
 snaplen = 128
 amplification_ports = [17, 19, 53, 111, 123, 137, 161, 389, 1900, 3283, 3702, 5353, 11211]
@@ -1834,9 +1885,11 @@ consecutive_ticks = 100
 hold = "0s"
 floor_new_per_second = 50
 max_connections_per_source = 1
+instant_factor = 0
 
 [sense]
 nflog_group = 65535
+tripwire_group = 1
 sample_rate = 100_000
 snaplen = 40
 amplification_ports = [
@@ -1920,12 +1973,14 @@ bannet6_size = 1_000
                 hold: Duration::ZERO,
                 floor_new_per_second: 50,
                 max_connections_per_source: 1,
+                instant_factor: 0.0,
             }
         );
         assert_eq!(
             config.sense,
             Sense {
                 nflog_group: 65535,
+                tripwire_group: 1,
                 sample_rate: 100_000,
                 snaplen: 40,
                 amplification_ports: vec![53, 123, 11211],
@@ -2906,6 +2961,7 @@ bannet6_size = 1_000
             config.sense,
             Sense {
                 nflog_group: 1,
+                tripwire_group: 7048,
                 sample_rate: 10,
                 snaplen: 1500,
                 amplification_ports: Vec::new(),
@@ -3095,7 +3151,7 @@ bannet6_size = 1_000
             3,
             1,
             "sense.snap_len",
-            "unknown key (did you mean \"snaplen\"?); the keys of [sense] are: nflog_group, sample_rate, snaplen, amplification_ports, conntrack_interval",
+            "unknown key (did you mean \"snaplen\"?); the keys of [sense] are: nflog_group, tripwire_group, sample_rate, snaplen, amplification_ports, conntrack_interval",
         );
         assert_error(
             "sense = []\n",

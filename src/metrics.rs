@@ -68,6 +68,8 @@ pub struct Snapshot {
     pub samples_malformed: u64,
     pub conntrack_entries: u64,
     pub tables_restored: u64,
+    /// Messages from the kernel's tripwire (a protocol far over its floor).
+    pub tripwire_trips: u64,
     /// BGP announcements in force (or, in monitor mode, that would be): RTBH, FlowSpec.
     pub bgp_rtbh: u64,
     pub bgp_flowspec: u64,
@@ -376,6 +378,12 @@ pub fn render(s: &Snapshot) -> String {
         "Times table inet ftagent was put back after someone else removed or changed it.",
         s.tables_restored as f64,
     );
+    out.single(
+        "ftagent_tripwire_trips_total",
+        Counter,
+        "Times the kernel's tripwire woke the agent (an IP protocol at instant_factor x floor_pps).",
+        s.tripwire_trips as f64,
+    );
     let mut bgp = out.family(
         "ftagent_bgp_announcements",
         Gauge,
@@ -459,6 +467,7 @@ mod tests {
             samples_malformed: 0,
             conntrack_entries: 17,
             tables_restored: 1,
+            tripwire_trips: 3,
             bgp_rtbh: 1,
             bgp_flowspec: 2,
         }

@@ -230,6 +230,68 @@ fn issue13_trafgen_bursts_are_detected_in_the_first_burst() {
     lab.assert_users_served(0.95);
 }
 
+/// Issue 14 (item 1): a flood far over its threshold trips the kernel's wire (an IP protocol at
+/// `instant_factor × floor_pps`) and opens its incident between ticks, mitigated in the same
+/// step. With a 1 s tick, ticks alone would open it at the next tick boundary, up to a second
+/// later; the users' own traffic never trips it.
+#[test]
+fn issue14_a_flood_far_over_threshold_opens_between_ticks_by_the_tripwire() {
+    let Some((_guard, lab)) = lab::start("detect-tripwire") else {
+        return;
+    };
+    let sections = format!("{CONFIG}floor_pps = 2000\n");
+    let mut agent = Agent::configured(
+        &lab,
+        Setup {
+            agent: "warmup = \"3s\"\ntick = \"1s\"",
+            sections: &sections,
+            ..Setup::default()
+        },
+    );
+    agent.start();
+    std::thread::sleep(Duration::from_secs(5));
+    let trips = |lab: &Lab| {
+        let text = crate::metrics::scrape(lab);
+        crate::metrics::value(&text, "ftagent_tripwire_trips_total", None).expect("trips")
+    };
+    assert_eq!(trips(&lab), 0.0, "the users' traffic trips nothing");
+    // 60 kpps: three times the tripwire's 20 kpps (10 × the 2,000 pps floor).
+    let flood = UdpFlood::to_port(ATTACKER4, VICTIM4, 27015);
+    let (generator, start, latency) =
+        first_start(&lab, &agent, || lab.udp_flood(&flood, 120_000, 60_000));
+    generator.finish(Duration::from_secs(60));
+    let shape = lab.flood_shape().expect("the flood in the record");
+    let received = shape.packets as f64 / (shape.to - shape.from).max(0.1);
+    eprintln!(
+        "issue14: tripwire: attack_start {} ms after the flood arrived ({received:.0} pps received)",
+        latency.as_millis()
+    );
+    assert!(
+        received > 30_000.0,
+        "the flood must reach the tripwire's rate: {shape:?}"
+    );
+    assert_eq!(start["vector"], "udp_flood", "{start}");
+    assert_eq!(start["sources"][0]["addr"], ATTACKER4, "{start}");
+    assert!(trips(&lab) >= 1.0, "the tripwire fired");
+    assert!(
+        latency < Duration::from_millis(300),
+        "between ticks of 1 s, not at the next one: {latency:?}"
+    );
+    let events = agent.all_events();
+    let applied = events
+        .iter()
+        .find(|e| e["event"] == "mitigation_applied" && e["incident"] == start["incident"])
+        .unwrap_or_else(|| panic!("mitigated: {events:#?}"));
+    let after = parse_ts(applied)
+        .duration_since(parse_ts(&start))
+        .unwrap_or_default();
+    assert!(
+        after < Duration::from_millis(500),
+        "in the same step: {after:?}"
+    );
+    lab.assert_users_served(0.95);
+}
+
 #[test]
 fn issue4_low_rate_ssh_connections_raise_nothing() {
     let Some((_guard, lab)) = lab::start("detect-ssh") else {

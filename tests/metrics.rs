@@ -88,7 +88,7 @@ fn request(lab: &Lab, port: u16, raw: &[u8]) -> Response {
 }
 
 /// `GET /metrics`: the exposition, checked for status, type, length and by promtool.
-fn scrape(lab: &Lab) -> String {
+pub(crate) fn scrape(lab: &Lab) -> String {
     let r = request(lab, PORT, b"GET /metrics HTTP/1.1\r\nHost: ftagent\r\n\r\n");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
@@ -141,7 +141,7 @@ fn promtool_check(text: &str) {
 }
 
 /// The value of the sample `name` with `label` (or without labels).
-fn value(text: &str, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+pub(crate) fn value(text: &str, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
     let series = match label {
         Some((k, v)) => format!("{name}{{{k}=\"{v}\"}} "),
         None => format!("{name} "),

@@ -72,10 +72,7 @@ impl TimerFd {
                 return Err(io::Error::last_os_error());
             }
             let fd = OwnedFd::from_raw_fd(fd);
-            let ts = libc::timespec {
-                tv_sec: interval.as_secs() as libc::time_t,
-                tv_nsec: interval.subsec_nanos() as libc::c_long,
-            };
+            let ts = timespec(interval);
             let spec = libc::itimerspec {
                 it_interval: ts,
                 it_value: ts,
@@ -89,6 +86,21 @@ impl TimerFd {
 
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// Fires next after `first`, then every `interval` from there.
+    pub fn rearm(&self, first: Duration, interval: Duration) -> io::Result<()> {
+        let spec = libc::itimerspec {
+            it_interval: timespec(interval),
+            it_value: timespec(first.max(Duration::from_nanos(1))),
+        };
+        // SAFETY: settime on our own descriptor with a fully initialised itimerspec.
+        let rc =
+            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// How many periods passed since the last read (0 when none).
@@ -107,5 +119,12 @@ impl TimerFd {
         } else {
             0
         }
+    }
+}
+
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
     }
 }

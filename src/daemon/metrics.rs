@@ -34,6 +34,8 @@ pub(super) struct Tally {
     incidents: [u64; Vector::ALL.len()],
     bans_by_incidents: u64,
     pub bans_by_operators: u64,
+    /// Messages from the kernel's tripwire.
+    pub trips: u64,
 }
 
 impl Tally {
@@ -465,6 +467,7 @@ impl Daemon {
             samples_malformed: loss.malformed,
             conntrack_entries: self.sensor.conntrack_entries,
             tables_restored: self.tables_restored,
+            tripwire_trips: self.tally.trips,
             bgp_rtbh: announcements
                 .iter()
                 .filter(|a| matches!(a.route, Route::Blackhole(_)))

@@ -49,6 +49,7 @@ const NFLOG: Token = Token(2);
 const CONTROL: Token = Token(3);
 const TABLE_NOTICES: Token = Token(4);
 const METRICS: Token = Token(5);
+const TRIPWIRE: Token = Token(6);
 /// Control connections take the tokens from here on.
 const FIRST_CONNECTION: usize = 16;
 /// Metrics connections take the tokens from here on.
@@ -56,6 +57,9 @@ const FIRST_METRICS_CONNECTION: usize = 64;
 const TRACE_WINDOW: Duration = Duration::from_secs(1);
 /// How often the state files are written besides at changes and at stop (the baselines move).
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// After the tripwire fires, the tick that measures the flood: long enough for its counters to
+/// be exact (hundreds of packets at the tripwire's rate), short enough to act within ~20 ms.
+const TRIP_SETTLE: Duration = Duration::from_millis(10);
 /// How often the iptables compatibility chain is checked for other tools' changes.
 const SHIM_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -144,6 +148,8 @@ struct Daemon {
     features: Features,
     sensor: Sensor,
     nflog: NflogSocket,
+    /// The tripwire's NFLOG group (`detection.instant_factor`), when on.
+    tripwire: Option<NflogSocket>,
     conntrack: Conntrack,
     next_conntrack: Instant,
     /// The kernel's notifications of changes to the ruleset.
@@ -261,6 +267,19 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         ..NflogConfig::default()
     };
     let nflog = NflogSocket::open(config.sense.nflog_group, &nflog_config)?;
+    let tripwire = match config.detection.instant_factor > 0.0 {
+        true => Some(NflogSocket::open(
+            config.sense.tripwire_group,
+            &NflogConfig {
+                snaplen: 64,
+                qthresh: 1,
+                nlbufsiz: 8 * 1024,
+                rcvbuf: 64 * 1024,
+                ..NflogConfig::default()
+            },
+        )?),
+        false => None,
+    };
     let conntrack = Conntrack::open()?;
     let timer = TimerFd::periodic(config.agent.tick).map_err(os("create tick timer"))?;
     let socket_path = config.agent.control_socket.clone();
@@ -281,6 +300,15 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     registry
         .register(&mut SourceFd(&nflog.raw_fd()), NFLOG, Interest::READABLE)
         .map_err(os("register nflog"))?;
+    if let Some(tripwire) = &tripwire {
+        registry
+            .register(
+                &mut SourceFd(&tripwire.raw_fd()),
+                TRIPWIRE,
+                Interest::READABLE,
+            )
+            .map_err(os("register the tripwire"))?;
+    }
     registry
         .register(&mut listener, CONTROL, Interest::READABLE)
         .map_err(os("register control socket"))?;
@@ -336,6 +364,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         nft,
         features,
         nflog,
+        tripwire,
         conntrack,
         next_conntrack: now,
         monitor,
@@ -387,6 +416,15 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                     notifier.tick(now, |w| daemon.write_status(w));
                 }
                 NFLOG => daemon.drain_samples(),
+                TRIPWIRE if daemon.tripped() => {
+                    // Cut this tick short and measure a short one right after: its counters
+                    // decide whether the flood the kernel saw opens an incident.
+                    daemon.detector.trip();
+                    daemon.tick(Instant::now());
+                    if let Err(e) = timer.rearm(TRIP_SETTLE, daemon.config.agent.tick) {
+                        log::warn!("rearming the tick timer after a trip: {e}");
+                    }
+                }
                 TABLE_NOTICES => daemon.table_notices(Instant::now()),
                 CONTROL => connections.accept_all(&listener, poll.registry()),
                 METRICS => {
@@ -577,6 +615,9 @@ impl Daemon {
     /// Nothing here allocates in steady state but the trace line.
     fn tick(&mut self, now: Instant) {
         let before = crate::alloc::thread_allocations();
+        // Whatever samples are queued belong to this tick (a short tick after a trip must
+        // not wait for the NFLOG event).
+        self.drain_samples();
         if now >= self.next_conntrack {
             self.next_conntrack = now + self.config.sense.conntrack_interval;
             self.read_conntrack();
@@ -969,6 +1010,25 @@ impl Daemon {
             log::warn!("conntrack dump: {e}");
         }
         self.sensor.count_service_connections();
+    }
+
+    /// Drains the tripwire's messages; true when there was at least one.
+    fn tripped(&mut self) -> bool {
+        let Some(tripwire) = &mut self.tripwire else {
+            return false;
+        };
+        let mut protocols = 0u64;
+        tripwire.drain(&mut |p, _| {
+            protocols += 1;
+            log::debug!(
+                "tripwire: IP protocol {} from {} to {}",
+                p.proto,
+                p.src,
+                p.dst
+            );
+        });
+        self.tally.trips += protocols;
+        protocols > 0
     }
 
     /// Drains the sampled packets (edge-triggered: until WouldBlock) into the sensor and the

@@ -171,6 +171,8 @@ fn keep_restart_only(fresh: &mut Config, running: &Config) -> Vec<String> {
     keep!(agent.control_socket, "agent.control_socket");
     keep!(nft.compat, "nft.compat");
     keep!(sense.nflog_group, "sense.nflog_group");
+    keep!(sense.tripwire_group, "sense.tripwire_group");
+    keep!(detection.instant_factor, "detection.instant_factor");
     keep!(sense.snaplen, "sense.snaplen");
     keep!(bgp, "bgp.*");
     keep!(pcap, "pcap.*");

@@ -13,8 +13,9 @@
 //! 3. incidents ([`incident`]) open once a counter has been over its threshold in
 //!    `consecutive_ticks` of its recent ticks, or at once when its excess over the threshold in
 //!    the last second is what that many ticks at twice the threshold carry (so a flood sent in
-//!    short bursts cannot dodge confirmation); they report at most once a second, and end
-//!    after `hold` under a lower exit threshold.
+//!    short bursts cannot dodge confirmation), or in the tick after the kernel's tripwire
+//!    ([`Detector::trip`]) when it is `instant_factor` times over; they report at most once a
+//!    second, and end after `hold` under a lower exit threshold.
 
 pub mod baseline;
 pub mod classify;
@@ -176,6 +177,12 @@ pub struct Detector {
     origin_ms: i64,
     /// The last dominant sampled destination port of TCP and UDP.
     class_ports: [Option<u16>; 2],
+    /// `detection.instant_factor` (0: off).
+    instant: f64,
+    /// Ticks left in which the kernel's tripwire stands in for confirmation (see [`trip`]).
+    ///
+    /// [`trip`]: Detector::trip
+    trip_ticks: u8,
 }
 
 impl Detector {
@@ -269,6 +276,8 @@ impl Detector {
             next_seq: 1,
             origin_ms: 0,
             class_ports: [None; 2],
+            instant: d.instant_factor,
+            trip_ticks: 0,
         }
     }
 
@@ -295,6 +304,18 @@ impl Detector {
             self.freeze();
         }
         self.learn(dt, warm);
+        self.trip_ticks = self.trip_ticks.saturating_sub(1);
+    }
+
+    /// The kernel's tripwire fired: some IP protocol's traffic is running at
+    /// `instant_factor × floor_pps`. For this tick and the next (the caller cuts the tick short
+    /// and measures a short one right after), a packet counter at `instant_factor` times its
+    /// threshold or more needs no further confirmation. A tripwire that the counters do not
+    /// bear out opens nothing.
+    pub fn trip(&mut self) {
+        if self.instant > 0.0 {
+            self.trip_ticks = 2;
+        }
     }
 
     /// The incidents open now.
@@ -453,6 +474,9 @@ impl Detector {
             // Connections confirm by their count of ticks only: a one-off burst of new
             // connections (a Slowloris opening its pool) is not yet a flood of them.
             return false;
+        }
+        if self.trip_ticks > 0 && key.pps >= self.instant * key.threshold {
+            return true; // the kernel saw it too, the moment it began
         }
         let (mut excess, mut seconds, mut ticks) = (0.0f64, 0.0f64, 0u32);
         for i in 0..RECENT {

@@ -1047,3 +1047,52 @@ fn observe_cost(config: &Config, ticks: u32) -> (usize, f64, f64, u64) {
     let per_tick = |d: Duration| d.as_nanos() as f64 / f64::from(batch);
     (keys, per_tick(quiet), per_tick(attacked), allocations)
 }
+
+/// Issue 14 (item 1): after the kernel's tripwire, the agent cuts the tick short and measures a
+/// 10 ms one. `flood` arrives in that short tick; the events of the two ticks are returned.
+fn after_a_trip(trip: bool, flood: &[Flow]) -> Vec<Event> {
+    let mut replay = Replay::new(Config::default());
+    assert!(replay.run(WARMUP + 5.0, &background()).is_empty());
+    if trip {
+        replay.detector.trip();
+    }
+    replay.tick = Duration::from_millis(37);
+    let mut events = replay.step(&background());
+    replay.tick = Duration::from_millis(10);
+    events.extend(replay.step(&with_background(flood)));
+    events
+}
+
+/// A flood twenty times over its threshold opens in the short tick after a trip, sources and
+/// all.
+#[test]
+fn issue14_a_trip_opens_a_flood_far_over_its_threshold_in_the_short_tick() {
+    let flood =
+        [Flow::new(Kind::Udp { port: Some(27015) }, 100_000.0).from(few(&["198.51.100.9"]))];
+    let events = after_a_trip(true, &flood);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, EventKind::AttackStart);
+    assert_eq!(events[0].vector, Vector::UdpFlood);
+    assert_eq!(
+        events[0].sources[0].addr,
+        "198.51.100.9".parse::<IpAddr>().unwrap()
+    );
+}
+
+/// Without the trip, 10 ms of the same flood is not yet evidence enough.
+#[test]
+fn issue14_without_a_trip_a_short_tick_of_flood_opens_nothing() {
+    let flood =
+        [Flow::new(Kind::Udp { port: Some(27015) }, 100_000.0).from(few(&["198.51.100.9"]))];
+    assert!(after_a_trip(false, &flood).is_empty());
+}
+
+/// A trip the counters do not bear out (traffic at three times the threshold: a legitimate
+/// burst, or a protocol busy far above the floor) opens nothing; nor does a trip with nothing
+/// behind it.
+#[test]
+fn issue14_a_trip_the_counters_do_not_bear_out_opens_nothing() {
+    let burst = [Flow::new(Kind::Udp { port: Some(27015) }, 15_000.0).from(few(&["198.51.100.9"]))];
+    assert!(after_a_trip(true, &burst).is_empty());
+    assert!(after_a_trip(true, &[]).is_empty());
+}

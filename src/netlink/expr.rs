@@ -54,7 +54,7 @@ fn encode(w: &mut Writer, e: &Expr) {
         Expr::Counter { .. } => "counter",
         Expr::Limit { .. } => "limit",
         Expr::Log { .. } => "log",
-        Expr::Dynset { .. } => "dynset",
+        Expr::Dynset { .. } | Expr::SetAdd(_) => "dynset",
         Expr::Verdict(_) => "immediate",
     };
     w.attr_str(NFTA_EXPR_NAME, name);
@@ -152,9 +152,21 @@ fn encode(w: &mut Writer, e: &Expr) {
             let _ = w.nest_end(data);
             let _ = w.nest_end(nested);
         }
-        Expr::Log { group, snaplen } => {
+        Expr::SetAdd(set) => {
+            w.attr_str(1, set); // NFTA_DYNSET_SET_NAME
+            w.attr_be32(3, NFT_DYNSET_OP_ADD); // NFTA_DYNSET_OP
+            w.attr_be32(4, REG_1); // NFTA_DYNSET_SREG_KEY
+        }
+        Expr::Log {
+            group,
+            snaplen,
+            qthreshold,
+        } => {
             w.attr(1, &group.to_be_bytes()); // NFTA_LOG_GROUP (be16)
             w.attr_be32(3, *snaplen); // NFTA_LOG_SNAPLEN
+            if *qthreshold > 0 {
+                w.attr(4, &qthreshold.to_be_bytes()); // NFTA_LOG_QTHRESHOLD (be16)
+            }
         }
         Expr::Verdict(v) => {
             w.attr_be32(1, REG_VERDICT); // NFTA_IMMEDIATE_DREG
@@ -295,7 +307,10 @@ fn decode(name: &str, a: Attrs, l4proto: Option<u8>) -> Option<Expr> {
                 return None; // an update, or a map with data: not ours
             }
             let set = a.get(1)?.str()?.to_string();
-            let inner = a.get(7)?.nested();
+            let Some(inner) = a.get(7) else {
+                return Some(Expr::SetAdd(set));
+            };
+            let inner = inner.nested();
             let name = inner.get(NFTA_EXPR_NAME)?.str()?;
             let d = inner
                 .get(NFTA_EXPR_DATA)
@@ -318,9 +333,14 @@ fn decode(name: &str, a: Attrs, l4proto: Option<u8>) -> Option<Expr> {
         }
         "log" => {
             let group = u16::from_be_bytes(a.get(1)?.bytes().get(..2)?.try_into().ok()?);
+            let qthreshold = match a.get(4) {
+                Some(q) => u16::from_be_bytes(q.bytes().get(..2)?.try_into().ok()?),
+                None => 0,
+            };
             Expr::Log {
                 group,
                 snaplen: be32(3).unwrap_or(0),
+                qthreshold,
             }
         }
         "immediate" => {

@@ -190,6 +190,8 @@ mod tests {
             "[sense]\nsample_rate = 100\n",
             "[nft]\nban4_size = 1024\n",
             "[detection]\nmax_connections_per_source = 7\n",
+            "[detection]\nfloor_pps = 7\n",
+            "[detection]\ninstant_factor = 0\n",
         ] {
             assert_eq!(
                 diff(&old, &desired(&config(text)), &[], &[]),
@@ -197,13 +199,8 @@ mod tests {
                 "{text}"
             );
         }
-        // Detection thresholds are not in the table at all.
-        let d = diff(
-            &old,
-            &desired(&config("[detection]\nfloor_pps = 7\n")),
-            &[],
-            &[],
-        );
+        // Detection thresholds are not in the table at all (the floor is, in the tripwire).
+        let d = diff(&old, &desired(&config("[detection]\nk = 7\n")), &[], &[]);
         assert!(d.unwrap().is_empty());
     }
 }

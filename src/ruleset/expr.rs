@@ -152,10 +152,14 @@ pub enum Expr {
         set: String,
         stateful: Stateful,
     },
-    /// Copy the packet's first `snaplen` bytes to an NFLOG group.
+    /// Add the register's value to a set with timeouts (the set's own timeout), no state.
+    SetAdd(String),
+    /// Copy the packet's first `snaplen` bytes to an NFLOG group; a `qthreshold` other than
+    /// 0 overrides the instance's batching (1: every message is sent at once).
     Log {
         group: u16,
         snaplen: u32,
+        qthreshold: u16,
     },
     Verdict(Verdict),
 }
@@ -221,6 +225,11 @@ fn render_statement(exprs: &[Expr]) -> Option<(String, usize)> {
             let op = if *invert { "!= " } else { "" };
             done(format!("{name} {op}@{set}"), 2)
         }
+        [Meta(key), Dynset { set, stateful }, ..] => {
+            let name = meta_name(*key);
+            done(format!("add @{set} {{ {name} {} }}", stateful.render()), 2)
+        }
+        [Meta(key), SetAdd(set), ..] => done(format!("add @{set} {{ {} }}", meta_name(*key)), 2),
         [Meta(key), CounterMap(map), ..] => {
             let name = match key {
                 MetaKey::NfProto => "meta nfproto",
@@ -284,7 +293,17 @@ fn render_statement(exprs: &[Expr]) -> Option<(String, usize)> {
                 1,
             )
         }
-        [Log { group, snaplen }, ..] => done(format!("log group {group} snaplen {snaplen}"), 1),
+        [Log {
+            group,
+            snaplen,
+            qthreshold,
+        }, ..] => {
+            let mut text = format!("log group {group} snaplen {snaplen}");
+            if *qthreshold > 0 {
+                let _ = write!(text, " queue-threshold {qthreshold}");
+            }
+            done(text, 1)
+        }
         [Verdict(v), ..] => done(
             match v {
                 self::Verdict::Return => "return",
@@ -294,6 +313,13 @@ fn render_statement(exprs: &[Expr]) -> Option<(String, usize)> {
             1,
         ),
         _ => None,
+    }
+}
+
+fn meta_name(key: MetaKey) -> &'static str {
+    match key {
+        MetaKey::NfProto => "meta nfproto",
+        MetaKey::L4Proto => "meta l4proto",
     }
 }
 

@@ -461,10 +461,15 @@ pub fn desired(config: &Config) -> TableSpec {
         Expr::Log {
             group: sense.nflog_group,
             snaplen: sense.snaplen,
+            qthreshold: 0,
         },
     ]);
     prerouting.extend(SetRole::ALL.into_iter().map(address_rule));
     prerouting.extend(aggregate_rules(config));
+    if let Some((rule, tripwire_sets)) = tripwire(config) {
+        prerouting.push(rule);
+        sets.extend(tripwire_sets);
+    }
     let ct_new = || {
         vec![
             Expr::CtState,
@@ -765,6 +770,66 @@ fn early_rules(config: &Config) -> Vec<Vec<Expr>> {
     }
     rules
 }
+
+/// The tripwire's sets: per IP protocol, its rate meter, and the protocols that tripped it in
+/// the last second (which throttles it to one message a second per protocol).
+pub const TRIP_METER: &str = "trip_meter";
+pub const TRIPPED: &str = "tripped";
+
+/// `meta l4proto != @tripped add @trip_meter { meta l4proto limit rate over R/second burst B
+/// packets } add @tripped { meta l4proto } log group G snaplen 64 queue-threshold 1`: one
+/// message the moment an IP protocol's traffic that no ban or limit has dropped runs at
+/// `instant_factor × floor_pps` (R), sent at once (queue threshold 1: no batching delay).
+/// It only wakes the agent; the counters of a short tick decide (see `daemon`). The burst, a
+/// millisecond of R, keeps it from tripping on a few back-to-back packets. None when
+/// `detection.instant_factor` is 0.
+fn tripwire(config: &Config) -> Option<(Vec<Expr>, [SetSpec; 2])> {
+    let factor = config.detection.instant_factor;
+    if factor <= 0.0 {
+        return None;
+    }
+    let rate = (factor * config.detection.floor_pps as f64).min(u32::MAX as f64) as u64;
+    let burst = u32::try_from(rate / 1000).unwrap_or(u32::MAX).max(5);
+    let l4 = || Expr::Meta(MetaKey::L4Proto);
+    let rule = vec![
+        l4(),
+        Expr::Lookup {
+            set: TRIPPED.to_string(),
+            invert: true,
+        },
+        l4(),
+        Expr::Dynset {
+            set: TRIP_METER.to_string(),
+            stateful: Stateful::Limit {
+                rate,
+                burst,
+                over: true,
+            },
+        },
+        l4(),
+        Expr::SetAdd(TRIPPED.to_string()),
+        Expr::Log {
+            group: config.sense.tripwire_group,
+            snaplen: TRIP_SNAPLEN,
+            qthreshold: 1,
+        },
+    ];
+    let set = |name: &str, timeout: u64| SetSpec {
+        name: name.to_string(),
+        key: KeyType::InetProto,
+        interval: false,
+        timeout: true,
+        size: Some(256),
+        counter_map: false,
+        dynamic: true,
+        default_timeout: Some(Duration::from_secs(timeout)),
+        elements: Vec::new(),
+    };
+    Some((rule, [set(TRIP_METER, 60), set(TRIPPED, 1)]))
+}
+
+/// Bytes of the packet that tripped the wire: its headers, for the log line.
+const TRIP_SNAPLEN: u32 = 64;
 
 /// Elements a meter holds at most.
 const METER_SIZE: u32 = 65536;
