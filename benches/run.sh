@@ -16,8 +16,12 @@ micro=$(flock /tmp/ftagent-lab.lock cargo test --locked --release --lib observe_
   -- --ignored --nocapture 2>&1 | tee "$log" | sed -n 's/^BENCH observe //p') || true
 [ -n "$micro" ] || echo "benches/run.sh: the observe() micro-benchmark printed no result (see $log)" >&2
 
+# The replay's negatives (traffic that must open nothing), for the false-positive row.
+negatives=$(cargo test --locked --release --lib -- is_not_an_attack never_opens_an_incident \
+  rare_short_spikes the_counters_do_not_bear_out 2>&1 | tee -a "$log" | sed -n 's/^test result: \(ok\|FAILED\)\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1: \2 passed, \3 failed/p') || true
+
 status=0
-FTAGENT_BENCH_OBSERVE="$micro" cargo test --locked --release --test tests bench -- \
+FTAGENT_BENCH_NEGATIVES="${negatives:-not run}" FTAGENT_BENCH_OBSERVE="$micro" cargo test --locked --release --test tests bench -- \
   --ignored --nocapture --test-threads 1 >>"$log" 2>&1 || status=$?
 sed -n '/^=== ftagent benchmark ===$/,/^=== end ===$/p' "$log"
 if [ "$status" -ne 0 ]; then
