@@ -49,7 +49,7 @@ fn wait_event(agent: &Agent, name: &str, timeout: Duration) -> Value {
 }
 
 /// Starts a flood and waits for the first `attack_start`: the generator, the event, and its
-/// latency from the moment the victim's interface counter showed the flood (polled every 5 ms).
+/// latency from the moment the victim's interface counter showed the flood (read every 0.5 ms).
 fn first_start<G>(lab: &Lab, agent: &Agent, flood: impl FnOnce() -> G) -> (G, Value, Duration) {
     let rx = lab.victim_rx_packets();
     let generator = flood();
@@ -61,7 +61,7 @@ fn first_start<G>(lab: &Lab, agent: &Agent, flood: impl FnOnce() -> G) -> (G, Va
 
 /// Starts a flood, checks the incident it opens (vector, port, one only) and that it ends
 /// after the flood. The latency is measured from the moment the victim's interface counter
-/// shows the flood (polled every 5 ms) to the event's timestamp.
+/// shows the flood (read every 0.5 ms) to the event's timestamp.
 fn detects(
     lab: &Lab,
     agent: &Agent,

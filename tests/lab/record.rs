@@ -110,7 +110,7 @@ impl Drop for Recorder {
 
 /// `rx_packets` of the interface whose line starts with `key` (e.g. `fta-v0:`), as this
 /// thread's namespace counts it.
-fn rx_packets(key: &str) -> Option<u64> {
+pub(crate) fn rx_packets(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
     let line = text.lines().find(|l| l.trim_start().starts_with(key))?;
     let (_, rest) = line.split_once(':')?;
