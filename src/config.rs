@@ -108,6 +108,12 @@ pub struct Detection {
     pub floor_new_per_second: u64,
     /// Concurrent connections one source may hold to the service ports.
     pub max_connections_per_source: u32,
+    /// The absolute ceiling (packets per second) that opens incidents before the baselines
+    /// are learned; None ("auto"): drawn from the link's speed (see `detect::ceiling`).
+    pub ceiling_pps: Option<u64>,
+    /// The link speed the automatic ceiling is drawn from, Mbit/s; None ("auto"): what the
+    /// host's interfaces say.
+    pub link_mbps: Option<u64>,
 }
 
 impl Default for Detection {
@@ -121,6 +127,8 @@ impl Default for Detection {
             hold: Duration::from_secs(10),
             floor_new_per_second: 200,
             max_connections_per_source: 100,
+            ceiling_pps: None,
+            link_mbps: None,
         }
     }
 }
@@ -646,6 +654,18 @@ const MAX_CONNECTIONS: IntRule = IntRule {
     max: 10_000_000,
     range: "between 1 and 10000000",
 };
+const CEILING_PPS: IntRule = IntRule {
+    name: "ceiling_pps",
+    min: 1,
+    max: 1_000_000_000,
+    range: "\"auto\" or between 1 and 1000000000",
+};
+const LINK_MBPS: IntRule = IntRule {
+    name: "link_mbps",
+    min: 1,
+    max: 10_000_000,
+    range: "\"auto\" or between 1 and 10000000",
+};
 const NFLOG_GROUP: IntRule = IntRule {
     name: "the NFLOG group",
     min: 1,
@@ -744,6 +764,8 @@ const DETECTION_KEYS: &[&str] = &[
     "hold",
     "floor_new_per_second",
     "max_connections_per_source",
+    "ceiling_pps",
+    "link_mbps",
 ];
 const SENSE_KEYS: &[&str] = &[
     "nflog_group",
@@ -970,6 +992,33 @@ impl Checker {
     ) -> Option<u32> {
         self.integer(value, path, rule)
             .and_then(|n| u32::try_from(n).ok())
+    }
+
+    /// `"auto"` (None) or an integer within `rule` (Some).
+    fn integer_or_auto(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+        rule: &IntRule,
+    ) -> Option<Option<u64>> {
+        match value.get_ref() {
+            DeValue::String(text) if text.as_ref() == "auto" => Some(None),
+            DeValue::String(text) => {
+                self.report(
+                    value.span(),
+                    path,
+                    format!(
+                        "{text:?} is not allowed: {} must be {}",
+                        rule.name, rule.range
+                    ),
+                );
+                None
+            }
+            _ => self
+                .integer(value, path, rule)
+                .and_then(|n| u64::try_from(n).ok())
+                .map(Some),
+        }
     }
 
     fn integer(
@@ -1394,6 +1443,14 @@ impl Checker {
                     &mut detection.max_connections_per_source,
                     self.integer_u32(value, &path, &MAX_CONNECTIONS),
                 ),
+                "ceiling_pps" => set(
+                    &mut detection.ceiling_pps,
+                    self.integer_or_auto(value, &path, &CEILING_PPS),
+                ),
+                "link_mbps" => set(
+                    &mut detection.link_mbps,
+                    self.integer_or_auto(value, &path, &LINK_MBPS),
+                ),
                 _ => self.unknown_key(key, &path, DETECTION_KEYS, "the keys of [detection] are"),
             }
         }
@@ -1691,6 +1748,8 @@ consecutive_ticks = 3
 hold = "10s"
 floor_new_per_second = 200
 max_connections_per_source = 100
+ceiling_pps = "auto"
+link_mbps = "auto"
 
 [sense]
 nflog_group = 7047
@@ -1834,6 +1893,8 @@ consecutive_ticks = 100
 hold = "0s"
 floor_new_per_second = 50
 max_connections_per_source = 1
+ceiling_pps = 1_000_000_000
+link_mbps = 1
 
 [sense]
 nflog_group = 65535
@@ -1920,6 +1981,8 @@ bannet6_size = 1_000
                 hold: Duration::ZERO,
                 floor_new_per_second: 50,
                 max_connections_per_source: 1,
+                ceiling_pps: Some(1_000_000_000),
+                link_mbps: Some(1),
             }
         );
         assert_eq!(
@@ -2422,7 +2485,53 @@ bannet6_size = 1_000
             2,
             1,
             "detection.floor",
-            "unknown key; the keys of [detection] are: floor_pps, k, m, half_life, consecutive_ticks, hold, floor_new_per_second, max_connections_per_source",
+            "unknown key; the keys of [detection] are: floor_pps, k, m, half_life, consecutive_ticks, hold, floor_new_per_second, max_connections_per_source, ceiling_pps, link_mbps",
+        );
+    }
+
+    /// Issue 14: the warm-up ceiling and the link speed it is drawn from are "auto" or an
+    /// integer in range; a misspelt key gets a suggestion.
+    #[test]
+    fn ceiling_keys_are_auto_or_in_range() {
+        let config = parse("[detection]\nceiling_pps = 40_000\nlink_mbps = 10000\n").unwrap();
+        assert_eq!(config.detection.ceiling_pps, Some(40_000));
+        assert_eq!(config.detection.link_mbps, Some(10_000));
+        let config = parse("[detection]\nceiling_pps = \"auto\"\nlink_mbps = \"auto\"\n").unwrap();
+        assert_eq!(config.detection, Config::default().detection);
+        assert_error(
+            "[detection]\nceiling_pps = 0\n",
+            2,
+            15,
+            "detection.ceiling_pps",
+            "ceiling_pps must be \"auto\" or between 1 and 1000000000",
+        );
+        assert_error(
+            "[detection]\nceiling_pps = \"40000\"\n",
+            2,
+            15,
+            "detection.ceiling_pps",
+            "\"40000\" is not allowed: ceiling_pps must be \"auto\" or between 1",
+        );
+        assert_error(
+            "[detection]\nlink_mbps = 10_000_001\n",
+            2,
+            13,
+            "detection.link_mbps",
+            "link_mbps must be \"auto\" or between 1 and 10000000",
+        );
+        assert_error(
+            "[detection]\nlink_mbps = 1.5\n",
+            2,
+            13,
+            "detection.link_mbps",
+            "expected an integer, found a float",
+        );
+        assert_error(
+            "[detection]\nceiling_ps = 1\n",
+            2,
+            1,
+            "detection.ceiling_ps",
+            "unknown key (did you mean \"ceiling_pps\"?)",
         );
     }
 
