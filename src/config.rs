@@ -111,6 +111,12 @@ pub struct Detection {
     /// A flood this many times over its threshold (kernel tripwire at this many times
     /// `floor_pps`) opens its incident at once, between ticks; 0 turns the tripwire off.
     pub instant_factor: f64,
+    /// The absolute ceiling (packets per second) that opens incidents before the baselines
+    /// are learned; None ("auto"): drawn from the link's speed (see `detect::ceiling`).
+    pub ceiling_pps: Option<u64>,
+    /// The link speed the automatic ceiling is drawn from, Mbit/s; None ("auto"): what the
+    /// host's interfaces say.
+    pub link_mbps: Option<u64>,
 }
 
 impl Default for Detection {
@@ -125,6 +131,8 @@ impl Default for Detection {
             floor_new_per_second: 200,
             max_connections_per_source: 100,
             instant_factor: 10.0,
+            ceiling_pps: None,
+            link_mbps: None,
         }
     }
 }
@@ -660,6 +668,18 @@ const MAX_CONNECTIONS: IntRule = IntRule {
     max: 10_000_000,
     range: "between 1 and 10000000",
 };
+const CEILING_PPS: IntRule = IntRule {
+    name: "ceiling_pps",
+    min: 1,
+    max: 1_000_000_000,
+    range: "\"auto\" or between 1 and 1000000000",
+};
+const LINK_MBPS: IntRule = IntRule {
+    name: "link_mbps",
+    min: 1,
+    max: 10_000_000,
+    range: "\"auto\" or between 1 and 10000000",
+};
 const NFLOG_GROUP: IntRule = IntRule {
     name: "the NFLOG group",
     min: 1,
@@ -759,6 +779,8 @@ const DETECTION_KEYS: &[&str] = &[
     "floor_new_per_second",
     "max_connections_per_source",
     "instant_factor",
+    "ceiling_pps",
+    "link_mbps",
 ];
 const SENSE_KEYS: &[&str] = &[
     "nflog_group",
@@ -986,6 +1008,33 @@ impl Checker {
     ) -> Option<u32> {
         self.integer(value, path, rule)
             .and_then(|n| u32::try_from(n).ok())
+    }
+
+    /// `"auto"` (None) or an integer within `rule` (Some).
+    fn integer_or_auto(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+        rule: &IntRule,
+    ) -> Option<Option<u64>> {
+        match value.get_ref() {
+            DeValue::String(text) if text.as_ref() == "auto" => Some(None),
+            DeValue::String(text) => {
+                self.report(
+                    value.span(),
+                    path,
+                    format!(
+                        "{text:?} is not allowed: {} must be {}",
+                        rule.name, rule.range
+                    ),
+                );
+                None
+            }
+            _ => self
+                .integer(value, path, rule)
+                .and_then(|n| u64::try_from(n).ok())
+                .map(Some),
+        }
     }
 
     fn integer(
@@ -1423,6 +1472,14 @@ impl Checker {
                         None
                     }),
                 ),
+                "ceiling_pps" => set(
+                    &mut detection.ceiling_pps,
+                    self.integer_or_auto(value, &path, &CEILING_PPS),
+                ),
+                "link_mbps" => set(
+                    &mut detection.link_mbps,
+                    self.integer_or_auto(value, &path, &LINK_MBPS),
+                ),
                 _ => self.unknown_key(key, &path, DETECTION_KEYS, "the keys of [detection] are"),
             }
         }
@@ -1741,6 +1798,8 @@ hold = "10s"
 floor_new_per_second = 200
 max_connections_per_source = 100
 instant_factor = 10.0
+ceiling_pps = "auto"
+link_mbps = "auto"
 
 [sense]
 nflog_group = 7047
@@ -1886,6 +1945,8 @@ hold = "0s"
 floor_new_per_second = 50
 max_connections_per_source = 1
 instant_factor = 0
+ceiling_pps = 1_000_000_000
+link_mbps = 1
 
 [sense]
 nflog_group = 65535
@@ -1974,6 +2035,8 @@ bannet6_size = 1_000
                 floor_new_per_second: 50,
                 max_connections_per_source: 1,
                 instant_factor: 0.0,
+                ceiling_pps: Some(1_000_000_000),
+                link_mbps: Some(1),
             }
         );
         assert_eq!(
@@ -2477,7 +2540,53 @@ bannet6_size = 1_000
             2,
             1,
             "detection.floor",
-            "unknown key; the keys of [detection] are: floor_pps, k, m, half_life, consecutive_ticks, hold, floor_new_per_second, max_connections_per_source",
+            "unknown key; the keys of [detection] are: floor_pps, k, m, half_life, consecutive_ticks, hold, floor_new_per_second, max_connections_per_source, instant_factor, ceiling_pps, link_mbps",
+        );
+    }
+
+    /// Issue 14: the warm-up ceiling and the link speed it is drawn from are "auto" or an
+    /// integer in range; a misspelt key gets a suggestion.
+    #[test]
+    fn ceiling_keys_are_auto_or_in_range() {
+        let config = parse("[detection]\nceiling_pps = 40_000\nlink_mbps = 10000\n").unwrap();
+        assert_eq!(config.detection.ceiling_pps, Some(40_000));
+        assert_eq!(config.detection.link_mbps, Some(10_000));
+        let config = parse("[detection]\nceiling_pps = \"auto\"\nlink_mbps = \"auto\"\n").unwrap();
+        assert_eq!(config.detection, Config::default().detection);
+        assert_error(
+            "[detection]\nceiling_pps = 0\n",
+            2,
+            15,
+            "detection.ceiling_pps",
+            "ceiling_pps must be \"auto\" or between 1 and 1000000000",
+        );
+        assert_error(
+            "[detection]\nceiling_pps = \"40000\"\n",
+            2,
+            15,
+            "detection.ceiling_pps",
+            "\"40000\" is not allowed: ceiling_pps must be \"auto\" or between 1",
+        );
+        assert_error(
+            "[detection]\nlink_mbps = 10_000_001\n",
+            2,
+            13,
+            "detection.link_mbps",
+            "link_mbps must be \"auto\" or between 1 and 10000000",
+        );
+        assert_error(
+            "[detection]\nlink_mbps = 1.5\n",
+            2,
+            13,
+            "detection.link_mbps",
+            "expected an integer, found a float",
+        );
+        assert_error(
+            "[detection]\nceiling_ps = 1\n",
+            2,
+            1,
+            "detection.ceiling_ps",
+            "unknown key (did you mean \"ceiling_pps\"?)",
         );
     }
 

@@ -3,14 +3,17 @@
 //! unmitigated (monitor mode, which touches nothing), and unbanned when the incident ends
 //! (IPv4 and IPv6); a safelisted source is never banned; a distributed flood is held to the
 //! port limit; a SYN flood gets SYN cookies; amplification is dropped by reflector port while
-//! the host's own DNS works; a Slowloris source is held to its connection count.
+//! the host's own DNS works; a Slowloris source is held to its connection count. Issue 14: an
+//! agent started while a flood is running bans it during its warm-up.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 use crate::agent::{dump_counter, Agent, Setup};
-use crate::lab::{self, Lab, UdpFlood, ATTACKER4, ATTACKER6, OTHER4, VICTIM4, VICTIM6};
+use crate::lab::{
+    self, Lab, UdpFlood, ATTACKER4, ATTACKER6, OTHER4, VICTIM4, VICTIM6, VICTIM_USERS_IF,
+};
 
 const SECTIONS: &str =
     "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n\
@@ -453,4 +456,101 @@ fn issue14_fragment_flood_is_dropped_before_reassembly_ipv4() {
 #[test]
 fn issue14_fragment_flood_is_dropped_before_reassembly_ipv6() {
     fragment_flood_is_dropped_before_reassembly("mitigate-frag-v6", ATTACKER6, VICTIM6);
+}
+
+/// What the victim's interfaces receive per second over `window`: from the attacker's veth
+/// and from the users'.
+fn received_pps(lab: &Lab, window: Duration) -> (f64, f64) {
+    let (flood, users) = (
+        lab.victim_rx_packets(),
+        lab.victim_rx_packets_on(VICTIM_USERS_IF),
+    );
+    let started = Instant::now();
+    std::thread::sleep(window);
+    let seconds = started.elapsed().as_secs_f64();
+    (
+        (lab.victim_rx_packets() - flood) as f64 / seconds,
+        (lab.victim_rx_packets_on(VICTIM_USERS_IF) - users) as f64 / seconds,
+    )
+}
+
+/// Issue 14 (item 6): a full-speed UDP flood is already running when the agent starts, with
+/// no state and a warm-up far from over. Its ceiling (this test's config) is a quarter of what
+/// the victim receives, and far above the users' traffic: within 2 s of its start it reports
+/// the incident `warmed_up: false` and bans the source, whose packets the ban then drops;
+/// the users are served throughout.
+#[test]
+fn issue14_started_under_attack_opens_and_mitigates_during_the_warmup() {
+    let Some((_guard, lab)) = lab::start("mitigate-started-under-attack") else {
+        return;
+    };
+    let flood = UdpFlood::to_port(ATTACKER4, VICTIM4, 27015);
+    let mut generator = lab.spawn_trafgen(&flood, 3_000_000);
+    std::thread::sleep(Duration::from_millis(500));
+    let (flood_pps, users_pps) = received_pps(&lab, Duration::from_secs(1));
+    let ceiling = (flood_pps / 4.0).round() as u64;
+    eprintln!(
+        "issue14: started under attack: {flood_pps:.0} pps of flood and {users_pps:.0} pps of \
+         users arrive; ceiling {ceiling} pps"
+    );
+    assert!(
+        ceiling as f64 >= 20.0 * users_pps.max(100.0),
+        "the flood ({flood_pps:.0} pps) is too slow here to tell from the users ({users_pps:.0} pps)"
+    );
+    let sections = format!(
+        "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n\
+         [sense]\nconntrack_interval = \"1s\"\n\n[detection]\nhold = \"2s\"\nceiling_pps = {ceiling}\n"
+    );
+    let mut agent = Agent::configured(
+        &lab,
+        Setup {
+            agent: "warmup = \"60s\"",
+            sections: &sections,
+            ..Setup::default()
+        },
+    );
+    assert!(
+        !lab.dir().join("state").exists(),
+        "the agent starts with no state"
+    );
+    let spawned = SystemTime::now();
+    agent.start();
+    let started = wait_for(&agent, "attack_start", Duration::from_secs(10));
+    let applied = wait_for(&agent, "mitigation_applied", Duration::from_secs(5));
+    let latency = ts(&started).duration_since(spawned).unwrap_or_default();
+    eprintln!(
+        "issue14: started under attack: attack_start {} ms after the agent was started, the ban {} ms after it",
+        latency.as_millis(),
+        ts(&applied)
+            .duration_since(ts(&started))
+            .unwrap_or_default()
+            .as_millis()
+    );
+    assert_eq!(started["warmed_up"], false, "{started}");
+    assert_eq!(started["vector"], "udp_flood", "{started}");
+    assert_eq!(started["port"], 27015, "{started}");
+    assert_eq!(started["threshold_pps"], ceiling as f64, "{started}");
+    assert!(latency <= Duration::from_secs(2), "{latency:?}");
+    assert_eq!(applied["incident"], started["incident"], "{applied}");
+    assert_eq!(applied["action"], "ban", "{applied}");
+    assert_eq!(applied["addresses"][0], ATTACKER4, "{applied}");
+    // The ban is in its set and drops the flood: nearly all the victim's interface receives.
+    let dump = agent.dump();
+    assert!(
+        dump.contains(&format!("{ATTACKER4} timeout")),
+        "{ATTACKER4} banned: {dump}"
+    );
+    let (dropped, received) = (dump_counter(&dump, "drop_ban4"), lab.victim_rx_packets());
+    std::thread::sleep(Duration::from_secs(1));
+    let dropped = dump_counter(&agent.dump(), "drop_ban4").unwrap() - dropped.unwrap();
+    let received = lab.victim_rx_packets() - received;
+    eprintln!("issue14: started under attack: the ban dropped {dropped} of the {received} packets received in a second");
+    assert!(
+        dropped as f64 >= 0.9 * received as f64 && received as f64 >= 2.0 * ceiling as f64,
+        "{dropped} dropped of {received}"
+    );
+    let status: Value = serde_json::from_str(&agent.run_ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["warmed_up"], false, "still warming up");
+    generator.terminate();
+    lab.assert_users_served(0.95);
 }

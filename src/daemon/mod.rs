@@ -222,7 +222,15 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     own_addresses_into(&mut sensor);
     let mut detector = Detector::new(&config, sensor.counters.layout());
     detector.set_clock_origin(started_wall);
+    ceilings_from_link(&mut detector);
     persist::load_detector(&mut detector, &config.agent.state_dir);
+    if !detector.warmed_up() {
+        let (pps, _) = detector.ceiling();
+        log::info!(
+            "learning baselines for {}: meanwhile only floods over the ceilings ({pps:.0} pps) open incidents",
+            humantime::format_duration(config.agent.warmup)
+        );
+    }
     let mut mitigator = Mitigator::new(&config, safelist.clone());
     if mitigator.is_monitor() {
         log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
@@ -598,6 +606,22 @@ fn safelist(config: &Config) -> Vec<Cidr> {
     all.sort_unstable();
     all.dedup();
     all
+}
+
+/// Draws the detector's ceilings from this host's fastest link (unless configured); logs them.
+fn ceilings_from_link(detector: &mut Detector) {
+    use crate::detect::ceiling::LinkSource;
+    detector.set_detected_link(crate::netlink::host::link_speed_mbps());
+    let (pps, link) = detector.ceiling();
+    let from = match link {
+        None => "detection.ceiling_pps".to_string(),
+        Some((mbps, LinkSource::Configured)) => format!("detection.link_mbps = {mbps}"),
+        Some((mbps, LinkSource::Interface)) => format!("a {mbps} Mbit/s link"),
+        Some((mbps, LinkSource::Assumed)) => {
+            format!("no interface reports its speed: {mbps} Mbit/s assumed")
+        }
+    };
+    log::info!("absolute ceilings: {pps:.0} pps, a tenth for SYN, RST, ICMP, fragments, reflector ports and new TCP connections ({from})");
 }
 
 /// Leaves the host's own connections out of the per-source counts.

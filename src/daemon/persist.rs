@@ -69,11 +69,18 @@ impl MitigationState {
 }
 
 /// Baselines and open incidents from an earlier run, so a restart mid-attack neither
-/// re-learns the attack nor reports it again.
+/// re-learns the attack nor reports it again. Usable: a readable file of this build's format
+/// version, no older than a day; otherwise the detector starts its warm-up afresh (only the
+/// ceilings judge until it ends).
 pub fn load_detector(detector: &mut Detector, dir: &Path) {
     let path = dir.join(DETECTOR_FILE);
     if let Some(text) = read_fresh(&path) {
         match State::from_json(&text) {
+            Ok(state) if state.version != crate::detect::state::VERSION => log::warn!(
+                "{}: format version {} unknown to this build; learning afresh",
+                path.display(),
+                state.version
+            ),
             Ok(state) => {
                 detector.restore(state, Duration::ZERO);
                 log::info!("baselines restored from {}", path.display());

@@ -96,6 +96,7 @@ impl Daemon {
             own_addresses_into(&mut self.sensor);
             let state = self.detector.save();
             self.detector = Detector::new(&fresh, self.sensor.counters.layout());
+            super::ceilings_from_link(&mut self.detector);
             self.detector
                 .set_clock_origin(SystemTime::now() - self.started.elapsed());
             self.detector.restore(state, self.started.elapsed());

@@ -58,6 +58,9 @@ pub struct Event {
     pub bps: f64,
     pub baseline_pps: f64,
     pub threshold_pps: f64,
+    /// False when the incident opened during the warm-up, over an absolute ceiling
+    /// (`threshold_pps` is then the ceiling).
+    pub warmed_up: bool,
     /// Top sources; empty when distributed.
     pub sources: Vec<SourceShare>,
     pub distinct_sources: f64,
@@ -89,6 +92,7 @@ impl Event {
             bps: incident.bps,
             baseline_pps: incident.baseline_pps,
             threshold_pps: incident.threshold_pps,
+            warmed_up: incident.warmed_up,
             sources: incident
                 .sources()
                 .iter()
@@ -124,6 +128,7 @@ impl Event {
             bps: round(self.bps, 1.0),
             baseline_pps: round(self.baseline_pps, 10.0),
             threshold_pps: round(self.threshold_pps, 10.0),
+            warmed_up: self.warmed_up,
             sources: self
                 .sources
                 .iter()
@@ -179,6 +184,7 @@ struct Line<'a> {
     bps: f64,
     baseline_pps: f64,
     threshold_pps: f64,
+    warmed_up: bool,
     sources: Vec<Share>,
     distinct_sources: f64,
     concentrated: bool,

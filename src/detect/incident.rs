@@ -41,6 +41,9 @@ pub struct Incident {
     pub connections: Option<u32>,
     pub concentrated: bool,
     pub distinct_sources: f64,
+    /// False when it opened during the warm-up, over an absolute ceiling rather than a
+    /// learned baseline.
+    pub warmed_up: bool,
     sources: [(IpAddr, f64); TOP],
     n_sources: usize,
     prefixes: [(Cidr, f64); TOP],
@@ -109,6 +112,7 @@ impl Incident {
             connections: None,
             concentrated: false,
             distinct_sources: 0.0,
+            warmed_up: true,
             sources: [(NO_ADDR, 0.0); TOP],
             n_sources: 0,
             prefixes: [(Cidr::host(NO_ADDR), 0.0); TOP],
@@ -287,6 +291,7 @@ impl Detector {
             started,
             t,
         );
+        incident.warmed_up = self.warmed_up();
         if vector == Vector::IcmpFlood
             && driver == self.fixed(crate::sense::counters::class::ICMPV6)
         {

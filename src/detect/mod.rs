@@ -16,8 +16,14 @@
 //!    short bursts cannot dodge confirmation), or in the tick after the kernel's tripwire
 //!    ([`Detector::trip`]) when it is `instant_factor` times over; they report at most once a
 //!    second, and end after `hold` under a lower exit threshold.
+//!
+//! Until `agent.warmup` is learned (a fresh start, or saved state too young or unusable), a
+//! counter's threshold is its absolute ceiling ([`ceiling`]) instead of its baseline's: only
+//! floods far above any peaceful rate open incidents then, reported `warmed_up: false`. A
+//! baseline never learns a tick over its ceiling or in an incident's reach, warm or not.
 
 pub mod baseline;
+pub mod ceiling;
 pub mod classify;
 pub mod event;
 pub mod incident;
@@ -26,12 +32,14 @@ mod replay;
 pub mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod warmup_tests;
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::addr::Cidr;
-use crate::config::{Config, Proto};
+use crate::config::{Config, Detection, Proto};
 use crate::sense::counters::{class, CounterLayout, Rate};
 use baseline::{Baseline, Rule};
 pub use classify::{Target, Vector};
@@ -101,6 +109,9 @@ struct Key {
     name: String,
     role: Role,
     floor: f64,
+    /// The threshold before the baselines are learned, and the rate above which a tick
+    /// teaches nothing (packets or new connections per second).
+    ceiling: f64,
     base: Baseline,
     // This tick.
     pps: f64,
@@ -165,6 +176,10 @@ pub struct Detector {
     hold: f64,
     warmup: f64,
     max_connections: u32,
+    /// The keys the ceilings are drawn from (`ceiling_pps`, `link_mbps`).
+    limits: Detection,
+    /// The bulk ceiling and the link it was drawn from (None: configured outright).
+    ceiling: (f64, Option<(u64, ceiling::LinkSource)>),
     /// Seconds of traffic learned (survives restarts through [`State`]).
     learned: f64,
     /// The time of the last tick, seconds.
@@ -194,6 +209,7 @@ impl Detector {
             name,
             role,
             floor,
+            ceiling: f64::INFINITY,
             base: Baseline::default(),
             pps: 0.0,
             bps: 0.0,
@@ -259,7 +275,7 @@ impl Detector {
             }
         }
         let candidates = Vec::with_capacity(keys.len() * 2 + 8);
-        Detector {
+        let mut detector = Detector {
             keys,
             counters,
             services,
@@ -269,6 +285,8 @@ impl Detector {
             hold: d.hold.as_secs_f64(),
             warmup: config.agent.warmup.as_secs_f64(),
             max_connections,
+            limits: d.clone(),
+            ceiling: (f64::INFINITY, None),
             learned: 0.0,
             last: None,
             incidents: Vec::with_capacity(32),
@@ -278,6 +296,39 @@ impl Detector {
             class_ports: [None; 2],
             instant: d.instant_factor,
             trip_ticks: 0,
+        };
+        detector.set_detected_link(None);
+        detector
+    }
+
+    /// Draws the ceilings from the link speed the host's interfaces report (None: unknown),
+    /// unless the configuration sets the ceiling or the link.
+    pub fn set_detected_link(&mut self, mbps: Option<u64>) {
+        self.ceiling = ceiling::base(&self.limits, mbps);
+        for k in 0..self.keys.len() {
+            let rare = self.rare(k);
+            let key = &mut self.keys[k];
+            key.ceiling = ceiling::of(self.ceiling.0, rare, key.floor);
+        }
+    }
+
+    /// The ceiling of bulk counters (packets per second) and the link speed (Mbit/s) it was
+    /// drawn from and where that came from (None: `detection.ceiling_pps`).
+    pub fn ceiling(&self) -> (f64, Option<(u64, ceiling::LinkSource)>) {
+        self.ceiling
+    }
+
+    /// Whether a key counts traffic a server receives little of in peace (a tenth of the
+    /// ceiling).
+    fn rare(&self, k: usize) -> bool {
+        match self.keys[k].role {
+            Role::Fixed(c) => matches!(
+                c,
+                class::TCP_SYN | class::TCP_RST | class::ICMP | class::ICMPV6 | class::FRAGMENT
+            ),
+            Role::Amp(_) => true,
+            Role::New(s) => self.services[s].proto == Proto::Tcp,
+            Role::Packets(_) | Role::Connections(_) => false,
         }
     }
 
@@ -295,15 +346,13 @@ impl Detector {
         let t = now.as_secs_f64();
         let dt = self.last.map_or(0.0, |last| (t - last).clamp(0.0, MAX_DT));
         self.last = Some(t);
-        self.read(sample);
-        self.judge(t, dt);
         let warm = self.warmed_up();
-        if warm {
-            self.classify(sample);
-            self.track(sample, t, out);
-            self.freeze();
-        }
-        self.learn(dt, warm);
+        self.read(sample);
+        self.judge(t, dt, warm);
+        self.classify(sample);
+        self.track(sample, t, out);
+        self.freeze();
+        self.learn(dt);
         self.trip_ticks = self.trip_ticks.saturating_sub(1);
     }
 
@@ -323,7 +372,8 @@ impl Detector {
         self.incidents.iter()
     }
 
-    /// True once `agent.warmup` of traffic has been learned (before that, no verdicts).
+    /// True once `agent.warmup` of traffic has been learned (before that, only the ceilings
+    /// judge).
     pub fn warmed_up(&self) -> bool {
         self.learned >= self.warmup
     }
@@ -421,17 +471,20 @@ impl Detector {
         }
     }
 
-    /// Thresholds from the baselines as they were before this tick; streaks and the recent
-    /// history of each key.
-    fn judge(&mut self, t: f64, dt: f64) {
+    /// Thresholds from the baselines as they were before this tick (during the warm-up: the
+    /// ceilings, and held connections are not judged); streaks and the recent history of each
+    /// key.
+    fn judge(&mut self, t: f64, dt: f64, warm: bool) {
         let limit = f64::from(self.max_connections);
         for key in &mut self.keys {
+            let connections = matches!(key.role, Role::Connections(_));
             key.threshold = match key.role {
                 Role::Connections(_) => limit,
-                _ => key.base.threshold(key.floor, &self.rule),
+                _ if warm => key.base.threshold(key.floor, &self.rule),
+                _ => key.ceiling,
             };
             key.exit = self.rule.exit_ratio * key.threshold;
-            key.over = key.pps > key.threshold;
+            key.over = key.pps > key.threshold && (warm || !connections);
             key.over_bits = (key.over_bits << 1) | u128::from(key.over);
             key.recent_at = (key.recent_at + 1) % RECENT;
             key.recent_packets[key.recent_at] = (key.pps * dt) as f32;
@@ -510,14 +563,14 @@ impl Detector {
         }
     }
 
-    /// Folds the tick into the baselines: everything during the warm-up; afterwards only
-    /// counters under their threshold and outside any incident.
-    fn learn(&mut self, dt: f64, warm: bool) {
+    /// Folds the tick into the baselines: only counters under their threshold (the ceiling
+    /// during the warm-up) and their ceiling, and outside any incident.
+    fn learn(&mut self, dt: f64) {
         for key in &mut self.keys {
             if matches!(key.role, Role::Connections(_)) {
                 continue;
             }
-            if !warm || (!key.over && !key.frozen) {
+            if !key.over && !key.frozen && key.pps <= key.ceiling {
                 key.base.fold(key.pps, dt, &self.rule);
             }
         }

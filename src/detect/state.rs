@@ -55,6 +55,9 @@ pub struct IncidentState {
     pub connections: Option<u32>,
     pub concentrated: bool,
     pub distinct_sources: f64,
+    /// False when it opened during the warm-up, over a ceiling (files without it: true).
+    #[serde(default = "yes")]
+    pub warmed_up: bool,
     pub sources: Vec<(IpAddr, f64)>,
     pub top_prefixes: Vec<(String, f64)>,
 }
@@ -114,6 +117,7 @@ impl Detector {
                     connections: i.connections,
                     concentrated: i.concentrated,
                     distinct_sources: i.distinct_sources,
+                    warmed_up: i.warmed_up,
                     sources: i.sources().to_vec(),
                     top_prefixes: i
                         .top_prefixes()
@@ -201,6 +205,7 @@ impl Detector {
             incident.peak_pps = saved.peak_pps;
             incident.connections = saved.connections;
             incident.distinct_sources = saved.distinct_sources;
+            incident.warmed_up = saved.warmed_up;
             incident.set_sources(&saved.sources, saved.concentrated);
             let prefixes: Vec<(Cidr, f64)> = saved
                 .top_prefixes
@@ -237,6 +242,10 @@ impl Detector {
             _ => Target::Any,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn finite(x: f64) -> f64 {

@@ -51,6 +51,7 @@ fn udp_flood(kind: EventKind, id: &str, pps: f64) -> Event {
         bps: pps * 800.0,
         baseline_pps: 10.0,
         threshold_pps: 5000.0,
+        warmed_up: true,
         sources: Vec::new(),
         distinct_sources: 50_000.0,
         concentrated: false,

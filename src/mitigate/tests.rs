@@ -37,6 +37,7 @@ fn attack(
         bps: 1e8,
         baseline_pps: 10.0,
         threshold_pps: 5000.0,
+        warmed_up: true,
         sources: sources
             .iter()
             .map(|(a, share)| SourceShare {

@@ -1,7 +1,8 @@
 //! This host's own addresses (getifaddrs): connections it opens itself, or to itself, are
 //! not a remote source holding connections to our services. And the automatic safelist, so
 //! that an operator is never locked out: own addresses, default gateways (rtnetlink), name
-//! servers (resolv.conf) and the peers of established SSH sessions (sock_diag).
+//! servers (resolv.conf) and the peers of established SSH sessions (sock_diag). And the speed
+//! of the fastest link (sysfs), which the warm-up's absolute ceilings are drawn from.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -250,9 +251,53 @@ pub fn automatic_safelist(ssh_port: u16, resolv_conf: &Path) -> (Vec<Cidr>, Vec<
     (safe, warnings)
 }
 
+/// The speed of the fastest interface that is up and reports one, Mbit/s, from
+/// `/sys/class/net/*/speed` (this namespace's interfaces); None when none does (virtio and
+/// many virtual interfaces report -1 or nothing).
+pub fn link_speed_mbps() -> Option<u64> {
+    let entries = std::fs::read_dir("/sys/class/net").ok()?;
+    let links = entries.flatten().filter_map(|entry| {
+        let dir = entry.path();
+        let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
+        Some((read("operstate")?, read("speed")?))
+    });
+    fastest_link(links)
+}
+
+/// The highest speed among interfaces whose operstate is "up" and whose speed is a positive
+/// number of Mbit/s.
+pub fn fastest_link(links: impl Iterator<Item = (String, String)>) -> Option<u64> {
+    links
+        .filter(|(state, _)| state.trim() == "up")
+        .filter_map(|(_, speed)| speed.trim().parse::<i64>().ok())
+        .filter_map(|mbps| u64::try_from(mbps).ok().filter(|&m| m > 0))
+        .max()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fastest_link_up_with_a_known_speed() {
+        let links = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let mixed = links(&[
+            ("up\n", "1000\n"),
+            ("down\n", "100000\n"),
+            ("up\n", "-1\n"),
+            ("unknown\n", "\n"),
+            ("up\n", "25000\n"),
+            ("up\n", "garbage"),
+        ]);
+        assert_eq!(fastest_link(mixed), Some(25000));
+        assert_eq!(fastest_link(links(&[("up\n", "-1\n"), ("up", "0")])), None);
+        assert_eq!(fastest_link(links(&[])), None);
+    }
     use crate::netlink::diag::tests::{done, fuzz, nlmsg};
     use crate::netlink::diag::{walk, Walk};
     use crate::netlink::wire::{Msgs, NLM_F_MULTI};

@@ -234,9 +234,15 @@ impl Lab {
 
     /// Packets the victim's interface has received so far.
     pub fn victim_rx_packets(&self) -> u64 {
+        self.victim_rx_packets_on(VICTIM_IF)
+    }
+
+    /// Packets the victim's interface `dev` (`VICTIM_IF`, `VICTIM_USERS_IF`) has received so
+    /// far.
+    pub fn victim_rx_packets_on(&self, dev: &str) -> u64 {
         let json = self
             .victim
-            .run_ok(&["ip", "-s", "-j", "link", "show", "dev", VICTIM_IF]);
+            .run_ok(&["ip", "-s", "-j", "link", "show", "dev", dev]);
         let v: serde_json::Value = serde_json::from_str(&json).expect("ip -j output");
         v[0]["stats64"]["rx"]["packets"]
             .as_u64()
