@@ -32,8 +32,8 @@
 //! 14. `other` over, unexplained: udp_flood or ack_flood, by which l4 total rose more;
 //! 15. `l4_udp`/`l4_tcp` over, unexplained: udp_flood/ack_flood;
 //! 16. a source holding more than `max_connections_per_source` connections: slowloris on a web
-//!     service (unless rule 2 finds that service in an HTTP flood: busy connections, not idle
-//!     ones), tcp_connection_flood on another.
+//!     service (unless that service is in an HTTP flood, found by rule 2 or open: busy
+//!     connections, not idle ones), tcp_connection_flood on another.
 //!
 //! Class counters (syn, ack, rst, udp…) report the sampled destination port that carries most
 //! samples, else no port.
@@ -393,7 +393,11 @@ impl Detector {
         for s in 0..self.services.len() {
             let svc = &self.services[s];
             let Some(conn) = svc.conn else { continue };
-            let in_http_flood = s < 128 && busy & (1 << s) != 0;
+            let in_http_flood = (s < 128 && busy & (1 << s) != 0)
+                || self
+                    .incidents
+                    .iter()
+                    .any(|i| i.vector == Vector::HttpFlood && i.target == Target::Service(s));
             if self.hot(conn) && !in_http_flood {
                 let vector = if svc.web {
                     Vector::Slowloris

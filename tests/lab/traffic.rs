@@ -279,6 +279,19 @@ impl Lab {
         self.paced(packets, count, rate, None)
     }
 
+    /// A paced flood of another IP protocol (`proto`: 47 for GRE…) from `src` to `dst`, 64
+    /// bytes after the IP header (`Transport::Raw`).
+    pub fn ip_proto_flood(&self, src: &str, dst: &str, proto: u8, count: u64, rate: u64) -> Flood {
+        let packets = Packets {
+            src: Src::Addr(assert_lab_addr(src)),
+            dst: assert_lab_addr(dst),
+            sport: Port::Fixed(0),
+            dport: Port::Fixed(0),
+            transport: Transport::Raw { proto, payload: 64 },
+        };
+        self.paced(packets, count, rate, None)
+    }
+
     /// A distributed UDP flood, paced: `count` packets at `rate` pps (scaled by the knob) to
     /// `VICTIM4:dport`, each from a random source in 10.250.2.0–10.250.254.255 (`Src::Spoofed4`:
     /// about 65,000 sources, none the attacker's, FAR4's or the users') and a random source
