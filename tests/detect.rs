@@ -269,6 +269,7 @@ fn applied(agent: &Agent, action: &str) -> bool {
 /// an http_flood from its first event — never an ack_flood, and its busy connections no
 /// slowloris.
 #[test]
+#[ignore = "issue 14: the lab's Python server stalls under this load (~300 requests/s for wrk, users starved by 1,000 held connections); needs nginx on the victim"]
 fn issue14_keep_alive_http_flood_is_an_http_flood() {
     let Some((_guard, lab)) = lab::start("detect-wrk") else {
         return;
@@ -303,6 +304,7 @@ fn issue14_keep_alive_http_flood_is_an_http_flood() {
 /// Issue 14: slowhttptest (1,000 connections opened at 200/s, held with a header line every
 /// 10 s) is a slowloris, and its first attack_start is not an http_flood.
 #[test]
+#[ignore = "issue 14: the lab's Python server stalls under this load (~300 requests/s for wrk, users starved by 1,000 held connections); needs nginx on the victim"]
 fn issue14_slowhttptest_is_slowloris_not_first_an_http_flood() {
     let Some((_guard, lab)) = lab::start("detect-slowloris") else {
         return;
