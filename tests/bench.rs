@@ -194,7 +194,14 @@ fn udp_flood(lab: &Lab) -> Box<dyn std::any::Any> {
 }
 
 fn syn_flood(lab: &Lab) -> Box<dyn std::any::Any> {
-    Box::new(lab.tcp_flood(ATTACKER4, VICTIM4, 80, TCP_SYN, FLOOD_PACKETS, 20 * THRESHOLD))
+    Box::new(lab.tcp_flood(
+        ATTACKER4,
+        VICTIM4,
+        80,
+        TCP_SYN,
+        FLOOD_PACKETS,
+        20 * THRESHOLD,
+    ))
 }
 
 fn dns_amplification(lab: &Lab) -> Box<dyn std::any::Any> {
@@ -441,7 +448,10 @@ fn detection_latency(table: &mut String) {
     let mut class_starts: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for (n, flood) in FLOODS.iter().enumerate() {
         if n == 4 {
-            let _ = writeln!(table, "   at 2–10 × the threshold ({THRESHOLD} pps), paced:");
+            let _ = writeln!(
+                table,
+                "   at 2–10 × the threshold ({THRESHOLD} pps), paced:"
+            );
         }
         let runs: Vec<Latency> = (0..RUNS).map(|_| latency_run(flood)).collect();
         class_starts[usize::from(n >= 4)].extend(runs.iter().filter_map(|r| r.start));

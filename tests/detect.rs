@@ -2,13 +2,15 @@
 //! short warm-up, and stays quiet for a low-rate SSH-style connection loop. Events are read
 //! from its stdout; `attack_start` latency is printed for the record (no tight bound). Issue
 //! 13: the floods are paced (the victim's record checks the rate it received), a pulse wave
-//! is a case of its own, and the users are served through each single-source flood.
+//! is a case of its own, and the users are served through each single-source flood. Issue 14:
+//! the names users act on — a keep-alive HTTP flood (wrk) is an http_flood, slowhttptest a
+//! slowloris, and SYN-ACK, xmas and GRE floods have names and measures of their own.
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::agent::{Agent, Setup};
+use crate::agent::{dump_counter, Agent, Setup};
 use crate::lab::{self, pacer, Flood, Lab, UdpFlood, ATTACKER4, VICTIM4};
 
 const CONFIG: &str = "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n[[service]]\nport = 22\nproto = \"tcp\"\n\n[sense]\nconntrack_interval = \"1s\"\n\n[detection]\nhold = \"2s\"\n";
@@ -361,7 +363,9 @@ fn issue14_floods_leave_no_held_connections_behind() {
     std::thread::sleep(Duration::from_secs(30));
     let vectors = started_vectors(&agent);
     assert!(
-        !vectors.iter().any(|v| v == "slowloris" || v == "tcp_connection_flood"),
+        !vectors
+            .iter()
+            .any(|v| v == "slowloris" || v == "tcp_connection_flood"),
         "half-open and closing entries held nothing: {vectors:?}"
     );
     let bans = ban_elements(&agent);
@@ -395,4 +399,145 @@ fn issue4_low_rate_ssh_connections_raise_nothing() {
         traces.is_empty(),
         "no event for a low-rate connection loop: {traces:?}"
     );
+}
+
+/// The attack_start events so far.
+fn starts(agent: &Agent) -> Vec<Value> {
+    agent
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "attack_start")
+        .collect()
+}
+
+/// Whether the agent applied (or reported) a measure with this action.
+fn applied(agent: &Agent, action: &str) -> bool {
+    agent
+        .all_events()
+        .iter()
+        .any(|e| e["event"] == "mitigation_applied" && e["action"] == action)
+}
+
+/// Issue 14: wrk's keep-alive flood (400 connections, requests in established connections) is
+/// an http_flood from its first event — never an ack_flood, and its busy connections no
+/// slowloris.
+#[test]
+#[ignore = "issue 14: the lab's Python server stalls under this load (~300 requests/s for wrk, users starved by 1,000 held connections); needs nginx on the victim"]
+fn issue14_keep_alive_http_flood_is_an_http_flood() {
+    let Some((_guard, lab)) = lab::start("detect-wrk") else {
+        return;
+    };
+    let agent = warmed_up(&lab);
+    let (wrk, start, latency) = first_start(&lab, &agent, || {
+        lab.spawn_wrk(80, 400, Duration::from_secs(6))
+    });
+    let out = wrk.finish(Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let requests = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    eprintln!(
+        "issue14: wrk: attack_start {} ms after the flood arrived, {requests} requests/s: {start}",
+        latency.as_millis()
+    );
+    assert_eq!(start["vector"], "http_flood", "{start}");
+    assert_eq!(start["port"], 80, "{start}");
+    let names: Vec<Value> = starts(&agent).iter().map(|e| e["vector"].clone()).collect();
+    eprintln!(
+        "issue14: wrk: attack_start vectors {names:?}: {:#?}",
+        starts(&agent)
+    );
+    assert!(
+        names.iter().all(|v| v == "http_flood"),
+        "only http_flood during wrk: {names:?}"
+    );
+    lab.assert_users_served(0.95);
+}
+
+/// Issue 14: slowhttptest (1,000 connections opened at 200/s, held with a header line every
+/// 10 s) is a slowloris, and its first attack_start is not an http_flood.
+#[test]
+#[ignore = "issue 14: the lab's Python server stalls under this load (~300 requests/s for wrk, users starved by 1,000 held connections); needs nginx on the victim"]
+fn issue14_slowhttptest_is_slowloris_not_first_an_http_flood() {
+    let Some((_guard, lab)) = lab::start("detect-slowloris") else {
+        return;
+    };
+    let agent = warmed_up(&lab);
+    let mut slow = lab.spawn_slowloris(80, 1000, 200, Duration::from_secs(10));
+    let start = wait_event(&agent, "attack_start", Duration::from_secs(12));
+    eprintln!("issue14: slowhttptest: first attack_start {start}");
+    assert_eq!(start["vector"], "slowloris", "{start}");
+    assert_eq!(start["port"], 80, "{start}");
+    assert!(
+        starts(&agent).iter().all(|e| e["vector"] != "http_flood"),
+        "{:?}",
+        starts(&agent)
+    );
+    assert!(slow.running(), "{}", slow.stderr());
+    slow.terminate();
+    lab.assert_users_served(0.95);
+}
+
+/// Issue 14: SYN-ACKs to SYNs the victim never sent are a synack_reflection: the unsolicited
+/// SYN-ACKs are dropped, the reflector (an innocent server) is not banned.
+#[test]
+fn issue14_synack_flood_is_synack_reflection() {
+    let Some((_guard, lab)) = lab::start("detect-synack") else {
+        return;
+    };
+    let agent = warmed_up(&lab);
+    let synack = pacer::TCP_SYN | pacer::TCP_ACK;
+    detects(
+        &lab,
+        &agent,
+        || lab.tcp_flood(ATTACKER4, VICTIM4, 40_000, synack, 60_000, 20_000),
+        "synack_reflection",
+        None,
+    );
+    assert!(applied(&agent, "block_synack"), "{:#?}", agent.all_events());
+    assert!(!applied(&agent, "ban"), "{:#?}", agent.all_events());
+    let dump = agent.dump();
+    let dropped = dump_counter(&dump, "drop_block_synack").unwrap();
+    eprintln!("issue14: synack_reflection: {dropped} unsolicited SYN-ACKs dropped");
+    assert!(dropped > 0, "the kernel drops them: {dump}");
+}
+
+/// Issue 14: an xmas flood (FIN, PSH, URG) to port 80 is a tcp_flag_flood: such segments are
+/// dropped (and their one sender banned).
+#[test]
+fn issue14_xmas_flood_is_a_tcp_flag_flood() {
+    let Some((_guard, lab)) = lab::start("detect-xmas") else {
+        return;
+    };
+    let agent = warmed_up(&lab);
+    let xmas = pacer::TCP_FIN | pacer::TCP_PSH | pacer::TCP_URG;
+    detects(
+        &lab,
+        &agent,
+        || lab.tcp_flood(ATTACKER4, VICTIM4, 80, xmas, 60_000, 20_000),
+        "tcp_flag_flood",
+        Some(80),
+    );
+    assert!(applied(&agent, "block_flags"), "{:#?}", agent.all_events());
+}
+
+/// Issue 14: a GRE flood (IP protocol 47) is an ip_proto_flood with `ip_proto: 47`.
+#[test]
+fn issue14_gre_flood_is_an_ip_proto_flood() {
+    let Some((_guard, lab)) = lab::start("detect-gre") else {
+        return;
+    };
+    let agent = warmed_up(&lab);
+    let start = detects(
+        &lab,
+        &agent,
+        || lab.ip_proto_flood(ATTACKER4, VICTIM4, 47, 60_000, 20_000),
+        "ip_proto_flood",
+        None,
+    );
+    assert_eq!(start["ip_proto"], 47, "{start}");
+    assert_eq!(start["sources"][0]["addr"], ATTACKER4, "{start}");
 }

@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use super::Daemon;
 use crate::mitigate::Target;
-use crate::ruleset::expr::{NFPROTO_IPV6, PROTO_ICMPV6};
+use crate::ruleset::expr::{l4proto_name, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6};
 use crate::ruleset::{ElementKey, Key, Measure, SetRole};
 use crate::sense::trace::rfc3339;
 use crate::status::{
@@ -151,8 +151,13 @@ fn measure_target(measure: Measure) -> String {
             format!("tcp/{p}")
         }
         Measure::LimitProto(PROTO_ICMPV6) => "icmpv6".to_string(),
-        Measure::LimitProto(_) => "icmp".to_string(),
+        Measure::LimitProto(PROTO_ICMP) => "icmp".to_string(),
+        Measure::LimitProto(p) => format!("ip proto {}", l4proto_name(p)),
         Measure::LimitFragments(NFPROTO_IPV6) => "ipv6 fragments".to_string(),
         Measure::LimitFragments(_) => "ipv4 fragments".to_string(),
+        Measure::BlockSynAcks(NFPROTO_IPV6) => "ipv6 syn-acks".to_string(),
+        Measure::BlockSynAcks(_) => "ipv4 syn-acks".to_string(),
+        Measure::BlockOddFlags(NFPROTO_IPV6) => "ipv6 odd tcp flags".to_string(),
+        Measure::BlockOddFlags(_) => "ipv4 odd tcp flags".to_string(),
     }
 }

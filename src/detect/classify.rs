@@ -7,23 +7,33 @@
 //!
 //! The rules, in order:
 //! 1. new-connection surge on a TCP service (`new_tcp_P` over) whose SYNs are matched by ACKs
-//!    (ACK rise ≥ ½ SYN rise, SYN rise ≥ ½ new-connection rise): http_flood on a web service,
-//!    else tcp_connection_flood. Its ACKs explain any `tcp_ack` rise;
-//! 2. `tcp_syn` over while ACKs have not risen with it (ACK rise < ½ SYN rise): syn_flood;
-//! 3. `tcp_rst` over: rst_flood — unless a SYN flood or surge explains it (RST rise ≤ SYN
-//!    rise: the SYNs' senders resetting our SYN-ACKs); 4. `tcp_ack` over without a
-//!    connection surge: ack_flood;
-//! 5. `l4_icmp`/`l4_icmpv6` over: icmp_flood;
-//! 6. `amp_P` over: the amplification vector of port P (dns, ntp, ssdp, memcached, cldap,
-//!    chargen, snmp), udp_flood for other reflector ports;
-//! 7. a UDP service's packets over (unexplained): udp_flood on that port;
-//! 8. `fragment` over beyond what UDP/ICMP vectors explain (8 fragments each): fragment_flood;
-//! 9. a TCP service's packets over, unexplained by 1–4 (SYN-ACK reflection, FIN or odd-flag
-//!    floods): ack_flood on that port;
-//! 10. `other` over, unexplained: udp_flood or ack_flood, by which l4 total rose more;
-//! 11. `l4_udp`/`l4_tcp` over, unexplained: udp_flood/ack_flood;
-//! 12. a source holding more than `max_connections_per_source` connections: slowloris on a web
-//!     service, tcp_connection_flood on another.
+//!    (ACK rise ≥ ½ SYN rise, SYN rise ≥ ½ new-connection rise): on a web service, http_flood
+//!    when the connections carry requests (ACKs in established connections, `tcp_ack_est`,
+//!    rise ≥ 3 per new connection), else slowloris (connections opened to be held idle); on
+//!    another service, tcp_connection_flood. Its ACKs explain any `tcp_ack` rise;
+//! 2. a TCP service's packets over and carried by established connections (`tcp_ack_est`
+//!    rise ≥ ½ of the port's rise): http_flood on a web service (a keep-alive flood: wrk),
+//!    tcp_connection_flood on another. Established ACKs explain as much of `tcp_ack`, and what
+//!    no service takes (the host's own downloads) explains TCP totals and "other";
+//! 3. `tcp_syn` over while ACKs have not risen with it (ACK rise < ½ SYN rise): syn_flood;
+//! 4. `tcp_rst` over: rst_flood — unless a SYN flood or surge explains it (RST rise ≤ SYN
+//!    rise: the SYNs' senders resetting our SYN-ACKs);
+//! 5. `tcp_ack` over beyond what established connections and surges explain: ack_flood (ACKs
+//!    outside any connection);
+//! 6. `tcp_synack` over: synack_reflection (SYN-ACKs to SYNs we never sent);
+//! 7. `tcp_odd` over (none of SYN, RST, ACK: null, FIN-only, xmas): tcp_flag_flood;
+//! 8. `l4_other` over (GRE, ESP, …): ip_proto_flood, its protocol from the samples;
+//! 9. `l4_icmp`/`l4_icmpv6` over: icmp_flood;
+//! 10. `amp_P` over: the amplification vector of port P (dns, ntp, ssdp, memcached, cldap,
+//!     chargen, snmp), udp_flood for other reflector ports;
+//! 11. a UDP service's packets over (unexplained): udp_flood on that port;
+//! 12. `fragment` over beyond what UDP/ICMP vectors explain (8 fragments each): fragment_flood;
+//! 13. a TCP service's packets over, unexplained by 1–7: ack_flood on that port;
+//! 14. `other` over, unexplained: udp_flood or ack_flood, by which l4 total rose more;
+//! 15. `l4_udp`/`l4_tcp` over, unexplained: udp_flood/ack_flood;
+//! 16. a source holding more than `max_connections_per_source` connections: slowloris on a web
+//!     service (unless that service is in an HTTP flood, found by rule 2 or open: busy
+//!     connections, not idle ones), tcp_connection_flood on another.
 //!
 //! Class counters (syn, ack, rst, udp…) report the sampled destination port that carries most
 //! samples, else no port.
@@ -54,10 +64,13 @@ pub enum Vector {
     HttpFlood,
     Slowloris,
     TcpConnectionFlood,
+    SynackReflection,
+    TcpFlagFlood,
+    IpProtoFlood,
 }
 
 impl Vector {
-    pub const ALL: [Vector; 16] = [
+    pub const ALL: [Vector; 19] = [
         Vector::UdpFlood,
         Vector::SynFlood,
         Vector::AckFlood,
@@ -74,6 +87,9 @@ impl Vector {
         Vector::HttpFlood,
         Vector::Slowloris,
         Vector::TcpConnectionFlood,
+        Vector::SynackReflection,
+        Vector::TcpFlagFlood,
+        Vector::IpProtoFlood,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +110,9 @@ impl Vector {
             Vector::HttpFlood => "http_flood",
             Vector::Slowloris => "slowloris",
             Vector::TcpConnectionFlood => "tcp_connection_flood",
+            Vector::SynackReflection => "synack_reflection",
+            Vector::TcpFlagFlood => "tcp_flag_flood",
+            Vector::IpProtoFlood => "ip_proto_flood",
         }
     }
 
@@ -111,7 +130,8 @@ impl Vector {
         }
     }
 
-    /// The transport the vector is made of; None for fragments (any protocol).
+    /// The transport the vector is made of; None for fragments (any protocol) and other IP
+    /// protocols (the event's `ip_proto` says which).
     pub fn proto(self) -> Option<&'static str> {
         match self {
             Vector::SynFlood
@@ -119,9 +139,11 @@ impl Vector {
             | Vector::RstFlood
             | Vector::HttpFlood
             | Vector::Slowloris
-            | Vector::TcpConnectionFlood => Some("tcp"),
+            | Vector::TcpConnectionFlood
+            | Vector::SynackReflection
+            | Vector::TcpFlagFlood => Some("tcp"),
             Vector::IcmpFlood => Some("icmp"),
-            Vector::FragmentFlood => None,
+            Vector::FragmentFlood | Vector::IpProtoFlood => None,
             _ => Some("udp"),
         }
     }
@@ -163,11 +185,18 @@ pub(super) struct Candidate {
 /// Fragments one UDP/ICMP packet counted by a specific vector may explain (a large datagram
 /// in fragments).
 const FRAGMENTS_PER_PACKET: f64 = 8.0;
-/// Rule 1 and 2: ACK rise needed per SYN rise for SYNs to be connections.
+/// Rule 1 and 3: ACK rise needed per SYN rise for SYNs to be connections.
 const ACKS_PER_SYN: f64 = 0.5;
 /// Rule 1: SYN rise needed per new-connection rise (each connection starts with a SYN).
 const SYNS_PER_CONNECTION: f64 = 0.5;
-/// Rule 3: RSTs per SYN that a SYN flood or connection surge explains — the senders of the
+/// Rule 1: established ACKs per new connection that make a surge an HTTP flood. A request and
+/// its answer take the handshake's last ACK, the request and the ACKs of the answer (4 or
+/// more); a Slowloris connection sends the handshake's ACK and a first partial request (2).
+const REQUEST_ACKS_PER_CONNECTION: f64 = 3.0;
+/// Rule 2: established ACK rise per rise of a port's packets for the port's flood to be one
+/// of established connections.
+const ESTABLISHED_SHARE: f64 = 0.5;
+/// Rule 4: RSTs per SYN that a SYN flood or connection surge explains — the senders of the
 /// SYNs (real hosts, or live addresses spoofed) reset our SYN-ACKs.
 const RSTS_PER_SYN: f64 = 1.0;
 
@@ -191,6 +220,8 @@ impl Detector {
         let ack_rise = self.excess(ack);
         let syn_shaped = ack_rise < ACKS_PER_SYN * syn_rise;
 
+        let established = self.fixed(class::TCP_ACK_EST);
+        let mut established_left = self.excess(established);
         // 1. New-connection surges.
         let mut surge = false;
         for s in 0..self.services.len() {
@@ -202,24 +233,55 @@ impl Detector {
             let connections = self.excess(new);
             let handshakes = !syn_shaped && syn_rise >= SYNS_PER_CONNECTION * connections;
             if self.owned(new) || handshakes {
-                let vector = if web {
-                    Vector::HttpFlood
-                } else {
-                    Vector::TcpConnectionFlood
+                let requests = established_left >= REQUEST_ACKS_PER_CONNECTION * connections;
+                let vector = match (web, requests) {
+                    (true, true) => Vector::HttpFlood,
+                    (true, false) => Vector::Slowloris,
+                    (false, _) => Vector::TcpConnectionFlood,
                 };
                 self.candidate(vector, Target::Service(s), new);
-                self.claim(Proto::Tcp, Target::Service(s), self.excess(packets), true);
+                let rise = self.excess(packets);
+                self.claim(Proto::Tcp, Target::Service(s), rise, true);
+                established_left = (established_left - rise).max(0.0);
                 surge = true;
             }
         }
-        // 2. SYN flood.
+        // 2. Floods over established connections (keep-alive HTTP floods).
+        let mut busy = 0u128;
+        for s in 0..self.services.len() {
+            let svc = &self.services[s];
+            if svc.proto != Proto::Tcp || !self.unexplained(svc.packets) {
+                continue;
+            }
+            let (packets, web) = (svc.packets, svc.web);
+            let rise = self.excess(packets) - self.keys[packets].claimed;
+            if !self.owned(packets) && established_left < ESTABLISHED_SHARE * rise {
+                continue;
+            }
+            let vector = if web {
+                Vector::HttpFlood
+            } else {
+                Vector::TcpConnectionFlood
+            };
+            self.candidate(vector, Target::Service(s), packets);
+            self.claim(Proto::Tcp, Target::Service(s), rise, true);
+            self.keys[ack].claimed += rise;
+            established_left = (established_left - rise).max(0.0);
+            if web && s < 128 {
+                busy |= 1 << s;
+            }
+        }
+        // What no service took: the host's own connections (downloads), no attack.
+        self.keys[ack].claimed += established_left;
+        self.claim_other(Proto::Tcp, established_left);
+        // 3. SYN flood.
         let mut syn_flood = false;
         if self.hot(syn) && (self.owned(syn) || syn_shaped) {
             self.candidate(Vector::SynFlood, tcp_target, syn);
             self.claim(Proto::Tcp, tcp_target, syn_rise, true);
             syn_flood = true;
         }
-        // 3. RST flood, unless they are the answers to our SYN-ACKs.
+        // 4. RST flood, unless they are the answers to our SYN-ACKs.
         let rst_rise = self.excess(rst);
         let backscatter = (syn_flood || surge) && rst_rise <= RSTS_PER_SYN * syn_rise;
         if self.hot(rst) && (self.owned(rst) || !backscatter) {
@@ -228,12 +290,30 @@ impl Detector {
         if self.hot(rst) {
             self.claim(Proto::Tcp, tcp_target, rst_rise, true);
         }
-        // 4. ACK flood, unless a connection surge explains the ACKs.
-        if self.hot(ack) && (self.owned(ack) || !surge) {
+        // 5. ACK flood: ACKs outside any connection, unless a connection surge explains them.
+        if self.hot(ack) && (self.owned(ack) || (!surge && self.unexplained(ack))) {
+            let rise = (ack_rise - self.keys[ack].claimed).max(0.0);
             self.candidate(Vector::AckFlood, tcp_target, ack);
-            self.claim(Proto::Tcp, tcp_target, ack_rise, true);
+            self.claim(Proto::Tcp, tcp_target, rise, true);
         }
-        // 5. ICMP.
+        // 6. SYN-ACK reflection; 7. odd TCP flags.
+        for (class, vector, target) in [
+            (class::TCP_SYNACK, Vector::SynackReflection, Target::Any),
+            (class::TCP_ODD, Vector::TcpFlagFlood, tcp_target),
+        ] {
+            let k = self.fixed(class);
+            if self.hot(k) {
+                self.candidate(vector, target, k);
+                let rise = self.excess(k);
+                self.claim(Proto::Tcp, target, rise, true);
+            }
+        }
+        // 8. Other IP protocols.
+        let l4_other = self.fixed(class::L4_OTHER);
+        if self.hot(l4_other) {
+            self.candidate(Vector::IpProtoFlood, Target::Any, l4_other);
+        }
+        // 9. ICMP.
         let fragment = self.fixed(class::FRAGMENT);
         for k in [self.fixed(class::ICMP), self.fixed(class::ICMPV6)] {
             if self.hot(k) {
@@ -241,7 +321,7 @@ impl Detector {
                 self.keys[fragment].claimed += FRAGMENTS_PER_PACKET * self.excess(k);
             }
         }
-        // 6. Amplification (reflector source ports; not counted in "other").
+        // 10. Amplification (reflector source ports; not counted in "other").
         for a in 0..self.amplification.len() {
             let (k, vector) = self.amplification[a];
             if self.hot(k) {
@@ -251,7 +331,7 @@ impl Detector {
                 self.keys[fragment].claimed += FRAGMENTS_PER_PACKET * rise;
             }
         }
-        // 7. UDP service ports.
+        // 11. UDP service ports.
         for s in 0..self.services.len() {
             let svc = &self.services[s];
             if svc.proto != Proto::Udp || !self.unexplained(svc.packets) {
@@ -264,7 +344,7 @@ impl Detector {
             self.keys[udp].claimed += rise;
             self.keys[fragment].claimed += FRAGMENTS_PER_PACKET * rise;
         }
-        // 8. Fragments.
+        // 12. Fragments.
         if self.unexplained(fragment) {
             self.candidate(Vector::FragmentFlood, Target::Any, fragment);
             let rise = self.excess(fragment);
@@ -273,7 +353,7 @@ impl Detector {
                 self.keys[k].claimed += rise;
             }
         }
-        // 9. TCP service ports: TCP floods no flag counter explains.
+        // 13. TCP service ports: TCP floods no flag counter explains.
         for s in 0..self.services.len() {
             let svc = &self.services[s];
             if svc.proto != Proto::Tcp || !self.unexplained(svc.packets) {
@@ -284,7 +364,7 @@ impl Detector {
             let tcp = self.fixed(class::TCP);
             self.keys[tcp].claimed += self.excess(packets);
         }
-        // 10. "other": by which transport total rose more.
+        // 14. "other": by which transport total rose more.
         let (tcp, udp, other) = (
             self.fixed(class::TCP),
             self.fixed(class::UDP),
@@ -302,18 +382,23 @@ impl Detector {
                 self.keys[tcp].claimed += rise;
             }
         }
-        // 11. Transport totals.
+        // 15. Transport totals.
         if self.unexplained(udp) {
             self.candidate(Vector::UdpFlood, udp_target, udp);
         }
         if self.unexplained(tcp) {
             self.candidate(Vector::AckFlood, tcp_target, tcp);
         }
-        // 12. Connections held per source.
+        // 16. Connections held per source (busy in an HTTP flood: not Slowloris).
         for s in 0..self.services.len() {
             let svc = &self.services[s];
             let Some(conn) = svc.conn else { continue };
-            if self.hot(conn) {
+            let in_http_flood = (s < 128 && busy & (1 << s) != 0)
+                || self
+                    .incidents
+                    .iter()
+                    .any(|i| i.vector == Vector::HttpFlood && i.target == Target::Service(s));
+            if self.hot(conn) && !in_http_flood {
                 let vector = if svc.web {
                     Vector::Slowloris
                 } else {
@@ -395,6 +480,17 @@ impl Detector {
         }
     }
 
+    /// Marks `amount` of `proto` traffic to no service as explained: the l4 total and "other".
+    fn claim_other(&mut self, proto: Proto, amount: f64) {
+        let l4 = self.fixed(match proto {
+            Proto::Tcp => class::TCP,
+            Proto::Udp => class::UDP,
+        });
+        self.keys[l4].claimed += amount;
+        let other = self.fixed(class::OTHER);
+        self.keys[other].claimed += amount;
+    }
+
     /// The sampled destination port of `proto` carrying most samples this tick, if one does;
     /// with too few samples, the last answer.
     fn class_port(&mut self, sample: &Sample, proto: u8) -> Option<u16> {
@@ -458,8 +554,17 @@ impl Detector {
                 class::OTHER,
             ]),
             (Vector::IcmpFlood, _) => keys.extend([class::ICMP, class::ICMPV6, class::FRAGMENT]),
+            (Vector::IpProtoFlood, _) => keys.extend([class::L4_OTHER, class::FRAGMENT]),
             (_, Some(Proto::Tcp)) => {
-                keys.extend([class::TCP, class::TCP_SYN, class::TCP_ACK, class::TCP_RST]);
+                keys.extend([
+                    class::TCP,
+                    class::TCP_SYN,
+                    class::TCP_ACK,
+                    class::TCP_RST,
+                    class::TCP_ACK_EST,
+                    class::TCP_SYNACK,
+                    class::TCP_ODD,
+                ]);
                 ports(&mut keys, Proto::Tcp);
             }
             (_, _) => {

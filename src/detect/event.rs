@@ -49,6 +49,8 @@ pub struct Event {
     pub incident: String,
     pub vector: Vector,
     pub proto: Option<&'static str>,
+    /// ip_proto_flood: the IP protocol number (47 for GRE…).
+    pub ip_proto: Option<u8>,
     pub port: Option<u16>,
     /// The service's port range when the incident is on a range.
     pub port_range: Option<(u16, u16)>,
@@ -85,6 +87,7 @@ impl Event {
             incident: incident.id.clone(),
             vector: incident.vector,
             proto: incident.proto,
+            ip_proto: incident.ip_proto,
             port: incident.port,
             port_range: incident.port_range,
             counter: incident.counter.clone(),
@@ -121,6 +124,7 @@ impl Event {
             incident: &self.incident,
             vector: self.vector.name(),
             proto: self.proto,
+            ip_proto: self.ip_proto,
             port: self.port,
             port_range: self.port_range.map(|(a, b)| format!("{a}-{b}")),
             counter: &self.counter,
@@ -176,6 +180,8 @@ struct Line<'a> {
     incident: &'a str,
     vector: &'static str,
     proto: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip_proto: Option<u8>,
     port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     port_range: Option<String>,

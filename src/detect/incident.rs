@@ -25,6 +25,8 @@ pub struct Incident {
     pub target: Target,
     /// "tcp", "udp", "icmp", "icmpv6"; None for fragments.
     pub proto: Option<&'static str>,
+    /// ip_proto_flood: the IP protocol carrying most of the samples of other protocols.
+    pub ip_proto: Option<u8>,
     /// The destination port, when there is one.
     pub port: Option<u16>,
     /// The service's port range, when the target is a range.
@@ -101,6 +103,7 @@ impl Incident {
             vector,
             target,
             proto: vector.proto(),
+            ip_proto: None,
             port,
             port_range,
             counter,
@@ -189,6 +192,15 @@ impl Incident {
             self.distinct_sources = sample.connections.len() as f64;
         }
     }
+}
+
+/// The IP protocol, other than TCP, UDP, ICMP and ICMPv6, with the most samples.
+fn other_protocol(sample: &Sample) -> Option<u8> {
+    sample
+        .top_dst_ports
+        .iter()
+        .map(|((proto, _), _)| *proto)
+        .find(|p| !matches!(p, 1 | 6 | 17 | 58))
 }
 
 impl Detector {
@@ -348,6 +360,9 @@ impl Detector {
         }
         if !active {
             return; // fading: the samples are no longer the attack's
+        }
+        if incident.vector == Vector::IpProtoFlood && sample.samples >= MIN_SAMPLES {
+            incident.ip_proto = other_protocol(sample).or(incident.ip_proto);
         }
         if !counted {
             incident.connection_sources(sample, service, limit);

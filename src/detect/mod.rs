@@ -579,7 +579,7 @@ impl Detector {
 
     /// The counter index of a fixed class (always present in a layout).
     fn fixed(&self, class: usize) -> usize {
-        debug_assert!(class <= class::OTHER && class < self.counters);
+        debug_assert!(class <= class::L4_OTHER && class < self.counters);
         class
     }
 }

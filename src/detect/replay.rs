@@ -27,9 +27,22 @@ pub enum Kind {
     Syn {
         port: Option<u16>,
     },
+    /// ACKs outside any connection (spoofed).
     Ack {
         port: Option<u16>,
     },
+    /// ACKs (with payload) in established connections to `port`: a keep-alive HTTP flood.
+    EstablishedAck {
+        port: u16,
+    },
+    /// SYN-ACKs to SYNs we never sent, to random high ports.
+    SynAck,
+    /// TCP with none of SYN, RST and ACK (xmas, null, FIN) to `port`.
+    OddFlags {
+        port: Option<u16>,
+    },
+    /// Another IP protocol (47: GRE…).
+    IpProto(u8),
     Rst {
         port: Option<u16>,
     },
@@ -352,6 +365,7 @@ impl Replay {
                 add(counter::TCP, p, size);
                 add(counter::TCP_SYN, r, 60.0);
                 add(counter::TCP_ACK, r * (packets - 2.0).max(0.0), size);
+                add(counter::TCP_ACK_EST, r * (packets - 2.0).max(0.0), size);
                 match service(Proto::Tcp, port) {
                     Some(s) => {
                         add(self.layout.name(s.packets), p, size);
@@ -371,6 +385,28 @@ impl Replay {
                 };
                 add(flag, r, size);
                 to_port(&mut add, Proto::Tcp, port, new);
+            }
+            Kind::EstablishedAck { port } => {
+                add(counter::IPV4, r, size);
+                add(counter::TCP, r, size);
+                add(counter::TCP_ACK, r, size);
+                add(counter::TCP_ACK_EST, r, size);
+                to_port(&mut add, Proto::Tcp, Some(port), 0.0);
+            }
+            Kind::SynAck | Kind::OddFlags { .. } => {
+                add(counter::IPV4, r, size);
+                add(counter::TCP, r, size);
+                let (flag, port) = match flow.kind {
+                    Kind::OddFlags { port } => (counter::TCP_ODD, port),
+                    _ => (counter::TCP_SYNACK, None),
+                };
+                add(flag, r, size);
+                // conntrack finds them invalid: no new connection.
+                to_port(&mut add, Proto::Tcp, port, 0.0);
+            }
+            Kind::IpProto(_) => {
+                add(counter::IPV4, r, size);
+                add(counter::L4_OTHER, r, size);
             }
             Kind::Udp { port } => {
                 add(counter::IPV4, r, size);
@@ -485,6 +521,10 @@ fn flow_port(kind: Kind) -> Option<(u8, u16)> {
     match kind {
         Kind::Connections { port, .. } => Some((6, port)),
         Kind::Syn { port } | Kind::Ack { port } | Kind::Rst { port } => port.map(|p| (6, p)),
+        Kind::OddFlags { port } => port.map(|p| (6, p)),
+        Kind::EstablishedAck { port } => Some((6, port)),
+        Kind::SynAck => None,
+        Kind::IpProto(proto) => Some((proto, 0)),
         Kind::Udp { port } => port.map(|p| (17, p)),
         Kind::Icmp => Some((1, 8 << 8)),
         Kind::Icmp6 => Some((58, 128 << 8)),

@@ -36,6 +36,9 @@ pub struct IncidentState {
     pub seq: u64,
     pub vector: Vector,
     pub proto: Option<String>,
+    /// ip_proto_flood: the IP protocol number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_proto: Option<u8>,
     /// The target: one port, a port range (a service), or none.
     pub port_first: Option<u16>,
     pub port_last: Option<u16>,
@@ -102,6 +105,7 @@ impl Detector {
                     seq: i.seq,
                     vector: i.vector,
                     proto: i.proto.map(str::to_string),
+                    ip_proto: i.ip_proto,
                     port_first,
                     port_last,
                     drivers: names(&i.drivers),
@@ -189,6 +193,7 @@ impl Detector {
                 t - finite(saved.age_s),
                 t - finite(saved.quiet_s),
             );
+            incident.ip_proto = saved.ip_proto;
             incident.proto = match saved.proto.as_deref() {
                 Some("tcp") => Some("tcp"),
                 Some("udp") => Some("udp"),

@@ -1088,3 +1088,111 @@ fn issue14_a_trip_the_counters_do_not_bear_out_opens_nothing() {
     assert!(after_a_trip(true, &burst).is_empty());
     assert!(after_a_trip(true, &[]).is_empty());
 }
+
+/// Issue 14: a keep-alive HTTP flood (wrk: 400 connections from one client, ~30 kpps of
+/// requests in established connections) is an http_flood — not an ack_flood, and its 400
+/// busy connections are no Slowloris.
+#[test]
+fn issue14_a_keep_alive_flood_is_an_http_flood_not_ack_flood_nor_slowloris() {
+    let mut replay = Replay::new(Config::default());
+    replay.run(WARMUP + 5.0, &background());
+    let client: IpAddr = "203.0.113.80".parse().unwrap();
+    replay.connections = vec![(client, 400)];
+    replay.service_connections = vec![0, 400, 0];
+    let flood = Flow::new(Kind::EstablishedAck { port: 80 }, 30_000.0)
+        .size(120.0)
+        .from(few(&["203.0.113.80"]));
+    // A slow server answers in bursts: every third tick the flood is under its threshold.
+    replay.run_with(10.0, |t| {
+        let lull = ((t * 10.0).round() as u64) % 3 == 0;
+        with_background(&[flood.scaled(if lull { 0.1 } else { 1.0 })])
+    });
+    replay.check_invariants();
+    let starts: Vec<(Vector, Option<u16>)> = replay
+        .of_kind(EventKind::AttackStart)
+        .iter()
+        .map(|(_, e)| (e.vector, e.port))
+        .collect();
+    assert_eq!(starts, [(Vector::HttpFlood, Some(80))]);
+}
+
+/// Issue 14: the same packets outside any connection stay an ack_flood (see also
+/// `ack_flood_to_a_web_port_is_not_an_http_flood`).
+#[test]
+fn issue14_acks_outside_connections_to_a_web_port_are_an_ack_flood() {
+    detects_default(
+        &[Flow::new(Kind::Ack { port: Some(80) }, 30_000.0).from(few(&["203.0.113.80"]))],
+        Vector::AckFlood,
+        Some(80),
+    );
+}
+
+/// Issue 14: the host's own big download (ACKs of established connections to no service
+/// port) is no ack_flood.
+#[test]
+fn issue14_a_download_in_established_connections_is_no_attack() {
+    let mut replay = Replay::new(Config::default());
+    replay.run(WARMUP + 5.0, &background());
+    let download = Flow::new(Kind::EstablishedAck { port: 40_000 }, 60_000.0)
+        .size(1500.0)
+        .from(few(&["192.0.2.200"]));
+    let events = replay.run(10.0, &with_background(&[download]));
+    assert!(events.is_empty(), "{:?}", events.first());
+}
+
+/// Issue 14: Slowloris opening its pool (connections that carry a handshake and a first
+/// partial request, then nothing) is slowloris from its first event, never an http_flood.
+#[test]
+fn issue14_a_surge_of_idle_connections_to_a_web_port_is_slowloris() {
+    let idle = Flow::new(
+        Kind::Connections {
+            port: 80,
+            packets: 3.0,
+        },
+        1000.0,
+    )
+    .from(few(&["203.0.113.77"]));
+    let e = detects_default(&[idle], Vector::Slowloris, Some(80));
+    assert_eq!(e.counter, "new_tcp_80");
+}
+
+#[test]
+fn issue14_synack_reflection() {
+    let reflectors = many([172, 16, 0, 0], 3000);
+    let e = detects_default(
+        &[Flow::new(Kind::SynAck, 40_000.0).from(reflectors)],
+        Vector::SynackReflection,
+        None,
+    );
+    assert_eq!((e.counter.as_str(), e.proto), ("tcp_synack", Some("tcp")));
+}
+
+#[test]
+fn issue14_odd_flag_floods_are_tcp_flag_floods() {
+    for port in [Some(80), None] {
+        let e = detects_default(
+            &[Flow::new(Kind::OddFlags { port }, 40_000.0).from(spoofed())],
+            Vector::TcpFlagFlood,
+            port,
+        );
+        assert_eq!(e.counter, "tcp_odd");
+    }
+}
+
+#[test]
+fn issue14_a_gre_flood_is_an_ip_proto_flood_with_its_protocol() {
+    let e = detects_default(
+        &[Flow::new(Kind::IpProto(47), 40_000.0)
+            .size(500.0)
+            .from(few(&["203.0.113.47"]))],
+        Vector::IpProtoFlood,
+        None,
+    );
+    assert_eq!((e.ip_proto, e.proto), (Some(47), None));
+    assert!(e.concentrated, "{e:?}");
+    let json = e.to_json(std::time::SystemTime::UNIX_EPOCH);
+    assert!(
+        json.contains("\"vector\":\"ip_proto_flood\",\"proto\":null,\"ip_proto\":47"),
+        "{json}"
+    );
+}

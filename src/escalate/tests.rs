@@ -44,6 +44,7 @@ fn udp_flood(kind: EventKind, id: &str, pps: f64) -> Event {
         incident: id.to_string(),
         vector: Vector::UdpFlood,
         proto: Some("udp"),
+        ip_proto: None,
         port: Some(27015),
         port_range: None,
         counter: "svc_udp_27015".to_string(),

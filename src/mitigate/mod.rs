@@ -8,7 +8,9 @@
 //! gets an aggregate measure instead — its sources metered and its port held to a rate (an HTTP
 //! flood: new connections metered per source); Slowloris gets a per-source connection limit;
 //! amplification gets unsolicited UDP from the reflector's port dropped; ICMP and fragment
-//! floods are held to a rate; a SYN flood turns SYN cookies on. Aggregate measures are keys with a timeout in measure sets (so
+//! floods are held to a rate, and so is another IP protocol's (GRE, ESP…) distributed flood; a
+//! SYN flood turns SYN cookies on; SYN-ACKs of no connection of ours (reflection) and TCP with
+//! none of SYN, RST and ACK (odd flags) are dropped. Aggregate measures are keys with a timeout in measure sets (so
 //! a dead agent leaves nothing that lasts). Everything an incident added is lifted when it
 //! ends. Safelisted sources are never banned, and the kernel checks the safelist before any
 //! drop.
@@ -26,7 +28,7 @@ use serde_json::json;
 use crate::addr::Cidr;
 use crate::config::{Config, Mode};
 use crate::detect::{Event, EventKind, Vector};
-use crate::ruleset::expr::{NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6};
+use crate::ruleset::expr::{ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6};
 use crate::ruleset::Measure;
 use crate::sense::trace::rfc3339;
 
@@ -299,6 +301,21 @@ impl Mitigator {
                 Measure::LimitFragments(NFPROTO_IPV4),
                 Measure::LimitFragments(NFPROTO_IPV6),
             ]),
+            // The reflectors are innocent servers answering spoofed SYNs: no bans, the
+            // SYN-ACKs that belong to no connection of ours are dropped.
+            Vector::SynackReflection => aggregates.extend([
+                Measure::BlockSynAcks(NFPROTO_IPV4),
+                Measure::BlockSynAcks(NFPROTO_IPV6),
+            ]),
+            // No valid segment has none of SYN, RST and ACK: dropped whole, and concentrated
+            // senders banned besides.
+            Vector::TcpFlagFlood => aggregates.extend([
+                Measure::BlockOddFlags(NFPROTO_IPV4),
+                Measure::BlockOddFlags(NFPROTO_IPV6),
+            ]),
+            Vector::IpProtoFlood if !concentrated => {
+                aggregates.extend(event.ip_proto.map(Measure::LimitProto))
+            }
             Vector::UdpFlood if !concentrated => {
                 aggregates.extend(event.port.map(Measure::LimitUdpPort))
             }
@@ -365,7 +382,8 @@ impl Mitigator {
                 });
             }
         }
-        if concentrated && reflector.is_none() && event.vector != Vector::Slowloris {
+        let bans = !matches!(event.vector, Vector::Slowloris | Vector::SynackReflection);
+        if concentrated && reflector.is_none() && bans {
             self.ban_sources(event, changes, out);
         }
     }
@@ -546,11 +564,14 @@ impl Mitigator {
 
 /// An aggregate measure's action name, port, protocol and rate, for its events.
 /// Every action a measure can be (`IncidentMeasure::action`, the events' `action`).
-pub const ACTIONS: [&str; 8] = [
+pub const ACTIONS: [&str; 11] = [
     "ban",
     "block_reflector",
     "limit_port",
     "limit_icmp",
+    "limit_proto",
+    "block_synack",
+    "block_flags",
     "limit_fragments",
     "meter_new_connections",
     "limit_connections",
@@ -568,13 +589,21 @@ fn describe(
         Measure::LimitUdpPort(p) => ("limit_port", Some(p), Some("udp"), Some(port_limit)),
         Measure::LimitTcpPort(p) => ("limit_port", Some(p), Some("tcp"), Some(port_limit)),
         Measure::LimitProto(PROTO_ICMPV6) => ("limit_icmp", None, Some("icmpv6"), Some(icmp_limit)),
-        Measure::LimitProto(_) => ("limit_icmp", None, Some("icmp"), Some(icmp_limit)),
+        Measure::LimitProto(PROTO_ICMP) => ("limit_icmp", None, Some("icmp"), Some(icmp_limit)),
+        Measure::LimitProto(p) => (
+            "limit_proto",
+            None,
+            Some(ip_proto_name(p).unwrap_or("ip")),
+            Some(icmp_limit),
+        ),
         Measure::LimitFragments(NFPROTO_IPV6) => {
             ("limit_fragments", None, Some("ipv6"), Some(fragment_limit))
         }
         Measure::LimitFragments(_) => ("limit_fragments", None, Some("ipv4"), Some(fragment_limit)),
         Measure::MeterNewConnections(p) => ("meter_new_connections", Some(p), Some("tcp"), None),
         Measure::LimitConnections(p) => ("limit_connections", Some(p), Some("tcp"), None),
+        Measure::BlockSynAcks(_) => ("block_synack", None, Some("tcp"), None),
+        Measure::BlockOddFlags(_) => ("block_flags", None, Some("tcp"), None),
     }
 }
 

@@ -30,6 +30,7 @@ fn attack(
         incident: incident.to_string(),
         vector,
         proto: Some("udp"),
+        ip_proto: None,
         port: Some(27015),
         port_range: None,
         counter: counter.to_string(),
@@ -498,9 +499,80 @@ fn every_measure_has_a_listed_action() {
         Measure::LimitFragments(NFPROTO_IPV6),
         Measure::MeterNewConnections(80),
         Measure::LimitConnections(80),
+        Measure::LimitProto(47),
+        Measure::BlockSynAcks(NFPROTO_IPV4),
+        Measure::BlockOddFlags(NFPROTO_IPV6),
     ];
     for measure in measures {
         let (action, ..) = describe(measure, 1, 1, 1);
         assert!(ACTIONS.contains(&action), "{action}");
     }
+}
+
+/// The measures of each start, as (measure or "ban <addr>") names.
+fn measures_of(event: Event) -> Vec<String> {
+    let mut m = mitigator(&["10.250.9.0/24"]);
+    let (changes, _) = tick(&mut m, &[event], 0);
+    changes
+        .iter()
+        .map(|c| match c {
+            Change::Enable { measure, .. } => format!("{measure:?}"),
+            Change::Ban { cidr, .. } => format!("ban {cidr}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// Issue 14: each new vector has its measure; the safelist still comes first.
+#[test]
+fn issue14_new_vectors_get_their_measures() {
+    let heavy = [("10.250.0.1", 0.9)];
+    let safe = [("10.250.9.9", 0.9)];
+    let start = |vector, counter, sources: &[(&str, f64)], concentrated| {
+        let mut e = attack(
+            vector,
+            counter,
+            EventKind::AttackStart,
+            "i-1",
+            sources,
+            concentrated,
+        );
+        e.proto = vector.proto();
+        e.port = None;
+        e
+    };
+    // Reflectors are innocent: their SYN-ACKs are dropped, they are not banned.
+    assert_eq!(
+        measures_of(start(Vector::SynackReflection, "tcp_synack", &heavy, true)),
+        ["BlockSynAcks(2)", "BlockSynAcks(10)"]
+    );
+    assert_eq!(
+        measures_of(start(Vector::TcpFlagFlood, "tcp_odd", &heavy, true)),
+        ["BlockOddFlags(2)", "BlockOddFlags(10)", "ban 10.250.0.1"]
+    );
+    assert_eq!(
+        measures_of(start(Vector::TcpFlagFlood, "tcp_odd", &safe, true)),
+        ["BlockOddFlags(2)", "BlockOddFlags(10)"]
+    );
+    let mut gre = start(Vector::IpProtoFlood, "l4_other", &heavy, true);
+    gre.ip_proto = Some(47);
+    assert_eq!(measures_of(gre.clone()), ["ban 10.250.0.1"]);
+    gre.concentrated = false;
+    gre.sources.clear();
+    assert_eq!(measures_of(gre.clone()), ["LimitProto(47)"]);
+    // A safelisted heavy source: the protocol is held to a rate instead.
+    gre.sources = vec![SourceShare {
+        addr: "10.250.9.9".parse().unwrap(),
+        share: 0.9,
+    }];
+    gre.concentrated = true;
+    assert_eq!(measures_of(gre), ["LimitProto(47)"]);
+    let mut m = mitigator(&[]);
+    let mut e = start(Vector::IpProtoFlood, "l4_other", &[], false);
+    e.ip_proto = Some(47);
+    let (_, out) = tick(&mut m, &[e], 0);
+    assert_eq!(
+        (out[0].action, out[0].proto, out[0].rate_pps),
+        ("limit_proto", Some("gre"), Some(500))
+    );
 }

@@ -81,8 +81,14 @@ pub const PROTO_UDP: u8 = 17;
 pub const PROTO_ICMPV6: u8 = 58;
 pub const NFPROTO_IPV4: u8 = 2;
 pub const NFPROTO_IPV6: u8 = 10;
-/// `ct state new` as the kernel's state bitmask.
+/// `ct state` bits as the kernel's state bitmask.
+pub const CT_STATE_INVALID: u32 = 1;
+pub const CT_STATE_ESTABLISHED: u32 = 1 << 1;
+pub const CT_STATE_RELATED: u32 = 1 << 2;
 pub const CT_STATE_NEW: u32 = 1 << 3;
+pub const CT_STATE_UNTRACKED: u32 = 1 << 6;
+/// Every state but established and related: a packet of no connection of ours.
+pub const CT_STATE_UNSOLICITED: u32 = CT_STATE_INVALID | CT_STATE_NEW | CT_STATE_UNTRACKED;
 
 /// The state a meter keeps per element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +245,7 @@ fn render_statement(exprs: &[Expr]) -> Option<(String, usize)> {
         }
         [CtState, Bitwise(mask), Cmp(CmpOp::Neq, zero), ..] if zero.iter().all(|&b| b == 0) => {
             let mask = u32::from_ne_bytes(mask.as_slice().try_into().ok()?);
-            (mask == CT_STATE_NEW).then(|| ("ct state new".to_string(), 3))
+            done(format!("ct state {}", ct_state_names(mask)?), 3)
         }
         [Exthdr6Frag, Cmp(CmpOp::Eq, one), ..] if one.as_slice() == [1] => {
             done("exthdr frag exists".to_string(), 2)
@@ -347,13 +353,47 @@ fn nfproto_name(value: u8) -> Option<&'static str> {
 
 /// nft's name for an IP protocol number.
 pub fn l4proto_name(value: u8) -> String {
-    match value {
-        PROTO_ICMP => "icmp".to_string(),
-        PROTO_TCP => "tcp".to_string(),
-        PROTO_UDP => "udp".to_string(),
-        PROTO_ICMPV6 => "ipv6-icmp".to_string(),
-        other => other.to_string(),
+    ip_proto_name(value).map_or_else(|| value.to_string(), str::to_string)
+}
+
+/// The name of an IP protocol nft and /etc/protocols know, for the usual ones.
+pub fn ip_proto_name(value: u8) -> Option<&'static str> {
+    Some(match value {
+        PROTO_ICMP => "icmp",
+        4 => "ipencap",
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        41 => "ipv6",
+        47 => "gre",
+        50 => "esp",
+        51 => "ah",
+        PROTO_ICMPV6 => "ipv6-icmp",
+        103 => "pim",
+        112 => "vrrp",
+        132 => "sctp",
+        _ => return None,
+    })
+}
+
+/// nft's names for a `ct state` mask (`invalid,new`); None for bits we never match on.
+fn ct_state_names(mask: u32) -> Option<String> {
+    const NAMES: [(u32, &str); 5] = [
+        (CT_STATE_INVALID, "invalid"),
+        (CT_STATE_ESTABLISHED, "established"),
+        (CT_STATE_RELATED, "related"),
+        (CT_STATE_NEW, "new"),
+        (CT_STATE_UNTRACKED, "untracked"),
+    ];
+    let known = NAMES.iter().fold(0, |all, (b, _)| all | b);
+    if mask == 0 || mask & !known != 0 {
+        return None;
     }
+    let names: Vec<&str> = NAMES
+        .iter()
+        .filter(|(b, _)| mask & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    Some(names.join(","))
 }
 
 fn tcp_flag_names(bits: u8) -> String {

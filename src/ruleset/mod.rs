@@ -14,7 +14,8 @@ use std::time::Duration;
 use crate::addr::Cidr;
 use crate::config::{Config, Proto};
 use expr::{
-    CmpOp, Expr, Field, MetaKey, Stateful, Verdict, CT_STATE_NEW, NFPROTO_IPV4, NFPROTO_IPV6,
+    CmpOp, Expr, Field, MetaKey, Stateful, Verdict, CT_STATE_ESTABLISHED, CT_STATE_NEW,
+    CT_STATE_UNSOLICITED, NFPROTO_IPV4, NFPROTO_IPV6,
 };
 use expr::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
@@ -47,8 +48,31 @@ pub mod counter {
     pub const FRAGMENT: &str = "fragment";
     /// TCP/UDP that is neither for a service port nor from a reflector port.
     pub const OTHER: &str = "other";
-    pub const FIXED: [&str; 11] = [
-        IPV4, IPV6, TCP, UDP, ICMP, ICMPV6, TCP_SYN, TCP_ACK, TCP_RST, FRAGMENT, OTHER,
+    /// ACK-only packets (PSH allowed) in established connections (counted after conntrack):
+    /// what of `tcp_ack` is traffic of real connections rather than an ACK flood.
+    pub const TCP_ACK_EST: &str = "tcp_ack_est";
+    /// SYN-ACKs (ours to answer are few: the host's own outgoing connections).
+    pub const TCP_SYNACK: &str = "tcp_synack";
+    /// TCP with none of SYN, RST and ACK (null, FIN-only, xmas…): no valid segment.
+    pub const TCP_ODD: &str = "tcp_odd";
+    /// IP protocols other than TCP, UDP, ICMP and ICMPv6 (GRE, ESP, AH, SCTP…).
+    pub const L4_OTHER: &str = "l4_other";
+    pub const FIXED: [&str; 15] = [
+        IPV4,
+        IPV6,
+        TCP,
+        UDP,
+        ICMP,
+        ICMPV6,
+        TCP_SYN,
+        TCP_ACK,
+        TCP_RST,
+        FRAGMENT,
+        OTHER,
+        TCP_ACK_EST,
+        TCP_SYNACK,
+        TCP_ODD,
+        L4_OTHER,
     ];
 }
 
@@ -70,7 +94,7 @@ pub fn amplification_counter(port: u16) -> String {
 /// The sets whose drop rules count what they drop in a named counter of their own
 /// ([`drop_counter`]): bans, and the aggregate measures with the meters they switch on. What
 /// the table dropped, not traffic to judge: never a detection key.
-pub const DROP_SETS: [&str; 11] = [
+pub const DROP_SETS: [&str; 13] = [
     "ban4",
     "ban6",
     "bannet4",
@@ -82,6 +106,8 @@ pub const DROP_SETS: [&str; 11] = [
     Measure::REFLECTOR_SET,
     "meter_new",
     "limit_conns",
+    "block_synack",
+    "block_flags",
 ];
 
 /// The named counter of the drop rules of `set`.
@@ -466,17 +492,12 @@ pub fn desired(config: &Config) -> TableSpec {
     ]);
     prerouting.extend(SetRole::ALL.into_iter().map(address_rule));
     prerouting.extend(aggregate_rules(config));
+    // Last: only what nothing above has dropped trips the wire.
     if let Some((rule, tripwire_sets)) = tripwire(config) {
         prerouting.push(rule);
         sets.extend(tripwire_sets);
     }
-    let ct_new = || {
-        vec![
-            Expr::CtState,
-            Expr::Bitwise(CT_STATE_NEW.to_ne_bytes().to_vec()),
-            Expr::Cmp(CmpOp::Neq, vec![0; 4]),
-        ]
-    };
+    let ct_new = || ct_state(CT_STATE_NEW);
     let mut conntrack: Vec<Vec<Expr>> = [
         (PROTO_TCP, Field::TcpDport, "new_tcp"),
         (PROTO_UDP, Field::UdpDport, "new_udp"),
@@ -489,6 +510,11 @@ pub fn desired(config: &Config) -> TableSpec {
         rule
     })
     .collect();
+    // ACKs of established connections: the part of `tcp_ack` that is no ACK flood.
+    let mut established = ct_state(CT_STATE_ESTABLISHED);
+    established.extend(tcp_flags(FIN | SYN | RST | ACK, ACK));
+    established.push(Expr::NamedCounter(counter::TCP_ACK_EST.into()));
+    conntrack.push(established);
     // The safelist comes before any drop in this chain too.
     conntrack.extend(
         [SetRole::Allow(Family::V4), SetRole::Allow(Family::V6)]
@@ -508,6 +534,12 @@ pub fn desired(config: &Config) -> TableSpec {
         Expr::Verdict(Verdict::Drop),
     ]);
     conntrack.push(reflected);
+    // SYN-ACKs that belong to no connection of ours (reflection), once a measure asks.
+    let mut synacks = ct_state(CT_STATE_UNSOLICITED);
+    synacks.extend(block_head("block_synack"));
+    synacks.extend(tcp_flags(SYN | RST | ACK, SYN | ACK));
+    synacks.extend(drop_tail("block_synack"));
+    conntrack.push(synacks);
     for (set, meter, stateful) in [
         (
             "meter_new",
@@ -561,6 +593,50 @@ pub fn desired(config: &Config) -> TableSpec {
     }
 }
 
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// `ct state <mask>` (any of its states).
+fn ct_state(mask: u32) -> Vec<Expr> {
+    vec![
+        Expr::CtState,
+        Expr::Bitwise(mask.to_ne_bytes().to_vec()),
+        Expr::Cmp(CmpOp::Neq, vec![0; 4]),
+    ]
+}
+
+/// `meta l4proto tcp tcp flags & (<mask>) == <value>`.
+fn tcp_flags(mask: u8, value: u8) -> Vec<Expr> {
+    let mut rule = Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+    rule.extend([
+        Expr::Payload(Field::TcpFlags),
+        Expr::Bitwise(vec![mask]),
+        Expr::Cmp(CmpOp::Eq, vec![value]),
+    ]);
+    rule
+}
+
+/// `meta nfproto @<set>`: the rule applies to the families a measure put in `set`.
+fn block_head(set: &str) -> [Expr; 2] {
+    [
+        Expr::Meta(MetaKey::NfProto),
+        Expr::Lookup {
+            set: set.to_string(),
+            invert: false,
+        },
+    ]
+}
+
+/// `counter name "drop_<set>" drop`.
+fn drop_tail(set: &str) -> [Expr; 2] {
+    [
+        Expr::NamedCounter(drop_counter(set)),
+        Expr::Verdict(Verdict::Drop),
+    ]
+}
+
 /// Counting rules that run before any verdict, so dropped traffic is counted too.
 fn accounting_rules() -> Vec<Vec<Expr>> {
     let tcp = || Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
@@ -571,16 +647,11 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
     };
     let flags = |mask: u8, value: u8, name: &str| {
         with(
-            tcp(),
-            vec![
-                Expr::Payload(Field::TcpFlags),
-                Expr::Bitwise(vec![mask]),
-                Expr::Cmp(CmpOp::Eq, vec![value]),
-                Expr::NamedCounter(name.to_string()),
-            ],
+            tcp_flags(mask, value),
+            vec![Expr::NamedCounter(name.to_string())],
         )
     };
-    let (fin, syn, rst, ack) = (0x01, 0x02, 0x04, 0x10);
+    let (fin, syn, rst, ack) = (FIN, SYN, RST, ACK);
     vec![
         vec![
             Expr::Meta(MetaKey::NfProto),
@@ -593,6 +664,16 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
         flags(syn | ack, syn, counter::TCP_SYN),
         flags(syn | rst, rst, counter::TCP_RST),
         flags(fin | syn | rst | ack, ack, counter::TCP_ACK),
+        flags(syn | rst | ack, syn | ack, counter::TCP_SYNACK),
+        flags(syn | rst | ack, 0, counter::TCP_ODD),
+        vec![
+            Expr::Meta(MetaKey::L4Proto),
+            Expr::Lookup {
+                set: "l4proto".into(),
+                invert: true,
+            },
+            Expr::NamedCounter(counter::L4_OTHER.into()),
+        ],
         with(
             tcp(),
             vec![
@@ -645,8 +726,9 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
 }
 
 /// Rate limits that aggregate measures switch on by adding a key (with a timeout) to their
-/// set: the attacked UDP/TCP port, ICMP (fragments: `early_rules`). Packets past the rate are
-/// dropped.
+/// set: the attacked UDP/TCP port, ICMP or another IP protocol (fragments: `early_rules`).
+/// Packets past the rate are dropped. Last, TCP with odd flags, dropped whole once a measure
+/// puts its family in `block_flags`.
 fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
     let m = &config.mitigation;
     let limit = |rate: u32| Expr::Limit {
@@ -694,6 +776,11 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
     ];
     icmp.extend(tail(m.icmp_limit_pps, "limit_proto"));
     rules.push(icmp);
+    // TCP that no valid segment looks like (no SYN, RST or ACK): nothing to lose.
+    let mut odd = block_head("block_flags").to_vec();
+    odd.extend(tcp_flags(SYN | RST | ACK, 0));
+    odd.extend(drop_tail("block_flags"));
+    rules.push(odd);
     rules
 }
 
@@ -888,12 +975,16 @@ pub enum Measure {
     MeterNewConnections(u16),
     /// Limit the connections one source holds to this port (`max_connections_per_source`).
     LimitConnections(u16),
+    /// Drop this family's (nfproto) SYN-ACKs that belong to no connection of ours.
+    BlockSynAcks(u8),
+    /// Drop this family's TCP packets with none of SYN, RST and ACK (null, FIN, xmas…).
+    BlockOddFlags(u8),
 }
 
 impl Measure {
     pub const REFLECTOR_SET: &'static str = "amp_block";
     /// The measure sets: name, key type, size.
-    pub const SETS: [(&'static str, KeyType, u32); 7] = [
+    pub const SETS: [(&'static str, KeyType, u32); 9] = [
         ("amp_block", KeyType::InetService, 1024),
         ("limit_udp", KeyType::InetService, 1024),
         ("limit_tcp", KeyType::InetService, 1024),
@@ -901,6 +992,8 @@ impl Measure {
         ("limit_frag", KeyType::NfProto, 16),
         ("meter_new", KeyType::InetService, 1024),
         ("limit_conns", KeyType::InetService, 1024),
+        ("block_synack", KeyType::NfProto, 16),
+        ("block_flags", KeyType::NfProto, 16),
     ];
 
     pub fn set(self) -> &'static str {
@@ -912,6 +1005,8 @@ impl Measure {
             Measure::LimitFragments(_) => "limit_frag",
             Measure::MeterNewConnections(_) => "meter_new",
             Measure::LimitConnections(_) => "limit_conns",
+            Measure::BlockSynAcks(_) => "block_synack",
+            Measure::BlockOddFlags(_) => "block_flags",
         }
     }
 
@@ -922,7 +1017,10 @@ impl Measure {
             | Measure::LimitTcpPort(p)
             | Measure::MeterNewConnections(p)
             | Measure::LimitConnections(p) => Key::Ports(p, p),
-            Measure::LimitProto(b) | Measure::LimitFragments(b) => Key::Byte(b),
+            Measure::LimitProto(b)
+            | Measure::LimitFragments(b)
+            | Measure::BlockSynAcks(b)
+            | Measure::BlockOddFlags(b) => Key::Byte(b),
         }
     }
 }

@@ -47,6 +47,10 @@ pub mod class {
     pub const TCP_RST: usize = 8;
     pub const FRAGMENT: usize = 9;
     pub const OTHER: usize = 10;
+    pub const TCP_ACK_EST: usize = 11;
+    pub const TCP_SYNACK: usize = 12;
+    pub const TCP_ODD: usize = 13;
+    pub const L4_OTHER: usize = 14;
 }
 
 impl CounterLayout {
@@ -276,6 +280,7 @@ mod tests {
         assert_eq!(drops[0], ("ban4", "drop_ban4"));
         assert_eq!(drops[10], ("limit_conns", "drop_limit_conns"));
         assert_eq!(layout.name(class::OTHER), "other");
+        assert_eq!(layout.name(class::L4_OTHER), "l4_other");
         let ssh = layout.service(Proto::Tcp, 22).unwrap();
         assert_eq!(
             (layout.name(ssh.packets), layout.name(ssh.new)),

@@ -80,8 +80,11 @@ impl Talkers {
         self.sources.add_hashed(p.src, hash);
         self.distinct.add_hash(hash);
         self.prefixes.add(prefix_of(p.src));
-        if let Some(port) = p.dst_port {
-            self.ports.add((p.proto, port));
+        match p.dst_port {
+            Some(port) => self.ports.add((p.proto, port)),
+            // Other IP protocols (GRE, ESP…) have no ports: counted by protocol (issue 14).
+            None if !p.fragment => self.ports.add((p.proto, 0)),
+            None => {}
         }
         self.destinations.add(p.dst);
         self.sizes[size_bucket(p.len)] += 1;

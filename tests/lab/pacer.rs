@@ -72,6 +72,9 @@ pub enum Transport {
     /// set (offset 0), IPv6 with a fragment header (offset 0, M set); a random id each,
     /// `payload` bytes of 0x41 (a multiple of 8). Ports are not used.
     Fragment { payload: usize },
+    /// Another IP protocol (47: GRE…): `payload` bytes of 0x41 after the IP header, nothing
+    /// else (the lab's victim has no tunnel to take them). Ports are not used.
+    Raw { proto: u8, payload: usize },
 }
 
 /// The source ports of paced TCP floods from one address: above Linux's ephemeral range
@@ -416,6 +419,7 @@ impl Frames {
             Transport::Tcp { .. } => 20,
             Transport::Fragment { payload } if v4 => payload,
             Transport::Fragment { payload } => 8 + payload,
+            Transport::Raw { payload, .. } => payload,
         };
         let len = ETH + ip + l4;
         let mut frame = vec![0u8; len];
@@ -427,6 +431,7 @@ impl Frames {
             Transport::Tcp { .. } => libc::IPPROTO_TCP as u8,
             Transport::Fragment { .. } if v4 => libc::IPPROTO_UDP as u8,
             Transport::Fragment { .. } => libc::IPPROTO_FRAGMENT as u8,
+            Transport::Raw { proto, .. } => proto,
         };
         let h = &mut frame[ETH..];
         if v4 {
@@ -469,6 +474,7 @@ impl Frames {
                 t[14..16].copy_from_slice(&64240u16.to_be_bytes());
             }
             Transport::Fragment { .. } if v4 => t.fill(0x41),
+            Transport::Raw { .. } => t.fill(0x41),
             Transport::Fragment { .. } => {
                 t[0] = libc::IPPROTO_UDP as u8;
                 t[3] = 1; // offset 0, M set
@@ -531,6 +537,7 @@ impl Frames {
                     }
                     continue; // no ports, no checksum: the datagram never completes
                 }
+                Transport::Raw { .. } => continue, // no ports, no checksum of ours
                 Transport::Udp { .. } => 6,
                 Transport::Tcp { flags } => {
                     t[4..8].copy_from_slice(&((r >> 32) as u32).to_be_bytes());

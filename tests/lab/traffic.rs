@@ -175,7 +175,9 @@ impl Lab {
                 std::thread::sleep(Duration::from_micros(500));
             }
         });
-        waiter.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+        waiter
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
     }
 
     /// Opens `count` TCP connections from `src` to `dst:port` and holds them open, idle, for
@@ -293,6 +295,19 @@ impl Lab {
             transport: Transport::Fragment {
                 payload: if v4 { 1472 } else { 1440 },
             },
+        };
+        self.paced(packets, count, rate, None)
+    }
+
+    /// A paced flood of another IP protocol (`proto`: 47 for GRE…) from `src` to `dst`, 64
+    /// bytes after the IP header (`Transport::Raw`).
+    pub fn ip_proto_flood(&self, src: &str, dst: &str, proto: u8, count: u64, rate: u64) -> Flood {
+        let packets = Packets {
+            src: Src::Addr(assert_lab_addr(src)),
+            dst: assert_lab_addr(dst),
+            sport: Port::Fixed(0),
+            dport: Port::Fixed(0),
+            transport: Transport::Raw { proto, payload: 64 },
         };
         self.paced(packets, count, rate, None)
     }
