@@ -57,6 +57,9 @@ pub struct IncidentState {
     pub distinct_sources: f64,
     pub sources: Vec<(IpAddr, f64)>,
     pub top_prefixes: Vec<(String, f64)>,
+    /// Addresses or prefixes (absent in states saved before issue 14).
+    #[serde(default)]
+    pub targets: Vec<(String, f64)>,
 }
 
 impl State {
@@ -115,11 +118,8 @@ impl Detector {
                     concentrated: i.concentrated,
                     distinct_sources: i.distinct_sources,
                     sources: i.sources().to_vec(),
-                    top_prefixes: i
-                        .top_prefixes()
-                        .iter()
-                        .map(|(p, s)| (p.to_string(), *s))
-                        .collect(),
+                    top_prefixes: printed(i.top_prefixes()),
+                    targets: printed(i.targets()),
                 }
             })
             .collect();
@@ -201,13 +201,9 @@ impl Detector {
             incident.peak_pps = saved.peak_pps;
             incident.connections = saved.connections;
             incident.distinct_sources = saved.distinct_sources;
-            incident.set_sources(&saved.sources, saved.concentrated);
-            let prefixes: Vec<(Cidr, f64)> = saved
-                .top_prefixes
-                .iter()
-                .filter_map(|(p, s)| p.parse().ok().map(|p| (p, *s)))
-                .collect();
-            incident.set_prefixes(&prefixes);
+            incident.set_sources(saved.sources.iter().copied(), saved.concentrated);
+            incident.set_prefixes(parsed(&saved.top_prefixes));
+            incident.set_targets(parsed(&saved.targets));
             for &d in &incident.drivers {
                 self.keys[d].owner = Some(incident.seq);
             }
@@ -237,6 +233,17 @@ impl Detector {
             _ => Target::Any,
         }
     }
+}
+
+fn printed(blocks: &[(Cidr, f64)]) -> Vec<(String, f64)> {
+    blocks.iter().map(|(c, s)| (c.to_string(), *s)).collect()
+}
+
+/// The blocks of `saved` that parse.
+fn parsed(saved: &[(String, f64)]) -> impl Iterator<Item = (Cidr, f64)> + '_ {
+    saved
+        .iter()
+        .filter_map(|(c, s)| c.parse().ok().map(|c| (c, *s)))
 }
 
 fn finite(x: f64) -> f64 {

@@ -988,10 +988,20 @@ fn observe_cost(config: &Config, ticks: u32) -> (usize, f64, f64, u64) {
         0.9 + (rng >> 11) as f64 / (1u64 << 53) as f64 * 0.2
     };
     let quiet_pps = |i: usize| if i < 11 { 1000.0 } else { 20.0 };
-    let top_sources: Vec<(IpAddr, u64)> = (1..=8u8)
-        .map(|i| (IpAddr::from([198, 18, 0, i]), u64::from(20 - i)))
+    // A second of samples at the default rate: the ICMP flood's, from 500 sources.
+    let packets: Vec<crate::sense::talkers::PacketMeta> = (0..2000u32)
+        .map(|i| crate::sense::talkers::PacketMeta {
+            src: IpAddr::from((0xc612_0000 + i % 500).to_be_bytes()),
+            dst: IpAddr::from([198, 51, 100, 10]),
+            proto: 1,
+            src_port: None,
+            dst_port: Some(8 << 8),
+            len: 600,
+            ttl: 57,
+            tcp_flags: None,
+            fragment: false,
+        })
         .collect();
-    let top_prefixes: Vec<(Cidr, u64)> = vec![("198.18.0.0/24".parse().unwrap(), 100)];
     let top_dst_ports = vec![((6u8, 443u16), 60u64), ((17, 53), 20)];
     let service_connections = vec![1u32; layout.services.len()];
     let connections = vec![(IpAddr::from([198, 18, 0, 1]), 3u32)];
@@ -1011,10 +1021,8 @@ fn observe_cost(config: &Config, ticks: u32) -> (usize, f64, f64, u64) {
             let sample = Sample {
                 rates: &rates,
                 samples: 200,
-                top_sources: &top_sources,
-                top_prefixes: &top_prefixes,
+                packets: crate::sense::recent::Window::new(&packets),
                 top_dst_ports: &top_dst_ports,
-                distinct_sources: 150.0,
                 connections: &connections,
                 service_connections: &service_connections,
             };
