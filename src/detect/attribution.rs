@@ -42,12 +42,19 @@ pub(super) enum Counts {
     Family(bool),
     Proto(u8),
     /// TCP with `flags & mask == value`.
-    Flags { mask: u8, value: u8 },
+    Flags {
+        mask: u8,
+        value: u8,
+    },
     Fragments,
     /// TCP or UDP to no service port (UDP: nor from a reflector port).
     Other,
     /// `proto` to a port in `first..=last` (a service's packets, new or held connections).
-    Ports { proto: u8, first: u16, last: u16 },
+    Ports {
+        proto: u8,
+        first: u16,
+        last: u16,
+    },
     /// UDP from a reflector's source port.
     Reflector(u16),
 }
@@ -102,7 +109,7 @@ impl Scratch {
     }
 
     /// Fills with `addrs`, sorted; returns how many.
-    fn fill<'p>(&mut self, addrs: impl Iterator<Item = IpAddr>) -> usize {
+    fn fill(&mut self, addrs: impl Iterator<Item = IpAddr>) -> usize {
         self.v4.clear();
         self.v6.clear();
         for a in addrs {
@@ -185,7 +192,11 @@ fn tally_sources<B: Bits>(
     let mut distinct = 0;
     for run in sorted.chunk_by(|a, b| a == b) {
         distinct += 1;
-        heaviest(&mut sources.0, &mut sources.1, (run[0].ip(), run.len() as u64));
+        heaviest(
+            &mut sources.0,
+            &mut sources.1,
+            (run[0].ip(), run.len() as u64),
+        );
     }
     for run in sorted.chunk_by(|a, b| a.net(B::GROUP) == b.net(B::GROUP)) {
         let item = (cidr(run[0], B::GROUP), run.len() as u64);
@@ -229,7 +240,8 @@ impl Detector {
             Target::Port(port) => p.dst_port == Some(port),
             Target::Service(s) => self.services.get(s).is_some_and(|svc| {
                 p.proto == proto_number(svc.proto)
-                    && p.dst_port.is_some_and(|d| (svc.first..=svc.last).contains(&d))
+                    && p.dst_port
+                        .is_some_and(|d| (svc.first..=svc.last).contains(&d))
             }),
         };
         to_target
@@ -283,7 +295,10 @@ impl Detector {
             self.scratch = scratch;
             return;
         }
-        let mut targets = ([(Cidr::host(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0); TARGETS], 0);
+        let mut targets = (
+            [(Cidr::host(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0); TARGETS],
+            0,
+        );
         tally_targets(&scratch.v4, &mut targets);
         tally_targets(&scratch.v6, &mut targets);
         let mut top = ([(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0); TOP], 0);
@@ -347,22 +362,39 @@ mod tests {
 
     #[test]
     fn targets_a_few_addresses_or_the_prefix_they_spread_over() {
-        let mut t = ([(Cidr::host(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0); TARGETS], 0);
+        let mut t = (
+            [(Cidr::host(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0); TARGETS],
+            0,
+        );
         // 16 addresses of 10.250.0.16/28, 4 packets each; 30 packets to 10.250.9.9.
         let mut v: Vec<u32> = (0..64).map(|i| 0x0afa_0010 + i % 16).collect();
         v.extend([0x0afa_0909; 30]);
         v.sort_unstable();
         tally_targets(&v, &mut t);
-        let shown: Vec<(String, u64)> = t.0[..t.1].iter().map(|(c, n)| (c.to_string(), *n)).collect();
+        let shown: Vec<(String, u64)> = t.0[..t.1]
+            .iter()
+            .map(|(c, n)| (c.to_string(), *n))
+            .collect();
         assert_eq!(
             shown,
-            [("10.250.0.16/28".to_string(), 64), ("10.250.9.9".to_string(), 30)]
+            [
+                ("10.250.0.16/28".to_string(), 64),
+                ("10.250.9.9".to_string(), 30)
+            ]
         );
         // IPv6: 5 hosts of one /64 spread over it.
-        let mut t = ([(Cidr::host(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0); TARGETS], 0);
+        let mut t = (
+            [(Cidr::host(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0); TARGETS],
+            0,
+        );
         let base = 0xfd00_0250_0000_0000_0000_0000_0000_0000u128;
-        let v6: Vec<u128> = [1u128, 2, 0x8000, 1 << 40, 1 << 63].map(|h| base | h).to_vec();
+        let v6: Vec<u128> = [1u128, 2, 0x8000, 1 << 40, 1 << 63]
+            .map(|h| base | h)
+            .to_vec();
         tally_targets(&v6, &mut t);
-        assert_eq!((t.1, t.0[0].0.to_string()), (1, "fd00:250::/64".to_string()));
+        assert_eq!(
+            (t.1, t.0[0].0.to_string()),
+            (1, "fd00:250::/64".to_string())
+        );
     }
 }

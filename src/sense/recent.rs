@@ -134,10 +134,7 @@ mod tests {
             r.push(&from(100 + i));
         }
         // 2 + 7 in the window, capacity 8: the newest 8, across the ring's end.
-        assert_eq!(
-            sources(r.window()),
-            [21, 100, 101, 102, 103, 104, 105, 106]
-        );
+        assert_eq!(sources(r.window()), [21, 100, 101, 102, 103, 104, 105, 106]);
         r.next_tick();
         r.next_tick();
         r.next_tick();
