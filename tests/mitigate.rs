@@ -554,3 +554,80 @@ fn issue14_started_under_attack_opens_and_mitigates_during_the_warmup() {
     generator.terminate();
     lab.assert_users_served(0.95);
 }
+
+/// The events of `incident` (its `attack_*` and `mitigation_*` events).
+fn of_incident(agent: &Agent, incident: &Value) -> Vec<Value> {
+    agent
+        .all_events()
+        .into_iter()
+        .filter(|e| e["incident"] == *incident)
+        .collect()
+}
+
+/// Issue 14, item 4: a UDP flood from one source and a spoofed SYN flood at once give two
+/// incidents, each naming its own senders: the UDP incident names and bans the UDP source;
+/// the SYN incident — whose own samples are SYNs from thousands of addresses — names no source
+/// and bans nothing (before, sources were shares of all sampled traffic and the SYN incident
+/// banned the UDP source). Both name the victim as their target.
+#[test]
+fn issue14_multi_vector_each_incident_bans_its_own_sources() {
+    let Some((_guard, lab)) = lab::start("mitigate-multi") else {
+        return;
+    };
+    let agent = warmed_up(&lab, &[], "", OTHER4);
+    let udp = UdpFlood::to_port(ATTACKER4, VICTIM4, 27015);
+    let udp_flood = lab.udp_flood(&udp, 150_000, 30_000);
+    let syn_flood = lab.syn_flood_spoofed(80, 100_000, 20_000);
+    lab::wait_until(Duration::from_secs(10), "two incidents", || {
+        agent
+            .all_events()
+            .iter()
+            .filter(|e| e["event"] == "attack_start")
+            .count()
+            >= 2
+    });
+    udp_flood.finish(Duration::from_secs(30));
+    syn_flood.finish(Duration::from_secs(30));
+    lab.assert_users_served(0.95);
+    std::thread::sleep(Duration::from_secs(1));
+    let starts: Vec<Value> = agent
+        .all_events()
+        .into_iter()
+        .filter(|e| e["event"] == "attack_start")
+        .collect();
+    let start_of = |vector: &str| {
+        starts
+            .iter()
+            .find(|e| e["vector"] == vector)
+            .unwrap_or_else(|| panic!("a {vector} incident: {starts:#?}"))
+            .clone()
+    };
+    let (udp_start, syn_start) = (start_of("udp_flood"), start_of("syn_flood"));
+    assert_eq!(starts.len(), 2, "two incidents: {starts:#?}");
+    eprintln!("issue14: multi-vector: {udp_start}\n{syn_start}");
+    for start in [&udp_start, &syn_start] {
+        assert_eq!(start["targets"][0]["addr"], VICTIM4, "{start}");
+    }
+    let udp_events = of_incident(&agent, &udp_start["incident"]);
+    assert_eq!(udp_start["sources"][0]["addr"], ATTACKER4, "{udp_start}");
+    let banned = udp_events
+        .iter()
+        .any(|e| e["action"] == "ban" && e["addresses"][0] == ATTACKER4);
+    assert!(banned, "the UDP incident bans its source: {udp_events:#?}");
+    let syn_events = of_incident(&agent, &syn_start["incident"]);
+    for e in &syn_events {
+        assert_ne!(e["action"], "ban", "the SYN incident bans no one: {e}");
+        let named = e["sources"].as_array().map_or(0, Vec::len);
+        assert_eq!(named, 0, "the SYN incident names no source: {e}");
+    }
+    let bans_of_attacker = agent
+        .all_events()
+        .into_iter()
+        .filter(|e| e["action"] == "ban" && e["addresses"].to_string().contains(ATTACKER4))
+        .filter(|e| e["incident"] != udp_start["incident"])
+        .count();
+    assert_eq!(
+        bans_of_attacker, 0,
+        "only the UDP incident bans {ATTACKER4}"
+    );
+}

@@ -35,7 +35,8 @@ pub struct SourceShare {
     pub share: f64,
 }
 
-/// A /24 (/64) prefix and its share of the samples.
+/// A /24 (/64) prefix — or, as a target, any block, a single address included — and its share
+/// of the incident's samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PrefixShare {
     pub prefix: Cidr,
@@ -68,6 +69,9 @@ pub struct Event {
     pub distinct_sources: f64,
     pub concentrated: bool,
     pub top_prefixes: Vec<PrefixShare>,
+    /// The local addresses the incident's packets hit, heaviest first; a prefix when they
+    /// spread over more addresses of a /24 (/64) than are listed.
+    pub targets: Vec<PrefixShare>,
     /// Slowloris and connection floods by connection count: the most one source holds, and
     /// the limit.
     pub connections: Option<u32>,
@@ -103,11 +107,8 @@ impl Event {
                 .collect(),
             distinct_sources: incident.distinct_sources,
             concentrated: incident.concentrated,
-            top_prefixes: incident
-                .top_prefixes()
-                .iter()
-                .map(|&(prefix, share)| PrefixShare { prefix, share })
-                .collect(),
+            top_prefixes: shares(incident.top_prefixes()),
+            targets: shares(incident.targets()),
             connections: incident.connections,
             connection_limit: incident.connections.map(|_| connection_limit),
             duration: end.then(|| Duration::from_secs_f64(incident.duration_s())),
@@ -144,15 +145,8 @@ impl Event {
                 .collect(),
             distinct_sources: self.distinct_sources.round(),
             concentrated: self.concentrated,
-            top_prefixes: self
-                .top_prefixes
-                .iter()
-                .map(|p| Share {
-                    addr: None,
-                    prefix: Some(p.prefix.to_string()),
-                    share: round(p.share, 1000.0),
-                })
-                .collect(),
+            top_prefixes: self.top_prefixes.iter().map(Share::of).collect(),
+            targets: self.targets.iter().map(Share::of).collect(),
             connections: self.connections,
             connection_limit: self.connection_limit,
             duration_s: self.duration.map(|d| round(d.as_secs_f64(), 1000.0)),
@@ -161,6 +155,13 @@ impl Event {
         };
         serde_json::to_string(&line).unwrap_or_default()
     }
+}
+
+fn shares(blocks: &[(Cidr, f64)]) -> Vec<PrefixShare> {
+    blocks
+        .iter()
+        .map(|&(prefix, share)| PrefixShare { prefix, share })
+        .collect()
 }
 
 /// `x` rounded to 1/`per` (finite: JSON has no NaN).
@@ -195,6 +196,7 @@ struct Line<'a> {
     distinct_sources: f64,
     concentrated: bool,
     top_prefixes: Vec<Share>,
+    targets: Vec<Share>,
     #[serde(skip_serializing_if = "Option::is_none")]
     connections: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -214,4 +216,17 @@ struct Share {
     #[serde(skip_serializing_if = "Option::is_none")]
     prefix: Option<String>,
     share: f64,
+}
+
+impl Share {
+    /// A block as `{"prefix": …}`, or `{"addr": …}` when it is a single address.
+    fn of(p: &PrefixShare) -> Share {
+        let text = Some(p.prefix.to_string());
+        let host = p.prefix.is_host();
+        Share {
+            addr: if host { text.clone() } else { None },
+            prefix: if host { None } else { text },
+            share: round(p.share, 1000.0),
+        }
+    }
 }

@@ -4,16 +4,13 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use super::attribution::TARGETS;
 use super::classify::{Target, Vector};
 use super::event::{Event, EventKind};
 use super::{Detector, Role, Sample, MIN_SAMPLES, REPORT_INTERVAL, TOP};
 use crate::addr::Cidr;
 
 const NO_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-/// Listed sources carry at least this share of the samples.
-const MIN_SHARE: f64 = 0.01;
-/// The top sources (up to [`TOP`]) carry at least this share: concentrated.
-const CONCENTRATED: f64 = 0.5;
 
 /// An attack in progress.
 #[derive(Debug, Clone)]
@@ -50,6 +47,9 @@ pub struct Incident {
     n_sources: usize,
     prefixes: [(Cidr, f64); TOP],
     n_prefixes: usize,
+    /// Local addresses (or the prefix) its own packets hit, with their share of them.
+    targets: [(Cidr, f64); TARGETS],
+    n_targets: usize,
     /// Keys driving it, and keys in its reach (frozen while it is open).
     pub(super) drivers: Vec<usize>,
     pub(super) involved: Vec<usize>,
@@ -63,14 +63,20 @@ pub struct Incident {
 }
 
 impl Incident {
-    /// Top sources with their share of the samples; empty when distributed.
+    /// Top sources with their share of its own samples; empty when distributed.
     pub fn sources(&self) -> &[(IpAddr, f64)] {
         &self.sources[..self.n_sources]
     }
 
-    /// Top /24 (/64) prefixes with their share of the samples.
+    /// Top /24 (/64) prefixes with their share of its own samples.
     pub fn top_prefixes(&self) -> &[(Cidr, f64)] {
         &self.prefixes[..self.n_prefixes]
+    }
+
+    /// The local addresses its own samples hit, heaviest first, or the smallest prefix
+    /// covering those of a /24 (/64) when more addresses of it were hit than are listed.
+    pub fn targets(&self) -> &[(Cidr, f64)] {
+        &self.targets[..self.n_targets]
     }
 
     /// When its first tick over threshold was, in seconds on the detector's clock.
@@ -120,6 +126,8 @@ impl Incident {
             n_sources: 0,
             prefixes: [(Cidr::host(NO_ADDR), 0.0); TOP],
             n_prefixes: 0,
+            targets: [(Cidr::host(NO_ADDR), 0.0); TARGETS],
+            n_targets: 0,
             drivers,
             involved,
             started,
@@ -130,45 +138,21 @@ impl Incident {
         }
     }
 
-    pub(super) fn set_sources(&mut self, sources: &[(IpAddr, f64)], concentrated: bool) {
-        self.n_sources = sources.len().min(TOP);
-        self.sources[..self.n_sources].copy_from_slice(&sources[..self.n_sources]);
+    pub(super) fn set_sources(
+        &mut self,
+        sources: impl Iterator<Item = (IpAddr, f64)>,
+        concentrated: bool,
+    ) {
+        self.n_sources = fill(&mut self.sources, sources);
         self.concentrated = concentrated;
     }
 
-    pub(super) fn set_prefixes(&mut self, prefixes: &[(Cidr, f64)]) {
-        self.n_prefixes = prefixes.len().min(TOP);
-        self.prefixes[..self.n_prefixes].copy_from_slice(&prefixes[..self.n_prefixes]);
+    pub(super) fn set_prefixes(&mut self, prefixes: impl Iterator<Item = (Cidr, f64)>) {
+        self.n_prefixes = fill(&mut self.prefixes, prefixes);
     }
 
-    /// Sources from the sampled packets: concentrated when the top few carry half the samples.
-    fn sample_sources(&mut self, sample: &Sample) {
-        let listed: u64 = sample.top_sources.iter().map(|s| s.1).sum();
-        let total = sample.samples.max(listed) as f64;
-        if total <= 0.0 {
-            return;
-        }
-        let top = &sample.top_sources[..sample.top_sources.len().min(TOP)];
-        let carried: u64 = top.iter().map(|s| s.1).sum();
-        self.concentrated = carried as f64 >= CONCENTRATED * total;
-        self.n_sources = 0;
-        if self.concentrated {
-            for &(addr, count) in top {
-                let share = count as f64 / total;
-                if share >= MIN_SHARE {
-                    self.sources[self.n_sources] = (addr, share);
-                    self.n_sources += 1;
-                }
-            }
-        }
-        self.n_prefixes = 0;
-        for &(prefix, count) in sample.top_prefixes.iter().take(TOP) {
-            if count > 0 {
-                self.prefixes[self.n_prefixes] = (prefix, count as f64 / total);
-                self.n_prefixes += 1;
-            }
-        }
-        self.distinct_sources = sample.distinct_sources;
+    pub(super) fn set_targets(&mut self, targets: impl Iterator<Item = (Cidr, f64)>) {
+        self.n_targets = fill(&mut self.targets, targets);
     }
 
     /// Sources holding more connections than the limit, with their share of the service's.
@@ -201,6 +185,16 @@ fn other_protocol(sample: &Sample) -> Option<u8> {
         .iter()
         .map(|((proto, _), _)| *proto)
         .find(|p| !matches!(p, 1 | 6 | 17 | 58))
+}
+
+/// Copies `items` into `slots` (as many as fit); returns how many.
+fn fill<T: Copy>(slots: &mut [T], items: impl Iterator<Item = T>) -> usize {
+    let mut n = 0;
+    for (slot, item) in slots.iter_mut().zip(items) {
+        *slot = item;
+        n += 1;
+    }
+    n
 }
 
 impl Detector {
@@ -246,13 +240,22 @@ impl Detector {
             let incident = &mut self.incidents[i];
             if incident.active {
                 incident.last_active = t;
-                if !incident.reported {
+                let kind = if !incident.reported {
                     incident.reported = true;
-                    incident.last_report = t;
-                    out.push(Event::of(EventKind::AttackStart, incident, limit));
+                    Some(EventKind::AttackStart)
                 } else if t - incident.last_report >= REPORT_INTERVAL - 1e-9 {
+                    Some(EventKind::AttackUpdate)
+                } else {
+                    None
+                };
+                if let Some(kind) = kind {
                     incident.last_report = t;
-                    out.push(Event::of(EventKind::AttackUpdate, incident, limit));
+                    let by_samples = incident
+                        .drivers
+                        .iter()
+                        .any(|&d| !matches!(self.keys[d].role, Role::Connections(_)));
+                    self.count_own(i, sample, by_samples);
+                    out.push(Event::of(kind, &self.incidents[i], limit));
                 }
             } else if t - incident.last_active >= self.hold - 1e-9 {
                 out.push(Event::of(EventKind::AttackEnd, incident, limit));
@@ -313,7 +316,9 @@ impl Detector {
         self.incidents.push(incident);
     }
 
-    /// Rates, peak and sources of incident `i` from this tick.
+    /// Rates and peak of incident `i` from this tick, and a connection-count incident's
+    /// sources (conntrack's). Sources from samples are counted when it reports
+    /// ([`Detector::count_own`]).
     fn measure(&mut self, i: usize, sample: &Sample) {
         let incident = &self.incidents[i];
         let (mut pps, mut bps, mut baseline) = (0.0, 0.0, 0.0);
@@ -366,16 +371,6 @@ impl Detector {
         }
         if !counted {
             incident.connection_sources(sample, service, limit);
-        } else if incident.vector == Vector::FragmentFlood {
-            // The sampler runs after reassembly and never sees a fragment: its samples are
-            // everyone else's traffic, and naming (and banning) them would hit the innocent
-            // (issue 13's users were banned this way). A fragment flood's sources are unknown.
-            incident.concentrated = false;
-            incident.n_sources = 0;
-            incident.n_prefixes = 0;
-            incident.distinct_sources = 0.0;
-        } else if sample.samples >= MIN_SAMPLES {
-            incident.sample_sources(sample);
         }
     }
 }

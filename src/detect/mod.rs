@@ -15,13 +15,16 @@
 //!    the last second is what that many ticks at twice the threshold carry (so a flood sent in
 //!    short bursts cannot dodge confirmation), or in the tick after the kernel's tripwire
 //!    ([`Detector::trip`]) when it is `instant_factor` times over; they report at most once a
-//!    second, and end after `hold` under a lower exit threshold.
+//!    second, and end after `hold` under a lower exit threshold;
+//! 4. when an incident reports, its sources and targets are counted over its own recent
+//!    sampled packets — those its driving counters count ([`attribution`]).
 //!
 //! Until `agent.warmup` is learned (a fresh start, or saved state too young or unusable), a
 //! counter's threshold is its absolute ceiling ([`ceiling`]) instead of its baseline's: only
 //! floods far above any peaceful rate open incidents then, reported `warmed_up: false`. A
 //! baseline never learns a tick over its ceiling or in an incident's reach, warm or not.
 
+mod attribution;
 pub mod baseline;
 pub mod ceiling;
 pub mod classify;
@@ -38,9 +41,10 @@ mod warmup_tests;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::addr::Cidr;
 use crate::config::{Config, Detection, Proto};
 use crate::sense::counters::{class, CounterLayout, Rate};
+use crate::sense::recent::Window;
+use attribution::{Counts, Scratch};
 use baseline::{Baseline, Rule};
 pub use classify::{Target, Vector};
 pub use event::{Event, EventKind, PrefixShare, SourceShare};
@@ -52,16 +56,13 @@ pub use state::State;
 pub struct Sample<'a> {
     /// Per counter, indexed like the [`CounterLayout`] (packets and bits per second).
     pub rates: &'a [Rate],
-    /// Packets sampled this window.
+    /// Packets sampled this tick.
     pub samples: u64,
-    /// Heaviest sampled sources first (counts in samples).
-    pub top_sources: &'a [(IpAddr, u64)],
-    /// Heaviest sampled /24 and /64 prefixes first.
-    pub top_prefixes: &'a [(Cidr, u64)],
-    /// Heaviest sampled (IP protocol, destination port) pairs first.
+    /// The sampled packets of about the last second, whole (each incident's sources and
+    /// targets are counted over its own).
+    pub packets: Window<'a>,
+    /// Heaviest sampled (IP protocol, destination port) pairs of this tick first.
     pub top_dst_ports: &'a [((u8, u16), u64)],
-    /// Distinct sources this window (HyperLogLog estimate).
-    pub distinct_sources: f64,
     /// Concurrent connections to service ports per source, heaviest first (last conntrack
     /// read).
     pub connections: &'a [(IpAddr, u32)],
@@ -71,7 +72,8 @@ pub struct Sample<'a> {
     pub service_connections: &'a [u32],
 }
 
-/// Fewer samples than this in a tick say nothing about sources or ports: keep the last view.
+/// Fewer samples than this (in a tick, or of an incident's own) say nothing about sources or
+/// ports: keep the last view.
 const MIN_SAMPLES: u64 = 10;
 /// Sources and prefixes an incident lists.
 pub const TOP: usize = 5;
@@ -134,6 +136,8 @@ struct Key {
     owner: Option<u64>,
     /// Traffic of this (generic) key already explained by a more specific vector.
     claimed: f64,
+    /// Which sampled packets it counts (None: none, e.g. a drop counter).
+    counts: Option<Counts>,
 }
 
 /// A configured service and its keys.
@@ -198,6 +202,8 @@ pub struct Detector {
     ///
     /// [`trip`]: Detector::trip
     trip_ticks: u8,
+    /// Sorting space for counting an incident's sources and targets.
+    scratch: Scratch,
 }
 
 impl Detector {
@@ -225,6 +231,7 @@ impl Detector {
             frozen: false,
             owner: None,
             claimed: 0.0,
+            counts: None,
         };
         // The drop rules' counters that follow are no traffic to judge.
         let mut keys: Vec<Key> = (0..layout.detected())
@@ -274,6 +281,22 @@ impl Detector {
                 keys.push(key(name, Role::Connections(s), f64::from(max_connections)));
             }
         }
+        for key in &mut keys {
+            key.counts = match key.role {
+                Role::Fixed(c) => attribution::class_counts(c),
+                Role::Packets(s) | Role::New(s) | Role::Connections(s) => {
+                    services.get(s).map(|svc| Counts::Ports {
+                        proto: match svc.proto {
+                            Proto::Tcp => 6,
+                            Proto::Udp => 17,
+                        },
+                        first: svc.first,
+                        last: svc.last,
+                    })
+                }
+                Role::Amp(port) => Some(Counts::Reflector(port)),
+            };
+        }
         let candidates = Vec::with_capacity(keys.len() * 2 + 8);
         let mut detector = Detector {
             keys,
@@ -294,6 +317,7 @@ impl Detector {
             next_seq: 1,
             origin_ms: 0,
             class_ports: [None; 2],
+            scratch: Scratch::with_capacity(crate::sense::RECENT_PACKETS),
             instant: d.instant_factor,
             trip_ticks: 0,
         };

@@ -1,18 +1,23 @@
 //! Synthetic traces for replay tests: traffic described as flows (legitimate connections, SYN
 //! floods, reflected UDP…), each adding to the counters the way the table's rules count it,
-//! with Poisson-like noise; sampled sources and ports in proportion; connection counts set by
-//! hand; a clock stepping one tick at a time.
+//! with Poisson-like noise; sampled packets in proportion, each with its addresses, ports and
+//! flags, kept for a second as the sensor keeps them; connection counts set by hand; a clock
+//! stepping one tick at a time.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use super::{Detector, Event, EventKind, Sample};
-use crate::addr::Cidr;
 use crate::alloc::thread_allocations;
 use crate::config::{Config, Proto};
 use crate::ruleset::{amplification_counter, counter};
 use crate::sense::counters::{CounterLayout, Rate};
+use crate::sense::recent::Recent;
+use crate::sense::talkers::PacketMeta;
+
+/// The server's address: where flows go unless told otherwise.
+pub const SERVER: &str = "198.51.100.10";
 
 /// What a flow sends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +81,8 @@ pub struct Flow {
     /// Bytes per packet.
     pub size: f64,
     pub sources: Sources,
+    /// The local addresses it goes to.
+    pub targets: Sources,
 }
 
 impl Flow {
@@ -88,6 +95,7 @@ impl Flow {
                 first: Ipv4Addr::new(100, 64, 0, 0),
                 count: 50_000,
             },
+            targets: few(&[SERVER]),
         }
     }
 
@@ -98,6 +106,11 @@ impl Flow {
 
     pub fn from(mut self, sources: Sources) -> Flow {
         self.sources = sources;
+        self
+    }
+
+    pub fn to(mut self, targets: Sources) -> Flow {
+        self.targets = targets;
         self
     }
 
@@ -191,7 +204,11 @@ pub struct Replay {
     pub noise: bool,
     /// Allocations inside `observe` on ticks that produced no event.
     pub quiet_allocations: u64,
+    /// The sampled packets of the last second.
+    recent: Recent,
     rng: u64,
+    /// The sampler's own randomness (the counters' noise stays as it was).
+    sampler: u64,
 }
 
 impl Replay {
@@ -200,10 +217,6 @@ impl Replay {
         let detector = Detector::new(&config, &layout);
         let services = layout.services.len();
         Replay {
-            tick: config.agent.tick,
-            config,
-            layout,
-            detector,
             now: Duration::ZERO,
             events: Vec::new(),
             ticks: 0,
@@ -211,7 +224,16 @@ impl Replay {
             service_connections: vec![0; services],
             noise: true,
             quiet_allocations: 0,
+            recent: Recent::new(
+                crate::sense::RECENT_PACKETS,
+                (1.0 / config.agent.tick.as_secs_f64()).ceil() as usize,
+            ),
+            tick: config.agent.tick,
+            config,
+            layout,
+            detector,
             rng: 0x9e37_79b9_7f4a_7c15,
+            sampler: 0x2545_f491_4f6c_dd1d,
         }
     }
 
@@ -267,59 +289,32 @@ impl Replay {
         }
         let total: f64 = wire.iter().map(|w| w.0).sum();
         let sample_rate = f64::from(self.config.sense.sample_rate);
-        let samples = (total.min(sample_rate) * dt).round();
-        let mut sources: BTreeMap<IpAddr, u64> = BTreeMap::new();
-        let mut prefixes: BTreeMap<Cidr, u64> = BTreeMap::new();
+        let samples = total.min(sample_rate) * dt;
         let mut ports: BTreeMap<(u8, u16), u64> = BTreeMap::new();
-        let mut distinct = 0.0;
+        let mut sampled = 0;
         for (pps, flow) in &wire {
             let share = if total > 0.0 {
                 samples * pps / total
             } else {
                 0.0
             };
-            if share < 0.5 {
-                continue;
-            }
-            match &flow.sources {
-                Sources::Few(addrs) => {
-                    for a in addrs {
-                        let n = (share / addrs.len() as f64).round().max(1.0) as u64;
-                        *sources.entry(*a).or_default() += n;
-                        *prefixes.entry(prefix(*a)).or_default() += n;
-                    }
-                    distinct += addrs.len() as f64;
+            let n = share.floor() as u64 + u64::from(self.draw() < share.fract());
+            for _ in 0..n {
+                let p = self.packet(flow);
+                // As the sensor does: other protocols, which have no ports, as port 0.
+                if let Some(port) = p.dst_port.or((!p.fragment).then_some(0)) {
+                    *ports.entry((p.proto, port)).or_default() += 1;
                 }
-                Sources::Many { first, count } => {
-                    let each = (share / f64::from(*count)).round().max(1.0) as u64;
-                    let shown = (*count).min(16).min(share as u32).max(1);
-                    for i in 0..shown {
-                        let a = IpAddr::V4(Ipv4Addr::from(u32::from(*first) + i * 7919));
-                        *sources.entry(a).or_default() += each;
-                    }
-                    let nets = (count / 256).max(1);
-                    let per_net = (share / f64::from(nets)).round().max(1.0) as u64;
-                    for i in 0..nets.min(16) {
-                        let a = IpAddr::V4(Ipv4Addr::from(u32::from(*first) + i * 256));
-                        *prefixes.entry(prefix(a)).or_default() += per_net;
-                    }
-                    distinct += share.min(f64::from(*count));
-                }
+                self.recent.push(&p);
             }
-            if let Some(port) = flow_port(flow.kind) {
-                *ports.entry(port).or_default() += share.round() as u64;
-            }
+            sampled += n;
         }
-        let top_sources = heaviest(sources);
-        let top_prefixes = heaviest(prefixes);
         let top_dst_ports = heaviest(ports);
         let sample = Sample {
             rates: &rates,
-            samples: samples as u64,
-            top_sources: &top_sources,
-            top_prefixes: &top_prefixes,
+            samples: sampled,
+            packets: self.recent.window(),
             top_dst_ports: &top_dst_ports,
-            distinct_sources: distinct,
             connections: &self.connections,
             service_connections: &self.service_connections,
         };
@@ -330,10 +325,80 @@ impl Replay {
         if out.is_empty() {
             self.quiet_allocations += made;
         }
+        self.recent.next_tick();
         for e in &out {
             self.events.push((self.now, e.clone()));
         }
         out
+    }
+
+    /// One sampled packet of `flow`: a random one of its sources and targets, its ports and
+    /// flags (a connection's packets: one SYN, one FIN, the rest ACKs).
+    fn packet(&mut self, flow: &Flow) -> PacketMeta {
+        let src = self.pick(&flow.sources);
+        let dst = self.pick(&flow.targets);
+        let high = 1024 + (self.draw() * 64_000.0) as u16;
+        let tcp = |port: Option<u16>, flags: u8| (6, Some(port.unwrap_or(high)), Some(flags));
+        let (proto, dst_port, tcp_flags) = match flow.kind {
+            Kind::Connections { port, packets } => {
+                let at = self.draw() * packets.max(2.0);
+                let flags = if at < 1.0 {
+                    0x02
+                } else if at < 2.0 {
+                    0x11
+                } else {
+                    0x18
+                };
+                tcp(Some(port), flags)
+            }
+            Kind::Syn { port } => tcp(port, 0x02),
+            Kind::Ack { port } => tcp(port, 0x10),
+            Kind::EstablishedAck { port } => tcp(Some(port), 0x18),
+            Kind::SynAck => tcp(None, 0x12),
+            Kind::OddFlags { port } => tcp(port, 0x29),
+            Kind::IpProto(proto) => (proto, None, None),
+            Kind::Rst { port } => tcp(port, 0x04),
+            Kind::Udp { port } => (17, Some(port.unwrap_or(high)), None),
+            Kind::Amp { .. } => (17, Some(high), None),
+            Kind::Icmp => (1, Some(8 << 8), None),
+            Kind::Icmp6 => (58, Some(128 << 8), None),
+            Kind::Fragments => (17, None, None),
+        };
+        let src_port = match flow.kind {
+            Kind::Amp { src_port } => Some(src_port),
+            Kind::Icmp | Kind::Icmp6 | Kind::Fragments | Kind::IpProto(_) => None,
+            _ => Some(high.wrapping_add(7)),
+        };
+        PacketMeta {
+            src,
+            dst,
+            proto,
+            src_port,
+            dst_port,
+            len: flow.size.clamp(20.0, 65535.0) as u16,
+            ttl: 57,
+            tcp_flags,
+            fragment: flow.kind == Kind::Fragments,
+        }
+    }
+
+    /// One address of `sources`, at random.
+    fn pick(&mut self, sources: &Sources) -> IpAddr {
+        match sources {
+            Sources::Few(addrs) => {
+                let i = (self.draw() * addrs.len() as f64) as usize;
+                addrs[i.min(addrs.len() - 1)]
+            }
+            Sources::Many { first, count } => {
+                let i = (self.draw() * f64::from(*count)) as u32;
+                IpAddr::V4(Ipv4Addr::from(u32::from(*first) + i.min(count - 1)))
+            }
+        }
+    }
+
+    /// The sampler's uniform draw in [0, 1).
+    fn draw(&mut self) -> f64 {
+        xorshift(&mut self.sampler)
     }
 
     /// Adds what `flow` sends this tick (times `factor`) to the counters that count it.
@@ -452,10 +517,7 @@ impl Replay {
     }
 
     fn uniform(&mut self) -> f64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        xorshift(&mut self.rng)
     }
 
     /// The events of one kind so far.
@@ -510,26 +572,12 @@ impl Replay {
     }
 }
 
-fn prefix(a: IpAddr) -> Cidr {
-    let IpAddr::V4(v4) = a else {
-        return Cidr::host(a);
-    };
-    Cidr::new(IpAddr::V4(Ipv4Addr::from(u32::from(v4) & 0xffff_ff00)), 24).unwrap()
-}
-
-fn flow_port(kind: Kind) -> Option<(u8, u16)> {
-    match kind {
-        Kind::Connections { port, .. } => Some((6, port)),
-        Kind::Syn { port } | Kind::Ack { port } | Kind::Rst { port } => port.map(|p| (6, p)),
-        Kind::OddFlags { port } => port.map(|p| (6, p)),
-        Kind::EstablishedAck { port } => Some((6, port)),
-        Kind::SynAck => None,
-        Kind::IpProto(proto) => Some((proto, 0)),
-        Kind::Udp { port } => port.map(|p| (17, p)),
-        Kind::Icmp => Some((1, 8 << 8)),
-        Kind::Icmp6 => Some((58, 128 << 8)),
-        Kind::Amp { .. } | Kind::Fragments => None,
-    }
+/// xorshift64*: a uniform draw in [0, 1) from `state`.
+fn xorshift(state: &mut u64) -> f64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Entries heaviest first, at most 64 (a top-k table's size).

@@ -63,6 +63,9 @@ pub struct IncidentState {
     pub warmed_up: bool,
     pub sources: Vec<(IpAddr, f64)>,
     pub top_prefixes: Vec<(String, f64)>,
+    /// Addresses or prefixes (absent in states saved before issue 14).
+    #[serde(default)]
+    pub targets: Vec<(String, f64)>,
 }
 
 impl State {
@@ -123,11 +126,8 @@ impl Detector {
                     distinct_sources: i.distinct_sources,
                     warmed_up: i.warmed_up,
                     sources: i.sources().to_vec(),
-                    top_prefixes: i
-                        .top_prefixes()
-                        .iter()
-                        .map(|(p, s)| (p.to_string(), *s))
-                        .collect(),
+                    top_prefixes: printed(i.top_prefixes()),
+                    targets: printed(i.targets()),
                 }
             })
             .collect();
@@ -211,13 +211,9 @@ impl Detector {
             incident.connections = saved.connections;
             incident.distinct_sources = saved.distinct_sources;
             incident.warmed_up = saved.warmed_up;
-            incident.set_sources(&saved.sources, saved.concentrated);
-            let prefixes: Vec<(Cidr, f64)> = saved
-                .top_prefixes
-                .iter()
-                .filter_map(|(p, s)| p.parse().ok().map(|p| (p, *s)))
-                .collect();
-            incident.set_prefixes(&prefixes);
+            incident.set_sources(saved.sources.iter().copied(), saved.concentrated);
+            incident.set_prefixes(parsed(&saved.top_prefixes));
+            incident.set_targets(parsed(&saved.targets));
             for &d in &incident.drivers {
                 self.keys[d].owner = Some(incident.seq);
             }
@@ -251,6 +247,17 @@ impl Detector {
 
 fn yes() -> bool {
     true
+}
+
+fn printed(blocks: &[(Cidr, f64)]) -> Vec<(String, f64)> {
+    blocks.iter().map(|(c, s)| (c.to_string(), *s)).collect()
+}
+
+/// The blocks of `saved` that parse.
+fn parsed(saved: &[(String, f64)]) -> impl Iterator<Item = (Cidr, f64)> + '_ {
+    saved
+        .iter()
+        .filter_map(|(c, s)| c.parse().ok().map(|c| (c, *s)))
 }
 
 fn finite(x: f64) -> f64 {

@@ -213,8 +213,9 @@ fn fragment_flood() {
 }
 
 /// Issue 13's users were banned as a fragment flood's "sources": the sampler never sees a
-/// fragment, so its samples were theirs. A fragment flood from one address beside the
-/// background names no source and is not concentrated.
+/// fragment, so its samples were theirs. Issue 14: an incident's sources come from its own
+/// samples — for a fragment flood, sampled fragments, of which there are none — so a fragment
+/// flood from one address beside the background names no source and is not concentrated.
 #[test]
 fn a_fragment_flood_names_none_of_the_sampled_clients() {
     let e = detects_default(
@@ -226,6 +227,88 @@ fn a_fragment_flood_names_none_of_the_sampled_clients() {
     );
     assert!(!e.concentrated && e.sources.is_empty(), "{e:?}");
     assert!(e.top_prefixes.is_empty(), "{e:?}");
+}
+
+/// The sources named in every event of `vector`.
+fn named_by(replay: &Replay, vector: Vector) -> Vec<IpAddr> {
+    replay
+        .events
+        .iter()
+        .filter(|(_, e)| e.vector == vector)
+        .flat_map(|(_, e)| e.sources.iter().map(|s| s.addr))
+        .collect()
+}
+
+/// Issue 14, item 4: UDP from one source and SYNs from thousands of spoofed ones, alternating
+/// a second each (and then together): two incidents, each naming its own senders — the UDP
+/// flood its source, concentrated; the SYN flood none (distributed), never the UDP source.
+#[test]
+fn issue14_each_incident_of_a_multi_vector_attack_names_its_own_sources() {
+    let mut replay = Replay::new(Config::default());
+    replay.run(WARMUP + 5.0, &background());
+    let udp_source: IpAddr = "203.0.113.66".parse().unwrap();
+    let udp = Flow::new(Kind::Udp { port: Some(27015) }, 80_000.0).from(few(&["203.0.113.66"]));
+    let syn = Flow::new(Kind::Syn { port: Some(80) }, 60_000.0).from(many([10, 128, 0, 0], 250));
+    replay.run_with(8.0, |t| {
+        let flood = if t % 2.0 < 1.0 { &udp } else { &syn };
+        with_background(std::slice::from_ref(flood))
+    });
+    replay.run(4.0, &with_background(&[udp.clone(), syn.clone()]));
+    replay.check_invariants();
+    let starts = replay.of_kind(EventKind::AttackStart);
+    let mut vectors: Vec<Vector> = starts.iter().map(|(_, e)| e.vector).collect();
+    vectors.sort_by_key(|v| v.name());
+    assert_eq!(vectors, [Vector::SynFlood, Vector::UdpFlood], "{starts:?}");
+    let udp_named = named_by(&replay, Vector::UdpFlood);
+    assert!(
+        !udp_named.is_empty() && udp_named.iter().all(|&a| a == udp_source),
+        "{udp_named:?}"
+    );
+    let syn_events: Vec<&Event> = replay
+        .events
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.vector == Vector::SynFlood)
+        .collect();
+    assert!(
+        named_by(&replay, Vector::SynFlood).is_empty(),
+        "{syn_events:?}"
+    );
+    for e in &syn_events {
+        assert!(!e.concentrated, "{e:?}");
+        assert!(
+            e.top_prefixes
+                .iter()
+                .all(|p| !p.prefix.contains(udp_source)),
+            "{e:?}"
+        );
+    }
+    // The SYN flood's 250 spoofed sources, as sampled (not the UDP source's one).
+    let most = syn_events
+        .iter()
+        .map(|e| e.distinct_sources)
+        .fold(0.0, f64::max);
+    assert!(most > 150.0 && most <= 250.0, "{most}");
+}
+
+/// Issue 14, item 5: a flood at one local address names it as the target; the same flood
+/// spread over 16 addresses of a /24 names the prefix covering them.
+#[test]
+fn issue14_targets_name_the_address_or_the_prefix_hit() {
+    let flood = Flow::new(Kind::Udp { port: Some(27015) }, 60_000.0).from(spoofed());
+    let one = detects_default(std::slice::from_ref(&flood), Vector::UdpFlood, Some(27015));
+    let targets: Vec<String> = one.targets.iter().map(|t| t.prefix.to_string()).collect();
+    assert_eq!(targets, [replay::SERVER], "{one:?}");
+    assert!(one.targets[0].share > 0.99);
+    let spread = flood.to(many([198, 51, 100, 16], 16));
+    let sixteen = detects_default(&[spread], Vector::UdpFlood, Some(27015));
+    let targets: Vec<String> = sixteen
+        .targets
+        .iter()
+        .map(|t| t.prefix.to_string())
+        .collect();
+    assert_eq!(targets, ["198.51.100.16/28"], "{sixteen:?}");
+    assert!(sixteen.targets[0].share > 0.95);
 }
 
 #[test]
@@ -884,6 +967,10 @@ fn event_json_has_the_documented_fields() {
         assert!(start[field].is_number(), "{field}");
     }
     assert_eq!(start["sources"], serde_json::json!([]));
+    assert_eq!(
+        start["targets"],
+        serde_json::json!([{"addr": replay::SERVER, "share": 1.0}])
+    );
     assert_eq!(start["concentrated"], false);
     assert_eq!(start["warmed_up"], true);
     let prefix = &start["top_prefixes"][0];
@@ -980,10 +1067,20 @@ fn observe_cost(config: &Config, ticks: u32) -> (usize, f64, f64, u64) {
         0.9 + (rng >> 11) as f64 / (1u64 << 53) as f64 * 0.2
     };
     let quiet_pps = |i: usize| if i < 11 { 1000.0 } else { 20.0 };
-    let top_sources: Vec<(IpAddr, u64)> = (1..=8u8)
-        .map(|i| (IpAddr::from([198, 18, 0, i]), u64::from(20 - i)))
+    // A second of samples at the default rate: the ICMP flood's, from 500 sources.
+    let packets: Vec<crate::sense::talkers::PacketMeta> = (0..2000u32)
+        .map(|i| crate::sense::talkers::PacketMeta {
+            src: IpAddr::from((0xc612_0000 + i % 500).to_be_bytes()),
+            dst: IpAddr::from([198, 51, 100, 10]),
+            proto: 1,
+            src_port: None,
+            dst_port: Some(8 << 8),
+            len: 600,
+            ttl: 57,
+            tcp_flags: None,
+            fragment: false,
+        })
         .collect();
-    let top_prefixes: Vec<(Cidr, u64)> = vec![("198.18.0.0/24".parse().unwrap(), 100)];
     let top_dst_ports = vec![((6u8, 443u16), 60u64), ((17, 53), 20)];
     let service_connections = vec![1u32; layout.services.len()];
     let connections = vec![(IpAddr::from([198, 18, 0, 1]), 3u32)];
@@ -1003,10 +1100,8 @@ fn observe_cost(config: &Config, ticks: u32) -> (usize, f64, f64, u64) {
             let sample = Sample {
                 rates: &rates,
                 samples: 200,
-                top_sources: &top_sources,
-                top_prefixes: &top_prefixes,
+                packets: crate::sense::recent::Window::new(&packets),
                 top_dst_ports: &top_dst_ports,
-                distinct_sources: 150.0,
                 connections: &connections,
                 service_connections: &service_connections,
             };

@@ -57,6 +57,7 @@ fn udp_flood(kind: EventKind, id: &str, pps: f64) -> Event {
         distinct_sources: 50_000.0,
         concentrated: false,
         top_prefixes: Vec::new(),
+        targets: Vec::new(),
         connections: None,
         connection_limit: None,
         duration: None,

@@ -49,6 +49,7 @@ fn attack(
         distinct_sources: sources.len() as f64,
         concentrated,
         top_prefixes: Vec::new(),
+        targets: Vec::new(),
         connections: None,
         connection_limit: None,
         duration: None,

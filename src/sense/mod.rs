@@ -5,17 +5,18 @@
 pub mod connections;
 pub mod counters;
 pub mod hll;
+pub mod recent;
 pub mod talkers;
 pub mod trace;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::addr::Cidr;
 use crate::config::{Config, Proto};
 use crate::detect::Sample;
 use connections::ConnectionTable;
 use counters::{CounterLayout, CounterRates, Reading};
+use recent::Recent;
 use talkers::{PacketMeta, Talkers};
 
 /// Entries of each top list handed to the detector.
@@ -26,17 +27,20 @@ const NO_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 /// arrays: filling them allocates nothing).
 #[derive(Debug)]
 struct TopLists {
-    sources: [(IpAddr, u64); TOP],
-    prefixes: [(Cidr, u64); TOP],
     ports: [((u8, u16), u64); TOP],
     connections: [(IpAddr, u32); TOP],
-    counts: [usize; 4],
+    counts: [usize; 2],
 }
 
 /// Keys tracked per top-k table of sampled packets.
 const TALKER_CAPACITY: usize = 64;
 /// Sources tracked per connection-table round.
 const CONNECTION_SOURCES: usize = 4096;
+/// Sampled packets kept whole for the detector: a second at the default sampling rate (2000
+/// a second, bursts of 200), with room to spare.
+pub const RECENT_PACKETS: usize = 4096;
+/// How far back the kept packets go.
+const RECENT_SPAN: Duration = Duration::from_secs(1);
 
 /// NFLOG delivery, cumulative since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,6 +62,8 @@ pub struct Sensor {
     pub tick: Talkers,
     /// Samples of the current trace window (one second).
     pub window: Talkers,
+    /// The sampled packets of the last second, whole: each incident's own (detector).
+    pub recent: Recent,
     /// Concurrent connections per source to service ports, from the last conntrack read.
     pub connections: ConnectionTable,
     /// Conntrack entries of the namespace at the last read.
@@ -88,6 +94,7 @@ impl Sensor {
             counters: CounterRates::new(layout),
             tick: Talkers::new(TALKER_CAPACITY),
             window: Talkers::new(TALKER_CAPACITY),
+            recent: Recent::new(RECENT_PACKETS, recent_ticks(config.agent.tick)),
             connections: ConnectionTable::new(
                 &ranges(Proto::Tcp),
                 &ranges(Proto::Udp),
@@ -97,11 +104,9 @@ impl Sensor {
             loss: SampleLoss::default(),
             service_connections: vec![0; config.services.len()],
             top: TopLists {
-                sources: [(NO_ADDR, 0); TOP],
-                prefixes: [(Cidr::host(NO_ADDR), 0); TOP],
                 ports: [((0, 0), 0); TOP],
                 connections: [(NO_ADDR, 0); TOP],
-                counts: [0; 4],
+                counts: [0; 2],
             },
             window_base: vec![Reading::default(); n],
             window_start: None,
@@ -112,6 +117,7 @@ impl Sensor {
     pub fn packet(&mut self, p: &PacketMeta) {
         self.tick.record(p);
         self.window.record(p);
+        self.recent.push(p);
     }
 
     /// After a conntrack read: the connections per configured service.
@@ -132,19 +138,15 @@ impl Sensor {
     pub fn sample(&mut self) -> Sample<'_> {
         let top = &mut self.top;
         top.counts = [
-            self.tick.top_sources(&mut top.sources),
-            self.tick.top_prefixes(&mut top.prefixes),
             self.tick.top_dst_ports(&mut top.ports),
             self.connections.top_sources(&mut top.connections),
         ];
         Sample {
             rates: self.counters.rates(),
             samples: self.tick.samples(),
-            top_sources: &top.sources[..top.counts[0]],
-            top_prefixes: &top.prefixes[..top.counts[1]],
-            top_dst_ports: &top.ports[..top.counts[2]],
-            distinct_sources: self.tick.distinct_sources(),
-            connections: &top.connections[..top.counts[3]],
+            packets: self.recent.window(),
+            top_dst_ports: &top.ports[..top.counts[0]],
+            connections: &top.connections[..top.counts[1]],
             service_connections: &self.service_connections,
         }
     }
@@ -152,6 +154,7 @@ impl Sensor {
     /// Starts the next tick's samples.
     pub fn next_tick(&mut self) {
         self.tick.reset();
+        self.recent.next_tick();
     }
 
     /// Starts a new trace window at `now`, returning when the previous one started.
@@ -164,10 +167,15 @@ impl Sensor {
     }
 }
 
+/// Ticks of `tick` that make up [`RECENT_SPAN`].
+fn recent_ticks(tick: Duration) -> usize {
+    let ticks = RECENT_SPAN.as_secs_f64() / tick.as_secs_f64().max(1e-3);
+    (ticks.ceil() as usize).clamp(1, 100)
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
-    use std::time::Duration;
 
     use super::*;
     use crate::alloc::thread_allocations;
