@@ -644,7 +644,7 @@ impl Daemon {
         self.drain_samples();
         if now >= self.next_conntrack {
             self.next_conntrack = now + self.config.sense.conntrack_interval;
-            self.read_conntrack();
+            self.read_conntrack(now);
         }
         self.events.clear();
         self.changes.clear();
@@ -1023,12 +1023,19 @@ impl Daemon {
         persist::save_mitigation(&state, &dir);
     }
 
-    fn read_conntrack(&mut self) {
+    fn read_conntrack(&mut self, now: Instant) {
         match self.conntrack.count() {
             Ok(n) => self.sensor.conntrack_entries = n,
             Err(e) => log::warn!("conntrack count: {e}"),
         }
+        // Banned sources hold nothing: their FINs are dropped with the rest of their packets.
+        let since_start = now.saturating_duration_since(self.started);
+        let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
         let table = &mut self.sensor.connections;
+        table.set_banned(held.iter().filter_map(|f| match f.item {
+            Item::Ban(cidr) => Some(cidr),
+            Item::Measure(_) => None,
+        }));
         table.begin();
         if let Err(e) = self.conntrack.dump(&mut |entry| table.add(entry)) {
             log::warn!("conntrack dump: {e}");

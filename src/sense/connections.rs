@@ -3,9 +3,11 @@
 //! `add` never allocates, and sources beyond the capacity are counted as overflow.
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::addr::Cidr;
 use crate::netlink::conntrack::abi::{IPPROTO_TCP, IPPROTO_UDP, TCP_CONNTRACK_ESTABLISHED};
 use crate::netlink::conntrack::Entry;
 
@@ -101,6 +103,11 @@ pub struct ConnectionTable {
     overflowed: u64,
     /// This host's own addresses: its own connections are not a remote source's.
     own: Vec<IpAddr>,
+    /// Banned sources (addresses, and prefixes): the ban drops their packets before conntrack,
+    /// FINs included, so their entries stay ESTABLISHED until conntrack's timeout — held by
+    /// nobody (issue 14: a banned HTTP flood's 400 connections were a Slowloris afterwards).
+    banned: HashSet<IpAddr>,
+    banned_nets: Vec<Cidr>,
 }
 
 impl ConnectionTable {
@@ -126,6 +133,22 @@ impl ConnectionTable {
             counted: 0,
             overflowed: 0,
             own: Vec::new(),
+            banned: HashSet::new(),
+            banned_nets: Vec::new(),
+        }
+    }
+
+    /// Connections from these banned addresses and prefixes are not counted (until the next
+    /// call). Keeps its allocations between calls.
+    pub fn set_banned(&mut self, bans: impl Iterator<Item = Cidr>) {
+        self.banned.clear();
+        self.banned_nets.clear();
+        for cidr in bans {
+            if cidr.is_host() {
+                self.banned.insert(cidr.addr());
+            } else {
+                self.banned_nets.push(cidr);
+            }
         }
     }
 
@@ -162,7 +185,10 @@ impl ConnectionTable {
     /// documentation for what counts).
     pub fn add(&mut self, e: &Entry) {
         let Some(port) = e.dst_port else { return };
-        if self.own.contains(&e.src) {
+        if self.own.contains(&e.src)
+            || self.banned.contains(&e.src)
+            || self.banned_nets.iter().any(|n| n.contains(e.src))
+        {
             return;
         }
         let per_port = match e.proto {
@@ -313,6 +339,29 @@ mod tests {
     }
 
     const EST: Option<u8> = Some(TCP_CONNTRACK_ESTABLISHED);
+
+    /// Issue 14: a banned source's entries stay ESTABLISHED (the ban drops its FINs); they
+    /// are no connections it holds, nor are a banned prefix's.
+    #[test]
+    fn issue14_banned_sources_hold_nothing() {
+        let mut t = ConnectionTable::new(&[(80, 80)], &[], 16);
+        let bans = ["203.0.113.7".parse().unwrap(), "198.51.100.0/24".parse().unwrap()];
+        t.set_banned(bans.into_iter());
+        t.begin();
+        for src in ["203.0.113.7", "198.51.100.9", "192.0.2.1"] {
+            for _ in 0..3 {
+                t.add(&entry(src, IPPROTO_TCP, 80, EST));
+            }
+        }
+        let mut top = [("0.0.0.0".parse().unwrap(), 0); 4];
+        assert_eq!(t.top_sources(&mut top), 1);
+        assert_eq!(top[0], ("192.0.2.1".parse().unwrap(), 3));
+        assert_eq!(t.per_port(IPPROTO_TCP, 80), 3);
+        t.set_banned(std::iter::empty());
+        t.begin();
+        t.add(&entry("203.0.113.7", IPPROTO_TCP, 80, EST));
+        assert_eq!(t.per_port(IPPROTO_TCP, 80), 1, "lifted with the ban");
+    }
 
     #[test]
     fn port_sets() {
