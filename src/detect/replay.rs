@@ -35,6 +35,11 @@ pub enum Kind {
     EstablishedAck {
         port: u16,
     },
+    /// The same from a banned source: the ban drops them before conntrack, so only the
+    /// prerouting counters count them (no new connection, no established ACK).
+    BannedAck {
+        port: u16,
+    },
     /// SYN-ACKs to SYNs we never sent, to random high ports.
     SynAck,
     /// TCP with none of SYN, RST and ACK (xmas, null, FIN) to `port`.
@@ -393,6 +398,12 @@ impl Replay {
                 add(counter::TCP_ACK_EST, r, size);
                 to_port(&mut add, Proto::Tcp, Some(port), 0.0);
             }
+            Kind::BannedAck { port } => {
+                add(counter::IPV4, r, size);
+                add(counter::TCP, r, size);
+                add(counter::TCP_ACK, r, size);
+                to_port(&mut add, Proto::Tcp, Some(port), 0.0);
+            }
             Kind::SynAck | Kind::OddFlags { .. } => {
                 add(counter::IPV4, r, size);
                 add(counter::TCP, r, size);
@@ -522,7 +533,7 @@ fn flow_port(kind: Kind) -> Option<(u8, u16)> {
         Kind::Connections { port, .. } => Some((6, port)),
         Kind::Syn { port } | Kind::Ack { port } | Kind::Rst { port } => port.map(|p| (6, p)),
         Kind::OddFlags { port } => port.map(|p| (6, p)),
-        Kind::EstablishedAck { port } => Some((6, port)),
+        Kind::EstablishedAck { port } | Kind::BannedAck { port } => Some((6, port)),
         Kind::SynAck => None,
         Kind::IpProto(proto) => Some((proto, 0)),
         Kind::Udp { port } => port.map(|p| (17, p)),
