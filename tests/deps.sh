@@ -5,12 +5,13 @@
 # the webhook receivers' certificates, tcpdump and tshark to read the incident captures,
 # prometheus (promtool and a real server) for the metrics tests, systemd: systemd-analyze
 # and systemd as PID 1 of a namespace for the unit's tests, wrk and slowhttptest for HTTP
-# floods and Slowloris, and stress-ng for a run under load). Installs
+# floods and Slowloris, nginx-light for the victim's web server, and stress-ng for a run under
+# load). Installs
 # Rust through rustup only when no cargo is on the PATH.
 set -euo pipefail
 
 build=(build-essential pkg-config libclang-dev linux-libc-dev nftables ca-certificates curl)
-test=(iptables ipset conntrack iproute2 iputils-ping hping3 netsniff-ng util-linux procps python3 fail2ban gobgpd systemd openssl tcpdump tshark prometheus wrk slowhttptest stress-ng)
+test=(iptables ipset conntrack iproute2 iputils-ping hping3 netsniff-ng util-linux procps python3 fail2ban gobgpd systemd openssl tcpdump tshark prometheus wrk slowhttptest nginx-light stress-ng)
 
 want=("${build[@]}")
 [ "${1:-}" = "--test" ] && want+=("${test[@]}")
@@ -35,6 +36,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # And Prometheus: the metrics tests run their own server in a namespace.
   if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  # And nginx: the lab runs its own in the victim's namespace with a private configuration
+  # (tests/lab/web.rs); the package starts the host's on :80 (through systemd, or its init
+  # script where there is no systemd and no policy-rc.d to deny it): stop it and keep it off.
+  if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now nginx >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/nginx ]; then
+      /etc/init.d/nginx stop >/dev/null 2>&1 || true
+      update-rc.d nginx disable >/dev/null 2>&1 || true
+    fi
   fi
 fi
 

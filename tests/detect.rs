@@ -422,7 +422,7 @@ fn applied(agent: &Agent, action: &str) -> bool {
 /// an http_flood from its first event — never an ack_flood, and its busy connections no
 /// slowloris.
 #[test]
-#[ignore = "issue 14: the lab's Python server stalls under this load (~300 requests/s for wrk, users starved by 1,000 held connections); needs nginx on the victim"]
+#[ignore = "issue 14: when the http_flood ends, its banned connections (FINs dropped before conntrack) are still ESTABLISHED and open a slowloris 0.1 s later"]
 fn issue14_keep_alive_http_flood_is_an_http_flood() {
     let Some((_guard, lab)) = lab::start("detect-wrk") else {
         return;
@@ -446,9 +446,10 @@ fn issue14_keep_alive_http_flood_is_an_http_flood() {
     assert_eq!(start["vector"], "http_flood", "{start}");
     assert_eq!(start["port"], 80, "{start}");
     let names: Vec<Value> = starts(&agent).iter().map(|e| e["vector"].clone()).collect();
+    let peak = lab.received_per_100ms().into_iter().max().unwrap_or(0);
     eprintln!(
-        "issue14: wrk: attack_start vectors {names:?}: {:#?}",
-        starts(&agent)
+        "issue14: wrk: the victim received up to {peak} packets in 100 ms; attack_start vectors \
+         {names:?}"
     );
     assert!(
         names.iter().all(|v| v == "http_flood"),
@@ -460,17 +461,29 @@ fn issue14_keep_alive_http_flood_is_an_http_flood() {
 /// Issue 14: slowhttptest (1,000 connections opened at 200/s, held with a header line every
 /// 10 s) is a slowloris, and its first attack_start is not an http_flood.
 #[test]
-#[ignore = "issue 14: the lab's Python server stalls under this load (~300 requests/s for wrk, users starved by 1,000 held connections); needs nginx on the victim"]
 fn issue14_slowhttptest_is_slowloris_not_first_an_http_flood() {
     let Some((_guard, lab)) = lab::start("detect-slowloris") else {
         return;
     };
     let agent = warmed_up(&lab);
+    let from = SystemTime::now();
     let mut slow = lab.spawn_slowloris(80, 1000, 200, Duration::from_secs(10));
     let start = wait_event(&agent, "attack_start", Duration::from_secs(12));
     eprintln!("issue14: slowhttptest: first attack_start {start}");
     assert_eq!(start["vector"], "slowloris", "{start}");
     assert_eq!(start["port"], 80, "{start}");
+    // The server holds them, up to the 100 a source `limit_connections` lets through.
+    let mut held = 0;
+    lab::wait_until(Duration::from_secs(8), "100 held connections", || {
+        let ss = lab
+            .victim
+            .run_ok(&["ss", "-Htn", "state", "established", "( sport = :80 )"]);
+        held = ss.lines().filter(|l| l.contains(ATTACKER4)).count();
+        held >= 100
+    });
+    eprintln!("issue14: slowhttptest: {held} connections held on the victim");
+    // The users through a few seconds of it.
+    std::thread::sleep(Duration::from_secs(4));
     assert!(
         starts(&agent).iter().all(|e| e["vector"] != "http_flood"),
         "{:?}",
@@ -478,7 +491,8 @@ fn issue14_slowhttptest_is_slowloris_not_first_an_http_flood() {
     );
     assert!(slow.running(), "{}", slow.stderr());
     slow.terminate();
-    lab.assert_users_served(0.95);
+    // Held connections are no flood of packets: the users' share from the attack's start on.
+    lab.assert_users_served_between(from, SystemTime::now(), 0.95);
 }
 
 /// Issue 14: SYN-ACKs to SYNs the victim never sent are a synack_reflection: the unsolicited

@@ -13,8 +13,10 @@
 //!    another service, tcp_connection_flood. Its ACKs explain any `tcp_ack` rise;
 //! 2. a TCP service's packets over and carried by established connections (`tcp_ack_est`
 //!    rise ≥ ½ of the port's rise): http_flood on a web service (a keep-alive flood: wrk),
-//!    tcp_connection_flood on another. Established ACKs explain as much of `tcp_ack`, and what
-//!    no service takes (the host's own downloads) explains TCP totals and "other";
+//!    tcp_connection_flood on another. A web service already in an open http_flood: its
+//!    packets are that flood's, established or not (its ban drops them before conntrack
+//!    sees them). Established ACKs explain as much of `tcp_ack`, and what no service takes
+//!    (the host's own downloads) explains TCP totals and "other";
 //! 3. `tcp_syn` over while ACKs have not risen with it (ACK rise < ½ SYN rise): syn_flood;
 //! 4. `tcp_rst` over: rst_flood — unless a SYN flood or surge explains it (RST rise ≤ SYN
 //!    rise: the SYNs' senders resetting our SYN-ACKs);
@@ -32,7 +34,7 @@
 //! 14. `other` over, unexplained: udp_flood or ack_flood, by which l4 total rose more;
 //! 15. `l4_udp`/`l4_tcp` over, unexplained: udp_flood/ack_flood;
 //! 16. a source holding more than `max_connections_per_source` connections: slowloris on a web
-//!     service (unless that service is in an HTTP flood, found by rule 2 or open: busy
+//!     service (unless that service is in an HTTP flood, found by rule 1 or 2 or open: busy
 //!     connections, not idle ones), tcp_connection_flood on another.
 //!
 //! Class counters (syn, ack, rst, udp…) report the sampled destination port that carries most
@@ -222,7 +224,9 @@ impl Detector {
 
         let established = self.fixed(class::TCP_ACK_EST);
         let mut established_left = self.excess(established);
-        // 1. New-connection surges.
+        // 1. New-connection surges. Services whose connections are busy in an HTTP flood (rules
+        // 1 and 2; a bit per service): their held connections are no Slowloris (rule 16).
+        let mut busy = 0u128;
         let mut surge = false;
         for s in 0..self.services.len() {
             let svc = &self.services[s];
@@ -240,6 +244,9 @@ impl Detector {
                     (false, _) => Vector::TcpConnectionFlood,
                 };
                 self.candidate(vector, Target::Service(s), new);
+                if vector == Vector::HttpFlood && s < 128 {
+                    busy |= 1 << s;
+                }
                 let rise = self.excess(packets);
                 self.claim(Proto::Tcp, Target::Service(s), rise, true);
                 established_left = (established_left - rise).max(0.0);
@@ -247,7 +254,6 @@ impl Detector {
             }
         }
         // 2. Floods over established connections (keep-alive HTTP floods).
-        let mut busy = 0u128;
         for s in 0..self.services.len() {
             let svc = &self.services[s];
             if svc.proto != Proto::Tcp || !self.unexplained(svc.packets) {
@@ -255,7 +261,8 @@ impl Detector {
             }
             let (packets, web) = (svc.packets, svc.web);
             let rise = self.excess(packets) - self.keys[packets].claimed;
-            if !self.owned(packets) && established_left < ESTABLISHED_SHARE * rise {
+            let flooded = web && self.http_flood_open(s);
+            if !self.owned(packets) && !flooded && established_left < ESTABLISHED_SHARE * rise {
                 continue;
             }
             let vector = if web {
@@ -393,11 +400,7 @@ impl Detector {
         for s in 0..self.services.len() {
             let svc = &self.services[s];
             let Some(conn) = svc.conn else { continue };
-            let in_http_flood = (s < 128 && busy & (1 << s) != 0)
-                || self
-                    .incidents
-                    .iter()
-                    .any(|i| i.vector == Vector::HttpFlood && i.target == Target::Service(s));
+            let in_http_flood = (s < 128 && busy & (1 << s) != 0) || self.http_flood_open(s);
             if self.hot(conn) && !in_http_flood {
                 let vector = if svc.web {
                     Vector::Slowloris
@@ -407,6 +410,13 @@ impl Detector {
                 self.candidate(vector, Target::Service(s), conn);
             }
         }
+    }
+
+    /// Whether an http_flood incident on service `s` is open.
+    fn http_flood_open(&self, s: usize) -> bool {
+        self.incidents
+            .iter()
+            .any(|i| i.vector == Vector::HttpFlood && i.target == Target::Service(s))
     }
 
     fn candidate(&mut self, vector: Vector, target: Target, driver: usize) {

@@ -40,6 +40,11 @@ pub enum Kind {
     EstablishedAck {
         port: u16,
     },
+    /// The same from a banned source: the ban drops them before conntrack, so only the
+    /// prerouting counters count them (no new connection, no established ACK).
+    BannedAck {
+        port: u16,
+    },
     /// SYN-ACKs to SYNs we never sent, to random high ports.
     SynAck,
     /// TCP with none of SYN, RST and ACK (xmas, null, FIN) to `port`.
@@ -353,7 +358,7 @@ impl Replay {
             }
             Kind::Syn { port } => tcp(port, 0x02),
             Kind::Ack { port } => tcp(port, 0x10),
-            Kind::EstablishedAck { port } => tcp(Some(port), 0x18),
+            Kind::EstablishedAck { port } | Kind::BannedAck { port } => tcp(Some(port), 0x18),
             Kind::SynAck => tcp(None, 0x12),
             Kind::OddFlags { port } => tcp(port, 0x29),
             Kind::IpProto(proto) => (proto, None, None),
@@ -456,6 +461,12 @@ impl Replay {
                 add(counter::TCP, r, size);
                 add(counter::TCP_ACK, r, size);
                 add(counter::TCP_ACK_EST, r, size);
+                to_port(&mut add, Proto::Tcp, Some(port), 0.0);
+            }
+            Kind::BannedAck { port } => {
+                add(counter::IPV4, r, size);
+                add(counter::TCP, r, size);
+                add(counter::TCP_ACK, r, size);
                 to_port(&mut add, Proto::Tcp, Some(port), 0.0);
             }
             Kind::SynAck | Kind::OddFlags { .. } => {

@@ -1211,6 +1211,51 @@ fn issue14_a_keep_alive_flood_is_an_http_flood_not_ack_flood_nor_slowloris() {
     assert_eq!(starts, [(Vector::HttpFlood, Some(80))]);
 }
 
+/// Issue 14: once the keep-alive flood is an http_flood and its source banned, its packets
+/// are dropped before conntrack sees them (no longer established ACKs): still the one
+/// http_flood while it lasts — no ack_flood, and its 400 connections no slowloris, not even
+/// in the tick that opens it.
+#[test]
+fn issue14_a_banned_keep_alive_flood_stays_its_http_flood() {
+    let mut replay = Replay::new(Config::default());
+    replay.run(WARMUP + 5.0, &background());
+    let client: IpAddr = "203.0.113.80".parse().unwrap();
+    let flood = |kind| {
+        Flow::new(kind, 30_000.0)
+            .size(120.0)
+            .from(few(&["203.0.113.80"]))
+    };
+    replay.connections = vec![(client, 400)];
+    replay.service_connections = vec![0, 400, 0];
+    // wrk opens its pool (400 connections in 0.5 s) and floods through it.
+    let pool = Flow::new(
+        Kind::Connections {
+            port: 80,
+            packets: 3.0,
+        },
+        800.0,
+    )
+    .from(few(&["203.0.113.80"]));
+    let opening = [pool, flood(Kind::EstablishedAck { port: 80 })];
+    replay.run(0.5, &with_background(&opening));
+    replay.run(
+        5.0,
+        &with_background(&[flood(Kind::BannedAck { port: 80 })]),
+    );
+    replay.check_invariants();
+    let starts: Vec<(Vector, Option<u16>)> = replay
+        .of_kind(EventKind::AttackStart)
+        .iter()
+        .map(|(_, e)| (e.vector, e.port))
+        .collect();
+    assert_eq!(
+        starts,
+        [(Vector::HttpFlood, Some(80))],
+        "{:?}",
+        replay.events
+    );
+}
+
 /// Issue 14: the same packets outside any connection stay an ack_flood (see also
 /// `ack_flood_to_a_web_port_is_not_an_http_flood`).
 #[test]

@@ -11,6 +11,7 @@ mod record;
 mod selftest;
 mod traffic;
 mod users;
+mod web;
 
 pub use pacer::Flood;
 pub use traffic::UdpFlood;
@@ -161,11 +162,21 @@ pub fn serial() -> Serial {
     }
 }
 
-/// What a namespace test starts with: the root check (None, with a printed reason, when it
-/// must skip), the lock, and a fresh lab with its users running. Bind both: the lab is
+/// True when nginx, the victim's web server, is installed (`web`). Otherwise prints
+/// `skipped {test}: ...` and returns false, or panics when env `CI` is set.
+pub fn require_nginx(test: &str) -> bool {
+    web::binary().is_some()
+        || skip_or_panic(
+            test,
+            "needs nginx for the victim's web server (Debian package nginx-light; tests/deps.sh --test installs it)",
+        )
+}
+
+/// What a namespace test starts with: the root and nginx checks (None, with a printed reason,
+/// when it must skip), the lock, and a fresh lab with its users running. Bind both: the lab is
 /// dropped before the lock.
 pub fn start(test: &str) -> Option<(Serial, Lab)> {
-    if !require_root(test) {
+    if !require_root(test) || !require_nginx(test) {
         return None;
     }
     let serial = serial();
@@ -744,7 +755,7 @@ impl Lab {
     pub fn start_users(&self) {
         let mut users = self.users.lock().unwrap();
         assert!(users.is_none(), "lab: users started twice");
-        *users = Some(users::Users::start(&self.victim, &self.people));
+        *users = Some(users::Users::start(&self.victim, &self.people, self.dir()));
     }
 
     /// The flood as the victim's interface received it so far (None: no 100 ms bin reached

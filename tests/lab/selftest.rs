@@ -589,7 +589,7 @@ fn lab_dns_server_answers_queries() {
 
 #[test]
 fn lab_http_server_serves_ok() {
-    if !require_root("lab_http_server_serves_ok") {
+    if !require_root("lab_http_server_serves_ok") || !require_nginx("lab_http_server_serves_ok") {
         return;
     }
     let _serial = serial();

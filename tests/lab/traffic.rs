@@ -419,17 +419,10 @@ impl Lab {
         }
     }
 
-    /// A python3 HTTP server (ThreadingHTTPServer, no request logging, listen backlog 128)
-    /// in the victim namespace on `VICTIM4:port`, answering every GET with 200 and the body
-    /// `ok`. Returns once the socket listens; the guard stops it.
+    /// An HTTP server in the victim namespace on `VICTIM4:port` (nginx, `web`: 200 and the
+    /// body `ok` for every GET). Returns once the socket listens; the guard stops it.
     pub fn http_server(&self, port: u16) -> Proc {
-        let script = format!(
-            "{HTTP_HANDLER_PY}{}",
-            HTTP_SERVER_PY.replace("@ADDR@", VICTIM4)
-        );
-        let port = port.to_string();
-        let p = self.victim.spawn(&["python3", "-c", &script, &port]);
-        wait_ready(p, "http_server")
+        super::web::start(&self.victim, self.dir(), &format!("{VICTIM4}:{port}"))
     }
 
     /// From the attacker namespace, bound to source address `from` (one of the attacker
@@ -464,8 +457,8 @@ impl Lab {
 
     /// An HTTP flood of valid requests over keep-alive connections: wrk from the attacker's
     /// namespace (its first address, ATTACKER4), one thread, `connections` connections to
-    /// `VICTIM4:port` for `duration` (at most 60 s). The users' server keeps connections
-    /// alive (HTTP/1.1). Its output ends with wrk's summary (`Requests/sec: …`).
+    /// `VICTIM4:port` for `duration` (at most 60 s). The users' server (nginx) keeps
+    /// connections alive (HTTP/1.1). Its output ends with wrk's summary (`Requests/sec: …`).
     pub fn spawn_wrk(&self, port: u16, connections: u32, duration: Duration) -> Proc {
         assert!(
             (1..=10_000).contains(&connections) && duration <= Duration::from_secs(60),
@@ -637,23 +630,6 @@ pub(super) fn wait_ready(mut p: Proc, what: &str) -> Proc {
     }
 }
 
-/// `Handler`: every GET gets 200 and the body `ok` (HTTP/1.1: connections kept alive for
-/// clients that ask), nothing logged. Shared by `http_server` and the users' server.
-pub(super) const HTTP_HANDLER_PY: &str = r#"
-import http.server
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-    def do_GET(self):
-        body = b'ok'
-        self.send_response(200)
-        self.send_header('Content-Type', 'text/plain')
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-"#;
-
 /// `dns_answer(query)`: the reply to a DNS query (bytes), or None for anything that is no
 /// single-question query. Every A/IN query gets one A record 10.250.0.99 (question copied, QR,
 /// RD copied, RA, the name as pointer 0xc00c, TTL 60); other queries an empty NOERROR answer.
@@ -746,19 +722,6 @@ while True:
         sys.exit(3)
     if peer == (server, 53) and answered(data):
         sys.exit(0)
-"#;
-
-/// HTTP server answering `ok` (after `HTTP_HANDLER_PY`); `@ADDR@` is replaced by the
-/// address, argv[1] is the port.
-const HTTP_SERVER_PY: &str = r#"
-import sys
-class Server(http.server.ThreadingHTTPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-    request_queue_size = 128
-srv = Server(('@ADDR@', int(sys.argv[1])), Handler)
-print('listening', flush=True)
-srv.serve_forever()
 "#;
 
 /// One HTTP/1.0 GET (after `HTTP_FETCH_PY`): argv = source address, server, port, timeout in

@@ -2,10 +2,11 @@
 //! clients fetch a page over a fresh HTTP connection and ask the victim's DNS server, over
 //! IPv4 and IPv6, from eight addresses of each family that are never the attacker's, at
 //! about 400 packets a second in all; and the services they use, on the victim: HTTP on :80
-//! and DNS on :53/udp, both families. The clients print each second's results
+//! (nginx, `web`) and DNS on :53/udp, both families. The clients print each second's results
 //! (requests started in that second and how many succeeded) as JSON lines.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Netns, Proc, VICTIM4, VICTIM6};
@@ -51,20 +52,20 @@ pub type Second = BTreeMap<String, (u64, u64)>;
 
 /// The running services and clients. Dropping it stops them.
 pub struct Users {
-    _services: Proc,
+    _web: Proc,
+    _dns: Proc,
     clients: Proc,
 }
 
 impl Users {
-    /// Starts the services in `victim` and the clients in `users`; returns once both answer.
-    pub fn start(victim: &Netns, users: &Netns) -> Users {
-        let script = format!(
-            "{}{}{SERVICES_PY}",
-            super::traffic::HTTP_HANDLER_PY,
-            super::traffic::DNS_ANSWER_PY
-        );
-        let services = victim.spawn(&["python3", "-c", &script]);
-        let services = super::traffic::wait_ready(services, "the users' services");
+    /// Starts the services in `victim` (nginx's files under `dir`) and the clients in
+    /// `users`; returns once both answer.
+    pub fn start(victim: &Netns, users: &Netns, dir: &Path) -> Users {
+        // One dual-stack socket, as the Python server before it had.
+        let web = super::web::start(victim, dir, "[::]:80 ipv6only=off");
+        let script = format!("{}{DNS_SERVICE_PY}", super::traffic::DNS_ANSWER_PY);
+        let dns = victim.spawn(&["python3", "-c", &script]);
+        let dns = super::traffic::wait_ready(dns, "the users' DNS server");
         let v4 = USERS4.join(",");
         let v6 = USERS6.join(",");
         let (h, d) = (HTTP_RATE.to_string(), DNS_RATE.to_string());
@@ -87,7 +88,8 @@ impl Users {
         // them); here only that the clients run.
         let clients = super::traffic::wait_ready(clients, "the users' clients");
         Users {
-            _services: services,
+            _web: web,
+            _dns: dns,
             clients,
         }
     }
@@ -129,33 +131,17 @@ impl Users {
     }
 }
 
-/// HTTP on [::]:80 (HTTP/1.1: keep-alive for clients that ask) and DNS on [::]:53/udp, both
-/// dual-stack: every GET `Handler`'s 200 `ok`, every query `dns_answer` (after
-/// `HTTP_HANDLER_PY` and `DNS_ANSWER_PY`).
-const SERVICES_PY: &str = r#"
-import socket, socketserver, threading
-class Server(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-    allow_reuse_address = True
-    daemon_threads = True
-    request_queue_size = 128
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = 'lab', 80
-srv = Server(('::', 80), Handler)
+/// DNS on [::]:53/udp, dual-stack: every query `dns_answer`'s (after `DNS_ANSWER_PY`).
+const DNS_SERVICE_PY: &str = r#"
 dns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 dns.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 dns.bind(('::', 53))
-def serve_dns():
-    while True:
-        data, peer = dns.recvfrom(4096)
-        reply = dns_answer(data)
-        if reply:
-            dns.sendto(reply, peer)
-threading.Thread(target=serve_dns, daemon=True).start()
 print('listening', flush=True)
-srv.serve_forever()
+while True:
+    data, peer = dns.recvfrom(4096)
+    reply = dns_answer(data)
+    if reply:
+        dns.sendto(reply, peer)
 "#;
 
 /// The clients (after `HTTP_FETCH_PY`): argv = v4 sources, v6 sources (comma-separated), victim v4, victim v6, HTTP
