@@ -57,6 +57,8 @@ const FIRST_METRICS_CONNECTION: usize = 64;
 const TRACE_WINDOW: Duration = Duration::from_secs(1);
 /// How often the state files are written besides at changes and at stop (the baselines move).
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Conntrack entries of banned sources deleted at most per conntrack read.
+const STALE_PER_READ: usize = 4096;
 /// After the tripwire fires, the tick that measures the flood: long enough for its counters to
 /// be exact (hundreds of packets at the tripwire's rate), short enough to act within ~20 ms.
 const TRIP_SETTLE: Duration = Duration::from_millis(10);
@@ -152,6 +154,9 @@ struct Daemon {
     tripwire: Option<NflogSocket>,
     conntrack: Conntrack,
     next_conntrack: Instant,
+    /// Conntrack entries of banned sources found by the last dump, deleted after it (capacity
+    /// reserved: at most that many a read).
+    stale_entries: Vec<crate::netlink::conntrack::Entry>,
     /// The kernel's notifications of changes to the ruleset.
     monitor: TableMonitor,
     healing: Healing,
@@ -375,6 +380,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         tripwire,
         conntrack,
         next_conntrack: now,
+        stale_entries: Vec::with_capacity(STALE_PER_READ),
         monitor,
         healing: Healing::default(),
         tables_restored: 0,
@@ -1037,10 +1043,24 @@ impl Daemon {
             Item::Measure(_) => None,
         }));
         table.begin();
-        if let Err(e) = self.conntrack.dump(&mut |entry| table.add(entry)) {
+        let stale = &mut self.stale_entries;
+        stale.clear();
+        let dumped = self.conntrack.dump(&mut |entry| {
+            if table.add(entry) && stale.len() < stale.capacity() {
+                stale.push(*entry);
+            }
+        });
+        if let Err(e) = dumped {
             log::warn!("conntrack dump: {e}");
         }
         self.sensor.count_service_connections();
+        if !self.stale_entries.is_empty() {
+            // Their FINs never came through: gone, they cannot count as held once the ban ends.
+            match self.conntrack.delete(&self.stale_entries) {
+                Ok(n) => log::debug!("deleted {n} conntrack entries of banned sources"),
+                Err(e) => log::warn!("deleting conntrack entries of banned sources: {e}"),
+            }
+        }
     }
 
     /// Drains the tripwire's messages; true when there was at least one.

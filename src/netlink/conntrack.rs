@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use super::socket::{open_netfilter, recv_into, send_to_kernel, Blocking};
-use super::wire::{Attrs, Msg, Msgs, Writer, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP};
+use super::wire::{Attrs, Msg, Msgs, Writer, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP};
 use super::{reply_end, NlError};
 use abi::*;
 
@@ -22,6 +22,7 @@ pub mod abi {
     // enum cntl_msg_types
     pub const IPCTNL_MSG_CT_NEW: u16 = 0;
     pub const IPCTNL_MSG_CT_GET: u16 = 1;
+    pub const IPCTNL_MSG_CT_DELETE: u16 = 2;
     pub const IPCTNL_MSG_CT_GET_STATS_CPU: u16 = 4;
     pub const IPCTNL_MSG_CT_GET_STATS: u16 = 5;
 
@@ -78,6 +79,9 @@ const PROC_COUNT: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
 const MSG_CT_NEW: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
 const MSG_CT_GET: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
 const MSG_CT_GET_STATS: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS;
+const MSG_CT_DELETE: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+/// Deletions sent in one datagram (each acknowledged).
+const DELETE_BATCH: usize = 64;
 
 /// One conntrack entry, from its original tuple (the direction of the first packet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,7 +292,90 @@ pub struct Conntrack {
     dump_running: bool,
 }
 
+/// Appends a CTA_TUPLE_ORIG or CTA_TUPLE_REPLY nest: addresses, protocol and ports.
+pub(crate) fn encode_tuple(
+    w: &mut Writer,
+    kind: u16,
+    proto: u8,
+    (src, dst): (IpAddr, IpAddr),
+    (sport, dport): (Option<u16>, Option<u16>),
+) {
+    let t = w.nest_start(kind);
+    let ip = w.nest_start(CTA_TUPLE_IP);
+    for (k4, k6, a) in [
+        (CTA_IP_V4_SRC, CTA_IP_V6_SRC, src),
+        (CTA_IP_V4_DST, CTA_IP_V6_DST, dst),
+    ] {
+        match a {
+            IpAddr::V4(a) => w.attr(k4, &a.octets()),
+            IpAddr::V6(a) => w.attr(k6, &a.octets()),
+        }
+    }
+    let _ = w.nest_end(ip);
+    let p = w.nest_start(CTA_TUPLE_PROTO);
+    w.attr(CTA_PROTO_NUM, &[proto]);
+    if let Some(port) = sport {
+        w.attr(CTA_PROTO_SRC_PORT, &port.to_be_bytes());
+    }
+    if let Some(port) = dport {
+        w.attr(CTA_PROTO_DST_PORT, &port.to_be_bytes());
+    }
+    let _ = w.nest_end(p);
+    let _ = w.nest_end(t);
+}
+
+/// The nfgenmsg family of an entry.
+fn family_of(e: &Entry) -> u8 {
+    match e.src {
+        IpAddr::V4(_) => libc::AF_INET as u8,
+        IpAddr::V6(_) => libc::AF_INET6 as u8,
+    }
+}
+
 impl Conntrack {
+    /// Deletes these entries by their original tuple, in batches of acknowledged requests; one
+    /// already gone (ENOENT) is no error. Returns how many the kernel deleted. Not while a dump
+    /// is being read (the caller deletes after it).
+    pub fn delete(&mut self, entries: &[Entry]) -> Result<usize, NlError> {
+        let mut deleted = 0;
+        for chunk in entries.chunks(DELETE_BATCH) {
+            self.request.clear();
+            let first = self.seq.wrapping_add(1);
+            for e in chunk {
+                let seq = self.next_seq();
+                self.request
+                    .begin(MSG_CT_DELETE, NLM_F_ACK, seq, family_of(e), 0);
+                let tuple = ((e.src, e.dst), (e.src_port, e.dst_port));
+                encode_tuple(&mut self.request, CTA_TUPLE_ORIG, e.proto, tuple.0, tuple.1);
+                self.request.end();
+            }
+            self.send("send conntrack deletions")?;
+            let mut acked = 0;
+            while acked < chunk.len() {
+                let n = self.recv_raw(0).map_err(|source| NlError::Io {
+                    op: "read conntrack deletion ACKs",
+                    source,
+                })?;
+                for msg in Msgs::new(self.datagram(n)?).flatten() {
+                    let Some(reply) = msg.error() else { continue };
+                    if reply.seq.wrapping_sub(first) as usize >= chunk.len() {
+                        continue; // not one of ours
+                    }
+                    acked += 1;
+                    match reply.code.saturating_neg() {
+                        0 => deleted += 1,
+                        libc::ENOENT => {}
+                        errno => {
+                            let what = "delete a conntrack entry".to_string();
+                            return Err(NlError::kernel(what, errno, reply.ext_msg));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Opens the socket in the calling thread's network namespace, which it keeps.
     pub fn open() -> Result<Conntrack, NlError> {
         let fd = open_socket()?;
@@ -512,37 +599,16 @@ pub(crate) mod tests {
     /// Appends a conntrack message for `e` (type CT_NEW, as events and inserts use): original
     /// and reply tuples, a timeout and the TCP state. Dumps carry the same attributes.
     pub(crate) fn encode_entry(w: &mut Writer, flags: u16, seq: u32, e: &Entry) {
-        let family = match e.src {
-            IpAddr::V4(_) => libc::AF_INET,
-            IpAddr::V6(_) => libc::AF_INET6,
-        } as u8;
-        w.begin(MSG_CT_NEW, flags, seq, family, 0);
-        let tuple = |w: &mut Writer, kind, src, dst, sport: Option<u16>, dport: Option<u16>| {
-            let t = w.nest_start(kind);
-            let ip = w.nest_start(CTA_TUPLE_IP);
-            for (k4, k6, a) in [
-                (CTA_IP_V4_SRC, CTA_IP_V6_SRC, src),
-                (CTA_IP_V4_DST, CTA_IP_V6_DST, dst),
-            ] {
-                match a {
-                    IpAddr::V4(a) => w.attr(k4, &a.octets()),
-                    IpAddr::V6(a) => w.attr(k6, &a.octets()),
-                }
-            }
-            w.nest_end(ip).unwrap();
-            let p = w.nest_start(CTA_TUPLE_PROTO);
-            w.attr(CTA_PROTO_NUM, &[e.proto]);
-            if let Some(port) = sport {
-                w.attr(CTA_PROTO_SRC_PORT, &port.to_be_bytes());
-            }
-            if let Some(port) = dport {
-                w.attr(CTA_PROTO_DST_PORT, &port.to_be_bytes());
-            }
-            w.nest_end(p).unwrap();
-            w.nest_end(t).unwrap();
-        };
-        tuple(w, CTA_TUPLE_ORIG, e.src, e.dst, e.src_port, e.dst_port);
-        tuple(w, CTA_TUPLE_REPLY, e.dst, e.src, e.dst_port, e.src_port);
+        w.begin(MSG_CT_NEW, flags, seq, family_of(e), 0);
+        let (addrs, ports) = ((e.src, e.dst), (e.src_port, e.dst_port));
+        encode_tuple(w, CTA_TUPLE_ORIG, e.proto, addrs, ports);
+        encode_tuple(
+            w,
+            CTA_TUPLE_REPLY,
+            e.proto,
+            (e.dst, e.src),
+            (e.dst_port, e.src_port),
+        );
         w.attr_be32(CTA_TIMEOUT, 600);
         if let Some(state) = e.tcp_state {
             let pi = w.nest_start(CTA_PROTOINFO);
@@ -841,7 +907,11 @@ pub(crate) mod tests {
             let before = thread_allocations();
             ct.count().unwrap();
             table.begin();
-            let again = ct.dump(&mut |e| table.add(e)).unwrap();
+            let again = ct
+                .dump(&mut |e| {
+                    table.add(e);
+                })
+                .unwrap();
             assert_eq!(thread_allocations() - before, 0, "allocations");
             assert_eq!(again.entries, stats.entries);
             assert_eq!(table.per_port(IPPROTO_TCP, port), CONNS as u32);
@@ -880,6 +950,38 @@ pub(crate) mod tests {
             assert_eq!(ct.dump(&mut |_| {}).unwrap().entries, N);
             assert_eq!(ct.count().unwrap(), N);
             assert_eq!(ct.dump(&mut |_| {}).unwrap().entries, N);
+        });
+    }
+
+    /// Issue 14: a banned source's entries are deleted by their tuples, in acknowledged
+    /// batches; deleting them again is no error (they are gone), and no other entry goes.
+    #[test]
+    fn root_entries_are_deleted_by_tuple() {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace, conntrack)");
+            return;
+        }
+        let ns = netns("delete");
+        ns.run(|| {
+            insert_entries(0, 3000); // 3 entries from each of 1000 sources
+            let mut ct = Conntrack::open().unwrap();
+            let mut doomed = Vec::new();
+            ct.dump(&mut |e| {
+                if matches!(e.src, IpAddr::V4(a) if a.octets()[3] % 10 == 7) {
+                    doomed.push(*e);
+                }
+            })
+            .unwrap();
+            assert_eq!(doomed.len(), 300);
+            assert_eq!(ct.delete(&doomed).unwrap(), 300);
+            assert_eq!(ct.delete(&doomed).unwrap(), 0, "already gone");
+            let mut left = 0;
+            ct.dump(&mut |e| {
+                assert!(!doomed.contains(e), "{e:?}");
+                left += 1;
+            })
+            .unwrap();
+            assert_eq!(left, 2700);
         });
     }
 
@@ -981,7 +1083,11 @@ pub(crate) mod tests {
                     let (u0, s0) = thread_cpu();
                     let t = Instant::now();
                     table.begin();
-                    let s = ct.dump(&mut |e| table.add(e)).unwrap();
+                    let s = ct
+                        .dump(&mut |e| {
+                            table.add(e);
+                        })
+                        .unwrap();
                     aggregated.push(t.elapsed());
                     let (u1, s1) = thread_cpu();
                     user += u1 - u0;

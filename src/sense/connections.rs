@@ -182,14 +182,17 @@ impl ConnectionTable {
     }
 
     /// Counts one conntrack entry if it is a connection to a service port (see the type's
-    /// documentation for what counts).
-    pub fn add(&mut self, e: &Entry) {
-        let Some(port) = e.dst_port else { return };
-        if self.own.contains(&e.src)
-            || self.banned.contains(&e.src)
-            || self.banned_nets.iter().any(|n| n.contains(e.src))
-        {
-            return;
+    /// documentation for what counts). True when the entry is a banned source's: stale, to be
+    /// deleted.
+    pub fn add(&mut self, e: &Entry) -> bool {
+        if self.banned.contains(&e.src) || self.banned_nets.iter().any(|n| n.contains(e.src)) {
+            return true;
+        }
+        let Some(port) = e.dst_port else {
+            return false;
+        };
+        if self.own.contains(&e.src) {
+            return false;
         }
         let per_port = match e.proto {
             IPPROTO_TCP
@@ -198,7 +201,7 @@ impl ConnectionTable {
                 &mut self.per_tcp_port
             }
             IPPROTO_UDP if self.udp.contains(port) => &mut self.per_udp_port,
-            _ => return,
+            _ => return false,
         };
         if let Some(n) = per_port.get_mut(usize::from(port)) {
             *n = n.saturating_add(1);
@@ -208,6 +211,7 @@ impl ConnectionTable {
             Some(slot) => slot.count = slot.count.saturating_add(1),
             None => self.overflowed += 1,
         }
+        false
     }
 
     /// The slot of `ip`, taken if it is new; None when the table is full.
@@ -345,12 +349,16 @@ mod tests {
     #[test]
     fn issue14_banned_sources_hold_nothing() {
         let mut t = ConnectionTable::new(&[(80, 80)], &[], 16);
-        let bans = ["203.0.113.7".parse().unwrap(), "198.51.100.0/24".parse().unwrap()];
+        let bans = [
+            "203.0.113.7".parse().unwrap(),
+            "198.51.100.0/24".parse().unwrap(),
+        ];
         t.set_banned(bans.into_iter());
         t.begin();
         for src in ["203.0.113.7", "198.51.100.9", "192.0.2.1"] {
             for _ in 0..3 {
-                t.add(&entry(src, IPPROTO_TCP, 80, EST));
+                let banned = t.add(&entry(src, IPPROTO_TCP, 80, EST));
+                assert_eq!(banned, src != "192.0.2.1", "{src}");
             }
         }
         let mut top = [("0.0.0.0".parse().unwrap(), 0); 4];
@@ -567,7 +575,10 @@ mod tests {
         t.begin();
         let mut stats = DumpStats::default();
         let before = crate::alloc::thread_allocations();
-        walk_dump(w.bytes(), 77, &mut stats, &mut |e| t.add(e)).unwrap();
+        walk_dump(w.bytes(), 77, &mut stats, &mut |e| {
+            t.add(e);
+        })
+        .unwrap();
         assert_eq!(
             crate::alloc::thread_allocations() - before,
             0,

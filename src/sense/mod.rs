@@ -263,7 +263,9 @@ mod tests {
             sensor.connections.begin();
             let mut ct_stats = DumpStats::default();
             let table = &mut sensor.connections;
-            let _ = conntrack::walk_dump(ct.bytes(), 9, &mut ct_stats, &mut |e| table.add(e));
+            let _ = conntrack::walk_dump(ct.bytes(), 9, &mut ct_stats, &mut |e| {
+                table.add(e);
+            });
             sensor.next_tick();
         };
         for n in 0..50 {
