@@ -56,12 +56,24 @@ fn ts(e: &Value) -> SystemTime {
     humantime::parse_rfc3339(e["ts"].as_str().unwrap()).unwrap()
 }
 
-/// The set elements of a dump (what mitigation changes), without counters.
+/// The set elements of a dump (what mitigation changes), without counters, and without the
+/// elements the kernel's own rules add (the meters and the tripwire's sets: `flags dynamic`).
 fn elements(dump: &str) -> Vec<String> {
-    dump.lines()
-        .filter(|l| l.contains("elements") || l.starts_with("\t\t\t "))
-        .map(str::to_string)
-        .collect()
+    let mut dynamic = false;
+    let mut out = Vec::new();
+    for line in dump.lines() {
+        let t = line.trim();
+        if t.starts_with("set ") || t.starts_with("map ") {
+            dynamic = false;
+        }
+        if t.starts_with("flags ") && t.contains("dynamic") {
+            dynamic = true;
+        }
+        if !dynamic && (line.contains("elements") || line.starts_with("\t\t\t ")) {
+            out.push(line.to_string());
+        }
+    }
+    out
 }
 
 /// Floods from `src` and returns how many of its packets reached the victim's stack.
