@@ -366,7 +366,16 @@ fn issue14_floods_leave_no_held_connections_behind() {
         !vectors
             .iter()
             .any(|v| v == "slowloris" || v == "tcp_connection_flood"),
-        "half-open and closing entries held nothing: {vectors:?}"
+        "half-open and closing entries held nothing: {vectors:?}\n{:#?}",
+        agent
+            .all_events()
+            .iter()
+            .filter(|e| e["event"] == "attack_start")
+            .map(|e| format!(
+                "{} {} {} pps {} thr {} conns {}",
+                e["ts"], e["vector"], e["counter"], e["pps"], e["threshold_pps"], e["connections"]
+            ))
+            .collect::<Vec<_>>()
     );
     let bans = ban_elements(&agent);
     let spoofed_range = |a: &std::net::Ipv4Addr| {

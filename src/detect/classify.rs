@@ -34,7 +34,8 @@
 //! 14. `other` over, unexplained: udp_flood or ack_flood, by which l4 total rose more;
 //! 15. `l4_udp`/`l4_tcp` over, unexplained: udp_flood/ack_flood;
 //! 16. a source holding more than `max_connections_per_source` connections: slowloris on a web
-//!     service (unless that service is in an HTTP flood, found by rule 1 or 2 or open: busy
+//!     service (unless that service is in an HTTP flood, found by rule 1 or 2 or open, or its
+//!     packets are over their threshold: busy
 //!     connections, not idle ones), tcp_connection_flood on another.
 //!
 //! Class counters (syn, ack, rst, udp…) report the sampled destination port that carries most
@@ -400,7 +401,12 @@ impl Detector {
         for s in 0..self.services.len() {
             let svc = &self.services[s];
             let Some(conn) = svc.conn else { continue };
-            let in_http_flood = (s < 128 && busy & (1 << s) != 0) || self.http_flood_open(s);
+            // A Slowloris's connections are idle: held connections on a port whose packets are
+            // over their threshold carry a flood (wrk's keep-alive connections, seen by
+            // conntrack before the flood's incident opens), not a Slowloris.
+            let in_http_flood = (s < 128 && busy & (1 << s) != 0)
+                || self.http_flood_open(s)
+                || self.keys[svc.packets].over;
             if self.hot(conn) && !in_http_flood {
                 let vector = if svc.web {
                     Vector::Slowloris

@@ -202,6 +202,9 @@ pub struct Detector {
     ///
     /// [`trip`]: Detector::trip
     trip_ticks: u8,
+    /// `agent.tick`, seconds: a tick much shorter (the one after a trip) counts as no tick of
+    /// its own toward `consecutive_ticks`.
+    tick: f64,
     /// Sorting space for counting an incident's sources and targets.
     scratch: Scratch,
 }
@@ -320,6 +323,7 @@ impl Detector {
             scratch: Scratch::with_capacity(crate::sense::RECENT_PACKETS),
             instant: d.instant_factor,
             trip_ticks: 0,
+            tick: config.agent.tick.as_secs_f64(),
         };
         detector.set_detected_link(None);
         detector
@@ -500,6 +504,7 @@ impl Detector {
     /// key.
     fn judge(&mut self, t: f64, dt: f64, warm: bool) {
         let limit = f64::from(self.max_connections);
+        let short = dt > 0.0 && dt < 0.5 * self.tick;
         for key in &mut self.keys {
             let connections = matches!(key.role, Role::Connections(_));
             key.threshold = match key.role {
@@ -509,7 +514,12 @@ impl Detector {
             };
             key.exit = self.rule.exit_ratio * key.threshold;
             key.over = key.pps > key.threshold && (warm || !connections);
-            key.over_bits = (key.over_bits << 1) | u128::from(key.over);
+            if short {
+                // The short tick after a trip is part of the tick before: no tick of its own.
+                key.over_bits |= u128::from(key.over);
+            } else {
+                key.over_bits = (key.over_bits << 1) | u128::from(key.over);
+            }
             key.recent_at = (key.recent_at + 1) % RECENT;
             key.recent_packets[key.recent_at] = (key.pps * dt) as f32;
             key.recent_dt[key.recent_at] = dt as f32;
@@ -517,7 +527,9 @@ impl Detector {
                 if key.streak == 0 {
                     key.over_since = t;
                 }
-                key.streak = key.streak.saturating_add(1);
+                if !short || key.streak == 0 {
+                    key.streak = key.streak.saturating_add(1);
+                }
             } else {
                 key.streak = 0;
             }
@@ -569,8 +581,7 @@ impl Detector {
                 break;
             }
         }
-        let tick = seconds / f64::from(ticks.max(1));
-        ticks > 0 && excess >= f64::from(self.consecutive) * tick * key.threshold
+        ticks > 0 && excess >= f64::from(self.consecutive) * self.tick * key.threshold
     }
 
     /// Marks every key within an open incident's reach.
