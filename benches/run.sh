@@ -3,7 +3,7 @@
 # (tests/deps.sh --test, nothing more), runs the detector micro-benchmark
 # (detect::tests::observe_cost_with_10k_keys) and then the namespace benchmark (tests/bench.rs,
 # in lab namespaces under the lab lock /tmp/ftagent-lab.lock), and prints one table. About
-# 3½ minutes after the build; the whole output is kept in ${TMPDIR:-/tmp}/ftagent-bench.log.
+# 7 minutes after the build; the whole output is kept in ${TMPDIR:-/tmp}/ftagent-bench.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/deps.sh --test
