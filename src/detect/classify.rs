@@ -238,7 +238,11 @@ impl Detector {
             let connections = self.excess(new);
             let handshakes = !syn_shaped && syn_rise >= SYNS_PER_CONNECTION * connections;
             if self.owned(new) || handshakes {
-                let requests = established_left >= REQUEST_ACKS_PER_CONNECTION * connections;
+                // Requests: enough ACKs in established connections per new connection, or the
+                // port's packets over their threshold (idle Slowloris connections carry almost
+                // nothing; wrk's opening tick may cut its requests off from its handshakes).
+                let requests = established_left >= REQUEST_ACKS_PER_CONNECTION * connections
+                    || self.keys[packets].over;
                 let vector = match (web, requests) {
                     (true, true) => Vector::HttpFlood,
                     (true, false) => Vector::Slowloris,
