@@ -320,11 +320,10 @@ struct Latency {
     rate: f64,
 }
 
-fn latency_run(flood: &Flood) -> Latency {
-    let lab = Lab::new("bench-latency");
-    install_counters(&lab);
+/// The agent of part 1, mitigating, started in `lab` and past its warm-up.
+fn warmed_agent(lab: &Lab) -> Agent<'_> {
     let mut agent = Agent::configured(
-        &lab,
+        lab,
         Setup {
             agent: WARMUP,
             sections: &sections("mitigate", PORT_LIMIT),
@@ -333,6 +332,13 @@ fn latency_run(flood: &Flood) -> Latency {
     );
     agent.start();
     std::thread::sleep(Duration::from_secs(4));
+    agent
+}
+
+fn latency_run(flood: &Flood) -> Latency {
+    let lab = Lab::new("bench-latency");
+    install_counters(&lab);
+    let agent = warmed_agent(&lab);
     assert!(
         agent.all_events().is_empty(),
         "bench: quiet before the flood"
@@ -510,26 +516,18 @@ fn detection_latency(table: &mut String) {
 /// from `benches/run.sh` (FTAGENT_BENCH_NEGATIVES).
 fn false_positives(table: &mut String) {
     let lab = Lab::new("bench-spikes");
-    let mut agent = Agent::configured(
-        &lab,
-        Setup {
-            agent: WARMUP,
-            sections: &sections("mitigate", PORT_LIMIT),
-            ..Setup::default()
-        },
-    );
-    agent.start();
-    std::thread::sleep(Duration::from_secs(4));
-    let mut spikes = 0;
-    for n in 0..6u64 {
+    let agent = warmed_agent(&lab);
+    const SPIKES: u64 = 6;
+    for n in 0..SPIKES {
         let begin = Instant::now();
-        let (count, rate) = match n % 2 {
-            0 => (3 * THRESHOLD / 10, 3 * THRESHOLD),
-            _ => (3 * THRESHOLD / 10, 3 * THRESHOLD / 2),
+        // 0.3 s of the threshold's packets: 100 ms at 3 ×, or 200 ms at 1.5 ×.
+        let rate = if n % 2 == 0 {
+            3 * THRESHOLD
+        } else {
+            3 * THRESHOLD / 2
         };
-        lab.udp_flood(&udp_source(), count, rate)
+        lab.udp_flood(&udp_source(), 3 * THRESHOLD / 10, rate)
             .finish(Duration::from_secs(5));
-        spikes += 1;
         sleep_until(begin + Duration::from_secs(5));
     }
     let events = agent.all_events().len();
@@ -538,7 +536,7 @@ fn false_positives(table: &mut String) {
     let negatives = std::env::var("FTAGENT_BENCH_NEGATIVES").unwrap_or_else(|_| "not run".into());
     let _ = writeln!(
         table,
-        "   false positives: {spikes} legitimate spikes (100 ms at 3×, 200 ms at 1.5×) → {events} events, {trips:.0} tripwire messages;\n   replay negatives (slow ramps, daily cycles, SSH brute force, rare spikes, unconfirmed trips): {negatives}"
+        "   false positives: {SPIKES} legitimate spikes (100 ms at 3×, 200 ms at 1.5×) → {events} events, {trips:.0} tripwire messages;\n   replay negatives (slow ramps, daily cycles, SSH brute force, rare spikes, unconfirmed trips): {negatives}"
     );
 }
 
