@@ -428,6 +428,12 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                     let now = Instant::now();
                     daemon.tick(now);
                     notifier.tick(now, |w| daemon.write_status(w));
+                    if let Some(fast) = daemon.detector.fast_tick() {
+                        // A counter just went over: time its run with a few short ticks.
+                        if let Err(e) = timer.rearm(fast, daemon.config.agent.tick) {
+                            log::warn!("rearming the tick timer for a fast tick: {e}");
+                        }
+                    }
                 }
                 NFLOG => daemon.drain_samples(),
                 TRIPWIRE if daemon.tripped() => {

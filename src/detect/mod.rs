@@ -13,9 +13,12 @@
 //! 3. incidents ([`incident`]) open once a counter has been over its threshold in
 //!    `consecutive_ticks` of its recent ticks, or at once when its excess over the threshold in
 //!    the last second is what that many ticks at twice the threshold carry (so a flood sent in
-//!    short bursts cannot dodge confirmation), or in the tick after the kernel's tripwire
-//!    ([`Detector::trip`]) when it is `instant_factor` times over; they report at most once a
-//!    second, and end after `hold` under a lower exit threshold;
+//!    short bursts cannot dodge confirmation), or once a packet counter has been
+//!    `onset::FAST_RATIO` times over for `onset::FAST_CONFIRM` (timed by fast ticks the caller
+//!    runs on request, [`Detector::fast_tick`]: a flood a few times over opens in about 0.15 s,
+//!    a shorter spike never), or in the tick after the kernel's tripwire ([`Detector::trip`])
+//!    when it is `instant_factor` times over; they report at most once a second, and end after
+//!    `hold` under a lower exit threshold;
 //! 4. when an incident reports, its sources and targets are counted over its own recent
 //!    sampled packets — those its driving counters count ([`attribution`]).
 //!
@@ -30,6 +33,7 @@ pub mod ceiling;
 pub mod classify;
 pub mod event;
 pub mod incident;
+mod onset;
 #[cfg(test)]
 mod replay;
 pub mod state;
@@ -88,6 +92,11 @@ const RECENT: usize = 32;
 const WINDOW: f64 = 1.0;
 /// Over-threshold ticks are counted among the last `max(OVER_TICKS, 2 × consecutive_ticks)`.
 const OVER_TICKS: u32 = 20;
+/// Fast ticks in a row once a packet counter goes over its threshold, and their length
+/// bounds (a fifth of `agent.tick` within these).
+const FAST_TICKS: u8 = 6;
+const FAST_TICK_MIN: Duration = Duration::from_millis(5);
+const FAST_TICK_MAX: Duration = Duration::from_millis(25);
 
 /// What a counter (or pseudo-counter) counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +135,8 @@ struct Key {
     over_since: f64,
     /// One bit per recent tick, newest lowest: over the threshold then.
     over_bits: u128,
+    /// The current run over the threshold, timed to within a fast tick.
+    onset: onset::Onset,
     /// The packets and length (seconds) of the last `RECENT` ticks, a ring at `recent_at`.
     recent_packets: [f32; RECENT],
     recent_dt: [f32; RECENT],
@@ -202,9 +213,16 @@ pub struct Detector {
     ///
     /// [`trip`]: Detector::trip
     trip_ticks: u8,
-    /// `agent.tick`, seconds: a tick much shorter (the one after a trip) counts as no tick of
-    /// its own toward `consecutive_ticks`.
+    /// `agent.tick`, seconds: a tick much shorter (a fast one, or the one after a trip)
+    /// counts as no tick of its own toward `consecutive_ticks`.
     tick: f64,
+    /// Fast ticks still wanted (see [`fast_tick`]), and when the next run of them may begin.
+    ///
+    /// [`fast_tick`]: Detector::fast_tick
+    fast_left: u8,
+    next_fast: f64,
+    /// Seconds of short ticks since the last tick that counted as one of `agent.tick`.
+    since_bit: f64,
     /// Sorting space for counting an incident's sources and targets.
     scratch: Scratch,
 }
@@ -228,6 +246,7 @@ impl Detector {
             streak: 0,
             over_since: 0.0,
             over_bits: 0,
+            onset: onset::Onset::default(),
             recent_packets: [0.0; RECENT],
             recent_dt: [0.0; RECENT],
             recent_at: 0,
@@ -324,6 +343,9 @@ impl Detector {
             instant: d.instant_factor,
             trip_ticks: 0,
             tick: config.agent.tick.as_secs_f64(),
+            fast_left: 0,
+            next_fast: 0.0,
+            since_bit: 0.0,
         };
         detector.set_detected_link(None);
         detector
@@ -382,6 +404,38 @@ impl Detector {
         self.freeze();
         self.learn(dt);
         self.trip_ticks = self.trip_ticks.saturating_sub(1);
+        self.want_fast_ticks(t);
+    }
+
+    /// How soon the caller should tick next, when sooner than `agent.tick`: a packet counter
+    /// outside any incident has just gone over its threshold, and a few fast ticks time its
+    /// run (see [`onset`]) so that a flood a few times over opens in about `FAST_CONFIRM`
+    /// instead of `consecutive_ticks` ticks. At most `FAST_TICKS` in a row, and a new run of
+    /// them at most twice a second, so a key that lingers over costs little.
+    pub fn fast_tick(&self) -> Option<Duration> {
+        (self.fast_left > 0)
+            .then(|| Duration::from_secs_f64(self.tick / 5.0).clamp(FAST_TICK_MIN, FAST_TICK_MAX))
+    }
+
+    fn want_fast_ticks(&mut self, t: f64) {
+        let suspect = self
+            .keys
+            .iter()
+            .any(|k| k.over && !k.frozen && !matches!(k.role, Role::New(_) | Role::Connections(_)));
+        if !suspect {
+            self.fast_left = 0;
+        } else if self.fast_left > 0 {
+            self.fast_left -= 1;
+        } else if t >= self.next_fast {
+            self.fast_left = FAST_TICKS;
+            self.next_fast = t + 0.5;
+        }
+    }
+
+    /// A tick much shorter than `agent.tick` (a fast tick, or the one after a trip) is part of
+    /// the tick before it: no tick of its own toward `consecutive_ticks`.
+    fn is_short(&self, dt: f64) -> bool {
+        dt > 0.0 && dt < 0.5 * self.tick
     }
 
     /// The kernel's tripwire fired: some IP protocol's traffic is running at
@@ -504,7 +558,13 @@ impl Detector {
     /// key.
     fn judge(&mut self, t: f64, dt: f64, warm: bool) {
         let limit = f64::from(self.max_connections);
-        let short = dt > 0.0 && dt < 0.5 * self.tick;
+        // A fast tick, or the one after a trip, is part of the tick before, until they add up
+        // to most of a tick: over_bits and streaks count ticks of `agent.tick`.
+        self.since_bit += dt;
+        let whole = !self.is_short(dt) || self.since_bit >= 0.75 * self.tick;
+        if whole {
+            self.since_bit = 0.0;
+        }
         for key in &mut self.keys {
             let connections = matches!(key.role, Role::Connections(_));
             key.threshold = match key.role {
@@ -514,11 +574,18 @@ impl Detector {
             };
             key.exit = self.rule.exit_ratio * key.threshold;
             key.over = key.pps > key.threshold && (warm || !connections);
-            if short {
-                // The short tick after a trip is part of the tick before: no tick of its own.
-                key.over_bits |= u128::from(key.over);
-            } else {
+            let mean = key.base.mean().min(key.threshold);
+            key.onset.tick(key.over, key.pps, mean, dt);
+            if key.frozen && !key.over {
+                // An open incident's run over the threshold is over for this key: what it was
+                // over for then was that incident's, and confirms nothing new (wrk right after
+                // a SYN flood to the same port is no Slowloris by the flood's new entries).
+                key.over_bits = 0;
+            }
+            if whole {
                 key.over_bits = (key.over_bits << 1) | u128::from(key.over);
+            } else {
+                key.over_bits |= u128::from(key.over);
             }
             key.recent_at = (key.recent_at + 1) % RECENT;
             key.recent_packets[key.recent_at] = (key.pps * dt) as f32;
@@ -527,7 +594,7 @@ impl Detector {
                 if key.streak == 0 {
                     key.over_since = t;
                 }
-                if !short || key.streak == 0 {
+                if whole || key.streak == 0 {
                     key.streak = key.streak.saturating_add(1);
                 }
             } else {
@@ -563,6 +630,9 @@ impl Detector {
             // Connections confirm by their count of ticks only: a one-off burst of new
             // connections (a Slowloris opening its pool) is not yet a flood of them.
             return false;
+        }
+        if key.onset.confirms(key.threshold) {
+            return true; // a few times over for longer than a spike lasts
         }
         if self.trip_ticks > 0 && key.pps >= self.instant * key.threshold {
             return true; // the kernel saw it too, the moment it began

@@ -257,39 +257,67 @@ impl Replay {
 
     /// Runs `seconds` of `flows`; returns the events of these ticks.
     pub fn run(&mut self, seconds: f64, flows: &[Flow]) -> Vec<(Duration, Event)> {
-        self.run_with(seconds, |_| flows.to_vec())
+        let first = self.events.len();
+        let end = self.now + Duration::from_secs_f64(seconds);
+        while self.now + END_SLACK < end {
+            self.step(flows);
+        }
+        self.events[first..].to_vec()
     }
 
-    /// Runs `seconds`, asking `flows` for the traffic at each tick's offset (seconds from the
-    /// start of this run).
+    /// Runs `seconds`, asking `flows` for the traffic at each moment (seconds from the start
+    /// of this run: the middle of each slice of `SLICE` or so): a flood may begin and end
+    /// inside a tick.
     pub fn run_with(
         &mut self,
         seconds: f64,
         mut flows: impl FnMut(f64) -> Vec<Flow>,
     ) -> Vec<(Duration, Event)> {
         let first = self.events.len();
-        let ticks = (seconds / self.tick.as_secs_f64()).round() as u64;
-        for n in 0..ticks {
-            let offset = (n + 1) as f64 * self.tick.as_secs_f64();
-            let traffic = flows(offset);
-            self.step(&traffic);
+        let start = self.now;
+        let end = start + Duration::from_secs_f64(seconds);
+        while self.now + END_SLACK < end {
+            let dt = self.next_dt();
+            let at = (self.now - start).as_secs_f64();
+            let slices = ((dt / SLICE).round() as usize).clamp(1, MAX_SLICES);
+            let traffic: Vec<(f64, Vec<Flow>)> = (1..=slices)
+                .map(|i| {
+                    let middle = dt * (i as f64 - 0.5) / slices as f64;
+                    (dt / slices as f64, flows(at + middle))
+                })
+                .collect();
+            self.advance(dt, &traffic);
         }
         self.events[first..].to_vec()
     }
 
-    /// One tick of `flows`.
+    /// One tick of `flows`, as long as the detector asks (`agent.tick`, or a fast tick).
     pub fn step(&mut self, flows: &[Flow]) -> Vec<Event> {
-        self.now += self.tick;
+        let dt = self.next_dt();
+        self.advance(dt, &[(dt, flows.to_vec())])
+    }
+
+    /// The length of the next tick: a fast one when the detector asks for it, as the daemon
+    /// does.
+    fn next_dt(&self) -> f64 {
+        self.detector.fast_tick().unwrap_or(self.tick).as_secs_f64()
+    }
+
+    /// One tick of `dt` seconds, made of slices (their length and traffic).
+    fn advance(&mut self, dt: f64, slices: &[(f64, Vec<Flow>)]) -> Vec<Event> {
+        self.now += Duration::from_secs_f64(dt);
         self.ticks += 1;
-        let dt = self.tick.as_secs_f64();
         let mut rates = vec![Rate::default(); self.layout.len()];
         let mut wire: Vec<(f64, &Flow)> = Vec::new();
-        for flow in flows {
-            let factor = self.noise_factor(flow.packets() * dt);
-            self.count(flow, factor, &mut rates);
-            // The sampler (prerouting, after reassembly) never sees a fragment.
-            if flow.kind != Kind::Fragments {
-                wire.push((flow.packets() * factor, flow));
+        for (length, flows) in slices {
+            let share = length / dt;
+            for flow in flows {
+                let factor = self.noise_factor(flow.packets() * length) * share;
+                self.count(flow, factor, &mut rates);
+                // The sampler (prerouting, after reassembly) never sees a fragment.
+                if flow.kind != Kind::Fragments {
+                    wire.push((flow.packets() * factor, flow));
+                }
             }
         }
         let total: f64 = wire.iter().map(|w| w.0).sum();
@@ -584,6 +612,13 @@ impl Replay {
 }
 
 /// xorshift64*: a uniform draw in [0, 1) from `state`.
+/// How often `run_with` asks for the traffic inside a tick (seconds), and at most how many
+/// times a tick.
+const SLICE: f64 = 0.005;
+const MAX_SLICES: usize = 20;
+/// A run ends at its last tick that begins this much before its end.
+const END_SLACK: Duration = Duration::from_micros(100);
+
 fn xorshift(state: &mut u64) -> f64 {
     *state ^= *state >> 12;
     *state ^= *state << 25;

@@ -288,7 +288,7 @@ fn issue14_each_incident_of_a_multi_vector_attack_names_its_own_sources() {
         .iter()
         .map(|e| e.distinct_sources)
         .fold(0.0, f64::max);
-    assert!(most > 150.0 && most <= 250.0, "{most}");
+    assert!(most > 150.0 && most <= 275.0, "{most}");
 }
 
 /// Issue 14, item 5: a flood at one local address names it as the target; the same flood
@@ -539,7 +539,7 @@ fn a_flood_in_one_short_burst_a_second_opens_in_its_first_burst() {
     let flood = [Flow::new(Kind::Udp { port: Some(27015) }, 100_000.0).from(spoofed())];
     let starts = bursts(
         |t| {
-            let on = (t - 0.05).rem_euclid(1.0) < 0.1;
+            let on = t.rem_euclid(1.0) < 0.1;
             if on {
                 flood.to_vec()
             } else {
@@ -561,7 +561,7 @@ fn repeated_short_bursts_open_by_their_count_of_ticks_over() {
     let flood = [Flow::new(Kind::Udp { port: Some(27015) }, 7_500.0).from(spoofed())];
     let starts = bursts(
         |t| {
-            if (t - 0.05).rem_euclid(1.0) < 0.2 {
+            if t.rem_euclid(1.0) < 0.2 {
                 flood.to_vec()
             } else {
                 Vec::new()
@@ -583,7 +583,7 @@ fn a_pulse_wave_opens_in_its_first_pulse() {
     let flood = [Flow::new(Kind::Syn { port: Some(80) }, 40_000.0).from(spoofed())];
     let starts = bursts(
         |t| {
-            if (t - 0.05).rem_euclid(3.0) < 1.5 {
+            if t.rem_euclid(3.0) < 1.5 {
                 flood.to_vec()
             } else {
                 Vec::new()
@@ -605,7 +605,7 @@ fn rare_short_spikes_are_not_an_attack() {
     let wide = [Flow::new(Kind::Udp { port: Some(27015) }, 7_500.0).from(spoofed())];
     let starts = bursts(
         |t| {
-            let s = (t - 0.05).rem_euclid(20.0);
+            let s = t.rem_euclid(20.0);
             if s < 0.1 {
                 high.to_vec()
             } else if (10.0..10.2).contains(&s) {
@@ -617,6 +617,55 @@ fn rare_short_spikes_are_not_an_attack() {
         300.0,
     );
     assert!(starts.is_empty(), "{starts:?}");
+}
+
+/// When a flood of `rate` (UDP to 27015, threshold 5 000 pps) that begins `phase` seconds
+/// into a tick opens, seconds after its first packet (None: it did not, in `seconds`).
+fn opens_after(rate: f64, phase: f64, seconds: f64) -> Option<f64> {
+    let mut replay = Replay::new(Config::default());
+    assert!(replay.run(WARMUP + 5.0, &background()).is_empty());
+    let start = replay.now.as_secs_f64() + phase;
+    let flood = [Flow::new(Kind::Udp { port: Some(27015) }, rate).from(spoofed())];
+    replay.run_with(phase + seconds, |t| {
+        if t >= phase && t < phase + seconds {
+            with_background(&flood)
+        } else {
+            background()
+        }
+    });
+    replay
+        .of_kind(EventKind::AttackStart)
+        .first()
+        .map(|(at, _)| at.as_secs_f64() - start)
+}
+
+/// Issue 14, item 1 (benchmark figure: ≤ 150 ms at 2–10×): a flood two and five times over
+/// its threshold opens about 150 ms after its first packet, wherever in a tick it begins —
+/// fast ticks time its run — not after `consecutive_ticks` ticks.
+#[test]
+fn issue14_floods_at_2_and_5_times_the_threshold_open_in_about_150_ms_at_any_phase() {
+    for rate in [10_000.0, 25_000.0] {
+        let mut latencies: Vec<f64> = (0..10)
+            .map(|i| {
+                let phase = 0.0025 + 0.01 * f64::from(i);
+                opens_after(rate, phase, 1.0).expect("opens")
+            })
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let median = (latencies[4] + latencies[5]) / 2.0;
+        assert!(median <= 0.15, "{rate} pps: {latencies:?}");
+        assert!(latencies[9] <= 0.2, "{rate} pps: {latencies:?}");
+    }
+}
+
+/// The other side of the fast confirmation: a legitimate spike of 100 ms at three times the
+/// threshold opens nothing wherever in a tick it falls, though fast ticks see it whole.
+#[test]
+fn issue14_a_100_ms_spike_opens_nothing_at_any_phase() {
+    for i in 0..10 {
+        let phase = 0.0025 + 0.01 * f64::from(i);
+        assert_eq!(opens_after(15_000.0, phase, 0.1), None, "phase {phase}");
+    }
 }
 
 #[test]
@@ -850,10 +899,12 @@ fn over_threshold_ticks_teach_nothing_even_before_an_incident_opens() {
     let base = with_background(&[Flow::new(Kind::Syn { port: None }, 2000.0)]);
     replay.run(WARMUP + 1.0, &base);
     let before = replay.detector.baseline_mean("tcp_syn").unwrap();
-    // Eight seconds over threshold: shorter than 100 ticks, so no incident.
+    // Eight seconds over threshold: shorter than 100 ticks, and not far enough over to
+    // confirm by the run's length, so no incident.
+    let over = 1.4 * replay.detector.threshold("tcp_syn").unwrap();
     replay.run(
         8.0,
-        &with_background(&[Flow::new(Kind::Syn { port: None }, 20_000.0)]),
+        &with_background(&[Flow::new(Kind::Syn { port: None }, over)]),
     );
     replay.run(0.1, &base);
     assert!(replay.events.is_empty());
@@ -1209,6 +1260,42 @@ fn issue14_a_keep_alive_flood_is_an_http_flood_not_ack_flood_nor_slowloris() {
         .map(|(_, e)| (e.vector, e.port))
         .collect();
     assert_eq!(starts, [(Vector::HttpFlood, Some(80))]);
+}
+
+/// Issue 14 (the residue test's race): a spoofed SYN flood to :80 makes new entries on :80
+/// tick after tick; right after it stops, while its incident holds, wrk opens its connections
+/// (150–180 in one tick as measured: handshakes, little yet in them) and floods them. Those SYN-flood ticks must
+/// not confirm the opening as a Slowloris: it is one http_flood.
+#[test]
+fn issue14_an_http_flood_right_after_a_syn_flood_is_no_slowloris() {
+    let mut replay = Replay::new(Config::default());
+    replay.run(WARMUP + 5.0, &background());
+    replay.run(
+        10.0,
+        &with_background(&[Flow::new(Kind::Syn { port: Some(80) }, 60_000.0).from(spoofed())]),
+    );
+    replay.run(0.5, &background());
+    let client = few(&["203.0.113.80"]);
+    let opening = Flow::new(
+        Kind::Connections {
+            port: 80,
+            packets: 3.0,
+        },
+        1_500.0,
+    )
+    .from(client.clone());
+    replay.step(&with_background(&[opening]));
+    let flood = Flow::new(Kind::EstablishedAck { port: 80 }, 30_000.0)
+        .size(120.0)
+        .from(client);
+    replay.run(5.0, &with_background(&[flood]));
+    replay.check_invariants();
+    let starts: Vec<Vector> = replay
+        .of_kind(EventKind::AttackStart)
+        .iter()
+        .map(|(_, e)| e.vector)
+        .collect();
+    assert_eq!(starts, [Vector::SynFlood, Vector::HttpFlood]);
 }
 
 /// Issue 14: once the keep-alive flood is an http_flood and its source banned, its packets
