@@ -104,6 +104,9 @@ pub struct IncidentStatus {
     pub distinct_sources: f64,
     /// Top sources with their share of the samples.
     pub sources: Vec<(String, f64)>,
+    /// The local addresses (or prefixes) it hits, with their share of its samples.
+    #[serde(default)]
+    pub targets: Vec<(String, f64)>,
 }
 
 /// One measure in force: a ban or an aggregate measure of an incident.
@@ -291,9 +294,19 @@ impl Status {
                 .iter()
                 .map(|(a, share)| format!("{a} {:.0}%", share * 100.0))
                 .collect();
+            let hit: Vec<String> = i
+                .targets
+                .iter()
+                .map(|(a, share)| format!("{a} {:.0}%", share * 100.0))
+                .collect();
+            let hit = if hit.is_empty() {
+                String::new()
+            } else {
+                format!(" → {}", hit.join(", "))
+            };
             let _ = writeln!(
                 out,
-                "  {} {} {target} since {} ({}): {} pps (peak {}), baseline {}, threshold {}; {}",
+                "  {} {} {target}{hit} since {} ({}): {} pps (peak {}), baseline {}, threshold {}; {}",
                 i.id,
                 i.vector,
                 i.since,
@@ -475,6 +488,7 @@ mod tests {
                 concentrated: true,
                 distinct_sources: 1.0,
                 sources: vec![("10.250.0.1".into(), 0.98)],
+                targets: vec![("10.250.1.0/28".into(), 1.0)],
             }],
             mitigations: vec![Mitigation {
                 incident: "1795619091823-4".into(),
@@ -504,7 +518,7 @@ mod tests {
             "up 1h 2m 5s",
             "unowned (older-kernel mode)",
             "FAILED, running configuration kept: /etc/ftagent/ftagent.toml:3:1",
-            "1795619091823-4 udp_flood udp/27015",
+            "1795619091823-4 udp_flood udp/27015 → 10.250.1.0/28 100%",
             "10.250.0.1 98%",
             "ban 10.250.0.1: 9m 48s left",
             "+3 more",

@@ -119,6 +119,11 @@ impl Daemon {
                         .iter()
                         .map(|(a, share)| (a.to_string(), *share))
                         .collect(),
+                    targets: i
+                        .targets()
+                        .iter()
+                        .map(|(a, share)| (a.to_string(), *share))
+                        .collect(),
                 })
                 .collect(),
             mitigations,

@@ -55,6 +55,15 @@ impl Summary {
                     ),
                 ));
                 fields.push(("sources", sources(e)));
+                if let Some(targets) = targets(e) {
+                    fields.push(("targets", targets));
+                }
+                if e["warmed_up"] == false {
+                    fields.push((
+                        "learning",
+                        "baselines not learned yet: opened over an absolute ceiling".to_string(),
+                    ));
+                }
                 (format!("🚨 {host}: {vector} on {target}"), RED)
             }
             "attack_end" => {
@@ -231,6 +240,32 @@ fn sources(e: &Value) -> String {
     }
 }
 
+/// The local addresses (or the prefix) the flood hit, with their shares; None when the event
+/// names none.
+fn targets(e: &Value) -> Option<String> {
+    let shares = e["targets"].as_array()?;
+    let named: Vec<String> = shares
+        .iter()
+        .take(MAX_ADDRESSES)
+        .filter_map(|t| {
+            let what = t["addr"].as_str().or_else(|| t["prefix"].as_str())?;
+            Some(format!(
+                "{what} ({:.0} %)",
+                t["share"].as_f64().unwrap_or(0.0) * 100.0
+            ))
+        })
+        .collect();
+    if named.is_empty() {
+        return None;
+    }
+    let rest = shares.len().saturating_sub(MAX_ADDRESSES);
+    Some(if rest > 0 {
+        format!("{} and {rest} more", named.join(", "))
+    } else {
+        named.join(", ")
+    })
+}
+
 /// Slack mrkdwn control characters.
 fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -242,7 +277,7 @@ fn slack_escape(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const START: &str = r#"{"ts":"2026-11-25T15:04:52.123Z","event":"attack_start","incident":"1795619091823-4","vector":"udp_flood","proto":"udp","port":27015,"counter":"svc_udp_27015","pps":81234.5,"bps":4874070.0,"baseline_pps":42.1,"threshold_pps":5000.0,"sources":[{"addr":"10.250.0.1","share":0.981}],"distinct_sources":2.0,"concentrated":true,"top_prefixes":[],"pcap":"/var/lib/ftagent/pcap/1795619091823-4.pcap"}"#;
+    const START: &str = r#"{"ts":"2026-11-25T15:04:52.123Z","event":"attack_start","incident":"1795619091823-4","vector":"udp_flood","proto":"udp","port":27015,"counter":"svc_udp_27015","pps":81234.5,"bps":4874070.0,"baseline_pps":42.1,"threshold_pps":5000.0,"warmed_up":true,"sources":[{"addr":"10.250.0.1","share":0.981}],"distinct_sources":2.0,"concentrated":true,"top_prefixes":[],"targets":[{"addr":"10.250.1.2","share":1.0}],"pcap":"/var/lib/ftagent/pcap/1795619091823-4.pcap"}"#;
     const APPLIED: &str = r#"{"ts":"2026-11-25T15:04:52.130Z","event":"mitigation_applied","incident":"1795619091823-4","vector":"udp_flood","action":"limit_port","addresses":[],"port":27015,"proto":"udp","rate_pps":10000,"timeout_s":120,"mode":"mitigate"}"#;
 
     fn json_of(format: WebhookFormat, line: &str) -> Value {
@@ -262,7 +297,7 @@ mod tests {
         let m = json_of(WebhookFormat::Slack, START);
         assert_eq!(
             m["text"],
-            "🚨 web1: udp_flood on udp/27015 — rate: 81.2 kpps, 39.0 Mbit/s, threshold: 5.0 kpps (baseline 42 pps), sources: 10.250.0.1 (98 %), capture: /var/lib/ftagent/pcap/1795619091823-4.pcap"
+            "🚨 web1: udp_flood on udp/27015 — rate: 81.2 kpps, 39.0 Mbit/s, threshold: 5.0 kpps (baseline 42 pps), sources: 10.250.0.1 (98 %), targets: 10.250.1.2 (100 %), capture: /var/lib/ftagent/pcap/1795619091823-4.pcap"
         );
         assert_eq!(m["blocks"][0]["type"], "section");
         assert_eq!(m["blocks"][0]["text"]["type"], "mrkdwn");
@@ -279,6 +314,30 @@ mod tests {
             m["text"],
             "🛡️ web1: limit_port udp/27015 to 10000 pps (udp_flood) — timeout: 120 s"
         );
+    }
+
+    /// Issue 14, item 5: a flood spread over a prefix says so, and one opened before the
+    /// baselines were learned says that too.
+    #[test]
+    fn issue14_targets_and_learning_are_shown() {
+        let start = START
+            .replace(
+                r#"[{"addr":"10.250.1.2","share":1.0}]"#,
+                r#"[{"prefix":"10.250.1.0/28","share":1.0}]"#,
+            )
+            .replace(r#""warmed_up":true"#, r#""warmed_up":false"#);
+        let m = json_of(WebhookFormat::Discord, &start);
+        let fields = m["embeds"][0]["fields"].as_array().unwrap();
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|f| f["name"] == name)
+                .map(|f| f["value"].as_str().unwrap().to_string())
+        };
+        assert_eq!(field("targets").as_deref(), Some("10.250.1.0/28 (100 %)"));
+        assert!(field("learning").unwrap().contains("absolute ceiling"));
+        let m = json_of(WebhookFormat::Discord, START);
+        assert!(!m.to_string().contains("learning"));
     }
 
     #[test]
