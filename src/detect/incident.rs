@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::attribution::TARGETS;
 use super::classify::{Target, Vector};
 use super::event::{Event, EventKind};
-use super::{Detector, Role, Sample, MIN_SAMPLES, REPORT_INTERVAL, TOP};
+use super::{Detector, Role, Sample, REPORT_INTERVAL, TOP};
 use crate::addr::Cidr;
 
 const NO_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -178,13 +178,17 @@ impl Incident {
     }
 }
 
-/// The IP protocol, other than TCP, UDP, ICMP and ICMPv6, with the most samples.
+/// The IP protocol, other than TCP, UDP, ICMP and ICMPv6, with the most recent samples (the
+/// last second or so: a short tick may have none).
 fn other_protocol(sample: &Sample) -> Option<u8> {
-    sample
-        .top_dst_ports
-        .iter()
-        .map(|((proto, _), _)| *proto)
-        .find(|p| !matches!(p, 1 | 6 | 17 | 58))
+    let mut counts = [0u32; 256];
+    for p in sample.packets.iter() {
+        if !p.fragment && !matches!(p.proto, 1 | 6 | 17 | 58) {
+            counts[usize::from(p.proto)] += 1;
+        }
+    }
+    let (proto, &most) = counts.iter().enumerate().max_by_key(|(_, &n)| n)?;
+    (most > 0).then_some(proto as u8)
 }
 
 /// Copies `items` into `slots` (as many as fit); returns how many.
@@ -366,7 +370,7 @@ impl Detector {
         if !active {
             return; // fading: the samples are no longer the attack's
         }
-        if incident.vector == Vector::IpProtoFlood && sample.samples >= MIN_SAMPLES {
+        if incident.vector == Vector::IpProtoFlood {
             incident.ip_proto = other_protocol(sample).or(incident.ip_proto);
         }
         if !counted {
