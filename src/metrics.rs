@@ -70,6 +70,8 @@ pub struct Snapshot {
     pub tables_restored: u64,
     /// Messages from the kernel's tripwire (a protocol far over its floor).
     pub tripwire_trips: u64,
+    /// Fast ticks run to time a counter's run over its threshold.
+    pub fast_ticks: u64,
     /// BGP announcements in force (or, in monitor mode, that would be): RTBH, FlowSpec.
     pub bgp_rtbh: u64,
     pub bgp_flowspec: u64,
@@ -384,6 +386,12 @@ pub fn render(s: &Snapshot) -> String {
         "Times the kernel's tripwire woke the agent (an IP protocol at instant_factor x floor_pps).",
         s.tripwire_trips as f64,
     );
+    out.single(
+        "ftagent_fast_ticks_total",
+        Counter,
+        "Short ticks run to time a counter's run over its threshold (up to 6 when one goes over).",
+        s.fast_ticks as f64,
+    );
     let mut bgp = out.family(
         "ftagent_bgp_announcements",
         Gauge,
@@ -468,6 +476,7 @@ mod tests {
             conntrack_entries: 17,
             tables_restored: 1,
             tripwire_trips: 3,
+            fast_ticks: 12,
             bgp_rtbh: 1,
             bgp_flowspec: 2,
         }

@@ -235,7 +235,7 @@ fn issue13_trafgen_bursts_are_detected_in_the_first_burst() {
 /// Issue 14 (item 1): a flood far over its threshold trips the kernel's wire (an IP protocol at
 /// `instant_factor × floor_pps`) and opens its incident between ticks, mitigated in the same
 /// step. With a 1 s tick, ticks alone would open it at the next tick boundary, up to a second
-/// later; the users' own traffic never trips it.
+/// later; the users' own traffic never trips it (nor runs a fast tick).
 #[test]
 fn issue14_a_flood_far_over_threshold_opens_between_ticks_by_the_tripwire() {
     let Some((_guard, lab)) = lab::start("detect-tripwire") else {
@@ -252,11 +252,17 @@ fn issue14_a_flood_far_over_threshold_opens_between_ticks_by_the_tripwire() {
     );
     agent.start();
     std::thread::sleep(Duration::from_secs(5));
-    let trips = |lab: &Lab| {
+    let metric = |lab: &Lab, name: &str| {
         let text = crate::metrics::scrape(lab);
-        crate::metrics::value(&text, "ftagent_tripwire_trips_total", None).expect("trips")
+        crate::metrics::value(&text, name, None).unwrap_or_else(|| panic!("{name} in {text}"))
     };
+    let trips = |lab: &Lab| metric(lab, "ftagent_tripwire_trips_total");
     assert_eq!(trips(&lab), 0.0, "the users' traffic trips nothing");
+    assert_eq!(
+        metric(&lab, "ftagent_fast_ticks_total"),
+        0.0,
+        "nor does it take a counter over its threshold: no fast tick"
+    );
     // 60 kpps: three times the tripwire's 20 kpps (10 × the 2,000 pps floor).
     let flood = UdpFlood::to_port(ATTACKER4, VICTIM4, 27015);
     let (generator, start, latency) =

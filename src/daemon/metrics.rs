@@ -36,6 +36,8 @@ pub(super) struct Tally {
     pub bans_by_operators: u64,
     /// Messages from the kernel's tripwire.
     pub trips: u64,
+    /// Fast ticks the detector asked for (a counter just over its threshold).
+    pub fast_ticks: u64,
 }
 
 impl Tally {
@@ -468,6 +470,7 @@ impl Daemon {
             conntrack_entries: self.sensor.conntrack_entries,
             tables_restored: self.tables_restored,
             tripwire_trips: self.tally.trips,
+            fast_ticks: self.tally.fast_ticks,
             bgp_rtbh: announcements
                 .iter()
                 .filter(|a| matches!(a.route, Route::Blackhole(_)))

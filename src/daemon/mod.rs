@@ -430,6 +430,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                     notifier.tick(now, |w| daemon.write_status(w));
                     if let Some(fast) = daemon.detector.fast_tick() {
                         // A counter just went over: time its run with a few short ticks.
+                        daemon.tally.fast_ticks += 1;
                         if let Err(e) = timer.rearm(fast, daemon.config.agent.tick) {
                             log::warn!("rearming the tick timer for a fast tick: {e}");
                         }
