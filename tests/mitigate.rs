@@ -497,8 +497,11 @@ fn issue14_started_under_attack_opens_and_mitigates_during_the_warmup() {
         return;
     };
     let flood = UdpFlood::to_port(ATTACKER4, VICTIM4, 27015);
+    let before = lab.victim_rx_packets();
     let mut generator = lab.spawn_trafgen(&flood, 3_000_000);
-    std::thread::sleep(Duration::from_millis(500));
+    // trafgen may take a while to start on a busy machine: measure once it floods.
+    lab.wait_arrival(before, 20_000);
+    std::thread::sleep(Duration::from_millis(200));
     let (flood_pps, users_pps) = received_pps(&lab, Duration::from_secs(1));
     let ceiling = (flood_pps / 4.0).round() as u64;
     eprintln!(
