@@ -662,8 +662,9 @@ impl Daemon {
         self.events.clear();
         self.changes.clear();
         self.mitigation_events.clear();
-        if self.read_counters(now) {
-            let since_start = now.saturating_duration_since(self.started);
+        let since_start = now.saturating_duration_since(self.started);
+        let counted = self.read_counters(now);
+        if counted {
             let sample = self.sensor.sample();
             self.detector
                 .observe(&sample, since_start, &mut self.events);
@@ -671,13 +672,7 @@ impl Daemon {
             if !self.events.is_empty() {
                 self.mitigate(since_start);
             }
-            let escalation = self.escalation.as_mut();
-            if escalation.is_some_and(|e| e.tick(&self.events, &self.sensor.tick, since_start)) {
-                // Saved now: a crash must not lose the incident behind an announcement.
-                self.next_save = now;
-            }
         }
-        self.sensor.next_tick();
         if self.healing.generation_check_due(now) {
             self.check_generation(now);
         }
@@ -686,6 +681,16 @@ impl Daemon {
         if !self.events.is_empty() || !self.mitigation_events.is_empty() {
             self.report_events();
         }
+        // After the incident's own events (a `bgp_announced` line never comes before the
+        // `attack_start` of its incident), before this tick's samples are reset.
+        let before = crate::alloc::thread_allocations();
+        let escalation = self.escalation.as_mut().filter(|_| counted);
+        if escalation.is_some_and(|e| e.tick(&self.events, &self.sensor.tick, since_start)) {
+            // Saved now: a crash must not lose the incident behind an announcement.
+            self.next_save = now;
+        }
+        self.tick_allocations += crate::alloc::thread_allocations() - before;
+        self.sensor.next_tick();
         if now >= self.next_shim_check {
             self.next_shim_check = now + SHIM_CHECK_INTERVAL;
             self.check_shim();
