@@ -48,6 +48,9 @@ pub enum NlError {
     },
     #[error("malformed netlink reply: {0}")]
     Malformed(String),
+    /// A batch the socket cannot send in one piece (the kernel would answer EMSGSIZE).
+    #[error("send batch of {len} bytes: {reason}")]
+    BatchTooLarge { len: usize, reason: String },
 }
 
 /// The kernel's errno in nf_tables' own terms where the C library's words mislead.
@@ -78,6 +81,7 @@ impl NlError {
             NlError::Kernel { errno, .. } => Some(*errno),
             NlError::Io { source, .. } => source.raw_os_error(),
             NlError::Malformed(_) => None,
+            NlError::BatchTooLarge { .. } => Some(libc::EMSGSIZE),
         }
     }
 }
@@ -533,20 +537,39 @@ impl Nft {
         timeout: Duration,
         features: Features,
     ) -> Result<SetRole, NlError> {
-        let role = SetRole::for_ban(&cidr);
-        let op = ElementOp {
-            timeout: Some(timeout),
-            ..ElementOp::key(Key::Addr(ElementKey::Cidr(cidr)))
-        };
+        self.ban_many(&[cidr], timeout, features)?;
+        Ok(SetRole::for_ban(&cidr))
+    }
+
+    /// Bans (or re-bans) every address and prefix of `cidrs` for `timeout`, in one
+    /// transaction: all or none. Each set's elements go in a few large messages.
+    pub fn ban_many(
+        &mut self,
+        cidrs: &[Cidr],
+        timeout: Duration,
+        features: Features,
+    ) -> Result<(), NlError> {
         let mut batch = self.sock.batch();
-        batch.add_elements(set_ref(role), &[op])?;
-        if !features.timeout_refresh {
-            // Add (so the delete cannot fail), delete, add: a fresh timeout on any kernel.
-            batch.delete_elements(set_ref(role), &[op])?;
-            batch.add_elements(set_ref(role), &[op])?;
+        for role in SetRole::BANS {
+            let ops: Vec<ElementOp> = cidrs
+                .iter()
+                .filter(|c| SetRole::for_ban(c) == role)
+                .map(|&cidr| ElementOp {
+                    timeout: Some(timeout),
+                    ..ElementOp::key(ban_key(cidr))
+                })
+                .collect();
+            if ops.is_empty() {
+                continue;
+            }
+            batch.add_elements(set_ref(role), &ops)?;
+            if !features.timeout_refresh {
+                // Add (so the delete cannot fail), delete, add: a fresh timeout on any kernel.
+                batch.delete_elements(set_ref(role), &ops)?;
+                batch.add_elements(set_ref(role), &ops)?;
+            }
         }
-        self.sock.commit(&mut batch)?;
-        Ok(role)
+        self.sock.commit(&mut batch)
     }
 
     /// A tick's mitigation changes in one transaction: bans added or refreshed, bans lifted
@@ -663,6 +686,110 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::ruleset::{desired, diff};
+
+    /// `count` distinct host addresses of 198.18.0.0/15 (v4) or 2001:db8::/32 (v6).
+    fn hosts(count: u32, v6: bool) -> Vec<Cidr> {
+        (0..count)
+            .map(|i| {
+                let addr: std::net::IpAddr = if v6 {
+                    std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)).into()
+                } else {
+                    std::net::Ipv4Addr::from(0xc612_0000 + i).into()
+                };
+                Cidr::host(addr)
+            })
+            .collect()
+    }
+
+    fn element_count(nft: &mut Nft, set: &str) -> usize {
+        let sets = nft.sets().unwrap();
+        sets.iter().find(|s| s.name == set).unwrap().elements.len()
+    }
+
+    /// Issue 15: the sets filled to their size in one transaction (a batch of ~13 MB with the
+    /// older kernels' add+delete+add, far past the default 208 KiB send buffer).
+    #[test]
+    fn issue15_full_ban_sets_go_in_one_transaction() {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace, nft)");
+            return;
+        }
+        let ns = Netns::create("full").expect("a network namespace");
+        ns.run(|| {
+            let config = Config::default();
+            let mut nft = Nft::open().unwrap();
+            nft.install(&desired(&config), &[], Features::LEGACY).unwrap();
+            let (v4, v6) = (hosts(config.nft.ban4_size, false), hosts(config.nft.ban6_size, true));
+            let all: Vec<Cidr> = v4.iter().chain(&v6).copied().collect();
+            let timeout = Duration::from_secs(600);
+            nft.ban_many(&all, timeout, Features::LEGACY).unwrap();
+            assert_eq!(element_count(&mut nft, "ban4"), v4.len());
+            assert_eq!(element_count(&mut nft, "ban6"), v6.len());
+            // One more is past the set's size: refused, and nothing of the batch goes in.
+            let more = hosts(config.nft.ban4_size + 1, false);
+            let mut extra = more[more.len() - 1..].to_vec();
+            extra.extend(hosts(1, true).iter().map(|c| Cidr::host(next(c.addr()))));
+            let err = nft.ban_many(&extra, timeout, Features::LEGACY).unwrap_err();
+            assert_eq!(err.errno(), Some(libc::ENFILE), "{err}");
+            assert_eq!(element_count(&mut nft, "ban6"), v6.len());
+        });
+    }
+
+    fn next(addr: std::net::IpAddr) -> std::net::IpAddr {
+        match addr {
+            std::net::IpAddr::V6(a) => std::net::Ipv6Addr::from(u128::from(a) + 1_000_000).into(),
+            std::net::IpAddr::V4(a) => std::net::Ipv4Addr::from(u32::from(a) + 1).into(),
+        }
+    }
+
+    /// Issue 15: a batch of 100k+ messages gets 100k+ replies, all read: every ACK when it
+    /// commits; every refusal (each message deletes an element that is not there) when it
+    /// does not, the first one named; and the socket serves the next batch as usual.
+    #[test]
+    fn issue15_a_hundred_thousand_replies_are_all_read() {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace, nft)");
+            return;
+        }
+        let ns = Netns::create("acks").expect("a network namespace");
+        ns.run(|| {
+            let mut nft = Nft::open().unwrap();
+            nft.install(&desired(&Config::default()), &[], Features::LEGACY).unwrap();
+            let one = |cidr: Cidr| {
+                [ElementOp {
+                    timeout: Some(Duration::from_secs(600)),
+                    ..ElementOp::key(ban_key(cidr))
+                }]
+            };
+            let (v4, v6) = (hosts(60_000, false), hosts(45_000, true));
+            let mut batch = nft.sock.batch();
+            for cidr in v4.iter().chain(&v6) {
+                let role = SetRole::for_ban(cidr);
+                batch.add_elements(set_ref(role), &one(*cidr)).unwrap();
+            }
+            assert!(batch.acked_count() > 100_000);
+            nft.sock.commit(&mut batch).unwrap();
+            assert_eq!(element_count(&mut nft, "ban4"), v4.len());
+            assert_eq!(element_count(&mut nft, "ban6"), v6.len());
+
+            let absent = hosts(105_000, true);
+            let mut batch = nft.sock.batch();
+            for cidr in &absent[v6.len()..] {
+                batch.add_elements(set_ref(SetRole::Ban(Family::V4)), &one(v4[0])).unwrap();
+                batch.delete_elements(set_ref(SetRole::Ban(Family::V6)), &one(*cidr)).unwrap();
+            }
+            assert!(batch.acked_count() > 100_000);
+            let err = nft.sock.commit(&mut batch).unwrap_err();
+            assert_eq!(err.errno(), Some(libc::ENOENT), "{err}");
+            let first = absent[v6.len()];
+            assert!(err.to_string().contains(&format!("delete element {first} ")), "{err}");
+            assert_eq!(element_count(&mut nft, "ban6"), v6.len(), "rolled back");
+
+            let late: Cidr = "198.19.255.1".parse().unwrap();
+            nft.ban(late, Duration::from_secs(60), Features::LEGACY).unwrap();
+            assert_eq!(element_count(&mut nft, "ban4"), v4.len() + 1);
+        });
+    }
 
     /// A reload's diff in one batch, in a real kernel: a service's port range widened (its
     /// interval map elements and counters replaced), a reflector port dropped, the safelist
