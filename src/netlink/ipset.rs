@@ -465,7 +465,10 @@ mod tests {
                 .output()
                 .expect("run ipset");
             let listed = String::from_utf8_lossy(&out.stdout);
-            assert!(listed.contains(&format!("Number of entries: {size}\n")), "{listed}");
+            assert!(
+                listed.contains(&format!("Number of entries: {size}\n")),
+                "{listed}"
+            );
         }
     }
 

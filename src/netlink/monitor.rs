@@ -134,6 +134,12 @@ impl TableMonitor {
         self.generation
     }
 
+    /// Takes `generation` as announced: the caller read the kernel's generation and then
+    /// checked our table, whose notices were lost.
+    pub fn assume_generation(&mut self, generation: u32) {
+        self.generation = Some(generation);
+    }
+
     /// Reads every queued notification (edge-triggered: until WouldBlock) and returns what
     /// others did to our table since the last call, in whole transactions. Allocates nothing.
     pub fn drain(&mut self) -> Tampering {
