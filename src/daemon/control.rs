@@ -261,7 +261,11 @@ impl Daemon {
 
     /// Puts an operator's bans in, all in one transaction, and records them.
     fn ban_for_operator(&mut self, cidrs: &[Cidr], timeout: Duration) -> Response {
-        if let Err(e) = self.nft.ban_many(cidrs, timeout, self.features) {
+        let (nft, features) = (&mut self.nft, self.features);
+        let banned = super::quietly(&mut self.monitor, cidrs.len(), || {
+            nft.ban_many(cidrs, timeout, features)
+        });
+        if let Err(e) = banned {
             return Response::error(e.to_string());
         }
         let now = Instant::now();
@@ -362,7 +366,7 @@ pub fn parse_ban(cidr: &str, timeout_ms: u64, config: &Config) -> Result<(Cidr, 
 }
 
 /// Checks a request of many bans like `parse_ban` each; the first bad one is named by its
-/// place in the list. An empty list is an error.
+/// place in the list. An empty list is an error; a repeated entry counts once.
 pub fn parse_bans(
     cidrs: &[String],
     timeout_ms: u64,
@@ -371,7 +375,7 @@ pub fn parse_bans(
     if cidrs.is_empty() {
         return Err("no address or prefix to ban".to_string());
     }
-    let mut parsed = Vec::with_capacity(cidrs.len());
+    let mut parsed = Distinct::default();
     let mut timeout = Duration::ZERO;
     for (i, cidr) in cidrs.iter().enumerate() {
         let (c, t) =
@@ -379,19 +383,20 @@ pub fn parse_bans(
         parsed.push(c);
         timeout = t;
     }
-    Ok((parsed, timeout))
+    Ok((parsed.list, timeout))
 }
 
 /// Checks a ban list as `ftagent ban --file` reads it: one address or prefix a line, `#`
 /// starting a comment, blank lines skipped; each entry checked like `parse_ban`, the first
-/// bad one named `NAME:LINE`. A list without any entry is an error.
+/// bad one named `NAME:LINE`. A list without any entry is an error; a repeated entry counts
+/// once.
 pub fn parse_ban_list(
     text: &str,
     name: &str,
     timeout_ms: u64,
     config: &Config,
 ) -> Result<(Vec<Cidr>, Duration), String> {
-    let mut cidrs = Vec::new();
+    let mut cidrs = Distinct::default();
     let mut timeout = Duration::ZERO;
     for (i, line) in text.lines().enumerate() {
         let entry = line.split('#').next().unwrap_or("").trim();
@@ -403,10 +408,25 @@ pub fn parse_ban_list(
         cidrs.push(cidr);
         timeout = t;
     }
-    if cidrs.is_empty() {
+    if cidrs.list.is_empty() {
         return Err(format!("{name}: no address or prefix to ban"));
     }
-    Ok((cidrs, timeout))
+    Ok((cidrs.list, timeout))
+}
+
+/// Addresses and prefixes in the order first given, each once.
+#[derive(Default)]
+struct Distinct {
+    list: Vec<Cidr>,
+    seen: std::collections::HashSet<Cidr>,
+}
+
+impl Distinct {
+    fn push(&mut self, cidr: Cidr) {
+        if self.seen.insert(cidr) {
+            self.list.push(cidr);
+        }
+    }
 }
 
 /// Root, or the user the daemon runs as; else the peer's uid.

@@ -57,6 +57,8 @@ const FIRST_METRICS_CONNECTION: usize = 64;
 const TRACE_WINDOW: Duration = Duration::from_secs(1);
 /// How often the state files are written besides at changes and at stop (the baselines move).
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Elements above which a commit of our own is made with the notifications muted.
+const QUIET_ABOVE: usize = 10_000;
 /// Operators' bans are saved at most this often (a burst of bans is one write).
 const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
 /// Conntrack entries of banned sources deleted at most per conntrack read.
@@ -209,7 +211,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     let report = Reporter::start(&config)?;
     let mut nft = Nft::open()?;
     // Subscribed before our first change, so every generation since is known.
-    let monitor = TableMonitor::open(nft.port_id())?;
+    let mut monitor = TableMonitor::open(nft.port_id())?;
     let features = features(&mut nft, &config)?;
     log::info!(
         "kernel mode: {}, ban timeouts refreshed {}",
@@ -277,7 +279,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         false => None,
     };
     let held = held_in_force(&mitigator, &mut operator_bans, Duration::ZERO, now);
-    install_with(&mut nft, &config, &safelist, features, &held)?;
+    quietly(&mut monitor, held.len(), || {
+        install_with(&mut nft, &config, &safelist, features, &held)
+    })?;
     let shim = install_shim(&mut nft, &config, &safelist)?;
     let nflog_config = NflogConfig {
         snaplen: config.sense.snaplen,
@@ -504,6 +508,20 @@ enum Stop {
     Signal,
     /// An operator's `rules flush` removed the table.
     Flushed,
+}
+
+/// Runs `commit`, one of our own transactions writing about `elements` elements, with the
+/// kernel's notifications muted when they are many: with no listener the kernel builds none,
+/// and one per element is most of what a commit of full sets costs. The generation check
+/// reads the table back afterwards (others' changes in the meantime were not announced).
+fn quietly<T>(monitor: &mut TableMonitor, elements: usize, commit: impl FnOnce() -> T) -> T {
+    if elements <= QUIET_ABOVE {
+        return commit();
+    }
+    monitor.mute();
+    let out = commit();
+    monitor.unmute();
+    out
 }
 
 /// The bans and measures in force at `now` (`since_start` on the mitigator's clock): the
@@ -927,13 +945,16 @@ impl Daemon {
         self.healing.attempted(now);
         let since_start = now.saturating_duration_since(self.started);
         let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
-        let installed = match install_with(
-            &mut self.nft,
-            &self.config,
-            &self.safelist,
-            self.features,
-            &held,
-        ) {
+        let installed = quietly(&mut self.monitor, held.len(), || {
+            install_with(
+                &mut self.nft,
+                &self.config,
+                &self.safelist,
+                self.features,
+                &held,
+            )
+        });
+        let installed = match installed {
             Ok(installed) => installed,
             Err(e) => {
                 log::error!(

@@ -781,6 +781,83 @@ mod tests {
         }
     }
 
+    /// Drops CAP_NET_ADMIN from the calling thread's effective capabilities (threads have
+    /// their own).
+    fn drop_net_admin() {
+        const CAP_NET_ADMIN: u32 = 12;
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut header = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget/capset with a version-3 header and two data structs, as the ABI says.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+                0
+            );
+            data[0].effective &= !(1 << CAP_NET_ADMIN);
+            assert_eq!(
+                libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+                0
+            );
+        }
+    }
+
+    /// Issue 15: without CAP_NET_ADMIN the send buffer stays capped by net.core.wmem_max; a
+    /// batch past it is refused before it is sent, with the reason, not EMSGSIZE.
+    #[test]
+    fn issue15_a_batch_past_a_buffer_that_cannot_grow_is_refused_with_the_reason() {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace)");
+            return;
+        }
+        let ns = Netns::create("sndbuf").expect("a network namespace");
+        ns.run(|| {
+            drop_net_admin();
+            let mut nft = Nft::open().unwrap();
+            // Past twice the cap (the kernel doubles what it is asked for): each IPv6 element
+            // with a timeout takes 40 bytes.
+            let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let ops: Vec<ElementOp> = hosts(cap / 16, true)
+                .into_iter()
+                .map(|c| ElementOp {
+                    timeout: Some(Duration::from_secs(60)),
+                    ..ElementOp::key(ban_key(c))
+                })
+                .collect();
+            let mut batch = nft.sock.batch();
+            batch
+                .add_elements(set_ref(SetRole::Ban(Family::V6)), &ops)
+                .unwrap();
+            let err = nft.sock.commit(&mut batch).unwrap_err();
+            assert_eq!(err.errno(), Some(libc::EMSGSIZE), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with("send batch of ")
+                    && text.contains("net.core.wmem_max")
+                    && text.contains("CAP_NET_ADMIN"),
+                "{text}"
+            );
+        });
+    }
+
     /// Issue 15: a batch of 100k+ messages gets 100k+ replies, all read: every ACK when it
     /// commits; every refusal (each message deletes an element that is not there) when it
     /// does not, the first one named; and the socket serves the next batch as usual.

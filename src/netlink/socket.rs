@@ -145,7 +145,7 @@ impl NftSocket {
         if self.rcvbuf < room {
             self.rcvbuf = grow_buffer(&self.fd, Direction::Receive, room).unwrap_or_else(|e| {
                 log::warn!("nf_tables socket: {e}: the replies to a large batch may be lost");
-                self.rcvbuf.max(room / 2)
+                room // warned once for this size
             });
         }
         Ok(())
