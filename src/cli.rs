@@ -178,10 +178,17 @@ pub enum Command {
     /// Check the configuration without touching the system
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Ban an address or prefix (through the running daemon, if there is one)
+    /// Ban an address or prefix, or every one in a file (through the running daemon, if there
+    /// is one)
     Ban {
         /// IPv4/IPv6 address, or prefix such as 203.0.113.0/24
-        address: String,
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        address: Option<String>,
+        /// Ban every address and prefix in FILE (`-`: standard input) at once: one a line,
+        /// `#` starts a comment, blank lines are skipped; all are checked before any is
+        /// banned, and all go in together
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
         /// How long, e.g. 30s, 10m, 1h [default: mitigation.ban_duration]
         #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
         duration: Option<Duration>,
@@ -288,6 +295,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["ftagent", "ban", "10.0.0.1", "--for", "soon"]).is_err());
+        let cli = Cli::parse_args_from(["ftagent", "ban", "--file", "-", "--for", "1h"]).unwrap();
+        match cli.command {
+            Some(Command::Ban {
+                address: None,
+                file: Some(file),
+                duration,
+            }) => assert_eq!(
+                (file.to_str(), duration),
+                (Some("-"), Some(Duration::from_secs(3600)))
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["ftagent", "ban"]).is_err(),
+            "an address or a file"
+        );
+        assert!(Cli::try_parse_from(["ftagent", "ban", "10.0.0.1", "--file", "x"]).is_err());
         assert!(Cli::try_parse_from(["ftagent", "rules", "--bogus"]).is_err());
     }
 

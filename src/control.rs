@@ -12,11 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::status::Status;
 
-/// Longest request the daemon reads.
-pub const MAX_REQUEST: usize = 4096;
+/// Longest request the daemon reads: room for a `ban --file` of 200k+ addresses and
+/// prefixes (full sets of both families).
+pub const MAX_REQUEST: usize = 16 << 20;
 /// Longest reply a client reads (a status reply caps its lists well below this).
 pub const MAX_REPLY: usize = 1 << 20;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// More time to wait for the reply per ban of a `ban_many` request.
+const PER_BAN: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -24,6 +27,11 @@ pub enum Request {
     /// Ban an address or prefix for `timeout_ms`.
     Ban {
         cidr: String,
+        timeout_ms: u64,
+    },
+    /// Ban every address and prefix of `cidrs` for `timeout_ms`, in one transaction.
+    BanMany {
+        cidrs: Vec<String>,
         timeout_ms: u64,
     },
     Unban {
@@ -34,6 +42,19 @@ pub enum Request {
     Flush {},
     /// The daemon's state (`ftagent status`, `ftagent top`).
     Status {},
+}
+
+impl Request {
+    /// How long a client waits for the reply: longer for a request of many bans.
+    fn reply_timeout(&self) -> Duration {
+        match self {
+            Request::BanMany { cidrs, .. } => {
+                CLIENT_TIMEOUT
+                    + PER_BAN.saturating_mul(u32::try_from(cidrs.len()).unwrap_or(u32::MAX))
+            }
+            _ => CLIENT_TIMEOUT,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,7 +124,7 @@ pub fn call(path: &Path, request: &Request) -> io::Result<Option<Response>> {
         }
         Err(e) => return Err(e),
     };
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_read_timeout(Some(request.reply_timeout()))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = serde_json::to_string(request).map_err(io::Error::other)?;
     line.push('\n');
@@ -148,6 +169,21 @@ mod tests {
             r#"{"op":"ban","cidr":"10.250.0.1","timeout_ms":3000}"#
         );
         assert_eq!(parse_request(text.as_bytes()), Ok(r));
+    }
+
+    #[test]
+    fn many_bans_are_one_request_with_time_for_its_reply() {
+        let cidrs: Vec<String> = (0..65_536).map(|i| format!("2001:db8::{i:x}")).collect();
+        let r = Request::BanMany {
+            cidrs,
+            timeout_ms: 60_000,
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.starts_with(r#"{"op":"ban_many","cidrs":["2001:db8::0","#));
+        assert!(text.len() < MAX_REQUEST, "{} bytes", text.len());
+        assert_eq!(parse_request(text.as_bytes()), Ok(r.clone()));
+        assert!(r.reply_timeout() > CLIENT_TIMEOUT + Duration::from_secs(60));
+        assert_eq!(Request::Status {}.reply_timeout(), CLIENT_TIMEOUT);
     }
 
     #[test]

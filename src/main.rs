@@ -15,7 +15,7 @@ use ftagent::control::{self, Request, Response};
 use ftagent::daemon::{self, DaemonError};
 use ftagent::mitigate::Change;
 use ftagent::netlink::{shim, Nft, NlError};
-use ftagent::ruleset::TABLE;
+use ftagent::ruleset::{SetRole, TABLE};
 use ftagent::setup::{self, SetupError};
 use ftagent::status::Status;
 use ftagent::terminal::{self, LiveScreen};
@@ -190,28 +190,48 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Ban { address, duration } => {
+        Command::Ban {
+            address,
+            file,
+            duration,
+        } => {
             let timeout = duration.unwrap_or(config.mitigation.ban_duration);
             let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-            let (cidr, timeout) =
-                daemon::parse_ban(&address, timeout_ms, &config).map_err(Failure::Input)?;
-            let request = Request::Ban {
-                cidr: cidr.to_string(),
-                timeout_ms,
+            let (cidrs, timeout) = match (address, file) {
+                (Some(address), _) => daemon::parse_ban(&address, timeout_ms, &config)
+                    .map(|(cidr, timeout)| (vec![cidr], timeout)),
+                (None, Some(path)) => read_ban_list(&path).and_then(|(text, name)| {
+                    daemon::parse_ban_list(&text, &name, timeout_ms, &config)
+                }),
+                (None, None) => Err("an address or --file is needed".to_string()),
+            }
+            .map_err(Failure::Input)?;
+            let request = match cidrs.as_slice() {
+                [cidr] => Request::Ban {
+                    cidr: cidr.to_string(),
+                    timeout_ms,
+                },
+                _ => Request::BanMany {
+                    cidrs: cidrs.iter().map(ToString::to_string).collect(),
+                    timeout_ms,
+                },
             };
             if let Some(reply) = ask_daemon(&config, &request)? {
                 return reply;
             }
             let mut nft = Nft::open()?;
             let features = daemon::features(&mut nft, &config)?;
-            let role = nft.ban(cidr, timeout, features)?;
-            shim::mirror_without_daemon(Change::Ban { cidr, timeout })
-                .map_err(|e| Failure::Runtime(e.to_string()))?;
-            println!(
-                "banned {cidr} in {} for {}",
-                role.name(),
-                humantime::format_duration(timeout)
-            );
+            nft.ban_many(&cidrs, timeout, features)?;
+            let changes: Vec<Change> = cidrs
+                .iter()
+                .map(|&cidr| Change::Ban { cidr, timeout })
+                .collect();
+            shim::mirror_without_daemon(&changes).map_err(|e| Failure::Runtime(e.to_string()))?;
+            let t = humantime::format_duration(timeout);
+            match cidrs.as_slice() {
+                [cidr] => println!("banned {cidr} in {} for {t}", SetRole::for_ban(cidr).name()),
+                _ => println!("banned {} addresses and prefixes for {t}", cidrs.len()),
+            }
             Ok(())
         }
         Command::Unban { address } => {
@@ -228,7 +248,7 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             }
             let mut nft = Nft::open()?;
             if nft.unban(cidr)? {
-                shim::mirror_without_daemon(Change::Unban { cidr })
+                shim::mirror_without_daemon(&[Change::Unban { cidr }])
                     .map_err(|e| Failure::Runtime(e.to_string()))?;
                 println!("unbanned {cidr}");
                 Ok(())
@@ -271,6 +291,22 @@ fn top(socket: &Path, once: bool) -> Result<(), Failure> {
             return Ok(());
         }
     }
+}
+
+/// The text of a ban list and the name its errors use: a file, or standard input for `-`.
+fn read_ban_list(path: &Path) -> Result<(String, String), String> {
+    let mut text = String::new();
+    let (read, name) = if path == Path::new("-") {
+        let read = std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text);
+        (read, "-".to_string())
+    } else {
+        let read = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut text));
+        (read, path.display().to_string())
+    };
+    let label = if name == "-" { "standard input" } else { &name };
+    read.map_err(|e| format!("{label}: {e}"))?;
+    Ok((text, name))
 }
 
 /// `agent.control_socket` of a configuration file that does not load, if it is still TOML.

@@ -118,23 +118,29 @@ impl<'a> Agent<'a> {
 
     /// Starts `ftagent run` with more arguments and waits until it answers on its socket.
     pub fn start_with(&mut self, args: &[&str]) {
+        self.start_args_within(args, Duration::from_secs(10));
+    }
+
+    /// Starts `ftagent run` and waits up to `timeout` until it answers on its socket (a
+    /// start with full sets takes longer).
+    pub fn start_within(&mut self, timeout: Duration) {
+        self.start_args_within(&[], timeout);
+    }
+
+    fn start_args_within(&mut self, args: &[&str], timeout: Duration) {
         let mut all = vec![BIN, "-c", self.config.to_str().unwrap(), "run"];
         all.extend_from_slice(args);
         self.daemon = Some(self.ns.spawn(&all));
         let socket = self.config.with_file_name("ftagent.sock");
         let daemon = self.daemon.as_mut().unwrap();
-        lab::wait_until(
-            Duration::from_secs(10),
-            "the daemon's control socket",
-            || {
-                assert!(
-                    daemon.running(),
-                    "ftagent run exited early: {}",
-                    daemon.stderr()
-                );
-                std::os::unix::net::UnixStream::connect(&socket).is_ok()
-            },
-        );
+        lab::wait_until(timeout, "the daemon's control socket", || {
+            assert!(
+                daemon.running(),
+                "ftagent run exited early: {}",
+                daemon.stderr()
+            );
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
     }
 
     /// Stops the daemon with SIGTERM and returns its exit status and log.

@@ -383,13 +383,14 @@ fn issue7_control_socket_refuses_bad_requests_and_non_root_callers() {
         let message = reply["message"].as_str().unwrap();
         assert!(message.contains(want), "{want:?} in {message:?}");
     }
-    let huge = vec![b'x'; 100_000];
+    // Past the limit (16 MiB: room for a `ban --file` of full sets, issue 15).
+    let huge = vec![b'x'; (16 << 20) + 1];
     let reply = raw_request(&socket, &huge);
     assert!(
         reply["message"]
             .as_str()
             .unwrap()
-            .contains("longer than 4096 bytes"),
+            .contains("longer than 16777216 bytes"),
         "{reply}"
     );
     // No newline, but the client closes its side: still one request.

@@ -6,6 +6,7 @@
 //!   users' clients and services, what the victim received per 100 ms; always cleaned up;
 //! - `coexist`: issue 6 — beside the real Fail2Ban: the iptables FTAGENT chain, f2b-* untouched;
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
+//! - `fullsets`: issue 15 — 65,536 + 65,536 bans through `ban --file`, restart, flush, reload, ipsets;
 //! - `f2b`: issue 6 — the real Fail2Ban in a lab namespace bans, blocks and restores (harness);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
 //! - `heal`: issue 7 — our table put back after others delete it; kill, restart and stop;
@@ -24,6 +25,7 @@ mod cli;
 mod coexist;
 mod detect;
 mod f2b;
+mod fullsets;
 mod heal;
 mod lab;
 mod metrics;

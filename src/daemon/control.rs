@@ -3,6 +3,7 @@
 //! ever blocking the loop (a connection that dawdles is closed), and the requests (ban, unban,
 //! flush, status) carried out on the daemon's state.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -212,16 +213,14 @@ impl Daemon {
             Request::Ban { cidr, timeout_ms } => {
                 let response = match parse_ban(&cidr, timeout_ms, &self.config) {
                     Err(e) => Response::error(e),
-                    Ok((cidr, timeout)) => match self.nft.ban(cidr, timeout, self.features) {
-                        Ok(role) => {
-                            self.operator_bans.record(cidr, timeout, Instant::now());
-                            self.tally.bans_by_operators += 1;
-                            let t = humantime::format_duration(timeout);
-                            log::info!("operator ban: {cidr} in {} for {t}", role.name());
-                            Response::ok(format!("banned {cidr} for {t}"))
-                        }
-                        Err(e) => Response::error(e.to_string()),
-                    },
+                    Ok((cidr, timeout)) => self.ban_for_operator(&[cidr], timeout),
+                };
+                (response, false)
+            }
+            Request::BanMany { cidrs, timeout_ms } => {
+                let response = match parse_bans(&cidrs, timeout_ms, &self.config) {
+                    Err(e) => Response::error(e),
+                    Ok((cidrs, timeout)) => self.ban_for_operator(&cidrs, timeout),
                 };
                 (response, false)
             }
@@ -259,6 +258,40 @@ impl Daemon {
             Request::Status {} => (Response::status(self.status(Instant::now())), false),
         }
     }
+
+    /// Puts an operator's bans in, all in one transaction, and records them.
+    fn ban_for_operator(&mut self, cidrs: &[Cidr], timeout: Duration) -> Response {
+        let (nft, features) = (&mut self.nft, self.features);
+        let banned = super::quietly(&mut self.monitor, cidrs.len(), || {
+            nft.ban_many(cidrs, timeout, features)
+        });
+        if let Err(e) = banned {
+            return Response::error(e.to_string());
+        }
+        let now = Instant::now();
+        for &cidr in cidrs {
+            self.operator_bans.record(cidr, timeout, now);
+        }
+        self.tally.bans_by_operators += cidrs.len() as u64;
+        let t = humantime::format_duration(timeout);
+        match cidrs {
+            [cidr] => {
+                let set = crate::ruleset::SetRole::for_ban(cidr).name();
+                log::info!("operator ban: {cidr} in {set} for {t}");
+                Response::ok(format!("banned {cidr} for {t}"))
+            }
+            _ => {
+                log::info!(
+                    "operator ban: {} addresses and prefixes for {t}",
+                    cidrs.len()
+                );
+                Response::ok(format!(
+                    "banned {} addresses and prefixes for {t}",
+                    cidrs.len()
+                ))
+            }
+        }
+    }
 }
 
 /// The bans operators asked for, with their timeout and when they run out, so a table that
@@ -266,7 +299,8 @@ impl Daemon {
 /// iptables compatibility chain gets them too.
 #[derive(Debug, Default)]
 pub struct OperatorBans {
-    bans: Vec<(Cidr, Duration, Instant)>,
+    /// Each ban's timeout and when it runs out (a map: 100k+ bans stay cheap to change).
+    bans: BTreeMap<Cidr, (Duration, Instant)>,
     /// Counts changes, so the daemon saves them when they change.
     revision: u64,
     /// Bans and unbans not yet mirrored into the iptables ipsets.
@@ -275,19 +309,15 @@ pub struct OperatorBans {
 
 impl OperatorBans {
     fn record(&mut self, cidr: Cidr, timeout: Duration, now: Instant) {
-        self.remove(cidr);
-        self.bans.push((cidr, timeout, now + timeout));
+        self.bans.insert(cidr, (timeout, now + timeout));
+        self.revision += 1;
         self.unmirrored.push(Change::Ban { cidr, timeout });
     }
 
     fn forget(&mut self, cidr: Cidr) {
-        self.remove(cidr);
-        self.unmirrored.push(Change::Unban { cidr });
-    }
-
-    fn remove(&mut self, cidr: Cidr) {
-        self.bans.retain(|(c, _, _)| *c != cidr);
+        self.bans.remove(&cidr);
         self.revision += 1;
+        self.unmirrored.push(Change::Unban { cidr });
     }
 
     /// The bans and unbans not yet mirrored; the list is left empty.
@@ -306,17 +336,17 @@ impl OperatorBans {
         now: Instant,
     ) {
         for (cidr, timeout, left) in saved {
-            self.remove(cidr);
-            self.bans.push((cidr, timeout, now + left));
+            self.bans.insert(cidr, (timeout, now + left));
+            self.revision += 1;
         }
     }
 
     /// The bans still in force at `now`: address, timeout, and the time they have left.
     pub fn in_force(&mut self, now: Instant) -> Vec<(Cidr, Duration, Duration)> {
-        self.bans.retain(|(_, _, until)| *until > now);
+        self.bans.retain(|_, (_, until)| *until > now);
         self.bans
             .iter()
-            .map(|&(c, timeout, until)| (c, timeout, until.saturating_duration_since(now)))
+            .map(|(&c, &(timeout, until))| (c, timeout, until.saturating_duration_since(now)))
             .collect()
     }
 }
@@ -333,6 +363,70 @@ pub fn parse_ban(cidr: &str, timeout_ms: u64, config: &Config) -> Result<(Cidr, 
         return Err("a ban lasts at least 1s".to_string());
     }
     Ok((parsed, Duration::from_millis(timeout_ms)))
+}
+
+/// Checks a request of many bans like `parse_ban` each; the first bad one is named by its
+/// place in the list. An empty list is an error; a repeated entry counts once.
+pub fn parse_bans(
+    cidrs: &[String],
+    timeout_ms: u64,
+    config: &Config,
+) -> Result<(Vec<Cidr>, Duration), String> {
+    if cidrs.is_empty() {
+        return Err("no address or prefix to ban".to_string());
+    }
+    let mut parsed = Distinct::default();
+    let mut timeout = Duration::ZERO;
+    for (i, cidr) in cidrs.iter().enumerate() {
+        let (c, t) =
+            parse_ban(cidr, timeout_ms, config).map_err(|e| format!("entry {}: {e}", i + 1))?;
+        parsed.push(c);
+        timeout = t;
+    }
+    Ok((parsed.list, timeout))
+}
+
+/// Checks a ban list as `ftagent ban --file` reads it: one address or prefix a line, `#`
+/// starting a comment, blank lines skipped; each entry checked like `parse_ban`, the first
+/// bad one named `NAME:LINE`. A list without any entry is an error; a repeated entry counts
+/// once.
+pub fn parse_ban_list(
+    text: &str,
+    name: &str,
+    timeout_ms: u64,
+    config: &Config,
+) -> Result<(Vec<Cidr>, Duration), String> {
+    let mut cidrs = Distinct::default();
+    let mut timeout = Duration::ZERO;
+    for (i, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let (cidr, t) =
+            parse_ban(entry, timeout_ms, config).map_err(|e| format!("{name}:{}: {e}", i + 1))?;
+        cidrs.push(cidr);
+        timeout = t;
+    }
+    if cidrs.list.is_empty() {
+        return Err(format!("{name}: no address or prefix to ban"));
+    }
+    Ok((cidrs.list, timeout))
+}
+
+/// Addresses and prefixes in the order first given, each once.
+#[derive(Default)]
+struct Distinct {
+    list: Vec<Cidr>,
+    seen: std::collections::HashSet<Cidr>,
+}
+
+impl Distinct {
+    fn push(&mut self, cidr: Cidr) {
+        if self.seen.insert(cidr) {
+            self.list.push(cidr);
+        }
+    }
 }
 
 /// Root, or the user the daemon runs as; else the peer's uid.
@@ -372,14 +466,16 @@ impl Conn {
     /// Reads until a whole line has arrived (edge-triggered: until WouldBlock). A client that
     /// closes its side after the request needs no newline.
     fn read_request(&mut self) -> ReadState {
-        let mut chunk = [0u8; 1024];
+        let mut chunk = [0u8; 64 * 1024];
         loop {
             match self.stream.read(&mut chunk) {
                 Ok(0) if self.input.is_empty() => return ReadState::Closed,
                 Ok(0) => return ReadState::Request(std::mem::take(&mut self.input)),
                 Ok(n) => {
+                    let seen = self.input.len();
                     self.input.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = self.input.iter().position(|&b| b == b'\n') {
+                    let newline = chunk[..n].iter().position(|&b| b == b'\n');
+                    if let Some(end) = newline.map(|i| seen + i) {
                         if end > control::MAX_REQUEST {
                             return ReadState::TooLong;
                         }
@@ -395,5 +491,66 @@ impl Conn {
                 Err(_) => return ReadState::Closed,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::from_toml(
+            "[safelist]\ncidrs = [\"192.0.2.0/24\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_ban_list_takes_comments_blank_lines_and_both_families() {
+        let text =
+            "# botnet of the day\n198.18.0.1\n\n  2001:db8::1  # a v6 one\n198.18.1.0/24\n\t\n";
+        let (cidrs, timeout) = parse_ban_list(text, "bans.txt", 60_000, &config()).unwrap();
+        let want: Vec<Cidr> = ["198.18.0.1", "2001:db8::1", "198.18.1.0/24"]
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        assert_eq!(cidrs, want);
+        assert_eq!(timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_ban_list_names_the_file_and_line_of_its_first_bad_entry() {
+        let err = |text: &str| parse_ban_list(text, "bans.txt", 60_000, &config()).unwrap_err();
+        let bad = err("198.18.0.1\n# fine\n198.18.0.300\n2001:db8::zz\n");
+        assert!(bad.starts_with("bans.txt:3: 198.18.0.300"), "{bad}");
+        let safe = err("198.18.0.1\n192.0.2.7\n");
+        assert!(
+            safe.starts_with("bans.txt:2: ") && safe.contains("safelist"),
+            "{safe}"
+        );
+        let two = err("198.18.0.1 198.18.0.2\n");
+        assert!(two.starts_with("bans.txt:1: "), "one entry a line: {two}");
+        assert_eq!(
+            err("# nothing\n\n"),
+            "bans.txt: no address or prefix to ban"
+        );
+        assert_eq!(err(""), "bans.txt: no address or prefix to ban");
+        let short = parse_ban_list("198.18.0.1\n", "-", 10, &config()).unwrap_err();
+        assert!(
+            short.starts_with("-:1: ") && short.contains("at least 1s"),
+            "{short}"
+        );
+    }
+
+    #[test]
+    fn a_request_of_many_bans_names_its_first_bad_entry() {
+        let cidrs = |list: &[&str]| -> Vec<String> { list.iter().map(|c| c.to_string()).collect() };
+        let (parsed, _) =
+            parse_bans(&cidrs(&["198.18.0.1", "2001:db8::/64"]), 60_000, &config()).unwrap();
+        assert_eq!(parsed.len(), 2);
+        let err = parse_bans(&cidrs(&["198.18.0.1", "nonsense"]), 60_000, &config()).unwrap_err();
+        assert!(err.starts_with("entry 2: nonsense"), "{err}");
+        assert!(parse_bans(&[], 60_000, &config()).is_err());
     }
 }

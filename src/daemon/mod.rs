@@ -15,7 +15,7 @@ mod reload;
 mod slots;
 mod status;
 
-pub use control::parse_ban;
+pub use control::{parse_ban, parse_ban_list};
 
 use std::io::{self, Write as _};
 use std::path::PathBuf;
@@ -57,6 +57,10 @@ const FIRST_METRICS_CONNECTION: usize = 64;
 const TRACE_WINDOW: Duration = Duration::from_secs(1);
 /// How often the state files are written besides at changes and at stop (the baselines move).
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Elements above which a commit of our own is made with the notifications muted.
+const QUIET_ABOVE: usize = 10_000;
+/// Operators' bans are saved at most this often (a burst of bans is one write).
+const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
 /// Conntrack entries of banned sources deleted at most per conntrack read.
 const STALE_PER_READ: usize = 4096;
 /// After the tripwire fires, the tick that measures the flood: long enough for its counters to
@@ -181,6 +185,8 @@ struct Daemon {
     /// The wall clock when `started` was taken (the mitigator's clock runs from `started`).
     started_wall: SystemTime,
     next_save: Instant,
+    /// When `mitigation.json` was last written.
+    last_mitigation_save: Instant,
     /// The iptables `FTAGENT` chain and its ipsets, when configured and available.
     shim: Option<Shim>,
     next_shim_check: Instant,
@@ -205,7 +211,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     let report = Reporter::start(&config)?;
     let mut nft = Nft::open()?;
     // Subscribed before our first change, so every generation since is known.
-    let monitor = TableMonitor::open(nft.port_id())?;
+    let mut monitor = TableMonitor::open(nft.port_id())?;
     let features = features(&mut nft, &config)?;
     log::info!(
         "kernel mode: {}, ban timeouts refreshed {}",
@@ -273,7 +279,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         false => None,
     };
     let held = held_in_force(&mitigator, &mut operator_bans, Duration::ZERO, now);
-    install_with(&mut nft, &config, &safelist, features, &held)?;
+    quietly(&mut monitor, held.len(), || {
+        install_with(&mut nft, &config, &safelist, features, &held)
+    })?;
     let shim = install_shim(&mut nft, &config, &safelist)?;
     let nflog_config = NflogConfig {
         snaplen: config.sense.snaplen,
@@ -367,6 +375,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         started: now,
         started_wall,
         next_save: now + SAVE_INTERVAL,
+        last_mitigation_save: now,
         shim,
         next_shim_check: now + SHIM_CHECK_INTERVAL,
         sensor,
@@ -465,16 +474,15 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                 token if connections.owns(token) => {
                     if let Some(request) = connections.ready(event, poll.registry()) {
                         let (response, stop) = daemon.serve(&request);
+                        // The reply comes once the bans are in the ipsets too.
+                        daemon.mirror_operator_bans();
                         connections.respond(token, &response, poll.registry());
                         if stop {
                             remove_shim();
                             break 'serve Ok(Stop::Flushed);
                         }
-                        if daemon.operator_bans.revision() != daemon.saved_operator_bans {
-                            daemon.save_mitigation();
-                        }
+                        daemon.save_operator_bans(Instant::now());
                     }
-                    daemon.mirror_operator_bans();
                 }
                 _ => {}
             }
@@ -501,6 +509,20 @@ enum Stop {
     Signal,
     /// An operator's `rules flush` removed the table.
     Flushed,
+}
+
+/// Runs `commit`, one of our own transactions writing about `elements` elements, with the
+/// kernel's notifications muted when they are many: with no listener the kernel builds none,
+/// and one per element is most of what a commit of full sets costs. The generation check
+/// reads the table back afterwards (others' changes in the meantime were not announced).
+fn quietly<T>(monitor: &mut TableMonitor, elements: usize, commit: impl FnOnce() -> T) -> T {
+    if elements <= QUIET_ABOVE {
+        return commit();
+    }
+    monitor.mute();
+    let out = commit();
+    monitor.unmute();
+    out
 }
 
 /// The bans and measures in force at `now` (`since_start` on the mitigator's clock): the
@@ -706,6 +728,8 @@ impl Daemon {
             self.save_mitigation();
         } else if !self.changes.is_empty() {
             self.save_mitigation();
+        } else {
+            self.save_operator_bans(now);
         }
         if self.trace && now >= self.next_trace {
             self.next_trace = now + TRACE_WINDOW;
@@ -751,9 +775,11 @@ impl Daemon {
             Ok(()) => true,
             Err(ReadingGap::First) => false,
             Err(ReadingGap::Missing(n)) => {
-                // The notifications usually tell first, and say more.
+                // The notifications usually tell first, and say more; a restore they led to
+                // has put the counters back already.
+                let restores = self.tables_restored;
                 self.table_notices(now);
-                if self.healing.pending.is_none() {
+                if self.healing.pending.is_none() && self.tables_restored == restores {
                     log::warn!("table inet {}: {n} counters missing", ruleset::TABLE);
                     self.healing.note(Cause::CountersMissing, None, now);
                 }
@@ -884,22 +910,35 @@ impl Daemon {
         self.table_notices(now);
         if self.monitor.generation() != Some(generation) {
             log::info!("ruleset generation {generation} was not announced; checking our table");
-            self.verify(now);
+            if self.check_table(now) {
+                // Its notices were lost (our own large commits overflow the monitor's
+                // buffer): the table as read is that generation's, or a later one's.
+                self.monitor.assume_generation(generation);
+            }
+            self.heal(now);
         }
     }
 
-    /// Reads our table back and notes damage if it is gone or differs from what it should be.
+    /// Reads our table back and notes damage if it is gone or differs from what it should be;
+    /// then puts it right if due.
     fn verify(&mut self, now: Instant) {
+        self.check_table(now);
+        self.heal(now);
+    }
+
+    /// Reads our table back and notes damage if it is gone or differs from what it should be.
+    /// True when it was read and is as it should be.
+    fn check_table(&mut self, now: Instant) -> bool {
         let spec = ruleset::desired(&self.config);
         match self.nft.table_state() {
             Ok(None) => self.healing.note(Cause::TableDeleted, None, now),
             Ok(Some(state)) if !state.differences(&spec).is_empty() => {
                 self.healing.note(Cause::TableChanged, None, now)
             }
-            Ok(Some(_)) => {}
+            Ok(Some(_)) => return true,
             Err(e) => log::warn!("reading table inet {} back: {e}", ruleset::TABLE),
         }
-        self.heal(now);
+        false
     }
 
     /// Puts our table back, if damage is pending and the rate allows: one transaction with
@@ -912,13 +951,16 @@ impl Daemon {
         self.healing.attempted(now);
         let since_start = now.saturating_duration_since(self.started);
         let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
-        let installed = match install_with(
-            &mut self.nft,
-            &self.config,
-            &self.safelist,
-            self.features,
-            &held,
-        ) {
+        let installed = quietly(&mut self.monitor, held.len(), || {
+            install_with(
+                &mut self.nft,
+                &self.config,
+                &self.safelist,
+                self.features,
+                &held,
+            )
+        });
+        let installed = match installed {
             Ok(installed) => installed,
             Err(e) => {
                 log::error!(
@@ -931,10 +973,14 @@ impl Daemon {
         };
         self.healing.pending = None;
         self.tables_restored += 1;
-        // What was put right is not noticed again; what others did since is.
+        // What was put right is not noticed again; what others did since is. Notices lost
+        // (a restore of full sets overflows the monitor's buffer with its own) are no sign of
+        // damage: the table is read back instead.
         let since = self.monitor.settle();
-        if let Some(cause) = heal::Cause::of(&since).or(since.lost.then_some(Cause::TableChanged)) {
+        if let Some(cause) = heal::Cause::of(&since) {
             self.healing.note(cause, since.by, now);
+        } else if since.lost {
+            self.check_table(now);
         }
         let by = pending
             .by
@@ -991,6 +1037,16 @@ impl Daemon {
         let state = self.mitigation_state();
         persist::save_mitigation(&state, &self.config.agent.state_dir);
         self.saved_operator_bans = self.operator_bans.revision();
+        self.last_mitigation_save = Instant::now();
+    }
+
+    /// Saves the operators' bans if they changed, at most once per `SAVE_DEBOUNCE`: what is
+    /// left waits for a later tick (and a stop always saves).
+    fn save_operator_bans(&mut self, now: Instant) {
+        let changed = self.operator_bans.revision() != self.saved_operator_bans;
+        if changed && now >= self.last_mitigation_save + SAVE_DEBOUNCE {
+            self.save_mitigation();
+        }
     }
 
     /// The end of `run`: SYN cookies put back; with `mitigation.on_stop = "remove"` the table

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use super::{
-    held_in_force, install_shim, install_with, own_addresses_into, remove_shim, safelist, Daemon,
-    DaemonError,
+    held_in_force, install_shim, install_with, own_addresses_into, quietly, remove_shim, safelist,
+    Daemon, DaemonError,
 };
 use crate::addr::Cidr;
 use crate::config::{Config, ConfigSource, DEFAULT_PATH};
@@ -148,7 +148,9 @@ impl Daemon {
         let now = Instant::now();
         let since_start = now.saturating_duration_since(self.started);
         let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
-        install_with(&mut self.nft, fresh, safelist, self.features, &held)?;
+        quietly(&mut self.monitor, held.len(), || {
+            install_with(&mut self.nft, fresh, safelist, self.features, &held)
+        })?;
         Ok("replace")
     }
 }

@@ -168,6 +168,7 @@ fn into_io(e: NlError) -> io::Error {
         NlError::Io { source, .. } => source.kind(),
         NlError::Kernel { errno, .. } => io::Error::from_raw_os_error(*errno).kind(),
         NlError::Malformed(_) => io::ErrorKind::InvalidData,
+        NlError::BatchTooLarge { .. } => io::ErrorKind::InvalidInput,
     };
     io::Error::new(kind, e)
 }

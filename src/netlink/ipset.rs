@@ -56,6 +56,9 @@ pub const MAX_TIMEOUT_SECS: u32 = (u32::MAX >> 1) / 1000;
 /// Elements a send carries at most (each ~60 bytes; the kernel takes a datagram at a time).
 const PER_SEND: usize = 512;
 const RECV_BUF: usize = 64 * 1024;
+/// The socket's receive buffer: room for the ACKs of a whole send at once (each costs the
+/// buffer about 1 KiB; a short buffer loses them, ENOBUFS).
+const SOCKET_RCVBUF: usize = PER_SEND * 1024;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The set types we use.
@@ -119,7 +122,7 @@ impl Ipset {
     pub fn open() -> Result<Ipset, NlError> {
         let (fd, _) = open_netfilter(
             "ipset socket",
-            RECV_BUF,
+            SOCKET_RCVBUF,
             Blocking::WithTimeout(REPLY_TIMEOUT),
         )?;
         Ok(Ipset {
@@ -418,6 +421,55 @@ mod tests {
             .output()
             .expect("run ipset");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Issue 15: sets filled to their size (65,536 addresses each family), every ACK read.
+    #[test]
+    fn issue15_full_sets_are_filled_with_every_ack_read() {
+        if !is_root() {
+            eprintln!("skipped: needs root for a network namespace");
+            return;
+        }
+        let ns = Netns::create("ipsetfull").expect("namespace");
+        let size = 65_536u32;
+        ns.run(move || {
+            let mut ipset = Ipset::open().expect("ipset socket");
+            for (name, v6) in [("t-full4", false), ("t-full6", true)] {
+                ipset
+                    .ensure(&IpsetSpec {
+                        name,
+                        v6,
+                        size,
+                        ..IP4
+                    })
+                    .expect("create");
+                let ops: Vec<ElementOp> = (0..size)
+                    .map(|i| {
+                        let addr: IpAddr = if v6 {
+                            std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)).into()
+                        } else {
+                            std::net::Ipv4Addr::from(0xc612_0000 + i).into()
+                        };
+                        ElementOp::Add {
+                            cidr: Cidr::host(addr),
+                            timeout_secs: Some(600),
+                        }
+                    })
+                    .collect();
+                ipset.apply(name, &ops).expect("fill");
+            }
+        });
+        for set in ["t-full4", "t-full6"] {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns.name, "ipset", "list", "-t", set])
+                .output()
+                .expect("run ipset");
+            let listed = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                listed.contains(&format!("Number of entries: {size}\n")),
+                "{listed}"
+            );
+        }
     }
 
     #[test]

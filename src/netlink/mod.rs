@@ -48,6 +48,9 @@ pub enum NlError {
     },
     #[error("malformed netlink reply: {0}")]
     Malformed(String),
+    /// A batch the socket cannot send in one piece (the kernel would answer EMSGSIZE).
+    #[error("send batch of {len} bytes: {reason}")]
+    BatchTooLarge { len: usize, reason: String },
 }
 
 /// The kernel's errno in nf_tables' own terms where the C library's words mislead.
@@ -78,6 +81,7 @@ impl NlError {
             NlError::Kernel { errno, .. } => Some(*errno),
             NlError::Io { source, .. } => source.raw_os_error(),
             NlError::Malformed(_) => None,
+            NlError::BatchTooLarge { .. } => Some(libc::EMSGSIZE),
         }
     }
 }
@@ -533,20 +537,43 @@ impl Nft {
         timeout: Duration,
         features: Features,
     ) -> Result<SetRole, NlError> {
-        let role = SetRole::for_ban(&cidr);
-        let op = ElementOp {
-            timeout: Some(timeout),
-            ..ElementOp::key(Key::Addr(ElementKey::Cidr(cidr)))
-        };
+        self.ban_many(&[cidr], timeout, features)?;
+        Ok(SetRole::for_ban(&cidr))
+    }
+
+    /// Bans (or re-bans) every address and prefix of `cidrs` for `timeout`, in one
+    /// transaction: all or none. Each set's elements go in a few large messages, each
+    /// element once (a repeat would make the older kernels' delete fail).
+    pub fn ban_many(
+        &mut self,
+        cidrs: &[Cidr],
+        timeout: Duration,
+        features: Features,
+    ) -> Result<(), NlError> {
+        let mut cidrs = cidrs.to_vec();
+        cidrs.sort_unstable();
+        cidrs.dedup();
         let mut batch = self.sock.batch();
-        batch.add_elements(set_ref(role), &[op])?;
-        if !features.timeout_refresh {
-            // Add (so the delete cannot fail), delete, add: a fresh timeout on any kernel.
-            batch.delete_elements(set_ref(role), &[op])?;
-            batch.add_elements(set_ref(role), &[op])?;
+        for role in SetRole::BANS {
+            let ops: Vec<ElementOp> = cidrs
+                .iter()
+                .filter(|c| SetRole::for_ban(c) == role)
+                .map(|&cidr| ElementOp {
+                    timeout: Some(timeout),
+                    ..ElementOp::key(ban_key(cidr))
+                })
+                .collect();
+            if ops.is_empty() {
+                continue;
+            }
+            batch.add_elements(set_ref(role), &ops)?;
+            if !features.timeout_refresh {
+                // Add (so the delete cannot fail), delete, add: a fresh timeout on any kernel.
+                batch.delete_elements(set_ref(role), &ops)?;
+                batch.add_elements(set_ref(role), &ops)?;
+            }
         }
-        self.sock.commit(&mut batch)?;
-        Ok(role)
+        self.sock.commit(&mut batch)
     }
 
     /// A tick's mitigation changes in one transaction: bans added or refreshed, bans lifted
@@ -663,6 +690,232 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::ruleset::{desired, diff};
+
+    /// `count` distinct host addresses of 198.18.0.0/15 (v4) or 2001:db8::/32 (v6).
+    fn hosts(count: u32, v6: bool) -> Vec<Cidr> {
+        (0..count)
+            .map(|i| {
+                let addr: std::net::IpAddr = if v6 {
+                    std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)).into()
+                } else {
+                    std::net::Ipv4Addr::from(0xc612_0000 + i).into()
+                };
+                Cidr::host(addr)
+            })
+            .collect()
+    }
+
+    /// `count` distinct prefixes, none adjacent to another: /31s of 198.19.0.0/16 (v4) or
+    /// /64s of 2001:db8:1::/48 (v6).
+    fn prefixes(count: u32, v6: bool) -> Vec<Cidr> {
+        (0..count)
+            .map(|i| {
+                let (addr, len): (std::net::IpAddr, u8) = if v6 {
+                    let net = 0x2001_0db8_0001_u128 << 80 | u128::from(2 * i) << 64;
+                    (std::net::Ipv6Addr::from(net).into(), 64)
+                } else {
+                    (std::net::Ipv4Addr::from(0xc613_0000 + 4 * i).into(), 31)
+                };
+                Cidr::new(addr, len).unwrap()
+            })
+            .collect()
+    }
+
+    fn element_count(nft: &mut Nft, set: &str) -> usize {
+        let sets = nft.sets().unwrap();
+        sets.iter().find(|s| s.name == set).unwrap().elements.len()
+    }
+
+    /// Issue 15: the sets filled to their size in one transaction (65,536 addresses and
+    /// 16,384 prefixes a family: a batch of ~17 MB with the older kernels' add+delete+add, far
+    /// past the default 208 KiB send buffer).
+    #[test]
+    fn issue15_full_ban_sets_go_in_one_transaction() {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace, nft)");
+            return;
+        }
+        let ns = Netns::create("full").expect("a network namespace");
+        ns.run(|| {
+            let config = Config::default();
+            let mut nft = Nft::open().unwrap();
+            nft.install(&desired(&config), &[], Features::LEGACY)
+                .unwrap();
+            let (v4, v6) = (
+                hosts(config.nft.ban4_size, false),
+                hosts(config.nft.ban6_size, true),
+            );
+            let net4 = prefixes(config.nft.bannet4_size, false);
+            let net6 = prefixes(config.nft.bannet6_size, true);
+            let all: Vec<Cidr> = [&v4, &v6, &net4, &net6]
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect();
+            let timeout = Duration::from_secs(600);
+            let started = std::time::Instant::now();
+            nft.ban_many(&all, timeout, Features::LEGACY).unwrap();
+            eprintln!(
+                "issue15: {} bans in one transaction: {:.2?}",
+                all.len(),
+                started.elapsed()
+            );
+            assert_eq!(element_count(&mut nft, "ban4"), v4.len());
+            assert_eq!(element_count(&mut nft, "ban6"), v6.len());
+            assert_eq!(element_count(&mut nft, "bannet4"), net4.len());
+            assert_eq!(element_count(&mut nft, "bannet6"), net6.len());
+            // One more is past the set's size: refused, and nothing of the batch goes in.
+            let more = hosts(config.nft.ban4_size + 1, false);
+            let mut extra = more[more.len() - 1..].to_vec();
+            extra.extend(hosts(1, true).iter().map(|c| Cidr::host(next(c.addr()))));
+            let err = nft.ban_many(&extra, timeout, Features::LEGACY).unwrap_err();
+            assert_eq!(err.errno(), Some(libc::ENFILE), "{err}");
+            assert_eq!(element_count(&mut nft, "ban6"), v6.len());
+        });
+    }
+
+    fn next(addr: std::net::IpAddr) -> std::net::IpAddr {
+        match addr {
+            std::net::IpAddr::V6(a) => std::net::Ipv6Addr::from(u128::from(a) + 1_000_000).into(),
+            std::net::IpAddr::V4(a) => std::net::Ipv4Addr::from(u32::from(a) + 1).into(),
+        }
+    }
+
+    /// Drops CAP_NET_ADMIN from the calling thread's effective capabilities (threads have
+    /// their own).
+    fn drop_net_admin() {
+        const CAP_NET_ADMIN: u32 = 12;
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut header = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget/capset with a version-3 header and two data structs, as the ABI says.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+                0
+            );
+            data[0].effective &= !(1 << CAP_NET_ADMIN);
+            assert_eq!(
+                libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+                0
+            );
+        }
+    }
+
+    /// Issue 15: without CAP_NET_ADMIN the send buffer stays capped by net.core.wmem_max; a
+    /// batch past it is refused before it is sent, with the reason, not EMSGSIZE.
+    #[test]
+    fn issue15_a_batch_past_a_buffer_that_cannot_grow_is_refused_with_the_reason() {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace)");
+            return;
+        }
+        let ns = Netns::create("sndbuf").expect("a network namespace");
+        ns.run(|| {
+            drop_net_admin();
+            let mut nft = Nft::open().unwrap();
+            // Past twice the cap (the kernel doubles what it is asked for): each IPv6 element
+            // with a timeout takes 40 bytes.
+            let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let ops: Vec<ElementOp> = hosts(cap / 16, true)
+                .into_iter()
+                .map(|c| ElementOp {
+                    timeout: Some(Duration::from_secs(60)),
+                    ..ElementOp::key(ban_key(c))
+                })
+                .collect();
+            let mut batch = nft.sock.batch();
+            batch
+                .add_elements(set_ref(SetRole::Ban(Family::V6)), &ops)
+                .unwrap();
+            let err = nft.sock.commit(&mut batch).unwrap_err();
+            assert_eq!(err.errno(), Some(libc::EMSGSIZE), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with("send batch of ")
+                    && text.contains("net.core.wmem_max")
+                    && text.contains("CAP_NET_ADMIN"),
+                "{text}"
+            );
+        });
+    }
+
+    /// Issue 15: a batch of 100k+ messages gets 100k+ replies, all read: every ACK when it
+    /// commits; every refusal (each message deletes an element that is not there) when it
+    /// does not, the first one named; and the socket serves the next batch as usual.
+    #[test]
+    fn issue15_a_hundred_thousand_replies_are_all_read() {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace, nft)");
+            return;
+        }
+        let ns = Netns::create("acks").expect("a network namespace");
+        ns.run(|| {
+            let mut nft = Nft::open().unwrap();
+            nft.install(&desired(&Config::default()), &[], Features::LEGACY)
+                .unwrap();
+            let one = |cidr: Cidr| {
+                [ElementOp {
+                    timeout: Some(Duration::from_secs(600)),
+                    ..ElementOp::key(ban_key(cidr))
+                }]
+            };
+            let (v4, v6) = (hosts(60_000, false), hosts(45_000, true));
+            let mut batch = nft.sock.batch();
+            for cidr in v4.iter().chain(&v6) {
+                let role = SetRole::for_ban(cidr);
+                batch.add_elements(set_ref(role), &one(*cidr)).unwrap();
+            }
+            assert!(batch.acked_count() > 100_000);
+            nft.sock.commit(&mut batch).unwrap();
+            assert_eq!(element_count(&mut nft, "ban4"), v4.len());
+            assert_eq!(element_count(&mut nft, "ban6"), v6.len());
+
+            let absent = hosts(105_000, true);
+            let mut batch = nft.sock.batch();
+            for cidr in &absent[v6.len()..] {
+                batch
+                    .add_elements(set_ref(SetRole::Ban(Family::V4)), &one(v4[0]))
+                    .unwrap();
+                batch
+                    .delete_elements(set_ref(SetRole::Ban(Family::V6)), &one(*cidr))
+                    .unwrap();
+            }
+            assert!(batch.acked_count() > 100_000);
+            let err = nft.sock.commit(&mut batch).unwrap_err();
+            assert_eq!(err.errno(), Some(libc::ENOENT), "{err}");
+            let first = absent[v6.len()];
+            assert!(
+                err.to_string()
+                    .contains(&format!("delete element {first} ")),
+                "{err}"
+            );
+            assert_eq!(element_count(&mut nft, "ban6"), v6.len(), "rolled back");
+
+            let late: Cidr = "198.19.255.1".parse().unwrap();
+            nft.ban(late, Duration::from_secs(60), Features::LEGACY)
+                .unwrap();
+            assert_eq!(element_count(&mut nft, "ban4"), v4.len() + 1);
+        });
+    }
 
     /// A reload's diff in one batch, in a real kernel: a service's port range widened (its
     /// interval map elements and counters replaced), a reflector port dropped, the safelist

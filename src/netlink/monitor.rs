@@ -97,23 +97,10 @@ impl TableMonitor {
     /// port id of the socket our own changes are made through.
     pub fn open(own_port: u32) -> Result<TableMonitor, NlError> {
         let (fd, _) = open_netfilter("nf_tables notifications", SOCKET_RCVBUF, Blocking::No)?;
-        let group = NFNLGRP_NFTABLES;
-        // SAFETY: setsockopt with a correctly sized int on our own descriptor.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                libc::NETLINK_ADD_MEMBERSHIP,
-                &group as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(NlError::Io {
-                op: "subscribe to nf_tables notifications",
-                source: std::io::Error::last_os_error(),
-            });
-        }
+        membership(&fd, libc::NETLINK_ADD_MEMBERSHIP).map_err(|source| NlError::Io {
+            op: "subscribe to nf_tables notifications",
+            source,
+        })?;
         Ok(TableMonitor {
             fd,
             buf: vec![0; RECV_BUF],
@@ -125,6 +112,25 @@ impl TableMonitor {
         })
     }
 
+    /// Leaves the notification group while one of our own large transactions commits: with
+    /// no listener the kernel builds no notices, one per element otherwise (most of the time
+    /// a commit of full sets takes). `unmute` right after.
+    pub fn mute(&mut self) {
+        if let Err(e) = membership(&self.fd, libc::NETLINK_DROP_MEMBERSHIP) {
+            log::warn!("nf_tables notifications: leaving the group: {e}");
+        }
+    }
+
+    /// Joins the group again after `mute`. What anyone committed meanwhile was not announced,
+    /// so the generation is unknown until the next notice: the generation check reads the
+    /// table back then.
+    pub fn unmute(&mut self) {
+        if let Err(e) = membership(&self.fd, libc::NETLINK_ADD_MEMBERSHIP) {
+            log::error!("nf_tables notifications: joining the group again: {e}");
+        }
+        self.generation = None;
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -132,6 +138,12 @@ impl TableMonitor {
     /// The newest generation announced so far (None before the first).
     pub fn generation(&self) -> Option<u32> {
         self.generation
+    }
+
+    /// Takes `generation` as announced: the caller read the kernel's generation and then
+    /// checked our table, whose notices were lost.
+    pub fn assume_generation(&mut self, generation: u32) {
+        self.generation = Some(generation);
     }
 
     /// Reads every queued notification (edge-triggered: until WouldBlock) and returns what
@@ -185,6 +197,26 @@ impl TableMonitor {
         self.awaiting_committer = false;
         self.settling = true;
         self.drain()
+    }
+}
+
+/// Joins or leaves (`NETLINK_ADD_MEMBERSHIP`/`NETLINK_DROP_MEMBERSHIP`) the nf_tables group.
+fn membership(fd: &OwnedFd, option: libc::c_int) -> std::io::Result<()> {
+    let group = NFNLGRP_NFTABLES;
+    // SAFETY: setsockopt with a correctly sized int on our own descriptor.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_NETLINK,
+            option,
+            &group as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -143,7 +143,8 @@ pub struct Batch {
     w: Writer,
     first_seq: u32,
     next_seq: u32,
-    labels: Vec<(u32, String)>,
+    /// What each message does, in sequence order from `first_seq + 1`.
+    labels: Vec<String>,
     finished: bool,
 }
 
@@ -171,17 +172,21 @@ impl Batch {
         (self.first_seq, self.next_seq)
     }
 
-    /// The sequence numbers of the messages that expect an ACK.
-    pub fn acked_seqs(&self) -> impl Iterator<Item = u32> + '_ {
-        self.labels.iter().map(|(seq, _)| *seq)
+    /// How many messages expect an ACK (every one between the begin and end markers).
+    pub fn acked_count(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// The position of the message with this sequence number among those that expect an
+    /// ACK, or None for any other number (the begin marker's among them).
+    pub fn index_of(&self, seq: u32) -> Option<usize> {
+        let index = seq.wrapping_sub(self.first_seq.wrapping_add(1)) as usize;
+        (index < self.labels.len()).then_some(index)
     }
 
     /// What the message with this sequence number did, for error messages.
     pub fn label(&self, seq: u32) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(s, _)| *s == seq)
-            .map(|(_, l)| l.as_str())
+        self.index_of(seq).map(|i| self.labels[i].as_str())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -208,7 +213,7 @@ impl Batch {
     fn begin(&mut self, msg: u16, flags: u16, label: String) {
         let seq = self.next_seq;
         self.next_seq = seq.wrapping_add(1);
-        self.labels.push((seq, label));
+        self.labels.push(label);
         self.w.begin(
             (NFNL_SUBSYS_NFTABLES << 8) | msg,
             flags | NLM_F_ACK,
@@ -229,7 +234,7 @@ impl Batch {
             }
             let seq = self.next_seq;
             self.next_seq = seq.wrapping_add(1);
-            self.labels.push((seq, label.to_string()));
+            self.labels.push(label.to_string());
             let mut raw = msg.as_bytes().to_vec();
             raw[8..12].copy_from_slice(&seq.to_ne_bytes());
             self.w.extend_raw(&raw);

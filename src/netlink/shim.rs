@@ -286,11 +286,11 @@ fn mirror_into(ipset: &mut Ipset, changes: impl Iterator<Item = Change>) -> Resu
     Ok(())
 }
 
-/// `ftagent ban`/`unban` with no daemon running: the ban goes into our ipsets too, if a
+/// `ftagent ban`/`unban` with no daemon running: the bans go into our ipsets too, if a
 /// daemon made them earlier (no ipsets: nothing to do).
-pub fn mirror_without_daemon(change: Change) -> Result<(), ShimError> {
+pub fn mirror_without_daemon(changes: &[Change]) -> Result<(), ShimError> {
     let mut ipset = Ipset::open()?;
-    match mirror_into(&mut ipset, std::iter::once(change)) {
+    match mirror_into(&mut ipset, changes.iter().copied()) {
         Err(ShimError::Ipset(e)) if e.errno() == Some(libc::ENOENT) => Ok(()),
         other => other,
     }

@@ -13,6 +13,9 @@ use super::NlError;
 const RECV_BUF: usize = 256 * 1024;
 /// Room for the ACKs of a large batch.
 const SOCKET_RCVBUF: usize = 4 * 1024 * 1024;
+/// What one queued ACK or error costs the receive buffer (its skb's true size; nft reckons
+/// 1 KiB a message too).
+const ACK_TRUESIZE: usize = 1024;
 /// A reply that has not come by then will not come.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -23,6 +26,9 @@ pub struct NftSocket {
     seq: u32,
     /// The port id the kernel gave this socket (the table's owner when it is owned).
     port_id: u32,
+    /// The send and receive buffer sizes last set (bytes the kernel accounts).
+    sndbuf: usize,
+    rcvbuf: usize,
 }
 
 impl NftSocket {
@@ -32,11 +38,15 @@ impl NftSocket {
             SOCKET_RCVBUF,
             Blocking::WithTimeout(REPLY_TIMEOUT),
         )?;
+        let sndbuf = buffer_size(&fd, Direction::Send);
+        let rcvbuf = buffer_size(&fd, Direction::Receive);
         Ok(NftSocket {
             fd,
             buf: vec![0; RECV_BUF],
             seq: 1,
             port_id,
+            sndbuf,
+            rcvbuf,
         })
     }
 
@@ -57,18 +67,31 @@ impl NftSocket {
     }
 
     /// Sends the batch as one transaction and checks an ACK for every message. The kernel
-    /// handles a batch within the send call, so every reply is queued when send returns.
+    /// handles a batch within the send call, so every reply is queued when send returns: the
+    /// send buffer is first made large enough for the whole batch (a netlink send must fit in
+    /// it) and the receive buffer for every reply (one ACK or error per message, 100k+ for a
+    /// large batch), then every reply is read, up to the last message's.
     pub fn commit(&mut self, batch: &mut Batch) -> Result<(), NlError> {
         if batch.is_empty() {
             return Ok(());
         }
+        let expected = batch.acked_count();
         let bytes = batch.finish();
+        self.fit_buffers(bytes.len(), expected)?;
         self.send(bytes, "send batch")?;
         let (_, next) = batch.seq_range();
         self.seq = next;
-        let mut pending: Vec<u32> = batch.acked_seqs().collect();
+        self.read_acks(batch, expected)
+    }
+
+    /// Reads the reply to each of the batch's `expected` messages. The first refusal is the
+    /// error (the kernel rolled the whole batch back); an error for the batch itself (its
+    /// begin marker) ends the wait, since no other reply follows it.
+    fn read_acks(&mut self, batch: &Batch, expected: usize) -> Result<(), NlError> {
+        let mut answered = vec![false; expected];
+        let mut pending = expected;
         let mut failure: Option<NlError> = None;
-        while !pending.is_empty() {
+        while pending > 0 {
             let n = match self.recv() {
                 Ok(n) => n,
                 Err(e) if failure.is_some() && e.kind() == io::ErrorKind::WouldBlock => break,
@@ -82,7 +105,11 @@ impl NftSocket {
             for msg in Msgs::new(&self.buf[..n]) {
                 let msg = msg.map_err(|e| NlError::Malformed(e.to_string()))?;
                 let Some(reply) = msg.error() else { continue };
-                pending.retain(|&s| s != reply.seq);
+                let index = batch.index_of(reply.seq);
+                if let Some(i) = index.filter(|&i| !answered[i]) {
+                    answered[i] = true;
+                    pending -= 1;
+                }
                 if reply.code != 0 && failure.is_none() {
                     let what = batch.label(reply.seq).unwrap_or("batch").to_string();
                     failure = Some(NlError::kernel(
@@ -91,17 +118,37 @@ impl NftSocket {
                         reply.ext_msg,
                     ));
                 }
-            }
-            if failure.is_some() {
-                // The whole batch was rolled back; the remaining replies are of no use.
-                self.drain();
-                break;
+                if reply.code != 0 && index.is_none() && reply.seq == batch.seq_range().0 {
+                    pending = 0; // the batch as a whole was refused: nothing else comes
+                }
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(()),
+        if failure.is_some() {
+            self.drain();
         }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Grows the send buffer to take a batch of `len` bytes in one send, and the receive
+    /// buffer to hold `replies` ACKs at once (SO_*BUFFORCE, as nft does; the plain options,
+    /// capped by net.core.wmem_max/rmem_max, where that is not permitted). A batch the send
+    /// buffer still cannot take is an error that says why; a short receive buffer is not (it
+    /// shows as ENOBUFS only if the replies really overflow it).
+    fn fit_buffers(&mut self, len: usize, replies: usize) -> Result<(), NlError> {
+        // The kernel refuses a send longer than the buffer less 32 bytes.
+        let needed = len + 64;
+        if self.sndbuf < needed {
+            self.sndbuf = grow_buffer(&self.fd, Direction::Send, needed)
+                .map_err(|e| NlError::BatchTooLarge { len, reason: e })?;
+        }
+        let room = SOCKET_RCVBUF.max(replies.saturating_mul(ACK_TRUESIZE));
+        if self.rcvbuf < room {
+            self.rcvbuf = grow_buffer(&self.fd, Direction::Receive, room).unwrap_or_else(|e| {
+                log::warn!("nf_tables socket: {e}: the replies to a large batch may be lost");
+                room // warned once for this size
+            });
+        }
+        Ok(())
     }
 
     /// Sends one request (a dump, or a get with NLM_F_ACK) and passes each reply message to
@@ -261,6 +308,69 @@ pub fn open_netfilter(
         }
     }
     Ok((fd, addr.nl_pid))
+}
+
+/// A socket buffer: the send or the receive one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Send,
+    Receive,
+}
+
+impl Direction {
+    /// The option that sets it beyond the system maximum (needs CAP_NET_ADMIN), the plain
+    /// option, and the sysctl that caps the plain one.
+    fn options(self) -> (libc::c_int, libc::c_int, &'static str) {
+        match self {
+            Direction::Send => (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "net.core.wmem_max"),
+            Direction::Receive => (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "net.core.rmem_max"),
+        }
+    }
+}
+
+/// The buffer's size as the kernel accounts it (twice what was asked for).
+fn buffer_size(fd: &OwnedFd, direction: Direction) -> usize {
+    let (_, plain, _) = direction.options();
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a correctly sized int.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            plain,
+            &mut value as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        usize::try_from(value).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// Asks for a buffer of at least `needed` bytes: forced where permitted, else the plain
+/// option. Returns the size it then has, or why it is still short.
+fn grow_buffer(fd: &OwnedFd, direction: Direction, needed: usize) -> Result<usize, String> {
+    let (force, plain, cap) = direction.options();
+    let value = libc::c_int::try_from(needed).unwrap_or(libc::c_int::MAX);
+    let raw = fd.as_raw_fd();
+    let forced = set_opt(raw, libc::SOL_SOCKET, force, &value);
+    let refused = (!forced).then(io::Error::last_os_error);
+    if !forced {
+        set_opt(raw, libc::SOL_SOCKET, plain, &value);
+    }
+    let size = buffer_size(fd, direction);
+    match refused {
+        _ if size >= needed => Ok(size),
+        Some(e) => Err(format!(
+            "the socket buffer holds {size} bytes, {needed} are needed, and it cannot be raised past {cap} ({e}; raising it needs CAP_NET_ADMIN)"
+        )),
+        None => Err(format!(
+            "the socket buffer holds {size} bytes, {needed} are needed"
+        )),
+    }
 }
 
 fn set_opt<T>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: &T) -> bool {

@@ -264,6 +264,13 @@ impl SetRole {
         SetRole::BanNet(Family::V4),
         SetRole::BanNet(Family::V6),
     ];
+    /// The sets that hold bans.
+    pub const BANS: [SetRole; 4] = [
+        SetRole::Ban(Family::V4),
+        SetRole::Ban(Family::V6),
+        SetRole::BanNet(Family::V4),
+        SetRole::BanNet(Family::V6),
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
