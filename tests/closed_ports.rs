@@ -115,6 +115,45 @@ fn unmitigated_share(lab: &Lab, src: Src, dst: &str, transport: Transport, layer
     share
 }
 
+/// The UDP port of a service started during the flood.
+const NEW_SERVICE: u16 = 41000;
+
+/// Counts datagrams to `NEW_SERVICE` where they arrive (prerouting, priority −500, before
+/// any chain of ours) and where they are delivered (input, priority 0, after the closed-port
+/// chain): a table of the test's own.
+fn count_new_service(lab: &Lab) {
+    lab.victim.run_ok(&["nft", "add table inet newservice"]);
+    for (chain, hook, priority) in [("prerouting", "prerouting", -500), ("input", "input", 0)] {
+        lab.victim.run_ok(&[
+            "nft",
+            &format!(
+                "add chain inet newservice {chain} {{ type filter hook {hook} priority \
+                 {priority} ; }}"
+            ),
+        ]);
+        lab.victim.run_ok(&[
+            "nft",
+            &format!("add rule inet newservice {chain} udp dport {NEW_SERVICE} counter"),
+        ]);
+    }
+}
+
+/// The datagrams `count_new_service` counted in `chain` so far.
+fn port_count(lab: &Lab, chain: &str) -> u64 {
+    let json = lab
+        .victim
+        .run_ok(&["nft", "-j", "list", "chain", "inet", "newservice", chain]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["rule"]["expr"].as_array())
+        .flat_map(|e| e.iter())
+        .find_map(|e| e["counter"]["packets"].as_u64())
+        .unwrap()
+}
+
 fn find(agent: &Agent, pred: impl Fn(&Value) -> bool) -> Option<Value> {
     agent.all_events().into_iter().find(pred)
 }
@@ -155,7 +194,7 @@ fn flood_until_limited(
 /// closed-port limit on, at least 90 % fewer of the packets that arrive reach the transport
 /// layer than with nothing in the way; the users (DNS on :53 — a listening socket, no
 /// configured service — and HTTP on :80) are served throughout, the victim's own DNS lookup
-/// is answered, a UDP service started during the flood answers at once; no source is
+/// is answered, a UDP service started during the flood is open at once; no source is
 /// banned. IPv6 (the lab spoofs IPv4 only): a flood to random ports from one safelisted
 /// address, while the limit is on, is held by it too — the safelist exempts from bans, not
 /// from a port-wide measure.
@@ -165,6 +204,7 @@ fn issue15_random_port_floods_are_held_at_the_closed_ports() {
         return;
     };
     let _resolver = lab.dns_server();
+    count_new_service(&lab);
     let udp = Transport::Udp { payload: 32 };
     let tcp = Transport::Tcp { flags: TCP_SYN };
     let v6 = Src::Addr(ATTACKER6.parse().unwrap());
@@ -189,18 +229,25 @@ fn issue15_random_port_floods_are_held_at_the_closed_ports() {
     let whole = UDP4.counts(&lab);
     let flood = flood_until_limited(&lab, &agent, udp, "udp", "udp_flood");
     let on = UDP4.counts(&lab);
-    // A service started now is open at once: the kernel's socket lookup, not a list.
-    let _echo = lab.udp_echo(41000);
-    let echoes = lab.udp_echoes(OTHER4, 41000, 20);
+    let on6 = UDP6.counts(&lab);
+    let flood6 = lab.random_ports_flood(v6, VICTIM6, udp, REFERENCE_PACKETS, FLOOD_PPS / 2);
+    flood6.finish(Duration::from_secs(30));
+    let (arrived6, reached6, udp6_on) = UDP6.since(&lab, on6);
+    // A service started now is open at once (the kernel's socket lookup, not a list): every
+    // new flow to it that arrives (prerouting, before any of ours) passes the closed-port
+    // chain (input, after ours).
+    // (The flood's own packets that hit it count too, from the moment it listens.)
+    let _echo = lab.udp_echo(NEW_SERVICE);
+    let new_flows = || (port_count(&lab, "prerouting"), port_count(&lab, "input"));
+    let before = new_flows();
+    lab.udp_new_flows(OTHER4, NEW_SERVICE, 20);
+    let after = new_flows();
+    let (arrived_new, passed_new) = (after.0 - before.0, after.1 - before.1);
     // The victim's own lookup: its reply comes to an ephemeral port, in a connection.
     assert!(
         lab.dns_query("own.lab"),
         "the victim's own DNS lookup is answered"
     );
-    let on6 = UDP6.counts(&lab);
-    let flood6 = lab.random_ports_flood(v6, VICTIM6, udp, REFERENCE_PACKETS, FLOOD_PPS / 2);
-    flood6.finish(Duration::from_secs(30));
-    let (arrived6, reached6, udp6_on) = UDP6.since(&lab, on6);
     let sent = flood.finish(Duration::from_secs(60)).packets;
     let (arrived, reached, udp_on) = UDP4.since(&lab, on);
     let (_, whole_reached, whole_share) = UDP4.since(&lab, whole);
@@ -208,8 +255,8 @@ fn issue15_random_port_floods_are_held_at_the_closed_ports() {
         "issue15: UDP to random ports, {sent} packets from spoofed sources: with the closed-port \
          limit {reached} of {arrived} arrived reached the UDP layer ({:.2} %), unmitigated \
          {:.1} %, the whole flood from its first packet {whole_reached} ({:.2} %); IPv6 from \
-         a safelisted address {reached6} of {arrived6} ({:.2} %), unmitigated {:.1} %; a \
-         service started during it echoed {echoes} of 20",
+         a safelisted address {reached6} of {arrived6} ({:.2} %), unmitigated {:.1} %; new \
+         flows to a service started during it: {passed_new} of {arrived_new} passed",
         udp_on * 100.0,
         udp_free * 100.0,
         whole_share * 100.0,
@@ -224,7 +271,10 @@ fn issue15_random_port_floods_are_held_at_the_closed_ports() {
         udp6_on * 10.0 <= udp6_free,
         "IPv6: at least 90 % fewer reach the UDP layer: {udp6_on} against {udp6_free}"
     );
-    assert!(echoes >= 18, "the new service answers: {echoes} of 20");
+    assert!(
+        arrived_new >= 10 && passed_new == arrived_new,
+        "the new service is open: {passed_new} of {arrived_new} arrived passed"
+    );
 
     let whole = TCP4.counts(&lab);
     let flood = flood_until_limited(&lab, &agent, tcp, "tcp", "syn_flood");

@@ -390,22 +390,20 @@ impl Lab {
     }
 
     /// Sends `count` datagrams from `from` (the attacker namespace, IPv4) to `VICTIM4:port`,
-    /// one at a time, each waiting up to 0.5 s for its echo; returns the echoes received.
-    pub fn udp_echoes(&self, from: &str, port: u16, count: u32) -> u32 {
+    /// each from a socket of its own (a new flow to the victim's conntrack, never part of a
+    /// connection), 10 ms apart; waits for no answer.
+    pub fn udp_new_flows(&self, from: &str, port: u16, count: u32) {
         assert_lab_addr(from);
-        assert!((1..=100).contains(&count), "lab: {count} echo requests");
-        let out = self.attacker.run_ok(&[
+        assert!((1..=100).contains(&count), "lab: {count} datagrams");
+        self.attacker.run_ok(&[
             "python3",
             "-c",
-            UDP_ECHO_CLIENT_PY,
+            UDP_NEW_FLOWS_PY,
             from,
             VICTIM4,
             &port.to_string(),
             &count.to_string(),
         ]);
-        out.trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("lab: udp_echoes printed {out:?}: {e}"))
     }
 
     /// The shape of a reflected amplification flood, paced: `count` UDP packets at `rate` pps
@@ -676,24 +674,15 @@ while True:
     s.sendto(data, peer)
 "#;
 
-/// argv: source, destination, port, count. Prints how many echoes came back. Each datagram
-/// from a socket of its own: a new flow to the victim's conntrack, never part of a connection.
-const UDP_ECHO_CLIENT_PY: &str = r#"
-import socket, sys
-got = 0
+/// argv: source, destination, port, count.
+const UDP_NEW_FLOWS_PY: &str = r#"
+import socket, sys, time
 for i in range(int(sys.argv[4])):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((sys.argv[1], 0))
-    s.settimeout(0.5)
-    s.sendto(b"echo %d" % i, (sys.argv[2], int(sys.argv[3])))
-    try:
-        while s.recv(2048) != b"echo %d" % i:
-            pass
-        got += 1
-    except socket.timeout:
-        pass
+    s.sendto(b"new flow %d" % i, (sys.argv[2], int(sys.argv[3])))
     s.close()
-print(got)
+    time.sleep(0.01)
 "#;
 
 pub(super) fn wait_ready(mut p: Proc, what: &str) -> Proc {
