@@ -202,6 +202,11 @@ pub struct Mitigation {
     /// During a fragment flood, IP fragments are held to this many packets a
     /// second.
     pub fragment_limit_pps: u32,
+    /// During a distributed flood to no single port, traffic to closed ports
+    /// (no configured service, no socket of the host, no connection) is held
+    /// to this many packets a second per transport, all sources together;
+    /// 0 drops it.
+    pub closed_port_limit_pps: u32,
     /// How long an aggregate measure (a port, ICMP or fragment limit, a
     /// reflector-port block) stays in the kernel unless refreshed. It is
     /// refreshed while its incident lasts and removed when the incident ends.
@@ -225,6 +230,7 @@ impl Default for Mitigation {
             new_connections_per_source: 20,
             icmp_limit_pps: 500,
             fragment_limit_pps: 500,
+            closed_port_limit_pps: 100,
             aggregate_duration: Duration::from_secs(120),
             on_stop: OnStop::Keep,
         }
@@ -734,6 +740,12 @@ const FRAGMENT_LIMIT_PPS: IntRule = IntRule {
     max: 1_000_000,
     range: "between 1 and 1000000",
 };
+const CLOSED_PORT_LIMIT_PPS: IntRule = IntRule {
+    name: "closed_port_limit_pps",
+    min: 0,
+    max: 1_000_000,
+    range: "between 0 (drop) and 1000000",
+};
 const PREFIX_AFTER: IntRule = IntRule {
     name: "prefix_after",
     min: 2,
@@ -803,6 +815,7 @@ const MITIGATION_KEYS: &[&str] = &[
     "new_connections_per_source",
     "icmp_limit_pps",
     "fragment_limit_pps",
+    "closed_port_limit_pps",
     "aggregate_duration",
     "on_stop",
 ];
@@ -1624,6 +1637,10 @@ impl Checker {
                     &mut mitigation.fragment_limit_pps,
                     self.integer_u32(value, &path, &FRAGMENT_LIMIT_PPS),
                 ),
+                "closed_port_limit_pps" => set(
+                    &mut mitigation.closed_port_limit_pps,
+                    self.integer_u32(value, &path, &CLOSED_PORT_LIMIT_PPS),
+                ),
                 "aggregate_duration" => set(
                     &mut mitigation.aggregate_duration,
                     self.duration(value, &path, &AGGREGATE_DURATION),
@@ -1822,6 +1839,7 @@ source_limit_pps = 200
 new_connections_per_source = 20
 icmp_limit_pps = 500
 fragment_limit_pps = 500
+closed_port_limit_pps = 100
 aggregate_duration = "2m"
 
 [nft]
@@ -1898,6 +1916,7 @@ bannet6_size = 16384
         assert_eq!(config.mitigation.new_connections_per_source, 20);
         assert_eq!(config.mitigation.icmp_limit_pps, 500);
         assert_eq!(config.mitigation.fragment_limit_pps, 500);
+        assert_eq!(config.mitigation.closed_port_limit_pps, 100);
         assert_eq!(
             config.mitigation.aggregate_duration,
             Duration::from_secs(120)
@@ -1973,6 +1992,7 @@ source_limit_pps = 10_000_000
 new_connections_per_source = 100_000
 icmp_limit_pps = 1
 fragment_limit_pps = 1_000_000
+closed_port_limit_pps = 0
 aggregate_duration = "1h"
 on_stop = "remove"
 
@@ -2065,6 +2085,7 @@ bannet6_size = 1_000
                 new_connections_per_source: 100_000,
                 icmp_limit_pps: 1,
                 fragment_limit_pps: 1_000_000,
+                closed_port_limit_pps: 0,
                 aggregate_duration: Duration::from_secs(3600),
                 on_stop: OnStop::Remove,
             }
@@ -2821,7 +2842,7 @@ bannet6_size = 1_000
             3,
             1,
             "mitigation.max_bans",
-            "unknown key; the keys of [mitigation] are: ban_duration, mode, max_bans_per_second, min_source_share, prefix_after, auto_safelist, ssh_port, port_limit_pps, source_limit_pps, new_connections_per_source, icmp_limit_pps, fragment_limit_pps, aggregate_duration",
+            "unknown key; the keys of [mitigation] are: ban_duration, mode, max_bans_per_second, min_source_share, prefix_after, auto_safelist, ssh_port, port_limit_pps, source_limit_pps, new_connections_per_source, icmp_limit_pps, fragment_limit_pps, closed_port_limit_pps, aggregate_duration",
         );
         assert_error(
             "[mitigation]\nmodes = \"monitor\"\n",
@@ -2841,6 +2862,20 @@ bannet6_size = 1_000
 
     #[test]
     fn aggregate_limits_out_of_range() {
+        assert_error(
+            "[mitigation]\nclosed_port_limit_pps = 1_000_001\n",
+            2,
+            25,
+            "mitigation.closed_port_limit_pps",
+            "1000001 is out of range: closed_port_limit_pps must be between 0 (drop) and 1000000",
+        );
+        assert_error(
+            "[mitigation]\nclosed_port_limit_pps = -1\n",
+            2,
+            25,
+            "mitigation.closed_port_limit_pps",
+            "out of range",
+        );
         assert_error(
             "[mitigation]\nport_limit_pps = 0\n",
             2,

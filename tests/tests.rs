@@ -5,6 +5,7 @@
 //! - `lab`: network namespaces (victim, attacker, users), veth, paced and full-speed floods, the
 //!   users' clients and services, what the victim received per 100 ms; always cleaned up;
 //! - `coexist`: issue 6 — beside the real Fail2Ban: the iptables FTAGENT chain, f2b-* untouched;
+//! - `closed_ports`: issue 15 — distributed floods to random ports held at the closed ports;
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
 //! - `fullsets`: issue 15 — 65,536 + 65,536 bans through `ban --file`, restart, flush, reload, ipsets;
 //! - `f2b`: issue 6 — the real Fail2Ban in a lab namespace bans, blocks and restores (harness);
@@ -22,6 +23,7 @@ mod agent;
 mod bench;
 mod bgp;
 mod cli;
+mod closed_ports;
 mod coexist;
 mod detect;
 mod f2b;

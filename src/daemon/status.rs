@@ -164,5 +164,6 @@ fn measure_target(measure: Measure) -> String {
         Measure::BlockSynAcks(_) => "ipv4 syn-acks".to_string(),
         Measure::BlockOddFlags(NFPROTO_IPV6) => "ipv6 odd tcp flags".to_string(),
         Measure::BlockOddFlags(_) => "ipv4 odd tcp flags".to_string(),
+        Measure::LimitClosedPorts(p) => format!("{} closed ports", l4proto_name(p)),
     }
 }

@@ -6,14 +6,15 @@
 //! timeout (refreshed while the incident lasts), and a /24 (/64) that collects
 //! `prefix_after` banned sources is banned whole in `bannet4`/`bannet6`; a distributed flood
 //! gets an aggregate measure instead — its sources metered and its port held to a rate (an HTTP
-//! flood: new connections metered per source); Slowloris gets a per-source connection limit;
+//! flood: new connections metered per source), or, aimed at no single port (random ports),
+//! its transport's traffic to closed ports held to a low rate; Slowloris gets a per-source connection limit;
 //! amplification gets unsolicited UDP from the reflector's port dropped; ICMP and fragment
 //! floods are held to a rate, and so is another IP protocol's (GRE, ESP…) distributed flood; a
 //! SYN flood turns SYN cookies on; SYN-ACKs of no connection of ours (reflection) and TCP with
 //! none of SYN, RST and ACK (odd flags) are dropped. Aggregate measures are keys with a timeout in measure sets (so
 //! a dead agent leaves nothing that lasts). Everything an incident added is lifted when it
 //! ends. Safelisted sources are never banned, and the kernel checks the safelist before any
-//! drop.
+//! drop but the closed-port limit's (port-wide, for every source).
 
 mod state;
 
@@ -28,7 +29,9 @@ use serde_json::json;
 use crate::addr::Cidr;
 use crate::config::{Config, Mode};
 use crate::detect::{Event, EventKind, Vector};
-use crate::ruleset::expr::{ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6};
+use crate::ruleset::expr::{
+    ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+};
 use crate::ruleset::Measure;
 use crate::sense::trace::rfc3339;
 
@@ -160,6 +163,7 @@ pub struct Mitigator {
     port_limit: u32,
     icmp_limit: u32,
     fragment_limit: u32,
+    closed_limit: u32,
 }
 
 impl Mitigator {
@@ -183,6 +187,7 @@ impl Mitigator {
             port_limit: m.port_limit_pps,
             icmp_limit: m.icmp_limit_pps,
             fragment_limit: m.fragment_limit_pps,
+            closed_limit: m.closed_port_limit_pps,
         }
     }
 
@@ -217,7 +222,7 @@ impl Mitigator {
                 all.push(entry("ban", Target::Ban(cidr)));
             }
             for &measure in &m.aggregates {
-                let (action, ..) = describe(measure, 0, 0, 0);
+                let (action, ..) = describe(measure, 0, 0, 0, 0);
                 all.push(entry(action, Target::Measure(measure)));
             }
             if m.syn_cookies {
@@ -288,7 +293,13 @@ impl Mitigator {
         let mut syn_cookies = false;
         match event.vector {
             _ if reflector.is_some() => aggregates.extend(reflector.map(Measure::BlockReflector)),
-            Vector::SynFlood => syn_cookies = true,
+            // To random ports (no single port), closed ones mostly: their SYNs held too.
+            Vector::SynFlood => {
+                syn_cookies = true;
+                if !concentrated && aimed_at_no_port(event) {
+                    aggregates.push(Measure::LimitClosedPorts(PROTO_TCP));
+                }
+            }
             Vector::IcmpFlood => {
                 let proto = if event.proto == Some("icmpv6") {
                     PROTO_ICMPV6
@@ -317,14 +328,14 @@ impl Mitigator {
                 aggregates.extend(event.ip_proto.map(Measure::LimitProto))
             }
             Vector::UdpFlood if !concentrated => {
-                aggregates.extend(event.port.map(Measure::LimitUdpPort))
+                aggregates.extend(port_or_closed(event, PROTO_UDP, Measure::LimitUdpPort))
             }
             Vector::HttpFlood if !concentrated => {
                 aggregates.extend(event.port.map(Measure::MeterNewConnections))
             }
             Vector::Slowloris => aggregates.extend(event.port.map(Measure::LimitConnections)),
             Vector::AckFlood | Vector::RstFlood | Vector::TcpConnectionFlood if !concentrated => {
-                aggregates.extend(event.port.map(Measure::LimitTcpPort))
+                aggregates.extend(port_or_closed(event, PROTO_TCP, Measure::LimitTcpPort))
             }
             _ => {}
         }
@@ -349,6 +360,7 @@ impl Mitigator {
                     self.port_limit,
                     self.icmp_limit,
                     self.fragment_limit,
+                    self.closed_limit,
                 );
                 out.push(MitigationEvent {
                     applied: true,
@@ -497,6 +509,7 @@ impl Mitigator {
                 self.port_limit,
                 self.icmp_limit,
                 self.fragment_limit,
+                self.closed_limit,
             );
             out.push(event(action, Vec::new(), (port, proto, rate)));
         }
@@ -564,7 +577,7 @@ impl Mitigator {
 
 /// An aggregate measure's action name, port, protocol and rate, for its events.
 /// Every action a measure can be (`IncidentMeasure::action`, the events' `action`).
-pub const ACTIONS: [&str; 11] = [
+pub const ACTIONS: [&str; 12] = [
     "ban",
     "block_reflector",
     "limit_port",
@@ -576,6 +589,7 @@ pub const ACTIONS: [&str; 11] = [
     "meter_new_connections",
     "limit_connections",
     "syn_cookies",
+    "limit_closed_ports",
 ];
 
 fn describe(
@@ -583,6 +597,7 @@ fn describe(
     port_limit: u32,
     icmp_limit: u32,
     fragment_limit: u32,
+    closed_limit: u32,
 ) -> (&'static str, Option<u16>, Option<&'static str>, Option<u32>) {
     match measure {
         Measure::BlockReflector(p) => ("block_reflector", Some(p), Some("udp"), None),
@@ -604,6 +619,26 @@ fn describe(
         Measure::LimitConnections(p) => ("limit_connections", Some(p), Some("tcp"), None),
         Measure::BlockSynAcks(_) => ("block_synack", None, Some("tcp"), None),
         Measure::BlockOddFlags(_) => ("block_flags", None, Some("tcp"), None),
+        Measure::LimitClosedPorts(p) => (
+            "limit_closed_ports",
+            None,
+            Some(ip_proto_name(p).unwrap_or("ip")),
+            Some(closed_limit),
+        ),
+    }
+}
+
+/// Whether an incident is aimed at no port: random destination ports (not a service's range).
+fn aimed_at_no_port(event: &Event) -> bool {
+    event.port.is_none() && event.port_range.is_none()
+}
+
+/// A distributed UDP or TCP flood's measure: its port held to a rate, or, aimed at no port,
+/// its protocol's closed ports; none for a service's port range.
+fn port_or_closed(event: &Event, proto: u8, port_limit: fn(u16) -> Measure) -> Option<Measure> {
+    match event.port {
+        Some(port) => Some(port_limit(port)),
+        None => aimed_at_no_port(event).then_some(Measure::LimitClosedPorts(proto)),
     }
 }
 

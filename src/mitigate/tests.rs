@@ -503,9 +503,10 @@ fn every_measure_has_a_listed_action() {
         Measure::LimitProto(47),
         Measure::BlockSynAcks(NFPROTO_IPV4),
         Measure::BlockOddFlags(NFPROTO_IPV6),
+        Measure::LimitClosedPorts(PROTO_UDP),
     ];
     for measure in measures {
-        let (action, ..) = describe(measure, 1, 1, 1);
+        let (action, ..) = describe(measure, 1, 1, 1, 1);
         assert!(ACTIONS.contains(&action), "{action}");
     }
 }
@@ -576,4 +577,119 @@ fn issue14_new_vectors_get_their_measures() {
         (out[0].action, out[0].proto, out[0].rate_pps),
         ("limit_proto", Some("gre"), Some(500))
     );
+}
+
+/// Issue 15: a distributed flood to random ports (no single port) gets its transport's
+/// closed ports held to `closed_port_limit_pps`, lifted at its end; a flood to one port keeps
+/// its port limit, a concentrated one its bans.
+#[test]
+fn issue15_random_port_floods_limit_closed_ports() {
+    let many: Vec<(String, f64)> = (0..50).map(|i| (format!("10.250.2.{i}"), 0.02)).collect();
+    let many: Vec<(&str, f64)> = many.iter().map(|(a, s)| (a.as_str(), *s)).collect();
+    let flood = |vector: Vector, counter, kind, port: Option<u16>, concentrated| {
+        let mut e = attack(vector, counter, kind, "i-rand", &many, concentrated);
+        e.proto = vector.proto();
+        e.port = port;
+        e
+    };
+    let mut m = mitigator(&[]);
+    let start = flood(
+        Vector::UdpFlood,
+        "other",
+        EventKind::AttackStart,
+        None,
+        false,
+    );
+    let (changes, out) = tick(&mut m, &[start], 0);
+    assert_eq!(
+        changes,
+        [Change::Enable {
+            measure: Measure::LimitClosedPorts(PROTO_UDP),
+            timeout: Duration::from_secs(120),
+        }]
+    );
+    assert_eq!(
+        (out[0].action, out[0].port, out[0].proto, out[0].rate_pps),
+        ("limit_closed_ports", None, Some("udp"), Some(100))
+    );
+    let status = m.measures();
+    assert_eq!(status[0].action, "limit_closed_ports");
+    let end = flood(Vector::UdpFlood, "other", EventKind::AttackEnd, None, false);
+    let (changes, out) = tick(&mut m, &[end], 1000);
+    assert_eq!(
+        changes,
+        [Change::Disable {
+            measure: Measure::LimitClosedPorts(PROTO_UDP)
+        }]
+    );
+    assert_eq!(
+        (out[0].name(), out[0].action),
+        ("mitigation_removed", "limit_closed_ports")
+    );
+
+    let start = |vector, counter, port, concentrated| {
+        measures_of(flood(
+            vector,
+            counter,
+            EventKind::AttackStart,
+            port,
+            concentrated,
+        ))
+    };
+    assert_eq!(
+        start(Vector::UdpFlood, "udp_27015", Some(27015), false),
+        ["LimitUdpPort(27015)"]
+    );
+    assert_eq!(
+        start(Vector::AckFlood, "other", None, false),
+        ["LimitClosedPorts(6)"]
+    );
+    assert_eq!(
+        start(Vector::SynFlood, "tcp_syn", None, false),
+        ["LimitClosedPorts(6)", "SynCookies { on: true }"]
+    );
+    assert_eq!(
+        start(Vector::SynFlood, "tcp_syn", Some(80), false),
+        ["SynCookies { on: true }"]
+    );
+    // A service's port range: not closed ports (its limit is the port limit's business).
+    let mut range = flood(
+        Vector::UdpFlood,
+        "udp_8000-8100",
+        EventKind::AttackStart,
+        None,
+        false,
+    );
+    range.port_range = Some((8000, 8100));
+    assert!(measures_of(range).is_empty());
+    // Few heavy sources: banned, no port-wide measure.
+    let mut few = flood(
+        Vector::UdpFlood,
+        "other",
+        EventKind::AttackStart,
+        None,
+        true,
+    );
+    few.sources.truncate(1);
+    few.sources[0].share = 0.9;
+    assert_eq!(measures_of(few), ["ban 10.250.2.0"]);
+}
+
+/// The closed-port limit takes its rate from the configuration; 0 reports a drop.
+#[test]
+fn issue15_closed_port_rate_comes_from_the_config() {
+    let mut config = Config::default();
+    config.mitigation.closed_port_limit_pps = 0;
+    let mut m = Mitigator::new(&config, Vec::new());
+    let mut e = attack(
+        Vector::UdpFlood,
+        "l4_udp",
+        EventKind::AttackStart,
+        "i-1",
+        &[],
+        false,
+    );
+    e.port = None;
+    let (_, out) = tick(&mut m, &[e], 0);
+    assert_eq!(out[0].rate_pps, Some(0));
 }

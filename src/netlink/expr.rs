@@ -20,6 +20,8 @@ const NFT_META_L4PROTO: u32 = 16;
 const NFT_CT_STATE: u32 = 0;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
+const NFT_CMP_LTE: u32 = 3;
+const NFT_SOCKET_TRANSPARENT: u32 = 0;
 const NFT_LOOKUP_F_INV: u32 = 1;
 const NFT_OBJECT_COUNTER: u32 = 1;
 const NFT_LIMIT_PKTS: u32 = 0;
@@ -45,6 +47,7 @@ fn encode(w: &mut Writer, e: &Expr) {
     let name = match e {
         Expr::Meta(_) => "meta",
         Expr::CtState => "ct",
+        Expr::SocketTransparent => "socket",
         Expr::Payload(_) => "payload",
         Expr::Exthdr6Frag => "exthdr",
         Expr::Bitwise(_) => "bitwise",
@@ -67,6 +70,10 @@ fn encode(w: &mut Writer, e: &Expr) {
         Expr::CtState => {
             w.attr_be32(1, REG_1); // NFTA_CT_DREG
             w.attr_be32(2, NFT_CT_STATE); // NFTA_CT_KEY
+        }
+        Expr::SocketTransparent => {
+            w.attr_be32(1, NFT_SOCKET_TRANSPARENT); // NFTA_SOCKET_KEY
+            w.attr_be32(2, REG_1); // NFTA_SOCKET_DREG
         }
         Expr::Payload(field) => {
             let (base, offset, len) = field.location();
@@ -94,10 +101,10 @@ fn encode(w: &mut Writer, e: &Expr) {
             w.attr_be32(1, REG_1); // NFTA_CMP_SREG
             w.attr_be32(
                 2,
-                if *op == CmpOp::Eq {
-                    NFT_CMP_EQ
-                } else {
-                    NFT_CMP_NEQ
+                match op {
+                    CmpOp::Eq => NFT_CMP_EQ,
+                    CmpOp::Neq => NFT_CMP_NEQ,
+                    CmpOp::Lte => NFT_CMP_LTE,
                 },
             );
             data_value(w, 3, value); // NFTA_CMP_DATA
@@ -254,6 +261,8 @@ fn decode(name: &str, a: Attrs, l4proto: Option<u8>) -> Option<Expr> {
             _ => return None,
         },
         "ct" => (be32(2)? == NFT_CT_STATE && a.get(1).is_some()).then_some(Expr::CtState)?,
+        "socket" => (be32(1)? == NFT_SOCKET_TRANSPARENT && be32(3).unwrap_or(0) == 0)
+            .then_some(Expr::SocketTransparent)?,
         "payload" => Expr::Payload(Field::at(be32(2)?, be32(3)?, be32(4)?, l4proto)?),
         "exthdr" => {
             let ok = a.get(2)?.bytes().first() == Some(&IPPROTO_FRAGMENT)
@@ -270,6 +279,7 @@ fn decode(name: &str, a: Attrs, l4proto: Option<u8>) -> Option<Expr> {
         "cmp" => match be32(2)? {
             NFT_CMP_EQ => Expr::Cmp(CmpOp::Eq, value(3)?),
             NFT_CMP_NEQ => Expr::Cmp(CmpOp::Neq, value(3)?),
+            NFT_CMP_LTE => Expr::Cmp(CmpOp::Lte, value(3)?),
             _ => return None,
         },
         "lookup" => {

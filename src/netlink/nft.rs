@@ -11,8 +11,8 @@ use rustables::{Chain, ChainPolicy, ChainType, Hook, HookClass, MsgType, Protoco
 use super::expr;
 use super::wire::{Attrs, Msg, Msgs, WireError, Writer, NLM_F_ACK, NLM_F_CREATE};
 use crate::ruleset::{
-    ChainSpec, ChainState, CounterState, ElementKey, ElementState, HookState, Key, KeyType,
-    RuleState, SetSpec, SetState, TABLE,
+    ChainHook, ChainSpec, ChainState, CounterState, ElementKey, ElementState, HookState, Key,
+    KeyType, RuleState, SetSpec, SetState, TABLE,
 };
 
 /// Numbers from the kernel's `linux/netfilter/nf_tables.h` and `nfnetlink.h` (stable ABI).
@@ -336,11 +336,15 @@ impl Batch {
         self.w.end();
     }
 
-    /// A base chain (filter, prerouting, policy accept) and its rules, in order.
+    /// A base chain (filter, policy accept) and its rules, in order.
     pub fn add_chain_and_rules(&mut self, spec: &ChainSpec) -> Result<(), WireError> {
+        let hook = match spec.hook {
+            ChainHook::Prerouting => HookClass::PreRouting,
+            ChainHook::Input => HookClass::In,
+        };
         let chain = Chain::new(&inet_table())
             .with_name(spec.name)
-            .with_hook(Hook::new(HookClass::PreRouting, spec.priority))
+            .with_hook(Hook::new(hook, spec.priority))
             .with_type(ChainType::Filter)
             .with_policy(ChainPolicy::Accept);
         let mut theirs = rustables::Batch::new();

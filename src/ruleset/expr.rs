@@ -118,6 +118,8 @@ impl Stateful {
 pub enum CmpOp {
     Eq,
     Neq,
+    /// Less than or equal (the register and the value compared as big-endian numbers).
+    Lte,
 }
 
 /// One expression. Loads go to register 1, which the next expression reads.
@@ -126,6 +128,10 @@ pub enum Expr {
     Meta(MetaKey),
     /// `ct state`, as a 4-byte host-order bitmask.
     CtState,
+    /// `socket transparent`: the kernel looks up the socket that would take the packet and
+    /// loads whether it is transparent (1 byte, 0 or 1); with no such socket the rule stops
+    /// there (does not match).
+    SocketTransparent,
     Payload(Field),
     /// Whether an IPv6 fragment header is present (1 byte, 1 or 0).
     Exthdr6Frag,
@@ -247,6 +253,10 @@ fn render_statement(exprs: &[Expr]) -> Option<(String, usize)> {
             let mask = u32::from_ne_bytes(mask.as_slice().try_into().ok()?);
             done(format!("ct state {}", ct_state_names(mask)?), 3)
         }
+        [SocketTransparent, Cmp(op, value), ..] => {
+            let value = *value.first()?;
+            done(format!("socket transparent {}{value}", op_text(*op)), 2)
+        }
         [Exthdr6Frag, Cmp(CmpOp::Eq, one), ..] if one.as_slice() == [1] => {
             done("exthdr frag exists".to_string(), 2)
         }
@@ -333,6 +343,7 @@ fn op_text(op: CmpOp) -> &'static str {
     match op {
         CmpOp::Eq => "",
         CmpOp::Neq => "!= ",
+        CmpOp::Lte => "<= ",
     }
 }
 
@@ -340,6 +351,7 @@ fn op_text_explicit(op: CmpOp) -> &'static str {
     match op {
         CmpOp::Eq => "== ",
         CmpOp::Neq => "!= ",
+        CmpOp::Lte => "<= ",
     }
 }
 

@@ -15,7 +15,7 @@ use crate::addr::Cidr;
 use crate::config::{Config, Proto};
 use expr::{
     CmpOp, Expr, Field, MetaKey, Stateful, Verdict, CT_STATE_ESTABLISHED, CT_STATE_NEW,
-    CT_STATE_UNSOLICITED, NFPROTO_IPV4, NFPROTO_IPV6,
+    CT_STATE_RELATED, CT_STATE_UNSOLICITED, NFPROTO_IPV4, NFPROTO_IPV6,
 };
 use expr::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
@@ -33,6 +33,10 @@ pub const CT_PRIORITY: i32 = -190;
 /// the only place a fragment is still a fragment. Fragments are counted and limited here.
 pub const EARLY_CHAIN: &str = "early";
 pub const EARLY_PRIORITY: i32 = -450;
+/// Our chain on the input hook: traffic to closed ports (no service, no socket), which only
+/// packets for this host reach — what is forwarded (Docker's published ports, DNAT) never does.
+pub const CLOSED_CHAIN: &str = "closed";
+pub const CLOSED_PRIORITY: i32 = -150;
 
 /// Named counters that every table has (service and reflector ports add their own).
 pub mod counter {
@@ -94,7 +98,7 @@ pub fn amplification_counter(port: u16) -> String {
 /// The sets whose drop rules count what they drop in a named counter of their own
 /// ([`drop_counter`]): bans, and the aggregate measures with the meters they switch on. What
 /// the table dropped, not traffic to judge: never a detection key.
-pub const DROP_SETS: [&str; 13] = [
+pub const DROP_SETS: [&str; 14] = [
     "ban4",
     "ban6",
     "bannet4",
@@ -108,6 +112,7 @@ pub const DROP_SETS: [&str; 13] = [
     "limit_conns",
     "block_synack",
     "block_flags",
+    Measure::CLOSED_SET,
 ];
 
 /// The named counter of the drop rules of `set`.
@@ -374,10 +379,28 @@ impl SetSpec {
     }
 }
 
-/// A base chain as we declare it: filter type on prerouting, policy accept.
+/// The netfilter hook of a base chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainHook {
+    Prerouting,
+    /// Packets for this host, after routing.
+    Input,
+}
+
+impl ChainHook {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChainHook::Prerouting => "prerouting",
+            ChainHook::Input => "input",
+        }
+    }
+}
+
+/// A base chain as we declare it: filter type, policy accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainSpec {
     pub name: &'static str,
+    pub hook: ChainHook,
     pub priority: i32,
     pub rules: Vec<Vec<Expr>>,
 }
@@ -583,18 +606,27 @@ pub fn desired(config: &Config) -> TableSpec {
         chains: vec![
             ChainSpec {
                 name: EARLY_CHAIN,
+                hook: ChainHook::Prerouting,
                 priority: EARLY_PRIORITY,
                 rules: early_rules(config),
             },
             ChainSpec {
                 name: CHAIN,
+                hook: ChainHook::Prerouting,
                 priority: PRIORITY,
                 rules: prerouting,
             },
             ChainSpec {
                 name: CT_CHAIN,
+                hook: ChainHook::Prerouting,
                 priority: CT_PRIORITY,
                 rules: conntrack,
+            },
+            ChainSpec {
+                name: CLOSED_CHAIN,
+                hook: ChainHook::Input,
+                priority: CLOSED_PRIORITY,
+                rules: closed_port_rules(config),
             },
         ],
     }
@@ -788,6 +820,66 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
     odd.extend(tcp_flags(SYN | RST | ACK, 0));
     odd.extend(drop_tail("block_flags"));
     rules.push(odd);
+    rules
+}
+
+/// The closed-port limit (chain `closed`, on the input hook: only packets for this host),
+/// switched on per transport by a measure putting TCP or UDP in `limit_closed`. A packet is
+/// closed-port traffic when it belongs to no connection (`ct state` neither established nor
+/// related: replies to the host's own lookups and downloads pass), is for no configured
+/// service, and no socket of the host would take it — the kernel's own socket lookup
+/// (`socket transparent` matches 0 or 1 when a socket is found, nothing when none is), so a
+/// service started during the incident is open at once. What is left is held to
+/// `mitigation.closed_port_limit_pps` per transport (0: dropped), from every source: the
+/// safelist does not exempt a port-wide measure.
+fn closed_port_rules(config: &Config) -> Vec<Vec<Expr>> {
+    let set = Measure::CLOSED_SET;
+    let l4 = |proto| Expr::meta_is(MetaKey::L4Proto, proto).to_vec();
+    let ret = Expr::Verdict(Verdict::Return);
+    let mut off = vec![
+        Expr::Meta(MetaKey::L4Proto),
+        Expr::Lookup {
+            set: set.to_string(),
+            invert: true,
+        },
+    ];
+    off.push(ret.clone());
+    let mut connected = ct_state(CT_STATE_ESTABLISHED | CT_STATE_RELATED);
+    connected.push(ret.clone());
+    let mut rules = vec![off, connected];
+    for (proto, field, services) in [
+        (PROTO_TCP, Field::TcpDport, "svc_tcp"),
+        (PROTO_UDP, Field::UdpDport, "svc_udp"),
+    ] {
+        let mut rule = l4(proto);
+        rule.extend([
+            Expr::Payload(field),
+            Expr::Lookup {
+                set: services.to_string(),
+                invert: false,
+            },
+            ret.clone(),
+        ]);
+        rules.push(rule);
+    }
+    rules.push(vec![
+        Expr::SocketTransparent,
+        Expr::Cmp(CmpOp::Lte, vec![1]),
+        ret,
+    ]);
+    let rate = config.mitigation.closed_port_limit_pps;
+    for proto in [PROTO_TCP, PROTO_UDP] {
+        let mut rule = l4(proto);
+        if rate > 0 {
+            rule.push(Expr::Limit {
+                rate: u64::from(rate),
+                burst: (rate / 10).max(5),
+                over: true,
+            });
+        }
+        rule.extend(drop_tail(set));
+        rules.push(rule);
+    }
     rules
 }
 
@@ -986,12 +1078,16 @@ pub enum Measure {
     BlockSynAcks(u8),
     /// Drop this family's TCP packets with none of SYN, RST and ACK (null, FIN, xmas…).
     BlockOddFlags(u8),
+    /// Hold this transport's (TCP, UDP) traffic to closed ports to
+    /// `mitigation.closed_port_limit_pps` (chain `closed`).
+    LimitClosedPorts(u8),
 }
 
 impl Measure {
     pub const REFLECTOR_SET: &'static str = "amp_block";
+    pub const CLOSED_SET: &'static str = "limit_closed";
     /// The measure sets: name, key type, size.
-    pub const SETS: [(&'static str, KeyType, u32); 9] = [
+    pub const SETS: [(&'static str, KeyType, u32); 10] = [
         ("amp_block", KeyType::InetService, 1024),
         ("limit_udp", KeyType::InetService, 1024),
         ("limit_tcp", KeyType::InetService, 1024),
@@ -1001,6 +1097,7 @@ impl Measure {
         ("limit_conns", KeyType::InetService, 1024),
         ("block_synack", KeyType::NfProto, 16),
         ("block_flags", KeyType::NfProto, 16),
+        (Measure::CLOSED_SET, KeyType::InetProto, 16),
     ];
 
     pub fn set(self) -> &'static str {
@@ -1014,6 +1111,7 @@ impl Measure {
             Measure::LimitConnections(_) => "limit_conns",
             Measure::BlockSynAcks(_) => "block_synack",
             Measure::BlockOddFlags(_) => "block_flags",
+            Measure::LimitClosedPorts(_) => Measure::CLOSED_SET,
         }
     }
 
@@ -1027,7 +1125,8 @@ impl Measure {
             Measure::LimitProto(b)
             | Measure::LimitFragments(b)
             | Measure::BlockSynAcks(b)
-            | Measure::BlockOddFlags(b) => Key::Byte(b),
+            | Measure::BlockOddFlags(b)
+            | Measure::LimitClosedPorts(b) => Key::Byte(b),
         }
     }
 }
@@ -1199,7 +1298,7 @@ impl TableState {
                 continue;
             };
             let hook_ok = chain.hook.as_ref().is_some_and(|h| {
-                h.hook == "prerouting"
+                h.hook == want.hook.name()
                     && h.priority == want.priority
                     && h.policy_accept
                     && h.kind == "filter"
@@ -1288,7 +1387,7 @@ impl TableSpec {
             .map(|c| ChainState {
                 name: c.name.to_string(),
                 hook: Some(HookState {
-                    hook: "prerouting".to_string(),
+                    hook: c.hook.name().to_string(),
                     priority: c.priority,
                     kind: "filter".to_string(),
                     policy_accept: true,
@@ -1362,6 +1461,54 @@ mod tests {
                 assert!(expr::render_rule(&rule).is_some(), "{rule:?}");
             }
         }
+    }
+
+    /// Issue 15: the closed-port limit sits on the input hook (what is forwarded or
+    /// DNATed to a container never reaches it), spares connections, services and any port with
+    /// a socket, and takes every source (no safelist); rate 0 drops.
+    #[test]
+    fn issue15_closed_port_chain() {
+        let rendered = |config: &Config| -> Vec<String> {
+            let spec = desired(config);
+            let chain = spec.chains.iter().find(|c| c.name == CLOSED_CHAIN).unwrap();
+            assert_eq!(
+                (chain.hook, chain.priority),
+                (ChainHook::Input, CLOSED_PRIORITY)
+            );
+            chain
+                .rules
+                .iter()
+                .map(|r| expr::render_rule(r).unwrap())
+                .collect()
+        };
+        let mut config = Config::default();
+        assert_eq!(
+            rendered(&config),
+            [
+                "meta l4proto != @limit_closed return",
+                "ct state established,related return",
+                "meta l4proto tcp tcp dport @svc_tcp return",
+                "meta l4proto udp udp dport @svc_udp return",
+                "socket transparent <= 1 return",
+                "meta l4proto tcp limit rate over 100/second burst 10 packets \
+                 counter name \"drop_limit_closed\" drop",
+                "meta l4proto udp limit rate over 100/second burst 10 packets \
+                 counter name \"drop_limit_closed\" drop",
+            ]
+        );
+        config.mitigation.closed_port_limit_pps = 0;
+        assert_eq!(
+            rendered(&config)[5],
+            "meta l4proto tcp counter name \"drop_limit_closed\" drop"
+        );
+        let spec = desired(&config);
+        let mut state = spec.as_fresh_state();
+        let closed = state.chains.iter_mut().find(|c| c.name == CLOSED_CHAIN);
+        closed.unwrap().hook.as_mut().unwrap().hook = "prerouting".into();
+        assert_eq!(
+            state.differences(&spec),
+            ["chain closed has another hook, type, priority or policy"]
+        );
     }
 
     #[test]

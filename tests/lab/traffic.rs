@@ -358,6 +358,54 @@ impl Lab {
         self.paced(packets, count, rate, None)
     }
 
+    /// A flood to random ports, paced: `count` packets of `transport` at `rate` pps (scaled
+    /// by the knob) from `src` (`Src::Spoofed4`: about 65,000 random sources, as
+    /// `distributed_udp`) to `dst`, random source ports and a random destination port in
+    /// 1024–65535 each (the users' services, :53 and :80, are below it).
+    pub fn random_ports_flood(
+        &self,
+        src: Src,
+        dst: &str,
+        transport: Transport,
+        count: u64,
+        rate: u64,
+    ) -> Flood {
+        let packets = Packets {
+            src,
+            dst: assert_lab_addr(dst),
+            sport: Port::Random(1024, 65535),
+            dport: Port::Random(1024, 65535),
+            transport,
+        };
+        self.paced(packets, count, rate, None)
+    }
+
+    /// A UDP echo server (python3) in the victim namespace on `VICTIM4:port`, started now;
+    /// returns once it is bound. The guard stops it.
+    pub fn udp_echo(&self, port: u16) -> Proc {
+        let p = self
+            .victim
+            .spawn(&["python3", "-c", UDP_ECHO_PY, VICTIM4, &port.to_string()]);
+        wait_ready(p, "udp_echo")
+    }
+
+    /// Sends `count` datagrams from `from` (the attacker namespace, IPv4) to `VICTIM4:port`,
+    /// each from a socket of its own (a new flow to the victim's conntrack, never part of a
+    /// connection), 10 ms apart; waits for no answer.
+    pub fn udp_new_flows(&self, from: &str, port: u16, count: u32) {
+        assert_lab_addr(from);
+        assert!((1..=100).contains(&count), "lab: {count} datagrams");
+        self.attacker.run_ok(&[
+            "python3",
+            "-c",
+            UDP_NEW_FLOWS_PY,
+            from,
+            VICTIM4,
+            &port.to_string(),
+            &count.to_string(),
+        ]);
+    }
+
     /// The shape of a reflected amplification flood, paced: `count` UDP packets at `rate` pps
     /// (scaled by the knob) from `ATTACKER4:sport` (e.g. 53, 123, 11211) to VICTIM4, a random
     /// destination port each, `payload` bytes each.
@@ -615,6 +663,28 @@ fn mac(text: &str) -> [u8; 6] {
 
 /// Waits up to 10 s for a spawned server to print `listening`; panics with its stderr if it
 /// exits or stays silent.
+/// argv: address, port. Echoes every datagram; prints `listening` once bound.
+const UDP_ECHO_PY: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("listening", flush=True)
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+"#;
+
+/// argv: source, destination, port, count.
+const UDP_NEW_FLOWS_PY: &str = r#"
+import socket, sys, time
+for i in range(int(sys.argv[4])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((sys.argv[1], 0))
+    s.sendto(b"new flow %d" % i, (sys.argv[2], int(sys.argv[3])))
+    s.close()
+    time.sleep(0.01)
+"#;
+
 pub(super) fn wait_ready(mut p: Proc, what: &str) -> Proc {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
