@@ -184,7 +184,10 @@ impl Drop for ConntrackMax {
     fn drop(&mut self) {
         if let Some(was) = self.0.take() {
             if let Err(e) = std::fs::write(CONNTRACK_MAX, was.trim()) {
-                eprintln!("issue15: putting back {CONNTRACK_MAX} = {}: {e}", was.trim());
+                eprintln!(
+                    "issue15: putting back {CONNTRACK_MAX} = {}: {e}",
+                    was.trim()
+                );
             }
         }
     }

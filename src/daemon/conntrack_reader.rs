@@ -193,3 +193,98 @@ impl Drop for ConntrackReader {
         self.shut_down();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpListener};
+    use std::time::Duration;
+
+    use mio::{Events, Poll, Token};
+
+    use super::*;
+    use crate::netlink::testns::{connect_from, is_root, Netns};
+
+    const WOKEN: Token = Token(1);
+
+    /// Waits for the reader's wake-up and takes the finished round.
+    fn wait(poll: &mut Poll, reader: &mut ConntrackReader) -> (Round, bool) {
+        let mut events = Events::with_capacity(4);
+        for _ in 0..50 {
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            if events.iter().any(|e| e.token() == WOKEN) {
+                if let Some(done) = reader.finished() {
+                    return done;
+                }
+            }
+        }
+        panic!("no conntrack read came back within 5 s");
+    }
+
+    #[test]
+    fn root_reads_off_the_loop_one_at_a_time_and_deletes_banned_entries() {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace, nft, conntrack)");
+            return;
+        }
+        let ns = Netns::create("ct-reader").expect("a network namespace");
+        // Conntrack tracks only when some hook needs it.
+        for rule in [
+            "add table inet t",
+            "add chain inet t c { type filter hook output priority 0; }",
+            "add rule inet t c ct state new counter",
+        ] {
+            ns.exec(&["nft", rule]).expect("nft");
+        }
+        ns.run(|| {
+            const CONNS: usize = 20;
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let client = Ipv4Addr::new(127, 0, 0, 2);
+            let mut streams = Vec::new();
+            for _ in 0..CONNS {
+                let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+                streams.push(connect_from(client, to).unwrap());
+                streams.push(listener.accept().unwrap().0);
+            }
+            let mut poll = Poll::new().unwrap();
+            let waker = Arc::new(Waker::new(poll.registry(), WOKEN).unwrap());
+            let table = ConnectionTable::new(&[(port, port)], &[], 64);
+            let mut reader =
+                ConntrackReader::start(Conntrack::open().unwrap(), table, waker).unwrap();
+
+            assert!(reader.request(std::iter::empty()));
+            assert!(!reader.idle());
+            assert!(
+                !reader.request(std::iter::empty()),
+                "a second read is not asked for while one is in flight"
+            );
+            let (round, stale_config) = wait(&mut poll, &mut reader);
+            assert!(!stale_config);
+            assert!(round.entries.unwrap() >= CONNS as u64);
+            assert_eq!(round.table.per_port(6, port), CONNS as u32);
+            assert!(round.stale.is_empty());
+            reader.put_back(round);
+
+            // The client banned: its entries count for nothing and are deleted.
+            let ban = Cidr::new(IpAddr::V4(client), 32).unwrap();
+            assert!(reader.request(std::iter::once(ban)));
+            let (round, _) = wait(&mut poll, &mut reader);
+            assert_eq!(round.table.per_port(6, port), 0);
+            assert_eq!(round.stale.len(), CONNS);
+            reader.put_back(round);
+            assert!(reader.request(std::iter::empty()));
+            let (round, _) = wait(&mut poll, &mut reader);
+            assert_eq!(round.table.per_port(6, port), 0, "the entries are gone");
+            reader.put_back(round);
+
+            // A read asked for before a reload comes back marked as of the old configuration.
+            assert!(reader.request(std::iter::empty()));
+            reader.renew(ConnectionTable::new(&[], &[], 64));
+            let (round, stale_config) = wait(&mut poll, &mut reader);
+            assert!(stale_config);
+            reader.put_back(round);
+            drop(streams);
+        });
+    }
+}
