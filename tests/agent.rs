@@ -127,12 +127,11 @@ impl<'a> Agent<'a> {
         self.start_args_within(&[], timeout);
     }
 
-    /// Starts `ftagent run` with more variables in its environment (`NAME=value`, through
-    /// `env`, which execs it: the pid is the daemon's).
-    pub fn start_with_env(&mut self, vars: &[&str]) {
+    /// Starts `ftagent run` through `launcher` (e.g. `env NAME=value nice -n N`: programs that
+    /// exec it, so the pid is the daemon's).
+    pub fn start_through(&mut self, launcher: &[&str]) {
         let config = self.config.to_str().unwrap().to_string();
-        let mut all = vec!["env"];
-        all.extend_from_slice(vars);
+        let mut all = launcher.to_vec();
         all.extend_from_slice(&[BIN, "-c", &config, "run"]);
         self.spawn_within(&all, Duration::from_secs(10));
     }
