@@ -38,6 +38,15 @@ pub struct SetFill {
     pub size: Option<u64>,
 }
 
+/// A histogram: cumulative counts per upper bound (the `+Inf` bucket is `count`), and the
+/// sum of the values observed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
 /// Everything `/metrics` shows, as plain data.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -67,6 +76,10 @@ pub struct Snapshot {
     pub samples_enobufs: u64,
     pub samples_malformed: u64,
     pub conntrack_entries: u64,
+    /// Conntrack reads (count and dump, on their own thread) done since start, and how long
+    /// the last one took.
+    pub conntrack_reads: u64,
+    pub conntrack_read_seconds: f64,
     pub tables_restored: u64,
     /// Messages from the kernel's tripwire (a protocol far over its floor).
     pub tripwire_trips: u64,
@@ -75,6 +88,8 @@ pub struct Snapshot {
     /// BGP announcements in force (or, in monitor mode, that would be): RTBH, FlowSpec.
     pub bgp_rtbh: u64,
     pub bgp_flowspec: u64,
+    /// How late each tick started against the tick timer's schedule, seconds.
+    pub tick_lateness: Histogram,
 }
 
 /// A metric family's type.
@@ -82,6 +97,7 @@ pub struct Snapshot {
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 /// The text being written; families are opened one at a time, each with its HELP and TYPE.
@@ -105,6 +121,7 @@ impl Exposition {
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
@@ -117,6 +134,28 @@ impl Exposition {
     /// A family of one sample without labels.
     fn single(&mut self, name: &'static str, kind: Kind, help: &str, value: f64) {
         self.family(name, kind, help).sample(&[], value);
+    }
+
+    /// A histogram without labels: its `_bucket` series (cumulative, `le` ascending, `+Inf`
+    /// last), `_sum` and `_count`.
+    fn histogram(&mut self, name: &'static str, help: &str, h: &Histogram) {
+        let family = self.family(name, Kind::Histogram, help);
+        let text = family.text;
+        let mut le = String::new();
+        for &(bound, n) in &h.buckets {
+            le.clear();
+            push_value(&mut le, bound);
+            let _ = write!(text, "{name}_bucket{{le=\"{le}\"}} ");
+            push_value(text, n as f64);
+            text.push('\n');
+        }
+        let _ = write!(text, "{name}_bucket{{le=\"+Inf\"}} ");
+        push_value(text, h.count as f64);
+        let _ = write!(text, "\n{name}_sum ");
+        push_value(text, h.sum);
+        let _ = write!(text, "\n{name}_count ");
+        push_value(text, h.count as f64);
+        text.push('\n');
     }
 }
 
@@ -375,6 +414,18 @@ pub fn render(s: &Snapshot) -> String {
         s.conntrack_entries as f64,
     );
     out.single(
+        "ftagent_conntrack_reads_total",
+        Counter,
+        "Reads of the connection tracking table (count and dump, on a thread of their own).",
+        s.conntrack_reads as f64,
+    );
+    out.single(
+        "ftagent_conntrack_read_seconds",
+        Gauge,
+        "How long the last read of the connection tracking table took.",
+        s.conntrack_read_seconds,
+    );
+    out.single(
         "ftagent_table_restores_total",
         Counter,
         "Times table inet ftagent was put back after someone else removed or changed it.",
@@ -399,6 +450,11 @@ pub fn render(s: &Snapshot) -> String {
     );
     bgp.sample(&[("type", "rtbh")], s.bgp_rtbh as f64);
     bgp.sample(&[("type", "flowspec")], s.bgp_flowspec as f64);
+    out.histogram(
+        "ftagent_tick_lateness_seconds",
+        "How late each tick started against the tick timer's schedule (a tick that ran out several periods counts once for each).",
+        &s.tick_lateness,
+    );
     out.text
 }
 
@@ -474,11 +530,18 @@ mod tests {
             samples_enobufs: 1,
             samples_malformed: 0,
             conntrack_entries: 17,
+            conntrack_reads: 4,
+            conntrack_read_seconds: 0.0125,
             tables_restored: 1,
             tripwire_trips: 3,
             fast_ticks: 12,
             bgp_rtbh: 1,
             bgp_flowspec: 2,
+            tick_lateness: Histogram {
+                buckets: vec![(0.000_25, 40), (0.001, 44), (0.1, 45)],
+                sum: 0.3125,
+                count: 46,
+            },
         }
     }
 
@@ -569,7 +632,20 @@ mod tests {
             if !is_name(name, true) {
                 return Err(at("bad metric name"));
             }
-            if current.as_deref() != Some(name) || !types.contains_key(name) || !help.contains(name)
+            // A histogram's samples are its `_bucket`, `_sum` and `_count` series.
+            let family = match current.as_deref() {
+                Some(f) if types.get(f).map(String::as_str) == Some("histogram") => {
+                    ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find(|suffix| name.strip_suffix(*suffix) == Some(f))
+                        .map(|_| f)
+                        .ok_or_else(|| at("not a _bucket, _sum or _count of its histogram"))?
+                }
+                _ => name,
+            };
+            if current.as_deref() != Some(family)
+                || !types.contains_key(family)
+                || !help.contains(family)
             {
                 return Err(at("sample outside its family, or before its HELP and TYPE"));
             }
@@ -632,7 +708,10 @@ mod tests {
                 return Err(at("timestamps or trailing text are not ours"));
             }
             let v = value(text_value).ok_or_else(|| at("bad value"))?;
-            if types[name] == "counter" && (v.is_nan() || v < 0.0) {
+            if name.ends_with("_bucket") && !labels.iter().any(|(l, _)| l == "le") {
+                return Err(at("a bucket without le"));
+            }
+            if types[family] == "counter" && (v.is_nan() || v < 0.0) {
                 return Err(at("a counter below zero or NaN"));
             }
             let key = format!("{name}{labels:?}");
@@ -730,12 +809,33 @@ mod tests {
             None,
             "unbounded sets have no capacity"
         );
+        let bucket = |le| {
+            value_of(
+                &samples,
+                "ftagent_tick_lateness_seconds_bucket",
+                Some(("le", le)),
+            )
+        };
+        assert_eq!(bucket("0.00025"), Some(40.0));
+        assert_eq!(bucket("0.1"), Some(45.0));
+        assert_eq!(bucket("+Inf"), Some(46.0), "+Inf holds every tick");
+        assert_eq!(
+            value_of(&samples, "ftagent_tick_lateness_seconds_count", None),
+            Some(46.0)
+        );
+        assert_eq!(
+            value_of(&samples, "ftagent_tick_lateness_seconds_sum", None),
+            Some(0.3125)
+        );
     }
 
     #[test]
     fn the_strict_reading_catches_mistakes() {
         let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2\n";
         assert!(strict_parse(good).is_ok());
+        let histogram =
+            "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 0.5\nh_count 2\n";
+        assert!(strict_parse(histogram).is_ok());
         let bad = [
             "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2",
             "# HELP a A.\n# TYPE a counter\na 2\n",
@@ -748,6 +848,8 @@ mod tests {
             "# HELP a A.\n# TYPE a gauge\n# HELP b B.\n# TYPE b gauge\nb 1\na 1\n",
             "# HELP a_total A.\n# TYPE a_total counter\na_total -1\n",
             "# HELP 1a A.\n# TYPE 1a gauge\n1a 1\n",
+            "# HELP h H.\n# TYPE h histogram\nh_total 1\n",
+            "# HELP h H.\n# TYPE h histogram\nh_bucket 1\n",
         ];
         for text in bad {
             assert!(strict_parse(text).is_err(), "{text:?}");

@@ -37,6 +37,9 @@ pub struct Status {
     pub samples: Samples,
     /// Connection-table entries at the last read.
     pub conntrack_entries: u64,
+    /// How late the latest ticks started against their schedule (None before the first).
+    #[serde(default)]
+    pub tick_lateness: Option<TickLateness>,
     /// Per detection key: its current rate against its baseline and threshold.
     pub keys: Vec<KeyRate>,
     pub incidents: Vec<IncidentStatus>,
@@ -65,6 +68,16 @@ pub struct Reload {
     pub applied: Option<String>,
     /// Changed keys that take effect only at the next start.
     pub restart_only: Vec<String>,
+}
+
+/// How late the latest ticks started against the tick timer's schedule, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TickLateness {
+    /// Ticks these figures are taken over.
+    pub ticks: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 /// NFLOG delivery since start.
@@ -279,6 +292,13 @@ impl Status {
             "{learning}; samples {} received, {} lost, {} overruns, {} malformed; conntrack {} entries",
             s.received, s.lost, s.enobufs, s.malformed, self.conntrack_entries
         );
+        if let Some(t) = &self.tick_lateness {
+            let _ = writeln!(
+                out,
+                "tick lateness over the last {} ticks: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                t.ticks, t.p50_ms, t.p99_ms, t.max_ms
+            );
+        }
     }
 
     fn incidents(&self, out: &mut String, limit: usize) {
@@ -464,6 +484,12 @@ mod tests {
                 malformed: 0,
             },
             conntrack_entries: 12,
+            tick_lateness: Some(TickLateness {
+                ticks: 600,
+                p50_ms: 0.084,
+                p99_ms: 0.75,
+                max_ms: 12.5,
+            }),
             keys: (0..40)
                 .map(|i| KeyRate {
                     name: format!("key{i}"),
@@ -525,6 +551,7 @@ mod tests {
             "mitigations in force: 4",
             "ban4 4/65536",
             "key39",
+            "tick lateness over the last 600 ticks: p50 0.08 ms, p99 0.75 ms, max 12.50 ms",
         ] {
             assert!(text.contains(want), "{want:?} in:\n{text}");
         }

@@ -127,10 +127,26 @@ impl<'a> Agent<'a> {
         self.start_args_within(&[], timeout);
     }
 
+    /// Starts `ftagent run` through `launcher` (e.g. `env NAME=value nice -n N`: programs that
+    /// exec it, so the pid is the daemon's).
+    pub fn start_through(&mut self, launcher: &[&str]) {
+        let config = self.config.to_str().unwrap().to_string();
+        let mut all = launcher.to_vec();
+        all.extend_from_slice(&[BIN, "-c", &config, "run"]);
+        self.spawn_within(&all, Duration::from_secs(10));
+    }
+
     fn start_args_within(&mut self, args: &[&str], timeout: Duration) {
-        let mut all = vec![BIN, "-c", self.config.to_str().unwrap(), "run"];
+        let config = self.config.to_str().unwrap().to_string();
+        let mut all = vec![BIN, "-c", &config, "run"];
         all.extend_from_slice(args);
-        self.daemon = Some(self.ns.spawn(&all));
+        self.spawn_within(&all, timeout);
+    }
+
+    /// Runs `command` in the namespace and waits up to `timeout` until the daemon answers on
+    /// its socket.
+    fn spawn_within(&mut self, command: &[&str], timeout: Duration) {
+        self.daemon = Some(self.ns.spawn(command));
         let socket = self.config.with_file_name("ftagent.sock");
         let daemon = self.daemon.as_mut().unwrap();
         lab::wait_until(timeout, "the daemon's control socket", || {

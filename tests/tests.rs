@@ -10,6 +10,7 @@
 //! - `fullsets`: issue 15 — 65,536 + 65,536 bans through `ban --file`, restart, flush, reload, ipsets;
 //! - `f2b`: issue 6 — the real Fail2Ban in a lab namespace bans, blocks and restores (harness);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
+//! - `lateness`: issue 15 — tick lateness near quiet with 200,000 conntrack entries, xtables lock held;
 //! - `heal`: issue 7 — our table put back after others delete it; kill, restart and stop;
 //! - `metrics`: issue 9 — `/metrics` scraped during a real flood (promtool, a real Prometheus);
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
@@ -30,6 +31,7 @@ mod f2b;
 mod fullsets;
 mod heal;
 mod lab;
+mod lateness;
 mod metrics;
 mod mitigate;
 mod ops;

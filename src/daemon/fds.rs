@@ -1,9 +1,12 @@
 //! The daemon's two kernel clocks and bells, as non-blocking descriptors for mio: a signalfd
-//! for SIGTERM/SIGINT/SIGHUP and a periodic timerfd for the tick.
+//! for SIGTERM/SIGINT/SIGHUP and a periodic timerfd for the tick, which knows when each of
+//! its periods was due.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
+
+use super::lateness::Schedule;
 
 /// SIGTERM, SIGINT and SIGHUP, blocked and read from a non-blocking signalfd.
 pub struct SignalFd {
@@ -54,34 +57,32 @@ impl SignalFd {
     }
 }
 
-/// A periodic monotonic timer.
+/// A periodic timer on the monotonic clock, armed at absolute times so that when each period
+/// is due is known exactly (for the tick's lateness).
 pub struct TimerFd {
     fd: OwnedFd,
+    schedule: Schedule,
 }
 
 impl TimerFd {
     pub fn periodic(interval: Duration) -> io::Result<TimerFd> {
-        // SAFETY: timerfd_create returns a new descriptor that we own; settime gets a fully
-        // initialised itimerspec.
-        unsafe {
-            let fd = libc::timerfd_create(
+        // SAFETY: timerfd_create returns a new descriptor that we own.
+        let fd = unsafe {
+            libc::timerfd_create(
                 libc::CLOCK_MONOTONIC,
                 libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            );
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let fd = OwnedFd::from_raw_fd(fd);
-            let ts = timespec(interval);
-            let spec = libc::itimerspec {
-                it_interval: ts,
-                it_value: ts,
-            };
-            if libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(TimerFd { fd })
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
         }
+        let mut timer = TimerFd {
+            // SAFETY: a descriptor just returned to us, owned by nothing else.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            schedule: Schedule::new(Duration::ZERO, interval),
+        };
+        timer.rearm(interval, interval)?;
+        Ok(timer)
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -89,22 +90,31 @@ impl TimerFd {
     }
 
     /// Fires next after `first`, then every `interval` from there.
-    pub fn rearm(&self, first: Duration, interval: Duration) -> io::Result<()> {
+    pub fn rearm(&mut self, first: Duration, interval: Duration) -> io::Result<()> {
+        let due = monotonic()? + first.max(Duration::from_nanos(1));
         let spec = libc::itimerspec {
             it_interval: timespec(interval),
-            it_value: timespec(first.max(Duration::from_nanos(1))),
+            it_value: timespec(due),
         };
         // SAFETY: settime on our own descriptor with a fully initialised itimerspec.
-        let rc =
-            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        let rc = unsafe {
+            libc::timerfd_settime(
+                self.fd.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
+        self.schedule = Schedule::new(due, interval);
         Ok(())
     }
 
-    /// How many periods passed since the last read (0 when none).
-    pub fn expirations(&self) -> u64 {
+    /// How many periods passed since the last call (0 when none); each one's lateness, from
+    /// when it was due until now, goes to `late`.
+    pub fn expired(&mut self, late: impl FnMut(Duration)) -> u64 {
         let mut count = 0u64;
         // SAFETY: reading the 8-byte expiration count into a u64.
         let n = unsafe {
@@ -114,12 +124,30 @@ impl TimerFd {
                 8,
             )
         };
-        if n == 8 {
-            count
-        } else {
-            0
+        if n != 8 {
+            return 0;
         }
+        if let Ok(now) = monotonic() {
+            self.schedule.served(count, now, late);
+        }
+        count
     }
+}
+
+/// The monotonic clock (the timer's, and `Instant`'s on Linux) as time since its origin.
+pub fn monotonic() -> io::Result<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    ))
 }
 
 fn timespec(d: Duration) -> libc::timespec {

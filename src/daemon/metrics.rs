@@ -38,6 +38,9 @@ pub(super) struct Tally {
     pub trips: u64,
     /// Fast ticks the detector asked for (a counter just over its threshold).
     pub fast_ticks: u64,
+    /// Conntrack reads done, and how long the last one took.
+    pub conntrack_reads: u64,
+    pub conntrack_read: Duration,
 }
 
 impl Tally {
@@ -468,6 +471,9 @@ impl Daemon {
             samples_enobufs: loss.enobufs,
             samples_malformed: loss.malformed,
             conntrack_entries: self.sensor.conntrack_entries,
+            conntrack_reads: self.tally.conntrack_reads,
+            conntrack_read_seconds: self.tally.conntrack_read.as_secs_f64(),
+            tick_lateness: self.lateness.histogram(),
             tables_restored: self.tables_restored,
             tripwire_trips: self.tally.trips,
             fast_ticks: self.tally.fast_ticks,

@@ -1,17 +1,23 @@
 //! `ftagent run`: installs our table (with what an earlier run had in force), then serves one
 //! mio event loop on one thread: signals (SIGTERM/SIGINT stop, SIGHUP reloads), the tick timer
-//! (read every counter with one dump; conntrack every `sense.conntrack_interval`), sampled
-//! packets from NFLOG, the kernel's notifications of changes to our table (put back when
-//! someone else removes it), operator requests on the control socket, and Prometheus scrapes
-//! of `/metrics`. The nf_tables socket lives as long as the process.
+//! (read every counter with one dump; how late each tick starts is measured), sampled packets
+//! from NFLOG, the kernel's notifications of changes to our table (put back when someone else
+//! removes it), operator requests on the control socket, and Prometheus scrapes of `/metrics`.
+//! What may take long runs on threads of its own and never holds up a tick: the conntrack reads
+//! (every `sense.conntrack_interval`, results back through the poll's waker) and the iptables
+//! chain's checks (which may wait for the xtables lock). The nf_tables socket lives as long as
+//! the process.
 
+mod conntrack_reader;
 mod control;
 mod escalation;
 mod fds;
 mod heal;
+mod lateness;
 mod metrics;
 mod persist;
 mod reload;
+mod shim_keeper;
 mod slots;
 mod status;
 
@@ -19,10 +25,11 @@ pub use control::{parse_ban, parse_ban_list};
 
 use std::io::{self, Write as _};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::addr::Cidr;
 use crate::config::{Compat, Config, IptablesShim, OnStop};
@@ -39,9 +46,12 @@ use crate::report::{ReportError, Reporter};
 use crate::ruleset;
 use crate::sense::counters::ReadingGap;
 use crate::sense::{trace, Sensor};
+use conntrack_reader::ConntrackReader;
 use fds::{SignalFd, TimerFd};
 use heal::{Cause, Healing, TableRestored};
+use lateness::Lateness;
 use persist::MitigationState;
+use shim_keeper::ShimKeeper;
 
 const SIGNALS: Token = Token(0);
 const TICK: Token = Token(1);
@@ -50,6 +60,8 @@ const CONTROL: Token = Token(3);
 const TABLE_NOTICES: Token = Token(4);
 const METRICS: Token = Token(5);
 const TRIPWIRE: Token = Token(6);
+/// The worker threads' results (a conntrack read done).
+const WORKERS: Token = Token(7);
 /// Control connections take the tokens from here on.
 const FIRST_CONNECTION: usize = 16;
 /// Metrics connections take the tokens from here on.
@@ -61,8 +73,6 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(60);
 const QUIET_ABOVE: usize = 10_000;
 /// Operators' bans are saved at most this often (a burst of bans is one write).
 const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
-/// Conntrack entries of banned sources deleted at most per conntrack read.
-const STALE_PER_READ: usize = 4096;
 /// After the tripwire fires, the tick that measures the flood: long enough for its counters to
 /// be exact (hundreds of packets at the tripwire's rate), short enough to act within ~20 ms.
 const TRIP_SETTLE: Duration = Duration::from_millis(10);
@@ -97,6 +107,34 @@ pub enum DaemonError {
         what: &'static str,
         source: io::Error,
     },
+}
+
+/// What a worker thread adds to the loop's niceness: when a tick is due, the loop's wakeup
+/// takes the CPU from a worker busy with a long conntrack dump.
+const WORKER_NICENESS: libc::c_int = 10;
+
+/// Lowers the calling thread's priority (Linux: niceness is per thread) for work that must not
+/// delay a tick. Best effort: a failure is logged.
+fn yield_to_the_loop() {
+    // SAFETY: gettid, getpriority and setpriority on the calling thread; errno read right after.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
+        let failed = |rc: libc::c_int| rc == -1 && *libc::__errno_location() != 0;
+        if failed(nice)
+            || failed(libc::setpriority(
+                libc::PRIO_PROCESS,
+                tid,
+                (nice + WORKER_NICENESS).min(19),
+            ))
+        {
+            log::warn!(
+                "lowering a worker thread's priority: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// Which table mode to use: probed, unless the configuration forces the older-kernel mode.
@@ -156,11 +194,11 @@ struct Daemon {
     nflog: NflogSocket,
     /// The tripwire's NFLOG group (`detection.instant_factor`), when on.
     tripwire: Option<NflogSocket>,
-    conntrack: Conntrack,
+    /// The conntrack reads, on a thread of their own.
+    conntrack: ConntrackReader,
     next_conntrack: Instant,
-    /// Conntrack entries of banned sources found by the last dump, deleted after it (capacity
-    /// reserved: at most that many a read).
-    stale_entries: Vec<crate::netlink::conntrack::Entry>,
+    /// How late each tick started against the timer's schedule.
+    lateness: Lateness,
     /// The kernel's notifications of changes to the ruleset.
     monitor: TableMonitor,
     healing: Healing,
@@ -187,8 +225,10 @@ struct Daemon {
     next_save: Instant,
     /// When `mitigation.json` was last written.
     last_mitigation_save: Instant,
-    /// The iptables `FTAGENT` chain and its ipsets, when configured and available.
+    /// The iptables `FTAGENT` chain and its ipsets, when configured and available: the ipsets
+    /// are written from the loop, the chain is checked by `shim_keeper`'s thread.
     shim: Option<Shim>,
+    shim_keeper: Option<ShimKeeper>,
     next_shim_check: Instant,
     /// The configuration file in use (None: the embedded defaults), and the last reload.
     config_source: Option<PathBuf>,
@@ -302,12 +342,21 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         false => None,
     };
     let conntrack = Conntrack::open()?;
-    let timer = TimerFd::periodic(config.agent.tick).map_err(os("create tick timer"))?;
+    let mut timer = TimerFd::periodic(config.agent.tick).map_err(os("create tick timer"))?;
     let socket_path = config.agent.control_socket.clone();
     let mut listener = control::bind(&socket_path)?;
 
     let mut poll = Poll::new().map_err(os("create poll"))?;
     let registry = poll.registry();
+    let waker = Arc::new(Waker::new(registry, WORKERS).map_err(os("create the poll's waker"))?);
+    let conntrack = ConntrackReader::start(conntrack, sensor.connections.clone(), waker)
+        .map_err(os("start the conntrack thread"))?;
+    let shim_keeper = match &shim {
+        Some(shim) => {
+            Some(ShimKeeper::start(shim.chain()).map_err(os("start the iptables chain thread"))?)
+        }
+        None => None,
+    };
     registry
         .register(
             &mut SourceFd(&signals.raw_fd()),
@@ -377,6 +426,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         next_save: now + SAVE_INTERVAL,
         last_mitigation_save: now,
         shim,
+        shim_keeper,
         next_shim_check: now + SHIM_CHECK_INTERVAL,
         sensor,
         config,
@@ -389,7 +439,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         tripwire,
         conntrack,
         next_conntrack: now,
-        stale_entries: Vec::with_capacity(STALE_PER_READ),
+        lateness: Lateness::default(),
         monitor,
         healing: Healing::default(),
         tables_restored: 0,
@@ -433,7 +483,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                         }
                     }
                 }
-                TICK if timer.expirations() > 0 => {
+                TICK => {
+                    let lateness = &mut daemon.lateness;
+                    if timer.expired(|late| lateness.record(late)) == 0 {
+                        continue;
+                    }
                     let now = Instant::now();
                     daemon.tick(now);
                     notifier.tick(now, |w| daemon.write_status(w));
@@ -446,6 +500,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                     }
                 }
                 NFLOG => daemon.drain_samples(),
+                WORKERS => daemon.conntrack_read(),
                 TRIPWIRE if daemon.tripped() => {
                     // Cut this tick short and measure a short one right after: its counters
                     // decide whether the flood the kernel saw opens an incident.
@@ -478,6 +533,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
                         daemon.mirror_operator_bans();
                         connections.respond(token, &response, poll.registry());
                         if stop {
+                            // No check of ours may put the chain back once it is removed.
+                            daemon.stop_shim_keeper();
                             remove_shim();
                             break 'serve Ok(Stop::Flushed);
                         }
@@ -677,9 +734,9 @@ impl Daemon {
         // Whatever samples are queued belong to this tick (a short tick after a trip must
         // not wait for the NFLOG event).
         self.drain_samples();
-        if now >= self.next_conntrack {
+        if now >= self.next_conntrack && self.conntrack.idle() {
             self.next_conntrack = now + self.config.sense.conntrack_interval;
-            self.read_conntrack(now);
+            self.request_conntrack(now);
         }
         self.events.clear();
         self.changes.clear();
@@ -846,16 +903,31 @@ impl Daemon {
         }
     }
 
-    /// Puts back the iptables chain, rule or jump if another tool removed them.
+    /// Asks for the iptables chain, rule or jump to be put back if another tool removed them
+    /// (on the keeper's thread: the loop does not wait for the xtables lock).
     fn check_shim(&mut self) {
-        let Some(shim) = &mut self.shim else { return };
-        match shim.repair() {
-            Ok(true) => log::warn!(
-                "iptables chain {} or its jump was removed by another tool: put back",
-                ruleset::shim::CHAIN
+        if let Some(keeper) = &self.shim_keeper {
+            keeper.check();
+        }
+    }
+
+    /// Ends the chain's checks, waiting for one under way: before the chain is removed or
+    /// installed anew.
+    fn stop_shim_keeper(&mut self) {
+        if let Some(keeper) = self.shim_keeper.take() {
+            keeper.stop();
+        }
+    }
+
+    /// The chain's checks for the shim in use (none without one).
+    fn start_shim_keeper(&mut self) {
+        self.stop_shim_keeper();
+        let Some(shim) = &self.shim else { return };
+        match ShimKeeper::start(shim.chain()) {
+            Ok(keeper) => self.shim_keeper = Some(keeper),
+            Err(e) => log::error!(
+                "starting the iptables chain's checks: {e}; the chain is not checked until a reload"
             ),
-            Ok(false) => {}
-            Err(e) => log::error!("checking the iptables compatibility chain: {e}"),
         }
     }
 
@@ -1053,6 +1125,7 @@ impl Daemon {
     /// goes, with every ban and measure, in one transaction (else it stays and they run out
     /// by themselves); the state files say what is left in force.
     fn stop(&mut self, stop: Stop) {
+        self.stop_shim_keeper();
         if let Err(e) = self.syn_cookies.restore() {
             log::error!("putting back net.ipv4.tcp_syncookies: {e}");
         }
@@ -1097,38 +1170,36 @@ impl Daemon {
         persist::save_mitigation(&state, &dir);
     }
 
-    fn read_conntrack(&mut self, now: Instant) {
-        match self.conntrack.count() {
-            Ok(n) => self.sensor.conntrack_entries = n,
-            Err(e) => log::warn!("conntrack count: {e}"),
-        }
-        // Banned sources hold nothing: their FINs are dropped with the rest of their packets.
+    /// Asks the conntrack thread for a read, with the bans in force now.
+    fn request_conntrack(&mut self, now: Instant) {
         let since_start = now.saturating_duration_since(self.started);
         let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
-        let table = &mut self.sensor.connections;
-        table.set_banned(held.iter().filter_map(|f| match f.item {
-            Item::Ban(cidr) => Some(cidr),
-            Item::Measure(_) => None,
-        }));
-        table.begin();
-        let stale = &mut self.stale_entries;
-        stale.clear();
-        let dumped = self.conntrack.dump(&mut |entry| {
-            if table.add(entry) && stale.len() < stale.capacity() {
-                stale.push(*entry);
-            }
-        });
-        if let Err(e) = dumped {
-            log::warn!("conntrack dump: {e}");
+        self.conntrack
+            .request(held.iter().filter_map(|f| match f.item {
+                Item::Ban(cidr) => Some(cidr),
+                Item::Measure(_) => None,
+            }));
+    }
+
+    /// A conntrack read came back: its table becomes the sensor's (the sensor's becomes the
+    /// next read's), with the entry count and the connections per service.
+    fn conntrack_read(&mut self) {
+        let Some((mut round, stale_config)) = self.conntrack.finished() else {
+            return;
+        };
+        if let Some(n) = round.entries {
+            self.sensor.conntrack_entries = n;
         }
-        self.sensor.count_service_connections();
-        if !self.stale_entries.is_empty() {
-            // Their FINs never came through: gone, they cannot count as held once the ban ends.
-            match self.conntrack.delete(&self.stale_entries) {
-                Ok(n) => log::debug!("deleted {n} conntrack entries of banned sources"),
-                Err(e) => log::warn!("deleting conntrack entries of banned sources: {e}"),
-            }
+        self.tally.conntrack_reads += 1;
+        self.tally.conntrack_read = round.took;
+        if stale_config {
+            // Asked for before a reload changed the ports: dropped, and a spare made anew.
+            round.table = self.sensor.connections.clone();
+        } else {
+            std::mem::swap(&mut self.sensor.connections, &mut round.table);
+            self.sensor.count_service_connections();
         }
+        self.conntrack.put_back(round);
     }
 
     /// Drains the tripwire's messages; true when there was at least one.

@@ -69,7 +69,9 @@ impl Daemon {
             || fresh.mitigation.ban_duration != self.config.mitigation.ban_duration
             || safelist != self.safelist
         {
-            // The iptables chain follows: its ipsets' sizes, default timeout and safelist.
+            // The iptables chain follows: its ipsets' sizes, default timeout and safelist. Its
+            // checks wait meanwhile, so that none runs beside the install.
+            self.stop_shim_keeper();
             match install_shim(&mut self.nft, &fresh, &safelist) {
                 Ok(None) if self.shim.is_some() => {
                     remove_shim();
@@ -78,6 +80,7 @@ impl Daemon {
                 Ok(shim) => self.shim = shim,
                 Err(e) => log::error!("reload: {e}; the previous iptables chain stays"),
             }
+            self.start_shim_keeper();
         }
         if let Err(e) = self.report.reconfigure(&fresh, &self.config) {
             log::error!("reload: {e}; the previous webhooks stay");
@@ -94,6 +97,7 @@ impl Daemon {
             sensor.conntrack_entries = self.sensor.conntrack_entries;
             self.sensor = sensor;
             own_addresses_into(&mut self.sensor);
+            self.conntrack.renew(self.sensor.connections.clone());
             let state = self.detector.save();
             self.detector = Detector::new(&fresh, self.sensor.counters.layout());
             super::ceilings_from_link(&mut self.detector);

@@ -86,6 +86,7 @@ impl Daemon {
                 malformed: loss.malformed,
             },
             conntrack_entries: self.sensor.conntrack_entries,
+            tick_lateness: self.lateness.summary(),
             keys: self
                 .detector
                 .keys()

@@ -2,7 +2,8 @@
 //! chain and its jump from `INPUT` written with the host's own iptables tools (the only way
 //! into the legacy x_tables; `-w` waits for the xtables lock). Bans are mirrored into the
 //! ipsets in the same tick as into our nft sets. Only objects named in `ruleset::shim` are
-//! ever created, changed or removed: no built-in chain is flushed, no other rule touched.
+//! ever created, changed or removed: no built-in chain is flushed, no other rule touched. The
+//! chain's periodic check ([`ShimChain`]) is apart, for a thread that may wait for the lock.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -234,9 +235,31 @@ impl Shim {
         Ok(())
     }
 
+    /// The chain and its jump apart from the ipsets, for checks that may wait for the
+    /// xtables lock (a thread of their own).
+    pub fn chain(&self) -> ShimChain {
+        ShimChain {
+            tools: self.tools.clone(),
+        }
+    }
+
+    /// Mirrors the bans and unbans among `changes` into the ipsets (measures stay nft-only).
+    pub fn mirror(&mut self, changes: &[Change]) -> Result<(), ShimError> {
+        mirror_into(&mut self.ipset, changes.iter().copied())
+    }
+}
+
+/// The `FTAGENT` chain and its jump from `INPUT`, checked and put back with the iptables tools:
+/// each call runs processes that may wait up to 5 s for the xtables lock.
+#[derive(Debug, Clone)]
+pub struct ShimChain {
+    tools: Tools,
+}
+
+impl ShimChain {
     /// Puts the chain, its rule or its jump back if another tool removed them (a firewall
     /// reload, `iptables -F`). True if something had to be put back.
-    pub fn repair(&mut self) -> Result<bool, ShimError> {
+    pub fn repair(&self) -> Result<bool, ShimError> {
         let mut repaired = false;
         for (v6, program) in self.tools.families() {
             if !chain_in_place(program, v6)? {
@@ -245,11 +268,6 @@ impl Shim {
             }
         }
         Ok(repaired)
-    }
-
-    /// Mirrors the bans and unbans among `changes` into the ipsets (measures stay nft-only).
-    pub fn mirror(&mut self, changes: &[Change]) -> Result<(), ShimError> {
-        mirror_into(&mut self.ipset, changes.iter().copied())
     }
 }
 

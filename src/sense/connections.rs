@@ -86,6 +86,9 @@ fn key(ip: IpAddr) -> ([u8; 16], bool) {
 /// (a flow, whatever its state). Other protocols
 /// have no ports and are ignored. Connections this host opens *to* a remote service port
 /// match as well: the caller should leave its own addresses out of any decision.
+///
+/// A clone is a spare with the same ports, own addresses and keys (for reads made elsewhere).
+#[derive(Clone)]
 pub struct ConnectionTable {
     tcp: Box<PortSet>,
     udp: Box<PortSet>,
