@@ -4,6 +4,7 @@
 //! - `bench`: issue 8 — the benchmark (ignored; `benches/run.sh`): latency, cost, drop cost, restore;
 //! - `lab`: network namespaces (victim, attacker, users), veth, paced and full-speed floods, the
 //!   users' clients and services, what the victim received per 100 ms; always cleaned up;
+//! - `collateral`: issue 15 — floods spoofing the gateway and ACK/xmas floods: limited, users spared;
 //! - `coexist`: issue 6 — beside the real Fail2Ban: the iptables FTAGENT chain, f2b-* untouched;
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
 //! - `fullsets`: issue 15 — 65,536 + 65,536 bans through `ban --file`, restart, flush, reload, ipsets;
@@ -23,6 +24,7 @@ mod bench;
 mod bgp;
 mod cli;
 mod coexist;
+mod collateral;
 mod detect;
 mod f2b;
 mod fullsets;
