@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::agent::{dump_counter, Agent, Setup};
-use crate::lab::pacer::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_URG};
+use crate::lab::pacer::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG};
 use crate::lab::{self, Lab, UdpFlood, ATTACKER4, FAR4, OTHER4, OTHER6, VICTIM4, VICTIM6};
 
 /// The port limit these tests set (the default, 10,000 pps, holds back 90 % only of floods
@@ -193,7 +193,8 @@ fn issue15_a_flood_spoofing_the_gateway_is_limited_never_banned() {
     assert!(bans.is_empty(), "{bans:?}");
 }
 
-/// Item 7: xmas (FIN, PSH, URG) and ACK floods from random sources to :80, IPv4 then IPv6, where
+/// Item 7: xmas (FIN, PSH, URG) and ACK floods from random sources to :80, IPv4 then IPv6, and
+/// a flood with all six flags (IPv4), where
 /// the users fetch a page over a fresh connection ten times a second per family. Each flood:
 /// ≥ 90 % of what the victim received held back from its TCP layer (`TcpInSegs`, the users'
 /// own segments counted as the flood's), most of it by its vector's measure (`block_flags`
@@ -209,11 +210,15 @@ fn issue15_ack_and_xmas_floods_spare_established_clients() {
     };
     let agent = warmed_up(&lab);
     let xmas = TCP_FIN | TCP_PSH | TCP_URG;
+    // The other "christmas tree": no odd flags (it has SYN, RST and ACK), no valid segment
+    // either; it counts as TCP to :80 and gets the ACK flood's port limit.
+    let all_flags = xmas | TCP_SYN | TCP_RST | TCP_ACK;
     let floods = [
         ("xmas", VICTIM4, xmas, "drop_block_flags"),
         ("ack", VICTIM4, TCP_ACK, "drop_limit_tcp"),
         ("xmas", VICTIM6, xmas, "drop_block_flags"),
         ("ack", VICTIM6, TCP_ACK, "drop_limit_tcp"),
+        ("all-flags", VICTIM4, all_flags, "drop_limit_tcp"),
     ];
     let mut spans = Vec::new();
     for (name, victim, flags, counter) in floods {
