@@ -4,6 +4,7 @@
 //! - `bench`: issue 8 — the benchmark (ignored; `benches/run.sh`): latency, cost, drop cost, restore;
 //! - `lab`: network namespaces (victim, attacker, users), veth, paced and full-speed floods, the
 //!   users' clients and services, what the victim received per 100 ms; always cleaned up;
+//! - `collateral`: issue 15 — floods spoofing the gateway and ACK/xmas floods: limited, users spared;
 //! - `coexist`: issue 6 — beside the real Fail2Ban: the iptables FTAGENT chain, f2b-* untouched;
 //! - `closed_ports`: issue 15 — distributed floods to random ports held at the closed ports;
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
@@ -26,6 +27,7 @@ mod bgp;
 mod cli;
 mod closed_ports;
 mod coexist;
+mod collateral;
 mod detect;
 mod f2b;
 mod fullsets;

@@ -5,16 +5,19 @@
 //! Per vector: a concentrated flood's heaviest sources are banned in `ban4`/`ban6` with a
 //! timeout (refreshed while the incident lasts), and a /24 (/64) that collects
 //! `prefix_after` banned sources is banned whole in `bannet4`/`bannet6`; a distributed flood
-//! gets an aggregate measure instead — its sources metered and its port held to a rate (an HTTP
-//! flood: new connections metered per source), or, aimed at no single port (random ports),
-//! its transport's traffic to closed ports held to a low rate; Slowloris gets a per-source connection limit;
+//! gets an aggregate measure instead — its sources metered and its port held to a rate (a TCP
+//! port: only the segments outside any connection; an HTTP or TCP connection flood: new
+//! connections metered per source), or, aimed at no single port (random ports), its
+//! transport's traffic to closed ports held to a low rate; Slowloris gets a per-source
+//! connection limit;
 //! amplification gets unsolicited UDP from the reflector's port dropped; ICMP and fragment
 //! floods are held to a rate, and so is another IP protocol's (GRE, ESP…) distributed flood; a
 //! SYN flood turns SYN cookies on; SYN-ACKs of no connection of ours (reflection) and TCP with
 //! none of SYN, RST and ACK (odd flags) are dropped. Aggregate measures are keys with a timeout in measure sets (so
 //! a dead agent leaves nothing that lasts). Everything an incident added is lifted when it
-//! ends. Safelisted sources are never banned, and the kernel checks the safelist before any
-//! drop but the closed-port limit's (port-wide, for every source).
+//! ends. Safelisted sources are never banned, nor metered (the kernel's ban and meter rules
+//! skip them); a flood whose heavy sources are safelisted (spoofed) gets its aggregate measure,
+//! which the kernel applies to every source of that traffic (the closed-port limit too).
 
 mod state;
 
@@ -279,12 +282,17 @@ impl Mitigator {
             .active
             .get(&event.incident)
             .is_some_and(|m| m.escalated);
-        // Heavy sources that are safelisted (spoofed, say) cannot be banned: then the
-        // aggregate measure applies, as for a distributed flood.
-        let bannable = event.sources.iter().any(|s| {
-            s.share >= self.min_share && !self.safelist.iter().any(|c| c.contains(s.addr))
-        });
-        let concentrated = event.concentrated && !escalated && bannable;
+        // Heavy sources that are safelisted (spoofed, say) cannot be banned: their share of
+        // the flood gets the aggregate measure, as a distributed flood does — beside the bans
+        // of the others, if any. The kernel applies it to every source, the safelisted too.
+        let heavy_safelisted = |safelisted: bool| {
+            event.sources.iter().any(|s| {
+                s.share >= self.min_share
+                    && self.safelist.iter().any(|c| c.contains(s.addr)) == safelisted
+            })
+        };
+        let concentrated = event.concentrated && !escalated && heavy_safelisted(false);
+        let aggregate = !concentrated || heavy_safelisted(true);
         let reflector = event
             .counter
             .strip_prefix("amp_")
@@ -324,17 +332,24 @@ impl Mitigator {
                 Measure::BlockOddFlags(NFPROTO_IPV4),
                 Measure::BlockOddFlags(NFPROTO_IPV6),
             ]),
-            Vector::IpProtoFlood if !concentrated => {
+            Vector::IpProtoFlood if aggregate => {
                 aggregates.extend(event.ip_proto.map(Measure::LimitProto))
             }
-            Vector::UdpFlood if !concentrated => {
+            Vector::UdpFlood if aggregate => {
                 aggregates.extend(port_or_closed(event, PROTO_UDP, Measure::LimitUdpPort))
             }
-            Vector::HttpFlood if !concentrated => {
+            // Real connections, many sources: their new connections metered per source (a
+            // port limit would hold only what is outside connections, none of theirs).
+            Vector::HttpFlood if aggregate => {
                 aggregates.extend(event.port.map(Measure::MeterNewConnections))
             }
+            Vector::TcpConnectionFlood if aggregate => {
+                aggregates.extend(port_or_closed(event, PROTO_TCP, Measure::MeterNewConnections))
+            }
             Vector::Slowloris => aggregates.extend(event.port.map(Measure::LimitConnections)),
-            Vector::AckFlood | Vector::RstFlood | Vector::TcpConnectionFlood if !concentrated => {
+            // Segments outside any connection, held after conntrack: the port's established
+            // connections pass untouched.
+            Vector::AckFlood | Vector::RstFlood if aggregate => {
                 aggregates.extend(port_or_closed(event, PROTO_TCP, Measure::LimitTcpPort))
             }
             _ => {}

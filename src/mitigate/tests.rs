@@ -122,8 +122,10 @@ fn a_concentrated_flood_bans_its_heavy_sources_and_the_end_lifts_them() {
     assert_eq!(line["addresses"][0], "10.250.0.1");
 }
 
+/// Issue 15: the heavy sources that are safelisted are never banned; the others are, and the
+/// safelisted share of the flood gets the port limit (which the kernel applies to all).
 #[test]
-fn safelisted_sources_are_never_banned() {
+fn safelisted_sources_are_never_banned_and_their_share_is_limited() {
     let mut m = mitigator(&["10.250.0.0/30", "fd00:250::1"]);
     let start = event(
         EventKind::AttackStart,
@@ -138,10 +140,77 @@ fn safelisted_sources_are_never_banned() {
     let (changes, _) = tick(&mut m, &[start], 0);
     assert_eq!(
         changes,
-        vec![Change::Ban {
-            cidr: cidr("10.250.0.7"),
-            timeout: Duration::from_secs(600)
-        }]
+        vec![
+            Change::Enable {
+                measure: Measure::LimitUdpPort(27015),
+                timeout: Duration::from_secs(120)
+            },
+            Change::Ban {
+                cidr: cidr("10.250.0.7"),
+                timeout: Duration::from_secs(600)
+            }
+        ]
+    );
+}
+
+/// Issue 15, item 4: a flood spoofing the gateway (safelisted) to a closed UDP port gets the
+/// port limit, start and updates alike, and the gateway never enters a ban set.
+#[test]
+fn issue15_a_flood_spoofing_a_safelisted_gateway_gets_the_port_limit_not_a_ban() {
+    for gateway in ["10.250.0.3", "fd00:250::3"] {
+        let mut m = mitigator(&[gateway]);
+        let mut flood = event(EventKind::AttackStart, "i-1", &[(gateway, 1.0)], true);
+        flood.port = Some(40_000);
+        let (changes, out) = tick(&mut m, &[flood.clone()], 0);
+        let limit = Change::Enable {
+            measure: Measure::LimitUdpPort(40_000),
+            timeout: Duration::from_secs(120),
+        };
+        assert_eq!(changes, vec![limit]);
+        assert_eq!((out[0].action, out[0].port), ("limit_port", Some(40_000)));
+        flood.kind = EventKind::AttackUpdate;
+        for at in [100, 200, 5_000] {
+            let (changes, out) = tick(&mut m, &[flood.clone()], at);
+            assert_eq!(changes, vec![limit], "refreshed, never banned");
+            assert!(out.is_empty(), "{out:?}");
+        }
+        assert!(m
+            .measures()
+            .iter()
+            .all(|x| !matches!(x.target, Target::Ban(_))));
+    }
+}
+
+/// Issue 15, item 7: ACK and RST floods from many sources hold the port's segments outside
+/// connections (`LimitTcpPort`, after conntrack), as does one spoofing a safelisted address;
+/// a TCP connection flood's real connections get their new connections metered per source.
+#[test]
+fn issue15_tcp_floods_get_measures_that_spare_connections() {
+    let of = |vector, sources: &[(&str, f64)], concentrated| {
+        let mut e = attack(
+            vector,
+            "tcp_80",
+            EventKind::AttackStart,
+            "i-1",
+            sources,
+            concentrated,
+        );
+        e.port = Some(80);
+        measures_of(e)
+    };
+    assert_eq!(of(Vector::AckFlood, &[], false), ["LimitTcpPort(80)"]);
+    assert_eq!(of(Vector::RstFlood, &[], false), ["LimitTcpPort(80)"]);
+    assert_eq!(
+        of(Vector::AckFlood, &[("10.250.9.9", 1.0)], true),
+        ["LimitTcpPort(80)"]
+    );
+    assert_eq!(
+        of(Vector::AckFlood, &[("10.250.0.1", 1.0)], true),
+        ["ban 10.250.0.1"]
+    );
+    assert_eq!(
+        of(Vector::TcpConnectionFlood, &[], false),
+        ["MeterNewConnections(80)"]
     );
 }
 

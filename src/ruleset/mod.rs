@@ -21,12 +21,13 @@ use expr::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 /// The name of our table (family inet). Nobody else writes to it; we write nowhere else.
 pub const TABLE: &str = "ftagent";
-/// Our filter chain on the prerouting hook: accounting, sampling, safelist, bans.
+/// Our filter chain on the prerouting hook: accounting, sampling, bans, port-wide limits.
 pub const CHAIN: &str = "prerouting";
 /// Before raw (-300), conntrack (-200), Fail2Ban (-1), iptables (0) and firewalld (+10): a
 /// dropped flood costs no conntrack entry.
 pub const PRIORITY: i32 = -310;
-/// Our second chain, after conntrack has classified the packet: new connections per port.
+/// Our second chain, after conntrack has classified the packet: new connections per port, and
+/// the measures that must spare established connections.
 pub const CT_CHAIN: &str = "conntrack";
 pub const CT_PRIORITY: i32 = -190;
 /// Our first chain, before conntrack's defragmentation (-400), which our `ct` rules turn on:
@@ -252,7 +253,8 @@ impl Key {
 /// The role of an address set, which fixes its name, key family and flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetRole {
-    /// Never dropped: matched first, with `return`.
+    /// Never banned or metered: the ban and per-source meter rules skip these sources
+    /// (`ip saddr != @allow4`); port-wide measures apply to them like to anyone.
     Allow(Family),
     /// Single banned addresses, each with a timeout.
     Ban(Family),
@@ -520,7 +522,7 @@ pub fn desired(config: &Config) -> TableSpec {
             qthreshold: 0,
         },
     ]);
-    prerouting.extend(SetRole::ALL.into_iter().map(address_rule));
+    prerouting.extend(SetRole::BANS.into_iter().map(ban_rule));
     prerouting.extend(aggregate_rules(config));
     // Last: only what nothing above has dropped trips the wire.
     if let Some((rule, tripwire_sets)) = tripwire(config) {
@@ -545,12 +547,6 @@ pub fn desired(config: &Config) -> TableSpec {
     established.extend(tcp_flags(FIN | SYN | RST | ACK, ACK));
     established.push(Expr::NamedCounter(counter::TCP_ACK_EST.into()));
     conntrack.push(established);
-    // The safelist comes before any drop in this chain too.
-    conntrack.extend(
-        [SetRole::Allow(Family::V4), SetRole::Allow(Family::V6)]
-            .into_iter()
-            .map(address_rule),
-    );
     // Unsolicited UDP from a blocked reflector port: replies to our own queries are not `new`.
     let mut reflected = ct_new();
     reflected.extend(Expr::meta_is(MetaKey::L4Proto, PROTO_UDP));
@@ -570,6 +566,7 @@ pub fn desired(config: &Config) -> TableSpec {
     synacks.extend(tcp_flags(SYN | RST | ACK, SYN | ACK));
     synacks.extend(drop_tail("block_synack"));
     conntrack.push(synacks);
+    conntrack.extend(outside_connection_rules(config));
     for (set, meter, stateful) in [
         (
             "meter_new",
@@ -764,48 +761,57 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
     ]
 }
 
-/// Rate limits that aggregate measures switch on by adding a key (with a timeout) to their
-/// set: the attacked UDP/TCP port, ICMP or another IP protocol (fragments: `early_rules`).
-/// Packets past the rate are dropped. Last, TCP with odd flags, dropped whole once a measure
-/// puts its family in `block_flags`.
-fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
-    let m = &config.mitigation;
-    let limit = |rate: u32| Expr::Limit {
+/// `limit rate over R/second burst R/10 packets counter name "drop_<set>" drop`: the tail
+/// of a rate limit that a measure set switches on.
+fn limit_tail(rate: u32, set: &str) -> [Expr; 3] {
+    [
+        Expr::Limit {
+            rate: u64::from(rate),
+            burst: (rate / 10).max(5),
+            over: true,
+        },
+        Expr::NamedCounter(drop_counter(set)),
+        Expr::Verdict(Verdict::Drop),
+    ]
+}
+
+/// The per-source meter of the port limits: `limit rate over source_limit_pps`.
+fn per_source_limit(config: &Config) -> Stateful {
+    let rate = config.mitigation.source_limit_pps;
+    Stateful::Limit {
         rate: u64::from(rate),
         burst: (rate / 10).max(5),
         over: true,
-    };
-    let tail = |rate: u32, set: &str| {
-        [
-            limit(rate),
-            Expr::NamedCounter(drop_counter(set)),
-            Expr::Verdict(Verdict::Drop),
-        ]
-    };
-    let mut rules = Vec::new();
-    let per_source = Stateful::Limit {
-        rate: u64::from(m.source_limit_pps),
-        burst: (m.source_limit_pps / 10).max(5),
-        over: true,
-    };
-    for (proto, field, set) in [
-        (PROTO_UDP, Field::UdpDport, "limit_udp"),
-        (PROTO_TCP, Field::TcpDport, "limit_tcp"),
-    ] {
-        let mut head = Expr::meta_is(MetaKey::L4Proto, proto).to_vec();
-        head.extend([
-            Expr::Payload(field),
-            Expr::Lookup {
-                set: set.to_string(),
-                invert: false,
-            },
-        ]);
-        // The heaviest sources first, then the port as a whole.
-        rules.extend(meter_rules(&head, "meter", per_source, set));
-        let mut rule = head;
-        rule.extend(tail(m.port_limit_pps, set));
-        rules.push(rule);
     }
+}
+
+/// `<match> <set lookup>` followed by the per-source meter rules, then the port as a whole held
+/// to `port_limit_pps`: the heaviest (non-safelisted) sources dropped first.
+fn port_limit_rules(config: &Config, head: Vec<Expr>, set: &str) -> Vec<Vec<Expr>> {
+    let mut rules = meter_rules(&head, "meter", per_source_limit(config), set);
+    let mut rule = head;
+    rule.extend(limit_tail(config.mitigation.port_limit_pps, set));
+    rules.push(rule);
+    rules
+}
+
+/// Rate limits that aggregate measures switch on by adding a key (with a timeout) to their
+/// set: the attacked UDP port, ICMP or another IP protocol (fragments: `early_rules`; a TCP
+/// port: `outside_connection_rules`, after conntrack). Packets past the rate are dropped,
+/// whatever their source. Last, TCP with odd flags, dropped whole once a measure puts its
+/// family in `block_flags`: before conntrack, since no segment of a connection (nor any valid
+/// segment) has none of SYN, RST and ACK.
+fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
+    let m = &config.mitigation;
+    let mut head = Expr::meta_is(MetaKey::L4Proto, PROTO_UDP).to_vec();
+    head.extend([
+        Expr::Payload(Field::UdpDport),
+        Expr::Lookup {
+            set: "limit_udp".to_string(),
+            invert: false,
+        },
+    ]);
+    let mut rules = port_limit_rules(config, head, "limit_udp");
     let mut icmp = vec![
         Expr::Meta(MetaKey::L4Proto),
         Expr::Lookup {
@@ -813,7 +819,7 @@ fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
             invert: false,
         },
     ];
-    icmp.extend(tail(m.icmp_limit_pps, "limit_proto"));
+    icmp.extend(limit_tail(m.icmp_limit_pps, "limit_proto"));
     rules.push(icmp);
     // TCP that no valid segment looks like (no SYN, RST or ACK): nothing to lose.
     let mut odd = block_head("block_flags").to_vec();
@@ -883,6 +889,28 @@ fn closed_port_rules(config: &Config) -> Vec<Vec<Expr>> {
     rules
 }
 
+/// The TCP port limit (`limit_tcp`: ACK, RST and other non-SYN floods), after conntrack so that
+/// it holds only segments outside any connection: `ct state invalid,new,untracked` (a random
+/// ACK is `new` where `nf_conntrack_tcp_loose` picks it up, `invalid` where it does not; RSTs
+/// and odd flags outside a connection are `invalid`) and not a plain SYN (`tcp flags & (fin |
+/// syn | rst | ack) != syn`: new connections are a SYN flood's measures' business). Segments of
+/// established connections pass untouched, whoever else floods the port.
+fn outside_connection_rules(config: &Config) -> Vec<Vec<Expr>> {
+    let mut head = ct_state(CT_STATE_UNSOLICITED);
+    head.extend(Expr::meta_is(MetaKey::L4Proto, PROTO_TCP));
+    head.extend([
+        Expr::Payload(Field::TcpDport),
+        Expr::Lookup {
+            set: "limit_tcp".to_string(),
+            invert: false,
+        },
+        Expr::Payload(Field::TcpFlags),
+        Expr::Bitwise(vec![FIN | SYN | RST | ACK]),
+        Expr::Cmp(CmpOp::Neq, vec![SYN]),
+    ]);
+    port_limit_rules(config, head, "limit_tcp")
+}
+
 /// Each family's fragment match: an IPv4 packet with an offset or more-fragments bit, an IPv6
 /// packet with a fragment header.
 fn fragment_matches() -> [(u8, Vec<Expr>); 2] {
@@ -902,10 +930,10 @@ fn fragment_matches() -> [(u8, Vec<Expr>); 2] {
     ]
 }
 
-/// The early chain (before reassembly): every fragment counted; then the safelist; then the
-/// fragments of banned sources dropped (the prerouting chain sees only what reassembly made
-/// of them, after it held each in a queue); then the fragment limit, which an aggregate
-/// measure switches on per family (set `limit_frag`).
+/// The early chain (before reassembly): every fragment counted; then the fragments of banned
+/// sources dropped (the prerouting chain sees only what reassembly made of them, after it held
+/// each in a queue); then the fragment limit, which an aggregate measure switches on per
+/// family (set `limit_frag`) for every source, safelisted ones too.
 fn early_rules(config: &Config) -> Vec<Vec<Expr>> {
     let mut rules: Vec<Vec<Expr>> = fragment_matches()
         .into_iter()
@@ -916,19 +944,11 @@ fn early_rules(config: &Config) -> Vec<Vec<Expr>> {
             rule
         })
         .collect();
-    rules.extend(
-        [SetRole::Allow(Family::V4), SetRole::Allow(Family::V6)]
-            .into_iter()
-            .map(address_rule),
-    );
-    for role in SetRole::ALL {
-        if matches!(role, SetRole::Allow(_)) {
-            continue;
-        }
+    for role in SetRole::BANS {
         let [v4, v6] = fragment_matches();
         let (_, matches) = if role.family() == Family::V4 { v4 } else { v6 };
-        // `meta nfproto X` first, then the fragment match, then the address lookup.
-        let mut rule = address_rule(role);
+        // `meta nfproto X` first, then the fragment match, then the address lookups.
+        let mut rule = ban_rule(role);
         rule.splice(2..2, matches);
         rules.push(rule);
     }
@@ -1030,30 +1050,30 @@ const METERS: [(&str, KeyType, Option<Duration>); 6] = [
     ("conns6", KeyType::Ipv6Addr, None),
 ];
 
-/// `<match> meta nfproto X add @<meter><4|6> { ip[6] saddr <stateful> } counter name
-/// "drop_<set>" drop`, for both families: per-source state, the heaviest sources dropped and
-/// counted with the rest of what `set` switches on.
+/// `<match> meta nfproto X ip saddr != @allow4 add @<meter><4|6> { ip[6] saddr <stateful> }
+/// counter name "drop_<set>" drop`, for both families: per-source state, the heaviest sources
+/// dropped and counted with the rest of what `set` switches on. A safelisted source never
+/// enters a meter.
 fn meter_rules(head: &[Expr], meter: &str, stateful: Stateful, set: &str) -> Vec<Vec<Expr>> {
-    [
-        (NFPROTO_IPV4, Field::Ip4Saddr, "4"),
-        (NFPROTO_IPV6, Field::Ip6Saddr, "6"),
-    ]
-    .into_iter()
-    .map(|(nfproto, field, suffix)| {
-        let mut rule = head.to_vec();
-        rule.extend(Expr::meta_is(MetaKey::NfProto, nfproto));
-        rule.extend([
-            Expr::Payload(field),
-            Expr::Dynset {
-                set: format!("{meter}{suffix}"),
-                stateful,
-            },
-            Expr::NamedCounter(drop_counter(set)),
-            Expr::Verdict(Verdict::Drop),
-        ]);
-        rule
-    })
-    .collect()
+    [(Family::V4, "4"), (Family::V6, "6")]
+        .into_iter()
+        .map(|(family, suffix)| {
+            let (nfproto, field) = family_source(family);
+            let mut rule = head.to_vec();
+            rule.extend(Expr::meta_is(MetaKey::NfProto, nfproto));
+            rule.extend(not_safelisted(family));
+            rule.extend([
+                Expr::Payload(field),
+                Expr::Dynset {
+                    set: format!("{meter}{suffix}"),
+                    stateful,
+                },
+                Expr::NamedCounter(drop_counter(set)),
+                Expr::Verdict(Verdict::Drop),
+            ]);
+            rule
+        })
+        .collect()
 }
 
 /// An aggregate measure: one key in one of the measure sets, switching on its rule.
@@ -1064,7 +1084,8 @@ pub enum Measure {
     BlockReflector(u16),
     /// Hold this UDP port to `mitigation.port_limit_pps`.
     LimitUdpPort(u16),
-    /// Hold this TCP port to `mitigation.port_limit_pps`.
+    /// Hold this TCP port's segments outside any connection (not SYNs) to
+    /// `mitigation.port_limit_pps`; established connections pass untouched.
     LimitTcpPort(u16),
     /// Hold this IP protocol (ICMP, ICMPv6) to `mitigation.icmp_limit_pps`.
     LimitProto(u8),
@@ -1131,27 +1152,44 @@ impl Measure {
     }
 }
 
-/// `ip saddr @set return` for the safelist, `ip saddr @set counter name "drop_<set>" drop`
-/// for bans.
-fn address_rule(role: SetRole) -> Vec<Expr> {
-    let (nfproto, field) = match role.family() {
-        Family::V4 => (NFPROTO_IPV4, Field::Ip4Saddr),
-        Family::V6 => (NFPROTO_IPV6, Field::Ip6Saddr),
-    };
+/// `meta nfproto X ip saddr @set ip saddr != @allow4 counter name "drop_<set>" drop` for a
+/// ban set: the safelist wins over any ban (one the safelist grew to cover since), and is
+/// looked up only for banned packets.
+fn ban_rule(role: SetRole) -> Vec<Expr> {
+    let family = role.family();
+    let (nfproto, field) = family_source(family);
     let mut rule = Expr::meta_is(MetaKey::NfProto, nfproto).to_vec();
     rule.push(Expr::Payload(field));
     rule.push(Expr::Lookup {
         set: role.name().to_string(),
         invert: false,
     });
-    match role {
-        SetRole::Allow(_) => rule.push(Expr::Verdict(Verdict::Return)),
-        SetRole::Ban(_) | SetRole::BanNet(_) => rule.extend([
-            Expr::NamedCounter(drop_counter(role.name())),
-            Expr::Verdict(Verdict::Drop),
-        ]),
-    }
+    rule.extend(not_safelisted(family));
+    rule.extend([
+        Expr::NamedCounter(drop_counter(role.name())),
+        Expr::Verdict(Verdict::Drop),
+    ]);
     rule
+}
+
+/// A family's nfproto and source address field.
+fn family_source(family: Family) -> (u8, Field) {
+    match family {
+        Family::V4 => (NFPROTO_IPV4, Field::Ip4Saddr),
+        Family::V6 => (NFPROTO_IPV6, Field::Ip6Saddr),
+    }
+}
+
+/// `ip saddr != @allow4` (`ip6 saddr != @allow6`): the source is not safelisted.
+fn not_safelisted(family: Family) -> [Expr; 2] {
+    let (_, field) = family_source(family);
+    [
+        Expr::Payload(field),
+        Expr::Lookup {
+            set: SetRole::Allow(family).name().to_string(),
+            invert: true,
+        },
+    ]
 }
 
 /// One element of a set as the kernel reports it.
@@ -1508,6 +1546,95 @@ mod tests {
         assert_eq!(
             state.differences(&spec),
             ["chain closed has another hook, type, priority or policy"]
+        );
+    }
+
+    /// The sets a rule looks up (plain or inverted) or adds to.
+    fn sets_of(rule: &[Expr]) -> Vec<(&str, bool)> {
+        rule.iter()
+            .filter_map(|e| match e {
+                Expr::Lookup { set, invert } => Some((set.as_str(), *invert)),
+                Expr::Dynset { set, .. } | Expr::SetAdd(set) => Some((set.as_str(), false)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Issue 15, item 4: the safelist is no blanket `return`: a safelisted source is skipped
+    /// by every ban and per-source meter rule (of its own family), and by nothing else.
+    #[test]
+    fn issue15_safelisted_sources_skip_bans_and_meters_only() {
+        let spec = desired(&Config::default());
+        let per_source = [
+            "ban4", "ban6", "bannet4", "bannet6", "meter4", "meter6", "newconn4", "newconn6",
+            "conns4", "conns6",
+        ];
+        let mut skipping = 0;
+        for chain in &spec.chains {
+            for rule in &chain.rules {
+                let sets = sets_of(rule);
+                assert!(
+                    !(rule.contains(&Expr::Verdict(Verdict::Return))
+                        && sets.iter().any(|(s, _)| s.starts_with("allow"))),
+                    "{}: {rule:?}",
+                    chain.name
+                );
+                let allow = sets
+                    .iter()
+                    .find(|(s, _)| s.starts_with("allow"))
+                    .map(|(s, invert)| (*s, *invert));
+                let keyed = sets
+                    .iter()
+                    .find(|(s, _)| per_source.contains(s))
+                    .map(|(s, _)| *s);
+                match (keyed, allow) {
+                    (Some(set), Some((allow, true))) => {
+                        let family = if set.ends_with('4') {
+                            "allow4"
+                        } else {
+                            "allow6"
+                        };
+                        assert_eq!(allow, family, "{rule:?}");
+                        skipping += 1;
+                    }
+                    (None, None) => {}
+                    _ => panic!("{}: {rule:?}", chain.name),
+                }
+            }
+        }
+        // 4 bans in the early chain and 4 in prerouting; the meters of limit_udp, limit_tcp,
+        // meter_new and limit_conns, both families.
+        assert_eq!(skipping, 16);
+    }
+
+    /// Issue 15, item 7: the TCP port limit runs after conntrack, only on segments outside
+    /// any connection that are not plain SYNs; nothing in the chain before conntrack names it.
+    #[test]
+    fn issue15_the_tcp_port_limit_spares_established_connections() {
+        let spec = desired(&Config::default());
+        let limit_tcp = |rule: &Vec<Expr>| sets_of(rule).contains(&("limit_tcp", false));
+        for chain in &spec.chains {
+            let rules: Vec<&Vec<Expr>> = chain.rules.iter().filter(|r| limit_tcp(r)).collect();
+            if chain.name != CT_CHAIN {
+                assert!(rules.is_empty(), "{}: {rules:?}", chain.name);
+                continue;
+            }
+            assert_eq!(rules.len(), 3, "two meters and the port: {rules:?}");
+            let unsolicited = ct_state(CT_STATE_UNSOLICITED);
+            let not_syn = [
+                Expr::Payload(Field::TcpFlags),
+                Expr::Bitwise(vec![FIN | SYN | RST | ACK]),
+                Expr::Cmp(CmpOp::Neq, vec![SYN]),
+            ];
+            for rule in rules {
+                assert_eq!(rule[..3], unsolicited[..], "{rule:?}");
+                assert!(rule.windows(3).any(|w| w == not_syn), "{rule:?}");
+                assert_eq!(rule.last(), Some(&Expr::Verdict(Verdict::Drop)));
+            }
+        }
+        assert_eq!(
+            CT_STATE_UNSOLICITED & (CT_STATE_ESTABLISHED | expr::CT_STATE_RELATED),
+            0
         );
     }
 

@@ -819,6 +819,38 @@ impl Lab {
         self.assert_share(share, min, "from the attack's start to its check");
     }
 
+    /// Asserts that at least `min` of the users' HTTP requests (both families) started from
+    /// `from` to `to` were served: the clients of :80 alone, whom a measure on that port
+    /// could hit, apart from the DNS queries that outnumber them.
+    pub fn assert_web_users_served_between(
+        &self,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+        min: f64,
+    ) {
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        };
+        let seconds: Vec<u64> = (secs(from)..=secs(to)).collect();
+        let mut served = self.served_in(&seconds);
+        served.retain(|kind, _| kind.starts_with("http"));
+        let share = record::share(&served);
+        eprintln!(
+            "{}: web users served {:.1} % from {} to {} ({served:?})",
+            self.test,
+            share * 100.0,
+            secs(from),
+            secs(to)
+        );
+        self.assert_share(
+            share,
+            min,
+            "by the web server from the attack's start to its check",
+        );
+    }
+
     /// The users' results in `seconds` (unix), once the clients have reported the last.
     fn served_in(&self, seconds: &[u64]) -> std::collections::BTreeMap<String, (u64, u64)> {
         let guard = self.users.lock().unwrap();

@@ -380,6 +380,38 @@ impl Lab {
         self.paced(packets, count, rate, None)
     }
 
+    /// A paced flood of bare TCP segments with `flags` (`pacer::TCP_ACK`, …) to `dst:dport`,
+    /// each from a random source (`Src::Spoofed4` to an IPv4 `dst`, `Src::Spoofed6` to an
+    /// IPv6 one), a random source port and random sequence (and acknowledgement) numbers.
+    /// The victim answers none of them beyond its namespace: it has no route to the IPv4
+    /// sources, and the IPv6 ones (`pacer::SPOOFED6`) are blackholed in it here (else each
+    /// answer would cost a neighbour discovery).
+    pub fn tcp_flood_spoofed(
+        &self,
+        dst: &str,
+        dport: u16,
+        flags: u8,
+        count: u64,
+        rate: u64,
+    ) -> Flood {
+        let dst = assert_lab_addr(dst);
+        let src = if dst.is_ipv4() {
+            Src::Spoofed4
+        } else {
+            self.victim
+                .run_ok(&["ip", "-6", "route", "replace", "blackhole", pacer::SPOOFED6]);
+            Src::Spoofed6
+        };
+        let packets = Packets {
+            src,
+            dst,
+            sport: Port::Random(1024, 65535),
+            dport: Port::Fixed(dport),
+            transport: Transport::Tcp { flags },
+        };
+        self.paced(packets, count, rate, None)
+    }
+
     /// A UDP echo server (python3) in the victim namespace on `VICTIM4:port`, started now;
     /// returns once it is bound. The guard stops it.
     pub fn udp_echo(&self, port: u16) -> Proc {
@@ -423,10 +455,13 @@ impl Lab {
     /// copied, RA, name as pointer 0xc00c, TTL 60); other queries get an empty NOERROR
     /// answer. Returns once the socket is bound; the guard stops it.
     pub fn dns_server(&self) -> Proc {
-        let script = format!(
-            "{DNS_ANSWER_PY}{}",
-            DNS_SERVER_PY.replace("@ADDR@", ATTACKER4)
-        );
+        self.dns_server_on(ATTACKER4)
+    }
+
+    /// The same responder on `addr:53`/udp (an IPv4 address of the attacker namespace).
+    pub fn dns_server_on(&self, addr: &str) -> Proc {
+        assert_lab_addr(addr);
+        let script = format!("{DNS_ANSWER_PY}{}", DNS_SERVER_PY.replace("@ADDR@", addr));
         let p = self.attacker.spawn(&["python3", "-c", &script]);
         wait_ready(p, "dns_server")
     }
@@ -436,6 +471,12 @@ impl Lab {
     /// record 10.250.0.99) arrived within 1 s. `name` must be a plain DNS name
     /// (letters, digits, `-`, `_`, labels of 1..=63 bytes).
     pub fn dns_query(&self, name: &str) -> bool {
+        self.dns_query_to(ATTACKER4, name)
+    }
+
+    /// The same query to the responder on `server` (`dns_server_on`).
+    pub fn dns_query_to(&self, server: &str, name: &str) -> bool {
+        assert_lab_addr(server);
         let trimmed = name.strip_suffix('.').unwrap_or(name);
         assert!(
             !trimmed.is_empty()
@@ -452,7 +493,7 @@ impl Lab {
             "-c",
             DNS_QUERY_PY,
             VICTIM4,
-            ATTACKER4,
+            server,
             trimmed,
             "10.250.0.99",
         ]);
