@@ -208,6 +208,14 @@ pub struct Mitigation {
     pub aggregate_duration: Duration,
     /// What a stop (SIGTERM) does with our bans and measures.
     pub on_stop: OnStop,
+    /// A SYN flood on a service port is answered by the kernel's SYN proxy (nft `synproxy`)
+    /// where the kernel has it; SYN cookies otherwise.
+    pub synproxy: bool,
+    /// The MSS the SYN proxy announces for IPv4 (IPv6: 20 less): the server's, i.e. the
+    /// interface MTU less 40.
+    pub synproxy_mss: u16,
+    /// The window scale the SYN proxy announces: the server's (Linux: 7 with default buffers).
+    pub synproxy_wscale: u8,
 }
 
 impl Default for Mitigation {
@@ -227,6 +235,9 @@ impl Default for Mitigation {
             fragment_limit_pps: 500,
             aggregate_duration: Duration::from_secs(120),
             on_stop: OnStop::Keep,
+            synproxy: true,
+            synproxy_mss: 1460,
+            synproxy_wscale: 7,
         }
     }
 }
@@ -734,6 +745,18 @@ const FRAGMENT_LIMIT_PPS: IntRule = IntRule {
     max: 1_000_000,
     range: "between 1 and 1000000",
 };
+const SYNPROXY_MSS: IntRule = IntRule {
+    name: "synproxy_mss",
+    min: 536,
+    max: 9000,
+    range: "between 536 and 9000",
+};
+const SYNPROXY_WSCALE: IntRule = IntRule {
+    name: "synproxy_wscale",
+    min: 0,
+    max: 14,
+    range: "between 0 and 14",
+};
 const PREFIX_AFTER: IntRule = IntRule {
     name: "prefix_after",
     min: 2,
@@ -805,6 +828,9 @@ const MITIGATION_KEYS: &[&str] = &[
     "fragment_limit_pps",
     "aggregate_duration",
     "on_stop",
+    "synproxy",
+    "synproxy_mss",
+    "synproxy_wscale",
 ];
 const NFT_KEYS: &[&str] = &[
     "compat",
@@ -1629,6 +1655,17 @@ impl Checker {
                     self.duration(value, &path, &AGGREGATE_DURATION),
                 ),
                 "on_stop" => set(&mut mitigation.on_stop, self.on_stop(value, &path)),
+                "synproxy" => set(&mut mitigation.synproxy, self.boolean(value, &path)),
+                "synproxy_mss" => set(
+                    &mut mitigation.synproxy_mss,
+                    self.integer(value, &path, &SYNPROXY_MSS)
+                        .and_then(|n| u16::try_from(n).ok()),
+                ),
+                "synproxy_wscale" => set(
+                    &mut mitigation.synproxy_wscale,
+                    self.integer(value, &path, &SYNPROXY_WSCALE)
+                        .and_then(|n| u8::try_from(n).ok()),
+                ),
                 _ => self.unknown_key(key, &path, MITIGATION_KEYS, "the keys of [mitigation] are"),
             }
         }
@@ -1823,6 +1860,9 @@ new_connections_per_source = 20
 icmp_limit_pps = 500
 fragment_limit_pps = 500
 aggregate_duration = "2m"
+synproxy = true
+synproxy_mss = 1460
+synproxy_wscale = 7
 
 [nft]
 compat = "auto"
@@ -1975,6 +2015,9 @@ icmp_limit_pps = 1
 fragment_limit_pps = 1_000_000
 aggregate_duration = "1h"
 on_stop = "remove"
+synproxy = false
+synproxy_mss = 8960
+synproxy_wscale = 14
 
 [nft]
 compat = "legacy"
@@ -2067,6 +2110,9 @@ bannet6_size = 1_000
                 fragment_limit_pps: 1_000_000,
                 aggregate_duration: Duration::from_secs(3600),
                 on_stop: OnStop::Remove,
+                synproxy: false,
+                synproxy_mss: 8960,
+                synproxy_wscale: 14,
             }
         );
         assert_eq!(

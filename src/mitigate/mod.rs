@@ -9,7 +9,8 @@
 //! flood: new connections metered per source); Slowloris gets a per-source connection limit;
 //! amplification gets unsolicited UDP from the reflector's port dropped; ICMP and fragment
 //! floods are held to a rate, and so is another IP protocol's (GRE, ESP…) distributed flood; a
-//! SYN flood turns SYN cookies on; SYN-ACKs of no connection of ours (reflection) and TCP with
+//! SYN flood on a TCP service port gets the kernel's SYN proxy on that port (SYN cookies where
+//! the kernel has no `synproxy` or elsewhere); SYN-ACKs of no connection of ours (reflection) and TCP with
 //! none of SYN, RST and ACK (odd flags) are dropped. Aggregate measures are keys with a timeout in measure sets (so
 //! a dead agent leaves nothing that lasts). Everything an incident added is lifted when it
 //! ends. Safelisted sources are never banned, and the kernel checks the safelist before any
@@ -26,7 +27,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 
 use crate::addr::Cidr;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Proto};
 use crate::detect::{Event, EventKind, Vector};
 use crate::ruleset::expr::{ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6};
 use crate::ruleset::Measure;
@@ -160,6 +161,9 @@ pub struct Mitigator {
     port_limit: u32,
     icmp_limit: u32,
     fragment_limit: u32,
+    /// The TCP service ports (ranges) whose SYN floods the SYN proxy takes; empty where it is
+    /// off or the kernel lacks it (SYN cookies then).
+    synproxy_services: Vec<(u16, u16)>,
 }
 
 impl Mitigator {
@@ -183,6 +187,12 @@ impl Mitigator {
             port_limit: m.port_limit_pps,
             icmp_limit: m.icmp_limit_pps,
             fragment_limit: m.fragment_limit_pps,
+            synproxy_services: config
+                .services
+                .iter()
+                .filter(|s| m.synproxy && s.proto == Proto::Tcp)
+                .map(|s| (s.ports.first, s.ports.last))
+                .collect(),
         }
     }
 
@@ -268,6 +278,22 @@ impl Mitigator {
         }
     }
 
+    fn proxied(&self, port: u16) -> bool {
+        self.synproxy_services
+            .iter()
+            .any(|&(first, last)| (first..=last).contains(&port))
+    }
+
+    /// Whether any incident being mitigated has a port under the SYN proxy (which needs
+    /// `nf_conntrack_tcp_loose` off meanwhile).
+    pub fn holds_synproxy(&self) -> bool {
+        self.active.values().any(|m| {
+            m.aggregates
+                .iter()
+                .any(|a| matches!(a, Measure::SynProxy(_)))
+        })
+    }
+
     /// The measures for one start or update of an incident.
     fn act(&mut self, event: &Event, changes: &mut Vec<Change>, out: &mut Vec<MitigationEvent>) {
         let escalated = self
@@ -288,7 +314,12 @@ impl Mitigator {
         let mut syn_cookies = false;
         match event.vector {
             _ if reflector.is_some() => aggregates.extend(reflector.map(Measure::BlockReflector)),
-            Vector::SynFlood => syn_cookies = true,
+            // The SYN proxy on a service port (SYN cookies before conntrack and the stack);
+            // SYN cookies in the stack elsewhere, or without it.
+            Vector::SynFlood => match event.port.filter(|&p| self.proxied(p)) {
+                Some(port) => aggregates.push(Measure::SynProxy(port)),
+                None => syn_cookies = true,
+            },
             Vector::IcmpFlood => {
                 let proto = if event.proto == Some("icmpv6") {
                     PROTO_ICMPV6
@@ -564,7 +595,7 @@ impl Mitigator {
 
 /// An aggregate measure's action name, port, protocol and rate, for its events.
 /// Every action a measure can be (`IncidentMeasure::action`, the events' `action`).
-pub const ACTIONS: [&str; 11] = [
+pub const ACTIONS: [&str; 12] = [
     "ban",
     "block_reflector",
     "limit_port",
@@ -576,6 +607,7 @@ pub const ACTIONS: [&str; 11] = [
     "meter_new_connections",
     "limit_connections",
     "syn_cookies",
+    "synproxy",
 ];
 
 fn describe(
@@ -604,6 +636,7 @@ fn describe(
         Measure::LimitConnections(p) => ("limit_connections", Some(p), Some("tcp"), None),
         Measure::BlockSynAcks(_) => ("block_synack", None, Some("tcp"), None),
         Measure::BlockOddFlags(_) => ("block_flags", None, Some("tcp"), None),
+        Measure::SynProxy(p) => ("synproxy", Some(p), Some("tcp"), None),
     }
 }
 

@@ -247,6 +247,50 @@ fn a_syn_flood_turns_syn_cookies_on_until_the_last_one_ends() {
     assert_eq!(out[0].action, "syn_cookies");
 }
 
+/// Issue 15: a SYN flood on a TCP service port gets the SYN proxy on that port, lifted at
+/// the end; SYN cookies where the proxy is off (or the kernel lacks it) or the port is no
+/// service.
+#[test]
+fn issue15_a_syn_flood_on_a_service_port_gets_the_syn_proxy() {
+    let syn = |kind, port| {
+        let mut e = attack(Vector::SynFlood, "tcp_80", kind, "i-1", &[], false);
+        e.proto = Some("tcp");
+        e.port = port;
+        e
+    };
+    let mut m = mitigator(&[]);
+    let (changes, out) = tick(&mut m, &[syn(EventKind::AttackStart, Some(80))], 0);
+    assert_eq!(
+        changes,
+        vec![Change::Enable {
+            measure: Measure::SynProxy(80),
+            timeout: Duration::from_secs(120)
+        }]
+    );
+    assert_eq!((out[0].action, out[0].port), ("synproxy", Some(80)));
+    assert!(m.holds_synproxy());
+    let (changes, out) = tick(&mut m, &[syn(EventKind::AttackEnd, Some(80))], 5000);
+    assert_eq!(
+        changes,
+        vec![Change::Disable {
+            measure: Measure::SynProxy(80)
+        }]
+    );
+    assert_eq!((out[0].action, out[0].applied), ("synproxy", false));
+    assert!(!m.holds_synproxy());
+
+    for (config, port) in [
+        ("[mitigation]\nsynproxy = false\n", Some(80)),
+        ("", Some(8080)),
+        ("", None),
+    ] {
+        let config = Config::from_toml(config, std::path::Path::new("t.toml")).unwrap();
+        let mut m = Mitigator::new(&config, Vec::new());
+        let (changes, _) = tick(&mut m, &[syn(EventKind::AttackStart, port)], 0);
+        assert_eq!(changes, vec![Change::SynCookies { on: true }], "{port:?}");
+    }
+}
+
 #[test]
 fn a_full_ban_set_escalates_to_the_aggregate_measure() {
     let mut m = mitigator(&[]);
@@ -503,6 +547,7 @@ fn every_measure_has_a_listed_action() {
         Measure::LimitProto(47),
         Measure::BlockSynAcks(NFPROTO_IPV4),
         Measure::BlockOddFlags(NFPROTO_IPV6),
+        Measure::SynProxy(80),
     ];
     for measure in measures {
         let (action, ..) = describe(measure, 1, 1, 1);

@@ -14,8 +14,9 @@ use std::time::Duration;
 use crate::addr::Cidr;
 use crate::config::{Config, Proto};
 use expr::{
-    CmpOp, Expr, Field, MetaKey, Stateful, Verdict, CT_STATE_ESTABLISHED, CT_STATE_NEW,
-    CT_STATE_UNSOLICITED, NFPROTO_IPV4, NFPROTO_IPV6,
+    CmpOp, Expr, Field, MetaKey, Stateful, Synproxy, Verdict, CT_STATE_ESTABLISHED,
+    CT_STATE_INVALID, CT_STATE_NEW, CT_STATE_UNSOLICITED, CT_STATE_UNTRACKED, NFPROTO_IPV4,
+    NFPROTO_IPV6,
 };
 use expr::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
@@ -33,6 +34,11 @@ pub const CT_PRIORITY: i32 = -190;
 /// the only place a fragment is still a fragment. Fragments are counted and limited here.
 pub const EARLY_CHAIN: &str = "early";
 pub const EARLY_PRIORITY: i32 = -450;
+/// Our chain on the input hook, where the `synproxy` statement is valid: SYNs to the ports of
+/// `syn_proxy` answered with a SYN cookie. Before Fail2Ban (-1), iptables (0) and firewalld
+/// (+10), whose `ct state invalid` drops would otherwise take the client's ACK first.
+pub const SYNPROXY_CHAIN: &str = "syn_proxy";
+pub const SYNPROXY_PRIORITY: i32 = -190;
 
 /// Named counters that every table has (service and reflector ports add their own).
 pub mod counter {
@@ -94,7 +100,7 @@ pub fn amplification_counter(port: u16) -> String {
 /// The sets whose drop rules count what they drop in a named counter of their own
 /// ([`drop_counter`]): bans, and the aggregate measures with the meters they switch on. What
 /// the table dropped, not traffic to judge: never a detection key.
-pub const DROP_SETS: [&str; 13] = [
+pub const DROP_SETS: [&str; 14] = [
     "ban4",
     "ban6",
     "bannet4",
@@ -108,6 +114,7 @@ pub const DROP_SETS: [&str; 13] = [
     "limit_conns",
     "block_synack",
     "block_flags",
+    Measure::SYNPROXY_SET,
 ];
 
 /// The named counter of the drop rules of `set`.
@@ -374,10 +381,27 @@ impl SetSpec {
     }
 }
 
-/// A base chain as we declare it: filter type on prerouting, policy accept.
+/// The netfilter hook of a base chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Prerouting,
+    Input,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "prerouting",
+            Hook::Input => "input",
+        }
+    }
+}
+
+/// A base chain as we declare it: filter type on its hook, policy accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainSpec {
     pub name: &'static str,
+    pub hook: Hook,
     pub priority: i32,
     pub rules: Vec<Vec<Expr>>,
 }
@@ -497,6 +521,11 @@ pub fn desired(config: &Config) -> TableSpec {
             qthreshold: 0,
         },
     ]);
+    // Before the safelist's `return`: the SYN proxy is for every source.
+    let synproxy = config.mitigation.synproxy;
+    if synproxy {
+        prerouting.push(synproxy_notrack());
+    }
     prerouting.extend(SetRole::ALL.into_iter().map(address_rule));
     prerouting.extend(aggregate_rules(config));
     // Last: only what nothing above has dropped trips the wire.
@@ -577,27 +606,103 @@ pub fn desired(config: &Config) -> TableSpec {
         ]);
         conntrack.extend(meter_rules(&head, meter, stateful, set));
     }
+    let mut chains = vec![
+        ChainSpec {
+            name: EARLY_CHAIN,
+            hook: Hook::Prerouting,
+            priority: EARLY_PRIORITY,
+            rules: early_rules(config),
+        },
+        ChainSpec {
+            name: CHAIN,
+            hook: Hook::Prerouting,
+            priority: PRIORITY,
+            rules: prerouting,
+        },
+        ChainSpec {
+            name: CT_CHAIN,
+            hook: Hook::Prerouting,
+            priority: CT_PRIORITY,
+            rules: conntrack,
+        },
+    ];
+    if synproxy {
+        chains.push(ChainSpec {
+            name: SYNPROXY_CHAIN,
+            hook: Hook::Input,
+            priority: SYNPROXY_PRIORITY,
+            rules: synproxy_rules(config),
+        });
+    }
     TableSpec {
         counters,
         sets,
-        chains: vec![
-            ChainSpec {
-                name: EARLY_CHAIN,
-                priority: EARLY_PRIORITY,
-                rules: early_rules(config),
-            },
-            ChainSpec {
-                name: CHAIN,
-                priority: PRIORITY,
-                rules: prerouting,
-            },
-            ChainSpec {
-                name: CT_CHAIN,
-                priority: CT_PRIORITY,
-                rules: conntrack,
-            },
-        ],
+        chains,
     }
+}
+
+/// `tcp flags syn / fin,syn,rst,ack tcp dport @syn_proxy notrack`: a SYN to a port under the
+/// SYN proxy makes no conntrack entry. (The SYN the proxy itself sends on to the local server
+/// comes back through this chain on `lo` with its conntrack entry already made: `notrack`
+/// leaves such a packet alone.)
+fn synproxy_notrack() -> Vec<Expr> {
+    let mut rule = tcp_flags(FIN | SYN | RST | ACK, SYN);
+    rule.extend([
+        Expr::Payload(Field::TcpDport),
+        Expr::Lookup {
+            set: Measure::SYNPROXY_SET.to_string(),
+            invert: false,
+        },
+        Expr::Notrack,
+    ]);
+    rule
+}
+
+/// The SYN proxy's chain (as the kernel's documentation has it): to a port a measure put in
+/// `syn_proxy`, an untracked SYN is answered with a SYN cookie and an ACK no connection knows
+/// (`invalid`: `nf_conntrack_tcp_loose` is 0 meanwhile) is checked against its cookie; a
+/// valid one opens the connection to the local server. What is left invalid is dropped. The
+/// MSS announced is `mitigation.synproxy_mss` for IPv4, 20 less for IPv6 (its header is 20
+/// bytes longer).
+fn synproxy_rules(config: &Config) -> Vec<Vec<Expr>> {
+    let m = &config.mitigation;
+    let to_port = || {
+        let mut head = Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+        head.extend([
+            Expr::Payload(Field::TcpDport),
+            Expr::Lookup {
+                set: Measure::SYNPROXY_SET.to_string(),
+                invert: false,
+            },
+        ]);
+        head
+    };
+    let mut rules: Vec<Vec<Expr>> = [
+        (NFPROTO_IPV4, m.synproxy_mss),
+        (NFPROTO_IPV6, m.synproxy_mss - 20),
+    ]
+    .into_iter()
+    .map(|(nfproto, mss)| {
+        let mut rule = Expr::meta_is(MetaKey::NfProto, nfproto).to_vec();
+        rule.extend(to_port());
+        rule.extend(ct_state(CT_STATE_INVALID | CT_STATE_UNTRACKED));
+        rule.extend([
+            Expr::NamedCounter(drop_counter(Measure::SYNPROXY_SET)),
+            Expr::Synproxy(Synproxy {
+                mss,
+                wscale: m.synproxy_wscale,
+                timestamp: true,
+                sack_perm: true,
+            }),
+        ]);
+        rule
+    })
+    .collect();
+    let mut invalid = to_port();
+    invalid.extend(ct_state(CT_STATE_INVALID));
+    invalid.extend(drop_tail(Measure::SYNPROXY_SET));
+    rules.push(invalid);
+    rules
 }
 
 const FIN: u8 = 0x01;
@@ -986,12 +1091,16 @@ pub enum Measure {
     BlockSynAcks(u8),
     /// Drop this family's TCP packets with none of SYN, RST and ACK (null, FIN, xmas…).
     BlockOddFlags(u8),
+    /// Answer SYNs to this TCP port with the SYN proxy (SYN cookies before the stack).
+    #[serde(rename = "synproxy")]
+    SynProxy(u16),
 }
 
 impl Measure {
     pub const REFLECTOR_SET: &'static str = "amp_block";
+    pub const SYNPROXY_SET: &'static str = "syn_proxy";
     /// The measure sets: name, key type, size.
-    pub const SETS: [(&'static str, KeyType, u32); 9] = [
+    pub const SETS: [(&'static str, KeyType, u32); 10] = [
         ("amp_block", KeyType::InetService, 1024),
         ("limit_udp", KeyType::InetService, 1024),
         ("limit_tcp", KeyType::InetService, 1024),
@@ -1001,6 +1110,7 @@ impl Measure {
         ("limit_conns", KeyType::InetService, 1024),
         ("block_synack", KeyType::NfProto, 16),
         ("block_flags", KeyType::NfProto, 16),
+        (Measure::SYNPROXY_SET, KeyType::InetService, 1024),
     ];
 
     pub fn set(self) -> &'static str {
@@ -1014,6 +1124,7 @@ impl Measure {
             Measure::LimitConnections(_) => "limit_conns",
             Measure::BlockSynAcks(_) => "block_synack",
             Measure::BlockOddFlags(_) => "block_flags",
+            Measure::SynProxy(_) => Measure::SYNPROXY_SET,
         }
     }
 
@@ -1023,7 +1134,8 @@ impl Measure {
             | Measure::LimitUdpPort(p)
             | Measure::LimitTcpPort(p)
             | Measure::MeterNewConnections(p)
-            | Measure::LimitConnections(p) => Key::Ports(p, p),
+            | Measure::LimitConnections(p)
+            | Measure::SynProxy(p) => Key::Ports(p, p),
             Measure::LimitProto(b)
             | Measure::LimitFragments(b)
             | Measure::BlockSynAcks(b)
@@ -1199,7 +1311,7 @@ impl TableState {
                 continue;
             };
             let hook_ok = chain.hook.as_ref().is_some_and(|h| {
-                h.hook == "prerouting"
+                h.hook == want.hook.name()
                     && h.priority == want.priority
                     && h.policy_accept
                     && h.kind == "filter"
@@ -1288,7 +1400,7 @@ impl TableSpec {
             .map(|c| ChainState {
                 name: c.name.to_string(),
                 hook: Some(HookState {
-                    hook: "prerouting".to_string(),
+                    hook: c.hook.name().to_string(),
                     priority: c.priority,
                     kind: "filter".to_string(),
                     policy_accept: true,

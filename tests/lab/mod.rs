@@ -787,6 +787,17 @@ impl Lab {
         record::share(&served)
     }
 
+    /// The users' results per kind (`http4`, `dns6`…: succeeded, started) during the seconds
+    /// that held flood bins, once the clients have reported them; prints the flood's shape.
+    pub fn users_served_by_kind(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        let shape = self
+            .flood_shape()
+            .unwrap_or_else(|| panic!("lab: {}: no flood reached the victim", self.test));
+        let served = self.served_in(&shape.seconds);
+        eprintln!("{}", record::summary(&self.test, &Some(shape), &served));
+        served
+    }
+
     /// Asserts that at least `min` (e.g. 0.95) of the users' requests were served during
     /// the flood.
     pub fn assert_users_served(&self, min: f64) {
