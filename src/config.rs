@@ -165,6 +165,8 @@ pub const DEFAULT_AMPLIFICATION_PORTS: &[u16] = &[
 
 /// The most ports `sense.amplification_ports` may list.
 pub const MAX_AMPLIFICATION_PORTS: usize = 64;
+/// The most ports `mitigation.never_limit_ports` may list.
+pub const MAX_NEVER_LIMIT_PORTS: usize = 64;
 
 /// `[mitigation]`: what is done about an incident, and what never is.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +218,9 @@ pub struct Mitigation {
     pub synproxy_mss: u16,
     /// The window scale the SYN proxy announces: the server's (Linux: 7 with default buffers).
     pub synproxy_wscale: u8,
+    /// Ports no measure ever limits (port limits, connection meters, the SYN proxy):
+    /// per-source bans still apply.
+    pub never_limit_ports: Vec<u16>,
 }
 
 impl Default for Mitigation {
@@ -238,6 +243,7 @@ impl Default for Mitigation {
             synproxy: true,
             synproxy_mss: 1460,
             synproxy_wscale: 7,
+            never_limit_ports: Vec::new(),
         }
     }
 }
@@ -831,6 +837,7 @@ const MITIGATION_KEYS: &[&str] = &[
     "synproxy",
     "synproxy_mss",
     "synproxy_wscale",
+    "never_limit_ports",
 ];
 const NFT_KEYS: &[&str] = &[
     "compat",
@@ -1666,6 +1673,10 @@ impl Checker {
                     self.integer(value, &path, &SYNPROXY_WSCALE)
                         .and_then(|n| u8::try_from(n).ok()),
                 ),
+                "never_limit_ports" => set(
+                    &mut mitigation.never_limit_ports,
+                    self.port_list(value, &path, MAX_NEVER_LIMIT_PORTS),
+                ),
                 _ => self.unknown_key(key, &path, MITIGATION_KEYS, "the keys of [mitigation] are"),
             }
         }
@@ -1863,6 +1874,7 @@ aggregate_duration = "2m"
 synproxy = true
 synproxy_mss = 1460
 synproxy_wscale = 7
+never_limit_ports = []
 
 [nft]
 compat = "auto"
@@ -2018,6 +2030,7 @@ on_stop = "remove"
 synproxy = false
 synproxy_mss = 8960
 synproxy_wscale = 14
+never_limit_ports = [443, 8443]
 
 [nft]
 compat = "legacy"
@@ -2113,6 +2126,7 @@ bannet6_size = 1_000
                 synproxy: false,
                 synproxy_mss: 8960,
                 synproxy_wscale: 14,
+                never_limit_ports: vec![443, 8443],
             }
         );
         assert_eq!(

@@ -10,6 +10,7 @@
 //! - `f2b`: issue 6 — the real Fail2Ban in a lab namespace bans, blocks and restores (harness);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
 //! - `heal`: issue 7 — our table put back after others delete it; kill, restart and stop;
+//! - `lift`: issue 15 — an operator lifts a port limit that starves real clients;
 //! - `metrics`: issue 9 — `/metrics` scraped during a real flood (promtool, a real Prometheus);
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
 //! - `ops`: issue 7 — status and top, reload as a diff, the control socket's bad input;
@@ -29,6 +30,7 @@ mod f2b;
 mod fullsets;
 mod heal;
 mod lab;
+mod lift;
 mod metrics;
 mod mitigate;
 mod ops;

@@ -940,6 +940,21 @@ impl Daemon {
             self.report.notify(event.name(), &line);
         }
         let _ = out.flush();
+        drop(out);
+        self.report_notices();
+    }
+
+    /// Prints the measures stood down (an operator's lift, a never-limited port's measure
+    /// skipped), one JSON line each.
+    fn report_notices(&mut self) {
+        let wall = SystemTime::now();
+        let mut out = io::stdout().lock();
+        for notice in self.mitigator.drain_notices() {
+            let line = notice.to_json(wall);
+            let _ = writeln!(out, "{line}");
+            self.report.notify(notice.name(), &line);
+        }
+        let _ = out.flush();
     }
 
     /// Reads the kernel's notifications: what someone else did to our table is noted, and

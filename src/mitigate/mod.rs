@@ -16,8 +16,10 @@
 //! ends. Safelisted sources are never banned, and the kernel checks the safelist before any
 //! drop.
 
+mod standdown;
 mod state;
 
+pub use standdown::{Lift, Standdown};
 pub use state::{left_until, wall_ms, MitigatedIncident, SavedItem};
 
 use std::collections::{HashMap, HashSet};
@@ -164,6 +166,12 @@ pub struct Mitigator {
     /// The TCP service ports (ranges) whose SYN floods the SYN proxy takes; empty where it is
     /// off or the kernel lacks it (SYN cookies then).
     synproxy_services: Vec<(u16, u16)>,
+    /// `mitigation.never_limit_ports`: no measure on these ports.
+    never_limit: Vec<u16>,
+    /// What operators lifted (and never-limited measures skipped), per open incident.
+    lifted: HashMap<String, Vec<Lift>>,
+    /// Measures stood down, for their events (`drain_notices`).
+    notices: Vec<Standdown>,
 }
 
 impl Mitigator {
@@ -193,6 +201,9 @@ impl Mitigator {
                 .filter(|s| m.synproxy && s.proto == Proto::Tcp)
                 .map(|s| (s.ports.first, s.ports.last))
                 .collect(),
+            never_limit: m.never_limit_ports.clone(),
+            lifted: HashMap::new(),
+            notices: Vec::new(),
         }
     }
 
@@ -208,6 +219,7 @@ impl Mitigator {
             budget: self.budget.min(fresh.max_bans_per_second),
             last: self.last,
             active: std::mem::take(&mut self.active),
+            lifted: std::mem::take(&mut self.lifted),
             ..fresh
         };
     }
@@ -359,6 +371,8 @@ impl Mitigator {
             }
             _ => {}
         }
+        let vector = event.vector.name();
+        self.stand_down(&event.incident, vector, &mut aggregates, &mut syn_cookies);
         let cookies_already_on = self
             .active
             .iter()
@@ -414,8 +428,10 @@ impl Mitigator {
             }
         }
         let bans = !matches!(event.vector, Vector::Slowloris | Vector::SynackReflection);
-        if concentrated && reflector.is_none() && bans {
+        if concentrated && reflector.is_none() && bans && !self.bans_lifted(&event.incident) {
+            let (first_change, first_event) = (changes.len(), out.len());
             self.ban_sources(event, changes, out);
+            self.drop_lifted_bans(&event.incident, first_change, first_event, changes, out);
         }
     }
 
@@ -489,6 +505,7 @@ impl Mitigator {
 
     /// Lifts what the incident added, except what another open incident still needs.
     fn undo(&mut self, incident: &str, changes: &mut Vec<Change>, out: &mut Vec<MitigationEvent>) {
+        self.lifted.remove(incident);
         let Some(measures) = self.active.remove(incident) else {
             return;
         };

@@ -622,3 +622,111 @@ fn issue14_new_vectors_get_their_measures() {
         ("limit_proto", Some("gre"), Some(500))
     );
 }
+
+/// Issue 15: an operator's lift takes a port limit out at once and keeps it out on updates;
+/// the end of the incident has nothing left to lift.
+#[test]
+fn issue15_a_lifted_port_limit_stays_out_for_the_rest_of_the_incident() {
+    let mut m = mitigator(&[]);
+    let update = |kind| event(kind, "i-1", &[], false);
+    tick(&mut m, &[update(EventKind::AttackStart)], 0);
+    let mut changes = Vec::new();
+    let lift = Lift::parse(Some("limit_port")).unwrap();
+    assert_eq!(m.lift("i-1", lift, &mut changes), Ok(1));
+    assert_eq!(
+        changes,
+        vec![Change::Disable {
+            measure: Measure::LimitUdpPort(27015)
+        }]
+    );
+    let notices: Vec<Standdown> = m.drain_notices().collect();
+    assert_eq!(
+        (notices[0].name(), notices[0].action, notices[0].port),
+        ("mitigation_lifted", "limit_port", Some(27015))
+    );
+    assert!(m.in_force(Duration::from_millis(500)).is_empty());
+    let (changes, out) = tick(&mut m, &[update(EventKind::AttackUpdate)], 1000);
+    assert!(changes.is_empty() && out.is_empty(), "{changes:?} {out:?}");
+    let (changes, _) = tick(&mut m, &[update(EventKind::AttackEnd)], 9000);
+    assert!(changes.is_empty(), "{changes:?}");
+    // A new incident on the same port is limited again.
+    let (changes, _) = tick(
+        &mut m,
+        &[event(EventKind::AttackStart, "i-2", &[], false)],
+        10_000,
+    );
+    assert_eq!(changes.len(), 1);
+}
+
+#[test]
+fn issue15_a_lifted_ban_is_not_put_back_and_others_stay() {
+    let mut m = mitigator(&[]);
+    let heavy = [("10.250.0.1", 0.5), ("10.250.0.2", 0.4)];
+    let update = |kind| event(kind, "i-1", &heavy, true);
+    let (changes, _) = tick(&mut m, &[update(EventKind::AttackStart)], 0);
+    assert_eq!(changes.len(), 2);
+    let mut changes = Vec::new();
+    let lift = Lift::parse(Some("10.250.0.1")).unwrap();
+    assert_eq!(m.lift("i-1", lift, &mut changes), Ok(1));
+    assert_eq!(
+        changes,
+        vec![Change::Unban {
+            cidr: cidr("10.250.0.1")
+        }]
+    );
+    let (changes, out) = tick(&mut m, &[update(EventKind::AttackUpdate)], 1000);
+    assert_eq!(
+        changes,
+        vec![Change::Ban {
+            cidr: cidr("10.250.0.2"),
+            timeout: Duration::from_secs(600)
+        }],
+        "only the other one, refreshed"
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert!(m
+        .lift("i-9", Lift::All, &mut Vec::new())
+        .unwrap_err()
+        .contains("no incident i-9"));
+}
+
+#[test]
+fn issue15_never_limited_ports_get_no_port_measure_and_say_so_once() {
+    let config = Config::from_toml(
+        "[mitigation]\nnever_limit_ports = [27015]\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let mut m = Mitigator::new(&config, Vec::new());
+    let (changes, out) = tick(
+        &mut m,
+        &[event(EventKind::AttackStart, "i-1", &[], false)],
+        0,
+    );
+    assert!(changes.is_empty() && out.is_empty(), "{changes:?}");
+    let notices: Vec<Standdown> = m.drain_notices().collect();
+    assert_eq!(notices.len(), 1);
+    assert_eq!(
+        (notices[0].name(), notices[0].by, notices[0].port),
+        ("mitigation_skipped", "never_limit_ports", Some(27015))
+    );
+    tick(
+        &mut m,
+        &[event(EventKind::AttackUpdate, "i-1", &[], false)],
+        1000,
+    );
+    assert_eq!(m.drain_notices().count(), 0, "once per incident");
+}
+
+#[test]
+fn lifts_name_an_action_or_an_address() {
+    assert_eq!(Lift::parse(None), Ok(Lift::All));
+    assert_eq!(Lift::parse(Some("synproxy")), Ok(Lift::Action("synproxy")));
+    assert_eq!(
+        Lift::parse(Some("10.250.1.0/24")),
+        Ok(Lift::Ban(cidr("10.250.1.0/24")))
+    );
+    assert!(Lift::parse(Some("limit"))
+        .unwrap_err()
+        .contains("limit_port"));
+}

@@ -830,6 +830,22 @@ impl Lab {
         self.assert_share(share, min, "from the attack's start to its check");
     }
 
+    /// The users' results per kind for the requests started from `from` to `to` (whole
+    /// seconds), once the clients have reported them.
+    pub fn users_served_between(
+        &self,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+    ) -> std::collections::BTreeMap<String, (u64, u64)> {
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        };
+        let seconds: Vec<u64> = (secs(from)..=secs(to)).collect();
+        self.served_in(&seconds)
+    }
+
     /// The users' results in `seconds` (unix), once the clients have reported the last.
     fn served_in(&self, seconds: &[u64]) -> std::collections::BTreeMap<String, (u64, u64)> {
         let guard = self.users.lock().unwrap();

@@ -419,6 +419,29 @@ impl Lab {
         }
     }
 
+    /// One A query from a user's address (`USERS4[0]`) to the users' DNS service on
+    /// `VICTIM4:53`; whether its answer (10.250.0.99) arrived within 1 s.
+    pub fn users_dns_query(&self, name: &str) -> bool {
+        let out = self.people.run(&[
+            "python3",
+            "-c",
+            DNS_QUERY_PY,
+            super::USERS4[0],
+            VICTIM4,
+            name,
+            "10.250.0.99",
+        ]);
+        match out.status.code() {
+            Some(0) => true,
+            Some(3) => false,
+            _ => panic!(
+                "lab: users_dns_query {name} did not run ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
     /// An HTTP server in the victim namespace on `VICTIM4:port` (nginx, `web`: 200 and the
     /// body `ok` for every GET). Returns once the socket listens; the guard stops it.
     pub fn http_server(&self, port: u16) -> Proc {
