@@ -1,7 +1,8 @@
 //! Issue 15: a spoofed SYN flood on a service port meets the kernel's SYN proxy (nft
 //! `synproxy`, SYNs kept out of conntrack): the flood's SYNs are answered with SYN cookies
 //! before the victim's TCP layer, while the real users' HTTP clients keep connecting through
-//! the proxy; the proxy and `nf_conntrack_tcp_loose` are put back when the incident ends.
+//! the proxy; then the same flood from spoofed IPv6 sources. The proxy and
+//! `nf_conntrack_tcp_loose` are put back when the incident ends.
 
 use std::time::Duration;
 
@@ -99,7 +100,7 @@ fn issue15_syn_proxy_holds_a_spoofed_syn_flood_while_clients_connect() {
     let (syns0, segs0) = (flood_syns(&lab), tcp_in_segs(&lab));
     // Spoofed sources all over 10.250/16: no source to ban, only the port to protect.
     let rx = lab.victim_rx_packets();
-    // Long enough (8 s) that the detection's time (about half a second here) is a small share.
+    // Long enough (8 s) that the detection's time (0.2–0.6 s here) is a small share.
     let flood = lab.syn_flood_spoofed(80, 1_200_000, 150_000);
     let arrived = lab.wait_arrival(rx, 10);
     let applied = wait_event(
@@ -120,6 +121,19 @@ fn issue15_syn_proxy_holds_a_spoofed_syn_flood_while_clients_connect() {
     let (syns_on, segs_on) = (flood_syns(&lab), tcp_in_segs(&lab));
     let sent = flood.finish(Duration::from_secs(40));
     let (syns_end, segs_end) = (flood_syns(&lab), tcp_in_segs(&lab));
+    // The same from spoofed IPv6 sources, right after (the incident and its proxy go on).
+    let sent6 = lab
+        .syn_flood_spoofed6(80, 300_000, 100_000)
+        .finish(Duration::from_secs(20));
+    let (syns6, segs6) = (flood_syns(&lab) - syns_end, tcp_in_segs(&lab) - segs_end);
+    let held6 = 1.0 - segs6 as f64 / syns6 as f64;
+    eprintln!(
+        "issue15: SYN proxy, IPv6: {syns6} flood SYNs arrived ({:.0} kpps, {} sent); Tcp.InSegs \
+         rose by {segs6}: {:.2} % held back",
+        syns6 as f64 / sent6.elapsed.as_secs_f64() / 1000.0,
+        sent6.packets,
+        held6 * 100.0
+    );
     let (syns, segs) = (syns_end - syns0, segs_end - segs0);
     let kpps = syns as f64 / sent.elapsed.as_secs_f64() / 1000.0;
     let held = 1.0 - segs as f64 / syns as f64;
@@ -147,6 +161,11 @@ fn issue15_syn_proxy_holds_a_spoofed_syn_flood_while_clients_connect() {
         "{:.2} % held back by the proxy",
         held_on * 100.0
     );
+    assert!(
+        syns6 > 50_000,
+        "an IPv6 flood reached the victim: {syns6} SYNs"
+    );
+    assert!(held6 >= 0.9, "IPv6: {:.1} % held back", held6 * 100.0);
     assert!(started > 0 && ok * 10 >= started * 9, "{ok} of {started}");
 
     let removed = wait_event(

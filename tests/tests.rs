@@ -16,7 +16,7 @@
 //! - `ops`: issue 7 — status and top, reload as a diff, the control socket's bad input;
 //! - `report`: issue 9 — webhooks (HTTP, HTTPS, failing, hanging receivers) and incident pcaps;
 //! - `sense`: issue 3 — what the agent measures of real floods;
-//! - `synproxy`: issue 15 — a spoofed SYN flood held by the SYN proxy while clients connect;
+//! - `synproxy`: issue 15 — a spoofed SYN flood (IPv4, IPv6) held by the SYN proxy while clients connect;
 //! - `setup`: issue 7 — `--setup` with real listeners, the systemd unit, sd_notify of the daemon;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
 

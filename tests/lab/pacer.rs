@@ -51,7 +51,14 @@ pub enum Src {
     /// sources; never the attacker's 10.250.0.0/24, FAR4's 10.250.1.0/24 or the users'
     /// 10.250.255.0/24).
     Spoofed4,
+    /// A random IPv6 source in `SPOOFED6_NET` (fd00:250::1:0:0:0/80, inside the lab's /64)
+    /// for every packet: never a lab address (those are fd00:250::1–99 and the users'
+    /// fd00:250::ff:1–8).
+    Spoofed6,
 }
+
+/// Where `Src::Spoofed6` sources come from.
+pub const SPOOFED6_NET: &str = "fd00:250::1:0:0:0/80";
 
 /// A port: fixed, or random in a range for every packet.
 #[derive(Clone, Copy, Debug)]
@@ -188,7 +195,11 @@ pub fn start(link: &Link, packets: Packets, count: u64, pace: Pace) -> Flood {
             "lab: flood mixes families"
         );
     } else {
-        assert!(packets.dst.is_ipv4(), "lab: spoofed sources are IPv4");
+        assert_eq!(
+            matches!(packets.src, Src::Spoofed4),
+            packets.dst.is_ipv4(),
+            "lab: flood mixes families"
+        );
     }
     assert_lab_addr(&packets.dst.to_string());
     assert!(pace.rate > 0, "lab: flood at 0 pps");
@@ -461,6 +472,7 @@ impl Frames {
             Src::Addr(IpAddr::V4(s)) => h[12..16].copy_from_slice(&s.octets()),
             Src::Addr(IpAddr::V6(s)) => h[8..24].copy_from_slice(&s.octets()),
             Src::Spoofed4 => h[12..14].copy_from_slice(&[10, 250]),
+            Src::Spoofed6 => h[8..18].copy_from_slice(&[0xfd, 0, 0x02, 0x50, 0, 0, 0, 0, 0, 1]),
         }
         let t = &mut h[ip..];
         match packets.transport {
@@ -528,6 +540,8 @@ impl Frames {
                 h[10..12].fill(0);
                 let c = fold(sum(&h[..20], 0));
                 h[10..12].copy_from_slice(&c.to_be_bytes());
+            } else if let Src::Spoofed6 = p.src {
+                h[18..24].copy_from_slice(&r.to_be_bytes()[2..]);
             }
             let (head, t) = h.split_at_mut(ip);
             let csum_at = match p.transport {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::pacer::{self, Flood, Pace, Packets, Port, Src, Transport};
 use super::{
-    assert_lab_addr, Lab, Proc, ATTACKER4, ATTACKER_IF, ATTACKER_MAC, VICTIM4, VICTIM_IF,
+    assert_lab_addr, Lab, Proc, ATTACKER4, ATTACKER_IF, ATTACKER_MAC, VICTIM4, VICTIM6, VICTIM_IF,
     VICTIM_MAC,
 };
 
@@ -349,6 +349,31 @@ impl Lab {
         let packets = Packets {
             src: Src::Spoofed4,
             dst: assert_lab_addr(VICTIM4),
+            sport: Port::Random(1024, 65535),
+            dport: Port::Fixed(dport),
+            transport: Transport::Tcp {
+                flags: pacer::TCP_SYN,
+            },
+        };
+        self.paced(packets, count, rate, None)
+    }
+
+    /// The same flood in IPv6, paced: `count` SYNs at `rate` pps to `VICTIM6:dport`, each from
+    /// a random source in `pacer::SPOOFED6_NET`. Those sources are on the victim's link, so the
+    /// victim gets an `unreachable` route for them first: like the IPv4 form, nothing it
+    /// answers leaves its namespace (and no neighbour discovery for each of them).
+    pub fn syn_flood_spoofed6(&self, dport: u16, count: u64, rate: u64) -> Flood {
+        self.victim.run_ok(&[
+            "ip",
+            "-6",
+            "route",
+            "replace",
+            "unreachable",
+            pacer::SPOOFED6_NET,
+        ]);
+        let packets = Packets {
+            src: Src::Spoofed6,
+            dst: assert_lab_addr(VICTIM6),
             sport: Port::Random(1024, 65535),
             dport: Port::Fixed(dport),
             transport: Transport::Tcp {
