@@ -301,6 +301,33 @@ impl Mitigator {
         }
     }
 
+    /// An incident's operator lifts as `lift` takes them (`*`: everything), for its state file.
+    pub(super) fn lifted_as_text(&self, incident: &str) -> Vec<String> {
+        let lifts = self.lifted.get(incident).map_or(&[][..], Vec::as_slice);
+        lifts
+            .iter()
+            .filter_map(|l| match l {
+                Lift::All => Some("*".to_string()),
+                Lift::Action(a) => Some(a.to_string()),
+                Lift::Ban(c) => Some(c.to_string()),
+                Lift::Measure(_) => None, // a never-limited port's: the config says it again
+            })
+            .collect()
+    }
+
+    /// Takes over an earlier run's operator lifts of an incident.
+    pub(super) fn resume_lifts(&mut self, incident: &str, lifted: &[String]) {
+        for text in lifted {
+            let measure = (text != "*").then_some(text.as_str());
+            if let Ok(lift) = Lift::parse(measure) {
+                self.lifted
+                    .entry(incident.to_string())
+                    .or_default()
+                    .push(lift);
+            }
+        }
+    }
+
     /// The measures stood down since the last call, for their events.
     pub fn drain_notices(&mut self) -> std::vec::Drain<'_, Standdown> {
         self.notices.drain(..)

@@ -730,3 +730,28 @@ fn lifts_name_an_action_or_an_address() {
         .unwrap_err()
         .contains("limit_port"));
 }
+
+#[test]
+fn issue15_a_lift_outlives_a_restart() {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut before = mitigator(&[]);
+    let update = |kind| event(kind, "i-1", &[], false);
+    tick(&mut before, &[update(EventKind::AttackStart)], 0);
+    before
+        .lift("i-1", Lift::Action("limit_port"), &mut Vec::new())
+        .unwrap();
+    let saved = before.save(Duration::from_secs(1), wall);
+    assert_eq!(saved[0].lifted, ["limit_port"]);
+    let mut after = mitigator(&[]);
+    let (mut changes, mut out) = (Vec::new(), Vec::new());
+    after.resume(
+        saved,
+        Duration::ZERO,
+        wall,
+        &|_| true,
+        &mut changes,
+        &mut out,
+    );
+    let (changes, out) = tick(&mut after, &[update(EventKind::AttackUpdate)], 1000);
+    assert!(changes.is_empty() && out.is_empty(), "{changes:?}");
+}
