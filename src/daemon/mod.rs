@@ -100,10 +100,14 @@ pub enum DaemonError {
     },
 }
 
-/// Which table mode to use: probed, unless the configuration forces the older-kernel mode.
+/// Which table mode to use: probed, unless the configuration forces the older-kernel mode
+/// (the SYN proxy, a matter of the kernel's modules, is probed either way).
 pub fn features(nft: &mut Nft, config: &Config) -> Result<Features, NlError> {
     match config.nft.compat {
-        Compat::Legacy => Ok(Features::LEGACY),
+        Compat::Legacy => Ok(Features {
+            synproxy: nft.probe_synproxy()?,
+            ..Features::LEGACY
+        }),
         Compat::Auto => nft.probe(),
     }
 }
