@@ -606,39 +606,39 @@ pub fn desired(config: &Config) -> TableSpec {
         ]);
         conntrack.extend(meter_rules(&head, meter, stateful, set));
     }
-    let mut chains = vec![
-        ChainSpec {
-            name: EARLY_CHAIN,
-            hook: Hook::Prerouting,
-            priority: EARLY_PRIORITY,
-            rules: early_rules(config),
-        },
-        ChainSpec {
-            name: CHAIN,
-            hook: Hook::Prerouting,
-            priority: PRIORITY,
-            rules: prerouting,
-        },
-        ChainSpec {
-            name: CT_CHAIN,
-            hook: Hook::Prerouting,
-            priority: CT_PRIORITY,
-            rules: conntrack,
-        },
-    ];
+    let mut spec = TableSpec {
+        counters,
+        sets,
+        chains: vec![
+            ChainSpec {
+                name: EARLY_CHAIN,
+                hook: Hook::Prerouting,
+                priority: EARLY_PRIORITY,
+                rules: early_rules(config),
+            },
+            ChainSpec {
+                name: CHAIN,
+                hook: Hook::Prerouting,
+                priority: PRIORITY,
+                rules: prerouting,
+            },
+            ChainSpec {
+                name: CT_CHAIN,
+                hook: Hook::Prerouting,
+                priority: CT_PRIORITY,
+                rules: conntrack,
+            },
+        ],
+    };
     if synproxy {
-        chains.push(ChainSpec {
+        spec.chains.push(ChainSpec {
             name: SYNPROXY_CHAIN,
             hook: Hook::Input,
             priority: SYNPROXY_PRIORITY,
             rules: synproxy_rules(config),
         });
     }
-    TableSpec {
-        counters,
-        sets,
-        chains,
-    }
+    spec
 }
 
 /// `tcp flags syn / fin,syn,rst,ack tcp dport @syn_proxy notrack`: a SYN to a port under the
