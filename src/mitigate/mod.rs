@@ -10,11 +10,12 @@
 //! amplification gets unsolicited UDP from the reflector's port dropped; ICMP and fragment
 //! floods are held to a rate, and so is another IP protocol's (GRE, ESP…) distributed flood; a
 //! SYN flood on a TCP service port gets the kernel's SYN proxy on that port (SYN cookies where
-//! the kernel has no `synproxy` or elsewhere); SYN-ACKs of no connection of ours (reflection) and TCP with
-//! none of SYN, RST and ACK (odd flags) are dropped. Aggregate measures are keys with a timeout in measure sets (so
+//! the kernel has no `synproxy`, or on other ports); SYN-ACKs of no connection of ours
+//! (reflection) and TCP with none of SYN, RST and ACK (odd flags) are dropped. Aggregate measures are keys with a timeout in measure sets (so
 //! a dead agent leaves nothing that lasts). Everything an incident added is lifted when it
 //! ends. Safelisted sources are never banned, and the kernel checks the safelist before any
-//! drop.
+//! drop. An operator may lift a measure for the rest of its incident, and ports may be
+//! exempt from port measures (`standdown`).
 
 mod standdown;
 mod state;
