@@ -207,7 +207,8 @@ impl Mitigator {
     }
 
     /// Takes out of one update's measures what stands down: what an operator lifted from the
-    /// incident, and measures on a never-limited port (reported once per incident).
+    /// incident, and measures on a never-limited port (reported once per incident). A SYN
+    /// proxy stood down leaves SYN cookies in its place (unless those were lifted too).
     pub(super) fn stand_down(
         &mut self,
         incident: &str,
@@ -215,13 +216,10 @@ impl Mitigator {
         aggregates: &mut Vec<Measure>,
         syn_cookies: &mut bool,
     ) {
-        if let Some(lifts) = self.lifted.get(incident) {
-            aggregates.retain(|&a| !lifts.iter().any(|l| l.covers(a)));
-            *syn_cookies &= !lifts.iter().any(|l| l.covers_syn_cookies());
-        }
-        if self.never_limit.is_empty() {
-            return;
-        }
+        let proxy = |a: &Measure| matches!(a, Measure::SynProxy(_));
+        let proxied = aggregates.iter().any(proxy);
+        let lifts = self.lifted.get(incident).map_or(&[][..], Vec::as_slice);
+        aggregates.retain(|&a| !lifts.iter().any(|l| l.covers(a)));
         let mut skipped = Vec::new();
         aggregates.retain(|&a| {
             let never = limited_port(a).is_some_and(|p| self.never_limit.contains(&p));
@@ -230,6 +228,11 @@ impl Mitigator {
             }
             !never
         });
+        // A SYN flood whose proxy stands down still gets SYN cookies, the milder measure.
+        if proxied && !aggregates.iter().any(proxy) {
+            *syn_cookies = true;
+        }
+        *syn_cookies &= !lifts.iter().any(|l| l.covers_syn_cookies());
         for measure in skipped {
             let (action, port, proto, _) = describe(measure, 0, 0, 0);
             self.notices.push(Standdown {

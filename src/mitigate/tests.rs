@@ -755,3 +755,34 @@ fn issue15_a_lift_outlives_a_restart() {
     let (changes, out) = tick(&mut after, &[update(EventKind::AttackUpdate)], 1000);
     assert!(changes.is_empty() && out.is_empty(), "{changes:?}");
 }
+
+#[test]
+fn issue15_a_syn_proxy_stood_down_leaves_syn_cookies() {
+    let syn = |kind| {
+        let mut e = attack(Vector::SynFlood, "tcp_80", kind, "i-1", &[], false);
+        e.port = Some(80);
+        e
+    };
+    let mut m = mitigator(&[]);
+    tick(&mut m, &[syn(EventKind::AttackStart)], 0);
+    let mut changes = Vec::new();
+    m.lift("i-1", Lift::Action("synproxy"), &mut changes)
+        .unwrap();
+    assert_eq!(
+        changes,
+        vec![Change::Disable {
+            measure: Measure::SynProxy(80)
+        }]
+    );
+    let (changes, _) = tick(&mut m, &[syn(EventKind::AttackUpdate)], 1000);
+    assert_eq!(changes, vec![Change::SynCookies { on: true }]);
+
+    let config = Config::from_toml(
+        "[mitigation]\nnever_limit_ports = [80]\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let mut m = Mitigator::new(&config, Vec::new());
+    let (changes, _) = tick(&mut m, &[syn(EventKind::AttackStart)], 0);
+    assert_eq!(changes, vec![Change::SynCookies { on: true }]);
+}
