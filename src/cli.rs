@@ -198,6 +198,15 @@ pub enum Command {
         /// The address or prefix that was banned
         address: String,
     },
+    /// Take a measure of an open incident out (a port limit, the SYN proxy, a ban… that hurts
+    /// real users) and keep it out until the incident ends (through the running daemon)
+    Lift {
+        /// The incident, as its events name it
+        incident: String,
+        /// An action as the events name it (`limit_port`, `synproxy`, `ban`…) or a banned
+        /// address or prefix [default: everything the incident holds]
+        measure: Option<String>,
+    },
     /// Show the running daemon's state: rates against baselines, incidents, mitigations in
     /// force with their time left, set fill levels, sample loss, the last reload
     Status {

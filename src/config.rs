@@ -165,6 +165,8 @@ pub const DEFAULT_AMPLIFICATION_PORTS: &[u16] = &[
 
 /// The most ports `sense.amplification_ports` may list.
 pub const MAX_AMPLIFICATION_PORTS: usize = 64;
+/// The most ports `mitigation.never_limit_ports` may list.
+pub const MAX_NEVER_LIMIT_PORTS: usize = 64;
 
 /// `[mitigation]`: what is done about an incident, and what never is.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +215,17 @@ pub struct Mitigation {
     pub aggregate_duration: Duration,
     /// What a stop (SIGTERM) does with our bans and measures.
     pub on_stop: OnStop,
+    /// A SYN flood on a service port is answered by the kernel's SYN proxy (nft `synproxy`)
+    /// where the kernel has it; SYN cookies otherwise.
+    pub synproxy: bool,
+    /// The MSS the SYN proxy announces for IPv4 (IPv6: 20 less): the server's, i.e. the
+    /// interface MTU less 40.
+    pub synproxy_mss: u16,
+    /// The window scale the SYN proxy announces: the server's (Linux: 7 with default buffers).
+    pub synproxy_wscale: u8,
+    /// Ports no measure ever limits (port limits, connection meters, the SYN proxy):
+    /// per-source bans still apply.
+    pub never_limit_ports: Vec<u16>,
 }
 
 impl Default for Mitigation {
@@ -233,6 +246,10 @@ impl Default for Mitigation {
             closed_port_limit_pps: 100,
             aggregate_duration: Duration::from_secs(120),
             on_stop: OnStop::Keep,
+            synproxy: true,
+            synproxy_mss: 1460,
+            synproxy_wscale: 7,
+            never_limit_ports: Vec::new(),
         }
     }
 }
@@ -746,6 +763,18 @@ const CLOSED_PORT_LIMIT_PPS: IntRule = IntRule {
     max: 1_000_000,
     range: "between 0 (drop) and 1000000",
 };
+const SYNPROXY_MSS: IntRule = IntRule {
+    name: "synproxy_mss",
+    min: 536,
+    max: 9000,
+    range: "between 536 and 9000",
+};
+const SYNPROXY_WSCALE: IntRule = IntRule {
+    name: "synproxy_wscale",
+    min: 0,
+    max: 14,
+    range: "between 0 and 14",
+};
 const PREFIX_AFTER: IntRule = IntRule {
     name: "prefix_after",
     min: 2,
@@ -818,6 +847,10 @@ const MITIGATION_KEYS: &[&str] = &[
     "closed_port_limit_pps",
     "aggregate_duration",
     "on_stop",
+    "synproxy",
+    "synproxy_mss",
+    "synproxy_wscale",
+    "never_limit_ports",
 ];
 const NFT_KEYS: &[&str] = &[
     "compat",
@@ -1646,6 +1679,21 @@ impl Checker {
                     self.duration(value, &path, &AGGREGATE_DURATION),
                 ),
                 "on_stop" => set(&mut mitigation.on_stop, self.on_stop(value, &path)),
+                "synproxy" => set(&mut mitigation.synproxy, self.boolean(value, &path)),
+                "synproxy_mss" => set(
+                    &mut mitigation.synproxy_mss,
+                    self.integer(value, &path, &SYNPROXY_MSS)
+                        .and_then(|n| u16::try_from(n).ok()),
+                ),
+                "synproxy_wscale" => set(
+                    &mut mitigation.synproxy_wscale,
+                    self.integer(value, &path, &SYNPROXY_WSCALE)
+                        .and_then(|n| u8::try_from(n).ok()),
+                ),
+                "never_limit_ports" => set(
+                    &mut mitigation.never_limit_ports,
+                    self.port_list(value, &path, MAX_NEVER_LIMIT_PORTS),
+                ),
                 _ => self.unknown_key(key, &path, MITIGATION_KEYS, "the keys of [mitigation] are"),
             }
         }
@@ -1841,6 +1889,10 @@ icmp_limit_pps = 500
 fragment_limit_pps = 500
 closed_port_limit_pps = 100
 aggregate_duration = "2m"
+synproxy = true
+synproxy_mss = 1460
+synproxy_wscale = 7
+never_limit_ports = []
 
 [nft]
 compat = "auto"
@@ -1995,6 +2047,10 @@ fragment_limit_pps = 1_000_000
 closed_port_limit_pps = 0
 aggregate_duration = "1h"
 on_stop = "remove"
+synproxy = false
+synproxy_mss = 8960
+synproxy_wscale = 14
+never_limit_ports = [443, 8443]
 
 [nft]
 compat = "legacy"
@@ -2088,6 +2144,10 @@ bannet6_size = 1_000
                 closed_port_limit_pps: 0,
                 aggregate_duration: Duration::from_secs(3600),
                 on_stop: OnStop::Remove,
+                synproxy: false,
+                synproxy_mss: 8960,
+                synproxy_wscale: 14,
+                never_limit_ports: vec![443, 8443],
             }
         );
         assert_eq!(

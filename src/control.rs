@@ -1,6 +1,6 @@
 //! The control protocol between operator commands and the running daemon: one JSON request
 //! line, one JSON response line, over a root-only Unix socket. While the daemon owns our table,
-//! changes to it (ban, unban, flush) must go through the daemon's netlink socket; `status`
+//! changes to it (ban, unban, lift, flush) must go through the daemon's netlink socket; `status`
 //! reads the daemon's state.
 
 use std::io::{self, BufRead, BufReader, Read as _, Write};
@@ -36,6 +36,13 @@ pub enum Request {
     },
     Unban {
         cidr: String,
+    },
+    /// Take `measure` (an action name such as `limit_port`, or a banned address; None: all)
+    /// of an open incident out, and keep it out for the rest of the incident.
+    Lift {
+        incident: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        measure: Option<String>,
     },
     /// Remove our table and stop the daemon. (Empty braces: serde then refuses unknown
     /// fields here too.)
@@ -169,6 +176,25 @@ mod tests {
             r#"{"op":"ban","cidr":"10.250.0.1","timeout_ms":3000}"#
         );
         assert_eq!(parse_request(text.as_bytes()), Ok(r));
+    }
+
+    #[test]
+    fn a_lift_names_its_incident_and_maybe_a_measure() {
+        let all = Request::Lift {
+            incident: "1796601694658-1".into(),
+            measure: None,
+        };
+        let text = serde_json::to_string(&all).unwrap();
+        assert_eq!(text, r#"{"op":"lift","incident":"1796601694658-1"}"#);
+        assert_eq!(parse_request(text.as_bytes()), Ok(all));
+        let one = br#"{"op":"lift","incident":"1-1","measure":"limit_port"}"#;
+        assert_eq!(
+            parse_request(one),
+            Ok(Request::Lift {
+                incident: "1-1".into(),
+                measure: Some("limit_port".into())
+            })
+        );
     }
 
     #[test]

@@ -256,6 +256,17 @@ fn execute(cli: Cli) -> Result<(), Failure> {
                 Err(Failure::Runtime(format!("{cidr} is not banned")))
             }
         }
+        Command::Lift { incident, measure } => {
+            ftagent::mitigate::Lift::parse(measure.as_deref()).map_err(Failure::Input)?;
+            let request = Request::Lift { incident, measure };
+            match ask_daemon(&config, &request)? {
+                Some(reply) => reply,
+                None => Err(Failure::Runtime(format!(
+                    "no ftagent is running (control socket {}): there is nothing to lift",
+                    config.agent.control_socket.display()
+                ))),
+            }
+        }
         Command::Status { json } => status(&config.agent.control_socket, json),
         Command::Top { once } => top(&config.agent.control_socket, once),
     }

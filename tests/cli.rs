@@ -88,3 +88,24 @@ fn issue2_version_and_help_exit_0() {
         assert!(help.contains(word), "{word} missing from --help: {help}");
     }
 }
+
+/// Issue 15: `lift` names what it cannot lift before it asks anyone; without a daemon there is
+/// nothing to lift.
+#[test]
+fn issue15_lift_checks_its_measure_and_needs_a_daemon() {
+    let out = ftagent(&["lift", "1-1", "limit"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("limit_port"),
+        "the measures are listed: {stderr}"
+    );
+    let config = temp_file(
+        "lift.toml",
+        "[agent]\ncontrol_socket = \"/nonexistent/ftagent.sock\"\n",
+    );
+    let out = ftagent(&["-c", config.to_str().unwrap(), "lift", "1-1", "synproxy"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no ftagent is running"), "{stderr}");
+}

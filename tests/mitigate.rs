@@ -290,8 +290,9 @@ fn issue5_syn_flood_engages_syn_cookies_and_clients_still_connect() {
     // (measured here: without SYN cookies 3 of 5 requests completed during such a flood).
     lab.victim
         .run_ok(&["ip", "route", "add", "10.250.0.0/16", "via", ATTACKER4]);
-    // The users' HTTP server answers on :80.
-    let agent = warmed_up(&lab, &[], "", OTHER4);
+    // The users' HTTP server answers on :80. SYN cookies are the fallback where the kernel has
+    // no SYN proxy (or it is off, as here); the proxy itself: `synproxy`.
+    let agent = warmed_up(&lab, &[], "synproxy = false", OTHER4);
     let generator = lab.syn_flood_spoofed(80, 200_000, 20_000);
     let start = wait_for(&agent, "attack_start", Duration::from_secs(10));
     assert_eq!(start["vector"], "syn_flood", "{start}");

@@ -13,11 +13,13 @@
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
 //! - `lateness`: issue 15 — tick lateness near quiet with 200,000 conntrack entries, xtables lock held;
 //! - `heal`: issue 7 — our table put back after others delete it; kill, restart and stop;
+//! - `lift`: issue 15 — an operator lifts a port limit that starves real clients;
 //! - `metrics`: issue 9 — `/metrics` scraped during a real flood (promtool, a real Prometheus);
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
 //! - `ops`: issue 7 — status and top, reload as a diff, the control socket's bad input;
 //! - `report`: issue 9 — webhooks (HTTP, HTTPS, failing, hanging receivers) and incident pcaps;
 //! - `sense`: issue 3 — what the agent measures of real floods;
+//! - `synproxy`: issue 15 — a spoofed SYN flood (IPv4, IPv6) held by the SYN proxy while clients connect;
 //! - `setup`: issue 7 — `--setup` with real listeners, the systemd unit, sd_notify of the daemon;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
 
@@ -34,10 +36,12 @@ mod fullsets;
 mod heal;
 mod lab;
 mod lateness;
+mod lift;
 mod metrics;
 mod mitigate;
 mod ops;
 mod report;
 mod sense;
 mod setup;
+mod synproxy;
 mod table;

@@ -18,7 +18,7 @@ use super::{Daemon, DaemonError};
 use crate::addr::Cidr;
 use crate::config::Config;
 use crate::control::{self, Request, Response};
-use crate::mitigate::Change;
+use crate::mitigate::{Change, Lift};
 use crate::ruleset;
 
 const MAX_CONNECTIONS: usize = 16;
@@ -239,6 +239,9 @@ impl Daemon {
                 };
                 (response, false)
             }
+            Request::Lift { incident, measure } => {
+                (self.lift_for_operator(&incident, measure.as_deref()), false)
+            }
             Request::Flush {} => match self.nft.remove_table() {
                 Ok(_) => {
                     log::info!(
@@ -257,6 +260,33 @@ impl Daemon {
             },
             Request::Status {} => (Response::status(self.status(Instant::now())), false),
         }
+    }
+
+    /// An operator's lift: what it covers of the incident leaves the kernel now, in one batch
+    /// (with SYN cookies or conntrack's strictness put back if nothing else needs them), and
+    /// the incident's updates leave it out until it ends.
+    fn lift_for_operator(&mut self, incident: &str, measure: Option<&str>) -> Response {
+        let what = match Lift::parse(measure) {
+            Ok(what) => what,
+            Err(e) => return Response::error(e),
+        };
+        // Between ticks: the last tick's changes and events are done with.
+        self.changes.clear();
+        self.mitigation_events.clear();
+        let lifted = match self.mitigator.lift(incident, what, &mut self.changes) {
+            Ok(n) => n,
+            Err(e) => return Response::error(e),
+        };
+        if !self.mitigator.is_monitor() && !self.changes.is_empty() {
+            self.apply_changes();
+        }
+        self.report_notices();
+        self.save_mitigation();
+        let what = measure.unwrap_or("everything");
+        log::info!("operator lift: {what} of incident {incident} ({lifted} taken out)");
+        Response::ok(format!(
+            "lifted {what} of incident {incident} ({lifted} in force taken out); kept off until it ends"
+        ))
     }
 
     /// Puts an operator's bans in, all in one transaction, and records them.

@@ -39,11 +39,12 @@ use crate::netlink::conntrack::Conntrack;
 use crate::netlink::monitor::TableMonitor;
 use crate::netlink::nflog::{NflogConfig, NflogSocket};
 use crate::netlink::shim::{Shim, ShimError};
-use crate::netlink::sysctl::SynCookies;
+use crate::netlink::sysctl::Switch;
 use crate::netlink::{Features, Nft, NlError};
 use crate::notify::Notifier;
 use crate::report::{ReportError, Reporter};
 use crate::ruleset;
+use crate::ruleset::Measure;
 use crate::sense::counters::ReadingGap;
 use crate::sense::{trace, Sensor};
 use conntrack_reader::ConntrackReader;
@@ -137,11 +138,24 @@ fn yield_to_the_loop() {
     }
 }
 
-/// Which table mode to use: probed, unless the configuration forces the older-kernel mode.
+/// Which table mode to use: probed, unless the configuration forces the older-kernel mode
+/// (the SYN proxy, a matter of the kernel's modules, is probed either way).
 pub fn features(nft: &mut Nft, config: &Config) -> Result<Features, NlError> {
     match config.nft.compat {
-        Compat::Legacy => Ok(Features::LEGACY),
+        Compat::Legacy => Ok(Features {
+            synproxy: nft.probe_synproxy()?,
+            ..Features::LEGACY
+        }),
         Compat::Auto => nft.probe(),
+    }
+}
+
+/// Takes out of `config` what this kernel cannot do: without the `synproxy` statement, SYN
+/// floods get SYN cookies only (and the table has no SYN proxy chain).
+fn fit_to_kernel(config: &mut Config, features: Features) {
+    if config.mitigation.synproxy && !features.synproxy {
+        log::warn!("this kernel has no nft synproxy statement: SYN floods get SYN cookies only");
+        config.mitigation.synproxy = false;
     }
 }
 
@@ -216,7 +230,9 @@ struct Daemon {
     operator_bans: control::OperatorBans,
     /// The operators' bans as last saved (their revision).
     saved_operator_bans: u64,
-    syn_cookies: SynCookies,
+    syn_cookies: Switch,
+    /// `nf_conntrack_tcp_loose` off while a port is under the SYN proxy.
+    strict_tcp: Switch,
     changes: Vec<Change>,
     mitigation_events: Vec<MitigationEvent>,
     started: Instant,
@@ -243,7 +259,11 @@ struct Daemon {
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
 /// flush request (removing the table).
-pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<(), DaemonError> {
+pub fn run(
+    mut config: Config,
+    config_path: Option<PathBuf>,
+    trace: bool,
+) -> Result<(), DaemonError> {
     let os = |what| move |source| DaemonError::Os { what, source };
     let signals = SignalFd::new().map_err(os("block signals"))?;
     // The reporter's threads start with the signals blocked; a bad webhook stops us here,
@@ -253,6 +273,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     // Subscribed before our first change, so every generation since is known.
     let mut monitor = TableMonitor::open(nft.port_id())?;
     let features = features(&mut nft, &config)?;
+    fit_to_kernel(&mut config, features);
     log::info!(
         "kernel mode: {}, ban timeouts refreshed {}",
         if features.owner_persist {
@@ -287,7 +308,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
     }
     let mut operator_bans = control::OperatorBans::default();
-    let mut syn_cookies = SynCookies::default();
+    let mut syn_cookies = Switch::syn_cookies();
+    let mut strict_tcp = Switch::strict_tcp_tracking();
     let mut undo = Vec::new();
     let mut undo_events = Vec::new();
     if let Some(saved) = persist::load_mitigation(&config.agent.state_dir) {
@@ -304,6 +326,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
             );
             if let Some(before) = saved.syn_cookies_before {
                 syn_cookies.resume(before);
+            }
+            if let Some(before) = saved.tcp_loose_before {
+                strict_tcp.resume(before);
             }
         }
         log::info!(
@@ -418,6 +443,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         saved_operator_bans: operator_bans.revision(),
         operator_bans,
         syn_cookies,
+        strict_tcp,
         changes: undo,
         mitigation_events: undo_events,
         events: Vec::with_capacity(16),
@@ -455,6 +481,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
         daemon.report_events();
         daemon.save_mitigation();
     }
+    // A SYN proxy put back needs conntrack strict again; one no longer held, the sysctl back.
+    let proxied = daemon.mitigator.holds_synproxy() && !daemon.mitigator.is_monitor();
+    daemon.sync_strict_tcp(proxied);
     let mut connections = control::Connections::new(FIRST_CONNECTION);
     let mut events = Events::with_capacity(64);
     let mut notifier = systemd_notifier(daemon.config.agent.tick);
@@ -861,9 +890,48 @@ impl Daemon {
         self.apply_changes();
     }
 
-    /// Applies `changes` (SYN cookies, then the sets in one batch). A refused batch is reported
-    /// and its bans forgotten, so the next update tries again.
+    /// Applies `changes` (SYN cookies and conntrack's strictness for the SYN proxy, then the
+    /// sets in one batch). A refused batch is reported and its bans forgotten, so the next
+    /// update tries again.
     fn apply_changes(&mut self) {
+        // Strict before the SYN proxy's first port is in; put back once its last one is out.
+        let proxy_on = self.changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::Enable {
+                    measure: Measure::SynProxy(_),
+                    ..
+                }
+            )
+        });
+        if proxy_on {
+            self.sync_strict_tcp(true);
+        }
+        self.apply_set_changes();
+        self.sync_strict_tcp(self.mitigator.holds_synproxy());
+    }
+
+    /// `nf_conntrack_tcp_loose` off while `on` (a port is under the SYN proxy: the clients'
+    /// ACKs must stay `invalid` for it), else back to what it was.
+    fn sync_strict_tcp(&mut self, on: bool) {
+        let was = self.strict_tcp.previous().is_some();
+        if on == was {
+            return;
+        }
+        let done = if on {
+            self.strict_tcp.enable()
+        } else {
+            self.strict_tcp.restore()
+        };
+        match done {
+            Err(e) => log::error!("{}: {e}", self.strict_tcp.name()),
+            Ok(()) if on => log::info!("{} = 0 while the SYN proxy runs", self.strict_tcp.name()),
+            Ok(()) => log::info!("{} put back", self.strict_tcp.name()),
+        }
+    }
+
+    /// SYN cookies, then the sets in one batch.
+    fn apply_set_changes(&mut self) {
         for change in &self.changes {
             if let Change::SynCookies { on } = *change {
                 let done = if on {
@@ -946,6 +1014,21 @@ impl Daemon {
             let line = event.to_json(wall);
             let _ = writeln!(out, "{line}");
             self.report.notify(event.name(), &line);
+        }
+        let _ = out.flush();
+        drop(out);
+        self.report_notices();
+    }
+
+    /// Prints the measures stood down (an operator's lift, a never-limited port's measure
+    /// skipped), one JSON line each.
+    fn report_notices(&mut self) {
+        let wall = SystemTime::now();
+        let mut out = io::stdout().lock();
+        for notice in self.mitigator.drain_notices() {
+            let line = notice.to_json(wall);
+            let _ = writeln!(out, "{line}");
+            self.report.notify(notice.name(), &line);
         }
         let _ = out.flush();
     }
@@ -1097,11 +1180,13 @@ impl Daemon {
                 timeout_ms: timeout.as_millis() as u64,
             })
             .collect();
-        MitigationState::new(
+        let mut state = MitigationState::new(
             self.mitigator.save(since_start, wall_now),
             operator_bans,
             self.syn_cookies.previous().map(str::to_string),
-        )
+        );
+        state.tcp_loose_before = self.strict_tcp.previous().map(str::to_string);
+        state
     }
 
     /// Saves what is in force (`mitigation.json`).
@@ -1129,6 +1214,7 @@ impl Daemon {
         if let Err(e) = self.syn_cookies.restore() {
             log::error!("putting back net.ipv4.tcp_syncookies: {e}");
         }
+        self.stop_synproxy(stop);
         let dir = self.config.agent.state_dir.clone();
         persist::save_detector(&self.detector, &dir);
         let removed = match (stop, self.config.mitigation.on_stop) {
@@ -1168,6 +1254,37 @@ impl Daemon {
             incident.syn_cookies = false;
         }
         persist::save_mitigation(&state, &dir);
+    }
+
+    /// A stop puts `nf_conntrack_tcp_loose` back, so the SYN proxy's ports leave the kernel
+    /// first (a proxy without strict tracking would refuse the clients' ACKs). A table that
+    /// stays keeps the incidents' other measures; a restart puts the proxy back with the
+    /// incident (`mitigation.json` still holds it).
+    fn stop_synproxy(&mut self, stop: Stop) {
+        if self.strict_tcp.previous().is_none() {
+            return;
+        }
+        let table_stays = matches!(
+            (stop, self.config.mitigation.on_stop),
+            (Stop::Signal, OnStop::Keep)
+        );
+        if table_stays {
+            let proxied: Vec<Change> = self
+                .mitigator
+                .in_force(self.started.elapsed())
+                .into_iter()
+                .filter_map(|f| match f.item {
+                    Item::Measure(measure @ Measure::SynProxy(_)) => {
+                        Some(Change::Disable { measure })
+                    }
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = self.nft.apply(&proxied, self.features) {
+                log::error!("taking the SYN proxy's ports out: {e}");
+            }
+        }
+        self.sync_strict_tcp(false);
     }
 
     /// Asks the conntrack thread for a read, with the bans in force now.

@@ -31,6 +31,9 @@ pub struct MitigationState {
     pub operator_bans: Vec<OperatorBan>,
     /// `net.ipv4.tcp_syncookies` before an incident turned SYN cookies on, to put it back.
     pub syn_cookies_before: Option<String>,
+    /// `net.netfilter.nf_conntrack_tcp_loose` before the SYN proxy turned it off.
+    #[serde(default)]
+    pub tcp_loose_before: Option<String>,
 }
 
 /// An operator's ban: the address or prefix, its timeout, and when it runs out.
@@ -52,6 +55,7 @@ impl MitigationState {
             incidents,
             operator_bans,
             syn_cookies_before,
+            tcp_loose_before: None,
         }
     }
 

@@ -50,6 +50,7 @@ impl Daemon {
             }
         };
         let restart_only = keep_restart_only(&mut fresh, &self.config);
+        super::fit_to_kernel(&mut fresh, self.features);
         if !restart_only.is_empty() {
             log::warn!(
                 "reload: {} changed; they take effect at the next start",

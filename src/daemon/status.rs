@@ -153,7 +153,8 @@ fn measure_target(measure: Measure) -> String {
         Measure::BlockReflector(p) | Measure::LimitUdpPort(p) => format!("udp/{p}"),
         Measure::LimitTcpPort(p)
         | Measure::MeterNewConnections(p)
-        | Measure::LimitConnections(p) => {
+        | Measure::LimitConnections(p)
+        | Measure::SynProxy(p) => {
             format!("tcp/{p}")
         }
         Measure::LimitProto(PROTO_ICMPV6) => "icmpv6".to_string(),

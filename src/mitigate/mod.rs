@@ -12,15 +12,20 @@
 //! connection limit;
 //! amplification gets unsolicited UDP from the reflector's port dropped; ICMP and fragment
 //! floods are held to a rate, and so is another IP protocol's (GRE, ESP…) distributed flood; a
-//! SYN flood turns SYN cookies on; SYN-ACKs of no connection of ours (reflection) and TCP with
-//! none of SYN, RST and ACK (odd flags) are dropped. Aggregate measures are keys with a timeout in measure sets (so
+//! SYN flood on a TCP service port gets the kernel's SYN proxy on that port (SYN cookies where
+//! the kernel has no `synproxy`, or on other ports); SYN-ACKs of no connection of ours
+//! (reflection) and TCP with none of SYN, RST and ACK (odd flags) are dropped. Aggregate measures are keys with a timeout in measure sets (so
 //! a dead agent leaves nothing that lasts). Everything an incident added is lifted when it
 //! ends. Safelisted sources are never banned, nor metered (the kernel's ban and meter rules
 //! skip them); a flood whose heavy sources are safelisted (spoofed) gets its aggregate measure,
-//! which the kernel applies to every source of that traffic (the closed-port limit too).
+//! which the kernel applies to every source of that traffic (the closed-port limit too). An
+//! operator may lift a measure for the rest of its incident, and ports may be exempt from port
+//! measures (`standdown`).
 
+mod standdown;
 mod state;
 
+pub use standdown::{Lift, Standdown};
 pub use state::{left_until, wall_ms, MitigatedIncident, SavedItem};
 
 use std::collections::{HashMap, HashSet};
@@ -30,7 +35,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 
 use crate::addr::Cidr;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Proto};
 use crate::detect::{Event, EventKind, Vector};
 use crate::ruleset::expr::{
     ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
@@ -167,6 +172,15 @@ pub struct Mitigator {
     icmp_limit: u32,
     fragment_limit: u32,
     closed_limit: u32,
+    /// The TCP service ports (ranges) whose SYN floods the SYN proxy takes; empty where it is
+    /// off or the kernel lacks it (SYN cookies then).
+    synproxy_services: Vec<(u16, u16)>,
+    /// `mitigation.never_limit_ports`: no measure on these ports.
+    never_limit: Vec<u16>,
+    /// What operators lifted (and never-limited measures skipped), per open incident.
+    lifted: HashMap<String, Vec<Lift>>,
+    /// Measures stood down, for their events (`drain_notices`).
+    notices: Vec<Standdown>,
 }
 
 impl Mitigator {
@@ -191,6 +205,15 @@ impl Mitigator {
             icmp_limit: m.icmp_limit_pps,
             fragment_limit: m.fragment_limit_pps,
             closed_limit: m.closed_port_limit_pps,
+            synproxy_services: config
+                .services
+                .iter()
+                .filter(|s| m.synproxy && s.proto == Proto::Tcp)
+                .map(|s| (s.ports.first, s.ports.last))
+                .collect(),
+            never_limit: m.never_limit_ports.clone(),
+            lifted: HashMap::new(),
+            notices: Vec::new(),
         }
     }
 
@@ -206,6 +229,7 @@ impl Mitigator {
             budget: self.budget.min(fresh.max_bans_per_second),
             last: self.last,
             active: std::mem::take(&mut self.active),
+            lifted: std::mem::take(&mut self.lifted),
             ..fresh
         };
     }
@@ -276,6 +300,22 @@ impl Mitigator {
         }
     }
 
+    fn proxied(&self, port: u16) -> bool {
+        self.synproxy_services
+            .iter()
+            .any(|&(first, last)| (first..=last).contains(&port))
+    }
+
+    /// Whether any incident being mitigated has a port under the SYN proxy (which needs
+    /// `nf_conntrack_tcp_loose` off meanwhile).
+    pub fn holds_synproxy(&self) -> bool {
+        self.active.values().any(|m| {
+            m.aggregates
+                .iter()
+                .any(|a| matches!(a, Measure::SynProxy(_)))
+        })
+    }
+
     /// The measures for one start or update of an incident.
     fn act(&mut self, event: &Event, changes: &mut Vec<Change>, out: &mut Vec<MitigationEvent>) {
         let escalated = self
@@ -301,9 +341,14 @@ impl Mitigator {
         let mut syn_cookies = false;
         match event.vector {
             _ if reflector.is_some() => aggregates.extend(reflector.map(Measure::BlockReflector)),
-            // To random ports (no single port), closed ones mostly: their SYNs held too.
+            // The SYN proxy on a service port (SYN cookies before conntrack and the stack);
+            // SYN cookies in the stack elsewhere, or without it. To random ports (no single
+            // port), closed ones mostly: their SYNs held too.
             Vector::SynFlood => {
-                syn_cookies = true;
+                match event.port.filter(|&p| self.proxied(p)) {
+                    Some(port) => aggregates.push(Measure::SynProxy(port)),
+                    None => syn_cookies = true,
+                }
                 if !concentrated && aimed_at_no_port(event) {
                     aggregates.push(Measure::LimitClosedPorts(PROTO_TCP));
                 }
@@ -354,6 +399,8 @@ impl Mitigator {
             }
             _ => {}
         }
+        let vector = event.vector.name();
+        self.stand_down(&event.incident, vector, &mut aggregates, &mut syn_cookies);
         let cookies_already_on = self
             .active
             .iter()
@@ -410,8 +457,10 @@ impl Mitigator {
             }
         }
         let bans = !matches!(event.vector, Vector::Slowloris | Vector::SynackReflection);
-        if concentrated && reflector.is_none() && bans {
+        if concentrated && reflector.is_none() && bans && !self.bans_lifted(&event.incident) {
+            let (first_change, first_event) = (changes.len(), out.len());
             self.ban_sources(event, changes, out);
+            self.drop_lifted_bans(&event.incident, first_change, first_event, changes, out);
         }
     }
 
@@ -485,6 +534,7 @@ impl Mitigator {
 
     /// Lifts what the incident added, except what another open incident still needs.
     fn undo(&mut self, incident: &str, changes: &mut Vec<Change>, out: &mut Vec<MitigationEvent>) {
+        self.lifted.remove(incident);
         let Some(measures) = self.active.remove(incident) else {
             return;
         };
@@ -592,7 +642,7 @@ impl Mitigator {
 
 /// An aggregate measure's action name, port, protocol and rate, for its events.
 /// Every action a measure can be (`IncidentMeasure::action`, the events' `action`).
-pub const ACTIONS: [&str; 12] = [
+pub const ACTIONS: [&str; 13] = [
     "ban",
     "block_reflector",
     "limit_port",
@@ -605,6 +655,7 @@ pub const ACTIONS: [&str; 12] = [
     "limit_connections",
     "syn_cookies",
     "limit_closed_ports",
+    "synproxy",
 ];
 
 fn describe(
@@ -634,6 +685,7 @@ fn describe(
         Measure::LimitConnections(p) => ("limit_connections", Some(p), Some("tcp"), None),
         Measure::BlockSynAcks(_) => ("block_synack", None, Some("tcp"), None),
         Measure::BlockOddFlags(_) => ("block_flags", None, Some("tcp"), None),
+        Measure::SynProxy(p) => ("synproxy", Some(p), Some("tcp"), None),
         Measure::LimitClosedPorts(p) => (
             "limit_closed_ports",
             None,

@@ -29,6 +29,10 @@ pub struct MitigatedIncident {
     pub aggregates: Vec<SavedItem<Measure>>,
     pub syn_cookies: bool,
     pub escalated: bool,
+    /// What operators lifted from it (`lift`'s MEASURE; `*`: everything), kept out after a
+    /// restart too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifted: Vec<String>,
 }
 
 /// Milliseconds since the Unix epoch of the wall-clock time `at` on a clock that reads `now`
@@ -85,6 +89,7 @@ impl Mitigator {
                         .collect(),
                     syn_cookies: m.syn_cookies,
                     escalated: m.escalated,
+                    lifted: self.lifted_as_text(id),
                 })
             })
             .collect();
@@ -130,6 +135,7 @@ impl Mitigator {
                     self.hold(Item::Measure(a.what), now + left);
                 }
             }
+            self.resume_lifts(&incident.id, &incident.lifted);
             self.active.insert(incident.id, m);
         }
         let mut ended: Vec<String> = self

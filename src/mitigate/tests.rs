@@ -316,6 +316,62 @@ fn a_syn_flood_turns_syn_cookies_on_until_the_last_one_ends() {
     assert_eq!(out[0].action, "syn_cookies");
 }
 
+/// Issue 15: a SYN flood on a TCP service port gets the SYN proxy on that port, lifted at
+/// the end; SYN cookies where the proxy is off (or the kernel lacks it) or the port is no
+/// service.
+#[test]
+fn issue15_a_syn_flood_on_a_service_port_gets_the_syn_proxy() {
+    let syn = |kind, port| {
+        let mut e = attack(Vector::SynFlood, "tcp_80", kind, "i-1", &[], false);
+        e.proto = Some("tcp");
+        e.port = port;
+        e
+    };
+    let mut m = mitigator(&[]);
+    let (changes, out) = tick(&mut m, &[syn(EventKind::AttackStart, Some(80))], 0);
+    assert_eq!(
+        changes,
+        vec![Change::Enable {
+            measure: Measure::SynProxy(80),
+            timeout: Duration::from_secs(120)
+        }]
+    );
+    assert_eq!((out[0].action, out[0].port), ("synproxy", Some(80)));
+    assert!(m.holds_synproxy());
+    let (changes, out) = tick(&mut m, &[syn(EventKind::AttackEnd, Some(80))], 5000);
+    assert_eq!(
+        changes,
+        vec![Change::Disable {
+            measure: Measure::SynProxy(80)
+        }]
+    );
+    assert_eq!((out[0].action, out[0].applied), ("synproxy", false));
+    assert!(!m.holds_synproxy());
+
+    for (config, port) in [
+        ("[mitigation]\nsynproxy = false\n", Some(80)),
+        ("", Some(8080)),
+    ] {
+        let config = Config::from_toml(config, std::path::Path::new("t.toml")).unwrap();
+        let mut m = Mitigator::new(&config, Vec::new());
+        let (changes, _) = tick(&mut m, &[syn(EventKind::AttackStart, port)], 0);
+        assert_eq!(changes, vec![Change::SynCookies { on: true }], "{port:?}");
+    }
+    // Aimed at no port: SYN cookies, and the closed ports held (issue 15, item 2).
+    let mut m = mitigator(&[]);
+    let (changes, _) = tick(&mut m, &[syn(EventKind::AttackStart, None)], 0);
+    assert_eq!(
+        changes,
+        vec![
+            Change::Enable {
+                measure: Measure::LimitClosedPorts(PROTO_TCP),
+                timeout: Duration::from_secs(120)
+            },
+            Change::SynCookies { on: true }
+        ]
+    );
+}
+
 #[test]
 fn a_full_ban_set_escalates_to_the_aggregate_measure() {
     let mut m = mitigator(&[]);
@@ -573,6 +629,7 @@ fn every_measure_has_a_listed_action() {
         Measure::BlockSynAcks(NFPROTO_IPV4),
         Measure::BlockOddFlags(NFPROTO_IPV6),
         Measure::LimitClosedPorts(PROTO_UDP),
+        Measure::SynProxy(80),
     ];
     for measure in measures {
         let (action, ..) = describe(measure, 1, 1, 1, 1);
@@ -719,7 +776,7 @@ fn issue15_random_port_floods_limit_closed_ports() {
     );
     assert_eq!(
         start(Vector::SynFlood, "tcp_syn", Some(80), false),
-        ["SynCookies { on: true }"]
+        ["SynProxy(80)"]
     );
     // A service's port range: not closed ports (its limit is the port limit's business).
     let mut range = flood(
@@ -761,4 +818,168 @@ fn issue15_closed_port_rate_comes_from_the_config() {
     e.port = None;
     let (_, out) = tick(&mut m, &[e], 0);
     assert_eq!(out[0].rate_pps, Some(0));
+}
+
+/// Issue 15: an operator's lift takes a port limit out at once and keeps it out on updates;
+/// the end of the incident has nothing left to lift.
+#[test]
+fn issue15_a_lifted_port_limit_stays_out_for_the_rest_of_the_incident() {
+    let mut m = mitigator(&[]);
+    let update = |kind| event(kind, "i-1", &[], false);
+    tick(&mut m, &[update(EventKind::AttackStart)], 0);
+    let mut changes = Vec::new();
+    let lift = Lift::parse(Some("limit_port")).unwrap();
+    assert_eq!(m.lift("i-1", lift, &mut changes), Ok(1));
+    assert_eq!(
+        changes,
+        vec![Change::Disable {
+            measure: Measure::LimitUdpPort(27015)
+        }]
+    );
+    let notices: Vec<Standdown> = m.drain_notices().collect();
+    assert_eq!(
+        (notices[0].name(), notices[0].action, notices[0].port),
+        ("mitigation_lifted", "limit_port", Some(27015))
+    );
+    assert!(m.in_force(Duration::from_millis(500)).is_empty());
+    let (changes, out) = tick(&mut m, &[update(EventKind::AttackUpdate)], 1000);
+    assert!(changes.is_empty() && out.is_empty(), "{changes:?} {out:?}");
+    let (changes, _) = tick(&mut m, &[update(EventKind::AttackEnd)], 9000);
+    assert!(changes.is_empty(), "{changes:?}");
+    // A new incident on the same port is limited again.
+    let (changes, _) = tick(
+        &mut m,
+        &[event(EventKind::AttackStart, "i-2", &[], false)],
+        10_000,
+    );
+    assert_eq!(changes.len(), 1);
+}
+
+#[test]
+fn issue15_a_lifted_ban_is_not_put_back_and_others_stay() {
+    let mut m = mitigator(&[]);
+    let heavy = [("10.250.0.1", 0.5), ("10.250.0.2", 0.4)];
+    let update = |kind| event(kind, "i-1", &heavy, true);
+    let (changes, _) = tick(&mut m, &[update(EventKind::AttackStart)], 0);
+    assert_eq!(changes.len(), 2);
+    let mut changes = Vec::new();
+    let lift = Lift::parse(Some("10.250.0.1")).unwrap();
+    assert_eq!(m.lift("i-1", lift, &mut changes), Ok(1));
+    assert_eq!(
+        changes,
+        vec![Change::Unban {
+            cidr: cidr("10.250.0.1")
+        }]
+    );
+    let (changes, out) = tick(&mut m, &[update(EventKind::AttackUpdate)], 1000);
+    assert_eq!(
+        changes,
+        vec![Change::Ban {
+            cidr: cidr("10.250.0.2"),
+            timeout: Duration::from_secs(600)
+        }],
+        "only the other one, refreshed"
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert!(m
+        .lift("i-9", Lift::All, &mut Vec::new())
+        .unwrap_err()
+        .contains("no incident i-9"));
+}
+
+#[test]
+fn issue15_never_limited_ports_get_no_port_measure_and_say_so_once() {
+    let config = Config::from_toml(
+        "[mitigation]\nnever_limit_ports = [27015]\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let mut m = Mitigator::new(&config, Vec::new());
+    let (changes, out) = tick(
+        &mut m,
+        &[event(EventKind::AttackStart, "i-1", &[], false)],
+        0,
+    );
+    assert!(changes.is_empty() && out.is_empty(), "{changes:?}");
+    let notices: Vec<Standdown> = m.drain_notices().collect();
+    assert_eq!(notices.len(), 1);
+    assert_eq!(
+        (notices[0].name(), notices[0].by, notices[0].port),
+        ("mitigation_skipped", "never_limit_ports", Some(27015))
+    );
+    tick(
+        &mut m,
+        &[event(EventKind::AttackUpdate, "i-1", &[], false)],
+        1000,
+    );
+    assert_eq!(m.drain_notices().count(), 0, "once per incident");
+}
+
+#[test]
+fn lifts_name_an_action_or_an_address() {
+    assert_eq!(Lift::parse(None), Ok(Lift::All));
+    assert_eq!(Lift::parse(Some("synproxy")), Ok(Lift::Action("synproxy")));
+    assert_eq!(
+        Lift::parse(Some("10.250.1.0/24")),
+        Ok(Lift::Ban(cidr("10.250.1.0/24")))
+    );
+    assert!(Lift::parse(Some("limit"))
+        .unwrap_err()
+        .contains("limit_port"));
+}
+
+#[test]
+fn issue15_a_lift_outlives_a_restart() {
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut before = mitigator(&[]);
+    let update = |kind| event(kind, "i-1", &[], false);
+    tick(&mut before, &[update(EventKind::AttackStart)], 0);
+    before
+        .lift("i-1", Lift::Action("limit_port"), &mut Vec::new())
+        .unwrap();
+    let saved = before.save(Duration::from_secs(1), wall);
+    assert_eq!(saved[0].lifted, ["limit_port"]);
+    let mut after = mitigator(&[]);
+    let (mut changes, mut out) = (Vec::new(), Vec::new());
+    after.resume(
+        saved,
+        Duration::ZERO,
+        wall,
+        &|_| true,
+        &mut changes,
+        &mut out,
+    );
+    let (changes, out) = tick(&mut after, &[update(EventKind::AttackUpdate)], 1000);
+    assert!(changes.is_empty() && out.is_empty(), "{changes:?}");
+}
+
+#[test]
+fn issue15_a_syn_proxy_stood_down_leaves_syn_cookies() {
+    let syn = |kind| {
+        let mut e = attack(Vector::SynFlood, "tcp_80", kind, "i-1", &[], false);
+        e.port = Some(80);
+        e
+    };
+    let mut m = mitigator(&[]);
+    tick(&mut m, &[syn(EventKind::AttackStart)], 0);
+    let mut changes = Vec::new();
+    m.lift("i-1", Lift::Action("synproxy"), &mut changes)
+        .unwrap();
+    assert_eq!(
+        changes,
+        vec![Change::Disable {
+            measure: Measure::SynProxy(80)
+        }]
+    );
+    let (changes, _) = tick(&mut m, &[syn(EventKind::AttackUpdate)], 1000);
+    assert_eq!(changes, vec![Change::SynCookies { on: true }]);
+
+    let config = Config::from_toml(
+        "[mitigation]\nnever_limit_ports = [80]\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let mut m = Mitigator::new(&config, Vec::new());
+    let (changes, _) = tick(&mut m, &[syn(EventKind::AttackStart)], 0);
+    assert_eq!(changes, vec![Change::SynCookies { on: true }]);
 }

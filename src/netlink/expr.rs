@@ -3,7 +3,7 @@
 //! logging or extension headers, so every rule goes through this one encoder.
 
 use super::wire::{Attrs, Writer};
-use crate::ruleset::expr::{CmpOp, Expr, Field, MetaKey, Stateful, Verdict};
+use crate::ruleset::expr::{CmpOp, Expr, Field, MetaKey, Stateful, Synproxy, Verdict};
 
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
@@ -31,6 +31,11 @@ const NFT_DYNSET_OP_ADD: u32 = 0;
 const NFT_EXTHDR_F_PRESENT: u32 = 1;
 const NFT_EXTHDR_OP_IPV6: u32 = 0;
 const IPPROTO_FRAGMENT: u8 = 44;
+/// `NF_SYNPROXY_OPT_*`: the options the SYN proxy sends (MSS and window scale always ours).
+const SYNPROXY_MSS: u32 = 0x01;
+const SYNPROXY_WSCALE: u32 = 0x02;
+const SYNPROXY_SACK_PERM: u32 = 0x04;
+const SYNPROXY_TIMESTAMP: u32 = 0x08;
 const NF_DROP: i32 = 0;
 const NFT_RETURN: i32 = -5;
 
@@ -58,6 +63,8 @@ fn encode(w: &mut Writer, e: &Expr) {
         Expr::Limit { .. } => "limit",
         Expr::Log { .. } => "log",
         Expr::Dynset { .. } | Expr::SetAdd(_) => "dynset",
+        Expr::Notrack => "notrack",
+        Expr::Synproxy(_) => "synproxy",
         Expr::Verdict(_) => "immediate",
     };
     w.attr_str(NFTA_EXPR_NAME, name);
@@ -174,6 +181,19 @@ fn encode(w: &mut Writer, e: &Expr) {
             if *qthreshold > 0 {
                 w.attr(4, &qthreshold.to_be_bytes()); // NFTA_LOG_QTHRESHOLD (be16)
             }
+        }
+        Expr::Notrack => {}
+        Expr::Synproxy(options) => {
+            w.attr(1, &options.mss.to_be_bytes()); // NFTA_SYNPROXY_MSS (be16)
+            w.attr(2, &[options.wscale]); // NFTA_SYNPROXY_WSCALE (u8)
+            let mut flags = SYNPROXY_MSS | SYNPROXY_WSCALE;
+            if options.timestamp {
+                flags |= SYNPROXY_TIMESTAMP;
+            }
+            if options.sack_perm {
+                flags |= SYNPROXY_SACK_PERM;
+            }
+            w.attr_be32(3, flags); // NFTA_SYNPROXY_FLAGS
         }
         Expr::Verdict(v) => {
             w.attr_be32(1, REG_VERDICT); // NFTA_IMMEDIATE_DREG
@@ -352,6 +372,23 @@ fn decode(name: &str, a: Attrs, l4proto: Option<u8>) -> Option<Expr> {
                 snaplen: be32(3).unwrap_or(0),
                 qthreshold,
             }
+        }
+        "notrack" => Expr::Notrack,
+        "synproxy" => {
+            let flags = be32(3)?;
+            let ours = SYNPROXY_MSS | SYNPROXY_WSCALE;
+            // MSS and window scale always, nothing past timestamps and SACK (no ECN): ours.
+            if flags & ours != ours
+                || flags & !(ours | SYNPROXY_SACK_PERM | SYNPROXY_TIMESTAMP) != 0
+            {
+                return None;
+            }
+            Expr::Synproxy(Synproxy {
+                mss: u16::from_be_bytes(a.get(1)?.bytes().get(..2)?.try_into().ok()?),
+                wscale: *a.get(2)?.bytes().first()?,
+                timestamp: flags & SYNPROXY_TIMESTAMP != 0,
+                sack_perm: flags & SYNPROXY_SACK_PERM != 0,
+            })
         }
         "immediate" => {
             let code = a

@@ -24,8 +24,10 @@ use std::time::Duration;
 use crate::addr::{merge_intervals, Cidr};
 use crate::mitigate::{InForce, Item};
 use crate::ruleset::diff::TableDiff;
+use crate::ruleset::expr::{Expr, Synproxy};
 use crate::ruleset::{
-    ElementKey, Family, Key, SetRole, SetSpec, SetState, TableSpec, TableState, TABLE,
+    ChainHook, ChainSpec, ElementKey, Family, Key, SetRole, SetSpec, SetState, TableSpec, TableState,
+    TABLE,
 };
 use nft::abi::*;
 use nft::{ElementOp, RawElement, SetRef};
@@ -134,6 +136,9 @@ pub struct Features {
     pub owner_persist: bool,
     /// Re-adding an element with a timeout refreshes it; otherwise delete + add.
     pub timeout_refresh: bool,
+    /// The `synproxy` statement (nft_synproxy, 5.3+): SYN floods get the SYN proxy, else
+    /// SYN cookies only.
+    pub synproxy: bool,
 }
 
 impl Features {
@@ -141,6 +146,7 @@ impl Features {
     pub const LEGACY: Features = Features {
         owner_persist: false,
         timeout_refresh: false,
+        synproxy: false,
     };
 }
 
@@ -176,7 +182,41 @@ impl Nft {
         Ok(Features {
             owner_persist,
             timeout_refresh,
+            synproxy: self.probe_synproxy()?,
         })
+    }
+
+    /// Whether this kernel has the `synproxy` statement: a throwaway table with a SYN proxy
+    /// rule on the input hook, added and deleted in one batch (nothing of it ever stays).
+    pub fn probe_synproxy(&mut self) -> Result<bool, NlError> {
+        let chain = ChainSpec {
+            name: "probe",
+            hook: ChainHook::Input,
+            priority: 0,
+            rules: vec![vec![Expr::Synproxy(Synproxy {
+                mss: 1460,
+                wscale: 7,
+                timestamp: true,
+                sack_perm: true,
+            })]],
+        };
+        let mut batch = self.sock.batch();
+        batch.add_named_table(PROBE_TABLE, 0);
+        batch.add_chain_and_rules_in(PROBE_TABLE, &chain)?;
+        batch.delete_named_table(PROBE_TABLE);
+        match self.sock.commit(&mut batch) {
+            Ok(()) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.errno(),
+                    Some(libc::ENOENT | libc::EOPNOTSUPP | libc::EINVAL)
+                ) =>
+            {
+                log::debug!("no synproxy statement in this kernel: {e}");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn probe_timeout_refresh(&mut self) -> Result<bool, NlError> {
@@ -963,6 +1003,38 @@ mod tests {
             assert_eq!(allow("allow4"), want(&["10.250.8.0/23"]));
             assert_eq!(allow("allow6"), want(&["fd00:250::98"]));
             assert!(state.counter("amp_123").is_none() && state.counter("udp_8000-8200").is_some());
+        });
+    }
+
+    /// Issue 15: this kernel has the `synproxy` statement; the probe leaves no table behind;
+    /// the SYN proxy's input chain is written and read back as it was meant (no difference,
+    /// rendered as nft lists it).
+    #[test]
+    fn issue15_the_syn_proxy_chain_is_probed_written_and_read_back() {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespace, nft)");
+            return;
+        }
+        let ns = Netns::create("synproxy").expect("a network namespace");
+        ns.run(|| {
+            let mut nft = Nft::open().unwrap();
+            assert!(nft.probe_synproxy().unwrap());
+            let tables = std::process::Command::new("nft")
+                .args(["list", "tables"])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&tables.stdout), "", "nothing left");
+            let spec = desired(&Config::default());
+            nft.install(&spec, &[], Features::LEGACY).unwrap();
+            let state = nft.table_state().unwrap().unwrap();
+            assert_eq!(state.differences(&spec), Vec::<String>::new());
+            let text = state.render();
+            assert!(
+                text.contains("type filter hook input priority -190; policy accept;")
+                    && text.contains("synproxy mss 1440 wscale 7 timestamp sack-perm")
+                    && text.contains("tcp dport @syn_proxy notrack"),
+                "{text}"
+            );
         });
     }
 }

@@ -336,27 +336,36 @@ impl Batch {
         self.w.end();
     }
 
-    /// A base chain (filter, policy accept) and its rules, in order.
+    /// A base chain (filter, on its hook, policy accept) and its rules, in order.
     pub fn add_chain_and_rules(&mut self, spec: &ChainSpec) -> Result<(), WireError> {
+        self.add_chain_and_rules_in(TABLE, spec)
+    }
+
+    /// The same in another table of family inet (the feature probe's).
+    pub fn add_chain_and_rules_in(
+        &mut self,
+        table: &str,
+        spec: &ChainSpec,
+    ) -> Result<(), WireError> {
         let hook = match spec.hook {
             ChainHook::Prerouting => HookClass::PreRouting,
             ChainHook::Input => HookClass::In,
         };
-        let chain = Chain::new(&inet_table())
+        let chain = Chain::new(&Table::new(ProtocolFamily::Inet).with_name(table))
             .with_name(spec.name)
             .with_hook(Hook::new(hook, spec.priority))
             .with_type(ChainType::Filter)
             .with_policy(ChainPolicy::Accept);
         let mut theirs = rustables::Batch::new();
         theirs.add(&chain, MsgType::Add);
-        self.splice(theirs, &format!("add chain inet {TABLE} {}", spec.name))?;
+        self.splice(theirs, &format!("add chain inet {table} {}", spec.name))?;
         for (i, rule) in spec.rules.iter().enumerate() {
             self.begin(
                 NFT_MSG_NEWRULE,
                 NLM_F_CREATE | NLM_F_APPEND,
                 format!("add rule {} #{}", spec.name, i + 1),
             );
-            self.w.attr_str(NFTA_RULE_TABLE, TABLE);
+            self.w.attr_str(NFTA_RULE_TABLE, table);
             self.w.attr_str(NFTA_RULE_CHAIN, spec.name);
             let list = self.w.nest_start(NFTA_RULE_EXPRESSIONS);
             expr::encode_all(&mut self.w, rule);

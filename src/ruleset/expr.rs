@@ -173,7 +173,36 @@ pub enum Expr {
         snaplen: u32,
         qthreshold: u16,
     },
+    /// Keep the packet out of conntrack (valid only before conntrack, i.e. our prerouting
+    /// chain at -310).
+    Notrack,
+    /// The SYN proxy: answers a SYN with a SYN cookie and, on a valid cookie in the ACK, opens
+    /// the connection to the local server with these options (input or forward hook only).
+    Synproxy(Synproxy),
     Verdict(Verdict),
+}
+
+/// The TCP options the SYN proxy announces for the server behind it: its MSS and window
+/// scale (always sent), timestamps and selective acknowledgements when on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synproxy {
+    pub mss: u16,
+    pub wscale: u8,
+    pub timestamp: bool,
+    pub sack_perm: bool,
+}
+
+impl Synproxy {
+    fn render(self) -> String {
+        let mut text = format!("synproxy mss {} wscale {}", self.mss, self.wscale);
+        if self.timestamp {
+            text.push_str(" timestamp");
+        }
+        if self.sack_perm {
+            text.push_str(" sack-perm");
+        }
+        text
+    }
 }
 
 impl Expr {
@@ -320,6 +349,8 @@ fn render_statement(exprs: &[Expr]) -> Option<(String, usize)> {
             }
             done(text, 1)
         }
+        [Notrack, ..] => done("notrack".to_string(), 1),
+        [Synproxy(options), ..] => done(options.render(), 1),
         [Verdict(v), ..] => done(
             match v {
                 self::Verdict::Return => "return",
@@ -491,6 +522,33 @@ mod tests {
         assert_eq!(
             render_rule(&new).unwrap(),
             "ct state new meta l4proto udp counter name udp dport map @new_udp"
+        );
+    }
+
+    #[test]
+    fn synproxy_and_notrack_render_as_nft_lists_them() {
+        let mut syn = Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+        syn.extend([
+            Expr::Payload(Field::TcpDport),
+            Expr::Lookup {
+                set: "syn_proxy".into(),
+                invert: false,
+            },
+            Expr::Notrack,
+        ]);
+        assert_eq!(
+            render_rule(&syn).unwrap(),
+            "meta l4proto tcp tcp dport @syn_proxy notrack"
+        );
+        let proxy = Expr::Synproxy(Synproxy {
+            mss: 1460,
+            wscale: 7,
+            timestamp: true,
+            sack_perm: true,
+        });
+        assert_eq!(
+            render_rule(&[proxy]).unwrap(),
+            "synproxy mss 1460 wscale 7 timestamp sack-perm"
         );
     }
 

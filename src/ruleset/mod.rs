@@ -14,8 +14,9 @@ use std::time::Duration;
 use crate::addr::Cidr;
 use crate::config::{Config, Proto};
 use expr::{
-    CmpOp, Expr, Field, MetaKey, Stateful, Verdict, CT_STATE_ESTABLISHED, CT_STATE_NEW,
-    CT_STATE_RELATED, CT_STATE_UNSOLICITED, NFPROTO_IPV4, NFPROTO_IPV6,
+    CmpOp, Expr, Field, MetaKey, Stateful, Synproxy, Verdict, CT_STATE_ESTABLISHED,
+    CT_STATE_INVALID, CT_STATE_NEW, CT_STATE_RELATED, CT_STATE_UNSOLICITED, CT_STATE_UNTRACKED,
+    NFPROTO_IPV4, NFPROTO_IPV6,
 };
 use expr::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
@@ -38,6 +39,11 @@ pub const EARLY_PRIORITY: i32 = -450;
 /// packets for this host reach — what is forwarded (Docker's published ports, DNAT) never does.
 pub const CLOSED_CHAIN: &str = "closed";
 pub const CLOSED_PRIORITY: i32 = -150;
+/// Our chain on the input hook, where the `synproxy` statement is valid: SYNs to the ports of
+/// `syn_proxy` answered with a SYN cookie. Before Fail2Ban (-1), iptables (0) and firewalld
+/// (+10), whose `ct state invalid` drops would otherwise take the client's ACK first.
+pub const SYNPROXY_CHAIN: &str = "syn_proxy";
+pub const SYNPROXY_PRIORITY: i32 = -190;
 
 /// Named counters that every table has (service and reflector ports add their own).
 pub mod counter {
@@ -99,7 +105,7 @@ pub fn amplification_counter(port: u16) -> String {
 /// The sets whose drop rules count what they drop in a named counter of their own
 /// ([`drop_counter`]): bans, and the aggregate measures with the meters they switch on. What
 /// the table dropped, not traffic to judge: never a detection key.
-pub const DROP_SETS: [&str; 14] = [
+pub const DROP_SETS: [&str; 15] = [
     "ban4",
     "ban6",
     "bannet4",
@@ -114,6 +120,7 @@ pub const DROP_SETS: [&str; 14] = [
     "block_synack",
     "block_flags",
     Measure::CLOSED_SET,
+    Measure::SYNPROXY_SET,
 ];
 
 /// The named counter of the drop rules of `set`.
@@ -522,6 +529,11 @@ pub fn desired(config: &Config) -> TableSpec {
             qthreshold: 0,
         },
     ]);
+    // The SYN proxy's notrack is for every source.
+    let synproxy = config.mitigation.synproxy;
+    if synproxy {
+        prerouting.push(synproxy_notrack());
+    }
     prerouting.extend(SetRole::BANS.into_iter().map(ban_rule));
     prerouting.extend(aggregate_rules(config));
     // Last: only what nothing above has dropped trips the wire.
@@ -597,7 +609,7 @@ pub fn desired(config: &Config) -> TableSpec {
         ]);
         conntrack.extend(meter_rules(&head, meter, stateful, set));
     }
-    TableSpec {
+    let mut spec = TableSpec {
         counters,
         sets,
         chains: vec![
@@ -626,7 +638,80 @@ pub fn desired(config: &Config) -> TableSpec {
                 rules: closed_port_rules(config),
             },
         ],
+    };
+    if synproxy {
+        spec.chains.push(ChainSpec {
+            name: SYNPROXY_CHAIN,
+            hook: ChainHook::Input,
+            priority: SYNPROXY_PRIORITY,
+            rules: synproxy_rules(config),
+        });
     }
+    spec
+}
+
+/// `tcp flags syn / fin,syn,rst,ack tcp dport @syn_proxy notrack`: a SYN to a port under the
+/// SYN proxy makes no conntrack entry. (The SYN the proxy itself sends on to the local server
+/// comes back through this chain on `lo` with its conntrack entry already made: `notrack`
+/// leaves such a packet alone.)
+fn synproxy_notrack() -> Vec<Expr> {
+    let mut rule = tcp_flags(FIN | SYN | RST | ACK, SYN);
+    rule.extend([
+        Expr::Payload(Field::TcpDport),
+        Expr::Lookup {
+            set: Measure::SYNPROXY_SET.to_string(),
+            invert: false,
+        },
+        Expr::Notrack,
+    ]);
+    rule
+}
+
+/// The SYN proxy's chain (as the kernel's documentation has it): to a port a measure put in
+/// `syn_proxy`, an untracked SYN is answered with a SYN cookie and an ACK no connection knows
+/// (`invalid`: `nf_conntrack_tcp_loose` is 0 meanwhile) is checked against its cookie; a
+/// valid one opens the connection to the local server. What is left invalid is dropped. The
+/// MSS announced is `mitigation.synproxy_mss` for IPv4, 20 less for IPv6 (its header is 20
+/// bytes longer).
+fn synproxy_rules(config: &Config) -> Vec<Vec<Expr>> {
+    let m = &config.mitigation;
+    let to_port = || {
+        let mut head = Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+        head.extend([
+            Expr::Payload(Field::TcpDport),
+            Expr::Lookup {
+                set: Measure::SYNPROXY_SET.to_string(),
+                invert: false,
+            },
+        ]);
+        head
+    };
+    let mut rules: Vec<Vec<Expr>> = [
+        (NFPROTO_IPV4, m.synproxy_mss),
+        (NFPROTO_IPV6, m.synproxy_mss - 20),
+    ]
+    .into_iter()
+    .map(|(nfproto, mss)| {
+        let mut rule = Expr::meta_is(MetaKey::NfProto, nfproto).to_vec();
+        rule.extend(to_port());
+        rule.extend(ct_state(CT_STATE_INVALID | CT_STATE_UNTRACKED));
+        rule.extend([
+            Expr::NamedCounter(drop_counter(Measure::SYNPROXY_SET)),
+            Expr::Synproxy(Synproxy {
+                mss,
+                wscale: m.synproxy_wscale,
+                timestamp: true,
+                sack_perm: true,
+            }),
+        ]);
+        rule
+    })
+    .collect();
+    let mut invalid = to_port();
+    invalid.extend(ct_state(CT_STATE_INVALID));
+    invalid.extend(drop_tail(Measure::SYNPROXY_SET));
+    rules.push(invalid);
+    rules
 }
 
 const FIN: u8 = 0x01;
@@ -894,7 +979,9 @@ fn closed_port_rules(config: &Config) -> Vec<Vec<Expr>> {
 /// ACK is `new` where `nf_conntrack_tcp_loose` picks it up, `invalid` where it does not; RSTs
 /// and odd flags outside a connection are `invalid`) and not a plain SYN (`tcp flags & (fin |
 /// syn | rst | ack) != syn`: new connections are a SYN flood's measures' business). Segments of
-/// established connections pass untouched, whoever else floods the port.
+/// established connections pass untouched, whoever else floods the port. A port under the SYN
+/// proxy is left to it: its clients' handshake-completing ACKs are outside any connection until
+/// the proxy checks their cookies (and drops the ACKs that carry none).
 fn outside_connection_rules(config: &Config) -> Vec<Vec<Expr>> {
     let mut head = ct_state(CT_STATE_UNSOLICITED);
     head.extend(Expr::meta_is(MetaKey::L4Proto, PROTO_TCP));
@@ -904,6 +991,17 @@ fn outside_connection_rules(config: &Config) -> Vec<Vec<Expr>> {
             set: "limit_tcp".to_string(),
             invert: false,
         },
+    ]);
+    if config.mitigation.synproxy {
+        head.extend([
+            Expr::Payload(Field::TcpDport),
+            Expr::Lookup {
+                set: Measure::SYNPROXY_SET.to_string(),
+                invert: true,
+            },
+        ]);
+    }
+    head.extend([
         Expr::Payload(Field::TcpFlags),
         Expr::Bitwise(vec![FIN | SYN | RST | ACK]),
         Expr::Cmp(CmpOp::Neq, vec![SYN]),
@@ -1102,13 +1200,17 @@ pub enum Measure {
     /// Hold this transport's (TCP, UDP) traffic to closed ports to
     /// `mitigation.closed_port_limit_pps` (chain `closed`).
     LimitClosedPorts(u8),
+    /// Answer SYNs to this TCP port with the SYN proxy (SYN cookies before the stack).
+    #[serde(rename = "synproxy")]
+    SynProxy(u16),
 }
 
 impl Measure {
     pub const REFLECTOR_SET: &'static str = "amp_block";
     pub const CLOSED_SET: &'static str = "limit_closed";
+    pub const SYNPROXY_SET: &'static str = "syn_proxy";
     /// The measure sets: name, key type, size.
-    pub const SETS: [(&'static str, KeyType, u32); 10] = [
+    pub const SETS: [(&'static str, KeyType, u32); 11] = [
         ("amp_block", KeyType::InetService, 1024),
         ("limit_udp", KeyType::InetService, 1024),
         ("limit_tcp", KeyType::InetService, 1024),
@@ -1119,6 +1221,7 @@ impl Measure {
         ("block_synack", KeyType::NfProto, 16),
         ("block_flags", KeyType::NfProto, 16),
         (Measure::CLOSED_SET, KeyType::InetProto, 16),
+        (Measure::SYNPROXY_SET, KeyType::InetService, 1024),
     ];
 
     pub fn set(self) -> &'static str {
@@ -1133,6 +1236,7 @@ impl Measure {
             Measure::BlockSynAcks(_) => "block_synack",
             Measure::BlockOddFlags(_) => "block_flags",
             Measure::LimitClosedPorts(_) => Measure::CLOSED_SET,
+            Measure::SynProxy(_) => Measure::SYNPROXY_SET,
         }
     }
 
@@ -1142,7 +1246,8 @@ impl Measure {
             | Measure::LimitUdpPort(p)
             | Measure::LimitTcpPort(p)
             | Measure::MeterNewConnections(p)
-            | Measure::LimitConnections(p) => Key::Ports(p, p),
+            | Measure::LimitConnections(p)
+            | Measure::SynProxy(p) => Key::Ports(p, p),
             Measure::LimitProto(b)
             | Measure::LimitFragments(b)
             | Measure::BlockSynAcks(b)

@@ -787,6 +787,17 @@ impl Lab {
         record::share(&served)
     }
 
+    /// The users' results per kind (`http4`, `dns6`…: succeeded, started) during the seconds
+    /// that held flood bins, once the clients have reported them; prints the flood's shape.
+    pub fn users_served_by_kind(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        let shape = self
+            .flood_shape()
+            .unwrap_or_else(|| panic!("lab: {}: no flood reached the victim", self.test));
+        let served = self.served_in(&shape.seconds);
+        eprintln!("{}", record::summary(&self.test, &Some(shape), &served));
+        served
+    }
+
     /// Asserts that at least `min` (e.g. 0.95) of the users' requests were served during
     /// the flood.
     pub fn assert_users_served(&self, min: f64) {
@@ -819,6 +830,17 @@ impl Lab {
         self.assert_share(share, min, "from the attack's start to its check");
     }
 
+    /// The users' results per kind for the requests started from `from` to `to` (whole
+    /// seconds), once the clients have reported them.
+    pub fn users_served_between(
+        &self,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+    ) -> std::collections::BTreeMap<String, (u64, u64)> {
+        let seconds: Vec<u64> = (unix_secs(from)..=unix_secs(to)).collect();
+        self.served_in(&seconds)
+    }
+
     /// Asserts that at least `min` of the users' HTTP requests (both families) started from
     /// `from` to `to` were served: the clients of :80 alone, whom a measure on that port
     /// could hit, apart from the DNS queries that outnumber them.
@@ -828,21 +850,15 @@ impl Lab {
         to: std::time::SystemTime,
         min: f64,
     ) {
-        let secs = |t: std::time::SystemTime| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs()
-        };
-        let seconds: Vec<u64> = (secs(from)..=secs(to)).collect();
-        let mut served = self.served_in(&seconds);
+        let mut served = self.users_served_between(from, to);
         served.retain(|kind, _| kind.starts_with("http"));
         let share = record::share(&served);
         eprintln!(
             "{}: web users served {:.1} % from {} to {} ({served:?})",
             self.test,
             share * 100.0,
-            secs(from),
-            secs(to)
+            unix_secs(from),
+            unix_secs(to)
         );
         self.assert_share(
             share,
@@ -1201,4 +1217,11 @@ impl Lab {
             );
         }
     }
+}
+
+/// Whole seconds since the epoch.
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::pacer::{self, Flood, Pace, Packets, Port, Src, Transport};
 use super::{
-    assert_lab_addr, Lab, Proc, ATTACKER4, ATTACKER_IF, ATTACKER_MAC, VICTIM4, VICTIM_IF,
+    assert_lab_addr, Lab, Proc, ATTACKER4, ATTACKER_IF, ATTACKER_MAC, VICTIM4, VICTIM6, VICTIM_IF,
     VICTIM_MAC,
 };
 
@@ -412,6 +412,12 @@ impl Lab {
         self.paced(packets, count, rate, None)
     }
 
+    /// The same SYN flood in IPv6: `count` SYNs at `rate` pps to `VICTIM6:dport`, each from a
+    /// random source in `pacer::SPOOFED6` (blackholed in the victim, as `tcp_flood_spoofed`).
+    pub fn syn_flood_spoofed6(&self, dport: u16, count: u64, rate: u64) -> Flood {
+        self.tcp_flood_spoofed(VICTIM6, dport, pacer::TCP_SYN, count, rate)
+    }
+
     /// A UDP echo server (python3) in the victim namespace on `VICTIM4:port`, started now;
     /// returns once it is bound. The guard stops it.
     pub fn udp_echo(&self, port: u16) -> Proc {
@@ -502,6 +508,29 @@ impl Lab {
             Some(3) => false,
             _ => panic!(
                 "lab: dns_query {name} did not run ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// One A query from a user's address (`USERS4[0]`) to the users' DNS service on
+    /// `VICTIM4:53`; whether its answer (10.250.0.99) arrived within 1 s.
+    pub fn users_dns_query(&self, name: &str) -> bool {
+        let out = self.people.run(&[
+            "python3",
+            "-c",
+            DNS_QUERY_PY,
+            super::USERS4[0],
+            VICTIM4,
+            name,
+            "10.250.0.99",
+        ]);
+        match out.status.code() {
+            Some(0) => true,
+            Some(3) => false,
+            _ => panic!(
+                "lab: users_dns_query {name} did not run ({}):\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             ),
