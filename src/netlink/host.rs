@@ -218,38 +218,74 @@ pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
 /// deduplicated. Never fails: a part that cannot be read is left out and described in the
 /// returned warnings (for the caller to log), as a partial safelist is better than none.
 pub fn automatic_safelist(ssh_port: u16, resolv_conf: &Path) -> (Vec<Cidr>, Vec<String>) {
-    let mut addrs = Vec::new();
-    let mut warnings = Vec::new();
-    match own_addresses() {
-        Ok(a) => addrs.extend(a),
-        Err(e) => warnings.push(format!("safelist: own addresses left out: {e}")),
+    let mut parts = AutoSafelist::default();
+    let mut warnings = parts.read_sessions(ssh_port);
+    warnings.extend(parts.read_routes_and_resolvers(resolv_conf));
+    (parts.cidrs(), warnings)
+}
+
+/// The automatic safelist by part, so that the cheap parts can be read again often (own
+/// addresses and SSH peers: one getifaddrs, one sock_diag dump filtered by port in the
+/// kernel) and the others seldom (the default gateways: a dump of every route; the name
+/// servers: a file). A part that cannot be read keeps what it held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutoSafelist {
+    pub own: Vec<IpAddr>,
+    pub ssh_peers: Vec<IpAddr>,
+    pub gateways: Vec<IpAddr>,
+    pub resolvers: Vec<IpAddr>,
+}
+
+impl AutoSafelist {
+    /// Reads the host's addresses and the peers of established connections to `ssh_port`;
+    /// returns the warnings of the parts that could not be read.
+    pub fn read_sessions(&mut self, ssh_port: u16) -> Vec<String> {
+        let mut warnings = Vec::new();
+        match own_addresses() {
+            Ok(a) => self.own = a,
+            Err(e) => warnings.push(format!("safelist: own addresses left out: {e}")),
+        }
+        match diag::established_peers(ssh_port) {
+            Ok(a) => self.ssh_peers = a,
+            Err(e) => warnings.push(format!(
+                "safelist: peers of established connections to port {ssh_port} left out: {e}"
+            )),
+        }
+        warnings
     }
-    match default_gateways() {
-        Ok(a) => addrs.extend(a),
-        Err(e) => warnings.push(format!("safelist: default gateways left out: {e}")),
+
+    /// Reads the default gateways and the name servers of `resolv_conf`; returns the
+    /// warnings of the parts that could not be read.
+    pub fn read_routes_and_resolvers(&mut self, resolv_conf: &Path) -> Vec<String> {
+        let mut warnings = Vec::new();
+        match default_gateways() {
+            Ok(a) => self.gateways = a,
+            Err(e) => warnings.push(format!("safelist: default gateways left out: {e}")),
+        }
+        match read_resolvers(resolv_conf) {
+            Ok(a) => self.resolvers = a,
+            Err(e) => warnings.push(format!(
+                "safelist: name servers left out: {}: {e}",
+                resolv_conf.display()
+            )),
+        }
+        warnings
     }
-    match read_resolvers(resolv_conf) {
-        Ok(a) => addrs.extend(a),
-        Err(e) => warnings.push(format!(
-            "safelist: name servers left out: {}: {e}",
-            resolv_conf.display()
-        )),
+
+    /// Every part as host CIDRs, sorted and deduplicated; 0.0.0.0 and :: (a resolv.conf may
+    /// say so for "this host") are no one's source address and are left out.
+    pub fn cidrs(&self) -> Vec<Cidr> {
+        let all = [&self.own, &self.ssh_peers, &self.gateways, &self.resolvers];
+        let mut safe: Vec<Cidr> = all
+            .into_iter()
+            .flatten()
+            .filter(|a| !a.is_unspecified())
+            .map(|&a| Cidr::host(a))
+            .collect();
+        safe.sort_unstable();
+        safe.dedup();
+        safe
     }
-    match diag::established_peers(ssh_port) {
-        Ok(a) => addrs.extend(a),
-        Err(e) => warnings.push(format!(
-            "safelist: peers of established connections to port {ssh_port} left out: {e}"
-        )),
-    }
-    // 0.0.0.0 or :: (a resolv.conf may say so for "this host") is no one's source address.
-    let mut safe: Vec<Cidr> = addrs
-        .into_iter()
-        .filter(|a| !a.is_unspecified())
-        .map(Cidr::host)
-        .collect();
-    safe.sort_unstable();
-    safe.dedup();
-    (safe, warnings)
 }
 
 /// The speed of the fastest interface that is up and reports one, Mbit/s, from
