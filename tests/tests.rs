@@ -16,6 +16,7 @@
 //! - `report`: issue 9 — webhooks (HTTP, HTTPS, failing, hanging receivers) and incident pcaps;
 //! - `sense`: issue 3 — what the agent measures of real floods;
 //! - `setup`: issue 7 — `--setup` with real listeners, the systemd unit, sd_notify of the daemon;
+//! - `spoof`: issue 15 — spoofed sources ban no bystander, no /24 for one tick; SSH safelisted;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
 
 mod agent;
@@ -34,4 +35,5 @@ mod ops;
 mod report;
 mod sense;
 mod setup;
+mod spoof;
 mod table;

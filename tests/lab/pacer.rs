@@ -51,6 +51,9 @@ pub enum Src {
     /// sources; never the attacker's 10.250.0.0/24, FAR4's 10.250.1.0/24 or the users'
     /// 10.250.255.0/24).
     Spoofed4,
+    /// A random one of the `hosts` addresses 10.250.`net`.1, .2, … for every packet: a few
+    /// spoofed hosts of one /24 (`net` in 2..=254, as `Spoofed4`: no route back to them).
+    Hosts4 { net: u8, hosts: u8 },
 }
 
 /// A port: fixed, or random in a range for every packet.
@@ -189,6 +192,12 @@ pub fn start(link: &Link, packets: Packets, count: u64, pace: Pace) -> Flood {
         );
     } else {
         assert!(packets.dst.is_ipv4(), "lab: spoofed sources are IPv4");
+    }
+    if let Src::Hosts4 { net, hosts } = packets.src {
+        assert!(
+            (2..=254).contains(&net) && (1..=254).contains(&hosts),
+            "lab: spoofed hosts 10.250.{net}.1-{hosts} outside the spoofed range"
+        );
     }
     assert_lab_addr(&packets.dst.to_string());
     assert!(pace.rate > 0, "lab: flood at 0 pps");
@@ -461,6 +470,7 @@ impl Frames {
             Src::Addr(IpAddr::V4(s)) => h[12..16].copy_from_slice(&s.octets()),
             Src::Addr(IpAddr::V6(s)) => h[8..24].copy_from_slice(&s.octets()),
             Src::Spoofed4 => h[12..14].copy_from_slice(&[10, 250]),
+            Src::Hosts4 { net, .. } => h[12..15].copy_from_slice(&[10, 250, net]),
         }
         let t = &mut h[ip..];
         match packets.transport {
@@ -521,9 +531,13 @@ impl Frames {
             let h = &mut buf[ETH..];
             if v4 {
                 h[4..6].copy_from_slice(&(r as u16).to_be_bytes()); // id
-                if let Src::Spoofed4 = p.src {
-                    h[14] = 2 + ((r >> 16) % 253) as u8; // 2..=254
-                    h[15] = (r >> 24) as u8;
+                match p.src {
+                    Src::Spoofed4 => {
+                        h[14] = 2 + ((r >> 16) % 253) as u8; // 2..=254
+                        h[15] = (r >> 24) as u8;
+                    }
+                    Src::Hosts4 { hosts, .. } => h[15] = 1 + ((r >> 24) % u64::from(hosts)) as u8,
+                    Src::Addr(_) => {}
                 }
                 h[10..12].fill(0);
                 let c = fold(sum(&h[..20], 0));
