@@ -73,7 +73,10 @@ fn allowed(lab: &Lab, addr: &str) -> bool {
                     let a: Ipv4Addr = a.parse().unwrap();
                     let len: u32 = len.parse().unwrap();
                     let size = 1u64 << (32 - len);
-                    (a, Ipv4Addr::from((u64::from(u32::from(a)) + size - 1) as u32))
+                    (
+                        a,
+                        Ipv4Addr::from((u64::from(u32::from(a)) + size - 1) as u32),
+                    )
                 }
                 (None, None) => (e.parse().unwrap(), e.parse().unwrap()),
             };
@@ -100,7 +103,10 @@ fn issue15_101_spoofed_syns_from_one_address_ban_nothing() {
         .finish(Duration::from_secs(10));
     // hping3 fails when nothing answers, as nothing does here: what it sent is what counts.
     let report = String::from_utf8_lossy(&out.stderr);
-    assert!(report.contains("101 packets transmitted"), "hping3: {out:?}");
+    assert!(
+        report.contains("101 packets transmitted"),
+        "hping3: {out:?}"
+    );
     let listed = lab
         .victim
         .run_ok(&["conntrack", "-L", "-p", "tcp", "-s", spoofed]);
@@ -150,9 +156,12 @@ fn issue15_four_spoofed_addresses_of_a_24_for_one_tick_do_not_ban_it() {
     let flood = UdpFlood::to_port(ATTACKER4, VICTIM4, 27015);
     // ATTACKER4 at 3,000 pps for up to 20 s: the incident stays open throughout.
     let background = lab.udp_flood(&flood, 60_000, 3_000);
-    wait_for(&agent, "the ban of ATTACKER4", Duration::from_secs(10), |e| {
-        e["event"] == "mitigation_applied" && e["addresses"][0] == ATTACKER4
-    });
+    wait_for(
+        &agent,
+        "the ban of ATTACKER4",
+        Duration::from_secs(10),
+        |e| e["event"] == "mitigation_applied" && e["addresses"][0] == ATTACKER4,
+    );
     std::thread::sleep(Duration::from_millis(1500));
 
     // One tick: 1,600 packets in 100 ms, 400 a host, against ~3,000 a second of ATTACKER4.
@@ -163,10 +172,15 @@ fn issue15_four_spoofed_addresses_of_a_24_for_one_tick_do_not_ban_it() {
         sent.packets,
         sent.elapsed.as_millis()
     );
-    wait_for(&agent, "the bans of 10.250.7.1-4", Duration::from_secs(5), |_| {
-        let bans = banned(&agent);
-        (1..=4).all(|h| bans.contains(&format!("10.250.7.{h}")))
-    });
+    wait_for(
+        &agent,
+        "the bans of 10.250.7.1-4",
+        Duration::from_secs(5),
+        |_| {
+            let bans = banned(&agent);
+            (1..=4).all(|h| bans.contains(&format!("10.250.7.{h}")))
+        },
+    );
     let named = burst.elapsed();
     std::thread::sleep(Duration::from_secs(4));
     let bans = banned(&agent);
@@ -183,12 +197,17 @@ fn issue15_four_spoofed_addresses_of_a_24_for_one_tick_do_not_ban_it() {
     // Four hosts of 10.250.8.0/24 that keep sending: their /24 goes, after more than a tick.
     let started = Instant::now();
     let hosts = four_hosts_of(&lab, 8, 12_000, 3_000);
-    wait_for(&agent, "the ban of 10.250.8.0/24", Duration::from_secs(8), |e| {
-        e["event"] == "mitigation_applied"
-            && e["addresses"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|a| a == "10.250.8.0/24"))
-    });
+    wait_for(
+        &agent,
+        "the ban of 10.250.8.0/24",
+        Duration::from_secs(8),
+        |e| {
+            e["event"] == "mitigation_applied"
+                && e["addresses"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a == "10.250.8.0/24"))
+        },
+    );
     let after = started.elapsed();
     eprintln!(
         "issue15: 10.250.8.0/24 banned {} ms after its hosts began",
@@ -234,8 +253,14 @@ fn issue15_an_ssh_session_opened_during_an_incident_is_safelisted() {
     );
     assert!(allowed(&lab, "10.250.9.1"), "the configured safelist stays");
     assert!(
-        agent.all_events().iter().any(|e| e["event"] == "attack_start")
-            && !agent.all_events().iter().any(|e| e["event"] == "attack_end"),
+        agent
+            .all_events()
+            .iter()
+            .any(|e| e["event"] == "attack_start")
+            && !agent
+                .all_events()
+                .iter()
+                .any(|e| e["event"] == "attack_end"),
         "the incident was open meanwhile"
     );
 

@@ -230,7 +230,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
             "by delete+add"
         }
     );
-    let (safelist_refresh, safelist) = safelist::SafelistRefresh::start(&config, Instant::now());
+    let (safelist_refresh, safelist) = safelist::SafelistRefresh::start(&config);
     let now = Instant::now();
     let started_wall = SystemTime::now();
     let mut sensor = Sensor::new(&config);

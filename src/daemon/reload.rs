@@ -56,7 +56,7 @@ impl Daemon {
                 restart_only.join(", ")
             );
         }
-        let safelist = self.safelist_refresh.read_all(&fresh, Instant::now());
+        let safelist = self.safelist_refresh.read_all(&fresh);
         let applied = match self.apply_table(&fresh, &safelist) {
             Ok(how) => how,
             Err(e) => {
