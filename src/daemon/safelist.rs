@@ -115,17 +115,16 @@ impl SafelistRefresh {
         all
     }
 
-    /// Takes the newest parts the worker sent since the last call; false if none.
-    fn news(&mut self) -> bool {
-        let Some(found) = &self.found else {
-            return false;
-        };
-        let mut any = false;
+    /// Takes the newest parts the worker sent since the last call, and returns the host's
+    /// addresses before them; None if it sent none (nothing allocated then).
+    fn news(&mut self) -> Option<Vec<IpAddr>> {
+        let found = self.found.as_ref()?;
+        let mut newest = None;
         while let Ok(parts) = found.try_recv() {
-            self.parts = parts;
-            any = true;
+            newest = Some(parts);
         }
-        any
+        let before = std::mem::replace(&mut self.parts, newest?);
+        Some(before.own)
     }
 
     /// The whole safelist of `config` with the parts as last read.
@@ -215,9 +214,9 @@ impl Daemon {
     /// mitigator and the BGP planner. A batch the kernel refuses is tried again `REFRESH`
     /// later.
     pub(super) fn refresh_safelist(&mut self, now: Instant) {
-        let own_before = self.safelist_refresh.own().to_vec();
         let retry = self.safelist_refresh.retry_at.is_some_and(|at| now >= at);
-        if !self.safelist_refresh.news() && !retry {
+        let own_before = self.safelist_refresh.news();
+        if own_before.is_none() && !retry {
             return;
         }
         self.safelist_refresh.retry_at = None;
@@ -260,7 +259,10 @@ impl Daemon {
                 )
             );
             self.safelist = fresh;
-        } else if own_before == self.safelist_refresh.own() {
+        } else if own_before
+            .as_deref()
+            .is_none_or(|own| own == self.safelist_refresh.own())
+        {
             return;
         }
         let never = self.safelist_refresh.never_banned(&self.safelist);
