@@ -237,6 +237,12 @@ pub fn never_banned(cidr: &Cidr) -> Option<(Cidr, &'static str)> {
         })
 }
 
+/// Whether a ban of `cidr` would touch `safelist` (the daemon adds the host's own addresses
+/// to it) or a range that is never banned.
+pub fn protected(safelist: &[Cidr], cidr: &Cidr) -> bool {
+    never_banned(cidr).is_some() || safelist.iter().any(|s| s.overlaps(cidr))
+}
+
 /// Sorts and merges overlapping or adjacent intervals; `None` as an end means
 /// "to the top of the family" and is larger than any address.
 fn merge<T: Ord + Copy>(mut ranges: Vec<(T, Option<T>)>) -> Vec<(T, Option<T>)> {

@@ -357,8 +357,7 @@ impl Escalator {
     /// Whether `source` must never be dropped by a source rule: safelisted, this host's, or
     /// in a range no ban touches.
     fn never_named(&self, source: IpAddr) -> bool {
-        self.own.contains(&source)
-            || crate::mitigate::never_banned(&self.safelist, &Cidr::host(source))
+        self.own.contains(&source) || crate::addr::protected(&self.safelist, &Cidr::host(source))
     }
 
     /// Claims `route` for the event's incident, announcing it if it is new and the limit

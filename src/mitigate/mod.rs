@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use crate::addr::Cidr;
+use crate::addr::{protected, Cidr};
 use crate::config::{Config, Mode};
 use crate::detect::{Event, EventKind, Vector};
 use crate::ruleset::expr::{ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6};
@@ -381,9 +381,10 @@ impl Mitigator {
             .is_some_and(|m| m.escalated);
         // Heavy sources that are safelisted (spoofed, say) cannot be banned: then the
         // aggregate measure applies, as for a distributed flood.
-        let bannable = event.sources.iter().any(|s| {
-            s.share >= self.min_share && !never_banned(&self.safelist, &Cidr::host(s.addr))
-        });
+        let bannable = event
+            .sources
+            .iter()
+            .any(|s| s.share >= self.min_share && !protected(&self.safelist, &Cidr::host(s.addr)));
         let concentrated = event.concentrated && !escalated && bannable;
         let reflector = event
             .counter
@@ -525,7 +526,7 @@ impl Mitigator {
         let timeout = self.ban_duration;
         let now = self.last.unwrap_or_default();
         let heavy = event.sources.iter().filter(|s| {
-            s.share >= self.min_share && !never_banned(&self.safelist, &Cidr::host(s.addr))
+            s.share >= self.min_share && !protected(&self.safelist, &Cidr::host(s.addr))
         });
         let heavy: Vec<IpAddr> = heavy.map(|s| s.addr).collect();
         let measures = self.active.entry(event.incident.clone()).or_default();
@@ -570,7 +571,7 @@ impl Mitigator {
             .crowded
             .retain(|p, _| sending.contains(p) && per_prefix.get(p).is_some_and(|&n| n >= after));
         for prefix in sending {
-            if !crowded(measures, &prefix) || never_banned(&self.safelist, &prefix) {
+            if !crowded(measures, &prefix) || protected(&self.safelist, &prefix) {
                 continue;
             }
             let since = *measures.crowded.entry(prefix).or_insert(now);
@@ -759,12 +760,6 @@ fn prefix_of(addr: IpAddr) -> Cidr {
         ),
     };
     Cidr::new(net, len).unwrap_or(Cidr::host(addr))
-}
-
-/// Whether a ban of `cidr` would touch the safelist (or the host's own addresses, which the
-/// daemon puts in it) or a range no ban may touch.
-pub fn never_banned(safelist: &[Cidr], cidr: &Cidr) -> bool {
-    crate::addr::never_banned(cidr).is_some() || safelist.iter().any(|s| s.overlaps(cidr))
 }
 
 #[cfg(test)]
