@@ -748,7 +748,10 @@ pub(crate) mod tests {
             // The whole safelist, with a resolv.conf of our own.
             let conf = std::env::temp_dir().join(format!("fta-diag-{}.conf", std::process::id()));
             std::fs::write(&conf, "nameserver 192.0.2.53\nnameserver fe80::53%d0\n").unwrap();
-            let (safe, warnings) = host::automatic_safelist(2222, &conf);
+            let mut parts = host::AutoSafelist::default();
+            let mut warnings = parts.read_sessions(2222);
+            warnings.extend(parts.read_routes_and_resolvers(&conf));
+            let safe = parts.cidrs();
             let _ = std::fs::remove_file(&conf);
             assert!(warnings.is_empty(), "{warnings:?}");
             let hosts: Vec<IpAddr> = safe.iter().map(|c| c.addr()).collect();

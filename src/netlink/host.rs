@@ -212,22 +212,13 @@ pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
     out
 }
 
-/// The addresses never to drop, found on this host: its own addresses, the default
-/// gateways, the name servers of `resolv_conf`, and the peers of the established TCP
-/// connections to `ssh_port` (the operator's sessions), each as a host CIDR, sorted and
-/// deduplicated. Never fails: a part that cannot be read is left out and described in the
-/// returned warnings (for the caller to log), as a partial safelist is better than none.
-pub fn automatic_safelist(ssh_port: u16, resolv_conf: &Path) -> (Vec<Cidr>, Vec<String>) {
-    let mut parts = AutoSafelist::default();
-    let mut warnings = parts.read_sessions(ssh_port);
-    warnings.extend(parts.read_routes_and_resolvers(resolv_conf));
-    (parts.cidrs(), warnings)
-}
-
-/// The automatic safelist by part, so that the cheap parts can be read again often (own
-/// addresses and SSH peers: one getifaddrs, one sock_diag dump filtered by port in the
-/// kernel) and the others seldom (the default gateways: a dump of every route; the name
-/// servers: a file). A part that cannot be read keeps what it held.
+/// The addresses never to drop, found on this host, by part: its own addresses, the peers of
+/// the established TCP connections to the SSH port (the operator's sessions), the default
+/// gateways and the name servers of a resolv.conf. Read in parts so that the cheap ones can
+/// be read again often (one getifaddrs, one sock_diag dump filtered by port in the kernel) and
+/// the others seldom (a dump of every route; a file). Never fails: a part that cannot be read
+/// keeps what it held and is described in the returned warnings (for the caller to log), as a
+/// partial safelist is better than none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AutoSafelist {
     pub own: Vec<IpAddr>,
@@ -535,7 +526,10 @@ domain 192.0.2.94
     #[test]
     fn automatic_safelist_never_fails() {
         let missing = std::env::temp_dir().join("fta-no-such-dir/resolv.conf");
-        let (safe, warnings) = automatic_safelist(22, &missing);
+        let mut parts = AutoSafelist::default();
+        let mut warnings = parts.read_sessions(22);
+        warnings.extend(parts.read_routes_and_resolvers(&missing));
+        let safe = parts.cidrs();
         // Whatever this host lets us read, loopback is ours.
         assert!(
             safe.contains(&Cidr::host(IpAddr::V4(Ipv4Addr::LOCALHOST))),
