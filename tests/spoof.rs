@@ -252,6 +252,12 @@ fn issue15_an_ssh_session_opened_during_an_incident_is_safelisted() {
         took.as_millis()
     );
     assert!(allowed(&lab, "10.250.9.1"), "the configured safelist stays");
+    // The iptables compatibility chain's safelist follows, when the lab has one.
+    let ipset = lab.victim.run(&["ipset", "list", "ftagent-safe4"]);
+    if ipset.status.success() {
+        let members = String::from_utf8_lossy(&ipset.stdout).into_owned();
+        assert!(members.contains(OTHER4), "{members}");
+    }
     assert!(
         agent
             .all_events()
@@ -268,6 +274,9 @@ fn issue15_an_ssh_session_opened_during_an_incident_is_safelisted() {
     lab::wait_until(Duration::from_secs(10), "OTHER4 out of allow4", || {
         !allowed(&lab, OTHER4)
     });
+    let ipset = lab.victim.run(&["ipset", "list", "ftagent-safe4"]);
+    let members = String::from_utf8_lossy(&ipset.stdout).into_owned();
+    assert!(!members.contains(OTHER4), "{members}");
     generator.terminate();
     let (_, log) = agent.stop();
     assert!(
