@@ -1,6 +1,7 @@
 //! CIDR blocks and address intervals: the vocabulary of safelists and bans.
 //! Parsing with helpful errors, containment, and merging into the disjoint
-//! [start, end) intervals that an nft interval set wants.
+//! [start, end) intervals that an nft interval set wants. And the ranges that are never
+//! banned, whatever the traffic says.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -127,6 +128,12 @@ impl Cidr {
         }
     }
 
+    /// True when the two blocks share an address (one holds the other); false across
+    /// families.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+
     /// First address and the address one past the last, None when the range
     /// runs to the top of the family (e.g. 0.0.0.0/0, 255.255.255.255/32).
     pub fn interval(&self) -> (IpAddr, Option<IpAddr>) {
@@ -197,6 +204,43 @@ impl fmt::Display for Cidr {
             write!(f, "{}/{}", self.addr, self.prefix_len)
         }
     }
+}
+
+/// Ranges never banned, by us or by an operator: no remote attacker's packets come from
+/// them, and the host's own traffic (loopback, link-local neighbours, multicast groups) does.
+/// Private ranges (10/8, 192.168/16, fd00::/8…) are not among them: they can be attackers.
+const NEVER_BANNED: [(u128, u8, bool, &str); 9] = [
+    (0x0000_0000, 8, true, "\"this network\""),
+    (0x7f00_0000, 8, true, "loopback"),
+    (0xa9fe_0000, 16, true, "link-local"),
+    (0xe000_0000, 4, true, "multicast"),
+    (0xf000_0000, 4, true, "reserved and broadcast"),
+    (0, 128, false, "the unspecified address"),
+    (1, 128, false, "loopback"),
+    (0xfe80 << 112, 10, false, "link-local"),
+    (0xff00 << 112, 8, false, "multicast"),
+];
+
+/// The never-banned range `cidr` overlaps, with its name (`127.0.0.0/8`, "loopback"), if
+/// any. A ban holding such a range (`0.0.0.0/0`) is refused as well as one inside it.
+pub fn never_banned(cidr: &Cidr) -> Option<(Cidr, &'static str)> {
+    NEVER_BANNED
+        .iter()
+        .find_map(|&(bits, prefix_len, v4, name)| {
+            let addr = if v4 {
+                IpAddr::V4(Ipv4Addr::from(bits as u32))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(bits))
+            };
+            let range = Cidr { addr, prefix_len };
+            cidr.overlaps(&range).then_some((range, name))
+        })
+}
+
+/// Whether a ban of `cidr` would touch `safelist` (the daemon adds the host's own addresses
+/// to it) or a range that is never banned.
+pub fn protected(safelist: &[Cidr], cidr: &Cidr) -> bool {
+    never_banned(cidr).is_some() || safelist.iter().any(|s| s.overlaps(cidr))
 }
 
 /// Sorts and merges overlapping or adjacent intervals; `None` as an end means
@@ -274,6 +318,53 @@ mod tests {
 
     fn v6(text: &str) -> Ipv6Addr {
         text.parse().expect(text)
+    }
+
+    /// Issue 15: the ranges no ban may touch, and private ranges that stay bannable.
+    #[test]
+    fn issue15_never_banned_ranges() {
+        let never = |text: &str| never_banned(&cidr(text)).map(|(c, name)| (c.to_string(), name));
+        for (ban, range) in [
+            ("0.1.2.3", "0.0.0.0/8"),
+            ("127.0.0.1", "127.0.0.0/8"),
+            ("169.254.169.254", "169.254.0.0/16"),
+            ("224.0.0.1", "224.0.0.0/4"),
+            ("239.255.255.250", "224.0.0.0/4"),
+            ("240.0.0.1", "240.0.0.0/4"),
+            ("255.255.255.255", "240.0.0.0/4"),
+            ("0.0.0.0/0", "0.0.0.0/8"),
+            ("96.0.0.0/3", "127.0.0.0/8"),
+            ("::", "::"),
+            ("::1", "::1"),
+            ("fe80::1", "fe80::/10"),
+            ("febf::1", "fe80::/10"),
+            ("ff02::1", "ff00::/8"),
+            ("::/0", "::"),
+        ] {
+            assert_eq!(never(ban).map(|n| n.0), Some(range.to_string()), "{ban}");
+        }
+        assert_eq!(never("127.0.0.1").unwrap().1, "loopback");
+        for ok in [
+            "10.250.0.1",
+            "10.0.0.0/8",
+            "192.168.1.1",
+            "172.16.0.0/12",
+            "100.64.0.1",
+            "1.0.0.0/8",
+            "126.255.255.255",
+            "128.0.0.0/3",
+            "223.255.255.255",
+            "169.253.0.1",
+            "fd00:250::1",
+            "fd00::/8",
+            "2001:db8::/32",
+            "::2",
+            "fec0::1",
+            "fe7f::1",
+            "feff::/16",
+        ] {
+            assert_eq!(never(ok), None, "{ok}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ftagent::config::{Config, ConfigError, ConfigSource};
 use ftagent::control::{self, Request, Response};
 use ftagent::daemon::{self, DaemonError};
 use ftagent::mitigate::Change;
-use ftagent::netlink::{shim, Nft, NlError};
+use ftagent::netlink::{host, shim, Nft, NlError};
 use ftagent::ruleset::{SetRole, TABLE};
 use ftagent::setup::{self, SetupError};
 use ftagent::status::Status;
@@ -197,11 +197,13 @@ fn execute(cli: Cli) -> Result<(), Failure> {
         } => {
             let timeout = duration.unwrap_or(config.mitigation.ban_duration);
             let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            // The daemon checks again with the addresses it knows.
+            let own = host::own_addresses().unwrap_or_default();
             let (cidrs, timeout) = match (address, file) {
-                (Some(address), _) => daemon::parse_ban(&address, timeout_ms, &config)
+                (Some(address), _) => daemon::parse_ban(&address, timeout_ms, &config, &own)
                     .map(|(cidr, timeout)| (vec![cidr], timeout)),
                 (None, Some(path)) => read_ban_list(&path).and_then(|(text, name)| {
-                    daemon::parse_ban_list(&text, &name, timeout_ms, &config)
+                    daemon::parse_ban_list(&text, &name, timeout_ms, &config, &own)
                 }),
                 (None, None) => Err("an address or --file is needed".to_string()),
             }

@@ -21,6 +21,7 @@
 //! - `sense`: issue 3 — what the agent measures of real floods;
 //! - `synproxy`: issue 15 — a spoofed SYN flood (IPv4, IPv6) held by the SYN proxy while clients connect;
 //! - `setup`: issue 7 — `--setup` with real listeners, the systemd unit, sd_notify of the daemon;
+//! - `spoof`: issue 15 — spoofed sources ban no bystander, no /24 for one tick; SSH safelisted;
 //! - `table`: issue 2 — our table in the kernel of a lab namespace, real packets dropped.
 
 mod agent;
@@ -44,4 +45,5 @@ mod report;
 mod sense;
 mod setup;
 mod synproxy;
+mod spoof;
 mod table;

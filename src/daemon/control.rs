@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -211,14 +212,16 @@ impl Daemon {
         };
         match request {
             Request::Ban { cidr, timeout_ms } => {
-                let response = match parse_ban(&cidr, timeout_ms, &self.config) {
+                let own = self.safelist_refresh.own();
+                let response = match parse_ban(&cidr, timeout_ms, &self.config, own) {
                     Err(e) => Response::error(e),
                     Ok((cidr, timeout)) => self.ban_for_operator(&[cidr], timeout),
                 };
                 (response, false)
             }
             Request::BanMany { cidrs, timeout_ms } => {
-                let response = match parse_bans(&cidrs, timeout_ms, &self.config) {
+                let own = self.safelist_refresh.own();
+                let response = match parse_bans(&cidrs, timeout_ms, &self.config, own) {
                     Err(e) => Response::error(e),
                     Ok((cidrs, timeout)) => self.ban_for_operator(&cidrs, timeout),
                 };
@@ -381,12 +384,34 @@ impl OperatorBans {
     }
 }
 
-/// Checks a ban request: a valid address or prefix, not in the safelist, a sane duration.
-pub fn parse_ban(cidr: &str, timeout_ms: u64, config: &Config) -> Result<(Cidr, Duration), String> {
+/// Checks a ban request: a valid address or prefix, not in the safelist, touching none of
+/// the host's addresses (`own`) nor a range that is never banned (loopback, multicast…), a
+/// sane duration.
+pub fn parse_ban(
+    cidr: &str,
+    timeout_ms: u64,
+    config: &Config,
+    own: &[IpAddr],
+) -> Result<(Cidr, Duration), String> {
     let parsed: Cidr = cidr.parse().map_err(|e| format!("{cidr}: {e}"))?;
     if let Some(safe) = config.safelist.iter().find(|s| s.contains(parsed.addr())) {
         return Err(format!(
             "{parsed} is in the safelist ({safe}): it is never dropped"
+        ));
+    }
+    if let Some((range, name)) = crate::addr::never_banned(&parsed) {
+        let place = if parsed.prefix_len() < range.prefix_len() {
+            "holds"
+        } else {
+            "is in"
+        };
+        return Err(format!(
+            "{parsed} {place} {range} ({name}), which is never banned"
+        ));
+    }
+    if let Some(addr) = own.iter().find(|&&a| parsed.contains(a)) {
+        return Err(format!(
+            "{parsed} holds {addr}, an address of this host, which is never banned"
         ));
     }
     if timeout_ms < 1000 {
@@ -401,6 +426,7 @@ pub fn parse_bans(
     cidrs: &[String],
     timeout_ms: u64,
     config: &Config,
+    own: &[IpAddr],
 ) -> Result<(Vec<Cidr>, Duration), String> {
     if cidrs.is_empty() {
         return Err("no address or prefix to ban".to_string());
@@ -408,8 +434,8 @@ pub fn parse_bans(
     let mut parsed = Distinct::default();
     let mut timeout = Duration::ZERO;
     for (i, cidr) in cidrs.iter().enumerate() {
-        let (c, t) =
-            parse_ban(cidr, timeout_ms, config).map_err(|e| format!("entry {}: {e}", i + 1))?;
+        let (c, t) = parse_ban(cidr, timeout_ms, config, own)
+            .map_err(|e| format!("entry {}: {e}", i + 1))?;
         parsed.push(c);
         timeout = t;
     }
@@ -425,6 +451,7 @@ pub fn parse_ban_list(
     name: &str,
     timeout_ms: u64,
     config: &Config,
+    own: &[IpAddr],
 ) -> Result<(Vec<Cidr>, Duration), String> {
     let mut cidrs = Distinct::default();
     let mut timeout = Duration::ZERO;
@@ -433,8 +460,8 @@ pub fn parse_ban_list(
         if entry.is_empty() {
             continue;
         }
-        let (cidr, t) =
-            parse_ban(entry, timeout_ms, config).map_err(|e| format!("{name}:{}: {e}", i + 1))?;
+        let (cidr, t) = parse_ban(entry, timeout_ms, config, own)
+            .map_err(|e| format!("{name}:{}: {e}", i + 1))?;
         cidrs.push(cidr);
         timeout = t;
     }
@@ -540,7 +567,7 @@ mod tests {
     fn a_ban_list_takes_comments_blank_lines_and_both_families() {
         let text =
             "# botnet of the day\n198.18.0.1\n\n  2001:db8::1  # a v6 one\n198.18.1.0/24\n\t\n";
-        let (cidrs, timeout) = parse_ban_list(text, "bans.txt", 60_000, &config()).unwrap();
+        let (cidrs, timeout) = parse_ban_list(text, "bans.txt", 60_000, &config(), &[]).unwrap();
         let want: Vec<Cidr> = ["198.18.0.1", "2001:db8::1", "198.18.1.0/24"]
             .iter()
             .map(|c| c.parse().unwrap())
@@ -551,7 +578,8 @@ mod tests {
 
     #[test]
     fn a_ban_list_names_the_file_and_line_of_its_first_bad_entry() {
-        let err = |text: &str| parse_ban_list(text, "bans.txt", 60_000, &config()).unwrap_err();
+        let err =
+            |text: &str| parse_ban_list(text, "bans.txt", 60_000, &config(), &[]).unwrap_err();
         let bad = err("198.18.0.1\n# fine\n198.18.0.300\n2001:db8::zz\n");
         assert!(bad.starts_with("bans.txt:3: 198.18.0.300"), "{bad}");
         let safe = err("198.18.0.1\n192.0.2.7\n");
@@ -566,7 +594,7 @@ mod tests {
             "bans.txt: no address or prefix to ban"
         );
         assert_eq!(err(""), "bans.txt: no address or prefix to ban");
-        let short = parse_ban_list("198.18.0.1\n", "-", 10, &config()).unwrap_err();
+        let short = parse_ban_list("198.18.0.1\n", "-", 10, &config(), &[]).unwrap_err();
         assert!(
             short.starts_with("-:1: ") && short.contains("at least 1s"),
             "{short}"
@@ -576,11 +604,88 @@ mod tests {
     #[test]
     fn a_request_of_many_bans_names_its_first_bad_entry() {
         let cidrs = |list: &[&str]| -> Vec<String> { list.iter().map(|c| c.to_string()).collect() };
-        let (parsed, _) =
-            parse_bans(&cidrs(&["198.18.0.1", "2001:db8::/64"]), 60_000, &config()).unwrap();
+        let (parsed, _) = parse_bans(
+            &cidrs(&["198.18.0.1", "2001:db8::/64"]),
+            60_000,
+            &config(),
+            &[],
+        )
+        .unwrap();
         assert_eq!(parsed.len(), 2);
-        let err = parse_bans(&cidrs(&["198.18.0.1", "nonsense"]), 60_000, &config()).unwrap_err();
+        let err =
+            parse_bans(&cidrs(&["198.18.0.1", "nonsense"]), 60_000, &config(), &[]).unwrap_err();
         assert!(err.starts_with("entry 2: nonsense"), "{err}");
-        assert!(parse_bans(&[], 60_000, &config()).is_err());
+        assert!(parse_bans(&[], 60_000, &config(), &[]).is_err());
+    }
+
+    /// Issue 15: an operator's ban of a never-banned range (or one holding it) or of the
+    /// host's own address is refused with the reason; private ranges are bannable.
+    #[test]
+    fn issue15_bans_of_reserved_ranges_and_own_addresses_are_refused() {
+        let own: Vec<IpAddr> = vec!["198.18.5.5".parse().unwrap(), "::1".parse().unwrap()];
+        let ban = |text: &str| parse_ban(text, 60_000, &config(), &own);
+        for (text, want) in [
+            (
+                "127.0.0.1",
+                "127.0.0.1 is in 127.0.0.0/8 (loopback), which is never banned",
+            ),
+            (
+                "255.255.255.255",
+                "255.255.255.255 is in 240.0.0.0/4 (reserved and broadcast), which is never banned",
+            ),
+            (
+                "224.0.0.0/8",
+                "224.0.0.0/8 is in 224.0.0.0/4 (multicast), which is never banned",
+            ),
+            (
+                "0.0.0.0/0",
+                "0.0.0.0/0 holds 0.0.0.0/8 (\"this network\"), which is never banned",
+            ),
+            (
+                "169.254.0.1",
+                "169.254.0.1 is in 169.254.0.0/16 (link-local), which is never banned",
+            ),
+            (
+                "fe80::1",
+                "fe80::1 is in fe80::/10 (link-local), which is never banned",
+            ),
+            (
+                "ff02::1",
+                "ff02::1 is in ff00::/8 (multicast), which is never banned",
+            ),
+            (
+                "::",
+                ":: is in :: (the unspecified address), which is never banned",
+            ),
+            (
+                "198.18.5.5",
+                "198.18.5.5 holds 198.18.5.5, an address of this host, which is never banned",
+            ),
+            (
+                "198.18.0.0/16",
+                "198.18.0.0/16 holds 198.18.5.5, an address of this host, which is never banned",
+            ),
+        ] {
+            assert_eq!(ban(text).unwrap_err(), want);
+        }
+        for fine in [
+            "10.250.0.1",
+            "192.168.0.0/16",
+            "172.16.0.1",
+            "fd00::/8",
+            "198.18.5.6",
+        ] {
+            assert!(ban(fine).is_ok(), "{fine}");
+        }
+        let list = parse_ban_list(
+            "198.18.0.1\n127.0.0.1\n",
+            "bans.txt",
+            60_000,
+            &config(),
+            &own,
+        );
+        assert!(list
+            .unwrap_err()
+            .starts_with("bans.txt:2: 127.0.0.1 is in 127.0.0.0/8"));
     }
 }

@@ -59,6 +59,12 @@ impl Escalation {
         }))
     }
 
+    /// The safelist (configured and automatic, with the host's own addresses): never the
+    /// source of a FlowSpec rule.
+    pub fn set_safelist(&mut self, safelist: Vec<crate::addr::Cidr>) {
+        self.planner.set_safelist(safelist);
+    }
+
     /// What is announced now (or would be, in monitor mode), for `ftagent status`.
     pub fn announcements(&self) -> &[Announcement] {
         self.planner.announcements()

@@ -18,6 +18,7 @@ mod metrics;
 mod persist;
 mod reload;
 mod shim_keeper;
+mod safelist;
 mod slots;
 mod status;
 
@@ -226,10 +227,13 @@ struct Daemon {
     events: Vec<Event>,
     /// Everything never dropped: configured and automatic.
     safelist: Vec<Cidr>,
+    /// The automatic safelist, read again every few seconds.
+    safelist_refresh: safelist::SafelistRefresh,
     mitigator: Mitigator,
     operator_bans: control::OperatorBans,
-    /// The operators' bans as last saved (their revision).
+    /// The operators' bans and the mitigator as last saved (their revisions).
     saved_operator_bans: u64,
+    saved_mitigator: u64,
     syn_cookies: Switch,
     /// `nf_conntrack_tcp_loose` off while a port is under the SYN proxy.
     strict_tcp: Switch,
@@ -287,7 +291,7 @@ pub fn run(
             "by delete+add"
         }
     );
-    let safelist = safelist(&config);
+    let (safelist_refresh, safelist) = safelist::SafelistRefresh::start(&config);
     let now = Instant::now();
     let started_wall = SystemTime::now();
     let mut sensor = Sensor::new(&config);
@@ -303,7 +307,7 @@ pub fn run(
             humantime::format_duration(config.agent.warmup)
         );
     }
-    let mut mitigator = Mitigator::new(&config, safelist.clone());
+    let mut mitigator = Mitigator::new(&config, safelist_refresh.never_banned(&safelist));
     if mitigator.is_monitor() {
         log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
     }
@@ -432,13 +436,19 @@ pub fn run(
         socket_path.display()
     );
 
-    let escalation = escalation::Escalation::start(&config).map_err(os("start the BGP worker"))?;
+    let mut escalation =
+        escalation::Escalation::start(&config).map_err(os("start the BGP worker"))?;
+    if let Some(escalation) = &mut escalation {
+        escalation.set_safelist(safelist_refresh.never_banned(&safelist));
+    }
     let mut daemon = Daemon {
         escalation,
         report,
         tally: metrics::Tally::default(),
         detector,
         safelist,
+        safelist_refresh,
+        saved_mitigator: mitigator.revision(),
         mitigator,
         saved_operator_bans: operator_bans.revision(),
         operator_bans,
@@ -567,7 +577,7 @@ pub fn run(
                             remove_shim();
                             break 'serve Ok(Stop::Flushed);
                         }
-                        daemon.save_operator_bans(Instant::now());
+                        daemon.save_changes(Instant::now());
                     }
                 }
                 _ => {}
@@ -704,31 +714,6 @@ fn systemd_notifier(tick: Duration) -> Notifier {
     notifier
 }
 
-/// The configured safelist, plus (with `mitigation.auto_safelist`) the host's own addresses,
-/// default gateways, DNS resolvers and the peers of established SSH sessions.
-fn safelist(config: &Config) -> Vec<Cidr> {
-    let mut all = config.safelist.clone();
-    if config.mitigation.auto_safelist {
-        let resolv_conf = std::path::Path::new("/etc/resolv.conf");
-        let (auto, warnings) =
-            crate::netlink::host::automatic_safelist(config.mitigation.ssh_port, resolv_conf);
-        for w in warnings {
-            log::warn!("automatic safelist: {w}");
-        }
-        log::info!(
-            "automatic safelist: {}",
-            auto.iter()
-                .map(Cidr::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        all.extend(auto);
-    }
-    all.sort_unstable();
-    all.dedup();
-    all
-}
-
 /// Draws the detector's ceilings from this host's fastest link (unless configured); logs them.
 fn ceilings_from_link(detector: &mut Detector) {
     use crate::detect::ceiling::LinkSource;
@@ -803,6 +788,7 @@ impl Daemon {
             self.next_shim_check = now + SHIM_CHECK_INTERVAL;
             self.check_shim();
         }
+        self.refresh_safelist(now);
         let opened_or_ended = self
             .events
             .iter()
@@ -812,10 +798,8 @@ impl Daemon {
             self.next_save = now + SAVE_INTERVAL;
             persist::save_detector(&self.detector, &self.config.agent.state_dir);
             self.save_mitigation();
-        } else if !self.changes.is_empty() {
-            self.save_mitigation();
         } else {
-            self.save_operator_bans(now);
+            self.save_changes(now);
         }
         if self.trace && now >= self.next_trace {
             self.next_trace = now + TRACE_WINDOW;
@@ -1194,13 +1178,16 @@ impl Daemon {
         let state = self.mitigation_state();
         persist::save_mitigation(&state, &self.config.agent.state_dir);
         self.saved_operator_bans = self.operator_bans.revision();
+        self.saved_mitigator = self.mitigator.revision();
         self.last_mitigation_save = Instant::now();
     }
 
-    /// Saves the operators' bans if they changed, at most once per `SAVE_DEBOUNCE`: what is
-    /// left waits for a later tick (and a stop always saves).
-    fn save_operator_bans(&mut self, now: Instant) {
-        let changed = self.operator_bans.revision() != self.saved_operator_bans;
+    /// Saves what is in force if it changed — operators' bans, the incidents' bans and
+    /// measures added, lifted or run out; not their refreshes — at most once per
+    /// `SAVE_DEBOUNCE`: what is left waits for a later tick (and a stop always saves).
+    fn save_changes(&mut self, now: Instant) {
+        let changed = self.operator_bans.revision() != self.saved_operator_bans
+            || self.mitigator.revision() != self.saved_mitigator;
         if changed && now >= self.last_mitigation_save + SAVE_DEBOUNCE {
             self.save_mitigation();
         }

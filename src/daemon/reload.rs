@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use super::{
-    held_in_force, install_shim, install_with, own_addresses_into, quietly, remove_shim, safelist,
-    Daemon, DaemonError,
+    held_in_force, install_shim, install_with, own_addresses_into, quietly, remove_shim, Daemon,
+    DaemonError,
 };
 use crate::addr::Cidr;
 use crate::config::{Config, ConfigSource, DEFAULT_PATH};
@@ -57,7 +57,7 @@ impl Daemon {
                 restart_only.join(", ")
             );
         }
-        let safelist = safelist(&fresh);
+        let safelist = self.safelist_refresh.read_all(&fresh);
         let applied = match self.apply_table(&fresh, &safelist) {
             Ok(how) => how,
             Err(e) => {
@@ -86,7 +86,11 @@ impl Daemon {
         if let Err(e) = self.report.reconfigure(&fresh, &self.config) {
             log::error!("reload: {e}; the previous webhooks stay");
         }
-        self.mitigator.reconfigure(&fresh, safelist.clone());
+        let never = self.safelist_refresh.never_banned(&safelist);
+        if let Some(escalation) = &mut self.escalation {
+            escalation.set_safelist(never.clone());
+        }
+        self.mitigator.reconfigure(&fresh, never);
         self.safelist = safelist;
         if fresh.services != self.config.services
             || fresh.sense.amplification_ports != self.config.sense.amplification_ports

@@ -8,7 +8,8 @@
 //! began (local mitigation has not brought the received rate down). It then gets a blackhole
 //! route for the attacked address (RTBH) and FlowSpec rules matching it (destination,
 //! protocol, destination port — source port for amplification —, fragments, and for a
-//! concentrated attack its sources), never more than `bgp.max_announcements` in all. The
+//! concentrated attack its sources, never a safelisted one, one of the host's own or one
+//! `addr::never_banned` names), never more than `bgp.max_announcements` in all. The
 //! attacked address is the sampled destination carrying at least half of a tick's samples,
 //! and must be one of this host's (or in `bgp.destinations`). An announcement is withdrawn
 //! when no open incident needs it any more, but not before `bgp.min_duration`. Routes found
@@ -125,6 +126,8 @@ pub struct Escalator {
     min_source_share: f64,
     /// This host's addresses (when `bgp.destinations` is empty, only these are announced).
     own: Vec<IpAddr>,
+    /// Sources never named in a FlowSpec rule (the safelist, configured and automatic).
+    safelist: Vec<Cidr>,
     watched: HashMap<String, Watch>,
     wanted: Vec<Announcement>,
     /// When routes found at start stop waiting for an incident to claim them.
@@ -143,6 +146,7 @@ impl Escalator {
             monitor: config.mitigation.mode == Mode::Monitor,
             min_source_share: config.mitigation.min_source_share,
             own,
+            safelist: Vec::new(),
             watched: HashMap::new(),
             wanted: Vec::new(),
             grace: config.agent.warmup + config.detection.hold + GRACE_MARGIN,
@@ -154,6 +158,11 @@ impl Escalator {
 
     pub fn is_monitor(&self) -> bool {
         self.monitor
+    }
+
+    /// The safelist (configured and automatic): its sources never get a FlowSpec rule.
+    pub fn set_safelist(&mut self, safelist: Vec<Cidr>) {
+        self.safelist = safelist;
     }
 
     /// The announcements wanted now (for `ftagent status`, and for the BGP daemon).
@@ -326,6 +335,7 @@ impl Escalator {
                 .sources
                 .iter()
                 .filter(|s| s.share >= self.min_source_share && s.addr.is_ipv4() == v4)
+                .filter(|s| !self.never_named(s.addr))
                 .take(p.flowspec_sources as usize)
                 .map(|s| Cidr::host(s.addr))
                 .collect()
@@ -342,6 +352,12 @@ impl Escalator {
             }));
         }
         routes
+    }
+
+    /// Whether `source` must never be dropped by a source rule: safelisted, this host's, or
+    /// in a range no ban touches.
+    fn never_named(&self, source: IpAddr) -> bool {
+        self.own.contains(&source) || crate::addr::protected(&self.safelist, &Cidr::host(source))
     }
 
     /// Claims `route` for the event's incident, announcing it if it is new and the limit

@@ -486,3 +486,45 @@ fn monitor_mode_reports_and_needs_no_daemon() {
         serde_json::from_str(&out[0].to_json(std::time::UNIX_EPOCH)).unwrap();
     assert_eq!(line["mode"], "monitor");
 }
+
+/// Issue 15: FlowSpec source rules never name a safelisted source, one of the host's own
+/// addresses or one in a never-banned range (loopback, multicast…); with none left, the rule
+/// covers the destination's port for every source.
+#[test]
+fn issue15_flowspec_sources_skip_the_safelist_and_never_banned_ranges() {
+    let c = config(|c| c.bgp.rtbh = false);
+    let mut flood = udp_flood(EventKind::AttackStart, "1-1", 250_000.0);
+    flood.concentrated = true;
+    let source = |addr: &str, share| SourceShare {
+        addr: ip(addr),
+        share,
+    };
+    flood.sources = vec![
+        source("198.51.100.7", 0.3),
+        source("203.0.113.1", 0.2),
+        source("127.0.0.1", 0.1),
+        source("224.0.0.5", 0.1),
+        source(VICTIM, 0.1),
+        source("198.51.100.8", 0.1),
+    ];
+    let mut e = planner(&c);
+    e.set_safelist(vec!["203.0.113.0/24".parse().unwrap()]);
+    tick(&mut e, flood.clone(), VICTIM, 10);
+    assert_eq!(
+        routes(&e),
+        [
+            "flowspec destination 192.0.2.10/32 source 198.51.100.7/32 protocol udp destination-port 27015 discard",
+            "flowspec destination 192.0.2.10/32 source 198.51.100.8/32 protocol udp destination-port 27015 discard"
+        ]
+    );
+    flood
+        .sources
+        .retain(|s| s.addr != ip("198.51.100.7") && s.addr != ip("198.51.100.8"));
+    let mut e = planner(&c);
+    e.set_safelist(vec!["203.0.113.0/24".parse().unwrap()]);
+    tick(&mut e, flood, VICTIM, 10);
+    assert_eq!(
+        routes(&e),
+        ["flowspec destination 192.0.2.10/32 protocol udp destination-port 27015 discard"]
+    );
+}

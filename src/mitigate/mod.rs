@@ -3,8 +3,10 @@
 //! changes as one nf_tables batch (or, in monitor mode, only reports them).
 //!
 //! Per vector: a concentrated flood's heaviest sources are banned in `ban4`/`ban6` with a
-//! timeout (refreshed while the incident lasts), and a /24 (/64) that collects
-//! `prefix_after` banned sources is banned whole in `bannet4`/`bannet6`; a distributed flood
+//! timeout (refreshed while they go on sending), and a /24 (/64) that collects `prefix_after`
+//! banned sources and keeps sending for longer than [`PREFIX_CONFIRM`] is banned whole in
+//! `bannet4`/`bannet6` (refreshed while the incident lasts); new bans, hosts and prefixes alike,
+//! are held to `max_bans_per_second`, and a ban that ran out is forgotten; a distributed flood
 //! gets an aggregate measure instead — its sources metered and its port held to a rate (a TCP
 //! port: only the segments outside any connection; an HTTP or TCP connection flood: new
 //! connections metered per source), or, aimed at no single port (random ports), its
@@ -16,11 +18,12 @@
 //! the kernel has no `synproxy`, or on other ports); SYN-ACKs of no connection of ours
 //! (reflection) and TCP with none of SYN, RST and ACK (odd flags) are dropped. Aggregate measures are keys with a timeout in measure sets (so
 //! a dead agent leaves nothing that lasts). Everything an incident added is lifted when it
-//! ends. Safelisted sources are never banned, nor metered (the kernel's ban and meter rules
-//! skip them); a flood whose heavy sources are safelisted (spoofed) gets its aggregate measure,
-//! which the kernel applies to every source of that traffic (the closed-port limit too). An
-//! operator may lift a measure for the rest of its incident, and ports may be exempt from port
-//! measures (`standdown`).
+//! ends. Safelisted sources, the host's own addresses and the ranges `addr::never_banned`
+//! names (loopback, link-local, multicast…) are never banned, nor metered (the kernel's ban
+//! and meter rules skip the safelist); a flood whose heavy sources are safelisted (spoofed)
+//! gets its aggregate measure, which the kernel applies to every source of that traffic (the
+//! closed-port limit too). An operator may lift a measure for the rest of its incident, and
+//! ports may be exempt from port measures (`standdown`).
 
 mod standdown;
 mod state;
@@ -28,13 +31,14 @@ mod state;
 pub use standdown::{Lift, Standdown};
 pub use state::{left_until, wall_ms, MitigatedIncident, SavedItem};
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use crate::addr::Cidr;
+use crate::addr::{protected, Cidr};
 use crate::config::{Config, Mode, Proto};
 use crate::detect::{Event, EventKind, Vector};
 use crate::ruleset::expr::{
@@ -140,16 +144,68 @@ pub enum Target {
     SynCookies,
 }
 
+/// A prefix holding `prefix_after` banned hosts is banned whole once its sources have kept
+/// sending this long: more than the detector's report interval (1 s) — the samples of one
+/// tick of spoofed sources name them in one report, or two when they fall across a report's
+/// edge, never in reports this far apart.
+pub const PREFIX_CONFIRM: Duration = Duration::from_millis(1500);
+
 /// What one incident has put in place.
 #[derive(Debug, Default)]
 struct Measures {
     vector: &'static str,
-    hosts: Vec<Cidr>,
-    prefixes: Vec<Cidr>,
+    /// Banned hosts whose ban has not run out.
+    hosts: HashSet<Cidr>,
+    /// How many of `hosts` each /24 (/64) holds, kept with every ban and expiry.
+    per_prefix: HashMap<Cidr, u32>,
+    /// Prefixes holding `prefix_after` banned hosts whose sources send, and since when (the
+    /// clock of `plan`); forgotten at the first report they are quiet in.
+    crowded: HashMap<Cidr, Duration>,
+    prefixes: HashSet<Cidr>,
     aggregates: Vec<Measure>,
     syn_cookies: bool,
     /// A set was full: this incident gets its aggregate measure instead of more bans.
     escalated: bool,
+}
+
+impl Measures {
+    /// Takes a newly banned host in; false if it was there.
+    fn add_host(&mut self, host: Cidr) -> bool {
+        if !self.hosts.insert(host) {
+            return false;
+        }
+        *self.per_prefix.entry(prefix_of(host.addr())).or_default() += 1;
+        true
+    }
+
+    /// Forgets a ban (run out, refused); false if it held none.
+    fn forget(&mut self, cidr: &Cidr) -> bool {
+        if self.hosts.remove(cidr) {
+            let prefix = prefix_of(cidr.addr());
+            if let Some(n) = self.per_prefix.get_mut(&prefix) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_prefix.remove(&prefix);
+                }
+            }
+            return true;
+        }
+        self.prefixes.remove(cidr)
+    }
+
+    fn holds(&self, cidr: &Cidr) -> bool {
+        self.hosts.contains(cidr) || self.prefixes.contains(cidr)
+    }
+
+    /// The bans, hosts then prefixes, each sorted.
+    fn bans(&self) -> Vec<Cidr> {
+        let mut hosts: Vec<Cidr> = self.hosts.iter().copied().collect();
+        let mut prefixes: Vec<Cidr> = self.prefixes.iter().copied().collect();
+        hosts.sort_unstable();
+        prefixes.sort_unstable();
+        hosts.extend(prefixes);
+        hosts
+    }
 }
 
 /// Decides the kernel changes for the incidents of each tick.
@@ -167,6 +223,11 @@ pub struct Mitigator {
     active: HashMap<String, Measures>,
     /// When each item the incidents hold runs out in the kernel (the clock of `plan`).
     until: HashMap<Item, Duration>,
+    /// The bans by when they run out, each looked at when its time comes: refreshed since,
+    /// it goes back in; else it is dropped from the incidents.
+    expiry: BinaryHeap<Reverse<(Duration, Cidr)>>,
+    /// Counts changes to what the incidents hold (refreshes aside): the daemon saves on change.
+    revision: u64,
     aggregate_duration: Duration,
     port_limit: u32,
     icmp_limit: u32,
@@ -200,6 +261,8 @@ impl Mitigator {
             safelist,
             active: HashMap::new(),
             until: HashMap::new(),
+            expiry: BinaryHeap::new(),
+            revision: 0,
             aggregate_duration: m.aggregate_duration,
             port_limit: m.port_limit_pps,
             icmp_limit: m.icmp_limit_pps,
@@ -230,8 +293,22 @@ impl Mitigator {
             last: self.last,
             active: std::mem::take(&mut self.active),
             lifted: std::mem::take(&mut self.lifted),
+            until: std::mem::take(&mut self.until),
+            expiry: std::mem::take(&mut self.expiry),
+            revision: self.revision,
             ..fresh
         };
+    }
+
+    /// Takes a new safelist (the automatic one refreshed): everything never to be banned.
+    pub fn set_safelist(&mut self, safelist: Vec<Cidr>) {
+        self.safelist = safelist;
+    }
+
+    /// Changes to what the incidents hold so far: bans and measures added, lifted, run out
+    /// (not refreshes). Saved state that was taken at another revision is out of date.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// What each open incident has in force, one entry per ban, aggregate measure and SYN
@@ -245,7 +322,7 @@ impl Mitigator {
                 action,
                 target,
             };
-            for &cidr in m.hosts.iter().chain(&m.prefixes) {
+            for cidr in m.bans() {
                 all.push(entry("ban", Target::Ban(cidr)));
             }
             for &measure in &m.aggregates {
@@ -274,6 +351,7 @@ impl Mitigator {
             .map_or(0.0, |last| now.saturating_sub(last).as_secs_f64());
         self.last = Some(now);
         self.budget = (self.budget + dt * self.max_bans_per_second).min(self.max_bans_per_second);
+        self.expire(now);
         let first = changes.len();
         for event in events {
             match event.kind {
@@ -283,9 +361,7 @@ impl Mitigator {
         }
         for change in &changes[first..] {
             match *change {
-                Change::Ban { cidr, timeout } => {
-                    self.until.insert(Item::Ban(cidr), now + timeout);
-                }
+                Change::Ban { cidr, timeout } => self.track(cidr, now + timeout),
                 Change::Enable { measure, timeout } => {
                     self.until.insert(Item::Measure(measure), now + timeout);
                 }
@@ -316,6 +392,35 @@ impl Mitigator {
         })
     }
 
+    /// Keeps when a ban runs out; a new one joins the expiry queue.
+    fn track(&mut self, cidr: Cidr, until: Duration) {
+        if self.until.insert(Item::Ban(cidr), until).is_none() {
+            self.expiry.push(Reverse((until, cidr)));
+        }
+    }
+
+    /// Forgets the bans that ran out by `now` without a refresh: the kernel dropped them, a
+    /// source that sends again is banned anew (and charged to the budget).
+    fn expire(&mut self, now: Duration) {
+        while let Some(&Reverse((at, cidr))) = self.expiry.peek() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop();
+            match self.until.get(&Item::Ban(cidr)) {
+                Some(&until) if until > now => self.expiry.push(Reverse((until, cidr))),
+                Some(_) => {
+                    self.until.remove(&Item::Ban(cidr));
+                    for m in self.active.values_mut() {
+                        m.forget(&cidr);
+                    }
+                    self.revision += 1;
+                }
+                None => {} // lifted meanwhile
+            }
+        }
+    }
+
     /// The measures for one start or update of an incident.
     fn act(&mut self, event: &Event, changes: &mut Vec<Change>, out: &mut Vec<MitigationEvent>) {
         let escalated = self
@@ -328,7 +433,7 @@ impl Mitigator {
         let heavy_safelisted = |safelisted: bool| {
             event.sources.iter().any(|s| {
                 s.share >= self.min_share
-                    && self.safelist.iter().any(|c| c.contains(s.addr)) == safelisted
+                    && protected(&self.safelist, &Cidr::host(s.addr)) == safelisted
             })
         };
         let concentrated = event.concentrated && !escalated && heavy_safelisted(false);
@@ -411,6 +516,7 @@ impl Mitigator {
             let new = !measures.aggregates.contains(&measure);
             if new {
                 measures.aggregates.push(measure);
+                self.revision += 1;
             }
             changes.push(Change::Enable {
                 measure,
@@ -456,6 +562,7 @@ impl Mitigator {
                 });
             }
         }
+        self.refresh_prefixes(&event.incident, changes);
         let bans = !matches!(event.vector, Vector::Slowloris | Vector::SynackReflection);
         if concentrated && reflector.is_none() && bans && !self.bans_lifted(&event.incident) {
             let (first_change, first_event) = (changes.len(), out.len());
@@ -464,8 +571,27 @@ impl Mitigator {
         }
     }
 
+    /// Refreshes the incident's prefix bans that have less than half their time left: they
+    /// last as long as the incident (their hosts' own bans run out meanwhile).
+    fn refresh_prefixes(&mut self, incident: &str, changes: &mut Vec<Change>) {
+        let Some(m) = self.active.get(incident) else {
+            return;
+        };
+        let now = self.last.unwrap_or_default();
+        for &prefix in &m.prefixes {
+            let until = self.until.get(&Item::Ban(prefix)).copied();
+            let left = until.unwrap_or_default().saturating_sub(now);
+            if left < self.ban_duration / 2 {
+                changes.push(Change::Ban {
+                    cidr: prefix,
+                    timeout: self.ban_duration,
+                });
+            }
+        }
+    }
+
     /// Bans the incident's heavy sources (refreshing the ones already banned), and their
-    /// prefixes once enough of a prefix is banned.
+    /// prefixes once crowded for [`PREFIX_CONFIRM`]; each new ban is charged to the budget.
     fn ban_sources(
         &mut self,
         event: &Event,
@@ -473,15 +599,23 @@ impl Mitigator {
         out: &mut Vec<MitigationEvent>,
     ) {
         let timeout = self.ban_duration;
+        let now = self.last.unwrap_or_default();
+        let heavy = event.sources.iter().filter(|s| {
+            s.share >= self.min_share && !protected(&self.safelist, &Cidr::host(s.addr))
+        });
+        let heavy: Vec<IpAddr> = heavy.map(|s| s.addr).collect();
         let measures = self.active.entry(event.incident.clone()).or_default();
         let mut added = Vec::new();
-        for source in event.sources.iter().filter(|s| s.share >= self.min_share) {
-            let host = Cidr::host(source.addr);
-            if self.safelist.iter().any(|s| s.contains(source.addr)) {
-                continue;
+        // The prefixes this report's heavy sources are in.
+        let mut sending: Vec<Cidr> = Vec::with_capacity(heavy.len());
+        for addr in heavy {
+            let host = Cidr::host(addr);
+            let prefix = prefix_of(addr);
+            if !sending.contains(&prefix) {
+                sending.push(prefix);
             }
-            if measures.prefixes.iter().any(|p| p.contains(source.addr)) {
-                continue; // already covered by its prefix
+            if measures.prefixes.contains(&prefix) {
+                continue; // covered by its prefix, refreshed with the incident
             }
             if measures.hosts.contains(&host) {
                 changes.push(Change::Ban {
@@ -494,27 +628,40 @@ impl Mitigator {
                 continue; // the cap: the next update tries again
             }
             self.budget -= 1.0;
-            measures.hosts.push(host);
+            self.revision += 1;
+            measures.add_host(host);
             changes.push(Change::Ban {
                 cidr: host,
                 timeout,
             });
             added.push(host);
         }
-        if let Some(prefix) = crowded_prefix(&measures.hosts, &measures.prefixes, self.prefix_after)
-        {
-            if !self
-                .safelist
-                .iter()
-                .any(|s| prefix.contains(s.addr()) || s.contains(prefix.addr()))
-            {
-                measures.prefixes.push(prefix);
-                changes.push(Change::Ban {
-                    cidr: prefix,
-                    timeout,
-                });
-                added.push(prefix);
+        let after = self.prefix_after as u32;
+        let crowded = |m: &Measures, p: &Cidr| {
+            !m.prefixes.contains(p) && m.per_prefix.get(p).is_some_and(|&n| n >= after)
+        };
+        // Quiet in this report, or no longer holding enough banned hosts: starts afresh.
+        let per_prefix = &measures.per_prefix;
+        measures
+            .crowded
+            .retain(|p, _| sending.contains(p) && per_prefix.get(p).is_some_and(|&n| n >= after));
+        for prefix in sending {
+            if !crowded(measures, &prefix) || protected(&self.safelist, &prefix) {
+                continue;
             }
+            let since = *measures.crowded.entry(prefix).or_insert(now);
+            if now.saturating_sub(since) < PREFIX_CONFIRM || self.budget < 1.0 {
+                continue;
+            }
+            self.budget -= 1.0;
+            self.revision += 1;
+            measures.crowded.remove(&prefix);
+            measures.prefixes.insert(prefix);
+            changes.push(Change::Ban {
+                cidr: prefix,
+                timeout,
+            });
+            added.push(prefix);
         }
         if !added.is_empty() {
             out.push(MitigationEvent {
@@ -538,14 +685,10 @@ impl Mitigator {
         let Some(measures) = self.active.remove(incident) else {
             return;
         };
+        self.revision += 1;
         let others = || self.active.values();
-        let lifted: Vec<Cidr> = measures
-            .hosts
-            .iter()
-            .chain(&measures.prefixes)
-            .copied()
-            .filter(|c| !others().any(|m| m.hosts.contains(c) || m.prefixes.contains(c)))
-            .collect();
+        let mut lifted = measures.bans();
+        lifted.retain(|c| !others().any(|m| m.holds(c)));
         let event = |action, addresses, (port, proto, rate_pps): (Option<u16>, Option<&'static str>, Option<u32>)| {
             MitigationEvent {
                 applied: false,
@@ -620,12 +763,11 @@ impl Mitigator {
             match change {
                 Change::Ban { cidr, .. } => {
                     self.until.remove(&Item::Ban(*cidr));
+                    self.revision += 1;
                     for m in self.active.values_mut() {
-                        if m.hosts.contains(cidr) || m.prefixes.contains(cidr) {
+                        if m.forget(cidr) {
                             m.escalated |= set_full;
                         }
-                        m.hosts.retain(|h| h != cidr);
-                        m.prefixes.retain(|p| p != cidr);
                     }
                 }
                 Change::Enable { measure, .. } => {
@@ -709,24 +851,16 @@ fn port_or_closed(event: &Event, proto: u8, port_limit: fn(u16) -> Measure) -> O
     }
 }
 
-/// A /24 (IPv6 /64) holding at least `after` of the banned hosts and not banned yet.
-fn crowded_prefix(hosts: &[Cidr], prefixes: &[Cidr], after: usize) -> Option<Cidr> {
-    hosts.iter().find_map(|h| {
-        let prefix = prefix_of(h.addr())?;
-        let members = hosts.iter().filter(|o| prefix.contains(o.addr())).count();
-        (members >= after && !prefixes.contains(&prefix)).then_some(prefix)
-    })
-}
-
-fn prefix_of(addr: IpAddr) -> Option<Cidr> {
-    match addr {
-        IpAddr::V4(a) => Cidr::new(IpAddr::V4((u32::from(a) & 0xffff_ff00).into()), 24).ok(),
-        IpAddr::V6(a) => Cidr::new(
+/// The /24 (IPv6 /64) of an address.
+fn prefix_of(addr: IpAddr) -> Cidr {
+    let (net, len) = match addr {
+        IpAddr::V4(a) => (IpAddr::V4((u32::from(a) & 0xffff_ff00).into()), 24),
+        IpAddr::V6(a) => (
             IpAddr::V6((u128::from(a) & !((1u128 << 64) - 1)).into()),
             64,
-        )
-        .ok(),
-    }
+        ),
+    };
+    Cidr::new(net, len).unwrap_or(Cidr::host(addr))
 }
 
 #[cfg(test)]

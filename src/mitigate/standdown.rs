@@ -142,21 +142,17 @@ impl Mitigator {
             }
             !lifted
         });
-        let mut bans = Vec::new();
-        for list in [&mut m.hosts, &mut m.prefixes] {
-            list.retain(|&c| {
-                let lifted = what.covers_ban(c);
-                if lifted {
-                    bans.push(c);
-                }
-                !lifted
-            });
+        let mut bans: Vec<Cidr> = m.bans().into_iter().filter(|&c| what.covers_ban(c)).collect();
+        bans.sort_unstable();
+        for cidr in &bans {
+            m.forget(cidr); // keeps the per-prefix counts right
         }
         let cookies = m.syn_cookies && what.covers_syn_cookies();
         if cookies {
             m.syn_cookies = false;
         }
         let (vector, monitor) = (m.vector, self.monitor);
+        self.revision += 1; // saved with the incident: a change to save
         self.lifted
             .entry(incident.to_string())
             .or_default()

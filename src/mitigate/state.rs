@@ -1,8 +1,11 @@
 //! The mitigator across restarts: the incidents being mitigated and what each holds in the
-//! kernel, with the wall-clock time each item runs out. The daemon saves it at every change,
+//! kernel, with the wall-clock time each item runs out. The daemon saves it when it changes,
 //! so a restarted (or killed) agent knows what it had put in and lifts it when the incident
 //! ends; what ran out meanwhile is dropped, and an incident that is no longer open is undone.
+//! Each incident keeps its [`SAVED_HOSTS`] most recently banned hosts (and every prefix): the
+//! others' bans stay in the kernel after a restart and run out by themselves.
 
+use std::cmp::Reverse;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +14,9 @@ use super::{Change, Item, Measures, MitigationEvent, Mitigator};
 use crate::addr::Cidr;
 use crate::detect::Vector;
 use crate::ruleset::Measure;
+
+/// The banned hosts saved per incident at most: the ones whose bans run out last.
+pub const SAVED_HOSTS: usize = 1024;
 
 /// An item and when it runs out, in milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,11 +76,10 @@ impl Mitigator {
                 Some(MitigatedIncident {
                     id: id.clone(),
                     vector: vector_named(m.vector)?,
-                    bans: m
-                        .hosts
-                        .iter()
-                        .chain(&m.prefixes)
-                        .map(|&c| SavedItem {
+                    bans: self
+                        .saved_bans(m)
+                        .into_iter()
+                        .map(|c| SavedItem {
                             what: c.to_string(),
                             until_ms: until(Item::Ban(c)),
                         })
@@ -95,6 +100,31 @@ impl Mitigator {
             .collect();
         saved.sort_by(|a, b| a.id.cmp(&b.id));
         saved
+    }
+
+    /// An incident's bans to save: its `SAVED_HOSTS` hosts that run out last, and its
+    /// prefixes; sorted.
+    fn saved_bans(&self, m: &Measures) -> Vec<Cidr> {
+        let mut hosts: Vec<(Duration, Cidr)> = m
+            .hosts
+            .iter()
+            .map(|&c| {
+                (
+                    self.until.get(&Item::Ban(c)).copied().unwrap_or_default(),
+                    c,
+                )
+            })
+            .collect();
+        if hosts.len() > SAVED_HOSTS {
+            hosts.select_nth_unstable_by_key(SAVED_HOSTS, |&(until, c)| (Reverse(until), c));
+            hosts.truncate(SAVED_HOSTS);
+        }
+        let mut bans: Vec<Cidr> = hosts.into_iter().map(|(_, c)| c).collect();
+        bans.sort_unstable();
+        let mut prefixes: Vec<Cidr> = m.prefixes.iter().copied().collect();
+        prefixes.sort_unstable();
+        bans.extend(prefixes);
+        bans
     }
 
     /// Takes over saved incidents: what has not run out comes back in force (the daemon puts
@@ -123,9 +153,9 @@ impl Mitigator {
                     continue;
                 };
                 if cidr.is_host() {
-                    m.hosts.push(cidr);
+                    m.add_host(cidr);
                 } else {
-                    m.prefixes.push(cidr);
+                    m.prefixes.insert(cidr);
                 }
                 self.hold(Item::Ban(cidr), now + left);
             }
@@ -137,6 +167,7 @@ impl Mitigator {
             }
             self.resume_lifts(&incident.id, &incident.lifted);
             self.active.insert(incident.id, m);
+            self.revision += 1;
         }
         let mut ended: Vec<String> = self
             .active
@@ -158,8 +189,13 @@ impl Mitigator {
     }
 
     fn hold(&mut self, item: Item, until: Duration) {
-        let held = self.until.entry(item).or_insert(until);
-        *held = (*held).max(until);
+        let until = self.until.get(&item).map_or(until, |&held| held.max(until));
+        match item {
+            Item::Ban(cidr) => self.track(cidr, until),
+            Item::Measure(_) => {
+                self.until.insert(item, until);
+            }
+        }
     }
 
     /// Whether any incident being mitigated has SYN cookies on.

@@ -1,8 +1,10 @@
 //! The mitigation decisions, replayed without a kernel.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use super::state::SAVED_HOSTS;
 use super::*;
 use crate::detect::SourceShare;
 
@@ -390,40 +392,56 @@ fn a_full_ban_set_escalates_to_the_aggregate_measure() {
     );
 }
 
+/// Four hosts of 10.250.1.0/24, a fifth of the traffic each.
+const CROWD: [(&str, f64); 4] = [
+    ("10.250.1.1", 0.2),
+    ("10.250.1.2", 0.2),
+    ("10.250.1.3", 0.2),
+    ("10.250.1.4", 0.2),
+];
+
+/// The reports of one incident at `times_ms` (a start, then updates), each naming `sources`;
+/// the changes of each.
+fn reports(m: &mut Mitigator, sources: &[(&str, f64)], times_ms: &[u64]) -> Vec<Vec<Change>> {
+    times_ms
+        .iter()
+        .enumerate()
+        .map(|(i, &at)| {
+            let kind = if i == 0 {
+                EventKind::AttackStart
+            } else {
+                EventKind::AttackUpdate
+            };
+            tick(m, &[event(kind, "i-1", sources, true)], at).0
+        })
+        .collect()
+}
+
+fn banned(changes: &[Change], what: &str) -> bool {
+    changes
+        .iter()
+        .any(|c| matches!(c, Change::Ban { cidr: x, .. } if *x == cidr(what)))
+}
+
 #[test]
 fn a_crowded_prefix_is_banned_whole_unless_it_holds_a_safelisted_address() {
-    let sources = [
-        ("10.250.1.1", 0.2),
-        ("10.250.1.2", 0.2),
-        ("10.250.1.3", 0.2),
-        ("10.250.1.4", 0.2),
-    ];
     let mut m = mitigator(&[]);
-    let (changes, out) = tick(
-        &mut m,
-        &[event(EventKind::AttackStart, "i-1", &sources, true)],
-        0,
-    );
-    assert_eq!(changes.len(), 5);
+    let ticks = reports(&mut m, &CROWD, &[0, 1000, 2000]);
+    assert_eq!(ticks[0].len(), 4, "the hosts first: {:?}", ticks[0]);
+    assert!(!banned(&ticks[1], "10.250.1.0/24"), "{:?}", ticks[1]);
     assert_eq!(
-        changes[4],
-        Change::Ban {
+        ticks[2].last(),
+        Some(&Change::Ban {
             cidr: cidr("10.250.1.0/24"),
             timeout: Duration::from_secs(600)
-        }
+        })
     );
-    assert!(out[0].addresses.contains(&cidr("10.250.1.0/24")));
 
     let mut m = mitigator(&["10.250.1.200"]);
-    let (changes, _) = tick(
-        &mut m,
-        &[event(EventKind::AttackStart, "i-1", &sources, true)],
-        0,
-    );
-    assert_eq!(
-        changes.len(),
-        4,
-        "no prefix over a safelisted address: {changes:?}"
+    let ticks = reports(&mut m, &CROWD, &[0, 1000, 2000, 3000]);
+    assert!(
+        ticks.iter().all(|t| !banned(t, "10.250.1.0/24")),
+        "no prefix over a safelisted address: {ticks:?}"
     );
 }
 
@@ -982,4 +1000,356 @@ fn issue15_a_syn_proxy_stood_down_leaves_syn_cookies() {
     let mut m = Mitigator::new(&config, Vec::new());
     let (changes, _) = tick(&mut m, &[syn(EventKind::AttackStart)], 0);
     assert_eq!(changes, vec![Change::SynCookies { on: true }]);
+}
+
+/// Issue 15: four addresses of a /24 spoofed for one tick ban those four, never the /24 —
+/// not in the same report, not in the next ones (they send no more), not when one tick's
+/// samples fall in two reports; the same hosts sending on for more than `PREFIX_CONFIRM`
+/// ban it.
+#[test]
+fn issue15_a_prefix_is_banned_only_once_it_stays_crowded() {
+    let other = [("10.250.0.1", 0.9)];
+    let mut m = mitigator(&[]);
+    let (changes, _) = tick(
+        &mut m,
+        &[event(EventKind::AttackStart, "i-1", &CROWD, true)],
+        0,
+    );
+    assert_eq!(changes.len(), 4, "{changes:?}");
+    for at in [100, 1000, 2000, 3000] {
+        let (changes, _) = tick(
+            &mut m,
+            &[event(EventKind::AttackUpdate, "i-1", &other, true)],
+            at,
+        );
+        assert!(
+            !banned(&changes, "10.250.1.0/24"),
+            "at {at} ms: {changes:?}"
+        );
+    }
+    // Named by two reports (one tick across a report's edge), then quiet.
+    let mut m = mitigator(&[]);
+    let ticks = reports(&mut m, &CROWD, &[0, 1000]);
+    for at in [2000, 3000] {
+        let (changes, _) = tick(
+            &mut m,
+            &[event(EventKind::AttackUpdate, "i-1", &other, true)],
+            at,
+        );
+        assert!(
+            !banned(&changes, "10.250.1.0/24"),
+            "at {at} ms: {changes:?}"
+        );
+    }
+    assert!(ticks.iter().all(|t| !banned(t, "10.250.1.0/24")));
+    // Two reports in quick succession (a fast tick) are not longer than one.
+    let mut m = mitigator(&[]);
+    let ticks = reports(&mut m, &CROWD, &[0, 100, 200, 1000]);
+    assert!(
+        ticks.iter().all(|t| !banned(t, "10.250.1.0/24")),
+        "{ticks:?}"
+    );
+    // Sending on: crowded at 0, 1 s, 2 s — banned at the report 1.5 s or more after the first.
+    let mut m = mitigator(&[]);
+    let ticks = reports(&mut m, &CROWD, &[0, 1000, 1400, 2000]);
+    assert!(ticks[..3].iter().all(|t| !banned(t, "10.250.1.0/24")));
+    assert!(banned(&ticks[3], "10.250.1.0/24"), "{ticks:?}");
+    // A quiet report in between starts the wait afresh.
+    let mut m = mitigator(&[]);
+    reports(&mut m, &CROWD, &[0]);
+    let quiet = event(EventKind::AttackUpdate, "i-1", &other, true);
+    tick(&mut m, &[quiet], 1000);
+    let mut crowd = |at| {
+        let e = event(EventKind::AttackUpdate, "i-1", &CROWD, true);
+        tick(&mut m, &[e], at).0
+    };
+    assert!(!banned(&crowd(2000), "10.250.1.0/24"));
+    assert!(!banned(&crowd(3000), "10.250.1.0/24"));
+    assert!(banned(&crowd(4000), "10.250.1.0/24"));
+}
+
+/// Issue 15: a prefix ban is a new ban like a host's: charged to `max_bans_per_second`.
+#[test]
+fn issue15_prefix_bans_are_charged_to_the_ban_budget() {
+    let mut config = Config::default();
+    config.mitigation.max_bans_per_second = 4;
+    let mut m = Mitigator::new(&config, Vec::new());
+    let elsewhere = |n: u32| -> Vec<(String, f64)> {
+        (0..4)
+            .map(|i| (format!("10.250.{}.1", 100 + n * 4 + i), 0.05))
+            .collect()
+    };
+    let mut new_bans = Vec::new();
+    let mut prefix_at = None;
+    for (second, at) in [0u64, 1000, 2000, 3000].into_iter().enumerate() {
+        // The crowd every second; four new hosts elsewhere in the two seconds after the first.
+        let mut sources: Vec<(String, f64)> =
+            CROWD.iter().map(|(a, s)| (a.to_string(), *s)).collect();
+        if (1..=2).contains(&second) {
+            sources.extend(elsewhere(second as u32));
+        }
+        let sources: Vec<(&str, f64)> = sources.iter().map(|(a, s)| (a.as_str(), *s)).collect();
+        let kind = if second == 0 {
+            EventKind::AttackStart
+        } else {
+            EventKind::AttackUpdate
+        };
+        let (_, out) = tick(&mut m, &[event(kind, "i-1", &sources, true)], at);
+        let added: Vec<Cidr> = out.iter().flat_map(|e| e.addresses.clone()).collect();
+        if added.contains(&cidr("10.250.1.0/24")) {
+            prefix_at.get_or_insert(at);
+        }
+        new_bans.push(added.len());
+    }
+    assert!(new_bans.iter().all(|&n| n <= 4), "{new_bans:?}");
+    // At 2 s the four new hosts took the budget: the prefix waits for the next second.
+    assert_eq!(prefix_at, Some(3000), "{new_bans:?}");
+}
+
+/// Issue 15: a prefix ban lasts as long as its incident (refreshed with half its time left);
+/// the bans of its hosts run out meanwhile and they leave the incident's state, and the
+/// incident's end lifts the prefix alone.
+#[test]
+fn issue15_a_prefix_ban_is_refreshed_while_the_incident_lasts() {
+    let mut m = mitigator(&[]);
+    let ticks = reports(&mut m, &CROWD, &[0, 1000, 2000]);
+    assert!(banned(&ticks[2], "10.250.1.0/24"));
+    let mut refreshed_at = Vec::new();
+    for second in 3..=1300u64 {
+        let update = event(EventKind::AttackUpdate, "i-1", &CROWD, true);
+        let (changes, out) = tick(&mut m, &[update], second * 1000);
+        assert!(out.is_empty(), "no new ban at {second} s: {out:?}");
+        if banned(&changes, "10.250.1.0/24") {
+            refreshed_at.push(second);
+        }
+        assert!(
+            !banned(&changes, "10.250.1.1"),
+            "covered hosts are not refreshed"
+        );
+    }
+    assert_eq!(
+        refreshed_at,
+        [303, 604, 905, 1206],
+        "refreshed at half time"
+    );
+    let held: Vec<Item> = m
+        .in_force(Duration::from_secs(1300))
+        .iter()
+        .map(|f| f.item)
+        .collect();
+    assert_eq!(
+        held,
+        [Item::Ban(cidr("10.250.1.0/24"))],
+        "the hosts ran out"
+    );
+    let saved = m.save(Duration::from_secs(1300), SystemTime::now());
+    assert_eq!(saved[0].bans.len(), 1, "{saved:?}");
+    let end = event(EventKind::AttackEnd, "i-1", &[], true);
+    let (changes, _) = tick(&mut m, &[end], 1_301_000);
+    assert_eq!(
+        changes,
+        [Change::Unban {
+            cidr: cidr("10.250.1.0/24")
+        }]
+    );
+}
+
+/// Issue 15: a host whose ban ran out leaves the incident: it no longer counts toward its
+/// prefix, is not put back or saved, and is banned anew (an event, the budget) if it sends
+/// again.
+#[test]
+fn issue15_hosts_whose_ban_ran_out_are_dropped() {
+    let other = [("10.250.0.1", 0.9)];
+    let mut m = mitigator(&[]);
+    reports(&mut m, &CROWD[..3], &[0]);
+    let revision = m.revision();
+    for second in 1..=601u64 {
+        let update = event(EventKind::AttackUpdate, "i-1", &other, true);
+        tick(&mut m, &[update], second * 1000);
+    }
+    assert!(m.revision() > revision);
+    let held: Vec<Item> = m
+        .in_force(Duration::from_secs(601))
+        .iter()
+        .map(|f| f.item)
+        .collect();
+    assert_eq!(
+        held,
+        [Item::Ban(cidr("10.250.0.1"))],
+        "only the one still sending"
+    );
+    // Three hosts of 10.250.1.0/24 ran out: a fourth does not make it crowded.
+    let fourth = [("10.250.1.4", 0.5), ("10.250.0.1", 0.5)];
+    for second in 602..=606u64 {
+        let update = event(EventKind::AttackUpdate, "i-1", &fourth, true);
+        let (changes, _) = tick(&mut m, &[update], second * 1000);
+        assert!(!banned(&changes, "10.250.1.0/24"), "{changes:?}");
+    }
+    // One of them sends again: a new ban.
+    let again = event(EventKind::AttackUpdate, "i-1", &[("10.250.1.1", 0.5)], true);
+    let (changes, out) = tick(&mut m, &[again], 607_000);
+    assert!(banned(&changes, "10.250.1.1"));
+    assert_eq!(out[0].addresses, [cidr("10.250.1.1")]);
+}
+
+/// Issue 15: loopback, link-local, multicast, reserved and unspecified sources, and the
+/// host's own addresses (in the safelist the daemon gives), are never banned; private
+/// ranges are; a prefix ban never covers the host's address.
+#[test]
+fn issue15_reserved_and_own_addresses_are_never_banned() {
+    let own = "192.168.7.10";
+    let mut m = mitigator(&[own]);
+    let sources = [
+        ("127.0.0.1", 0.1),
+        ("0.0.0.7", 0.1),
+        ("169.254.1.1", 0.1),
+        ("224.0.0.5", 0.1),
+        ("255.255.255.255", 0.1),
+        ("::1", 0.1),
+        ("::", 0.1),
+        ("fe80::1", 0.1),
+        ("ff02::1", 0.1),
+        (own, 0.1),
+        ("10.1.2.3", 0.1),
+        ("192.168.1.1", 0.1),
+        ("fd00:250::7", 0.1),
+    ];
+    let (changes, _) = tick(
+        &mut m,
+        &[event(EventKind::AttackStart, "i-1", &sources, true)],
+        0,
+    );
+    let mut bans: Vec<String> = changes
+        .iter()
+        .map(|c| match c {
+            Change::Ban { cidr, .. } => cidr.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    bans.sort();
+    // The heavy sources that cannot be banned get the port limit beside the others' bans
+    // (item 4: the safelist is not exempt from port-wide measures).
+    assert_eq!(
+        bans,
+        [
+            "10.1.2.3",
+            "192.168.1.1",
+            "Enable { measure: LimitUdpPort(27015), timeout: 120s }",
+            "fd00:250::7"
+        ]
+    );
+    // Only reserved sources: nothing to ban, the port is held to a rate instead.
+    let mut m = mitigator(&[]);
+    let (changes, _) = tick(
+        &mut m,
+        &[event(EventKind::AttackStart, "i-1", &sources[..9], true)],
+        0,
+    );
+    assert_eq!(
+        changes,
+        [Change::Enable {
+            measure: Measure::LimitUdpPort(27015),
+            timeout: Duration::from_secs(120)
+        }]
+    );
+    // Four neighbours of the host's own address: banned, their /24 never.
+    let mut m = mitigator(&[own]);
+    let neighbours = [
+        ("192.168.7.1", 0.2),
+        ("192.168.7.2", 0.2),
+        ("192.168.7.3", 0.2),
+        ("192.168.7.4", 0.2),
+    ];
+    let ticks = reports(&mut m, &neighbours, &[0, 1000, 2000, 3000]);
+    assert_eq!(ticks[0].len(), 4);
+    assert!(
+        ticks.iter().all(|t| !banned(t, "192.168.7.0/24")),
+        "{ticks:?}"
+    );
+    // A refreshed safelist (an administrator who logged in) applies from the next report.
+    let mut m = mitigator(&[]);
+    m.set_safelist(vec![cidr("10.250.0.1")]);
+    let (changes, _) = tick(
+        &mut m,
+        &[event(
+            EventKind::AttackStart,
+            "i-1",
+            &[("10.250.0.1", 0.6), ("10.250.0.2", 0.4)],
+            true,
+        )],
+        0,
+    );
+    assert!(!banned(&changes, "10.250.0.1") && banned(&changes, "10.250.0.2"));
+}
+
+/// Issue 15: the saved state holds each incident's most recent `SAVED_HOSTS` hosts and every
+/// prefix, and a restart resumes exactly those (once each); refreshes are no change to save,
+/// new bans are.
+#[test]
+fn issue15_saved_state_is_bounded_and_changes_only_with_bans() {
+    let mut config = Config::default();
+    config.mitigation.max_bans_per_second = 10_000;
+    let mut m = Mitigator::new(&config, Vec::new());
+    let addrs: Vec<String> = (0..3000u32)
+        .map(|i| format!("10.{}.{}.1", 100 + i / 250, i % 250))
+        .collect();
+    // 3000 hosts, 300 a second for ten seconds: the 1024 banned last are the ones kept (the
+    // last three seconds' whole, 124 of the second before).
+    for (second, chunk) in addrs.chunks(300).enumerate() {
+        let sources: Vec<(&str, f64)> = chunk.iter().map(|a| (a.as_str(), 0.05)).collect();
+        let kind = if second == 0 {
+            EventKind::AttackStart
+        } else {
+            EventKind::AttackUpdate
+        };
+        tick(
+            &mut m,
+            &[event(kind, "i-1", &sources, true)],
+            second as u64 * 1000,
+        );
+    }
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let saved = m.save(Duration::from_secs(10), wall);
+    let kept: HashSet<String> = saved[0].bans.iter().map(|b| b.what.clone()).collect();
+    assert_eq!(kept.len(), SAVED_HOSTS);
+    assert!(addrs[2100..].iter().all(|a| kept.contains(a)));
+    assert!(kept.iter().all(|a| addrs[1800..].contains(a)));
+    let text = serde_json::to_string(&saved).unwrap();
+    assert!(text.len() < 100_000, "{} bytes", text.len());
+
+    // A refresh changes nothing to save; a new ban does.
+    let revision = m.revision();
+    let last: Vec<(&str, f64)> = addrs[2700..].iter().map(|a| (a.as_str(), 0.05)).collect();
+    tick(
+        &mut m,
+        &[event(EventKind::AttackUpdate, "i-1", &last, true)],
+        10_500,
+    );
+    assert_eq!(m.revision(), revision);
+    tick(
+        &mut m,
+        &[event(
+            EventKind::AttackUpdate,
+            "i-1",
+            &[("10.250.0.1", 0.5)],
+            true,
+        )],
+        11_000,
+    );
+    assert_ne!(m.revision(), revision);
+
+    // Resumed: the saved hosts come back in force, each once.
+    let mut after = Mitigator::new(&config, Vec::new());
+    let (mut changes, mut out) = (Vec::new(), Vec::new());
+    after.resume(
+        saved,
+        Duration::ZERO,
+        wall,
+        &|_| true,
+        &mut changes,
+        &mut out,
+    );
+    let held = after.in_force(Duration::ZERO);
+    assert_eq!(held.len(), SAVED_HOSTS);
+    assert!(changes.is_empty() && out.is_empty());
 }

@@ -51,6 +51,14 @@ pub mod abi {
     pub const MSG_INODE: usize = 68; // __u32
     pub const INET_DIAG_MSG_LEN: usize = 72;
 
+    /// The request's attribute holding a filter program (enum inet_diag_req_attrs), and the
+    /// two operations of the one we send: local port at least / at most the next op's `no`.
+    /// Each op is struct inet_diag_bc_op { u8 code; u8 yes; u16 no }: on true skip `yes`
+    /// bytes, on false `no`; the socket is reported when the program ends exactly.
+    pub const INET_DIAG_REQ_BYTECODE: u16 = 1;
+    pub const INET_DIAG_BC_S_GE: u8 = 2;
+    pub const INET_DIAG_BC_S_LE: u8 = 3;
+
     /// include/net/tcp_states.h (UDP reuses them: bound and unconnected is TCP_CLOSE).
     pub const TCP_ESTABLISHED: u8 = 1;
     pub const TCP_CLOSE: u8 = 7;
@@ -74,12 +82,17 @@ pub enum Listening {
 
 /// Remote addresses of the ESTABLISHED TCP connections whose local port is `local_port`
 /// (called with 22: the operator's SSH sessions), IPv4 and IPv6, sorted and deduplicated.
-/// A v4-mapped IPv6 peer (`::ffff:a.b.c.d`, a dual-stack socket) is reported as IPv4.
+/// A v4-mapped IPv6 peer (`::ffff:a.b.c.d`, a dual-stack socket) is reported as IPv4. The
+/// kernel filters by port (a filter program in the request): a host holding 100,000 other
+/// connections sends back only these, so this stays cheap enough to call every few seconds.
 pub fn established_peers(local_port: u16) -> Result<Vec<IpAddr>, NlError> {
     let mut peers = Vec::new();
     let states = 1u32 << TCP_ESTABLISHED;
+    let filter = local_port_filter(local_port);
     for family in [libc::AF_INET, libc::AF_INET6] {
-        dump_sockets(family, libc::IPPROTO_TCP, states, &mut |sock| {
+        let req = inet_diag_request(family as u8, libc::IPPROTO_TCP as u8, states);
+        let request: Vec<u8> = req.iter().chain(&filter).copied().collect();
+        dump_sockets(family, libc::IPPROTO_TCP, &request, &mut |sock| {
             if sock.state() == TCP_ESTABLISHED && sock.local_port() == local_port {
                 peers.extend(sock.remote_addr());
             }
@@ -100,7 +113,8 @@ pub fn listening(proto: Listening) -> Result<Vec<(IpAddr, u16)>, NlError> {
     };
     let mut out = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
-        dump_sockets(family, protocol, 1u32 << state, &mut |sock| {
+        let req = inet_diag_request(family as u8, protocol as u8, 1u32 << state);
+        dump_sockets(family, protocol, &req, &mut |sock| {
             if sock.state() == state {
                 if let Some(addr) = sock.local_addr() {
                     out.push((addr, sock.local_port()));
@@ -126,10 +140,34 @@ pub fn inet_diag_request(family: u8, protocol: u8, states: u32) -> [u8; INET_DIA
     req
 }
 
+/// The INET_DIAG_REQ_BYTECODE attribute (netlink attribute header included) of a program
+/// keeping the sockets whose local port is `port`: `port <= sport`, then `sport <= port`
+/// (the two oldest operations: every kernel has them).
+pub fn local_port_filter(port: u16) -> [u8; 20] {
+    let mut a = [0u8; 20];
+    a[0..2].copy_from_slice(&20u16.to_ne_bytes()); // nla_len
+    a[2..4].copy_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    // Program of 16 bytes: false at the first test jumps 4 past the end, at the second too.
+    let ops: [(u8, u8, u16); 4] = [
+        (INET_DIAG_BC_S_GE, 8, 20),
+        (0, 0, port),
+        (INET_DIAG_BC_S_LE, 8, 12),
+        (0, 0, port),
+    ];
+    for (i, (code, yes, no)) in ops.into_iter().enumerate() {
+        let at = 4 + 4 * i;
+        a[at] = code;
+        a[at + 1] = yes;
+        a[at + 2..at + 4].copy_from_slice(&no.to_ne_bytes());
+    }
+    a
+}
+
+/// Dumps the sockets `request` (an inet_diag_req_v2, maybe followed by a filter) asks for.
 fn dump_sockets(
     family: libc::c_int,
     protocol: libc::c_int,
-    states: u32,
+    request: &[u8],
     on_sock: &mut dyn FnMut(DiagMsg),
 ) -> Result<(), NlError> {
     let what = match (family, protocol) {
@@ -138,12 +176,11 @@ fn dump_sockets(
         (_, libc::IPPROTO_TCP) => "sock_diag: dump IPv6 TCP sockets",
         _ => "sock_diag: dump IPv6 UDP sockets",
     };
-    let req = inet_diag_request(family as u8, protocol as u8, states);
     dump(
         libc::NETLINK_SOCK_DIAG,
         what,
         SOCK_DIAG_BY_FAMILY,
-        &req,
+        request,
         &mut |m| {
             if let Some(sock) = DiagMsg::from_msg(m) {
                 on_sock(sock)
@@ -497,6 +534,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn issue15_the_port_filter_keeps_one_local_port() {
+        let a = local_port_filter(22);
+        assert_eq!(u16::from_ne_bytes([a[0], a[1]]), 20);
+        assert_eq!(u16::from_ne_bytes([a[2], a[3]]), 1);
+        let op = |i: usize| {
+            (
+                a[4 + 4 * i],
+                a[5 + 4 * i],
+                u16::from_ne_bytes([a[6 + 4 * i], a[7 + 4 * i]]),
+            )
+        };
+        assert_eq!(
+            [op(0), op(1), op(2), op(3)],
+            [(2, 8, 20), (0, 0, 22), (3, 8, 12), (0, 0, 22)]
+        );
+    }
+
+    #[test]
     fn reply_walker_reads_sockets_and_stops_at_done() {
         let d = sample_datagram();
         let mut seen = Vec::new();
@@ -693,7 +748,10 @@ pub(crate) mod tests {
             // The whole safelist, with a resolv.conf of our own.
             let conf = std::env::temp_dir().join(format!("fta-diag-{}.conf", std::process::id()));
             std::fs::write(&conf, "nameserver 192.0.2.53\nnameserver fe80::53%d0\n").unwrap();
-            let (safe, warnings) = host::automatic_safelist(2222, &conf);
+            let mut parts = host::AutoSafelist::default();
+            let mut warnings = parts.read_sessions(2222);
+            warnings.extend(parts.read_routes_and_resolvers(&conf));
+            let safe = parts.cidrs();
             let _ = std::fs::remove_file(&conf);
             assert!(warnings.is_empty(), "{warnings:?}");
             let hosts: Vec<IpAddr> = safe.iter().map(|c| c.addr()).collect();

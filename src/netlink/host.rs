@@ -212,44 +212,71 @@ pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
     out
 }
 
-/// The addresses never to drop, found on this host: its own addresses, the default
-/// gateways, the name servers of `resolv_conf`, and the peers of the established TCP
-/// connections to `ssh_port` (the operator's sessions), each as a host CIDR, sorted and
-/// deduplicated. Never fails: a part that cannot be read is left out and described in the
-/// returned warnings (for the caller to log), as a partial safelist is better than none.
-pub fn automatic_safelist(ssh_port: u16, resolv_conf: &Path) -> (Vec<Cidr>, Vec<String>) {
-    let mut addrs = Vec::new();
-    let mut warnings = Vec::new();
-    match own_addresses() {
-        Ok(a) => addrs.extend(a),
-        Err(e) => warnings.push(format!("safelist: own addresses left out: {e}")),
+/// The addresses never to drop, found on this host, by part: its own addresses, the peers of
+/// the established TCP connections to the SSH port (the operator's sessions), the default
+/// gateways and the name servers of a resolv.conf. Read in parts so that the cheap ones can
+/// be read again often (one getifaddrs, one sock_diag dump filtered by port in the kernel) and
+/// the others seldom (a dump of every route; a file). Never fails: a part that cannot be read
+/// keeps what it held and is described in the returned warnings (for the caller to log), as a
+/// partial safelist is better than none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutoSafelist {
+    pub own: Vec<IpAddr>,
+    pub ssh_peers: Vec<IpAddr>,
+    pub gateways: Vec<IpAddr>,
+    pub resolvers: Vec<IpAddr>,
+}
+
+impl AutoSafelist {
+    /// Reads the host's addresses and the peers of established connections to `ssh_port`;
+    /// returns the warnings of the parts that could not be read.
+    pub fn read_sessions(&mut self, ssh_port: u16) -> Vec<String> {
+        let mut warnings = Vec::new();
+        match own_addresses() {
+            Ok(a) => self.own = a,
+            Err(e) => warnings.push(format!("safelist: own addresses left out: {e}")),
+        }
+        match diag::established_peers(ssh_port) {
+            Ok(a) => self.ssh_peers = a,
+            Err(e) => warnings.push(format!(
+                "safelist: peers of established connections to port {ssh_port} left out: {e}"
+            )),
+        }
+        warnings
     }
-    match default_gateways() {
-        Ok(a) => addrs.extend(a),
-        Err(e) => warnings.push(format!("safelist: default gateways left out: {e}")),
+
+    /// Reads the default gateways and the name servers of `resolv_conf`; returns the
+    /// warnings of the parts that could not be read.
+    pub fn read_routes_and_resolvers(&mut self, resolv_conf: &Path) -> Vec<String> {
+        let mut warnings = Vec::new();
+        match default_gateways() {
+            Ok(a) => self.gateways = a,
+            Err(e) => warnings.push(format!("safelist: default gateways left out: {e}")),
+        }
+        match read_resolvers(resolv_conf) {
+            Ok(a) => self.resolvers = a,
+            Err(e) => warnings.push(format!(
+                "safelist: name servers left out: {}: {e}",
+                resolv_conf.display()
+            )),
+        }
+        warnings
     }
-    match read_resolvers(resolv_conf) {
-        Ok(a) => addrs.extend(a),
-        Err(e) => warnings.push(format!(
-            "safelist: name servers left out: {}: {e}",
-            resolv_conf.display()
-        )),
+
+    /// Every part as host CIDRs, sorted and deduplicated; 0.0.0.0 and :: (a resolv.conf may
+    /// say so for "this host") are no one's source address and are left out.
+    pub fn cidrs(&self) -> Vec<Cidr> {
+        let all = [&self.own, &self.ssh_peers, &self.gateways, &self.resolvers];
+        let mut safe: Vec<Cidr> = all
+            .into_iter()
+            .flatten()
+            .filter(|a| !a.is_unspecified())
+            .map(|&a| Cidr::host(a))
+            .collect();
+        safe.sort_unstable();
+        safe.dedup();
+        safe
     }
-    match diag::established_peers(ssh_port) {
-        Ok(a) => addrs.extend(a),
-        Err(e) => warnings.push(format!(
-            "safelist: peers of established connections to port {ssh_port} left out: {e}"
-        )),
-    }
-    // 0.0.0.0 or :: (a resolv.conf may say so for "this host") is no one's source address.
-    let mut safe: Vec<Cidr> = addrs
-        .into_iter()
-        .filter(|a| !a.is_unspecified())
-        .map(Cidr::host)
-        .collect();
-    safe.sort_unstable();
-    safe.dedup();
-    (safe, warnings)
 }
 
 /// The speed of the fastest interface that is up and reports one, Mbit/s, from
@@ -499,7 +526,10 @@ domain 192.0.2.94
     #[test]
     fn automatic_safelist_never_fails() {
         let missing = std::env::temp_dir().join("fta-no-such-dir/resolv.conf");
-        let (safe, warnings) = automatic_safelist(22, &missing);
+        let mut parts = AutoSafelist::default();
+        let mut warnings = parts.read_sessions(22);
+        warnings.extend(parts.read_routes_and_resolvers(&missing));
+        let safe = parts.cidrs();
         // Whatever this host lets us read, loopback is ours.
         assert!(
             safe.contains(&Cidr::host(IpAddr::V4(Ipv4Addr::LOCALHOST))),

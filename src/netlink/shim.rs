@@ -243,6 +243,31 @@ impl Shim {
         }
     }
 
+    /// Brings the safelist ipsets from `old` to `new`: the entries that differ deleted and
+    /// added, the rest untouched (no flush, no moment without them).
+    pub fn update_safelist(&mut self, old: &[Cidr], new: &[Cidr]) -> Result<(), ShimError> {
+        for (set, v6) in [(shim::SAFE4, false), (shim::SAFE6, true)] {
+            let before = shim::safelist_entries(old, v6);
+            let after = shim::safelist_entries(new, v6);
+            let gone = before.iter().filter(|c| !after.contains(c));
+            let mut ops: Vec<ElementOp> = gone.map(|&cidr| ElementOp::Del { cidr }).collect();
+            ops.extend(
+                after
+                    .iter()
+                    .filter(|c| !before.contains(c))
+                    .map(|&cidr| ElementOp::Add {
+                        cidr,
+                        timeout_secs: None,
+                    }),
+            );
+            if !ops.is_empty() {
+                self.ipset.apply(set, &ops)?;
+            }
+        }
+        Ok(())
+    }
+
+
     /// Mirrors the bans and unbans among `changes` into the ipsets (measures stay nft-only).
     pub fn mirror(&mut self, changes: &[Change]) -> Result<(), ShimError> {
         mirror_into(&mut self.ipset, changes.iter().copied())

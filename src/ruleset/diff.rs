@@ -86,10 +86,20 @@ pub fn diff(
     }
     d.add_counters = missing_from(&new.counters, &old.counters);
     d.remove_counters = missing_from(&old.counters, &new.counters);
-    let (old_allow, new_allow) = (allow_elements(old_safelist), allow_elements(new_safelist));
-    d.allow_add = missing_from(&new_allow, &old_allow);
-    d.allow_remove = missing_from(&old_allow, &new_allow);
+    let allow = allow_diff(old_safelist, new_safelist);
+    d.allow_add = allow.allow_add;
+    d.allow_remove = allow.allow_remove;
     Some(d)
+}
+
+/// The changes to `allow4`/`allow6` that turn `old_safelist` into `new_safelist`, alone.
+pub fn allow_diff(old_safelist: &[Cidr], new_safelist: &[Cidr]) -> TableDiff {
+    let (old_allow, new_allow) = (allow_elements(old_safelist), allow_elements(new_safelist));
+    TableDiff {
+        allow_add: missing_from(&new_allow, &old_allow),
+        allow_remove: missing_from(&old_allow, &new_allow),
+        ..TableDiff::default()
+    }
 }
 
 /// The items of `these` that are not in `those`.

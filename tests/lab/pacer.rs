@@ -54,6 +54,13 @@ pub enum Src {
     /// A random IPv6 source in `SPOOFED6` (fd00:250::1:0:0/96) for every packet: never a lab
     /// host's address.
     Spoofed6,
+    /// A random one of the `hosts` addresses 10.250.`net`.1, .2, … for every packet: a few
+    /// spoofed hosts of one /24 (`net` in 2..=254, as `Spoofed4`: no route back to them).
+    Hosts4 { net: u8, hosts: u8 },
+    /// `per_second` new IPv4 sources every second of the flood, each in a /24 of its own
+    /// (10.250.2–254.x, as `Spoofed4`, cycling through the /24s), a random one of the
+    /// second's for every packet: a flood whose sources keep changing.
+    Rotating4 { per_second: u16 },
 }
 
 /// The range of `Src::Spoofed6`, inside the lab's fd00:250::/64.
@@ -194,8 +201,14 @@ pub fn start(link: &Link, packets: Packets, count: u64, pace: Pace) -> Flood {
             "lab: flood mixes families"
         );
     } else {
-        let v4 = matches!(packets.src, Src::Spoofed4);
+        let v4 = !matches!(packets.src, Src::Spoofed6);
         assert_eq!(v4, packets.dst.is_ipv4(), "lab: flood mixes families");
+    }
+    if let Src::Hosts4 { net, hosts } = packets.src {
+        assert!(
+            (2..=254).contains(&net) && (1..=254).contains(&hosts),
+            "lab: spoofed hosts 10.250.{net}.1-{hosts} outside the spoofed range"
+        );
     }
     assert_lab_addr(&packets.dst.to_string());
     assert!(pace.rate > 0, "lab: flood at 0 pps");
@@ -209,8 +222,8 @@ pub fn start(link: &Link, packets: Packets, count: u64, pace: Pace) -> Flood {
         Some((on, off)) => on_secs * (1.0 + off.as_secs_f64() / on.as_secs_f64()),
         None => on_secs,
     };
-    // Bounded in time whatever happens: twice its length, plus 5 s, at most 60 s.
-    let deadline = Duration::from_secs_f64((total * 2.0 + 5.0).min(60.0));
+    // Bounded in time whatever happens: twice its length, plus 5 s, at most 90 s.
+    let deadline = Duration::from_secs_f64((total * 2.0 + 5.0).min(90.0));
     let what = format!("{count} packets at {rate} pps {packets:?} {:?}", pace.pulse);
     let netns = format!("/var/run/netns/{}", link.netns);
     let (ifname, src_mac, dst_mac) = (link.ifname.to_string(), link.src_mac, link.dst_mac);
@@ -413,6 +426,8 @@ struct Frames {
     bufs: Vec<Vec<u8>>,
     len: usize,
     rng: u64,
+    /// When the first frame was built (`Src::Rotating4` counts its seconds from it).
+    begin: Instant,
 }
 
 const ETH: usize = 14;
@@ -467,9 +482,10 @@ impl Frames {
         match packets.src {
             Src::Addr(IpAddr::V4(s)) => h[12..16].copy_from_slice(&s.octets()),
             Src::Addr(IpAddr::V6(s)) => h[8..24].copy_from_slice(&s.octets()),
-            Src::Spoofed4 => h[12..14].copy_from_slice(&[10, 250]),
+            Src::Spoofed4 | Src::Rotating4 { .. } => h[12..14].copy_from_slice(&[10, 250]),
             // fd00:250::1:RRRR:RRRR; the random half is written per packet.
             Src::Spoofed6 => h[8..20].copy_from_slice(&[0xfd, 0, 2, 0x50, 0, 0, 0, 0, 0, 0, 0, 1]),
+            Src::Hosts4 { net, .. } => h[12..15].copy_from_slice(&[10, 250, net]),
         }
         let t = &mut h[ip..];
         match packets.transport {
@@ -499,6 +515,7 @@ impl Frames {
             bufs: vec![frame; BATCH],
             len,
             rng: seed,
+            begin: Instant::now(),
         }
     }
 
@@ -522,6 +539,7 @@ impl Frames {
         let p = self.packets;
         let v4 = p.dst.is_ipv4();
         let ip = if v4 { 20 } else { 40 };
+        let second = self.begin.elapsed().as_secs();
         for i in 0..n {
             let sport = self.port(p.sport);
             let dport = self.port(p.dport);
@@ -530,9 +548,19 @@ impl Frames {
             let h = &mut buf[ETH..];
             if v4 {
                 h[4..6].copy_from_slice(&(r as u16).to_be_bytes()); // id
-                if let Src::Spoofed4 = p.src {
-                    h[14] = 2 + ((r >> 16) % 253) as u8; // 2..=254
-                    h[15] = (r >> 24) as u8;
+                match p.src {
+                    Src::Spoofed4 => {
+                        h[14] = 2 + ((r >> 16) % 253) as u8; // 2..=254
+                        h[15] = (r >> 24) as u8;
+                    }
+                    Src::Hosts4 { hosts, .. } => h[15] = 1 + ((r >> 24) % u64::from(hosts)) as u8,
+                    Src::Rotating4 { per_second } => {
+                        let per_second = u64::from(per_second.max(1));
+                        let n = second * per_second + (r >> 24) % per_second;
+                        h[14] = 2 + (n % 253) as u8; // a /24 of its own, 2..=254
+                        h[15] = 1 + ((n / 253) % 254) as u8;
+                    }
+                    Src::Spoofed6 | Src::Addr(_) => {}
                 }
                 h[10..12].fill(0);
                 let c = fold(sum(&h[..20], 0));
