@@ -53,7 +53,7 @@ fn buckets(text: &str) -> Vec<(f64, u64)> {
 }
 
 /// What one phase recorded: the difference of two scrapes' histograms.
-struct Phase {
+pub(crate) struct Phase {
     name: &'static str,
     buckets: Vec<(f64, u64)>,
     sum: f64,
@@ -77,13 +77,13 @@ impl Phase {
         }
     }
 
-    fn ticks(&self) -> u64 {
+    pub(crate) fn ticks(&self) -> u64 {
         self.buckets.last().map_or(0, |b| b.1)
     }
 
     /// The `q` quantile in milliseconds, interpolated within its bucket as Prometheus's
     /// `histogram_quantile` does (in the `+Inf` bucket: the highest finite bound).
-    fn quantile_ms(&self, q: f64) -> f64 {
+    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
         let rank = q * self.ticks() as f64;
         let (mut lower, mut below) = (0.0, 0u64);
         for &(le, count) in &self.buckets {
@@ -99,7 +99,7 @@ impl Phase {
         lower * 1000.0
     }
 
-    fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         format!(
             "{}: {} ticks, p50 {:.2} ms, p99 {:.2} ms, mean {:.2} ms; buckets {:?}",
             self.name,
@@ -113,11 +113,23 @@ impl Phase {
 }
 
 /// Scrapes `/metrics`, runs `during`, scrapes again: the phase, and the second scrape.
-fn measure(lab: &Lab, name: &'static str, during: impl FnOnce()) -> (Phase, String) {
+pub(crate) fn measure(lab: &Lab, name: &'static str, during: impl FnOnce()) -> (Phase, String) {
     let before = scrape(lab);
     during();
     let after = scrape(lab);
     (Phase::between(name, &before, &after), after)
+}
+
+/// Starts the agent at niceness 0, as systemd starts it, whatever the test runs at (through
+/// `launcher` first): its worker threads lower themselves below the loop, which a test run at
+/// niceness 19 leaves no room for.
+pub(crate) fn start_at_niceness_zero(agent: &mut Agent, launcher: &[&str]) {
+    // SAFETY: getpriority of this process; -1 is a valid niceness, never an error here.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let back_to_zero = (-nice).to_string();
+    let mut through = launcher.to_vec();
+    through.extend(["nice", "-n", &back_to_zero]);
+    agent.start_through(&through);
 }
 
 fn gauge(text: &str, name: &str) -> f64 {
@@ -193,7 +205,7 @@ impl Drop for ConntrackMax {
     }
 }
 
-fn assert_near_quiet(quiet: &Phase, phase: &Phase) {
+pub(crate) fn assert_near_quiet(quiet: &Phase, phase: &Phase) {
     assert!(phase.ticks() > 0, "no ticks in {}", phase.name);
     let (q, p) = (quiet.quantile_ms(0.99), phase.quantile_ms(0.99));
     assert!(
@@ -221,13 +233,8 @@ fn issue15_tick_lateness_stays_near_quiet_with_200k_conntrack_entries_and_the_xt
         ..Setup::default()
     };
     let mut agent = Agent::configured(&lab, setup);
-    // At niceness 0, as systemd starts it, whatever the test runs at: its worker threads
-    // lower themselves below the loop, which a test run at niceness 19 leaves no room for.
-    // SAFETY: getpriority of this process; -1 is a valid niceness, never an error here.
-    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
     let lock_file = format!("XTABLES_LOCKFILE={}", lock.display());
-    let back_to_zero = (-nice).to_string();
-    agent.start_through(&["env", &lock_file, "nice", "-n", &back_to_zero]);
+    start_at_niceness_zero(&mut agent, &["env", &lock_file]);
     let pid = agent.daemon.as_ref().unwrap().pid();
     // The UDP entries outlive the test's phases.
     lab.victim

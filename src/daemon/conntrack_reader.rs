@@ -59,7 +59,10 @@ impl Round {
         table.begin();
         stale.clear();
         let dumped = conntrack.dump(&mut |entry| {
-            if table.add(entry) && stale.len() < stale.capacity() {
+            // Only TCP and UDP entries, the ones a tuple of addresses and ports names (an
+            // ICMP entry's tuple needs its id, type and code: the kernel refuses it without).
+            let ported = entry.src_port.is_some() && entry.dst_port.is_some();
+            if table.add(entry) && ported && stale.len() < stale.capacity() {
                 stale.push(*entry);
             }
         });
