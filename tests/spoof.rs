@@ -313,7 +313,9 @@ fn issue15_five_new_spoofed_sources_a_second_keep_ticks_on_time_and_the_state_sm
     start_at_niceness_zero(&mut agent, &[]);
     lab.ping(ATTACKER4, VICTIM4, 100);
     std::thread::sleep(Duration::from_secs(2));
-    let (quiet, _) = measure(&lab, "quiet", || std::thread::sleep(Duration::from_secs(10)));
+    let (quiet, _) = measure(&lab, "quiet", || {
+        std::thread::sleep(Duration::from_secs(10))
+    });
 
     let packets = Packets {
         src: Src::Rotating4 { per_second: 5 },

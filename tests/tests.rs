@@ -44,6 +44,6 @@ mod ops;
 mod report;
 mod sense;
 mod setup;
-mod synproxy;
 mod spoof;
+mod synproxy;
 mod table;

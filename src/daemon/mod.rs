@@ -17,8 +17,8 @@ mod lateness;
 mod metrics;
 mod persist;
 mod reload;
-mod shim_keeper;
 mod safelist;
+mod shim_keeper;
 mod slots;
 mod status;
 

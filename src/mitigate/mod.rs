@@ -493,9 +493,11 @@ impl Mitigator {
             Vector::HttpFlood if aggregate => {
                 aggregates.extend(event.port.map(Measure::MeterNewConnections))
             }
-            Vector::TcpConnectionFlood if aggregate => {
-                aggregates.extend(port_or_closed(event, PROTO_TCP, Measure::MeterNewConnections))
-            }
+            Vector::TcpConnectionFlood if aggregate => aggregates.extend(port_or_closed(
+                event,
+                PROTO_TCP,
+                Measure::MeterNewConnections,
+            )),
             Vector::Slowloris => aggregates.extend(event.port.map(Measure::LimitConnections)),
             // Segments outside any connection, held after conntrack: the port's established
             // connections pass untouched.

@@ -142,7 +142,11 @@ impl Mitigator {
             }
             !lifted
         });
-        let mut bans: Vec<Cidr> = m.bans().into_iter().filter(|&c| what.covers_ban(c)).collect();
+        let mut bans: Vec<Cidr> = m
+            .bans()
+            .into_iter()
+            .filter(|&c| what.covers_ban(c))
+            .collect();
         bans.sort_unstable();
         for cidr in &bans {
             m.forget(cidr); // keeps the per-prefix counts right

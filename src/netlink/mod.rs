@@ -26,8 +26,8 @@ use crate::mitigate::{InForce, Item};
 use crate::ruleset::diff::TableDiff;
 use crate::ruleset::expr::{Expr, Synproxy};
 use crate::ruleset::{
-    ChainHook, ChainSpec, ElementKey, Family, Key, SetRole, SetSpec, SetState, TableSpec, TableState,
-    TABLE,
+    ChainHook, ChainSpec, ElementKey, Family, Key, SetRole, SetSpec, SetState, TableSpec,
+    TableState, TABLE,
 };
 use nft::abi::*;
 use nft::{ElementOp, RawElement, SetRef};

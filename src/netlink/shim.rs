@@ -267,7 +267,6 @@ impl Shim {
         Ok(())
     }
 
-
     /// Mirrors the bans and unbans among `changes` into the ipsets (measures stay nft-only).
     pub fn mirror(&mut self, changes: &[Change]) -> Result<(), ShimError> {
         mirror_into(&mut self.ipset, changes.iter().copied())
