@@ -24,22 +24,9 @@ const FLOOD_PACKETS: u64 = 200_000;
 /// The unmitigated reference: one second of the same flood, before the agent runs.
 const REFERENCE_PACKETS: u64 = 50_000;
 
-/// The sum of the victim's `nstat` counters `names` (absolute values, history untouched).
+/// The sum of the victim's `nstat` counters `names`.
 fn nstat(lab: &Lab, names: &[&str]) -> u64 {
-    let mut args = vec!["nstat", "-saz"];
-    args.extend_from_slice(names);
-    let out = lab.victim.run_ok(&args);
-    names
-        .iter()
-        .map(|name| {
-            out.lines()
-                .find_map(|l| {
-                    let mut f = l.split_whitespace();
-                    (f.next() == Some(*name)).then(|| f.next()?.parse::<u64>().ok())?
-                })
-                .unwrap_or_else(|| panic!("{name} in nstat: {out}"))
-        })
-        .sum()
+    lab.victim_nstat(names).iter().sum()
 }
 
 /// Where a flood's packets are counted: what arrived, and what its transport layer took.

@@ -52,24 +52,6 @@ fn wait_event(agent: &Agent, timeout: Duration, pick: impl Fn(&Value) -> bool) -
     }
 }
 
-/// The victim's SNMP counters `names` (`nstat -saz`), in order.
-fn nstat(lab: &Lab, names: &[&str]) -> Vec<u64> {
-    let mut args = vec!["nstat", "-saz"];
-    args.extend_from_slice(names);
-    let out = lab.victim.run_ok(&args);
-    names
-        .iter()
-        .map(|name| {
-            out.lines()
-                .find_map(|l| {
-                    let mut f = l.split_whitespace();
-                    (f.next() == Some(*name)).then(|| f.next()?.parse().ok())?
-                })
-                .unwrap_or_else(|| panic!("{name} in nstat: {out}"))
-        })
-        .collect()
-}
-
 /// Whether set `name` of our table holds `addr` (as an element or inside a prefix or range of
 /// it): the kernel's own lookup, `nft get element`.
 fn holds(lab: &Lab, name: &str, addr: &str) -> bool {
@@ -137,7 +119,7 @@ fn issue15_a_flood_spoofing_the_gateway_is_limited_never_banned() {
     let port = CLOSED_PORT;
     for (gateway, victim, noports) in floods {
         let from = SystemTime::now();
-        let (rx, before) = (lab.victim_rx_packets(), nstat(&lab, &[noports])[0]);
+        let (rx, before) = (lab.victim_rx_packets(), lab.victim_nstat(&[noports])[0]);
         let flood = lab.udp_flood(
             &UdpFlood::to_port(gateway, victim, port),
             FLOOD_PACKETS,
@@ -158,7 +140,7 @@ fn issue15_a_flood_spoofing_the_gateway_is_limited_never_banned() {
         let sent = flood.finish(Duration::from_secs(30));
         spans.push((from, SystemTime::now()));
         let received = lab.victim_rx_packets() - rx;
-        let reached = nstat(&lab, &[noports])[0] - before;
+        let reached = lab.victim_nstat(&[noports])[0] - before;
         let held = 1.0 - reached as f64 / received as f64;
         let dump = agent.dump();
         eprintln!(
@@ -224,13 +206,13 @@ fn issue15_ack_and_xmas_floods_spare_established_clients() {
     for (name, victim, flags, counter) in floods {
         let from = SystemTime::now();
         let dropped = dump_counter(&agent.dump(), counter).unwrap();
-        let (rx, before) = (lab.victim_rx_packets(), nstat(&lab, &["TcpInSegs"])[0]);
+        let (rx, before) = (lab.victim_rx_packets(), lab.victim_nstat(&["TcpInSegs"])[0]);
         let sent = lab
             .tcp_flood_spoofed(victim, 80, flags, FLOOD_PACKETS, FLOOD_PPS)
             .finish(Duration::from_secs(30));
         spans.push((from, SystemTime::now()));
         let received = lab.victim_rx_packets() - rx;
-        let reached = nstat(&lab, &["TcpInSegs"])[0] - before;
+        let reached = lab.victim_nstat(&["TcpInSegs"])[0] - before;
         let dropped = dump_counter(&agent.dump(), counter).unwrap() - dropped;
         let held = 1.0 - reached as f64 / received as f64;
         eprintln!(

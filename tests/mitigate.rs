@@ -395,13 +395,7 @@ fn issue5_slowloris_source_is_limited_and_others_get_pages() {
 /// The victim's count of fragments handed to reassembly (`IpReasmReqds`, `Ip6ReasmReqds`).
 fn reassembly_requests(lab: &Lab, v6: bool) -> u64 {
     let name = if v6 { "Ip6ReasmReqds" } else { "IpReasmReqds" };
-    let out = lab.victim.run_ok(&["nstat", "-saz", name]);
-    out.lines()
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next() == Some(name)).then(|| f.next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("{name} in nstat: {out}"))
+    lab.victim_nstat(&[name])[0]
 }
 
 /// Issue 14, item 2 (issue 13's lab): a flood of fragments that never complete is counted

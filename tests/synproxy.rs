@@ -63,14 +63,7 @@ fn flood_syns(lab: &Lab) -> u64 {
 /// `Tcp: InSegs` of the victim namespace (what `nstat` shows as `TcpInSegs`): every segment
 /// the TCP layer received.
 fn tcp_in_segs(lab: &Lab) -> u64 {
-    let snmp = lab.victim.run_ok(&["cat", "/proc/net/snmp"]);
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-    let i = names
-        .split_whitespace()
-        .position(|n| n == "InSegs")
-        .unwrap();
-    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+    lab.victim_nstat(&["TcpInSegs"])[0]
 }
 
 fn tcp_loose(lab: &Lab) -> String {

@@ -234,6 +234,25 @@ impl Lab {
         self.victim.spawn(&["python3", "-c", &script])
     }
 
+    /// The victim's SNMP counters `names` (`nstat -saz`: absolute values, its history
+    /// untouched), in order; panics on a name nstat does not show.
+    pub fn victim_nstat(&self, names: &[&str]) -> Vec<u64> {
+        let mut args = vec!["nstat", "-saz"];
+        args.extend_from_slice(names);
+        let out = self.victim.run_ok(&args);
+        names
+            .iter()
+            .map(|name| {
+                out.lines()
+                    .find_map(|l| {
+                        let mut f = l.split_whitespace();
+                        (f.next() == Some(*name)).then(|| f.next()?.parse().ok())?
+                    })
+                    .unwrap_or_else(|| panic!("{name} in nstat: {out}"))
+            })
+            .collect()
+    }
+
     /// Packets the victim's interface has received so far.
     pub fn victim_rx_packets(&self) -> u64 {
         self.victim_rx_packets_on(VICTIM_IF)
