@@ -21,9 +21,9 @@ const FILL_PACKETS: u64 = 215_000;
 const FILL_RATE: u64 = 100_000;
 /// A closed UDP port of the victim (no service).
 const FILL_PORT: u16 = 9999;
-/// How long each phase is measured, at least: 120 ticks of 100 ms, so that one tick late by
+/// How long each phase is measured, at least: 100 ticks of 100 ms, so that one tick late by
 /// chance (a busy machine) is not the p99.
-const PHASE: Duration = Duration::from_secs(12);
+const PHASE: Duration = Duration::from_secs(10);
 /// How long one of the agent's iptables checks is kept waiting for the lock (its tools give up
 /// after 5 s).
 const LOCK_WAIT: Duration = Duration::from_secs(4);
