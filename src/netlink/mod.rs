@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::addr::{merge_intervals, Cidr};
-use crate::mitigate::{InForce, Item};
+use crate::ruleset::change::{InForce, Item};
 use crate::ruleset::diff::TableDiff;
 use crate::ruleset::expr::{Expr, Synproxy};
 use crate::ruleset::{
@@ -621,10 +621,10 @@ impl Nft {
     /// its delete, so a ban that ran out is no error).
     pub fn apply(
         &mut self,
-        changes: &[crate::mitigate::Change],
+        changes: &[crate::ruleset::change::Change],
         features: Features,
     ) -> Result<(), NlError> {
-        use crate::mitigate::Change;
+        use crate::ruleset::change::Change;
         let mut batch = self.sock.batch();
         for change in changes {
             let (set, key, timeout, lift) = match *change {

@@ -2,6 +2,7 @@
 //! back (`TableState`), and both rendered as nft text that `nft -c -f` accepts. Nothing here
 //! touches the system; `rules/ftagent.nft` is the rendering of the default table.
 
+pub mod change;
 pub mod diff;
 pub mod expr;
 mod render;
