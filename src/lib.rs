@@ -36,6 +36,7 @@ pub mod sense;
 pub mod setup;
 pub mod status;
 pub mod terminal;
+pub mod time;
 
 /// Unit tests count allocations too (per thread), to prove the tick path makes none.
 #[cfg(test)]

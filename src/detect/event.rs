@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::classify::Vector;
 use super::incident::Incident;
 use crate::addr::Cidr;
-use crate::sense::trace::rfc3339;
+use crate::time::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {

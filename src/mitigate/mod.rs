@@ -46,7 +46,7 @@ use crate::ruleset::expr::{
     ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 use crate::ruleset::Measure;
-use crate::sense::trace::rfc3339;
+use crate::time::rfc3339;
 
 /// What was done (or, in monitor mode, would have been done) for an incident.
 #[derive(Debug, Clone, PartialEq)]
