@@ -2,6 +2,7 @@
 //! - `agent`: the real ftagent binary run in a lab namespace with a test's config;
 //! - `bgp`: issue 9 — escalation to a real upstream gobgpd: RTBH and FlowSpec, across SIGKILL;
 //! - `bench`: issue 8 — the benchmark (ignored; `benches/run.sh`): latency, cost, drop cost, restore;
+//! - `layers`: issue 16 — imports point down the layers; no source file over 1,500 lines (no root);
 //! - `lab`: network namespaces (victim, attacker, users), veth, paced and full-speed floods, the
 //!   users' clients and services, what the victim received per 100 ms; always cleaned up;
 //! - `collateral`: issue 15 — floods spoofing the gateway and ACK/xmas floods: limited, users spared;
@@ -37,6 +38,7 @@ mod fullsets;
 mod heal;
 mod lab;
 mod lateness;
+mod layers;
 mod lift;
 mod metrics;
 mod mitigate;

@@ -19,8 +19,9 @@ use super::{Daemon, DaemonError};
 use crate::addr::Cidr;
 use crate::config::Config;
 use crate::control::{self, Request, Response};
-use crate::mitigate::{Change, Lift};
+use crate::mitigate::Lift;
 use crate::ruleset;
+use crate::ruleset::change::Change;
 
 const MAX_CONNECTIONS: usize = 16;
 /// A connection that has not sent its request and read its reply by then is closed.

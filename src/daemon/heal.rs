@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 
 use crate::netlink::monitor::{Committer, Tampering};
-use crate::sense::trace::rfc3339;
+use crate::time::rfc3339;
 
 /// At most `RESTORES_PER_WINDOW` restores in this window: a tool that deletes our table
 /// again and again does not get a busy loop, and an occasional one is undone at once.

@@ -18,7 +18,8 @@ use super::{Daemon, DaemonError};
 use crate::detect::{Event as Detection, EventKind, Vector};
 use crate::escalate::Route;
 use crate::metrics::{self, KeyRate, SetFill, Snapshot, Total};
-use crate::mitigate::{Item, Target, ACTIONS};
+use crate::mitigate::{Target, ACTIONS};
+use crate::ruleset::change::Item;
 use crate::ruleset::{self, SetRole};
 
 const MAX_CONNECTIONS: usize = 16;

@@ -17,9 +17,9 @@ use crate::config::{Config, ConfigSource, DEFAULT_PATH};
 use crate::detect::Detector;
 
 use crate::ruleset::{self, diff};
-use crate::sense::trace::rfc3339;
 use crate::sense::Sensor;
 use crate::status::Reload;
+use crate::time::rfc3339;
 
 /// The file a daemon started with `config_path` reads: None for the embedded defaults.
 pub(super) fn source_path(config_path: Option<&Path>) -> Option<PathBuf> {

@@ -8,10 +8,10 @@ use super::Daemon;
 use crate::mitigate::Target;
 use crate::ruleset::expr::{l4proto_name, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6};
 use crate::ruleset::{ElementKey, Key, Measure, SetRole};
-use crate::sense::trace::rfc3339;
 use crate::status::{
     key_text, IncidentStatus, KeyRate, Mitigation, OperatorBan, Samples, Status, MAX_LISTED,
 };
+use crate::time::rfc3339;
 
 impl Daemon {
     pub(super) fn status(&mut self, now: Instant) -> Status {

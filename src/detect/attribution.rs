@@ -16,9 +16,9 @@ use super::incident::Incident;
 use super::{Detector, Role, Sample, MIN_SAMPLES, TOP};
 use crate::addr::Cidr;
 use crate::config::Proto;
+use crate::netlink::nflog::PacketMeta;
 use crate::ruleset::expr::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use crate::sense::counters::class;
-use crate::sense::talkers::PacketMeta;
 
 /// Targets an incident lists. A /24 (/64) with more hit addresses than this is named whole.
 pub const TARGETS: usize = 4;

@@ -7,9 +7,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::classify::Vector;
-use super::incident::Incident;
 use crate::addr::Cidr;
-use crate::sense::trace::rfc3339;
+use crate::time::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -84,39 +83,6 @@ pub struct Event {
 }
 
 impl Event {
-    pub(super) fn of(kind: EventKind, incident: &Incident, connection_limit: u32) -> Event {
-        let end = kind == EventKind::AttackEnd;
-        Event {
-            kind,
-            incident: incident.id.clone(),
-            vector: incident.vector,
-            proto: incident.proto,
-            ip_proto: incident.ip_proto,
-            port: incident.port,
-            port_range: incident.port_range,
-            counter: incident.counter.clone(),
-            pps: incident.pps,
-            bps: incident.bps,
-            baseline_pps: incident.baseline_pps,
-            threshold_pps: incident.threshold_pps,
-            warmed_up: incident.warmed_up,
-            sources: incident
-                .sources()
-                .iter()
-                .map(|&(addr, share)| SourceShare { addr, share })
-                .collect(),
-            distinct_sources: incident.distinct_sources,
-            concentrated: incident.concentrated,
-            top_prefixes: shares(incident.top_prefixes()),
-            targets: shares(incident.targets()),
-            connections: incident.connections,
-            connection_limit: incident.connections.map(|_| connection_limit),
-            duration: end.then(|| Duration::from_secs_f64(incident.duration_s())),
-            peak_pps: end.then_some(incident.peak_pps),
-            pcap: None,
-        }
-    }
-
     /// One JSON object on one line (no newline); `wall_clock` gives `ts`.
     pub fn to_json(&self, wall_clock: SystemTime) -> String {
         let line = Line {
@@ -155,13 +121,6 @@ impl Event {
         };
         serde_json::to_string(&line).unwrap_or_default()
     }
-}
-
-fn shares(blocks: &[(Cidr, f64)]) -> Vec<PrefixShare> {
-    blocks
-        .iter()
-        .map(|&(prefix, share)| PrefixShare { prefix, share })
-        .collect()
 }
 
 /// `x` rounded to 1/`per` (finite: JSON has no NaN).

@@ -3,10 +3,11 @@
 //! (hysteresis: a flood hovering around its threshold stays one incident).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use super::attribution::TARGETS;
 use super::classify::{Target, Vector};
-use super::event::{Event, EventKind};
+use super::event::{Event, EventKind, PrefixShare, SourceShare};
 use super::{Detector, Role, Sample, REPORT_INTERVAL, TOP};
 use crate::addr::Cidr;
 
@@ -87,6 +88,40 @@ impl Incident {
     /// Seconds from the first tick over threshold to the last tick in the attack.
     pub fn duration_s(&self) -> f64 {
         (self.last_active - self.started).max(0.0)
+    }
+
+    /// Its start, update or end as an event.
+    pub(super) fn event(&self, kind: EventKind, connection_limit: u32) -> Event {
+        let end = kind == EventKind::AttackEnd;
+        Event {
+            kind,
+            incident: self.id.clone(),
+            vector: self.vector,
+            proto: self.proto,
+            ip_proto: self.ip_proto,
+            port: self.port,
+            port_range: self.port_range,
+            counter: self.counter.clone(),
+            pps: self.pps,
+            bps: self.bps,
+            baseline_pps: self.baseline_pps,
+            threshold_pps: self.threshold_pps,
+            warmed_up: self.warmed_up,
+            sources: self
+                .sources()
+                .iter()
+                .map(|&(addr, share)| SourceShare { addr, share })
+                .collect(),
+            distinct_sources: self.distinct_sources,
+            concentrated: self.concentrated,
+            top_prefixes: shares(self.top_prefixes()),
+            targets: shares(self.targets()),
+            connections: self.connections,
+            connection_limit: self.connections.map(|_| connection_limit),
+            duration: end.then(|| Duration::from_secs_f64(self.duration_s())),
+            peak_pps: end.then_some(self.peak_pps),
+            pcap: None,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -259,10 +294,10 @@ impl Detector {
                         .iter()
                         .any(|&d| !matches!(self.keys[d].role, Role::Connections(_)));
                     self.count_own(i, sample, by_samples);
-                    out.push(Event::of(kind, &self.incidents[i], limit));
+                    out.push(self.incidents[i].event(kind, limit));
                 }
             } else if t - incident.last_active >= self.hold - 1e-9 {
-                out.push(Event::of(EventKind::AttackEnd, incident, limit));
+                out.push(incident.event(EventKind::AttackEnd, limit));
                 let seq = incident.seq;
                 for key in &mut self.keys {
                     if key.owner == Some(seq) {
@@ -377,4 +412,11 @@ impl Detector {
             incident.connection_sources(sample, service, limit);
         }
     }
+}
+
+fn shares(blocks: &[(Cidr, f64)]) -> Vec<PrefixShare> {
+    blocks
+        .iter()
+        .map(|&(prefix, share)| PrefixShare { prefix, share })
+        .collect()
 }

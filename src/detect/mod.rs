@@ -42,12 +42,11 @@ mod tests;
 #[cfg(test)]
 mod warmup_tests;
 
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, Detection, Proto};
 use crate::sense::counters::{class, CounterLayout, Rate};
-use crate::sense::recent::Window;
+use crate::sense::{Sample, TOP};
 use attribution::{Counts, Scratch};
 use baseline::{Baseline, Rule};
 pub use classify::{Target, Vector};
@@ -55,32 +54,9 @@ pub use event::{Event, EventKind, PrefixShare, SourceShare};
 pub use incident::Incident;
 pub use state::State;
 
-/// What one tick gives the detector, borrowed from the sensor: building it allocates nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Sample<'a> {
-    /// Per counter, indexed like the [`CounterLayout`] (packets and bits per second).
-    pub rates: &'a [Rate],
-    /// Packets sampled this tick.
-    pub samples: u64,
-    /// The sampled packets of about the last second, whole (each incident's sources and
-    /// targets are counted over its own).
-    pub packets: Window<'a>,
-    /// Heaviest sampled (IP protocol, destination port) pairs of this tick first.
-    pub top_dst_ports: &'a [((u8, u16), u64)],
-    /// Concurrent connections to service ports per source, heaviest first (last conntrack
-    /// read).
-    pub connections: &'a [(IpAddr, u32)],
-    /// Concurrent connections per configured service, indexed like `CounterLayout::services`
-    /// (last conntrack read); may be empty. Tells which service a source's excess of
-    /// connections is on (Slowloris on a web port, or a connection flood elsewhere).
-    pub service_connections: &'a [u32],
-}
-
 /// Fewer samples than this (in a tick, or of an incident's own) say nothing about sources or
 /// ports: keep the last view.
 const MIN_SAMPLES: u64 = 10;
-/// Sources and prefixes an incident lists.
-pub const TOP: usize = 5;
 /// `attack_update` at most this often, seconds.
 const REPORT_INTERVAL: f64 = 1.0;
 /// A tick longer than this (a stalled agent) teaches a baseline no more than this, seconds.

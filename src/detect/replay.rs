@@ -11,10 +11,10 @@ use std::time::Duration;
 use super::{Detector, Event, EventKind, Sample};
 use crate::alloc::thread_allocations;
 use crate::config::{Config, Proto};
+use crate::netlink::nflog::PacketMeta;
 use crate::ruleset::{amplification_counter, counter};
 use crate::sense::counters::{CounterLayout, Rate};
 use crate::sense::recent::Recent;
-use crate::sense::talkers::PacketMeta;
 
 /// The server's address: where flows go unless told otherwise.
 pub const SERVER: &str = "198.51.100.10";

@@ -1119,8 +1119,8 @@ fn observe_cost(config: &Config, ticks: u32) -> (usize, f64, f64, u64) {
     };
     let quiet_pps = |i: usize| if i < 11 { 1000.0 } else { 20.0 };
     // A second of samples at the default rate: the ICMP flood's, from 500 sources.
-    let packets: Vec<crate::sense::talkers::PacketMeta> = (0..2000u32)
-        .map(|i| crate::sense::talkers::PacketMeta {
+    let packets: Vec<crate::netlink::nflog::PacketMeta> = (0..2000u32)
+        .map(|i| crate::netlink::nflog::PacketMeta {
             src: IpAddr::from((0xc612_0000 + i % 500).to_be_bytes()),
             dst: IpAddr::from([198, 51, 100, 10]),
             proto: 1,

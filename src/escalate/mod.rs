@@ -31,7 +31,7 @@ use serde_json::json;
 use crate::addr::Cidr;
 use crate::config::{Bgp, Config, FlowAction, Mode};
 use crate::detect::{Event, EventKind, Vector};
-use crate::sense::trace::rfc3339;
+use crate::time::rfc3339;
 
 /// A destination carrying at least this share of a tick's samples is the attacked one.
 const DESTINATION_SHARE: f64 = 0.5;

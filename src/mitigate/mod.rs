@@ -41,42 +41,12 @@ use serde_json::json;
 use crate::addr::{protected, Cidr};
 use crate::config::{Config, Mode, Proto};
 use crate::detect::{Event, EventKind, Vector};
+use crate::ruleset::change::{Change, InForce, Item};
 use crate::ruleset::expr::{
     ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 use crate::ruleset::Measure;
-use crate::sense::trace::rfc3339;
-
-/// One change to our sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// Add (or refresh) a ban with this timeout.
-    Ban { cidr: Cidr, timeout: Duration },
-    /// Lift a ban (whether or not it is still there).
-    Unban { cidr: Cidr },
-    /// Switch an aggregate measure on (or refresh it) for this long.
-    Enable { measure: Measure, timeout: Duration },
-    /// Switch it off (whether or not it is still on).
-    Disable { measure: Measure },
-    /// SYN cookies on (`net.ipv4.tcp_syncookies`) or back to what they were.
-    SynCookies { on: bool },
-}
-
-/// Something we put in a set with a timeout: a ban or an aggregate measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Item {
-    Ban(Cidr),
-    Measure(Measure),
-}
-
-/// An item in force: its full timeout and the time it has left, so that putting it back
-/// (a table restored, a restart) neither lengthens nor shortens it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InForce {
-    pub item: Item,
-    pub timeout: Duration,
-    pub left: Duration,
-}
+use crate::time::rfc3339;
 
 /// What was done (or, in monitor mode, would have been done) for an incident.
 #[derive(Debug, Clone, PartialEq)]

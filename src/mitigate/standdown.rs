@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{describe, Change, Item, Mitigator, ACTIONS};
 use crate::addr::Cidr;
 use crate::ruleset::Measure;
-use crate::sense::trace::rfc3339;
+use crate::time::rfc3339;
 
 /// What an operator lifts from an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

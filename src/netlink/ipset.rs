@@ -10,6 +10,7 @@ use super::socket::{open_netfilter, recv_into, send_to_kernel, Blocking};
 use super::wire::{Msg, Msgs, Writer, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL};
 use super::NlError;
 use crate::addr::Cidr;
+use crate::ruleset::shim::{IpsetSpec, SetType, MAX_TIMEOUT_SECS};
 
 const NFNL_SUBSYS_IPSET: u16 = 6;
 const PROTOCOL: u8 = 7;
@@ -51,8 +52,6 @@ const IPSET_ERR_TIMEOUT: i32 = 4107;
 const IPSET_ERR_REFERENCED: i32 = 4108;
 const IPSET_ERR_TYPE_SPECIFIC: i32 = 4352;
 
-/// The longest element timeout ipset takes, in seconds.
-pub const MAX_TIMEOUT_SECS: u32 = (u32::MAX >> 1) / 1000;
 /// Elements a send carries at most (each ~60 bytes; the kernel takes a datagram at a time).
 const PER_SEND: usize = 512;
 const RECV_BUF: usize = 64 * 1024;
@@ -60,42 +59,6 @@ const RECV_BUF: usize = 64 * 1024;
 /// buffer about 1 KiB; a short buffer loses them, ENOBUFS).
 const SOCKET_RCVBUF: usize = PER_SEND * 1024;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The set types we use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetType {
-    /// Single addresses, with per-element timeouts.
-    HashIp,
-    /// Prefixes, with per-element timeouts (or none, for the safelist).
-    HashNet,
-    /// A set of sets: one match rule covers its members.
-    ListSet,
-}
-
-impl SetType {
-    fn name(self) -> &'static str {
-        match self {
-            SetType::HashIp => "hash:ip",
-            SetType::HashNet => "hash:net",
-            SetType::ListSet => "list:set",
-        }
-    }
-}
-
-/// One set as it should exist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpsetSpec {
-    pub name: &'static str,
-    pub kind: SetType,
-    /// IPv6 (hash types only).
-    pub v6: bool,
-    /// Default element timeout in seconds; None: elements never expire.
-    pub timeout: Option<u32>,
-    /// Most elements (hash types) or member sets (list:set).
-    pub size: u32,
-    /// list:set only: its members.
-    pub members: &'static [&'static str],
-}
 
 /// Our ipset socket: one descriptor, one request buffer, one receive buffer.
 #[derive(Debug)]

@@ -1,7 +1,19 @@
 //! All kernel-facing code. [`Nft`] owns our one nf_tables socket and turns plain-data plans
-//! (a `TableSpec`, a ban) into atomic batches, then reads back what the kernel holds.
-//! Submodules: `wire` (message views and writer), `nft` (nf_tables messages), `socket`,
-//! `monitor` (the kernel's notifications of others' changes to our table).
+//! (a `TableSpec`, a tick's `ruleset::change::Change`s) into atomic batches, then reads back
+//! what the kernel holds. Submodules:
+//! - `wire`: netlink message views (checked, zero-copy) and the message writer;
+//! - `socket`: NETLINK_NETFILTER sockets, batches with every ACK checked, dumps;
+//! - `nft`: nf_tables messages (table, chains, counters, sets, maps, rules, elements);
+//! - `expr`: our rule expressions encoded for nf_tables, and decoded from its listings;
+//! - `monitor`: the kernel's notifications of others' changes to our table;
+//! - `nflog`: sampled packets over NFLOG, parsed into `nflog::PacketMeta`;
+//! - `conntrack`: the conntrack table counted and dumped (ctnetlink), entries deleted;
+//! - `diag`: the host's TCP and UDP sockets (sock_diag): listeners, SSH peers;
+//! - `host`: the host's own addresses, gateways, name servers, fastest link (auto-safelist);
+//! - `ipset`: ipsets over netlink, for the iptables compatibility chain;
+//! - `shim`: the iptables compatibility chain in the kernel (ipsets and iptables tools);
+//! - `sysctl`: the sysctls a measure changes for its duration (SYN cookies, conntrack loose);
+//! - `testns` (unit tests only): a throwaway network namespace.
 
 pub mod conntrack;
 pub mod diag;
@@ -22,7 +34,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::addr::{merge_intervals, Cidr};
-use crate::mitigate::{InForce, Item};
+use crate::ruleset::change::{InForce, Item};
 use crate::ruleset::diff::TableDiff;
 use crate::ruleset::expr::{Expr, Synproxy};
 use crate::ruleset::{
@@ -621,10 +633,10 @@ impl Nft {
     /// its delete, so a ban that ran out is no error).
     pub fn apply(
         &mut self,
-        changes: &[crate::mitigate::Change],
+        changes: &[crate::ruleset::change::Change],
         features: Features,
     ) -> Result<(), NlError> {
-        use crate::mitigate::Change;
+        use crate::ruleset::change::Change;
         let mut batch = self.sock.batch();
         for change in changes {
             let (set, key, timeout, lift) = match *change {

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use super::socket::{open_netfilter, recv_into, send_to_kernel, Blocking};
 use super::wire::{Msgs, Writer, NFGENMSG_LEN, NLM_F_ACK};
 use super::NlError;
-use crate::sense::talkers::PacketMeta;
 
 // linux/netfilter/nfnetlink.h, nfnetlink_log.h
 const NFNL_SUBSYS_ULOG: u16 = 4;
@@ -410,6 +409,27 @@ fn parse_timestamp(bytes: &[u8]) -> Option<Duration> {
     let sec = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
     let usec = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
     (usec < 1_000_000).then(|| Duration::new(sec, usec as u32 * 1000))
+}
+
+/// What we keep of one sampled packet (parsed from its headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IPPROTO_* of the transport, after IPv6 extension headers (or the last header reached
+    /// when the capture ends inside them).
+    pub proto: u8,
+    pub src_port: Option<u16>,
+    /// For TCP/UDP/SCTP/DCCP the port; for ICMP and ICMPv6 `type << 8 | code` (the NetFlow
+    /// convention), so ICMP floods show up in the port table by type.
+    pub dst_port: Option<u16>,
+    /// IP total length (IPv6: 40 + payload length).
+    pub len: u16,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    pub tcp_flags: Option<u8>,
+    /// An IPv4 fragment (MF set or offset > 0) or an IPv6 packet with a fragment header.
+    pub fragment: bool,
 }
 
 /// Parses the captured start of an IPv4 or IPv6 packet: addresses and lengths from the IP

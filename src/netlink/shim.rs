@@ -13,7 +13,7 @@ use super::ipset::{ElementOp, Ipset};
 use super::NlError;
 use crate::addr::Cidr;
 use crate::config::Config;
-use crate::mitigate::Change;
+use crate::ruleset::change::Change;
 use crate::ruleset::shim::{self, Backend, HostIptables, CHAIN, HOOK_CHAIN};
 
 /// Seconds an iptables command waits for the xtables lock.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::detect::{Event, EventKind};
 use crate::netlink::nflog::Captured;
-use crate::sense::talkers::PacketMeta;
+use crate::netlink::nflog::PacketMeta;
 use capture::Captures;
 use webhook::{WebhookError, Webhooks};
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::addr::Cidr;
 use crate::config::{Config, IptablesShim};
-use crate::netlink::ipset::{IpsetSpec, SetType, MAX_TIMEOUT_SECS};
 
 /// Our chain in the iptables `filter` table (v4 and v6).
 pub const CHAIN: &str = "FTAGENT";
@@ -24,6 +23,45 @@ pub const SAFE4: &str = "ftagent-safe4";
 pub const SAFE6: &str = "ftagent-safe6";
 /// In the order they can be destroyed (a list:set before its members).
 pub const ALL_SETS: [&str; 8] = [BAN4, BAN6, IP4, IP6, NET4, NET6, SAFE4, SAFE6];
+
+/// The longest element timeout ipset takes, in seconds.
+pub const MAX_TIMEOUT_SECS: u32 = (u32::MAX >> 1) / 1000;
+
+/// The set types we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetType {
+    /// Single addresses, with per-element timeouts.
+    HashIp,
+    /// Prefixes, with per-element timeouts (or none, for the safelist).
+    HashNet,
+    /// A set of sets: one match rule covers its members.
+    ListSet,
+}
+
+impl SetType {
+    pub fn name(self) -> &'static str {
+        match self {
+            SetType::HashIp => "hash:ip",
+            SetType::HashNet => "hash:net",
+            SetType::ListSet => "list:set",
+        }
+    }
+}
+
+/// One set as it should exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpsetSpec {
+    pub name: &'static str,
+    pub kind: SetType,
+    /// IPv6 (hash types only).
+    pub v6: bool,
+    /// Default element timeout in seconds; None: elements never expire.
+    pub timeout: Option<u32>,
+    /// Most elements (hash types) or member sets (list:set).
+    pub size: u32,
+    /// list:set only: its members.
+    pub members: &'static [&'static str],
+}
 
 /// An iptables backend: the legacy x_tables or the nf_tables-backed `iptables-nft`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

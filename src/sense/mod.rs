@@ -13,15 +13,37 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Proto};
-use crate::detect::Sample;
+use crate::netlink::nflog::PacketMeta;
 use connections::ConnectionTable;
-use counters::{CounterLayout, CounterRates, Reading};
-use recent::Recent;
-use talkers::{PacketMeta, Talkers};
+use counters::{CounterLayout, CounterRates, Rate, Reading};
+use recent::{Recent, Window};
+use talkers::Talkers;
 
-/// Entries of each top list handed to the detector.
-const TOP: usize = crate::detect::TOP;
+/// Entries of each top list handed to the detector (and the sources and prefixes an incident
+/// lists).
+pub const TOP: usize = 5;
 const NO_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// What one tick gives the detector, borrowed from the sensor: building it allocates nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample<'a> {
+    /// Per counter, indexed like the [`CounterLayout`] (packets and bits per second).
+    pub rates: &'a [Rate],
+    /// Packets sampled this tick.
+    pub samples: u64,
+    /// The sampled packets of about the last second, whole (each incident's sources and
+    /// targets are counted over its own).
+    pub packets: Window<'a>,
+    /// Heaviest sampled (IP protocol, destination port) pairs of this tick first.
+    pub top_dst_ports: &'a [((u8, u16), u64)],
+    /// Concurrent connections to service ports per source, heaviest first (last conntrack
+    /// read).
+    pub connections: &'a [(IpAddr, u32)],
+    /// Concurrent connections per configured service, indexed like `CounterLayout::services`
+    /// (last conntrack read); may be empty. Tells which service a source's excess of
+    /// connections is on (Slowloris on a web port, or a connection flood elsewhere).
+    pub service_connections: &'a [u32],
+}
 
 /// The top lists of the current tick, copied out of the summaries for the detector (fixed
 /// arrays: filling them allocates nothing).

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::talkers::PacketMeta;
+use crate::netlink::nflog::PacketMeta;
 
 const VACANT: PacketMeta = PacketMeta {
     src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),

@@ -6,27 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::hll::{hash_addr, hash_u64, HyperLogLog};
 use crate::addr::Cidr;
-
-/// What we keep of one sampled packet (parsed from its headers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PacketMeta {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    /// IPPROTO_* of the transport, after IPv6 extension headers (or the last header reached
-    /// when the capture ends inside them).
-    pub proto: u8,
-    pub src_port: Option<u16>,
-    /// For TCP/UDP/SCTP/DCCP the port; for ICMP and ICMPv6 `type << 8 | code` (the NetFlow
-    /// convention), so ICMP floods show up in the port table by type.
-    pub dst_port: Option<u16>,
-    /// IP total length (IPv6: 40 + payload length).
-    pub len: u16,
-    /// TTL or hop limit.
-    pub ttl: u8,
-    pub tcp_flags: Option<u8>,
-    /// An IPv4 fragment (MF set or offset > 0) or an IPv6 packet with a fragment header.
-    pub fragment: bool,
-}
+use crate::netlink::nflog::PacketMeta;
 
 /// Number of size buckets: ≤64, ≤128, ≤256, ≤512, ≤1024, ≤1500, larger.
 pub const SIZE_BUCKETS: usize = 7;

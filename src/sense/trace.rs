@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use super::talkers::Talkers;
 use super::Sensor;
 use crate::addr::Cidr;
+use crate::time::rfc3339;
 
 /// How many entries each top list shows.
 const TOP: usize = 5;
@@ -104,28 +105,10 @@ fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T15:04:52.123Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let ms = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let text = humantime::format_rfc3339_millis(
-        SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64),
-    );
-    text.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc_with_milliseconds() {
-        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_764_083_092_123);
-        assert_eq!(rfc3339(t), "2025-11-25T15:04:52.123Z");
-    }
 
     #[test]
     fn a_window_line_is_json_with_the_counters() {
