@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`config`]: TOML → checked configuration (file:line errors); touches nothing.
 //! - [`addr`]: CIDRs and address ranges, the vocabulary of safelists and bans.
+//! - [`proto`]: IP protocol numbers, named once.
 //! - [`cli`]: command-line arguments, validation only.
 //! - [`ruleset`]: our nft table as plain data, and its rendering as nft text.
 //! - [`netlink`]: ALL kernel-facing code (nf_tables batches, dumps, probes).
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod mitigate;
 pub mod netlink;
 pub mod notify;
+pub mod proto;
 pub mod report;
 pub mod ruleset;
 pub mod sense;

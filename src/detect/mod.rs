@@ -46,6 +46,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, Detection, Proto};
+use crate::proto::{IPPROTO_TCP, IPPROTO_UDP};
 use crate::sense::counters::{class, CounterLayout, Rate};
 use crate::sense::recent::Window;
 use attribution::{Counts, Scratch};
@@ -309,8 +310,8 @@ impl Detector {
                 Role::Packets(s) | Role::New(s) | Role::Connections(s) => {
                     services.get(s).map(|svc| Counts::Ports {
                         proto: match svc.proto {
-                            Proto::Tcp => 6,
-                            Proto::Udp => 17,
+                            Proto::Tcp => IPPROTO_TCP,
+                            Proto::Udp => IPPROTO_UDP,
                         },
                         first: svc.first,
                         last: svc.last,

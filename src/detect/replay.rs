@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::{Detector, Event, EventKind, Sample};
 use crate::alloc::thread_allocations;
 use crate::config::{Config, Proto};
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::ruleset::{amplification_counter, counter};
 use crate::sense::counters::{CounterLayout, Rate};
 use crate::sense::recent::Recent;
@@ -371,7 +372,8 @@ impl Replay {
         let src = self.pick(&flow.sources);
         let dst = self.pick(&flow.targets);
         let high = 1024 + (self.draw() * 64_000.0) as u16;
-        let tcp = |port: Option<u16>, flags: u8| (6, Some(port.unwrap_or(high)), Some(flags));
+        let tcp =
+            |port: Option<u16>, flags: u8| (IPPROTO_TCP, Some(port.unwrap_or(high)), Some(flags));
         let (proto, dst_port, tcp_flags) = match flow.kind {
             Kind::Connections { port, packets } => {
                 let at = self.draw() * packets.max(2.0);
@@ -391,11 +393,11 @@ impl Replay {
             Kind::OddFlags { port } => tcp(port, 0x29),
             Kind::IpProto(proto) => (proto, None, None),
             Kind::Rst { port } => tcp(port, 0x04),
-            Kind::Udp { port } => (17, Some(port.unwrap_or(high)), None),
-            Kind::Amp { .. } => (17, Some(high), None),
-            Kind::Icmp => (1, Some(8 << 8), None),
-            Kind::Icmp6 => (58, Some(128 << 8), None),
-            Kind::Fragments => (17, None, None),
+            Kind::Udp { port } => (IPPROTO_UDP, Some(port.unwrap_or(high)), None),
+            Kind::Amp { .. } => (IPPROTO_UDP, Some(high), None),
+            Kind::Icmp => (IPPROTO_ICMP, Some(8 << 8), None),
+            Kind::Icmp6 => (IPPROTO_ICMPV6, Some(128 << 8), None),
+            Kind::Fragments => (IPPROTO_UDP, None, None),
         };
         let src_port = match flow.kind {
             Kind::Amp { src_port } => Some(src_port),

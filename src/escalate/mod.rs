@@ -31,6 +31,7 @@ use serde_json::json;
 use crate::addr::Cidr;
 use crate::config::{Bgp, Config, FlowAction, Mode};
 use crate::detect::{Event, EventKind, Vector};
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::sense::trace::rfc3339;
 
 /// A destination carrying at least this share of a tick's samples is the attacked one.
@@ -304,9 +305,9 @@ impl Escalator {
         }
         let v4 = destination.is_ipv4();
         let proto = match event.proto {
-            Some("tcp") => Some(6),
-            Some("udp") => Some(17),
-            Some("icmp") | Some("icmpv6") => Some(if v4 { 1 } else { 58 }),
+            Some("tcp") => Some(IPPROTO_TCP),
+            Some("udp") => Some(IPPROTO_UDP),
+            Some("icmp") | Some("icmpv6") => Some(if v4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 }),
             _ => None,
         };
         let reflector = event
@@ -318,7 +319,7 @@ impl Escalator {
             destination: dst,
             source: None,
             proto,
-            dst_ports: if proto == Some(6) || proto == Some(17) {
+            dst_ports: if proto == Some(IPPROTO_TCP) || proto == Some(IPPROTO_UDP) {
                 ports
             } else {
                 None

@@ -41,9 +41,8 @@ use serde_json::json;
 use crate::addr::{protected, Cidr};
 use crate::config::{Config, Mode, Proto};
 use crate::detect::{Event, EventKind, Vector};
-use crate::ruleset::expr::{
-    ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
-};
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use crate::ruleset::expr::{ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::ruleset::Measure;
 use crate::sense::trace::rfc3339;
 
@@ -455,14 +454,14 @@ impl Mitigator {
                     None => syn_cookies = true,
                 }
                 if !concentrated && aimed_at_no_port(event) {
-                    aggregates.push(Measure::LimitClosedPorts(PROTO_TCP));
+                    aggregates.push(Measure::LimitClosedPorts(IPPROTO_TCP));
                 }
             }
             Vector::IcmpFlood => {
                 let proto = if event.proto == Some("icmpv6") {
-                    PROTO_ICMPV6
+                    IPPROTO_ICMPV6
                 } else {
-                    PROTO_ICMP
+                    IPPROTO_ICMP
                 };
                 aggregates.push(Measure::LimitProto(proto));
             }
@@ -486,7 +485,7 @@ impl Mitigator {
                 aggregates.extend(event.ip_proto.map(Measure::LimitProto))
             }
             Vector::UdpFlood if aggregate => {
-                aggregates.extend(port_or_closed(event, PROTO_UDP, Measure::LimitUdpPort))
+                aggregates.extend(port_or_closed(event, IPPROTO_UDP, Measure::LimitUdpPort))
             }
             // Real connections, many sources: their new connections metered per source (a
             // port limit would hold only what is outside connections, none of theirs).
@@ -495,14 +494,14 @@ impl Mitigator {
             }
             Vector::TcpConnectionFlood if aggregate => aggregates.extend(port_or_closed(
                 event,
-                PROTO_TCP,
+                IPPROTO_TCP,
                 Measure::MeterNewConnections,
             )),
             Vector::Slowloris => aggregates.extend(event.port.map(Measure::LimitConnections)),
             // Segments outside any connection, held after conntrack: the port's established
             // connections pass untouched.
             Vector::AckFlood | Vector::RstFlood if aggregate => {
-                aggregates.extend(port_or_closed(event, PROTO_TCP, Measure::LimitTcpPort))
+                aggregates.extend(port_or_closed(event, IPPROTO_TCP, Measure::LimitTcpPort))
             }
             _ => {}
         }
@@ -813,8 +812,10 @@ fn describe(
         Measure::BlockReflector(p) => ("block_reflector", Some(p), Some("udp"), None),
         Measure::LimitUdpPort(p) => ("limit_port", Some(p), Some("udp"), Some(port_limit)),
         Measure::LimitTcpPort(p) => ("limit_port", Some(p), Some("tcp"), Some(port_limit)),
-        Measure::LimitProto(PROTO_ICMPV6) => ("limit_icmp", None, Some("icmpv6"), Some(icmp_limit)),
-        Measure::LimitProto(PROTO_ICMP) => ("limit_icmp", None, Some("icmp"), Some(icmp_limit)),
+        Measure::LimitProto(IPPROTO_ICMPV6) => {
+            ("limit_icmp", None, Some("icmpv6"), Some(icmp_limit))
+        }
+        Measure::LimitProto(IPPROTO_ICMP) => ("limit_icmp", None, Some("icmp"), Some(icmp_limit)),
         Measure::LimitProto(p) => (
             "limit_proto",
             None,

@@ -366,7 +366,7 @@ fn issue15_a_syn_flood_on_a_service_port_gets_the_syn_proxy() {
         changes,
         vec![
             Change::Enable {
-                measure: Measure::LimitClosedPorts(PROTO_TCP),
+                measure: Measure::LimitClosedPorts(IPPROTO_TCP),
                 timeout: Duration::from_secs(120)
             },
             Change::SynCookies { on: true }
@@ -637,8 +637,8 @@ fn every_measure_has_a_listed_action() {
         Measure::BlockReflector(53),
         Measure::LimitUdpPort(1),
         Measure::LimitTcpPort(1),
-        Measure::LimitProto(PROTO_ICMP),
-        Measure::LimitProto(PROTO_ICMPV6),
+        Measure::LimitProto(IPPROTO_ICMP),
+        Measure::LimitProto(IPPROTO_ICMPV6),
         Measure::LimitFragments(NFPROTO_IPV4),
         Measure::LimitFragments(NFPROTO_IPV6),
         Measure::MeterNewConnections(80),
@@ -646,7 +646,7 @@ fn every_measure_has_a_listed_action() {
         Measure::LimitProto(47),
         Measure::BlockSynAcks(NFPROTO_IPV4),
         Measure::BlockOddFlags(NFPROTO_IPV6),
-        Measure::LimitClosedPorts(PROTO_UDP),
+        Measure::LimitClosedPorts(IPPROTO_UDP),
         Measure::SynProxy(80),
     ];
     for measure in measures {
@@ -748,7 +748,7 @@ fn issue15_random_port_floods_limit_closed_ports() {
     assert_eq!(
         changes,
         [Change::Enable {
-            measure: Measure::LimitClosedPorts(PROTO_UDP),
+            measure: Measure::LimitClosedPorts(IPPROTO_UDP),
             timeout: Duration::from_secs(120),
         }]
     );
@@ -763,7 +763,7 @@ fn issue15_random_port_floods_limit_closed_ports() {
     assert_eq!(
         changes,
         [Change::Disable {
-            measure: Measure::LimitClosedPorts(PROTO_UDP)
+            measure: Measure::LimitClosedPorts(IPPROTO_UDP)
         }]
     );
     assert_eq!(

@@ -3,6 +3,7 @@
 //! logging or extension headers, so every rule goes through this one encoder.
 
 use super::wire::{Attrs, Writer};
+use crate::proto::IPPROTO_FRAGMENT;
 use crate::ruleset::expr::{CmpOp, Expr, Field, MetaKey, Stateful, Synproxy, Verdict};
 
 const NFTA_LIST_ELEM: u16 = 1;
@@ -30,7 +31,6 @@ const NFT_CONNLIMIT_F_INV: u32 = 1;
 const NFT_DYNSET_OP_ADD: u32 = 0;
 const NFT_EXTHDR_F_PRESENT: u32 = 1;
 const NFT_EXTHDR_OP_IPV6: u32 = 0;
-const IPPROTO_FRAGMENT: u8 = 44;
 /// `NF_SYNPROXY_OPT_*`: the options the SYN proxy sends (MSS and window scale always ours).
 const SYNPROXY_MSS: u32 = 0x01;
 const SYNPROXY_WSCALE: u32 = 0x02;

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use crate::addr::Cidr;
 use crate::config::{Config, Proto};
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use expr::{
     CmpOp, Expr, Field, MetaKey, Stateful, Synproxy, Verdict, CT_STATE_ESTABLISHED,
     CT_STATE_INVALID, CT_STATE_NEW, CT_STATE_RELATED, CT_STATE_UNSOLICITED, CT_STATE_UNTRACKED,
     NFPROTO_IPV4, NFPROTO_IPV6,
 };
-use expr::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 /// The name of our table (family inet). Nobody else writes to it; we write nowhere else.
 pub const TABLE: &str = "ftagent";
@@ -467,10 +467,10 @@ pub fn desired(config: &Config) -> TableSpec {
             KeyType::InetProto,
             false,
             vec![
-                el(PROTO_TCP, counter::TCP),
-                el(PROTO_UDP, counter::UDP),
-                el(PROTO_ICMP, counter::ICMP),
-                el(PROTO_ICMPV6, counter::ICMPV6),
+                el(IPPROTO_TCP, counter::TCP),
+                el(IPPROTO_UDP, counter::UDP),
+                el(IPPROTO_ICMP, counter::ICMP),
+                el(IPPROTO_ICMPV6, counter::ICMPV6),
             ],
         ),
         SetSpec::counter_map("svc_tcp", KeyType::InetService, true, svc_tcp),
@@ -543,8 +543,8 @@ pub fn desired(config: &Config) -> TableSpec {
     }
     let ct_new = || ct_state(CT_STATE_NEW);
     let mut conntrack: Vec<Vec<Expr>> = [
-        (PROTO_TCP, Field::TcpDport, "new_tcp"),
-        (PROTO_UDP, Field::UdpDport, "new_udp"),
+        (IPPROTO_TCP, Field::TcpDport, "new_tcp"),
+        (IPPROTO_UDP, Field::UdpDport, "new_udp"),
     ]
     .into_iter()
     .map(|(proto, field, map)| {
@@ -561,7 +561,7 @@ pub fn desired(config: &Config) -> TableSpec {
     conntrack.push(established);
     // Unsolicited UDP from a blocked reflector port: replies to our own queries are not `new`.
     let mut reflected = ct_new();
-    reflected.extend(Expr::meta_is(MetaKey::L4Proto, PROTO_UDP));
+    reflected.extend(Expr::meta_is(MetaKey::L4Proto, IPPROTO_UDP));
     reflected.extend([
         Expr::Payload(Field::UdpSport),
         Expr::Lookup {
@@ -599,7 +599,7 @@ pub fn desired(config: &Config) -> TableSpec {
         ),
     ] {
         let mut head = ct_new();
-        head.extend(Expr::meta_is(MetaKey::L4Proto, PROTO_TCP));
+        head.extend(Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP));
         head.extend([
             Expr::Payload(Field::TcpDport),
             Expr::Lookup {
@@ -676,7 +676,7 @@ fn synproxy_notrack() -> Vec<Expr> {
 fn synproxy_rules(config: &Config) -> Vec<Vec<Expr>> {
     let m = &config.mitigation;
     let to_port = || {
-        let mut head = Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+        let mut head = Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP).to_vec();
         head.extend([
             Expr::Payload(Field::TcpDport),
             Expr::Lookup {
@@ -730,7 +730,7 @@ fn ct_state(mask: u32) -> Vec<Expr> {
 
 /// `meta l4proto tcp tcp flags & (<mask>) == <value>`.
 fn tcp_flags(mask: u8, value: u8) -> Vec<Expr> {
-    let mut rule = Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+    let mut rule = Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP).to_vec();
     rule.extend([
         Expr::Payload(Field::TcpFlags),
         Expr::Bitwise(vec![mask]),
@@ -760,8 +760,8 @@ fn drop_tail(set: &str) -> [Expr; 2] {
 
 /// Counting rules that run before any verdict, so dropped traffic is counted too.
 fn accounting_rules() -> Vec<Vec<Expr>> {
-    let tcp = || Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
-    let udp = || Expr::meta_is(MetaKey::L4Proto, PROTO_UDP).to_vec();
+    let tcp = || Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP).to_vec();
+    let udp = || Expr::meta_is(MetaKey::L4Proto, IPPROTO_UDP).to_vec();
     let with = |mut head: Vec<Expr>, tail: Vec<Expr>| {
         head.extend(tail);
         head
@@ -888,7 +888,7 @@ fn port_limit_rules(config: &Config, head: Vec<Expr>, set: &str) -> Vec<Vec<Expr
 /// segment) has none of SYN, RST and ACK.
 fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
     let m = &config.mitigation;
-    let mut head = Expr::meta_is(MetaKey::L4Proto, PROTO_UDP).to_vec();
+    let mut head = Expr::meta_is(MetaKey::L4Proto, IPPROTO_UDP).to_vec();
     head.extend([
         Expr::Payload(Field::UdpDport),
         Expr::Lookup {
@@ -939,8 +939,8 @@ fn closed_port_rules(config: &Config) -> Vec<Vec<Expr>> {
     connected.push(ret.clone());
     let mut rules = vec![off, connected];
     for (proto, field, services) in [
-        (PROTO_TCP, Field::TcpDport, "svc_tcp"),
-        (PROTO_UDP, Field::UdpDport, "svc_udp"),
+        (IPPROTO_TCP, Field::TcpDport, "svc_tcp"),
+        (IPPROTO_UDP, Field::UdpDport, "svc_udp"),
     ] {
         let mut rule = l4(proto);
         rule.extend([
@@ -959,7 +959,7 @@ fn closed_port_rules(config: &Config) -> Vec<Vec<Expr>> {
         ret,
     ]);
     let rate = config.mitigation.closed_port_limit_pps;
-    for proto in [PROTO_TCP, PROTO_UDP] {
+    for proto in [IPPROTO_TCP, IPPROTO_UDP] {
         let mut rule = l4(proto);
         if rate > 0 {
             rule.push(Expr::Limit {
@@ -984,7 +984,7 @@ fn closed_port_rules(config: &Config) -> Vec<Vec<Expr>> {
 /// the proxy checks their cookies (and drops the ACKs that carry none).
 fn outside_connection_rules(config: &Config) -> Vec<Vec<Expr>> {
     let mut head = ct_state(CT_STATE_UNSOLICITED);
-    head.extend(Expr::meta_is(MetaKey::L4Proto, PROTO_TCP));
+    head.extend(Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP));
     head.extend([
         Expr::Payload(Field::TcpDport),
         Expr::Lookup {
