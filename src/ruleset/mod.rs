@@ -45,46 +45,79 @@ pub const CLOSED_PRIORITY: i32 = -150;
 pub const SYNPROXY_CHAIN: &str = "syn_proxy";
 pub const SYNPROXY_PRIORITY: i32 = -190;
 
-/// Named counters that every table has (service and reflector ports add their own).
-pub mod counter {
-    pub const IPV4: &str = "l3_ipv4";
-    pub const IPV6: &str = "l3_ipv6";
-    pub const TCP: &str = "l4_tcp";
-    pub const UDP: &str = "l4_udp";
-    pub const ICMP: &str = "l4_icmp";
-    pub const ICMPV6: &str = "l4_icmpv6";
-    pub const TCP_SYN: &str = "tcp_syn";
-    pub const TCP_ACK: &str = "tcp_ack";
-    pub const TCP_RST: &str = "tcp_rst";
-    pub const FRAGMENT: &str = "fragment";
+/// The named counters that every table has (service and reflector ports add their own after
+/// them): one list gives both a counter's name in the table and its index among the counters
+/// the sensor reads (`sense::counters::CounterLayout`, where these come first, in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    Ipv4,
+    Ipv6,
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+    TcpSyn,
+    TcpAck,
+    TcpRst,
+    Fragment,
     /// TCP/UDP that is neither for a service port nor from a reflector port.
-    pub const OTHER: &str = "other";
+    Other,
     /// ACK-only packets (PSH allowed) in established connections (counted after conntrack):
     /// what of `tcp_ack` is traffic of real connections rather than an ACK flood.
-    pub const TCP_ACK_EST: &str = "tcp_ack_est";
+    TcpAckEst,
     /// SYN-ACKs (ours to answer are few: the host's own outgoing connections).
-    pub const TCP_SYNACK: &str = "tcp_synack";
+    TcpSynack,
     /// TCP with none of SYN, RST and ACK (null, FIN-only, xmas…): no valid segment.
-    pub const TCP_ODD: &str = "tcp_odd";
+    TcpOdd,
     /// IP protocols other than TCP, UDP, ICMP and ICMPv6 (GRE, ESP, AH, SCTP…).
-    pub const L4_OTHER: &str = "l4_other";
-    pub const FIXED: [&str; 15] = [
-        IPV4,
-        IPV6,
-        TCP,
-        UDP,
-        ICMP,
-        ICMPV6,
-        TCP_SYN,
-        TCP_ACK,
-        TCP_RST,
-        FRAGMENT,
-        OTHER,
-        TCP_ACK_EST,
-        TCP_SYNACK,
-        TCP_ODD,
-        L4_OTHER,
+    L4Other,
+}
+
+impl Counter {
+    /// Every fixed counter, in index order.
+    pub const ALL: [Counter; 15] = [
+        Counter::Ipv4,
+        Counter::Ipv6,
+        Counter::Tcp,
+        Counter::Udp,
+        Counter::Icmp,
+        Counter::Icmpv6,
+        Counter::TcpSyn,
+        Counter::TcpAck,
+        Counter::TcpRst,
+        Counter::Fragment,
+        Counter::Other,
+        Counter::TcpAckEst,
+        Counter::TcpSynack,
+        Counter::TcpOdd,
+        Counter::L4Other,
     ];
+
+    /// Its index among the sensor's counters.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its name in the table (`counter name "…"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Ipv4 => "l3_ipv4",
+            Counter::Ipv6 => "l3_ipv6",
+            Counter::Tcp => "l4_tcp",
+            Counter::Udp => "l4_udp",
+            Counter::Icmp => "l4_icmp",
+            Counter::Icmpv6 => "l4_icmpv6",
+            Counter::TcpSyn => "tcp_syn",
+            Counter::TcpAck => "tcp_ack",
+            Counter::TcpRst => "tcp_rst",
+            Counter::Fragment => "fragment",
+            Counter::Other => "other",
+            Counter::TcpAckEst => "tcp_ack_est",
+            Counter::TcpSynack => "tcp_synack",
+            Counter::TcpOdd => "tcp_odd",
+            Counter::L4Other => "l4_other",
+        }
+    }
 }
 
 /// The counter of a service port (range) for packets, or for new connections.
@@ -424,7 +457,7 @@ pub struct TableSpec {
 
 /// The table the configuration asks for.
 pub fn desired(config: &Config) -> TableSpec {
-    let mut counters: Vec<String> = counter::FIXED.iter().map(|c| c.to_string()).collect();
+    let mut counters: Vec<String> = Counter::ALL.iter().map(|c| c.name().to_string()).collect();
     let mut svc = |proto: Proto, new: bool| -> Vec<(Key, String)> {
         let elements: Vec<(Key, String)> = config
             .services
@@ -458,8 +491,8 @@ pub fn desired(config: &Config) -> TableSpec {
             KeyType::NfProto,
             false,
             vec![
-                el(NFPROTO_IPV4, counter::IPV4),
-                el(NFPROTO_IPV6, counter::IPV6),
+                el(NFPROTO_IPV4, Counter::Ipv4.name()),
+                el(NFPROTO_IPV6, Counter::Ipv6.name()),
             ],
         ),
         SetSpec::counter_map(
@@ -467,10 +500,10 @@ pub fn desired(config: &Config) -> TableSpec {
             KeyType::InetProto,
             false,
             vec![
-                el(IPPROTO_TCP, counter::TCP),
-                el(IPPROTO_UDP, counter::UDP),
-                el(IPPROTO_ICMP, counter::ICMP),
-                el(IPPROTO_ICMPV6, counter::ICMPV6),
+                el(IPPROTO_TCP, Counter::Tcp.name()),
+                el(IPPROTO_UDP, Counter::Udp.name()),
+                el(IPPROTO_ICMP, Counter::Icmp.name()),
+                el(IPPROTO_ICMPV6, Counter::Icmpv6.name()),
             ],
         ),
         SetSpec::counter_map("svc_tcp", KeyType::InetService, true, svc_tcp),
@@ -557,7 +590,7 @@ pub fn desired(config: &Config) -> TableSpec {
     // ACKs of established connections: the part of `tcp_ack` that is no ACK flood.
     let mut established = ct_state(CT_STATE_ESTABLISHED);
     established.extend(tcp_flags(FIN | SYN | RST | ACK, ACK));
-    established.push(Expr::NamedCounter(counter::TCP_ACK_EST.into()));
+    established.push(Expr::NamedCounter(Counter::TcpAckEst.name().into()));
     conntrack.push(established);
     // Unsolicited UDP from a blocked reflector port: replies to our own queries are not `new`.
     let mut reflected = ct_new();
@@ -782,18 +815,18 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
             Expr::Meta(MetaKey::L4Proto),
             Expr::CounterMap("l4proto".into()),
         ],
-        flags(syn | ack, syn, counter::TCP_SYN),
-        flags(syn | rst, rst, counter::TCP_RST),
-        flags(fin | syn | rst | ack, ack, counter::TCP_ACK),
-        flags(syn | rst | ack, syn | ack, counter::TCP_SYNACK),
-        flags(syn | rst | ack, 0, counter::TCP_ODD),
+        flags(syn | ack, syn, Counter::TcpSyn.name()),
+        flags(syn | rst, rst, Counter::TcpRst.name()),
+        flags(fin | syn | rst | ack, ack, Counter::TcpAck.name()),
+        flags(syn | rst | ack, syn | ack, Counter::TcpSynack.name()),
+        flags(syn | rst | ack, 0, Counter::TcpOdd.name()),
         vec![
             Expr::Meta(MetaKey::L4Proto),
             Expr::Lookup {
                 set: "l4proto".into(),
                 invert: true,
             },
-            Expr::NamedCounter(counter::L4_OTHER.into()),
+            Expr::NamedCounter(Counter::L4Other.name().into()),
         ],
         with(
             tcp(),
@@ -824,7 +857,7 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
                     set: "svc_tcp".into(),
                     invert: true,
                 },
-                Expr::NamedCounter(counter::OTHER.into()),
+                Expr::NamedCounter(Counter::Other.name().into()),
             ],
         ),
         with(
@@ -840,7 +873,7 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
                     set: "amp_udp".into(),
                     invert: true,
                 },
-                Expr::NamedCounter(counter::OTHER.into()),
+                Expr::NamedCounter(Counter::Other.name().into()),
             ],
         ),
     ]
@@ -1038,7 +1071,7 @@ fn early_rules(config: &Config) -> Vec<Vec<Expr>> {
         .map(|(nfproto, matches)| {
             let mut rule = Expr::meta_is(MetaKey::NfProto, nfproto).to_vec();
             rule.extend(matches);
-            rule.push(Expr::NamedCounter(counter::FRAGMENT.into()));
+            rule.push(Expr::NamedCounter(Counter::Fragment.name().into()));
             rule
         })
         .collect();
@@ -1555,8 +1588,22 @@ impl TableSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     /// rules/ftagent.nft is this rendering; `FTAGENT_BLESS=1 cargo test` rewrites it.
+    #[test]
+    fn the_fixed_counters_are_listed_in_index_order_with_distinct_names() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i, "{c:?}");
+        }
+        let names: HashSet<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), Counter::ALL.len());
+        assert_eq!(
+            desired(&Config::default()).counters[..15],
+            Counter::ALL.map(|c| c.name())
+        );
+    }
+
     #[test]
     fn default_table_renders_as_rules_file() {
         let text = desired(&Config::default()).as_fresh_state().render();
