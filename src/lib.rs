@@ -4,6 +4,7 @@
 //! - [`config`]: TOML → checked configuration (file:line errors); touches nothing.
 //! - [`addr`]: CIDRs and address ranges, the vocabulary of safelists and bans.
 //! - [`proto`]: IP protocol numbers, named once.
+//! - [`event`]: the one envelope of every JSON event line (`ts` and `event` first).
 //! - [`cli`]: command-line arguments, validation only.
 //! - [`ruleset`]: our nft table as plain data, and its rendering as nft text.
 //! - [`netlink`]: ALL kernel-facing code (nf_tables batches, dumps, probes).
@@ -27,6 +28,7 @@ pub mod control;
 pub mod daemon;
 pub mod detect;
 pub mod escalate;
+pub mod event;
 pub mod metrics;
 pub mod mitigate;
 pub mod netlink;
