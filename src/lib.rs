@@ -9,6 +9,8 @@
 //!    - [`notify`]: systemd's readiness, status and watchdog notifications (no libsystemd).
 //!    - [`terminal`]: the terminal of `ftagent top` (raw keys, the alternate screen).
 //!    - [`time`]: time formatting (the `ts` of every JSON line).
+//!    - [`proto`]: IP protocol numbers, named once.
+//!    - [`event`]: the one envelope of every JSON event line (`ts` and `event` first).
 //! 2. [`ruleset`]: our nft table as plain data (what we want, what the kernel reports), its
 //!    rendering as nft text, the kernel-change vocabulary ([`ruleset::change`]) and the
 //!    iptables compatibility chain as data.
@@ -41,10 +43,12 @@ pub mod control;
 pub mod daemon;
 pub mod detect;
 pub mod escalate;
+pub mod event;
 pub mod metrics;
 pub mod mitigate;
 pub mod netlink;
 pub mod notify;
+pub mod proto;
 pub mod report;
 pub mod ruleset;
 pub mod sense;

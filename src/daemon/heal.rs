@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::json;
+use serde::Serialize;
 
+use crate::event::{self, EventBody};
 use crate::netlink::monitor::{Committer, Tampering};
-use crate::time::rfc3339;
 
 /// At most `RESTORES_PER_WINDOW` restores in this window: a tool that deletes our table
 /// again and again does not get a busy loop, and an occasional one is undone at once.
@@ -130,19 +130,36 @@ pub struct TableRestored {
 impl TableRestored {
     /// One JSON line (the schema is in the README, section "Events").
     pub fn to_json(&self, wall_clock: SystemTime) -> String {
-        json!({
-            "ts": rfc3339(wall_clock),
-            "event": "table_restored",
-            "table": format!("inet {}", crate::ruleset::TABLE),
-            "cause": self.cause.name(),
-            "by_pid": self.by.map(|b| b.pid),
-            "by_process": self.by.map(|b| b.name().to_string()),
-            "kept": self.kept,
-            "put_back": self.put_back,
-            "took_ms": self.took.as_millis() as u64,
-            "restores": self.restores,
-        })
-        .to_string()
+        let line = RestoredLine {
+            table: format!("inet {}", crate::ruleset::TABLE),
+            cause: self.cause.name(),
+            by_pid: self.by.map(|b| b.pid),
+            by_process: self.by.as_ref().map(|b| b.name()),
+            kept: self.kept,
+            put_back: self.put_back,
+            took_ms: self.took.as_millis() as u64,
+            restores: self.restores,
+        };
+        event::line(&line, wall_clock)
+    }
+}
+
+/// The `table_restored` event's fields, in schema order.
+#[derive(Serialize)]
+struct RestoredLine<'a> {
+    table: String,
+    cause: &'static str,
+    by_pid: Option<u32>,
+    by_process: Option<&'a str>,
+    kept: usize,
+    put_back: usize,
+    took_ms: u64,
+    restores: u64,
+}
+
+impl EventBody for RestoredLine<'_> {
+    fn name(&self) -> &'static str {
+        "table_restored"
     }
 }
 

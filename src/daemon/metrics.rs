@@ -18,7 +18,7 @@ use super::{Daemon, DaemonError};
 use crate::detect::{Event as Detection, EventKind, Vector};
 use crate::escalate::Route;
 use crate::metrics::{self, KeyRate, SetFill, Snapshot, Total};
-use crate::mitigate::{Target, ACTIONS};
+use crate::mitigate::{Action, Target};
 use crate::ruleset::change::Item;
 use crate::ruleset::{self, SetRole};
 
@@ -58,7 +58,7 @@ impl Tally {
     pub fn bans(&mut self, events: &[crate::mitigate::MitigationEvent]) {
         self.bans_by_incidents += events
             .iter()
-            .filter(|e| e.applied && !e.monitor && e.action == "ban")
+            .filter(|e| e.applied && !e.monitor && e.action == Action::Ban)
             .map(|e| e.addresses.len() as u64)
             .sum::<u64>();
     }
@@ -459,9 +459,12 @@ impl Daemon {
             dropped,
             incidents_open: by_vector(&open),
             incidents_total: by_vector(&self.tally.incidents),
-            mitigations: ACTIONS
+            mitigations: Action::ALL
                 .iter()
-                .map(|&a| (a, measures.iter().filter(|m| m.action == a).count() as u64))
+                .map(|&a| {
+                    let n = measures.iter().filter(|m| m.action == a).count();
+                    (a.name(), n as u64)
+                })
                 .collect(),
             operator_bans: operator_bans.len() as u64,
             bans_by_incidents: self.tally.bans_by_incidents,

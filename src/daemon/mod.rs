@@ -11,6 +11,8 @@
 mod conntrack_reader;
 mod control;
 mod escalation;
+#[cfg(test)]
+mod event_lines;
 mod fds;
 mod heal;
 mod lateness;
@@ -35,7 +37,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::addr::Cidr;
 use crate::config::{Compat, Config, IptablesShim, OnStop};
 use crate::detect::{Detector, Event, EventKind};
-use crate::mitigate::{MitigationEvent, Mitigator};
+use crate::mitigate::{Action, MitigationEvent, Mitigator};
 use crate::netlink::conntrack::Conntrack;
 use crate::netlink::monitor::TableMonitor;
 use crate::netlink::nflog::{NflogConfig, NflogSocket};
@@ -933,7 +935,8 @@ impl Daemon {
             log::error!("mitigation not applied: {e}");
             let set_full = e.errno() == Some(libc::ENFILE);
             self.mitigator.rejected(&self.changes, set_full);
-            self.mitigation_events.retain(|m| m.action == "syn_cookies");
+            self.mitigation_events
+                .retain(|m| m.action == Action::SynCookies);
             return;
         }
         self.tally.bans(&self.mitigation_events);

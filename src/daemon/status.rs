@@ -6,7 +6,8 @@ use std::time::{Instant, SystemTime};
 
 use super::Daemon;
 use crate::mitigate::Target;
-use crate::ruleset::expr::{l4proto_name, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6};
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6};
+use crate::ruleset::expr::{l4proto_name, NFPROTO_IPV6};
 use crate::ruleset::{ElementKey, Key, Measure, SetRole};
 use crate::status::{
     key_text, IncidentStatus, KeyRate, Mitigation, OperatorBan, Samples, Status, MAX_LISTED,
@@ -157,8 +158,8 @@ fn measure_target(measure: Measure) -> String {
         | Measure::SynProxy(p) => {
             format!("tcp/{p}")
         }
-        Measure::LimitProto(PROTO_ICMPV6) => "icmpv6".to_string(),
-        Measure::LimitProto(PROTO_ICMP) => "icmp".to_string(),
+        Measure::LimitProto(IPPROTO_ICMPV6) => "icmpv6".to_string(),
+        Measure::LimitProto(IPPROTO_ICMP) => "icmp".to_string(),
         Measure::LimitProto(p) => format!("ip proto {}", l4proto_name(p)),
         Measure::LimitFragments(NFPROTO_IPV6) => "ipv6 fragments".to_string(),
         Measure::LimitFragments(_) => "ipv4 fragments".to_string(),

@@ -17,7 +17,7 @@ use super::{Detector, Role, Sample, MIN_SAMPLES, TOP};
 use crate::addr::Cidr;
 use crate::config::Proto;
 use crate::netlink::nflog::PacketMeta;
-use crate::ruleset::expr::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::sense::counters::class;
 
 /// Targets an incident lists. A /24 (/64) with more hit addresses than this is named whole.
@@ -63,10 +63,10 @@ pub(super) fn class_counts(c: usize) -> Option<Counts> {
     Some(match c {
         class::IPV4 => Counts::Family(false),
         class::IPV6 => Counts::Family(true),
-        class::TCP => Counts::Proto(PROTO_TCP),
-        class::UDP => Counts::Proto(PROTO_UDP),
-        class::ICMP => Counts::Proto(PROTO_ICMP),
-        class::ICMPV6 => Counts::Proto(PROTO_ICMPV6),
+        class::TCP => Counts::Proto(IPPROTO_TCP),
+        class::UDP => Counts::Proto(IPPROTO_UDP),
+        class::ICMP => Counts::Proto(IPPROTO_ICMP),
+        class::ICMPV6 => Counts::Proto(IPPROTO_ICMPV6),
         class::TCP_SYN => Counts::Flags {
             mask: SYN | ACK,
             value: SYN,
@@ -101,8 +101,8 @@ pub(super) fn class_counts(c: usize) -> Option<Counts> {
 
 fn proto_number(proto: Proto) -> u8 {
     match proto {
-        Proto::Tcp => PROTO_TCP,
-        Proto::Udp => PROTO_UDP,
+        Proto::Tcp => IPPROTO_TCP,
+        Proto::Udp => IPPROTO_UDP,
     }
 }
 
@@ -241,8 +241,8 @@ impl Detector {
     /// transport, toward its target.
     fn own(&self, incident: &Incident, p: &PacketMeta) -> bool {
         let transport = match incident.vector.proto() {
-            Some("tcp") => Some(PROTO_TCP),
-            Some("udp") => Some(PROTO_UDP),
+            Some("tcp") => Some(IPPROTO_TCP),
+            Some("udp") => Some(IPPROTO_UDP),
             _ => None,
         };
         if transport.is_some_and(|t| t != p.proto) {
@@ -272,12 +272,13 @@ impl Detector {
             Counts::Family(v6) => p.src.is_ipv6() == v6,
             Counts::Proto(proto) => p.proto == proto,
             Counts::Flags { mask, value } => {
-                p.proto == PROTO_TCP && p.tcp_flags.is_some_and(|f| f & mask == value)
+                p.proto == IPPROTO_TCP && p.tcp_flags.is_some_and(|f| f & mask == value)
             }
             Counts::Fragments => p.fragment,
-            Counts::UnlistedProto => {
-                !matches!(p.proto, PROTO_TCP | PROTO_UDP | PROTO_ICMP | PROTO_ICMPV6)
-            }
+            Counts::UnlistedProto => !matches!(
+                p.proto,
+                IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP | IPPROTO_ICMPV6
+            ),
             Counts::Other => {
                 let Some(port) = p.dst_port else {
                     return false;
@@ -285,17 +286,17 @@ impl Detector {
                 let to_service = self.services.iter().any(|s| {
                     proto_number(s.proto) == p.proto && (s.first..=s.last).contains(&port)
                 });
-                let reflected = p.proto == PROTO_UDP
+                let reflected = p.proto == IPPROTO_UDP
                     && self
                         .keys
                         .iter()
                         .any(|k| matches!(k.role, Role::Amp(a) if Some(a) == p.src_port));
-                matches!(p.proto, PROTO_TCP | PROTO_UDP) && !to_service && !reflected
+                matches!(p.proto, IPPROTO_TCP | IPPROTO_UDP) && !to_service && !reflected
             }
             Counts::Ports { proto, first, last } => {
                 p.proto == proto && p.dst_port.is_some_and(|d| (first..=last).contains(&d))
             }
-            Counts::Reflector(port) => p.proto == PROTO_UDP && p.src_port == Some(port),
+            Counts::Reflector(port) => p.proto == IPPROTO_UDP && p.src_port == Some(port),
         }
     }
 

@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Detector, Role, Sample, MIN_SAMPLES};
 use crate::config::Proto;
+use crate::proto::{IPPROTO_TCP, IPPROTO_UDP};
 use crate::sense::counters::class;
 
 /// Attack vectors, named as in the events (snake_case).
@@ -202,9 +203,6 @@ const ESTABLISHED_SHARE: f64 = 0.5;
 /// Rule 4: RSTs per SYN that a SYN flood or connection surge explains — the senders of the
 /// SYNs (real hosts, or live addresses spoofed) reset our SYN-ACKs.
 const RSTS_PER_SYN: f64 = 1.0;
-
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 impl Detector {
     /// Fills `self.candidates` from this tick's keys (after `judge`).

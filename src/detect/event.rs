@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::classify::Vector;
 use crate::addr::Cidr;
-use crate::time::rfc3339;
+use crate::event::{self, EventBody};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -86,7 +86,6 @@ impl Event {
     /// One JSON object on one line (no newline); `wall_clock` gives `ts`.
     pub fn to_json(&self, wall_clock: SystemTime) -> String {
         let line = Line {
-            ts: rfc3339(wall_clock),
             event: self.kind.name(),
             incident: &self.incident,
             vector: self.vector.name(),
@@ -119,7 +118,7 @@ impl Event {
             peak_pps: self.peak_pps.map(|p| round(p, 1.0)),
             pcap: self.pcap.as_deref(),
         };
-        serde_json::to_string(&line).unwrap_or_default()
+        event::line(&line, wall_clock)
     }
 }
 
@@ -132,10 +131,10 @@ fn round(x: f64, per: f64) -> f64 {
     }
 }
 
-/// The JSON line, fields in schema order.
+/// The event's fields, in schema order.
 #[derive(Serialize)]
 struct Line<'a> {
-    ts: String,
+    #[serde(skip)]
     event: &'static str,
     incident: &'a str,
     vector: &'static str,
@@ -166,6 +165,12 @@ struct Line<'a> {
     peak_pps: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pcap: Option<&'a str>,
+}
+
+impl EventBody for Line<'_> {
+    fn name(&self) -> &'static str {
+        self.event
+    }
 }
 
 #[derive(Serialize)]

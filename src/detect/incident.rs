@@ -10,6 +10,7 @@ use super::classify::{Target, Vector};
 use super::event::{Event, EventKind, PrefixShare, SourceShare};
 use super::{Detector, Role, Sample, REPORT_INTERVAL, TOP};
 use crate::addr::Cidr;
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 const NO_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
@@ -218,7 +219,12 @@ impl Incident {
 fn other_protocol(sample: &Sample) -> Option<u8> {
     let mut counts = [0u32; 256];
     for p in sample.packets.iter() {
-        if !p.fragment && !matches!(p.proto, 1 | 6 | 17 | 58) {
+        if !p.fragment
+            && !matches!(
+                p.proto,
+                IPPROTO_ICMP | IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6
+            )
+        {
             counts[usize::from(p.proto)] += 1;
         }
     }

@@ -45,6 +45,7 @@ mod warmup_tests;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, Detection, Proto};
+use crate::proto::{IPPROTO_TCP, IPPROTO_UDP};
 use crate::sense::counters::{class, CounterLayout, Rate};
 use crate::sense::{Sample, TOP};
 use attribution::{Counts, Scratch};
@@ -285,8 +286,8 @@ impl Detector {
                 Role::Packets(s) | Role::New(s) | Role::Connections(s) => {
                     services.get(s).map(|svc| Counts::Ports {
                         proto: match svc.proto {
-                            Proto::Tcp => 6,
-                            Proto::Udp => 17,
+                            Proto::Tcp => IPPROTO_TCP,
+                            Proto::Udp => IPPROTO_UDP,
                         },
                         first: svc.first,
                         last: svc.last,

@@ -12,7 +12,8 @@ use super::{Detector, Event, EventKind, Sample};
 use crate::alloc::thread_allocations;
 use crate::config::{Config, Proto};
 use crate::netlink::nflog::PacketMeta;
-use crate::ruleset::{amplification_counter, counter};
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use crate::ruleset::{amplification_counter, Counter};
 use crate::sense::counters::{CounterLayout, Rate};
 use crate::sense::recent::Recent;
 
@@ -371,7 +372,8 @@ impl Replay {
         let src = self.pick(&flow.sources);
         let dst = self.pick(&flow.targets);
         let high = 1024 + (self.draw() * 64_000.0) as u16;
-        let tcp = |port: Option<u16>, flags: u8| (6, Some(port.unwrap_or(high)), Some(flags));
+        let tcp =
+            |port: Option<u16>, flags: u8| (IPPROTO_TCP, Some(port.unwrap_or(high)), Some(flags));
         let (proto, dst_port, tcp_flags) = match flow.kind {
             Kind::Connections { port, packets } => {
                 let at = self.draw() * packets.max(2.0);
@@ -391,11 +393,11 @@ impl Replay {
             Kind::OddFlags { port } => tcp(port, 0x29),
             Kind::IpProto(proto) => (proto, None, None),
             Kind::Rst { port } => tcp(port, 0x04),
-            Kind::Udp { port } => (17, Some(port.unwrap_or(high)), None),
-            Kind::Amp { .. } => (17, Some(high), None),
-            Kind::Icmp => (1, Some(8 << 8), None),
-            Kind::Icmp6 => (58, Some(128 << 8), None),
-            Kind::Fragments => (17, None, None),
+            Kind::Udp { port } => (IPPROTO_UDP, Some(port.unwrap_or(high)), None),
+            Kind::Amp { .. } => (IPPROTO_UDP, Some(high), None),
+            Kind::Icmp => (IPPROTO_ICMP, Some(8 << 8), None),
+            Kind::Icmp6 => (IPPROTO_ICMPV6, Some(128 << 8), None),
+            Kind::Fragments => (IPPROTO_UDP, None, None),
         };
         let src_port = match flow.kind {
             Kind::Amp { src_port } => Some(src_port),
@@ -454,90 +456,94 @@ impl Replay {
                     add(self.layout.name(s.packets), r, size);
                     add(self.layout.name(s.new), r * new, size);
                 }
-                None => add(counter::OTHER, r, size),
+                None => add(Counter::Other.name(), r, size),
             };
         match flow.kind {
             Kind::Connections { port, packets } => {
                 let p = r * packets;
-                add(counter::IPV4, p, size);
-                add(counter::TCP, p, size);
-                add(counter::TCP_SYN, r, 60.0);
-                add(counter::TCP_ACK, r * (packets - 2.0).max(0.0), size);
-                add(counter::TCP_ACK_EST, r * (packets - 2.0).max(0.0), size);
+                add(Counter::Ipv4.name(), p, size);
+                add(Counter::Tcp.name(), p, size);
+                add(Counter::TcpSyn.name(), r, 60.0);
+                add(Counter::TcpAck.name(), r * (packets - 2.0).max(0.0), size);
+                add(
+                    Counter::TcpAckEst.name(),
+                    r * (packets - 2.0).max(0.0),
+                    size,
+                );
                 match service(Proto::Tcp, port) {
                     Some(s) => {
                         add(self.layout.name(s.packets), p, size);
                         add(self.layout.name(s.new), r, 60.0);
                     }
-                    None => add(counter::OTHER, p, size),
+                    None => add(Counter::Other.name(), p, size),
                 }
             }
             Kind::Syn { port } | Kind::Ack { port } | Kind::Rst { port } => {
-                add(counter::IPV4, r, size);
-                add(counter::TCP, r, size);
+                add(Counter::Ipv4.name(), r, size);
+                add(Counter::Tcp.name(), r, size);
                 let (flag, new) = match flow.kind {
-                    Kind::Syn { .. } => (counter::TCP_SYN, 1.0),
+                    Kind::Syn { .. } => (Counter::TcpSyn.name(), 1.0),
                     // conntrack picks up mid-stream ACKs as new connections (tcp_loose).
-                    Kind::Ack { .. } => (counter::TCP_ACK, 1.0),
-                    _ => (counter::TCP_RST, 0.0),
+                    Kind::Ack { .. } => (Counter::TcpAck.name(), 1.0),
+                    _ => (Counter::TcpRst.name(), 0.0),
                 };
                 add(flag, r, size);
                 to_port(&mut add, Proto::Tcp, port, new);
             }
             Kind::EstablishedAck { port } => {
-                add(counter::IPV4, r, size);
-                add(counter::TCP, r, size);
-                add(counter::TCP_ACK, r, size);
-                add(counter::TCP_ACK_EST, r, size);
+                add(Counter::Ipv4.name(), r, size);
+                add(Counter::Tcp.name(), r, size);
+                add(Counter::TcpAck.name(), r, size);
+                add(Counter::TcpAckEst.name(), r, size);
                 to_port(&mut add, Proto::Tcp, Some(port), 0.0);
             }
             Kind::BannedAck { port } => {
-                add(counter::IPV4, r, size);
-                add(counter::TCP, r, size);
-                add(counter::TCP_ACK, r, size);
+                add(Counter::Ipv4.name(), r, size);
+                add(Counter::Tcp.name(), r, size);
+                add(Counter::TcpAck.name(), r, size);
                 to_port(&mut add, Proto::Tcp, Some(port), 0.0);
             }
             Kind::SynAck | Kind::OddFlags { .. } => {
-                add(counter::IPV4, r, size);
-                add(counter::TCP, r, size);
+                add(Counter::Ipv4.name(), r, size);
+                add(Counter::Tcp.name(), r, size);
                 let (flag, port) = match flow.kind {
-                    Kind::OddFlags { port } => (counter::TCP_ODD, port),
-                    _ => (counter::TCP_SYNACK, None),
+                    Kind::OddFlags { port } => (Counter::TcpOdd.name(), port),
+                    _ => (Counter::TcpSynack.name(), None),
                 };
                 add(flag, r, size);
                 // conntrack finds them invalid: no new connection.
                 to_port(&mut add, Proto::Tcp, port, 0.0);
             }
             Kind::IpProto(_) => {
-                add(counter::IPV4, r, size);
-                add(counter::L4_OTHER, r, size);
+                add(Counter::Ipv4.name(), r, size);
+                add(Counter::L4Other.name(), r, size);
             }
             Kind::Udp { port } => {
-                add(counter::IPV4, r, size);
-                add(counter::UDP, r, size);
+                add(Counter::Ipv4.name(), r, size);
+                add(Counter::Udp.name(), r, size);
                 to_port(&mut add, Proto::Udp, port, 1.0);
             }
             Kind::Amp { src_port } => {
-                add(counter::IPV4, r, size);
-                add(counter::UDP, r, size);
+                add(Counter::Ipv4.name(), r, size);
+                add(Counter::Udp.name(), r, size);
                 let name = amplification_counter(src_port);
                 if self.layout.index(&name).is_some() {
                     add(&name, r, size);
                 } else {
-                    add(counter::OTHER, r, size);
+                    add(Counter::Other.name(), r, size);
                 }
             }
             Kind::Icmp => {
-                add(counter::IPV4, r, size);
-                add(counter::ICMP, r, size);
+                add(Counter::Ipv4.name(), r, size);
+                add(Counter::Icmp.name(), r, size);
             }
             Kind::Icmp6 => {
-                add(counter::IPV6, r, size);
-                add(counter::ICMPV6, r, size);
+                add(Counter::Ipv6.name(), r, size);
+                add(Counter::Icmpv6.name(), r, size);
             }
             // Counted in the early chain, before reassembly; fragments that never complete
             // never reach the prerouting chain's counters.
-            Kind::Fragments => add(counter::FRAGMENT, r, size),
+            Kind::Fragments => add(Counter::Fragment.name(), r, size),
         }
     }
 

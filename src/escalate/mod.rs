@@ -26,12 +26,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use serde_json::json;
+use serde::Serialize;
 
 use crate::addr::Cidr;
 use crate::config::{Bgp, Config, FlowAction, Mode};
 use crate::detect::{Event, EventKind, Vector};
-use crate::time::rfc3339;
+use crate::event::{self, EventBody};
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 /// A destination carrying at least this share of a tick's samples is the attacked one.
 const DESTINATION_SHARE: f64 = 0.5;
@@ -89,24 +90,54 @@ impl BgpEvent {
                 )
             }
         };
-        json!({
-            "ts": rfc3339(wall_clock),
-            "event": if self.announced { "bgp_announced" } else { "bgp_withdrawn" },
-            "incident": self.incident,
-            "vector": self.vector,
-            "route": self.route.kind(),
-            "destination": prefix_text(self.route.destination()),
-            "source": source,
-            "proto": proto,
-            "port": port,
-            "source_port": source_port,
-            "fragments": fragments,
-            "action": action,
-            "rate_bps": rate,
-            "reason": self.reason,
-            "mode": if self.monitor { "monitor" } else { "mitigate" },
-        })
-        .to_string()
+        let line = BgpLine {
+            event: if self.announced {
+                "bgp_announced"
+            } else {
+                "bgp_withdrawn"
+            },
+            incident: self.incident.as_deref(),
+            vector: self.vector,
+            route: self.route.kind(),
+            destination: prefix_text(self.route.destination()),
+            source,
+            proto,
+            port,
+            source_port,
+            fragments,
+            action,
+            rate_bps: rate,
+            reason: &self.reason,
+            monitor: self.monitor,
+        };
+        event::line(&line, wall_clock)
+    }
+}
+
+/// A BGP event's fields, in schema order.
+#[derive(Serialize)]
+struct BgpLine<'a> {
+    #[serde(skip)]
+    event: &'static str,
+    incident: Option<&'a str>,
+    vector: Option<&'static str>,
+    route: &'static str,
+    destination: String,
+    source: Option<String>,
+    proto: Option<String>,
+    port: Option<String>,
+    source_port: Option<String>,
+    fragments: bool,
+    action: &'static str,
+    rate_bps: Option<u64>,
+    reason: &'a str,
+    #[serde(rename = "mode", serialize_with = "event::mode")]
+    monitor: bool,
+}
+
+impl EventBody for BgpLine<'_> {
+    fn name(&self) -> &'static str {
+        self.event
     }
 }
 
@@ -304,9 +335,9 @@ impl Escalator {
         }
         let v4 = destination.is_ipv4();
         let proto = match event.proto {
-            Some("tcp") => Some(6),
-            Some("udp") => Some(17),
-            Some("icmp") | Some("icmpv6") => Some(if v4 { 1 } else { 58 }),
+            Some("tcp") => Some(IPPROTO_TCP),
+            Some("udp") => Some(IPPROTO_UDP),
+            Some("icmp") | Some("icmpv6") => Some(if v4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 }),
             _ => None,
         };
         let reflector = event
@@ -318,7 +349,7 @@ impl Escalator {
             destination: dst,
             source: None,
             proto,
-            dst_ports: if proto == Some(6) || proto == Some(17) {
+            dst_ports: if proto == Some(IPPROTO_TCP) || proto == Some(IPPROTO_UDP) {
                 ports
             } else {
                 None

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::addr::Cidr;
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 /// One announcement's content. Its identity towards the BGP daemon is what it matches (the
 /// prefix, or the FlowSpec match); the action is part of it so a changed action replaces it.
@@ -64,10 +65,10 @@ impl Route {
 /// A protocol number by name where it has a common one.
 pub fn proto_name(proto: u8) -> Option<&'static str> {
     match proto {
-        1 => Some("icmp"),
-        6 => Some("tcp"),
-        17 => Some("udp"),
-        58 => Some("icmpv6"),
+        IPPROTO_ICMP => Some("icmp"),
+        IPPROTO_TCP => Some("tcp"),
+        IPPROTO_UDP => Some("udp"),
+        IPPROTO_ICMPV6 => Some("icmpv6"),
         _ => None,
     }
 }

@@ -28,7 +28,7 @@
 mod standdown;
 mod state;
 
-pub use standdown::{Lift, Standdown};
+pub use standdown::{Lift, Standdown, StoodDownBy};
 pub use state::{left_until, wall_ms, MitigatedIncident, SavedItem};
 
 use std::cmp::Reverse;
@@ -36,32 +36,105 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use serde_json::json;
+use serde::Serialize;
 
 use crate::addr::{protected, Cidr};
 use crate::config::{Config, Mode, Proto};
 use crate::detect::{Event, EventKind, Vector};
+use crate::event::{self, EventBody};
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::ruleset::change::{Change, InForce, Item};
-use crate::ruleset::expr::{
-    ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
-};
+use crate::ruleset::expr::{ip_proto_name, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::ruleset::Measure;
-use crate::time::rfc3339;
 
-/// What was done (or, in monitor mode, would have been done) for an incident.
-#[derive(Debug, Clone, PartialEq)]
+/// What a measure does, as the events' `action` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Ban,
+    BlockReflector,
+    LimitPort,
+    LimitIcmp,
+    LimitProto,
+    BlockSynack,
+    BlockFlags,
+    LimitFragments,
+    MeterNewConnections,
+    LimitConnections,
+    SynCookies,
+    LimitClosedPorts,
+    Synproxy,
+}
+
+impl Action {
+    /// Every action a measure can be (`IncidentMeasure::action`, the events' `action`).
+    pub const ALL: [Action; 13] = [
+        Action::Ban,
+        Action::BlockReflector,
+        Action::LimitPort,
+        Action::LimitIcmp,
+        Action::LimitProto,
+        Action::BlockSynack,
+        Action::BlockFlags,
+        Action::LimitFragments,
+        Action::MeterNewConnections,
+        Action::LimitConnections,
+        Action::SynCookies,
+        Action::LimitClosedPorts,
+        Action::Synproxy,
+    ];
+
+    /// The name in events, `ftagent lift` and metrics (as serde writes it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Ban => "ban",
+            Action::BlockReflector => "block_reflector",
+            Action::LimitPort => "limit_port",
+            Action::LimitIcmp => "limit_icmp",
+            Action::LimitProto => "limit_proto",
+            Action::BlockSynack => "block_synack",
+            Action::BlockFlags => "block_flags",
+            Action::LimitFragments => "limit_fragments",
+            Action::MeterNewConnections => "meter_new_connections",
+            Action::LimitConnections => "limit_connections",
+            Action::SynCookies => "syn_cookies",
+            Action::LimitClosedPorts => "limit_closed_ports",
+            Action::Synproxy => "synproxy",
+        }
+    }
+
+    /// The action of that name.
+    pub fn parse(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What was done (or, in monitor mode, would have been done) for an incident; serialised as
+/// the fields of its event (README, section "Events").
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MitigationEvent {
+    /// `mitigation_applied`, or `mitigation_removed`.
+    #[serde(skip)]
     pub applied: bool,
     pub incident: String,
     pub vector: &'static str,
-    pub action: &'static str,
+    pub action: Action,
+    #[serde(serialize_with = "event::cidrs")]
     pub addresses: Vec<Cidr>,
     /// The port, protocol and rate of an aggregate measure.
     pub port: Option<u16>,
     pub proto: Option<&'static str>,
     pub rate_pps: Option<u32>,
+    #[serde(rename = "timeout_s", serialize_with = "event::whole_seconds")]
     pub timeout: Option<Duration>,
     /// Monitor mode: reported, not done.
+    #[serde(rename = "mode", serialize_with = "event::mode")]
     pub monitor: bool,
 }
 
@@ -77,22 +150,13 @@ impl MitigationEvent {
 
     /// One JSON line (the schema is in the README, section "Events").
     pub fn to_json(&self, wall_clock: SystemTime) -> String {
-        let event = self.name();
-        let addresses: Vec<String> = self.addresses.iter().map(Cidr::to_string).collect();
-        json!({
-            "ts": rfc3339(wall_clock),
-            "event": event,
-            "incident": self.incident,
-            "vector": self.vector,
-            "action": self.action,
-            "addresses": addresses,
-            "port": self.port,
-            "proto": self.proto,
-            "rate_pps": self.rate_pps,
-            "timeout_s": self.timeout.map(|t| t.as_secs()),
-            "mode": if self.monitor { "monitor" } else { "mitigate" },
-        })
-        .to_string()
+        event::line(self, wall_clock)
+    }
+}
+
+impl EventBody for MitigationEvent {
+    fn name(&self) -> &'static str {
+        MitigationEvent::name(self)
     }
 }
 
@@ -102,7 +166,7 @@ pub struct IncidentMeasure {
     pub incident: String,
     pub vector: &'static str,
     /// As in the mitigation events: `ban`, `limit_port`, `syn_cookies`…
-    pub action: &'static str,
+    pub action: Action,
     pub target: Target,
 }
 
@@ -293,14 +357,14 @@ impl Mitigator {
                 target,
             };
             for cidr in m.bans() {
-                all.push(entry("ban", Target::Ban(cidr)));
+                all.push(entry(Action::Ban, Target::Ban(cidr)));
             }
             for &measure in &m.aggregates {
                 let (action, ..) = describe(measure, 0, 0, 0, 0);
                 all.push(entry(action, Target::Measure(measure)));
             }
             if m.syn_cookies {
-                all.push(entry("syn_cookies", Target::SynCookies));
+                all.push(entry(Action::SynCookies, Target::SynCookies));
             }
         }
         all.sort_by(|a, b| a.incident.cmp(&b.incident));
@@ -425,14 +489,14 @@ impl Mitigator {
                     None => syn_cookies = true,
                 }
                 if !concentrated && aimed_at_no_port(event) {
-                    aggregates.push(Measure::LimitClosedPorts(PROTO_TCP));
+                    aggregates.push(Measure::LimitClosedPorts(IPPROTO_TCP));
                 }
             }
             Vector::IcmpFlood => {
                 let proto = if event.proto == Some("icmpv6") {
-                    PROTO_ICMPV6
+                    IPPROTO_ICMPV6
                 } else {
-                    PROTO_ICMP
+                    IPPROTO_ICMP
                 };
                 aggregates.push(Measure::LimitProto(proto));
             }
@@ -456,7 +520,7 @@ impl Mitigator {
                 aggregates.extend(event.ip_proto.map(Measure::LimitProto))
             }
             Vector::UdpFlood if aggregate => {
-                aggregates.extend(port_or_closed(event, PROTO_UDP, Measure::LimitUdpPort))
+                aggregates.extend(port_or_closed(event, IPPROTO_UDP, Measure::LimitUdpPort))
             }
             // Real connections, many sources: their new connections metered per source (a
             // port limit would hold only what is outside connections, none of theirs).
@@ -465,14 +529,14 @@ impl Mitigator {
             }
             Vector::TcpConnectionFlood if aggregate => aggregates.extend(port_or_closed(
                 event,
-                PROTO_TCP,
+                IPPROTO_TCP,
                 Measure::MeterNewConnections,
             )),
             Vector::Slowloris => aggregates.extend(event.port.map(Measure::LimitConnections)),
             // Segments outside any connection, held after conntrack: the port's established
             // connections pass untouched.
             Vector::AckFlood | Vector::RstFlood if aggregate => {
-                aggregates.extend(port_or_closed(event, PROTO_TCP, Measure::LimitTcpPort))
+                aggregates.extend(port_or_closed(event, IPPROTO_TCP, Measure::LimitTcpPort))
             }
             _ => {}
         }
@@ -524,7 +588,7 @@ impl Mitigator {
                     applied: true,
                     incident: event.incident.clone(),
                     vector: measures.vector,
-                    action: "syn_cookies",
+                    action: Action::SynCookies,
                     addresses: Vec::new(),
                     port: event.port,
                     proto: Some("tcp"),
@@ -640,7 +704,7 @@ impl Mitigator {
                 applied: true,
                 incident: event.incident.clone(),
                 vector: measures.vector,
-                action: "ban",
+                action: Action::Ban,
                 addresses: added,
                 port: None,
                 proto: None,
@@ -677,7 +741,7 @@ impl Mitigator {
         };
         if !lifted.is_empty() {
             changes.extend(lifted.iter().map(|&cidr| Change::Unban { cidr }));
-            out.push(event("ban", lifted, (None, None, None)));
+            out.push(event(Action::Ban, lifted, (None, None, None)));
         }
         for &measure in &measures.aggregates {
             if others().any(|m| m.aggregates.contains(&measure)) {
@@ -695,7 +759,11 @@ impl Mitigator {
         }
         if measures.syn_cookies && !others().any(|m| m.syn_cookies) {
             changes.push(Change::SynCookies { on: false });
-            out.push(event("syn_cookies", Vec::new(), (None, Some("tcp"), None)));
+            out.push(event(
+                Action::SynCookies,
+                Vec::new(),
+                (None, Some("tcp"), None),
+            ));
         }
     }
 
@@ -754,54 +822,51 @@ impl Mitigator {
     }
 }
 
-/// An aggregate measure's action name, port, protocol and rate, for its events.
-/// Every action a measure can be (`IncidentMeasure::action`, the events' `action`).
-pub const ACTIONS: [&str; 13] = [
-    "ban",
-    "block_reflector",
-    "limit_port",
-    "limit_icmp",
-    "limit_proto",
-    "block_synack",
-    "block_flags",
-    "limit_fragments",
-    "meter_new_connections",
-    "limit_connections",
-    "syn_cookies",
-    "limit_closed_ports",
-    "synproxy",
-];
-
+/// An aggregate measure's action, port, protocol and rate, for its events.
 fn describe(
     measure: Measure,
     port_limit: u32,
     icmp_limit: u32,
     fragment_limit: u32,
     closed_limit: u32,
-) -> (&'static str, Option<u16>, Option<&'static str>, Option<u32>) {
+) -> (Action, Option<u16>, Option<&'static str>, Option<u32>) {
     match measure {
-        Measure::BlockReflector(p) => ("block_reflector", Some(p), Some("udp"), None),
-        Measure::LimitUdpPort(p) => ("limit_port", Some(p), Some("udp"), Some(port_limit)),
-        Measure::LimitTcpPort(p) => ("limit_port", Some(p), Some("tcp"), Some(port_limit)),
-        Measure::LimitProto(PROTO_ICMPV6) => ("limit_icmp", None, Some("icmpv6"), Some(icmp_limit)),
-        Measure::LimitProto(PROTO_ICMP) => ("limit_icmp", None, Some("icmp"), Some(icmp_limit)),
+        Measure::BlockReflector(p) => (Action::BlockReflector, Some(p), Some("udp"), None),
+        Measure::LimitUdpPort(p) => (Action::LimitPort, Some(p), Some("udp"), Some(port_limit)),
+        Measure::LimitTcpPort(p) => (Action::LimitPort, Some(p), Some("tcp"), Some(port_limit)),
+        Measure::LimitProto(IPPROTO_ICMPV6) => {
+            (Action::LimitIcmp, None, Some("icmpv6"), Some(icmp_limit))
+        }
+        Measure::LimitProto(IPPROTO_ICMP) => {
+            (Action::LimitIcmp, None, Some("icmp"), Some(icmp_limit))
+        }
         Measure::LimitProto(p) => (
-            "limit_proto",
+            Action::LimitProto,
             None,
             Some(ip_proto_name(p).unwrap_or("ip")),
             Some(icmp_limit),
         ),
-        Measure::LimitFragments(NFPROTO_IPV6) => {
-            ("limit_fragments", None, Some("ipv6"), Some(fragment_limit))
+        Measure::LimitFragments(NFPROTO_IPV6) => (
+            Action::LimitFragments,
+            None,
+            Some("ipv6"),
+            Some(fragment_limit),
+        ),
+        Measure::LimitFragments(_) => (
+            Action::LimitFragments,
+            None,
+            Some("ipv4"),
+            Some(fragment_limit),
+        ),
+        Measure::MeterNewConnections(p) => {
+            (Action::MeterNewConnections, Some(p), Some("tcp"), None)
         }
-        Measure::LimitFragments(_) => ("limit_fragments", None, Some("ipv4"), Some(fragment_limit)),
-        Measure::MeterNewConnections(p) => ("meter_new_connections", Some(p), Some("tcp"), None),
-        Measure::LimitConnections(p) => ("limit_connections", Some(p), Some("tcp"), None),
-        Measure::BlockSynAcks(_) => ("block_synack", None, Some("tcp"), None),
-        Measure::BlockOddFlags(_) => ("block_flags", None, Some("tcp"), None),
-        Measure::SynProxy(p) => ("synproxy", Some(p), Some("tcp"), None),
+        Measure::LimitConnections(p) => (Action::LimitConnections, Some(p), Some("tcp"), None),
+        Measure::BlockSynAcks(_) => (Action::BlockSynack, None, Some("tcp"), None),
+        Measure::BlockOddFlags(_) => (Action::BlockFlags, None, Some("tcp"), None),
+        Measure::SynProxy(p) => (Action::Synproxy, Some(p), Some("tcp"), None),
         Measure::LimitClosedPorts(p) => (
-            "limit_closed_ports",
+            Action::LimitClosedPorts,
             None,
             Some(ip_proto_name(p).unwrap_or("ip")),
             Some(closed_limit),

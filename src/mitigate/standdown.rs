@@ -5,12 +5,12 @@
 
 use std::time::SystemTime;
 
-use serde_json::json;
+use serde::Serialize;
 
-use super::{describe, Change, Item, Mitigator, ACTIONS};
+use super::{describe, Action, Change, Item, Mitigator};
 use crate::addr::Cidr;
+use crate::event::{self, EventBody};
 use crate::ruleset::Measure;
-use crate::time::rfc3339;
 
 /// What an operator lifts from an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub enum Lift {
     /// Everything it holds.
     All,
     /// Every measure of one action (`limit_port`, `synproxy`, `ban`…: the events' `action`).
-    Action(&'static str),
+    Action(Action),
     /// One ban: an address or prefix.
     Ban(Cidr),
     /// One measure (a never-limited port's, once skipped).
@@ -34,16 +34,13 @@ impl Lift {
         if let Ok(cidr) = text.parse::<Cidr>() {
             return Ok(Lift::Ban(cidr));
         }
-        ACTIONS
-            .iter()
-            .find(|a| **a == text)
-            .map(|a| Lift::Action(a))
-            .ok_or_else(|| {
-                format!(
-                    "{text:?} is neither an address nor a measure: use one of {}",
-                    ACTIONS.join(", ")
-                )
-            })
+        Action::parse(text).map(Lift::Action).ok_or_else(|| {
+            let names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+            format!(
+                "{text:?} is neither an address nor a measure: use one of {}",
+                names.join(", ")
+            )
+        })
     }
 
     fn covers(self, measure: Measure) -> bool {
@@ -57,57 +54,61 @@ impl Lift {
 
     fn covers_ban(self, cidr: Cidr) -> bool {
         match self {
-            Lift::All | Lift::Action("ban") => true,
+            Lift::All | Lift::Action(Action::Ban) => true,
             Lift::Ban(c) => c == cidr || c.contains(cidr.addr()),
             Lift::Action(_) | Lift::Measure(_) => false,
         }
     }
 
     fn covers_syn_cookies(self) -> bool {
-        matches!(self, Lift::All | Lift::Action("syn_cookies"))
+        matches!(self, Lift::All | Lift::Action(Action::SynCookies))
     }
 }
 
-/// A measure stood down: lifted by an operator, or skipped for a never-limited port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A measure stood down: lifted by an operator, or skipped for a never-limited port;
+/// serialised as the fields of its event (README, section "Events").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Standdown {
     pub incident: String,
     pub vector: &'static str,
-    pub action: &'static str,
+    pub action: Action,
+    #[serde(serialize_with = "event::cidrs")]
     pub addresses: Vec<Cidr>,
     pub port: Option<u16>,
     pub proto: Option<&'static str>,
-    /// `operator` (a lift) or `never_limit_ports` (skipped).
-    pub by: &'static str,
+    pub by: StoodDownBy,
+    #[serde(rename = "mode", serialize_with = "event::mode")]
     pub monitor: bool,
+}
+
+/// Who stood a measure down (the event's `by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoodDownBy {
+    /// An operator's `ftagent lift`.
+    Operator,
+    /// Skipped: a port of `mitigation.never_limit_ports`.
+    NeverLimitPorts,
 }
 
 impl Standdown {
     /// `mitigation_lifted` or `mitigation_skipped`.
     pub fn name(&self) -> &'static str {
-        if self.by == "operator" {
-            "mitigation_lifted"
-        } else {
-            "mitigation_skipped"
+        match self.by {
+            StoodDownBy::Operator => "mitigation_lifted",
+            StoodDownBy::NeverLimitPorts => "mitigation_skipped",
         }
     }
 
     /// One JSON line (the schema is in the README, section "Events").
     pub fn to_json(&self, wall_clock: SystemTime) -> String {
-        let addresses: Vec<String> = self.addresses.iter().map(Cidr::to_string).collect();
-        json!({
-            "ts": rfc3339(wall_clock),
-            "event": self.name(),
-            "incident": self.incident,
-            "vector": self.vector,
-            "action": self.action,
-            "addresses": addresses,
-            "port": self.port,
-            "proto": self.proto,
-            "by": self.by,
-            "mode": if self.monitor { "monitor" } else { "mitigate" },
-        })
-        .to_string()
+        event::line(self, wall_clock)
+    }
+}
+
+impl EventBody for Standdown {
+    fn name(&self) -> &'static str {
+        Standdown::name(self)
     }
 }
 
@@ -168,7 +169,7 @@ impl Mitigator {
             addresses,
             port,
             proto,
-            by: "operator",
+            by: StoodDownBy::Operator,
             monitor,
         };
         let mut notices = Vec::new();
@@ -189,13 +190,13 @@ impl Mitigator {
             }
         }
         if !bans.is_empty() {
-            notices.push(notice("ban", bans.clone(), None, None));
+            notices.push(notice(Action::Ban, bans.clone(), None, None));
         }
         if cookies {
             if !self.held_elsewhere(incident, |o| o.syn_cookies) {
                 changes.push(Change::SynCookies { on: false });
             }
-            notices.push(notice("syn_cookies", Vec::new(), None, Some("tcp")));
+            notices.push(notice(Action::SynCookies, Vec::new(), None, Some("tcp")));
         }
         self.notices.extend(notices);
         Ok(measures.len() + bans.len() + usize::from(cookies))
@@ -242,7 +243,7 @@ impl Mitigator {
                 addresses: Vec::new(),
                 port,
                 proto,
-                by: "never_limit_ports",
+                by: StoodDownBy::NeverLimitPorts,
                 monitor: self.monitor,
             });
             self.lifted
@@ -256,7 +257,7 @@ impl Mitigator {
     pub(super) fn bans_lifted(&self, incident: &str) -> bool {
         self.lifted.get(incident).is_some_and(|l| {
             l.iter()
-                .any(|l| matches!(l, Lift::All | Lift::Action("ban")))
+                .any(|l| matches!(l, Lift::All | Lift::Action(Action::Ban)))
         })
     }
 
@@ -292,7 +293,7 @@ impl Mitigator {
         }
         let mut i = first_event;
         while i < out.len() {
-            if out[i].action == "ban" && out[i].addresses.is_empty() {
+            if out[i].action == Action::Ban && out[i].addresses.is_empty() {
                 out.remove(i);
             } else {
                 i += 1;

@@ -169,7 +169,10 @@ fn issue15_a_flood_spoofing_a_safelisted_gateway_gets_the_port_limit_not_a_ban()
             timeout: Duration::from_secs(120),
         };
         assert_eq!(changes, vec![limit]);
-        assert_eq!((out[0].action, out[0].port), ("limit_port", Some(40_000)));
+        assert_eq!(
+            (out[0].action, out[0].port),
+            (Action::LimitPort, Some(40_000))
+        );
         flood.kind = EventKind::AttackUpdate;
         for at in [100, 200, 5_000] {
             let (changes, out) = tick(&mut m, &[flood.clone()], at);
@@ -234,7 +237,7 @@ fn a_distributed_flood_holds_its_port_to_a_rate_instead_of_banning() {
     );
     assert_eq!(
         (out[0].action, out[0].port, out[0].rate_pps),
-        ("limit_port", Some(27015), Some(10_000))
+        (Action::LimitPort, Some(27015), Some(10_000))
     );
     let (changes, out) = tick(
         &mut m,
@@ -277,7 +280,7 @@ fn amplification_blocks_the_reflector_port_and_bans_no_reflector() {
             timeout: two_minutes
         }]
     );
-    assert_eq!(out[0].action, "block_reflector");
+    assert_eq!(out[0].action, Action::BlockReflector);
 }
 
 #[test]
@@ -315,7 +318,7 @@ fn a_syn_flood_turns_syn_cookies_on_until_the_last_one_ends() {
     assert!(changes.is_empty());
     let (changes, out) = tick(&mut m, &[end("i-2")], 6000);
     assert_eq!(changes, vec![Change::SynCookies { on: false }]);
-    assert_eq!(out[0].action, "syn_cookies");
+    assert_eq!(out[0].action, Action::SynCookies);
 }
 
 /// Issue 15: a SYN flood on a TCP service port gets the SYN proxy on that port, lifted at
@@ -338,7 +341,7 @@ fn issue15_a_syn_flood_on_a_service_port_gets_the_syn_proxy() {
             timeout: Duration::from_secs(120)
         }]
     );
-    assert_eq!((out[0].action, out[0].port), ("synproxy", Some(80)));
+    assert_eq!((out[0].action, out[0].port), (Action::Synproxy, Some(80)));
     assert!(m.holds_synproxy());
     let (changes, out) = tick(&mut m, &[syn(EventKind::AttackEnd, Some(80))], 5000);
     assert_eq!(
@@ -347,7 +350,7 @@ fn issue15_a_syn_flood_on_a_service_port_gets_the_syn_proxy() {
             measure: Measure::SynProxy(80)
         }]
     );
-    assert_eq!((out[0].action, out[0].applied), ("synproxy", false));
+    assert_eq!((out[0].action, out[0].applied), (Action::Synproxy, false));
     assert!(!m.holds_synproxy());
 
     for (config, port) in [
@@ -366,7 +369,7 @@ fn issue15_a_syn_flood_on_a_service_port_gets_the_syn_proxy() {
         changes,
         vec![
             Change::Enable {
-                measure: Measure::LimitClosedPorts(PROTO_TCP),
+                measure: Measure::LimitClosedPorts(IPPROTO_TCP),
                 timeout: Duration::from_secs(120)
             },
             Change::SynCookies { on: true }
@@ -637,8 +640,8 @@ fn every_measure_has_a_listed_action() {
         Measure::BlockReflector(53),
         Measure::LimitUdpPort(1),
         Measure::LimitTcpPort(1),
-        Measure::LimitProto(PROTO_ICMP),
-        Measure::LimitProto(PROTO_ICMPV6),
+        Measure::LimitProto(IPPROTO_ICMP),
+        Measure::LimitProto(IPPROTO_ICMPV6),
         Measure::LimitFragments(NFPROTO_IPV4),
         Measure::LimitFragments(NFPROTO_IPV6),
         Measure::MeterNewConnections(80),
@@ -646,12 +649,12 @@ fn every_measure_has_a_listed_action() {
         Measure::LimitProto(47),
         Measure::BlockSynAcks(NFPROTO_IPV4),
         Measure::BlockOddFlags(NFPROTO_IPV6),
-        Measure::LimitClosedPorts(PROTO_UDP),
+        Measure::LimitClosedPorts(IPPROTO_UDP),
         Measure::SynProxy(80),
     ];
     for measure in measures {
         let (action, ..) = describe(measure, 1, 1, 1, 1);
-        assert!(ACTIONS.contains(&action), "{action}");
+        assert!(Action::ALL.contains(&action), "{action}");
     }
 }
 
@@ -719,7 +722,7 @@ fn issue14_new_vectors_get_their_measures() {
     let (_, out) = tick(&mut m, &[e], 0);
     assert_eq!(
         (out[0].action, out[0].proto, out[0].rate_pps),
-        ("limit_proto", Some("gre"), Some(500))
+        (Action::LimitProto, Some("gre"), Some(500))
     );
 }
 
@@ -748,27 +751,27 @@ fn issue15_random_port_floods_limit_closed_ports() {
     assert_eq!(
         changes,
         [Change::Enable {
-            measure: Measure::LimitClosedPorts(PROTO_UDP),
+            measure: Measure::LimitClosedPorts(IPPROTO_UDP),
             timeout: Duration::from_secs(120),
         }]
     );
     assert_eq!(
         (out[0].action, out[0].port, out[0].proto, out[0].rate_pps),
-        ("limit_closed_ports", None, Some("udp"), Some(100))
+        (Action::LimitClosedPorts, None, Some("udp"), Some(100))
     );
     let status = m.measures();
-    assert_eq!(status[0].action, "limit_closed_ports");
+    assert_eq!(status[0].action, Action::LimitClosedPorts);
     let end = flood(Vector::UdpFlood, "other", EventKind::AttackEnd, None, false);
     let (changes, out) = tick(&mut m, &[end], 1000);
     assert_eq!(
         changes,
         [Change::Disable {
-            measure: Measure::LimitClosedPorts(PROTO_UDP)
+            measure: Measure::LimitClosedPorts(IPPROTO_UDP)
         }]
     );
     assert_eq!(
         (out[0].name(), out[0].action),
-        ("mitigation_removed", "limit_closed_ports")
+        ("mitigation_removed", Action::LimitClosedPorts)
     );
 
     let start = |vector, counter, port, concentrated| {
@@ -857,7 +860,7 @@ fn issue15_a_lifted_port_limit_stays_out_for_the_rest_of_the_incident() {
     let notices: Vec<Standdown> = m.drain_notices().collect();
     assert_eq!(
         (notices[0].name(), notices[0].action, notices[0].port),
-        ("mitigation_lifted", "limit_port", Some(27015))
+        ("mitigation_lifted", Action::LimitPort, Some(27015))
     );
     assert!(m.in_force(Duration::from_millis(500)).is_empty());
     let (changes, out) = tick(&mut m, &[update(EventKind::AttackUpdate)], 1000);
@@ -923,7 +926,11 @@ fn issue15_never_limited_ports_get_no_port_measure_and_say_so_once() {
     assert_eq!(notices.len(), 1);
     assert_eq!(
         (notices[0].name(), notices[0].by, notices[0].port),
-        ("mitigation_skipped", "never_limit_ports", Some(27015))
+        (
+            "mitigation_skipped",
+            StoodDownBy::NeverLimitPorts,
+            Some(27015)
+        )
     );
     tick(
         &mut m,
@@ -936,7 +943,10 @@ fn issue15_never_limited_ports_get_no_port_measure_and_say_so_once() {
 #[test]
 fn lifts_name_an_action_or_an_address() {
     assert_eq!(Lift::parse(None), Ok(Lift::All));
-    assert_eq!(Lift::parse(Some("synproxy")), Ok(Lift::Action("synproxy")));
+    assert_eq!(
+        Lift::parse(Some("synproxy")),
+        Ok(Lift::Action(Action::Synproxy))
+    );
     assert_eq!(
         Lift::parse(Some("10.250.1.0/24")),
         Ok(Lift::Ban(cidr("10.250.1.0/24")))
@@ -953,7 +963,7 @@ fn issue15_a_lift_outlives_a_restart() {
     let update = |kind| event(kind, "i-1", &[], false);
     tick(&mut before, &[update(EventKind::AttackStart)], 0);
     before
-        .lift("i-1", Lift::Action("limit_port"), &mut Vec::new())
+        .lift("i-1", Lift::Action(Action::LimitPort), &mut Vec::new())
         .unwrap();
     let saved = before.save(Duration::from_secs(1), wall);
     assert_eq!(saved[0].lifted, ["limit_port"]);
@@ -981,7 +991,7 @@ fn issue15_a_syn_proxy_stood_down_leaves_syn_cookies() {
     let mut m = mitigator(&[]);
     tick(&mut m, &[syn(EventKind::AttackStart)], 0);
     let mut changes = Vec::new();
-    m.lift("i-1", Lift::Action("synproxy"), &mut changes)
+    m.lift("i-1", Lift::Action(Action::Synproxy), &mut changes)
         .unwrap();
     assert_eq!(
         changes,

@@ -62,9 +62,6 @@ pub mod abi {
     pub const TCP_CONNTRACK_SYN_SENT: u8 = 1;
     pub const TCP_CONNTRACK_SYN_RECV: u8 = 2;
     pub const TCP_CONNTRACK_ESTABLISHED: u8 = 3;
-
-    pub const IPPROTO_TCP: u8 = 6;
-    pub const IPPROTO_UDP: u8 = 17;
 }
 
 /// The user-space receive buffer; a dump datagram is at most 32 KiB on current kernels.
@@ -592,6 +589,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::alloc::thread_allocations;
     use crate::netlink::wire::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_MULTI};
+    use crate::proto::{IPPROTO_TCP, IPPROTO_UDP};
     use crate::sense::connections::ConnectionTable;
     use std::os::fd::AsRawFd;
     use std::time::Instant;

@@ -2,15 +2,73 @@
 //! the kernel's rule listings. rustables cannot express counter maps, named counters, limits,
 //! logging or extension headers, so every rule goes through this one encoder.
 
+use super::nft::abi::{NFTA_LIST_ELEM, NFT_OBJECT_COUNTER};
 use super::wire::{Attrs, Writer};
+use crate::proto::IPPROTO_FRAGMENT;
 use crate::ruleset::expr::{CmpOp, Expr, Field, MetaKey, Stateful, Synproxy, Verdict};
 
-const NFTA_LIST_ELEM: u16 = 1;
+// Attributes of linux/netfilter/nf_tables.h (enum nft_*_attributes), by expression.
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_META_DREG: u16 = 1;
+const NFTA_META_KEY: u16 = 2;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFTA_SOCKET_KEY: u16 = 1;
+const NFTA_SOCKET_DREG: u16 = 2;
+const NFTA_SOCKET_LEVEL: u16 = 3;
+const NFTA_PAYLOAD_DREG: u16 = 1;
+const NFTA_PAYLOAD_BASE: u16 = 2;
+const NFTA_PAYLOAD_OFFSET: u16 = 3;
+const NFTA_PAYLOAD_LEN: u16 = 4;
+const NFTA_EXTHDR_DREG: u16 = 1;
+const NFTA_EXTHDR_TYPE: u16 = 2;
+const NFTA_EXTHDR_OFFSET: u16 = 3;
+const NFTA_EXTHDR_LEN: u16 = 4;
+const NFTA_EXTHDR_FLAGS: u16 = 5;
+const NFTA_EXTHDR_OP: u16 = 6;
+const NFTA_BITWISE_SREG: u16 = 1;
+const NFTA_BITWISE_DREG: u16 = 2;
+const NFTA_BITWISE_LEN: u16 = 3;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_BITWISE_OP: u16 = 6;
+const NFTA_CMP_SREG: u16 = 1;
+const NFTA_CMP_OP: u16 = 2;
+const NFTA_CMP_DATA: u16 = 3;
+const NFTA_LOOKUP_SET: u16 = 1;
+const NFTA_LOOKUP_SREG: u16 = 2;
+const NFTA_LOOKUP_DREG: u16 = 3;
+const NFTA_LOOKUP_FLAGS: u16 = 5;
+const NFTA_OBJREF_IMM_TYPE: u16 = 1;
+const NFTA_OBJREF_IMM_NAME: u16 = 2;
+const NFTA_OBJREF_SET_SREG: u16 = 3;
+const NFTA_OBJREF_SET_NAME: u16 = 4;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
+const NFTA_LIMIT_RATE: u16 = 1;
+const NFTA_LIMIT_UNIT: u16 = 2;
+const NFTA_LIMIT_BURST: u16 = 3;
+const NFTA_LIMIT_TYPE: u16 = 4;
+const NFTA_LIMIT_FLAGS: u16 = 5;
+const NFTA_CONNLIMIT_COUNT: u16 = 1;
+const NFTA_CONNLIMIT_FLAGS: u16 = 2;
+const NFTA_DYNSET_SET_NAME: u16 = 1;
+const NFTA_DYNSET_OP: u16 = 3;
+const NFTA_DYNSET_SREG_KEY: u16 = 4;
+const NFTA_DYNSET_SREG_DATA: u16 = 5;
+const NFTA_DYNSET_EXPR: u16 = 7;
+const NFTA_LOG_GROUP: u16 = 1;
+const NFTA_LOG_SNAPLEN: u16 = 3;
+const NFTA_LOG_QTHRESHOLD: u16 = 4;
+const NFTA_SYNPROXY_MSS: u16 = 1;
+const NFTA_SYNPROXY_WSCALE: u16 = 2;
+const NFTA_SYNPROXY_FLAGS: u16 = 3;
+const NFTA_IMMEDIATE_DREG: u16 = 1;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
 /// The 128-bit register 1 (the verdict register is 0).
 const REG_1: u32 = 1;
 const REG_VERDICT: u32 = 0;
@@ -23,14 +81,14 @@ const NFT_CMP_NEQ: u32 = 1;
 const NFT_CMP_LTE: u32 = 3;
 const NFT_SOCKET_TRANSPARENT: u32 = 0;
 const NFT_LOOKUP_F_INV: u32 = 1;
-const NFT_OBJECT_COUNTER: u32 = 1;
 const NFT_LIMIT_PKTS: u32 = 0;
+/// NFTA_LIMIT_UNIT is the rate's period in seconds: ours are per second.
+const LIMIT_PER_SECOND: u64 = 1;
 const NFT_LIMIT_F_INV: u32 = 1;
 const NFT_CONNLIMIT_F_INV: u32 = 1;
 const NFT_DYNSET_OP_ADD: u32 = 0;
 const NFT_EXTHDR_F_PRESENT: u32 = 1;
 const NFT_EXTHDR_OP_IPV6: u32 = 0;
-const IPPROTO_FRAGMENT: u8 = 44;
 /// `NF_SYNPROXY_OPT_*`: the options the SYN proxy sends (MSS and window scale always ours).
 const SYNPROXY_MSS: u32 = 0x01;
 const SYNPROXY_WSCALE: u32 = 0x02;
@@ -71,82 +129,78 @@ fn encode(w: &mut Writer, e: &Expr) {
     let d = w.nest_start(NFTA_EXPR_DATA);
     match e {
         Expr::Meta(key) => {
-            w.attr_be32(1, REG_1); // NFTA_META_DREG
-            w.attr_be32(2, meta_key(*key)); // NFTA_META_KEY
+            w.attr_be32(NFTA_META_DREG, REG_1);
+            w.attr_be32(NFTA_META_KEY, meta_key(*key));
         }
         Expr::CtState => {
-            w.attr_be32(1, REG_1); // NFTA_CT_DREG
-            w.attr_be32(2, NFT_CT_STATE); // NFTA_CT_KEY
+            w.attr_be32(NFTA_CT_DREG, REG_1);
+            w.attr_be32(NFTA_CT_KEY, NFT_CT_STATE);
         }
         Expr::SocketTransparent => {
-            w.attr_be32(1, NFT_SOCKET_TRANSPARENT); // NFTA_SOCKET_KEY
-            w.attr_be32(2, REG_1); // NFTA_SOCKET_DREG
+            w.attr_be32(NFTA_SOCKET_KEY, NFT_SOCKET_TRANSPARENT);
+            w.attr_be32(NFTA_SOCKET_DREG, REG_1);
         }
         Expr::Payload(field) => {
             let (base, offset, len) = field.location();
-            w.attr_be32(1, REG_1); // NFTA_PAYLOAD_DREG
-            w.attr_be32(2, base);
-            w.attr_be32(3, offset);
-            w.attr_be32(4, len);
+            w.attr_be32(NFTA_PAYLOAD_DREG, REG_1);
+            w.attr_be32(NFTA_PAYLOAD_BASE, base);
+            w.attr_be32(NFTA_PAYLOAD_OFFSET, offset);
+            w.attr_be32(NFTA_PAYLOAD_LEN, len);
         }
         Expr::Exthdr6Frag => {
-            w.attr_be32(1, REG_1); // NFTA_EXTHDR_DREG
-            w.attr(2, &[IPPROTO_FRAGMENT]); // NFTA_EXTHDR_TYPE
-            w.attr_be32(3, 0); // OFFSET
-            w.attr_be32(4, 1); // LEN
-            w.attr_be32(5, NFT_EXTHDR_F_PRESENT); // FLAGS
-            w.attr_be32(6, NFT_EXTHDR_OP_IPV6); // OP
+            w.attr_be32(NFTA_EXTHDR_DREG, REG_1);
+            w.attr(NFTA_EXTHDR_TYPE, &[IPPROTO_FRAGMENT]);
+            w.attr_be32(NFTA_EXTHDR_OFFSET, 0);
+            w.attr_be32(NFTA_EXTHDR_LEN, 1);
+            w.attr_be32(NFTA_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
+            w.attr_be32(NFTA_EXTHDR_OP, NFT_EXTHDR_OP_IPV6);
         }
         Expr::Bitwise(mask) => {
-            w.attr_be32(1, REG_1); // NFTA_BITWISE_SREG
-            w.attr_be32(2, REG_1); // NFTA_BITWISE_DREG
-            w.attr_be32(3, mask.len() as u32); // NFTA_BITWISE_LEN
-            data_value(w, 4, mask); // NFTA_BITWISE_MASK
-            data_value(w, 5, &vec![0; mask.len()]); // NFTA_BITWISE_XOR
+            w.attr_be32(NFTA_BITWISE_SREG, REG_1);
+            w.attr_be32(NFTA_BITWISE_DREG, REG_1);
+            w.attr_be32(NFTA_BITWISE_LEN, mask.len() as u32);
+            data_value(w, NFTA_BITWISE_MASK, mask);
+            data_value(w, NFTA_BITWISE_XOR, &vec![0; mask.len()]);
         }
         Expr::Cmp(op, value) => {
-            w.attr_be32(1, REG_1); // NFTA_CMP_SREG
+            w.attr_be32(NFTA_CMP_SREG, REG_1);
             w.attr_be32(
-                2,
+                NFTA_CMP_OP,
                 match op {
                     CmpOp::Eq => NFT_CMP_EQ,
                     CmpOp::Neq => NFT_CMP_NEQ,
                     CmpOp::Lte => NFT_CMP_LTE,
                 },
             );
-            data_value(w, 3, value); // NFTA_CMP_DATA
+            data_value(w, NFTA_CMP_DATA, value);
         }
         Expr::Lookup { set, invert } => {
-            w.attr_str(1, set); // NFTA_LOOKUP_SET
-            w.attr_be32(2, REG_1); // NFTA_LOOKUP_SREG
+            w.attr_str(NFTA_LOOKUP_SET, set);
+            w.attr_be32(NFTA_LOOKUP_SREG, REG_1);
             if *invert {
-                w.attr_be32(5, NFT_LOOKUP_F_INV); // NFTA_LOOKUP_FLAGS
+                w.attr_be32(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
             }
         }
         Expr::CounterMap(map) => {
-            w.attr_be32(3, REG_1); // NFTA_OBJREF_SET_SREG
-            w.attr_str(4, map); // NFTA_OBJREF_SET_NAME
+            w.attr_be32(NFTA_OBJREF_SET_SREG, REG_1);
+            w.attr_str(NFTA_OBJREF_SET_NAME, map);
         }
         Expr::NamedCounter(name) => {
-            w.attr_be32(1, NFT_OBJECT_COUNTER); // NFTA_OBJREF_IMM_TYPE
-            w.attr_str(2, name); // NFTA_OBJREF_IMM_NAME
+            w.attr_be32(NFTA_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
+            w.attr_str(NFTA_OBJREF_IMM_NAME, name);
         }
         Expr::Counter { packets, bytes } => {
-            w.attr_be64(1, *bytes); // NFTA_COUNTER_BYTES
-            w.attr_be64(2, *packets); // NFTA_COUNTER_PACKETS
+            w.attr_be64(NFTA_COUNTER_BYTES, *bytes);
+            w.attr_be64(NFTA_COUNTER_PACKETS, *packets);
         }
         Expr::Limit { rate, burst, over } => {
-            w.attr_be64(1, *rate); // NFTA_LIMIT_RATE
-            w.attr_be64(2, 1); // NFTA_LIMIT_UNIT: per second
-            w.attr_be32(3, *burst); // NFTA_LIMIT_BURST
-            w.attr_be32(4, NFT_LIMIT_PKTS); // NFTA_LIMIT_TYPE
-            w.attr_be32(5, if *over { NFT_LIMIT_F_INV } else { 0 }); // NFTA_LIMIT_FLAGS
+            limit(w, *rate, *burst, *over);
         }
         Expr::Dynset { set, stateful } => {
-            w.attr_str(1, set); // NFTA_DYNSET_SET_NAME
-            w.attr_be32(3, NFT_DYNSET_OP_ADD); // NFTA_DYNSET_OP
-            w.attr_be32(4, REG_1); // NFTA_DYNSET_SREG_KEY
-            let nested = w.nest_start(7); // NFTA_DYNSET_EXPR
+            w.attr_str(NFTA_DYNSET_SET_NAME, set);
+            w.attr_be32(NFTA_DYNSET_OP, NFT_DYNSET_OP_ADD);
+            w.attr_be32(NFTA_DYNSET_SREG_KEY, REG_1);
+            let nested = w.nest_start(NFTA_DYNSET_EXPR);
             let (name, a, b, over) = match *stateful {
                 Stateful::Limit { rate, burst, over } => ("limit", rate, burst, over),
                 Stateful::ConnLimit { count, over } => ("connlimit", u64::from(count), 0, over),
@@ -154,38 +208,37 @@ fn encode(w: &mut Writer, e: &Expr) {
             w.attr_str(NFTA_EXPR_NAME, name);
             let data = w.nest_start(NFTA_EXPR_DATA);
             if name == "limit" {
-                w.attr_be64(1, a);
-                w.attr_be64(2, 1);
-                w.attr_be32(3, b);
-                w.attr_be32(4, NFT_LIMIT_PKTS);
-                w.attr_be32(5, if over { NFT_LIMIT_F_INV } else { 0 });
+                limit(w, a, b, over);
             } else {
-                w.attr_be32(1, a as u32); // NFTA_CONNLIMIT_COUNT
-                w.attr_be32(2, if over { NFT_CONNLIMIT_F_INV } else { 0 }); // NFTA_CONNLIMIT_FLAGS
+                w.attr_be32(NFTA_CONNLIMIT_COUNT, a as u32);
+                w.attr_be32(
+                    NFTA_CONNLIMIT_FLAGS,
+                    if over { NFT_CONNLIMIT_F_INV } else { 0 },
+                );
             }
             let _ = w.nest_end(data);
             let _ = w.nest_end(nested);
         }
         Expr::SetAdd(set) => {
-            w.attr_str(1, set); // NFTA_DYNSET_SET_NAME
-            w.attr_be32(3, NFT_DYNSET_OP_ADD); // NFTA_DYNSET_OP
-            w.attr_be32(4, REG_1); // NFTA_DYNSET_SREG_KEY
+            w.attr_str(NFTA_DYNSET_SET_NAME, set);
+            w.attr_be32(NFTA_DYNSET_OP, NFT_DYNSET_OP_ADD);
+            w.attr_be32(NFTA_DYNSET_SREG_KEY, REG_1);
         }
         Expr::Log {
             group,
             snaplen,
             qthreshold,
         } => {
-            w.attr(1, &group.to_be_bytes()); // NFTA_LOG_GROUP (be16)
-            w.attr_be32(3, *snaplen); // NFTA_LOG_SNAPLEN
+            w.attr(NFTA_LOG_GROUP, &group.to_be_bytes()); // be16
+            w.attr_be32(NFTA_LOG_SNAPLEN, *snaplen);
             if *qthreshold > 0 {
-                w.attr(4, &qthreshold.to_be_bytes()); // NFTA_LOG_QTHRESHOLD (be16)
+                w.attr(NFTA_LOG_QTHRESHOLD, &qthreshold.to_be_bytes()); // be16
             }
         }
         Expr::Notrack => {}
         Expr::Synproxy(options) => {
-            w.attr(1, &options.mss.to_be_bytes()); // NFTA_SYNPROXY_MSS (be16)
-            w.attr(2, &[options.wscale]); // NFTA_SYNPROXY_WSCALE (u8)
+            w.attr(NFTA_SYNPROXY_MSS, &options.mss.to_be_bytes()); // be16
+            w.attr(NFTA_SYNPROXY_WSCALE, &[options.wscale]); // u8
             let mut flags = SYNPROXY_MSS | SYNPROXY_WSCALE;
             if options.timestamp {
                 flags |= SYNPROXY_TIMESTAMP;
@@ -193,11 +246,11 @@ fn encode(w: &mut Writer, e: &Expr) {
             if options.sack_perm {
                 flags |= SYNPROXY_SACK_PERM;
             }
-            w.attr_be32(3, flags); // NFTA_SYNPROXY_FLAGS
+            w.attr_be32(NFTA_SYNPROXY_FLAGS, flags);
         }
         Expr::Verdict(v) => {
-            w.attr_be32(1, REG_VERDICT); // NFTA_IMMEDIATE_DREG
-            let data = w.nest_start(2); // NFTA_IMMEDIATE_DATA
+            w.attr_be32(NFTA_IMMEDIATE_DREG, REG_VERDICT);
+            let data = w.nest_start(NFTA_IMMEDIATE_DATA);
             let verdict = w.nest_start(NFTA_DATA_VERDICT);
             let code = match v {
                 Verdict::Drop => NF_DROP,
@@ -209,6 +262,15 @@ fn encode(w: &mut Writer, e: &Expr) {
         }
     }
     let _ = w.nest_end(d);
+}
+
+/// A `limit` expression's attributes: packets per second, alone or as a set's expression.
+fn limit(w: &mut Writer, rate: u64, burst: u32, over: bool) {
+    w.attr_be64(NFTA_LIMIT_RATE, rate);
+    w.attr_be64(NFTA_LIMIT_UNIT, LIMIT_PER_SECOND);
+    w.attr_be32(NFTA_LIMIT_BURST, burst);
+    w.attr_be32(NFTA_LIMIT_TYPE, NFT_LIMIT_PKTS);
+    w.attr_be32(NFTA_LIMIT_FLAGS, if over { NFT_LIMIT_F_INV } else { 0 });
 }
 
 fn data_value(w: &mut Writer, kind: u16, bytes: &[u8]) {
@@ -275,69 +337,79 @@ fn decode(name: &str, a: Attrs, l4proto: Option<u8>) -> Option<Expr> {
             .map(|v| v.bytes().to_vec())
     };
     let e = match name {
-        "meta" => match be32(2)? {
+        "meta" => match be32(NFTA_META_KEY)? {
             NFT_META_NFPROTO => Expr::Meta(MetaKey::NfProto),
             NFT_META_L4PROTO => Expr::Meta(MetaKey::L4Proto),
             _ => return None,
         },
-        "ct" => (be32(2)? == NFT_CT_STATE && a.get(1).is_some()).then_some(Expr::CtState)?,
-        "socket" => (be32(1)? == NFT_SOCKET_TRANSPARENT && be32(3).unwrap_or(0) == 0)
+        "ct" => (be32(NFTA_CT_KEY)? == NFT_CT_STATE && a.get(NFTA_CT_DREG).is_some())
+            .then_some(Expr::CtState)?,
+        "socket" => (be32(NFTA_SOCKET_KEY)? == NFT_SOCKET_TRANSPARENT
+            && be32(NFTA_SOCKET_LEVEL).unwrap_or(0) == 0)
             .then_some(Expr::SocketTransparent)?,
-        "payload" => Expr::Payload(Field::at(be32(2)?, be32(3)?, be32(4)?, l4proto)?),
+        "payload" => Expr::Payload(Field::at(
+            be32(NFTA_PAYLOAD_BASE)?,
+            be32(NFTA_PAYLOAD_OFFSET)?,
+            be32(NFTA_PAYLOAD_LEN)?,
+            l4proto,
+        )?),
         "exthdr" => {
-            let ok = a.get(2)?.bytes().first() == Some(&IPPROTO_FRAGMENT)
-                && be32(5)? & NFT_EXTHDR_F_PRESENT != 0
-                && be32(6).unwrap_or(NFT_EXTHDR_OP_IPV6) == NFT_EXTHDR_OP_IPV6;
+            let ok = a.get(NFTA_EXTHDR_TYPE)?.bytes().first() == Some(&IPPROTO_FRAGMENT)
+                && be32(NFTA_EXTHDR_FLAGS)? & NFT_EXTHDR_F_PRESENT != 0
+                && be32(NFTA_EXTHDR_OP).unwrap_or(NFT_EXTHDR_OP_IPV6) == NFT_EXTHDR_OP_IPV6;
             ok.then_some(Expr::Exthdr6Frag)?
         }
         "bitwise" => {
-            let xor = value(5)?;
+            let xor = value(NFTA_BITWISE_XOR)?;
             // A plain mask: xor zero (other bitwise operations are not ours).
-            (xor.iter().all(|&b| b == 0) && be32(6).unwrap_or(0) == 0)
-                .then_some(Expr::Bitwise(value(4)?))?
+            (xor.iter().all(|&b| b == 0) && be32(NFTA_BITWISE_OP).unwrap_or(0) == 0)
+                .then_some(Expr::Bitwise(value(NFTA_BITWISE_MASK)?))?
         }
-        "cmp" => match be32(2)? {
-            NFT_CMP_EQ => Expr::Cmp(CmpOp::Eq, value(3)?),
-            NFT_CMP_NEQ => Expr::Cmp(CmpOp::Neq, value(3)?),
-            NFT_CMP_LTE => Expr::Cmp(CmpOp::Lte, value(3)?),
+        "cmp" => match be32(NFTA_CMP_OP)? {
+            NFT_CMP_EQ => Expr::Cmp(CmpOp::Eq, value(NFTA_CMP_DATA)?),
+            NFT_CMP_NEQ => Expr::Cmp(CmpOp::Neq, value(NFTA_CMP_DATA)?),
+            NFT_CMP_LTE => Expr::Cmp(CmpOp::Lte, value(NFTA_CMP_DATA)?),
             _ => return None,
         },
         "lookup" => {
-            if a.get(3).is_some() {
+            if a.get(NFTA_LOOKUP_DREG).is_some() {
                 return None; // a map lookup into a register: not ours
             }
-            let invert = be32(5).unwrap_or(0) & NFT_LOOKUP_F_INV != 0;
+            let invert = be32(NFTA_LOOKUP_FLAGS).unwrap_or(0) & NFT_LOOKUP_F_INV != 0;
             Expr::Lookup {
-                set: a.get(1)?.str()?.to_string(),
+                set: a.get(NFTA_LOOKUP_SET)?.str()?.to_string(),
                 invert,
             }
         }
-        "objref" => match (a.get(4), a.get(2)) {
+        "objref" => match (a.get(NFTA_OBJREF_SET_NAME), a.get(NFTA_OBJREF_IMM_NAME)) {
             (Some(map), _) => Expr::CounterMap(map.str()?.to_string()),
-            (None, Some(obj)) if be32(1)? == NFT_OBJECT_COUNTER => {
+            (None, Some(obj)) if be32(NFTA_OBJREF_IMM_TYPE)? == NFT_OBJECT_COUNTER => {
                 Expr::NamedCounter(obj.str()?.to_string())
             }
             _ => return None,
         },
         "counter" => Expr::Counter {
-            packets: be64(2).unwrap_or(0),
-            bytes: be64(1).unwrap_or(0),
+            packets: be64(NFTA_COUNTER_PACKETS).unwrap_or(0),
+            bytes: be64(NFTA_COUNTER_BYTES).unwrap_or(0),
         },
         "limit" => {
-            let per_second = be64(2)? == 1 && be32(4).unwrap_or(NFT_LIMIT_PKTS) == NFT_LIMIT_PKTS;
-            let flags = be32(5).unwrap_or(0);
+            let per_second = be64(NFTA_LIMIT_UNIT)? == LIMIT_PER_SECOND
+                && be32(NFTA_LIMIT_TYPE).unwrap_or(NFT_LIMIT_PKTS) == NFT_LIMIT_PKTS;
+            let flags = be32(NFTA_LIMIT_FLAGS).unwrap_or(0);
             (per_second && flags & !NFT_LIMIT_F_INV == 0).then_some(Expr::Limit {
-                rate: be64(1)?,
-                burst: be32(3)?,
+                rate: be64(NFTA_LIMIT_RATE)?,
+                burst: be32(NFTA_LIMIT_BURST)?,
                 over: flags & NFT_LIMIT_F_INV != 0,
             })?
         }
         "dynset" => {
-            if be32(3).unwrap_or(NFT_DYNSET_OP_ADD) != NFT_DYNSET_OP_ADD || a.get(5).is_some() {
+            if be32(NFTA_DYNSET_OP).unwrap_or(NFT_DYNSET_OP_ADD) != NFT_DYNSET_OP_ADD
+                || a.get(NFTA_DYNSET_SREG_DATA).is_some()
+            {
                 return None; // an update, or a map with data: not ours
             }
-            let set = a.get(1)?.str()?.to_string();
-            let Some(inner) = a.get(7) else {
+            let set = a.get(NFTA_DYNSET_SET_NAME)?.str()?.to_string();
+            let Some(inner) = a.get(NFTA_DYNSET_EXPR) else {
                 return Some(Expr::SetAdd(set));
             };
             let inner = inner.nested();
@@ -349,33 +421,34 @@ fn decode(name: &str, a: Attrs, l4proto: Option<u8>) -> Option<Expr> {
             let d32 = |k| d.get(k).and_then(|x| x.be32());
             let stateful = match name {
                 "limit" => Stateful::Limit {
-                    rate: d.get(1)?.be64()?,
-                    burst: d32(3)?,
-                    over: d32(5).unwrap_or(0) & NFT_LIMIT_F_INV != 0,
+                    rate: d.get(NFTA_LIMIT_RATE)?.be64()?,
+                    burst: d32(NFTA_LIMIT_BURST)?,
+                    over: d32(NFTA_LIMIT_FLAGS).unwrap_or(0) & NFT_LIMIT_F_INV != 0,
                 },
                 "connlimit" => Stateful::ConnLimit {
-                    count: d32(1)?,
-                    over: d32(2).unwrap_or(0) & NFT_CONNLIMIT_F_INV != 0,
+                    count: d32(NFTA_CONNLIMIT_COUNT)?,
+                    over: d32(NFTA_CONNLIMIT_FLAGS).unwrap_or(0) & NFT_CONNLIMIT_F_INV != 0,
                 },
                 _ => return None,
             };
             Expr::Dynset { set, stateful }
         }
         "log" => {
-            let group = u16::from_be_bytes(a.get(1)?.bytes().get(..2)?.try_into().ok()?);
-            let qthreshold = match a.get(4) {
+            let group =
+                u16::from_be_bytes(a.get(NFTA_LOG_GROUP)?.bytes().get(..2)?.try_into().ok()?);
+            let qthreshold = match a.get(NFTA_LOG_QTHRESHOLD) {
                 Some(q) => u16::from_be_bytes(q.bytes().get(..2)?.try_into().ok()?),
                 None => 0,
             };
             Expr::Log {
                 group,
-                snaplen: be32(3).unwrap_or(0),
+                snaplen: be32(NFTA_LOG_SNAPLEN).unwrap_or(0),
                 qthreshold,
             }
         }
         "notrack" => Expr::Notrack,
         "synproxy" => {
-            let flags = be32(3)?;
+            let flags = be32(NFTA_SYNPROXY_FLAGS)?;
             let ours = SYNPROXY_MSS | SYNPROXY_WSCALE;
             // MSS and window scale always, nothing past timestamps and SACK (no ECN): ours.
             if flags & ours != ours
@@ -384,15 +457,21 @@ fn decode(name: &str, a: Attrs, l4proto: Option<u8>) -> Option<Expr> {
                 return None;
             }
             Expr::Synproxy(Synproxy {
-                mss: u16::from_be_bytes(a.get(1)?.bytes().get(..2)?.try_into().ok()?),
-                wscale: *a.get(2)?.bytes().first()?,
+                mss: u16::from_be_bytes(
+                    a.get(NFTA_SYNPROXY_MSS)?
+                        .bytes()
+                        .get(..2)?
+                        .try_into()
+                        .ok()?,
+                ),
+                wscale: *a.get(NFTA_SYNPROXY_WSCALE)?.bytes().first()?,
                 timestamp: flags & SYNPROXY_TIMESTAMP != 0,
                 sack_perm: flags & SYNPROXY_SACK_PERM != 0,
             })
         }
         "immediate" => {
             let code = a
-                .get(2)?
+                .get(NFTA_IMMEDIATE_DATA)?
                 .nested()
                 .get(NFTA_DATA_VERDICT)?
                 .nested()
@@ -413,6 +492,7 @@ fn decode(name: &str, a: Attrs, l4proto: Option<u8>) -> Option<Expr> {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::netlink::nft::abi::NFTA_RULE_EXPRESSIONS;
     use crate::ruleset::desired;
 
     #[test]
@@ -421,7 +501,7 @@ mod tests {
             for rule in chain.rules {
                 let mut w = Writer::new();
                 w.begin(0, 0, 0, 0, 0);
-                let list = w.nest_start(4);
+                let list = w.nest_start(NFTA_RULE_EXPRESSIONS);
                 encode_all(&mut w, &rule);
                 w.nest_end(list).unwrap();
                 w.end();
@@ -429,7 +509,7 @@ mod tests {
                     .next()
                     .unwrap()
                     .unwrap();
-                let attrs = msg.nf_attrs().get(4).unwrap().nested();
+                let attrs = msg.nf_attrs().get(NFTA_RULE_EXPRESSIONS).unwrap().nested();
                 assert_eq!(decode_all(attrs), Ok(rule));
             }
         }
@@ -439,7 +519,7 @@ mod tests {
     fn foreign_expressions_are_named_not_guessed() {
         let mut w = Writer::new();
         w.begin(0, 0, 0, 0, 0);
-        let list = w.nest_start(4);
+        let list = w.nest_start(NFTA_RULE_EXPRESSIONS);
         let elem = w.nest_start(NFTA_LIST_ELEM);
         w.attr_str(NFTA_EXPR_NAME, "masq");
         w.nest_end(elem).unwrap();
@@ -450,7 +530,7 @@ mod tests {
             .next()
             .unwrap()
             .unwrap();
-        let attrs = msg.nf_attrs().get(4).unwrap().nested();
+        let attrs = msg.nf_attrs().get(NFTA_RULE_EXPRESSIONS).unwrap().nested();
         assert_eq!(
             decode_all(attrs),
             Err("expressions [masq, immediate]".to_string())

@@ -277,7 +277,7 @@ mod tests {
     fn notification(kind: u16, port: u32, table: &str) -> Vec<u8> {
         let mut w = Writer::new();
         w.begin((NFNL_SUBSYS_NFTABLES << 8) | kind, 0, 0, NFPROTO_INET, 0);
-        w.attr_str(1, table);
+        w.attr_str(NFTA_ANY_TABLE, table);
         w.end();
         let mut bytes = w.bytes().to_vec();
         bytes[12..16].copy_from_slice(&port.to_ne_bytes());

@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use super::socket::{open_netfilter, recv_into, send_to_kernel, Blocking};
 use super::wire::{Msgs, Writer, NFGENMSG_LEN, NLM_F_ACK};
 use super::NlError;
+use crate::proto::{
+    IPPROTO_AH, IPPROTO_DCCP, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP,
+    IPPROTO_ICMPV6, IPPROTO_MH, IPPROTO_ROUTING, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+    IPPROTO_UDPLITE,
+};
 
 // linux/netfilter/nfnetlink.h, nfnetlink_log.h
 const NFNL_SUBSYS_ULOG: u16 = 4;
@@ -50,19 +55,6 @@ pub const FAMILY_V6: u8 = libc::AF_INET6 as u8;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_DCCP: u8 = 33;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_DSTOPTS: u8 = 60;
-const IPPROTO_SCTP: u8 = 132;
-const IPPROTO_MH: u8 = 135;
-const IPPROTO_UDPLITE: u8 = 136;
 /// IPv6 extension headers followed before giving up.
 const MAX_EXT_HEADERS: usize = 8;
 

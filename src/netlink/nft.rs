@@ -48,6 +48,9 @@ pub mod abi {
     pub const NFTA_GEN_PROC_PID: u16 = 2;
     pub const NFTA_GEN_PROC_NAME: u16 = 3;
 
+    /// NFTA_SET_TABLE, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_OBJ_TABLE and
+    /// NFTA_SET_ELEM_LIST_TABLE: the table is attribute 1 of each.
+    pub const NFTA_ANY_TABLE: u16 = 1;
     pub const NFTA_TABLE_NAME: u16 = 1;
     pub const NFTA_TABLE_FLAGS: u16 = 2;
     pub const NFT_TABLE_F_OWNER: u32 = 0x2;
@@ -581,8 +584,7 @@ pub mod request {
             NFPROTO_INET,
             0,
         );
-        // NFTA_{SET,CHAIN,RULE,OBJ}_TABLE and NFTA_SET_ELEM_LIST_TABLE are all attribute 1.
-        w.attr_str(1, table);
+        w.attr_str(NFTA_ANY_TABLE, table);
         if let Some(set) = set {
             w.attr_str(NFTA_SET_ELEM_LIST_SET, set);
         }
@@ -593,11 +595,10 @@ pub mod request {
     }
 }
 
-/// Whether a listed set, chain, rule or object belongs to our table (attribute 1 names the
-/// table in each of them).
+/// Whether a listed set, chain, rule or object belongs to our table.
 pub fn in_our_table(msg: &Msg) -> bool {
     msg.nfgen_family() == Some(NFPROTO_INET)
-        && msg.nf_attrs().get(1).and_then(|a| a.str()) == Some(TABLE)
+        && msg.nf_attrs().get(NFTA_ANY_TABLE).and_then(|a| a.str()) == Some(TABLE)
 }
 
 /// The id in a generation message (the reply to a generation request, or a notice).

@@ -5,6 +5,11 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use crate::proto::{
+    IPPROTO_AH, IPPROTO_ESP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6,
+    IPPROTO_PIM, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_VRRP,
+};
+
 /// What a rule does with a packet once its matches hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -53,10 +58,10 @@ impl Field {
             (BASE_NETWORK, 12, 4, _) => Field::Ip4Saddr,
             (BASE_NETWORK, 8, 16, _) => Field::Ip6Saddr,
             (BASE_NETWORK, 6, 2, _) => Field::Ip4FragOff,
-            (BASE_TRANSPORT, 13, 1, Some(PROTO_TCP)) => Field::TcpFlags,
-            (BASE_TRANSPORT, 2, 2, Some(PROTO_TCP)) => Field::TcpDport,
-            (BASE_TRANSPORT, 2, 2, Some(PROTO_UDP)) => Field::UdpDport,
-            (BASE_TRANSPORT, 0, 2, Some(PROTO_UDP)) => Field::UdpSport,
+            (BASE_TRANSPORT, 13, 1, Some(IPPROTO_TCP)) => Field::TcpFlags,
+            (BASE_TRANSPORT, 2, 2, Some(IPPROTO_TCP)) => Field::TcpDport,
+            (BASE_TRANSPORT, 2, 2, Some(IPPROTO_UDP)) => Field::UdpDport,
+            (BASE_TRANSPORT, 0, 2, Some(IPPROTO_UDP)) => Field::UdpSport,
             _ => return None,
         };
         Some(field)
@@ -75,10 +80,6 @@ impl Field {
     }
 }
 
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_ICMPV6: u8 = 58;
 pub const NFPROTO_IPV4: u8 = 2;
 pub const NFPROTO_IPV6: u8 = 10;
 /// `ct state` bits as the kernel's state bitmask.
@@ -402,18 +403,18 @@ pub fn l4proto_name(value: u8) -> String {
 /// The name of an IP protocol nft and /etc/protocols know, for the usual ones.
 pub fn ip_proto_name(value: u8) -> Option<&'static str> {
     Some(match value {
-        PROTO_ICMP => "icmp",
-        4 => "ipencap",
-        PROTO_TCP => "tcp",
-        PROTO_UDP => "udp",
-        41 => "ipv6",
-        47 => "gre",
-        50 => "esp",
-        51 => "ah",
-        PROTO_ICMPV6 => "ipv6-icmp",
-        103 => "pim",
-        112 => "vrrp",
-        132 => "sctp",
+        IPPROTO_ICMP => "icmp",
+        IPPROTO_IPIP => "ipencap",
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_IPV6 => "ipv6",
+        IPPROTO_GRE => "gre",
+        IPPROTO_ESP => "esp",
+        IPPROTO_AH => "ah",
+        IPPROTO_ICMPV6 => "ipv6-icmp",
+        IPPROTO_PIM => "pim",
+        IPPROTO_VRRP => "vrrp",
+        IPPROTO_SCTP => "sctp",
         _ => return None,
     })
 }
@@ -499,7 +500,7 @@ mod tests {
             render_rule(&ban).unwrap(),
             "meta nfproto ipv4 ip saddr @ban4 counter packets 0 bytes 0 drop"
         );
-        let mut syn = Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+        let mut syn = Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP).to_vec();
         syn.extend([
             Expr::Payload(Field::TcpFlags),
             Expr::Bitwise(vec![0x12]),
@@ -515,7 +516,7 @@ mod tests {
             Expr::Bitwise(CT_STATE_NEW.to_ne_bytes().to_vec()),
             Expr::Cmp(CmpOp::Neq, vec![0; 4]),
             Expr::Meta(MetaKey::L4Proto),
-            Expr::Cmp(CmpOp::Eq, vec![PROTO_UDP]),
+            Expr::Cmp(CmpOp::Eq, vec![IPPROTO_UDP]),
             Expr::Payload(Field::UdpDport),
             Expr::CounterMap("new_udp".into()),
         ];
@@ -527,7 +528,7 @@ mod tests {
 
     #[test]
     fn synproxy_and_notrack_render_as_nft_lists_them() {
-        let mut syn = Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+        let mut syn = Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP).to_vec();
         syn.extend([
             Expr::Payload(Field::TcpDport),
             Expr::Lookup {

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use crate::addr::Cidr;
 use crate::config::{Config, Proto};
+use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use expr::{
     CmpOp, Expr, Field, MetaKey, Stateful, Synproxy, Verdict, CT_STATE_ESTABLISHED,
     CT_STATE_INVALID, CT_STATE_NEW, CT_STATE_RELATED, CT_STATE_UNSOLICITED, CT_STATE_UNTRACKED,
     NFPROTO_IPV4, NFPROTO_IPV6,
 };
-use expr::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 pub use state::{
     bans_in, ChainState, CounterState, ElementState, HookState, RuleState, SetState, TableState,
 };
@@ -50,46 +50,79 @@ pub const CLOSED_PRIORITY: i32 = -150;
 pub const SYNPROXY_CHAIN: &str = "syn_proxy";
 pub const SYNPROXY_PRIORITY: i32 = -190;
 
-/// Named counters that every table has (service and reflector ports add their own).
-pub mod counter {
-    pub const IPV4: &str = "l3_ipv4";
-    pub const IPV6: &str = "l3_ipv6";
-    pub const TCP: &str = "l4_tcp";
-    pub const UDP: &str = "l4_udp";
-    pub const ICMP: &str = "l4_icmp";
-    pub const ICMPV6: &str = "l4_icmpv6";
-    pub const TCP_SYN: &str = "tcp_syn";
-    pub const TCP_ACK: &str = "tcp_ack";
-    pub const TCP_RST: &str = "tcp_rst";
-    pub const FRAGMENT: &str = "fragment";
+/// The named counters that every table has (service and reflector ports add their own after
+/// them): one list gives both a counter's name in the table and its index among the counters
+/// the sensor reads (`sense::counters::CounterLayout`, where these come first, in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    Ipv4,
+    Ipv6,
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+    TcpSyn,
+    TcpAck,
+    TcpRst,
+    Fragment,
     /// TCP/UDP that is neither for a service port nor from a reflector port.
-    pub const OTHER: &str = "other";
+    Other,
     /// ACK-only packets (PSH allowed) in established connections (counted after conntrack):
     /// what of `tcp_ack` is traffic of real connections rather than an ACK flood.
-    pub const TCP_ACK_EST: &str = "tcp_ack_est";
+    TcpAckEst,
     /// SYN-ACKs (ours to answer are few: the host's own outgoing connections).
-    pub const TCP_SYNACK: &str = "tcp_synack";
+    TcpSynack,
     /// TCP with none of SYN, RST and ACK (null, FIN-only, xmas…): no valid segment.
-    pub const TCP_ODD: &str = "tcp_odd";
+    TcpOdd,
     /// IP protocols other than TCP, UDP, ICMP and ICMPv6 (GRE, ESP, AH, SCTP…).
-    pub const L4_OTHER: &str = "l4_other";
-    pub const FIXED: [&str; 15] = [
-        IPV4,
-        IPV6,
-        TCP,
-        UDP,
-        ICMP,
-        ICMPV6,
-        TCP_SYN,
-        TCP_ACK,
-        TCP_RST,
-        FRAGMENT,
-        OTHER,
-        TCP_ACK_EST,
-        TCP_SYNACK,
-        TCP_ODD,
-        L4_OTHER,
+    L4Other,
+}
+
+impl Counter {
+    /// Every fixed counter, in index order.
+    pub const ALL: [Counter; 15] = [
+        Counter::Ipv4,
+        Counter::Ipv6,
+        Counter::Tcp,
+        Counter::Udp,
+        Counter::Icmp,
+        Counter::Icmpv6,
+        Counter::TcpSyn,
+        Counter::TcpAck,
+        Counter::TcpRst,
+        Counter::Fragment,
+        Counter::Other,
+        Counter::TcpAckEst,
+        Counter::TcpSynack,
+        Counter::TcpOdd,
+        Counter::L4Other,
     ];
+
+    /// Its index among the sensor's counters.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its name in the table (`counter name "…"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Ipv4 => "l3_ipv4",
+            Counter::Ipv6 => "l3_ipv6",
+            Counter::Tcp => "l4_tcp",
+            Counter::Udp => "l4_udp",
+            Counter::Icmp => "l4_icmp",
+            Counter::Icmpv6 => "l4_icmpv6",
+            Counter::TcpSyn => "tcp_syn",
+            Counter::TcpAck => "tcp_ack",
+            Counter::TcpRst => "tcp_rst",
+            Counter::Fragment => "fragment",
+            Counter::Other => "other",
+            Counter::TcpAckEst => "tcp_ack_est",
+            Counter::TcpSynack => "tcp_synack",
+            Counter::TcpOdd => "tcp_odd",
+            Counter::L4Other => "l4_other",
+        }
+    }
 }
 
 /// The counter of a service port (range) for packets, or for new connections.
@@ -429,7 +462,7 @@ pub struct TableSpec {
 
 /// The table the configuration asks for.
 pub fn desired(config: &Config) -> TableSpec {
-    let mut counters: Vec<String> = counter::FIXED.iter().map(|c| c.to_string()).collect();
+    let mut counters: Vec<String> = Counter::ALL.iter().map(|c| c.name().to_string()).collect();
     let mut svc = |proto: Proto, new: bool| -> Vec<(Key, String)> {
         let elements: Vec<(Key, String)> = config
             .services
@@ -463,8 +496,8 @@ pub fn desired(config: &Config) -> TableSpec {
             KeyType::NfProto,
             false,
             vec![
-                el(NFPROTO_IPV4, counter::IPV4),
-                el(NFPROTO_IPV6, counter::IPV6),
+                el(NFPROTO_IPV4, Counter::Ipv4.name()),
+                el(NFPROTO_IPV6, Counter::Ipv6.name()),
             ],
         ),
         SetSpec::counter_map(
@@ -472,10 +505,10 @@ pub fn desired(config: &Config) -> TableSpec {
             KeyType::InetProto,
             false,
             vec![
-                el(PROTO_TCP, counter::TCP),
-                el(PROTO_UDP, counter::UDP),
-                el(PROTO_ICMP, counter::ICMP),
-                el(PROTO_ICMPV6, counter::ICMPV6),
+                el(IPPROTO_TCP, Counter::Tcp.name()),
+                el(IPPROTO_UDP, Counter::Udp.name()),
+                el(IPPROTO_ICMP, Counter::Icmp.name()),
+                el(IPPROTO_ICMPV6, Counter::Icmpv6.name()),
             ],
         ),
         SetSpec::counter_map("svc_tcp", KeyType::InetService, true, svc_tcp),
@@ -548,8 +581,8 @@ pub fn desired(config: &Config) -> TableSpec {
     }
     let ct_new = || ct_state(CT_STATE_NEW);
     let mut conntrack: Vec<Vec<Expr>> = [
-        (PROTO_TCP, Field::TcpDport, "new_tcp"),
-        (PROTO_UDP, Field::UdpDport, "new_udp"),
+        (IPPROTO_TCP, Field::TcpDport, "new_tcp"),
+        (IPPROTO_UDP, Field::UdpDport, "new_udp"),
     ]
     .into_iter()
     .map(|(proto, field, map)| {
@@ -562,11 +595,11 @@ pub fn desired(config: &Config) -> TableSpec {
     // ACKs of established connections: the part of `tcp_ack` that is no ACK flood.
     let mut established = ct_state(CT_STATE_ESTABLISHED);
     established.extend(tcp_flags(FIN | SYN | RST | ACK, ACK));
-    established.push(Expr::NamedCounter(counter::TCP_ACK_EST.into()));
+    established.push(Expr::NamedCounter(Counter::TcpAckEst.name().into()));
     conntrack.push(established);
     // Unsolicited UDP from a blocked reflector port: replies to our own queries are not `new`.
     let mut reflected = ct_new();
-    reflected.extend(Expr::meta_is(MetaKey::L4Proto, PROTO_UDP));
+    reflected.extend(Expr::meta_is(MetaKey::L4Proto, IPPROTO_UDP));
     reflected.extend([
         Expr::Payload(Field::UdpSport),
         Expr::Lookup {
@@ -604,7 +637,7 @@ pub fn desired(config: &Config) -> TableSpec {
         ),
     ] {
         let mut head = ct_new();
-        head.extend(Expr::meta_is(MetaKey::L4Proto, PROTO_TCP));
+        head.extend(Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP));
         head.extend([
             Expr::Payload(Field::TcpDport),
             Expr::Lookup {
@@ -681,7 +714,7 @@ fn synproxy_notrack() -> Vec<Expr> {
 fn synproxy_rules(config: &Config) -> Vec<Vec<Expr>> {
     let m = &config.mitigation;
     let to_port = || {
-        let mut head = Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+        let mut head = Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP).to_vec();
         head.extend([
             Expr::Payload(Field::TcpDport),
             Expr::Lookup {
@@ -735,7 +768,7 @@ fn ct_state(mask: u32) -> Vec<Expr> {
 
 /// `meta l4proto tcp tcp flags & (<mask>) == <value>`.
 fn tcp_flags(mask: u8, value: u8) -> Vec<Expr> {
-    let mut rule = Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
+    let mut rule = Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP).to_vec();
     rule.extend([
         Expr::Payload(Field::TcpFlags),
         Expr::Bitwise(vec![mask]),
@@ -765,8 +798,8 @@ fn drop_tail(set: &str) -> [Expr; 2] {
 
 /// Counting rules that run before any verdict, so dropped traffic is counted too.
 fn accounting_rules() -> Vec<Vec<Expr>> {
-    let tcp = || Expr::meta_is(MetaKey::L4Proto, PROTO_TCP).to_vec();
-    let udp = || Expr::meta_is(MetaKey::L4Proto, PROTO_UDP).to_vec();
+    let tcp = || Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP).to_vec();
+    let udp = || Expr::meta_is(MetaKey::L4Proto, IPPROTO_UDP).to_vec();
     let with = |mut head: Vec<Expr>, tail: Vec<Expr>| {
         head.extend(tail);
         head
@@ -787,18 +820,18 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
             Expr::Meta(MetaKey::L4Proto),
             Expr::CounterMap("l4proto".into()),
         ],
-        flags(syn | ack, syn, counter::TCP_SYN),
-        flags(syn | rst, rst, counter::TCP_RST),
-        flags(fin | syn | rst | ack, ack, counter::TCP_ACK),
-        flags(syn | rst | ack, syn | ack, counter::TCP_SYNACK),
-        flags(syn | rst | ack, 0, counter::TCP_ODD),
+        flags(syn | ack, syn, Counter::TcpSyn.name()),
+        flags(syn | rst, rst, Counter::TcpRst.name()),
+        flags(fin | syn | rst | ack, ack, Counter::TcpAck.name()),
+        flags(syn | rst | ack, syn | ack, Counter::TcpSynack.name()),
+        flags(syn | rst | ack, 0, Counter::TcpOdd.name()),
         vec![
             Expr::Meta(MetaKey::L4Proto),
             Expr::Lookup {
                 set: "l4proto".into(),
                 invert: true,
             },
-            Expr::NamedCounter(counter::L4_OTHER.into()),
+            Expr::NamedCounter(Counter::L4Other.name().into()),
         ],
         with(
             tcp(),
@@ -829,7 +862,7 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
                     set: "svc_tcp".into(),
                     invert: true,
                 },
-                Expr::NamedCounter(counter::OTHER.into()),
+                Expr::NamedCounter(Counter::Other.name().into()),
             ],
         ),
         with(
@@ -845,7 +878,7 @@ fn accounting_rules() -> Vec<Vec<Expr>> {
                     set: "amp_udp".into(),
                     invert: true,
                 },
-                Expr::NamedCounter(counter::OTHER.into()),
+                Expr::NamedCounter(Counter::Other.name().into()),
             ],
         ),
     ]
@@ -893,7 +926,7 @@ fn port_limit_rules(config: &Config, head: Vec<Expr>, set: &str) -> Vec<Vec<Expr
 /// segment) has none of SYN, RST and ACK.
 fn aggregate_rules(config: &Config) -> Vec<Vec<Expr>> {
     let m = &config.mitigation;
-    let mut head = Expr::meta_is(MetaKey::L4Proto, PROTO_UDP).to_vec();
+    let mut head = Expr::meta_is(MetaKey::L4Proto, IPPROTO_UDP).to_vec();
     head.extend([
         Expr::Payload(Field::UdpDport),
         Expr::Lookup {
@@ -944,8 +977,8 @@ fn closed_port_rules(config: &Config) -> Vec<Vec<Expr>> {
     connected.push(ret.clone());
     let mut rules = vec![off, connected];
     for (proto, field, services) in [
-        (PROTO_TCP, Field::TcpDport, "svc_tcp"),
-        (PROTO_UDP, Field::UdpDport, "svc_udp"),
+        (IPPROTO_TCP, Field::TcpDport, "svc_tcp"),
+        (IPPROTO_UDP, Field::UdpDport, "svc_udp"),
     ] {
         let mut rule = l4(proto);
         rule.extend([
@@ -964,7 +997,7 @@ fn closed_port_rules(config: &Config) -> Vec<Vec<Expr>> {
         ret,
     ]);
     let rate = config.mitigation.closed_port_limit_pps;
-    for proto in [PROTO_TCP, PROTO_UDP] {
+    for proto in [IPPROTO_TCP, IPPROTO_UDP] {
         let mut rule = l4(proto);
         if rate > 0 {
             rule.push(Expr::Limit {
@@ -989,7 +1022,7 @@ fn closed_port_rules(config: &Config) -> Vec<Vec<Expr>> {
 /// the proxy checks their cookies (and drops the ACKs that carry none).
 fn outside_connection_rules(config: &Config) -> Vec<Vec<Expr>> {
     let mut head = ct_state(CT_STATE_UNSOLICITED);
-    head.extend(Expr::meta_is(MetaKey::L4Proto, PROTO_TCP));
+    head.extend(Expr::meta_is(MetaKey::L4Proto, IPPROTO_TCP));
     head.extend([
         Expr::Payload(Field::TcpDport),
         Expr::Lookup {
@@ -1043,7 +1076,7 @@ fn early_rules(config: &Config) -> Vec<Vec<Expr>> {
         .map(|(nfproto, matches)| {
             let mut rule = Expr::meta_is(MetaKey::NfProto, nfproto).to_vec();
             rule.extend(matches);
-            rule.push(Expr::NamedCounter(counter::FRAGMENT.into()));
+            rule.push(Expr::NamedCounter(Counter::Fragment.name().into()));
             rule
         })
         .collect();
@@ -1305,8 +1338,22 @@ fn not_safelisted(family: Family) -> [Expr; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     /// rules/ftagent.nft is this rendering; `FTAGENT_BLESS=1 cargo test` rewrites it.
+    #[test]
+    fn the_fixed_counters_are_listed_in_index_order_with_distinct_names() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i, "{c:?}");
+        }
+        let names: HashSet<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), Counter::ALL.len());
+        assert_eq!(
+            desired(&Config::default()).counters[..15],
+            Counter::ALL.map(|c| c.name())
+        );
+    }
+
     #[test]
     fn default_table_renders_as_rules_file() {
         let text = desired(&Config::default()).as_fresh_state().render();

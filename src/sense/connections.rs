@@ -8,8 +8,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::addr::Cidr;
-use crate::netlink::conntrack::abi::{IPPROTO_TCP, IPPROTO_UDP, TCP_CONNTRACK_ESTABLISHED};
+use crate::netlink::conntrack::abi::TCP_CONNTRACK_ESTABLISHED;
 use crate::netlink::conntrack::Entry;
+use crate::proto::{IPPROTO_TCP, IPPROTO_UDP};
 
 /// A set of ports as a 65536-bit map.
 #[derive(Clone)]

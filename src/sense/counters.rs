@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Proto};
-use crate::ruleset::{amplification_counter, counter, drop_counter, service_counter, DROP_SETS};
+use crate::ruleset::{amplification_counter, drop_counter, service_counter, Counter, DROP_SETS};
 
 /// A configured service port (range) and the indices of its counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,30 +34,32 @@ pub struct CounterLayout {
     first_drop: usize,
 }
 
-/// The fixed classes, by index into the layout (the order of `counter::FIXED`).
+/// The fixed classes, by index into the layout: [`Counter::index`] under short names.
 pub mod class {
-    pub const IPV4: usize = 0;
-    pub const IPV6: usize = 1;
-    pub const TCP: usize = 2;
-    pub const UDP: usize = 3;
-    pub const ICMP: usize = 4;
-    pub const ICMPV6: usize = 5;
-    pub const TCP_SYN: usize = 6;
-    pub const TCP_ACK: usize = 7;
-    pub const TCP_RST: usize = 8;
-    pub const FRAGMENT: usize = 9;
-    pub const OTHER: usize = 10;
-    pub const TCP_ACK_EST: usize = 11;
-    pub const TCP_SYNACK: usize = 12;
-    pub const TCP_ODD: usize = 13;
-    pub const L4_OTHER: usize = 14;
+    use crate::ruleset::Counter;
+
+    pub const IPV4: usize = Counter::Ipv4.index();
+    pub const IPV6: usize = Counter::Ipv6.index();
+    pub const TCP: usize = Counter::Tcp.index();
+    pub const UDP: usize = Counter::Udp.index();
+    pub const ICMP: usize = Counter::Icmp.index();
+    pub const ICMPV6: usize = Counter::Icmpv6.index();
+    pub const TCP_SYN: usize = Counter::TcpSyn.index();
+    pub const TCP_ACK: usize = Counter::TcpAck.index();
+    pub const TCP_RST: usize = Counter::TcpRst.index();
+    pub const FRAGMENT: usize = Counter::Fragment.index();
+    pub const OTHER: usize = Counter::Other.index();
+    pub const TCP_ACK_EST: usize = Counter::TcpAckEst.index();
+    pub const TCP_SYNACK: usize = Counter::TcpSynack.index();
+    pub const TCP_ODD: usize = Counter::TcpOdd.index();
+    pub const L4_OTHER: usize = Counter::L4Other.index();
 }
 
 impl CounterLayout {
     /// The layout of the table `ruleset::desired(config)` builds: fixed classes first, then the
     /// service ports, their new-connection counters, the reflector ports and the drop rules.
     pub fn new(config: &Config) -> CounterLayout {
-        let mut names: Vec<String> = counter::FIXED.iter().map(|c| c.to_string()).collect();
+        let mut names: Vec<String> = Counter::ALL.iter().map(|c| c.name().to_string()).collect();
         let mut add = |name: String| {
             names.push(name);
             names.len() - 1

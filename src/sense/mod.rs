@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, Proto};
 use crate::netlink::nflog::PacketMeta;
+use crate::proto::{IPPROTO_TCP, IPPROTO_UDP};
 use connections::ConnectionTable;
 use counters::{CounterLayout, CounterRates, Rate, Reading};
 use recent::{Recent, Window};
@@ -147,8 +148,8 @@ impl Sensor {
         let layout = self.counters.layout();
         for (slot, svc) in self.service_connections.iter_mut().zip(&layout.services) {
             let proto = match svc.proto {
-                Proto::Tcp => 6,
-                Proto::Udp => 17,
+                Proto::Tcp => IPPROTO_TCP,
+                Proto::Udp => IPPROTO_UDP,
             };
             *slot = (svc.first..=svc.last)
                 .map(|p| self.connections.per_port(proto, p))
