@@ -1,5 +1,7 @@
 //! Tests of the configuration: parsing, defaults, ranges and the file:line messages.
 
+use super::check::parse_port_range;
+use super::keys;
 use super::*;
 
 const ORIGIN: &str = "/etc/ftagent/ftagent.toml";
@@ -1692,4 +1694,73 @@ fn load_reads_files() {
     assert!(error.starts_with("cannot read "), "{error}");
 
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// docs/configuration.md's default file and key tables are drawn from the descriptors
+/// (src/config/keys.rs); `FTAGENT_BLESS=1 cargo test --lib config::tests::docs` rewrites them.
+#[test]
+fn docs_agree_with_the_descriptors() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let fresh = regenerate_docs(&text);
+    if std::env::var_os("FTAGENT_BLESS").is_some() {
+        std::fs::write(path, &fresh).unwrap();
+        return;
+    }
+    assert!(
+        fresh == text,
+        "docs/configuration.md differs from the descriptors in src/config/keys.rs; \
+         FTAGENT_BLESS=1 cargo test --lib config::tests::docs rewrites it"
+    );
+}
+
+#[test]
+fn every_key_is_named_once_in_a_known_table() {
+    let docs = all_keys();
+    for (index, key) in docs.iter().enumerate() {
+        let (section, leaf) = key.name.split_once('.').unwrap();
+        assert!(keys::SECTIONS.contains(&section), "{}", key.name);
+        assert!(!leaf.is_empty() && !leaf.contains('.'), "{}", key.name);
+        assert!(!key.doc.is_empty() && !key.kind.is_empty(), "{}", key.name);
+        assert!(
+            docs[..index].iter().all(|k| k.name != key.name),
+            "{} twice",
+            key.name
+        );
+    }
+    // Every table has keys, and the default file names each table but the webhooks.
+    let file = default_file();
+    for section in keys::SECTIONS {
+        assert!(docs.iter().any(|k| k.name.starts_with(&format!("{section}."))));
+        let header = format!("[{section}]");
+        assert_eq!(file.contains(&header), *section != "webhook", "{section}");
+    }
+}
+
+#[test]
+fn the_default_file_reads_as_the_defaults() {
+    assert_eq!(parse(&default_file()).unwrap(), Config::default());
+    assert_eq!(
+        Config::default().sense.amplification_ports,
+        DEFAULT_AMPLIFICATION_PORTS
+    );
+}
+
+#[test]
+fn a_reload_keeps_the_restart_only_keys() {
+    let running = Config::default();
+    let mut fresh = parse(
+        "[agent]\nwarmup = \"1s\"\n[detection]\ninstant_factor = 0\nk = 2\n\
+         [bgp]\nrtbh = false\n[metrics]\nenabled = false\n",
+    )
+    .unwrap();
+    let changed = Config::keep_restart_only(&mut fresh, &running);
+    assert_eq!(
+        changed,
+        ["agent.warmup", "detection.instant_factor", "bgp.*", "metrics.*"]
+    );
+    assert_eq!(fresh.agent, running.agent);
+    assert_eq!(fresh.bgp, running.bgp);
+    assert_eq!(fresh.metrics, running.metrics);
+    assert_eq!(fresh.detection.k, 2.0, "live keys are not touched");
 }
