@@ -432,11 +432,7 @@ pub fn default_file() -> String {
             "webhook" => continue,
             _ => {
                 text.push_str(&format!("[{section}]\n"));
-                for key in KEYS.iter().filter(|k| k.section() == *section) {
-                    if let Initial::Toml(value) = key.default {
-                        text.push_str(&format!("{} = {value}\n", key.leaf()));
-                    }
-                }
+                text.push_str(&default_lines(KEYS, section));
             }
         }
         text.push('\n');
@@ -445,16 +441,33 @@ pub fn default_file() -> String {
     text
 }
 
+/// `key = default` for each key of `section` in `keys` that has a default.
+fn default_lines<T>(keys: &[Key<T>], section: &str) -> String {
+    let mut lines = String::new();
+    for key in keys.iter().filter(|k| k.section() == section) {
+        if let Initial::Toml(value) = key.default {
+            lines.push_str(&format!("{} = {value}\n", key.leaf()));
+        }
+    }
+    lines
+}
+
 /// The Markdown table of the keys of `section` (`agent`, `service`...).
 pub fn docs_table(section: &str) -> String {
+    let keys = all();
+    table(
+        keys.iter()
+            .filter(|k| k.name.split('.').next() == Some(section)),
+    )
+}
+
+/// A Markdown table of `keys`.
+fn table<'a>(keys: impl Iterator<Item = &'a KeyDoc>) -> String {
     let mut table = String::from(
         "| key | type | default | allowed | on SIGHUP | meaning |\n\
          | --- | --- | --- | --- | --- | --- |\n",
     );
-    for key in all()
-        .iter()
-        .filter(|k| k.name.split('.').next() == Some(section))
-    {
+    for key in keys {
         let default = match key.default {
             Initial::Toml(value) => format!("`{value}`"),
             Initial::Unset(words) => words.to_string(),
@@ -504,4 +517,80 @@ pub fn regenerate_docs(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Adding a key is one descriptor: shown on a table of one key of its own.
+
+    use super::super::check::Checker;
+    use super::Initial::Toml;
+    use super::Reload::Live;
+    use super::*;
+
+    struct Demo {
+        queue: u32,
+    }
+
+    /// A key as it would be added to `keys.rs`: the only place it is defined.
+    static DEMO_KEYS: &[Key<Demo>] = &[Key {
+        name: "demo.queue",
+        default: Toml("64"),
+        reload: Live,
+        value: &integer("queue", (1, 4096), "between 1 and 4096", at!(Demo: queue)),
+        doc: "Events held for a slow receiver.",
+    }];
+
+    fn read(text: &str) -> (Demo, Vec<String>) {
+        let document = DeTable::parse(text).unwrap();
+        let (_, table) = document.get_ref().iter().next().unwrap();
+        let DeValue::Table(table) = table.get_ref() else {
+            panic!("a table");
+        };
+        let mut checker = Checker::default();
+        let mut demo = with_defaults(Demo { queue: 0 }, DEMO_KEYS);
+        checker.keys(
+            table,
+            "demo",
+            "demo",
+            DEMO_KEYS,
+            "the keys of [demo] are",
+            &mut demo,
+        );
+        let issues = checker.issues.iter();
+        let messages = issues
+            .map(|i| format!("{}: {}", i.key, i.message))
+            .collect();
+        (demo, messages)
+    }
+
+    #[test]
+    fn one_descriptor_is_a_whole_key() {
+        // The default, and the default file's line.
+        assert_eq!(read("[demo]\n").0.queue, 64);
+        assert_eq!(default_lines(DEMO_KEYS, "demo"), "queue = 64\n");
+        // Parsing, the range check and its message, the unknown-key hint.
+        assert_eq!(read("[demo]\nqueue = 128\n").0.queue, 128);
+        assert_eq!(
+            read("[demo]\nqueue = 0\n").1,
+            ["demo.queue: 0 is out of range: queue must be between 1 and 4096"]
+        );
+        assert_eq!(
+            read("[demo]\nqeue = 1\n").1,
+            ["demo.qeue: unknown key (did you mean \"queue\"?); the keys of [demo] are: queue"]
+        );
+        // A reload keeps or takes it as its class says.
+        let (mut fresh, mut running) = (Demo { queue: 1 }, Demo { queue: 2 });
+        assert!(DEMO_KEYS[0].value.keep(&mut fresh, &mut running));
+        assert_eq!(fresh.queue, 2);
+        // Its row of the docs.
+        let docs: Vec<KeyDoc> = DEMO_KEYS.iter().map(key_doc).collect();
+        assert_eq!(
+            table(docs.iter()).lines().last(),
+            Some(
+                "| `queue` | integer | `64` | 1 to 4096 | applied | Events held for a slow \
+                 receiver. |"
+            )
+        );
+    }
 }

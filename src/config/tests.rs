@@ -1731,7 +1731,9 @@ fn every_key_is_named_once_in_a_known_table() {
     // Every table has keys, and the default file names each table but the webhooks.
     let file = default_file();
     for section in keys::SECTIONS {
-        assert!(docs.iter().any(|k| k.name.starts_with(&format!("{section}."))));
+        assert!(docs
+            .iter()
+            .any(|k| k.name.starts_with(&format!("{section}."))));
         let header = format!("[{section}]");
         assert_eq!(file.contains(&header), *section != "webhook", "{section}");
     }
@@ -1757,7 +1759,12 @@ fn a_reload_keeps_the_restart_only_keys() {
     let changed = Config::keep_restart_only(&mut fresh, &running);
     assert_eq!(
         changed,
-        ["agent.warmup", "detection.instant_factor", "bgp.*", "metrics.*"]
+        [
+            "agent.warmup",
+            "detection.instant_factor",
+            "bgp.*",
+            "metrics.*"
+        ]
     );
     assert_eq!(fresh.agent, running.agent);
     assert_eq!(fresh.bgp, running.bgp);
