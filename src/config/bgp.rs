@@ -9,7 +9,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::{key_text, set, Checker, DurationRule, IntRule};
+use super::check::Checker;
 use crate::addr::Cidr;
 
 /// `[bgp]`.
@@ -73,153 +73,15 @@ pub fn community_text(c: u32) -> String {
 }
 
 impl Default for Bgp {
+    /// The descriptors' defaults (see `keys.rs`).
     fn default() -> Bgp {
-        Bgp {
-            enabled: false,
-            gobgp: PathBuf::from("/usr/bin/gobgp"),
-            api: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            next_hop4: Ipv4Addr::new(192, 0, 2, 1),
-            next_hop6: Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 1),
-            communities: vec![NO_EXPORT],
-            tag_community: community(65534, 6660),
-            max_announcements: 10,
-            escalate_pps: 0,
-            escalate_bps: 0,
-            escalate_after: Duration::from_secs(120),
-            rtbh: true,
-            flowspec: true,
-            action: FlowAction::Discard,
-            rate_limit_bps: 10_000_000,
-            flowspec_sources: 4,
-            min_duration: Duration::from_secs(300),
-            destinations: Vec::new(),
-            timeout: Duration::from_secs(5),
-        }
+        super::Config::default().bgp
     }
 }
 
-pub(super) const KEYS: &[&str] = &[
-    "enabled",
-    "gobgp",
-    "api",
-    "next_hop4",
-    "next_hop6",
-    "communities",
-    "tag_community",
-    "max_announcements",
-    "escalate_pps",
-    "escalate_bps",
-    "escalate_after",
-    "rtbh",
-    "flowspec",
-    "action",
-    "rate_limit_bps",
-    "flowspec_sources",
-    "min_duration",
-    "destinations",
-    "timeout",
-];
-
-const MAX_ANNOUNCEMENTS: IntRule = IntRule {
-    name: "max_announcements",
-    min: 1,
-    max: 1000,
-    range: "between 1 and 1000",
-};
-const RATE: IntRule = IntRule {
-    name: "a rate",
-    min: 0,
-    max: u64::MAX as i128,
-    range: "at least 0 (0: not a criterion)",
-};
-const RATE_LIMIT: IntRule = IntRule {
-    name: "rate_limit_bps",
-    min: 8,
-    max: 1_000_000_000_000,
-    range: "between 8 and 1000000000000",
-};
-const FLOWSPEC_SOURCES: IntRule = IntRule {
-    name: "flowspec_sources",
-    min: 0,
-    max: 16,
-    range: "between 0 and 16",
-};
-const ESCALATE_AFTER: DurationRule = DurationRule {
-    name: "escalate_after",
-    min: Duration::ZERO,
-    max: Duration::from_secs(24 * 3600),
-    range: "between 0s (not a criterion) and 24h",
-};
-const MIN_DURATION: DurationRule = DurationRule {
-    name: "min_duration",
-    min: Duration::ZERO,
-    max: Duration::from_secs(24 * 3600),
-    range: "between 0s and 24h",
-};
-const TIMEOUT: DurationRule = DurationRule {
-    name: "the command timeout",
-    min: Duration::from_millis(100),
-    max: Duration::from_secs(60),
-    range: "between 100ms and 60s",
-};
-
 impl Checker {
-    pub(super) fn bgp(&mut self, table: &DeTable<'_>, bgp: &mut Bgp) {
-        for (key, value) in table {
-            let path = format!("bgp.{}", key_text(key.get_ref()));
-            match key.get_ref().as_ref() {
-                "enabled" => set(&mut bgp.enabled, self.boolean(value, &path)),
-                "gobgp" => set(&mut bgp.gobgp, self.absolute_path(value, &path)),
-                "api" => set(&mut bgp.api, self.parsed(value, &path, "an address:port")),
-                "next_hop4" => set(
-                    &mut bgp.next_hop4,
-                    self.parsed(value, &path, "an IPv4 address"),
-                ),
-                "next_hop6" => set(
-                    &mut bgp.next_hop6,
-                    self.parsed(value, &path, "an IPv6 address"),
-                ),
-                "communities" => set(&mut bgp.communities, self.communities(value, &path)),
-                "tag_community" => set(&mut bgp.tag_community, self.community(value, &path)),
-                "max_announcements" => set(
-                    &mut bgp.max_announcements,
-                    self.integer_u32(value, &path, &MAX_ANNOUNCEMENTS),
-                ),
-                "escalate_pps" => set(
-                    &mut bgp.escalate_pps,
-                    self.integer(value, &path, &RATE)
-                        .and_then(|n| u64::try_from(n).ok()),
-                ),
-                "escalate_bps" => set(
-                    &mut bgp.escalate_bps,
-                    self.integer(value, &path, &RATE)
-                        .and_then(|n| u64::try_from(n).ok()),
-                ),
-                "escalate_after" => set(
-                    &mut bgp.escalate_after,
-                    self.duration(value, &path, &ESCALATE_AFTER),
-                ),
-                "rtbh" => set(&mut bgp.rtbh, self.boolean(value, &path)),
-                "flowspec" => set(&mut bgp.flowspec, self.boolean(value, &path)),
-                "action" => set(&mut bgp.action, self.flow_action(value, &path)),
-                "rate_limit_bps" => set(
-                    &mut bgp.rate_limit_bps,
-                    self.integer(value, &path, &RATE_LIMIT)
-                        .and_then(|n| u64::try_from(n).ok()),
-                ),
-                "flowspec_sources" => set(
-                    &mut bgp.flowspec_sources,
-                    self.integer_u32(value, &path, &FLOWSPEC_SOURCES),
-                ),
-                "min_duration" => set(
-                    &mut bgp.min_duration,
-                    self.duration(value, &path, &MIN_DURATION),
-                ),
-                "destinations" => set(&mut bgp.destinations, self.cidrs(value, &path)),
-                "timeout" => set(&mut bgp.timeout, self.duration(value, &path, &TIMEOUT)),
-                _ => self.unknown_key(key, &path, KEYS, "the keys of [bgp] are"),
-            }
-        }
+    /// An enabled `[bgp]` needs a criterion, something to announce and a tag of its own.
+    pub(super) fn bgp_criteria(&mut self, table: &DeTable<'_>, bgp: &Bgp) {
         let tag_clash = bgp.communities.contains(&bgp.tag_community)
             || [BLACKHOLE, NO_EXPORT].contains(&bgp.tag_community);
         let (criteria, any_route) = (
@@ -260,7 +122,7 @@ impl Checker {
         parsed
     }
 
-    fn community(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<u32> {
+    pub(super) fn community(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<u32> {
         let text = self.string(value, path, "a community string such as \"65535:65281\"")?;
         let parsed = text.split_once(':').and_then(|(asn, v)| {
             let number = |s: &str| {
@@ -280,7 +142,11 @@ impl Checker {
         parsed
     }
 
-    fn communities(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<Vec<u32>> {
+    pub(super) fn communities(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+    ) -> Option<Vec<u32>> {
         let array = self.array(
             value,
             path,
@@ -299,7 +165,11 @@ impl Checker {
         good.then_some(all)
     }
 
-    fn flow_action(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<FlowAction> {
+    pub(super) fn flow_action(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+    ) -> Option<FlowAction> {
         match self.string(value, path, "\"discard\" or \"rate-limit\"")? {
             "discard" => Some(FlowAction::Discard),
             "rate-limit" => Some(FlowAction::RateLimit),

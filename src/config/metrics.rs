@@ -4,9 +4,10 @@
 
 use std::net::SocketAddr;
 
-use toml::de::DeTable;
+use toml::de::DeValue;
+use toml::Spanned;
 
-use super::{key_text, set, Checker};
+use super::check::Checker;
 
 /// `[metrics]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,43 +17,31 @@ pub struct Metrics {
     pub listen: SocketAddr,
 }
 
-/// Our port: in the range Prometheus exporters use, not node_exporter's 9100.
-pub const DEFAULT_PORT: u16 = 9947;
-
 impl Default for Metrics {
+    /// The descriptors' defaults (see `keys.rs`).
     fn default() -> Metrics {
-        Metrics {
-            enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
-        }
+        super::Config::default().metrics
     }
 }
 
-pub(super) const KEYS: &[&str] = &["enabled", "listen"];
-
 impl Checker {
-    pub(super) fn metrics(&mut self, table: &DeTable<'_>, metrics: &mut Metrics) {
-        for (key, value) in table {
-            let path = format!("metrics.{}", key_text(key.get_ref()));
-            match key.get_ref().as_ref() {
-                "enabled" => set(&mut metrics.enabled, self.boolean(value, &path)),
-                "listen" => {
-                    let address: Option<SocketAddr> =
-                        self.parsed(value, &path, "an address:port such as \"127.0.0.1:9947\"");
-                    if address.is_some_and(|a| a.port() == 0) {
-                        self.report(
-                            value.span(),
-                            &path,
-                            "port 0 is not a port to scrape: give one between 1 and 65535"
-                                .to_string(),
-                        );
-                    } else {
-                        set(&mut metrics.listen, address);
-                    }
-                }
-                _ => self.unknown_key(key, &path, KEYS, "the keys of [metrics] are"),
-            }
+    /// `metrics.listen`: an address and a port other than 0.
+    pub(super) fn listen(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+    ) -> Option<SocketAddr> {
+        let address: Option<SocketAddr> =
+            self.parsed(value, path, "an address:port such as \"127.0.0.1:9947\"");
+        if address.is_some_and(|a| a.port() == 0) {
+            self.report(
+                value.span(),
+                path,
+                "port 0 is not a port to scrape: give one between 1 and 65535".to_string(),
+            );
+            return None;
         }
+        address
     }
 }
 

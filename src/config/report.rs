@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use toml::de::{DeTable, DeValue};
+use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{key_text, set, Checker, DurationRule, IntRule};
+use super::check::{key_text, Checker};
+use super::keys::WEBHOOK_KEYS;
 
 /// The events a webhook may be sent, in the order they happen.
 pub const WEBHOOK_EVENTS: &[&str] = &[
@@ -70,71 +71,19 @@ pub struct Pcap {
 }
 
 impl Default for Pcap {
+    /// The descriptors' defaults (see `keys.rs`).
     fn default() -> Pcap {
-        Pcap {
-            enabled: true,
-            ring_packets: 2048,
-            max_packets_per_incident: 10_000,
-            max_disk_mib: 100,
-        }
+        super::Config::default().pcap
     }
 }
 
 impl Default for Webhook {
-    /// The defaults of every key but `url`.
+    /// The defaults of every key but `url` (see `keys.rs`).
     fn default() -> Webhook {
-        Webhook {
-            url: String::new(),
-            format: WebhookFormat::Generic,
-            timeout: Duration::from_secs(5),
-            retries: 3,
-            events: WEBHOOK_EVENTS.to_vec(),
-            ca_file: None,
-            headers: Vec::new(),
-        }
+        super::keys::blank_webhook()
     }
 }
 
-pub(super) const WEBHOOK_KEYS: &[&str] = &[
-    "url", "format", "timeout", "retries", "events", "ca_file", "headers",
-];
-pub(super) const PCAP_KEYS: &[&str] = &[
-    "enabled",
-    "ring_packets",
-    "max_packets_per_incident",
-    "max_disk_mib",
-];
-
-const WEBHOOK_TIMEOUT: DurationRule = DurationRule {
-    name: "the webhook timeout",
-    min: Duration::from_millis(100),
-    max: Duration::from_secs(60),
-    range: "between 100ms and 60s",
-};
-const RETRIES: IntRule = IntRule {
-    name: "retries",
-    min: 0,
-    max: 10,
-    range: "between 0 and 10",
-};
-const RING_PACKETS: IntRule = IntRule {
-    name: "ring_packets",
-    min: 0,
-    max: 65_536,
-    range: "between 0 and 65536",
-};
-const MAX_PACKETS_PER_INCIDENT: IntRule = IntRule {
-    name: "max_packets_per_incident",
-    min: 1,
-    max: 10_000_000,
-    range: "between 1 and 10000000",
-};
-const MAX_DISK_MIB: IntRule = IntRule {
-    name: "max_disk_mib",
-    min: 1,
-    max: 1_048_576,
-    range: "between 1 and 1048576",
-};
 /// Headers ftagent sets itself.
 const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
 
@@ -161,30 +110,18 @@ impl Checker {
             "a [[webhook]] table such as { url = \"https://…\", format = \"slack\" }",
         )?;
         let mut webhook = Webhook::default();
-        let mut url = None;
-        let mut good = true;
-        for (key, item) in table {
-            let key_path = format!("{path}.{}", key_text(key.get_ref()));
-            let before = self.issues.len();
-            match key.get_ref().as_ref() {
-                "url" => url = self.url(item, &key_path),
-                "format" => set(&mut webhook.format, self.format(item, &key_path)),
-                "timeout" => set(
-                    &mut webhook.timeout,
-                    self.duration(item, &key_path, &WEBHOOK_TIMEOUT),
-                ),
-                "retries" => set(
-                    &mut webhook.retries,
-                    self.integer_u32(item, &key_path, &RETRIES),
-                ),
-                "events" => set(&mut webhook.events, self.event_names(item, &key_path)),
-                "ca_file" => webhook.ca_file = self.absolute_path(item, &key_path),
-                "headers" => set(&mut webhook.headers, self.headers(item, &key_path)),
-                _ => self.unknown_key(key, &key_path, WEBHOOK_KEYS, "the keys of [[webhook]] are"),
-            }
-            good &= self.issues.len() == before;
-        }
-        let Some(url) = url else {
+        let before = self.issues.len();
+        self.keys(
+            table,
+            path,
+            "webhook",
+            WEBHOOK_KEYS,
+            "the keys of [[webhook]] are",
+            &mut webhook,
+        );
+        let good = self.issues.len() == before;
+        let url = table.iter().find(|(k, _)| k.get_ref().as_ref() == "url");
+        if url.is_none() {
             if good {
                 self.report(
                     value.span(),
@@ -193,13 +130,12 @@ impl Checker {
                 );
             }
             return None;
-        };
-        webhook.url = url;
+        }
         good.then_some(webhook)
     }
 
     /// An http:// or https:// URL with a host.
-    fn url(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<String> {
+    pub(super) fn url(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<String> {
         let text = self.string(
             value,
             path,
@@ -219,7 +155,11 @@ impl Checker {
         None
     }
 
-    fn format(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<WebhookFormat> {
+    pub(super) fn format(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+    ) -> Option<WebhookFormat> {
         const EXPECTED: &str = "\"generic\", \"slack\" or \"discord\"";
         match self.string(value, path, EXPECTED)? {
             "generic" => Some(WebhookFormat::Generic),
@@ -237,7 +177,7 @@ impl Checker {
     }
 
     /// A non-empty list of distinct names from [`WEBHOOK_EVENTS`].
-    fn event_names(
+    pub(super) fn event_names(
         &mut self,
         value: &Spanned<DeValue<'_>>,
         path: &str,
@@ -282,7 +222,7 @@ impl Checker {
     }
 
     /// A table of header names (RFC 9110 tokens) and values (no control characters).
-    fn headers(
+    pub(super) fn headers(
         &mut self,
         value: &Spanned<DeValue<'_>>,
         path: &str,
@@ -330,30 +270,6 @@ impl Checker {
             headers.push((name.to_string(), text.to_string()));
         }
         all_good.then_some(headers)
-    }
-
-    pub(super) fn pcap(&mut self, table: &DeTable<'_>, pcap: &mut Pcap) {
-        for (key, value) in table {
-            let path = format!("pcap.{}", key_text(key.get_ref()));
-            let rule = match key.get_ref().as_ref() {
-                "enabled" => {
-                    set(&mut pcap.enabled, self.boolean(value, &path));
-                    continue;
-                }
-                "ring_packets" => (&mut pcap.ring_packets, &RING_PACKETS),
-                "max_packets_per_incident" => (
-                    &mut pcap.max_packets_per_incident,
-                    &MAX_PACKETS_PER_INCIDENT,
-                ),
-                "max_disk_mib" => (&mut pcap.max_disk_mib, &MAX_DISK_MIB),
-                _ => {
-                    self.unknown_key(key, &path, PCAP_KEYS, "the keys of [pcap] are");
-                    continue;
-                }
-            };
-            let (slot, rule) = rule;
-            set(slot, self.integer_u32(value, &path, rule));
-        }
     }
 }
 

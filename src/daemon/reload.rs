@@ -165,31 +165,10 @@ impl Daemon {
 }
 
 /// Puts the running values back into `fresh` for keys only a restart applies (the tick, the
-/// control socket, the table mode, the NFLOG instance, BGP, the metrics endpoint…) and names
-/// those that differed.
+/// control socket, the table mode, the NFLOG instance, BGP, the metrics endpoint…: the reload
+/// class of their descriptors in `config`) and names those that differed.
 fn keep_restart_only(fresh: &mut Config, running: &Config) -> Vec<String> {
-    let mut changed = Vec::new();
-    macro_rules! keep {
-        ($($field:ident).+, $name:literal) => {
-            if fresh.$($field).+ != running.$($field).+ {
-                changed.push($name.to_string());
-                fresh.$($field).+ = running.$($field).+.clone();
-            }
-        };
-    }
-    keep!(agent.tick, "agent.tick");
-    keep!(agent.warmup, "agent.warmup");
-    keep!(agent.state_dir, "agent.state_dir");
-    keep!(agent.control_socket, "agent.control_socket");
-    keep!(nft.compat, "nft.compat");
-    keep!(sense.nflog_group, "sense.nflog_group");
-    keep!(sense.tripwire_group, "sense.tripwire_group");
-    keep!(detection.instant_factor, "detection.instant_factor");
-    keep!(sense.snaplen, "sense.snaplen");
-    keep!(bgp, "bgp.*");
-    keep!(pcap, "pcap.*");
-    keep!(metrics, "metrics.*");
-    changed
+    Config::keep_restart_only(fresh, running)
 }
 
 #[cfg(test)]
