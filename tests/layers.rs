@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// (docs/design.md, "Layers"). A new top-level module must be given a place here.
 const LAYERS: &[&[&str]] = &[
     &[
-        "config", "addr", "alloc", "notify", "terminal", "time", "sys",
+        "config", "addr", "alloc", "notify", "terminal", "time", "sys", "proto", "event",
     ],
     &["ruleset"],
     &["netlink"],
@@ -27,10 +27,7 @@ const MAX_LINES: usize = 1500;
 
 /// Files (relative to src/) allowed over `MAX_LINES` for now. An entry that is no longer over
 /// fails the test too, so the list only shrinks.
-const OVER_LENGTH_FOR_NOW: &[&str] = &[
-    // issue 16: config split in progress
-    "config.rs",
-];
+const OVER_LENGTH_FOR_NOW: &[&str] = &[];
 
 #[test]
 fn issue16_no_module_imports_a_higher_layer() {
