@@ -1,16 +1,26 @@
 //! ctnetlink: the conntrack table of this network namespace, counted and dumped over one
 //! NETLINK_NETFILTER socket with one reusable receive buffer. Meant for periodic use (seconds),
-//! not per packet; dumped entries are parsed zero-copy and handed to a callback.
+//! not per packet, on a thread of its own. The count and dump requests are typed neli
+//! messages (an nfgenmsg header, no attributes); the replies — up to hundreds of thousands of
+//! entries, each a tree of nested attributes neli has no types for — are walked zero-copy and
+//! handed to a callback, allocating nothing. Deletions keep the hand-written nested-tuple
+//! encoder the tests share.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Cursor};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
+use neli::consts::nl::NlmF;
+use neli::nl::{NlPayload, NlmsghdrBuilder};
+use neli::{Size, ToBytes};
+
+use super::diag::Bytes;
 use super::socket::{open_netfilter, recv_into, send_to_kernel, Blocking};
-use super::wire::{Attrs, Msg, Msgs, Writer, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP};
+use super::wire::{Attrs, Msg, Msgs, Writer, NFGENMSG_LEN, NLMSG_HDRLEN};
+use super::wire::{NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK};
 use super::{reply_end, NlError};
 use abi::*;
 
@@ -79,6 +89,16 @@ const MSG_CT_GET_STATS: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_S
 const MSG_CT_DELETE: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
 /// Deletions sent in one datagram (each acknowledged).
 const DELETE_BATCH: usize = 64;
+
+/// struct nfgenmsg: the family header of an nfnetlink message.
+#[derive(Debug, Clone, Copy, neli::Size, neli::ToBytes)]
+struct Nfgenmsg {
+    family: u8,
+    /// NFNETLINK_V0.
+    version: u8,
+    /// Big-endian; the subsystem's resource (a queue or log group), 0 for conntrack.
+    res_id: Bytes<2>,
+}
 
 /// One conntrack entry, from its original tuple (the direction of the first packet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +297,9 @@ fn stats_reply(datagram: &[u8], seq: u32) -> Result<Option<u64>, NlError> {
 pub struct Conntrack {
     fd: OwnedFd,
     buf: Vec<u8>,
+    /// The encoded count or dump request (a typed neli message), its room kept.
+    header: Vec<u8>,
+    /// The deletions' requests.
     request: Writer,
     seq: u32,
     /// False once the kernel refused IPCTNL_MSG_CT_GET_STATS: `count` then reads /proc.
@@ -376,14 +399,12 @@ impl Conntrack {
     /// Opens the socket in the calling thread's network namespace, which it keeps.
     pub fn open() -> Result<Conntrack, NlError> {
         let fd = open_socket()?;
-        let mut request = Writer::new();
-        // Sizes the request buffer once: every later request is the same 20 bytes.
-        request.begin(MSG_CT_GET, NLM_F_DUMP, 0, 0, 0);
-        request.end();
         Ok(Conntrack {
             fd,
             buf: vec![0; RECV_BUF],
-            request,
+            // Sized once: every count and dump request is the same 20 bytes.
+            header: Vec::with_capacity(NLMSG_HDRLEN + NFGENMSG_LEN),
+            request: Writer::new(),
             seq: 1,
             stats_msg: true,
             proc_count: File::open(PROC_COUNT).ok(),
@@ -416,11 +437,8 @@ impl Conntrack {
 
     fn count_by_stats(&mut self) -> Result<u64, NlError> {
         let seq = self.next_seq();
-        self.request.clear();
-        self.request
-            .begin(MSG_CT_GET_STATS, 0, seq, libc::AF_UNSPEC as u8, 0);
-        self.request.end();
-        self.send("send conntrack stats request")?;
+        let op = "send conntrack stats request";
+        self.send_request(MSG_CT_GET_STATS, NlmF::empty(), seq, op)?;
         loop {
             let n = self.recv_raw(0).map_err(|source| NlError::Io {
                 op: "read conntrack stats",
@@ -469,11 +487,8 @@ impl Conntrack {
 
     fn dump_once(&mut self, on_entry: &mut dyn FnMut(&Entry)) -> Result<DumpStats, NlError> {
         let seq = self.next_seq();
-        self.request.clear();
-        self.request
-            .begin(MSG_CT_GET, NLM_F_DUMP, seq, libc::AF_UNSPEC as u8, 0);
-        self.request.end();
-        self.send("send conntrack dump request")?;
+        let op = "send conntrack dump request";
+        self.send_request(MSG_CT_GET, NlmF::DUMP, seq, op)?;
         self.dump_running = true;
         let mut stats = DumpStats::default();
         loop {
@@ -552,6 +567,42 @@ impl Conntrack {
         send_to_kernel(&self.fd, self.request.bytes(), op)
     }
 
+    /// Sends a request of `msg_type` for every family, without attributes: a typed neli
+    /// message encoded into `header`, whose room is kept (no allocation once open).
+    fn send_request(
+        &mut self,
+        msg_type: u16,
+        flags: NlmF,
+        seq: u32,
+        op: &'static str,
+    ) -> Result<(), NlError> {
+        let fail = |e: String| NlError::Io {
+            op,
+            source: io::Error::other(e),
+        };
+        let nfgenmsg = Nfgenmsg {
+            family: libc::AF_UNSPEC as u8,
+            version: 0,
+            res_id: Bytes([0; 2]),
+        };
+        let msg = NlmsghdrBuilder::default()
+            .nl_type(msg_type)
+            .nl_flags(NlmF::REQUEST | flags)
+            .nl_seq(seq)
+            .nl_pid(0) // the kernel
+            .nl_payload(NlPayload::<u16, Nfgenmsg>::Payload(nfgenmsg))
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let mut header = std::mem::take(&mut self.header);
+        header.clear();
+        let mut out = Cursor::new(header);
+        let encoded = msg.to_bytes(&mut out);
+        self.header = out.into_inner();
+        encoded.map_err(|e| fail(e.to_string()))?;
+        debug_assert_eq!(self.header.len(), msg.padded_size());
+        send_to_kernel(&self.fd, &self.header, op)
+    }
+
     /// The datagram just received, or an error when it did not fit the buffer.
     fn datagram(&self, n: usize) -> Result<&[u8], NlError> {
         self.buf.get(..n).ok_or_else(|| {
@@ -588,7 +639,7 @@ fn open_socket() -> Result<OwnedFd, NlError> {
 pub(crate) mod tests {
     use super::*;
     use crate::alloc::thread_allocations;
-    use crate::netlink::wire::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_MULTI};
+    use crate::netlink::wire::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_MULTI};
     use crate::proto::{IPPROTO_TCP, IPPROTO_UDP};
     use crate::sense::connections::ConnectionTable;
     use std::os::fd::AsRawFd;

@@ -1,54 +1,41 @@
 //! Which TCP and UDP sockets this network namespace holds, read over NETLINK_SOCK_DIAG
 //! (inet_diag): the peers of established connections to a port (the operator's SSH sessions,
 //! never to be locked out) and the listening sockets (services to propose). Also the one-shot
-//! netlink dump over a private socket of any protocol, which `host` uses for routes.
+//! netlink dump over a private socket of any protocol, which `host` uses for routes and
+//! addresses.
 //!
-//! Requests and replies are laid out with explicit offsets from linux/sock_diag.h and
-//! linux/inet_diag.h; replies are read from checked slices, never transmuted.
+//! Off the hot path (at start-up and every few seconds), so requests and replies are typed
+//! neli messages (`InetDiagReqV2`, `InetDiagMsg`, `Rtattr`) on a neli socket; only the
+//! framing of a received datagram and its end (NLMSG_DONE, NLMSG_ERROR) go through the
+//! checked walker the nf_tables code shares, so that every dump reports errors alike.
 
-use std::io;
+use std::io::{self, Cursor};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::socket::{recv_into, send_to_kernel};
-use super::wire::{align, Msg, Msgs, NLMSG_HDRLEN, NLM_F_DUMP, NLM_F_REQUEST};
+use neli::consts::nl::NlmF;
+use neli::consts::socket::{Msg as RecvFlags, NlFamily};
+use neli::err::{DeError, SerError};
+use neli::nl::{NlPayload, NlmsghdrBuilder};
+use neli::rtnl::{Rtattr, RtattrBuilder};
+use neli::socket::NlSocket;
+use neli::types::Buffer;
+use neli::utils::Groups;
+use neli::{FromBytes, Size, ToBytes, TypeSize};
+
+use super::wire::{Msg, Msgs};
 use super::{reply_end, NlError};
 
-/// Constants and byte layouts of linux/sock_diag.h and linux/inet_diag.h.
+/// Constants of linux/sock_diag.h, linux/inet_diag.h and net/tcp_states.h; the structures
+/// are the typed messages below.
 pub mod abi {
     /// sock_diag.h: the request (and reply) type of inet_diag_req_v2 dumps.
     pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
 
-    /// struct inet_diag_sockid, 48 bytes: ports and addresses are big-endian.
-    pub const ID_SPORT: usize = 0; // __be16
-    pub const ID_DPORT: usize = 2; // __be16
-    pub const ID_SRC: usize = 4; // __be32[4]
-    pub const ID_DST: usize = 20; // __be32[4]
-    pub const ID_IF: usize = 36; // __u32
-    pub const ID_COOKIE: usize = 40; // __u32[2]
+    /// Sizes of struct inet_diag_sockid, inet_diag_req_v2 and inet_diag_msg.
     pub const INET_DIAG_SOCKID_LEN: usize = 48;
-
-    /// struct inet_diag_req_v2, 56 bytes.
-    pub const REQ_FAMILY: usize = 0; // __u8 sdiag_family
-    pub const REQ_PROTOCOL: usize = 1; // __u8 sdiag_protocol
-    pub const REQ_EXT: usize = 2; // __u8 idiag_ext
-    pub const REQ_PAD: usize = 3; // __u8 pad
-    pub const REQ_STATES: usize = 4; // __u32 idiag_states, host order: bit n = state n
-    pub const REQ_ID: usize = 8; // struct inet_diag_sockid
-    pub const INET_DIAG_REQ_V2_LEN: usize = REQ_ID + INET_DIAG_SOCKID_LEN;
-
-    /// struct inet_diag_msg, 72 bytes (attributes may follow).
-    pub const MSG_FAMILY: usize = 0; // __u8
-    pub const MSG_STATE: usize = 1; // __u8
-    pub const MSG_TIMER: usize = 2; // __u8
-    pub const MSG_RETRANS: usize = 3; // __u8
-    pub const MSG_ID: usize = 4; // struct inet_diag_sockid
-    pub const MSG_EXPIRES: usize = MSG_ID + INET_DIAG_SOCKID_LEN; // __u32
-    pub const MSG_RQUEUE: usize = 56; // __u32
-    pub const MSG_WQUEUE: usize = 60; // __u32
-    pub const MSG_UID: usize = 64; // __u32
-    pub const MSG_INODE: usize = 68; // __u32
+    pub const INET_DIAG_REQ_V2_LEN: usize = 56;
     pub const INET_DIAG_MSG_LEN: usize = 72;
 
     /// The request's attribute holding a filter program (enum inet_diag_req_attrs), and the
@@ -63,13 +50,112 @@ pub mod abi {
     pub const TCP_ESTABLISHED: u8 = 1;
     pub const TCP_CLOSE: u8 = 7;
     pub const TCP_LISTEN: u8 = 10;
-
-    const _: () = assert!(INET_DIAG_REQ_V2_LEN == 56);
-    const _: () = assert!(MSG_EXPIRES == 52);
-    const _: () = assert!(MSG_INODE + 4 == INET_DIAG_MSG_LEN);
 }
 
 use abi::*;
+
+/// N bytes as they are on the wire (addresses, big-endian ports). neli reads and writes byte
+/// arrays but does not size them (`TypeSize`), which its derived structures need of a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> Default for Bytes<N> {
+    fn default() -> Self {
+        Bytes([0; N])
+    }
+}
+
+impl<const N: usize> Size for Bytes<N> {
+    fn unpadded_size(&self) -> usize {
+        N
+    }
+}
+
+impl<const N: usize> TypeSize for Bytes<N> {
+    fn type_size() -> usize {
+        N
+    }
+}
+
+impl<const N: usize> ToBytes for Bytes<N> {
+    fn to_bytes(&self, buffer: &mut Cursor<Vec<u8>>) -> Result<(), SerError> {
+        self.0.to_bytes(buffer)
+    }
+}
+
+impl<const N: usize> FromBytes for Bytes<N> {
+    fn from_bytes(buffer: &mut Cursor<impl AsRef<[u8]>>) -> Result<Self, DeError> {
+        <[u8; N]>::from_bytes(buffer).map(Bytes)
+    }
+}
+
+/// struct inet_diag_sockid: ports and addresses are big-endian (an IPv4 address fills the
+/// first 4 bytes of its field).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, neli::Size, neli::ToBytes, neli::FromBytes,
+)]
+pub struct InetDiagSockid {
+    pub sport: Bytes<2>,
+    pub dport: Bytes<2>,
+    pub src: Bytes<16>,
+    pub dst: Bytes<16>,
+    pub ifindex: u32,
+    pub cookie: Bytes<8>,
+}
+
+impl TypeSize for InetDiagSockid {
+    fn type_size() -> usize {
+        INET_DIAG_SOCKID_LEN
+    }
+}
+
+/// struct inet_diag_req_v2: which sockets a SOCK_DIAG_BY_FAMILY dump asks for.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, neli::Size, neli::ToBytes, neli::FromBytes,
+)]
+pub struct InetDiagReqV2 {
+    pub family: u8,
+    pub protocol: u8,
+    /// Extensions wanted (INET_DIAG_INFO…): none.
+    pub ext: u8,
+    pub pad: u8,
+    /// Bit n set: sockets in TCP state n.
+    pub states: u32,
+    /// Only used to look up one socket; a dump ignores it.
+    pub id: InetDiagSockid,
+}
+
+/// struct inet_diag_msg: one socket of a dump reply (attributes may follow; none are read).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, neli::Size, neli::ToBytes, neli::FromBytes,
+)]
+pub struct InetDiagMsg {
+    pub family: u8,
+    pub state: u8,
+    pub timer: u8,
+    pub retrans: u8,
+    pub id: InetDiagSockid,
+    pub expires: u32,
+    pub rqueue: u32,
+    pub wqueue: u32,
+    pub uid: u32,
+    pub inode: u32,
+}
+
+/// struct inet_diag_bc_op: one operation of a socket filter program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, neli::Size, neli::ToBytes, neli::FromBytes)]
+pub struct InetDiagBcOp {
+    pub code: u8,
+    pub yes: u8,
+    pub no: u16,
+}
+
+/// A dump request for sockets: the inet_diag_req_v2, then its attributes (a filter program).
+#[derive(Debug, neli::Size, neli::ToBytes)]
+pub struct InetDiagRequest {
+    pub req: InetDiagReqV2,
+    pub attrs: Vec<Rtattr<u16, Buffer>>,
+}
 
 /// Which listening sockets to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,11 +174,12 @@ pub enum Listening {
 pub fn established_peers(local_port: u16) -> Result<Vec<IpAddr>, NlError> {
     let mut peers = Vec::new();
     let states = 1u32 << TCP_ESTABLISHED;
-    let filter = local_port_filter(local_port);
     for family in [libc::AF_INET, libc::AF_INET6] {
-        let req = inet_diag_request(family as u8, libc::IPPROTO_TCP as u8, states);
-        let request: Vec<u8> = req.iter().chain(&filter).copied().collect();
-        dump_sockets(family, libc::IPPROTO_TCP, &request, &mut |sock| {
+        let request = InetDiagRequest {
+            req: inet_diag_request(family as u8, libc::IPPROTO_TCP as u8, states),
+            attrs: vec![local_port_filter(local_port)?],
+        };
+        dump_sockets(family, libc::IPPROTO_TCP, request, &mut |sock| {
             if sock.state() == TCP_ESTABLISHED && sock.local_port() == local_port {
                 peers.extend(sock.remote_addr());
             }
@@ -113,8 +200,11 @@ pub fn listening(proto: Listening) -> Result<Vec<(IpAddr, u16)>, NlError> {
     };
     let mut out = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
-        let req = inet_diag_request(family as u8, protocol as u8, 1u32 << state);
-        dump_sockets(family, protocol, &req, &mut |sock| {
+        let request = InetDiagRequest {
+            req: inet_diag_request(family as u8, protocol as u8, 1u32 << state),
+            attrs: Vec::new(),
+        };
+        dump_sockets(family, protocol, request, &mut |sock| {
             if sock.state() == state {
                 if let Some(addr) = sock.local_addr() {
                     out.push((addr, sock.local_port()));
@@ -129,45 +219,39 @@ pub fn listening(proto: Listening) -> Result<Vec<(IpAddr, u16)>, NlError> {
 
 /// An inet_diag_req_v2 asking for every socket of `family` and `protocol` in `states` (a
 /// bitmask of TCP states), without extensions.
-pub fn inet_diag_request(family: u8, protocol: u8, states: u32) -> [u8; INET_DIAG_REQ_V2_LEN] {
-    let mut req = [0u8; INET_DIAG_REQ_V2_LEN];
-    req[REQ_FAMILY] = family;
-    req[REQ_PROTOCOL] = protocol;
-    req[REQ_EXT] = 0;
-    req[REQ_PAD] = 0;
-    req[REQ_STATES..REQ_STATES + 4].copy_from_slice(&states.to_ne_bytes());
-    // The socket id is only used to look up one socket; a dump ignores it.
-    req
-}
-
-/// The INET_DIAG_REQ_BYTECODE attribute (netlink attribute header included) of a program
-/// keeping the sockets whose local port is `port`: `port <= sport`, then `sport <= port`
-/// (the two oldest operations: every kernel has them).
-pub fn local_port_filter(port: u16) -> [u8; 20] {
-    let mut a = [0u8; 20];
-    a[0..2].copy_from_slice(&20u16.to_ne_bytes()); // nla_len
-    a[2..4].copy_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
-    // Program of 16 bytes: false at the first test jumps 4 past the end, at the second too.
-    let ops: [(u8, u8, u16); 4] = [
-        (INET_DIAG_BC_S_GE, 8, 20),
-        (0, 0, port),
-        (INET_DIAG_BC_S_LE, 8, 12),
-        (0, 0, port),
-    ];
-    for (i, (code, yes, no)) in ops.into_iter().enumerate() {
-        let at = 4 + 4 * i;
-        a[at] = code;
-        a[at + 1] = yes;
-        a[at + 2..at + 4].copy_from_slice(&no.to_ne_bytes());
+pub fn inet_diag_request(family: u8, protocol: u8, states: u32) -> InetDiagReqV2 {
+    InetDiagReqV2 {
+        family,
+        protocol,
+        states,
+        ..InetDiagReqV2::default()
     }
-    a
 }
 
-/// Dumps the sockets `request` (an inet_diag_req_v2, maybe followed by a filter) asks for.
+/// The INET_DIAG_REQ_BYTECODE attribute of a program keeping the sockets whose local port is
+/// `port`: `port <= sport`, then `sport <= port` (the two oldest operations: every kernel has
+/// them).
+pub fn local_port_filter(port: u16) -> Result<Rtattr<u16, Buffer>, NlError> {
+    // Program of 16 bytes: false at the first test jumps 4 past the end, at the second too.
+    let op = |code, yes, no| InetDiagBcOp { code, yes, no };
+    let program = vec![
+        op(INET_DIAG_BC_S_GE, 8, 20),
+        op(0, 0, port),
+        op(INET_DIAG_BC_S_LE, 8, 12),
+        op(0, 0, port),
+    ];
+    RtattrBuilder::default()
+        .rta_type(INET_DIAG_REQ_BYTECODE)
+        .rta_payload(program)
+        .build()
+        .map_err(|e| NlError::Malformed(format!("sock_diag: port filter: {e}")))
+}
+
+/// Dumps the sockets `request` asks for.
 fn dump_sockets(
     family: libc::c_int,
     protocol: libc::c_int,
-    request: &[u8],
+    request: InetDiagRequest,
     on_sock: &mut dyn FnMut(DiagMsg),
 ) -> Result<(), NlError> {
     let what = match (family, protocol) {
@@ -177,7 +261,7 @@ fn dump_sockets(
         _ => "sock_diag: dump IPv6 UDP sockets",
     };
     dump(
-        libc::NETLINK_SOCK_DIAG,
+        NlFamily::SockOrInetDiag,
         what,
         SOCK_DIAG_BY_FAMILY,
         request,
@@ -189,53 +273,50 @@ fn dump_sockets(
     )
 }
 
-/// A checked view of one inet_diag_msg: its fixed part is known to be complete.
+/// One socket of a dump reply: its inet_diag_msg, read whole.
 #[derive(Debug, Clone, Copy)]
-pub struct DiagMsg<'a> {
-    b: &'a [u8; INET_DIAG_MSG_LEN],
+pub struct DiagMsg {
+    m: InetDiagMsg,
 }
 
-impl<'a> DiagMsg<'a> {
+impl DiagMsg {
     /// The socket a SOCK_DIAG_BY_FAMILY reply describes; None for any other message or one
     /// too short to hold an inet_diag_msg.
-    pub fn from_msg(msg: &Msg<'a>) -> Option<DiagMsg<'a>> {
+    pub fn from_msg(msg: &Msg) -> Option<DiagMsg> {
         if msg.kind() != SOCK_DIAG_BY_FAMILY {
             return None;
         }
-        let b = msg.payload().get(..INET_DIAG_MSG_LEN)?.try_into().ok()?;
-        Some(DiagMsg { b })
+        let m = InetDiagMsg::from_bytes(&mut Cursor::new(msg.payload())).ok()?;
+        Some(DiagMsg { m })
     }
 
     pub fn family(&self) -> u8 {
-        self.b[MSG_FAMILY]
+        self.m.family
     }
 
     pub fn state(&self) -> u8 {
-        self.b[MSG_STATE]
+        self.m.state
     }
 
     pub fn local_port(&self) -> u16 {
-        let at = MSG_ID + ID_SPORT;
-        u16::from_be_bytes([self.b[at], self.b[at + 1]])
+        u16::from_be_bytes(self.m.id.sport.0)
     }
 
     pub fn remote_port(&self) -> u16 {
-        let at = MSG_ID + ID_DPORT;
-        u16::from_be_bytes([self.b[at], self.b[at + 1]])
+        u16::from_be_bytes(self.m.id.dport.0)
     }
 
     /// The local address; None for a family other than IPv4 and IPv6.
     pub fn local_addr(&self) -> Option<IpAddr> {
-        self.addr(MSG_ID + ID_SRC)
+        self.addr(self.m.id.src.0)
     }
 
     /// The remote address; None for a family other than IPv4 and IPv6.
     pub fn remote_addr(&self) -> Option<IpAddr> {
-        self.addr(MSG_ID + ID_DST)
+        self.addr(self.m.id.dst.0)
     }
 
-    fn addr(&self, at: usize) -> Option<IpAddr> {
-        let bytes: [u8; 16] = self.b.get(at..at + 16)?.try_into().ok()?;
+    fn addr(&self, bytes: [u8; 16]) -> Option<IpAddr> {
         match i32::from(self.family()) {
             libc::AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
                 bytes[0], bytes[1], bytes[2], bytes[3],
@@ -260,23 +341,31 @@ const RECV_BUF: usize = 64 * 1024;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const DUMP_SEQ: u32 = 1;
 
-/// Opens a netlink socket of `protocol`, sends one dump request of `msg_type` whose payload is
-/// `header` (the family header: inet_diag_req_v2, rtmsg, ...), and passes each reply message
-/// to `on_msg` until the dump is done. `what` names the dump in errors.
-pub(crate) fn dump(
-    protocol: libc::c_int,
+/// Opens a netlink socket of `family`, sends one dump request of `msg_type` whose payload is
+/// `payload` (the family's typed header: inet_diag_req_v2, rtmsg, ifaddrmsg...), and passes
+/// each reply message to `on_msg` until the dump is done. `what` names the dump in errors.
+pub(crate) fn dump<P: Size + ToBytes>(
+    family: NlFamily,
     what: &'static str,
     msg_type: u16,
-    header: &[u8],
+    payload: P,
     on_msg: &mut dyn FnMut(&Msg),
 ) -> Result<(), NlError> {
-    let fd = open(protocol, what)?;
-    let request = dump_request(msg_type, DUMP_SEQ, header);
-    send_to_kernel(&fd, &request, what)?;
+    let socket = open(family, what)?;
+    let request = dump_request(msg_type, DUMP_SEQ, payload)?;
+    let sent = socket
+        .send(&request, RecvFlags::empty())
+        .map_err(|source| NlError::Io { op: what, source })?;
+    if sent != request.len() {
+        return Err(NlError::Malformed(format!(
+            "{what}: short send of {sent} of {} bytes",
+            request.len()
+        )));
+    }
     let mut buf = vec![0u8; RECV_BUF];
     loop {
-        let n = match recv_into(&fd, &mut buf, libc::MSG_TRUNC) {
-            Ok(n) => n,
+        let n = match socket.recv(&mut buf[..], RecvFlags::TRUNC) {
+            Ok((n, _)) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(source) => return Err(NlError::Io { op: what, source }),
         };
@@ -295,18 +384,30 @@ pub(crate) fn dump(
     }
 }
 
-/// One request message: netlink header (NLM_F_REQUEST | NLM_F_DUMP) and `header` as payload.
-pub(crate) fn dump_request(msg_type: u16, seq: u32, header: &[u8]) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + header.len();
-    let mut out = Vec::with_capacity(align(len));
-    out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&msg_type.to_ne_bytes());
-    out.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-    out.extend_from_slice(header);
-    out.resize(align(len), 0);
-    out
+/// One request message: netlink header (NLM_F_REQUEST | NLM_F_DUMP) and `payload`, as bytes.
+pub(crate) fn dump_request<P: Size + ToBytes>(
+    msg_type: u16,
+    seq: u32,
+    payload: P,
+) -> Result<Vec<u8>, NlError> {
+    let msg = NlmsghdrBuilder::default()
+        .nl_type(msg_type)
+        .nl_flags(NlmF::REQUEST | NlmF::DUMP)
+        .nl_seq(seq)
+        .nl_pid(0) // the kernel
+        .nl_payload(NlPayload::<u16, P>::Payload(payload))
+        .build()
+        .map_err(|e| NlError::Malformed(format!("build a dump request: {e}")))?;
+    to_bytes(&msg)
+}
+
+/// A typed netlink structure as the bytes the kernel reads.
+pub(crate) fn to_bytes(value: &(impl Size + ToBytes)) -> Result<Vec<u8>, NlError> {
+    let mut out = Cursor::new(Vec::with_capacity(value.padded_size()));
+    value
+        .to_bytes(&mut out)
+        .map_err(|e| NlError::Malformed(format!("encode a request: {e}")))?;
+    Ok(out.into_inner())
 }
 
 /// Whether a dump goes on after a datagram.
@@ -318,7 +419,8 @@ pub(crate) enum Walk {
 
 /// Walks the messages of one received datagram of a dump with sequence number `seq`: data
 /// messages go to `on_msg`; NLMSG_DONE ends the dump (with the error a dump may carry in it),
-/// NLMSG_ERROR ends it with the kernel's error. Panic-free on any input.
+/// NLMSG_ERROR ends it with the kernel's error. Panic-free on any input: the lengths are
+/// checked here before any message reaches a typed parser.
 pub(crate) fn walk(
     datagram: &[u8],
     seq: u32,
@@ -338,54 +440,38 @@ pub(crate) fn walk(
     Ok(Walk::More)
 }
 
-/// A blocking netlink socket of `protocol` whose reads give up after REPLY_TIMEOUT. The kernel
-/// binds it on the first send.
-fn open(protocol: libc::c_int, what: &'static str) -> Result<OwnedFd, NlError> {
+/// A blocking netlink socket of `family` (neli's), asking for extended ACKs, whose reads
+/// give up after REPLY_TIMEOUT.
+fn open(family: NlFamily, what: &'static str) -> Result<NlSocket, NlError> {
     let fail = |source| NlError::Io { op: what, source };
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            protocol,
-        )
-    };
-    if raw < 0 {
-        return Err(fail(io::Error::last_os_error()));
-    }
-    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let one: libc::c_int = 1;
+    let socket = NlSocket::connect(family, None, Groups::empty()).map_err(fail)?;
     // Best effort: an error's explanation in words.
-    set_opt(&fd, libc::SOL_NETLINK, libc::NETLINK_EXT_ACK, &one);
+    let _ = socket.enable_ext_ack(true);
     let tv = libc::timeval {
         tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
         tv_usec: REPLY_TIMEOUT.subsec_micros() as libc::suseconds_t,
     };
-    if !set_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv) {
-        return Err(fail(io::Error::last_os_error()));
-    }
-    Ok(fd)
-}
-
-fn set_opt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> bool {
-    // SAFETY: `value` points to a live T of the size passed.
+    // SAFETY: `tv` is a live timeval of the size passed, on a descriptor `socket` owns.
     let rc = unsafe {
         libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            value as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         )
     };
-    rc == 0
+    if rc != 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    Ok(socket)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::netlink::wire::NLM_F_MULTI;
+    use crate::netlink::wire::{align, NLMSG_HDRLEN, NLM_F_DUMP, NLM_F_REQUEST};
     use crate::netlink::wire::{NLMSG_DONE, NLMSG_ERROR};
 
     /// xorshift64*: deterministic randomness without crates.
@@ -455,16 +541,24 @@ pub(crate) mod tests {
         remote: (&[u8], u16),
         attrs: &[u8],
     ) -> Vec<u8> {
-        let mut p = vec![0u8; INET_DIAG_MSG_LEN];
-        p[MSG_FAMILY] = family;
-        p[MSG_STATE] = state;
-        p[MSG_ID + ID_SPORT..][..2].copy_from_slice(&local.1.to_be_bytes());
-        p[MSG_ID + ID_DPORT..][..2].copy_from_slice(&remote.1.to_be_bytes());
-        p[MSG_ID + ID_SRC..][..local.0.len()].copy_from_slice(local.0);
-        p[MSG_ID + ID_DST..][..remote.0.len()].copy_from_slice(remote.0);
-        p[MSG_ID + ID_IF..][..4].copy_from_slice(&3u32.to_ne_bytes());
-        p[MSG_ID + ID_COOKIE..][..8].copy_from_slice(&[0xaa; 8]);
-        p[MSG_INODE..][..4].copy_from_slice(&12345u32.to_ne_bytes());
+        let mut id = InetDiagSockid {
+            sport: Bytes(local.1.to_be_bytes()),
+            dport: Bytes(remote.1.to_be_bytes()),
+            ifindex: 3,
+            cookie: Bytes([0xaa; 8]),
+            ..InetDiagSockid::default()
+        };
+        id.src.0[..local.0.len()].copy_from_slice(local.0);
+        id.dst.0[..remote.0.len()].copy_from_slice(remote.0);
+        let m = InetDiagMsg {
+            family,
+            state,
+            id,
+            inode: 12345,
+            ..InetDiagMsg::default()
+        };
+        let mut p = to_bytes(&m).unwrap();
+        assert_eq!(p.len(), INET_DIAG_MSG_LEN);
         p.extend_from_slice(attrs);
         p
     }
@@ -518,13 +612,19 @@ pub(crate) mod tests {
 
     #[test]
     fn request_layout_matches_the_headers() {
-        let req = inet_diag_request(libc::AF_INET6 as u8, libc::IPPROTO_UDP as u8, 1 << 7);
+        let typed = inet_diag_request(libc::AF_INET6 as u8, libc::IPPROTO_UDP as u8, 1 << 7);
+        let req = to_bytes(&typed).unwrap();
+        assert_eq!(
+            to_bytes(&InetDiagSockid::default()).unwrap().len(),
+            INET_DIAG_SOCKID_LEN
+        );
+        assert_eq!(req.len(), INET_DIAG_REQ_V2_LEN);
         assert_eq!(req.len(), 56);
         assert_eq!(req[0], 10);
         assert_eq!(req[1], 17);
         assert_eq!(u32::from_ne_bytes(req[4..8].try_into().unwrap()), 0x80);
         assert!(req[8..].iter().all(|&b| b == 0));
-        let msg = dump_request(SOCK_DIAG_BY_FAMILY, 9, &req);
+        let msg = dump_request(SOCK_DIAG_BY_FAMILY, 9, typed).unwrap();
         assert_eq!(msg.len(), 72);
         let m = Msgs::new(&msg).next().unwrap().unwrap();
         assert_eq!(m.kind(), 20);
@@ -535,7 +635,8 @@ pub(crate) mod tests {
 
     #[test]
     fn issue15_the_port_filter_keeps_one_local_port() {
-        let a = local_port_filter(22);
+        let a = to_bytes(&local_port_filter(22).unwrap()).unwrap();
+        assert_eq!(a.len(), 20);
         assert_eq!(u16::from_ne_bytes([a[0], a[1]]), 20);
         assert_eq!(u16::from_ne_bytes([a[2], a[3]]), 1);
         let op = |i: usize| {
@@ -598,7 +699,7 @@ pub(crate) mod tests {
         assert!(err.to_string().starts_with("dump x: "), "{err}");
         // NLMSG_ERROR: code, then the original header.
         let mut p = (-libc::EPERM).to_ne_bytes().to_vec();
-        p.extend(dump_request(SOCK_DIAG_BY_FAMILY, DUMP_SEQ, &[0; 56]));
+        p.extend(dump_request(SOCK_DIAG_BY_FAMILY, DUMP_SEQ, [0u8; 56]).unwrap());
         let err = walk(
             &nlmsg(NLMSG_ERROR, 0, DUMP_SEQ, &p),
             DUMP_SEQ,
@@ -609,7 +710,7 @@ pub(crate) mod tests {
         assert_eq!(err.errno(), Some(libc::EPERM));
         // i32::MIN as an error code must not overflow.
         let mut p = i32::MIN.to_ne_bytes().to_vec();
-        p.extend(dump_request(SOCK_DIAG_BY_FAMILY, DUMP_SEQ, &[]));
+        p.extend(dump_request(SOCK_DIAG_BY_FAMILY, DUMP_SEQ, [0u8; 0]).unwrap());
         let _ = walk(
             &nlmsg(NLMSG_ERROR, 0, DUMP_SEQ, &p),
             DUMP_SEQ,

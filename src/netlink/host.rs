@@ -1,73 +1,81 @@
-//! This host's own addresses (getifaddrs): connections it opens itself, or to itself, are
-//! not a remote source holding connections to our services. And the automatic safelist, so
+//! This host's own addresses (an rtnetlink address dump): connections it opens itself, or to
+//! itself, are not a remote source holding connections to our services. And the automatic safelist, so
 //! that an operator is never locked out: own addresses, default gateways (rtnetlink), name
 //! servers (resolv.conf) and the peers of established SSH sessions (sock_diag). And the speed
 //! of the fastest link (sysfs), which the warm-up's absolute ceilings are drawn from.
 
-use std::io;
+use std::io::{self, Cursor};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
+use neli::consts::rtnl::{Ifa, RtAddrFamily, RtScope, RtTable, Rta, Rtn, Rtprot};
+use neli::consts::socket::NlFamily;
+use neli::rtnl::{Ifaddrmsg, IfaddrmsgBuilder, Rtmsg, RtmsgBuilder};
+use neli::types::{Buffer, RtBuffer};
+use neli::{FromBytesWithInput, Header};
+
 use super::diag;
-use super::wire::{align, Attrs, Msg};
+use super::wire::Msg;
 use super::NlError;
 use crate::addr::Cidr;
 
-/// Every address configured on an interface of this network namespace, loopback included.
+/// Every address configured on an interface of this network namespace, loopback included:
+/// an RTM_GETADDR dump, each address's IFA_LOCAL (the local end of a point-to-point link)
+/// or else its IFA_ADDRESS, as getifaddrs(3) reads them; sorted and deduplicated.
 pub fn own_addresses() -> io::Result<Vec<IpAddr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let request = IfaddrmsgBuilder::default()
+        .ifa_family(RtAddrFamily::Unspecified) // every family
+        .ifa_prefixlen(0)
+        .ifa_scope(RtScope::Universe)
+        .ifa_index(0)
+        .build()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned and we have not freed yet;
-        // ifa_addr is null or points to a sockaddr of the family it names.
-        unsafe {
-            let addr = (*cur).ifa_addr;
-            if !addr.is_null() {
-                match i32::from((*addr).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(addr as *const libc::sockaddr_in);
-                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                            sin.sin_addr.s_addr,
-                        ))));
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(addr as *const libc::sockaddr_in6);
-                        out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
-                    }
-                    _ => {}
-                }
-            }
-            cur = (*cur).ifa_next;
-        }
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
+    diag::dump(
+        NlFamily::Route,
+        "rtnetlink: dump addresses",
+        RTM_GETADDR,
+        request,
+        &mut |m| interface_address(m, &mut out),
+    )
+    .map_err(into_io)?;
     out.sort_unstable();
     out.dedup();
     Ok(out)
 }
 
-/// Constants and byte layouts of linux/rtnetlink.h.
+/// Appends to `out` the IPv4 or IPv6 address of `msg` when it is an RTM_NEWADDR message;
+/// does nothing for any other message. Panic-free on any input.
+pub fn interface_address(msg: &Msg, out: &mut Vec<IpAddr>) {
+    if msg.kind() != RTM_NEWADDR {
+        return;
+    }
+    let payload = msg.payload();
+    let Ok(ifa) = Ifaddrmsg::from_bytes_with_input(&mut Cursor::new(payload), payload.len()) else {
+        return;
+    };
+    let len = match ifa.ifa_family() {
+        RtAddrFamily::Inet => 4,
+        RtAddrFamily::Inet6 => 16,
+        _ => return,
+    };
+    let attrs = ifa.rtattrs().get_attr_handle();
+    let addr = attrs
+        .get_attribute(Ifa::Local)
+        .or_else(|| attrs.get_attribute(Ifa::Address))
+        .map(|a| a.rta_payload().as_ref())
+        .filter(|bytes| bytes.len() == len)
+        .and_then(ip_from);
+    out.extend(addr);
+}
+
+/// Message types and numbers of linux/rtnetlink.h (the structures are neli's `Rtmsg` and
+/// `Ifaddrmsg`).
 pub mod rt {
+    pub const RTM_NEWADDR: u16 = 20;
+    pub const RTM_GETADDR: u16 = 22;
     pub const RTM_NEWROUTE: u16 = 24;
     pub const RTM_GETROUTE: u16 = 26;
-
-    /// struct rtmsg, 12 bytes: the family header of route messages (in place of nfgenmsg).
-    pub const RTM_FAMILY: usize = 0; // u8
-    pub const RTM_DST_LEN: usize = 1; // u8
-    pub const RTM_SRC_LEN: usize = 2; // u8
-    pub const RTM_TOS: usize = 3; // u8
-    pub const RTM_TABLE: usize = 4; // u8
-    pub const RTM_PROTOCOL: usize = 5; // u8
-    pub const RTM_SCOPE: usize = 6; // u8
-    pub const RTM_TYPE: usize = 7; // u8
-    pub const RTM_FLAGS: usize = 8; // u32
-    pub const RTMSG_LEN: usize = 12;
 
     /// rtm_type of a route that forwards (via a gateway or directly).
     pub const RTN_UNICAST: u8 = 1;
@@ -77,26 +85,50 @@ pub mod rt {
     pub const RTA_MULTIPATH: u16 = 9;
     pub const RTA_VIA: u16 = 18;
 
-    /// struct rtnexthop, 8 bytes, each followed by its own attributes (RTA_GATEWAY, RTA_VIA).
-    pub const RTNH_LEN_AT: usize = 0; // u16 rtnh_len, the whole nexthop with its attributes
+    /// Size of struct rtnexthop, which its own attributes (RTA_GATEWAY, RTA_VIA) follow.
     pub const RTNH_LEN: usize = 8;
 }
 
 use rt::*;
+
+/// struct rtnexthop, one nexthop of an RTA_MULTIPATH attribute, with its attributes.
+#[derive(Debug, neli::FromBytes, neli::Header)]
+#[neli(padding)]
+#[allow(dead_code)] // the fixed fields are read by the derived parser, not by us
+struct Rtnexthop {
+    /// The whole nexthop, attributes included.
+    rtnh_len: u16,
+    rtnh_flags: u8,
+    rtnh_hops: u8,
+    rtnh_ifindex: i32,
+    #[neli(
+        input = "(rtnh_len as usize).checked_sub(Self::header_size()).ok_or(neli::err::DeError::InvalidInput(rtnh_len as usize))?"
+    )]
+    attrs: RtBuffer<Rta, Buffer>,
+}
 
 /// The gateways of the default routes (IPv4 and IPv6, every table) of this network namespace,
 /// from an RTM_GETROUTE dump; sorted and deduplicated. Multipath routes give every nexthop's
 /// gateway. (A route using a nexthop object shows its gateway only while the
 /// `net.ipv4.nexthop_compat_mode` sysctl is on, the default.)
 pub fn default_gateways() -> io::Result<Vec<IpAddr>> {
-    let mut header = [0u8; RTMSG_LEN];
-    header[RTM_FAMILY] = libc::AF_UNSPEC as u8; // every family
+    let request = RtmsgBuilder::default()
+        .rtm_family(RtAddrFamily::Unspecified) // every family
+        .rtm_dst_len(0)
+        .rtm_src_len(0)
+        .rtm_tos(0)
+        .rtm_table(RtTable::Unspec)
+        .rtm_protocol(Rtprot::Unspec)
+        .rtm_scope(RtScope::Universe)
+        .rtm_type(Rtn::Unspec)
+        .build()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let mut out = Vec::new();
     diag::dump(
-        libc::NETLINK_ROUTE,
+        NlFamily::Route,
         "rtnetlink: dump routes",
         RTM_GETROUTE,
-        &header,
+        request,
         &mut |m| default_route_gateways(m, &mut out),
     )
     .map_err(into_io)?;
@@ -112,38 +144,41 @@ pub fn default_route_gateways(msg: &Msg, out: &mut Vec<IpAddr>) {
         return;
     }
     let payload = msg.payload();
-    let Some(rtm) = payload.get(..RTMSG_LEN) else {
+    let Ok(rtm) = Rtmsg::from_bytes_with_input(&mut Cursor::new(payload), payload.len()) else {
         return;
     };
-    let family = i32::from(rtm[RTM_FAMILY]);
-    if !(family == libc::AF_INET || family == libc::AF_INET6)
-        || rtm[RTM_DST_LEN] != 0
-        || rtm[RTM_TYPE] != RTN_UNICAST
+    if !matches!(rtm.rtm_family(), RtAddrFamily::Inet | RtAddrFamily::Inet6)
+        || *rtm.rtm_dst_len() != 0
+        || *rtm.rtm_type() != Rtn::Unicast
     {
         return;
     }
-    let attrs = Attrs::new(payload.get(align(RTMSG_LEN)..).unwrap_or(&[]));
-    gateways_in(attrs, out);
-    for attr in attrs.filter(|a| a.kind() == RTA_MULTIPATH) {
-        let mut rest = attr.bytes();
-        while let Some(len) = rest.get(RTNH_LEN_AT..RTNH_LEN_AT + 2) {
-            let len = usize::from(u16::from_ne_bytes([len[0], len[1]]));
-            let Some(nexthop) = rest.get(RTNH_LEN..len) else {
-                break; // shorter than rtnexthop, or longer than what is left
-            };
-            gateways_in(Attrs::new(nexthop), out);
-            rest = rest.get(align(len)..).unwrap_or(&[]);
+    gateways_in(rtm.rtattrs(), out);
+    for attr in rtm.rtattrs().iter() {
+        if *attr.rta_type() != Rta::Multipath {
+            continue;
+        }
+        let bytes = attr.rta_payload().as_ref();
+        // A nexthop whose length does not fit spoils the list: none of it is read.
+        let Ok(nexthops) =
+            Vec::<Rtnexthop>::from_bytes_with_input(&mut Cursor::new(bytes), bytes.len())
+        else {
+            continue;
+        };
+        for nexthop in &nexthops {
+            gateways_in(&nexthop.attrs, out);
         }
     }
 }
 
 /// The RTA_GATEWAY and RTA_VIA addresses among `attrs`.
-fn gateways_in(attrs: Attrs, out: &mut Vec<IpAddr>) {
-    for attr in attrs {
-        let addr = match attr.kind() {
-            RTA_GATEWAY => ip_from(attr.bytes()),
+fn gateways_in(attrs: &RtBuffer<Rta, Buffer>, out: &mut Vec<IpAddr>) {
+    for attr in attrs.iter() {
+        let bytes = attr.rta_payload().as_ref();
+        let addr = match attr.rta_type() {
+            Rta::Gateway => ip_from(bytes),
             // struct rtvia: a u16 family, then the address (an IPv4 route via IPv6).
-            RTA_VIA => attr.bytes().get(2..).and_then(ip_from),
+            Rta::Via => bytes.get(2..).and_then(ip_from),
             _ => None,
         };
         out.extend(addr.filter(|a| !a.is_unspecified()));
@@ -215,7 +250,7 @@ pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
 /// The addresses never to drop, found on this host, by part: its own addresses, the peers of
 /// the established TCP connections to the SSH port (the operator's sessions), the default
 /// gateways and the name servers of a resolv.conf. Read in parts so that the cheap ones can
-/// be read again often (one getifaddrs, one sock_diag dump filtered by port in the kernel) and
+/// be read again often (one address dump, one sock_diag dump filtered by port in the kernel) and
 /// the others seldom (a dump of every route; a file). Never fails: a part that cannot be read
 /// keeps what it held and is described in the returned warnings (for the caller to log), as a
 /// partial safelist is better than none.
@@ -327,8 +362,9 @@ mod tests {
         assert_eq!(fastest_link(links(&[])), None);
     }
     use crate::netlink::diag::tests::{done, fuzz, nlmsg};
-    use crate::netlink::diag::{walk, Walk};
-    use crate::netlink::wire::{Msgs, NLM_F_MULTI};
+    use crate::netlink::diag::{to_bytes, walk, Walk};
+    use crate::netlink::wire::{align, Msgs, NLM_F_MULTI};
+    use neli::rtnl::RtattrBuilder;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -390,14 +426,30 @@ domain 192.0.2.94
 
     /// An RTM_NEWROUTE message: rtmsg header, then attributes.
     fn route(family: u8, dst_len: u8, kind: u8, attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
-        let mut p = vec![0u8; RTMSG_LEN];
-        p[RTM_FAMILY] = family;
-        p[RTM_DST_LEN] = dst_len;
-        p[RTM_TABLE] = 254;
-        p[RTM_PROTOCOL] = 4;
-        p[RTM_TYPE] = kind;
-        p.extend(attrs_bytes(attrs));
-        nlmsg(RTM_NEWROUTE, NLM_F_MULTI, 1, &p)
+        let rtm = RtmsgBuilder::default()
+            .rtm_family(RtAddrFamily::from(family))
+            .rtm_dst_len(dst_len)
+            .rtm_src_len(0)
+            .rtm_tos(0)
+            .rtm_table(RtTable::Main)
+            .rtm_protocol(Rtprot::from(4))
+            .rtm_scope(RtScope::Universe)
+            .rtm_type(Rtn::from(kind))
+            .rtattrs(
+                attrs
+                    .iter()
+                    .map(|(kind, payload)| {
+                        RtattrBuilder::default()
+                            .rta_type(Rta::from(*kind))
+                            .rta_payload(payload.clone())
+                            .build()
+                            .unwrap()
+                    })
+                    .collect(),
+            )
+            .build()
+            .unwrap();
+        nlmsg(RTM_NEWROUTE, NLM_F_MULTI, 1, &to_bytes(&rtm).unwrap())
     }
 
     fn attrs_bytes(attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
@@ -536,6 +588,69 @@ domain 192.0.2.94
             "{safe:?} {warnings:?}"
         );
         assert!(safe.iter().all(|c| c.is_host()));
+    }
+
+    /// An RTM_NEWADDR message: ifaddrmsg header, then attributes.
+    fn address(family: u8, attrs: &[(Ifa, Vec<u8>)]) -> Vec<u8> {
+        let ifa = IfaddrmsgBuilder::default()
+            .ifa_family(RtAddrFamily::from(family))
+            .ifa_prefixlen(24)
+            .ifa_scope(RtScope::Universe)
+            .ifa_index(2)
+            .rtattrs(
+                attrs
+                    .iter()
+                    .map(|(kind, payload)| {
+                        RtattrBuilder::default()
+                            .rta_type(*kind)
+                            .rta_payload(payload.clone())
+                            .build()
+                            .unwrap()
+                    })
+                    .collect(),
+            )
+            .build()
+            .unwrap();
+        nlmsg(RTM_NEWADDR, NLM_F_MULTI, 1, &to_bytes(&ifa).unwrap())
+    }
+
+    #[test]
+    fn addresses_are_the_local_end_of_a_link() {
+        const V4: u8 = libc::AF_INET as u8;
+        let mut d = Vec::new();
+        d.extend(address(V4, &[(Ifa::Address, vec![192, 0, 2, 1])]));
+        // Point-to-point: IFA_ADDRESS is the peer, IFA_LOCAL ours (as getifaddrs reads it).
+        d.extend(address(
+            V4,
+            &[
+                (Ifa::Address, vec![198, 51, 100, 9]),
+                (Ifa::Local, vec![198, 51, 100, 1]),
+                (Ifa::Label, b"ppp0\0".to_vec()),
+            ],
+        ));
+        d.extend(address(
+            libc::AF_INET6 as u8,
+            &[(Ifa::Address, v6("2001:db8::1"))],
+        ));
+        // Another family, a wrong length, no address at all: nothing.
+        d.extend(address(17, &[(Ifa::Address, vec![1, 2, 3, 4, 5, 6])]));
+        d.extend(address(V4, &[(Ifa::Address, v6("2001:db8::2"))]));
+        d.extend(address(V4, &[]));
+        d.extend(done(1, 0));
+        let mut out = Vec::new();
+        let flow = walk(&d, 1, "addresses", &mut |m| interface_address(m, &mut out)).unwrap();
+        assert_eq!(flow, Walk::Done);
+        assert_eq!(
+            out,
+            vec![ip("192.0.2.1"), ip("198.51.100.1"), ip("2001:db8::1")]
+        );
+        let mut found = 0usize;
+        fuzz(&d, 20_000, &mut |buf| {
+            let mut out = Vec::new();
+            let _ = walk(buf, 1, "fuzz", &mut |m| interface_address(m, &mut out));
+            found += out.len();
+        });
+        assert!(found > 1000, "mutation kept nothing valid: {found}");
     }
 
     #[test]
