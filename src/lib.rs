@@ -11,6 +11,7 @@
 //!    - [`time`]: time formatting (the `ts` of every JSON line).
 //!    - [`proto`]: IP protocol numbers, named once.
 //!    - [`event`]: the one envelope of every JSON event line (`ts` and `event` first).
+//!    - [`sys`]: the operating system's calls that need `unsafe`, behind safe functions.
 //! 2. [`ruleset`]: our nft table as plain data (what we want, what the kernel reports), its
 //!    rendering as nft text, the kernel-change vocabulary ([`ruleset::change`]) and the
 //!    iptables compatibility chain as data.
@@ -54,6 +55,7 @@ pub mod ruleset;
 pub mod sense;
 pub mod setup;
 pub mod status;
+pub mod sys;
 pub mod terminal;
 pub mod time;
 

@@ -103,13 +103,8 @@ impl Notifier {
     /// A reload begins (READY=1 again when it is over, whatever its outcome).
     pub fn reloading(&self) {
         let mut line = StatusBuffer::default();
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime(CLOCK_MONOTONIC) only writes the timespec it is given.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-        let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+        let now = crate::sys::monotonic().unwrap_or_default();
+        let usec = now.as_secs() * 1_000_000 + u64::from(now.subsec_micros());
         line.write(format_args!("RELOADING=1\nMONOTONIC_USEC={usec}"));
         self.send(line.bytes());
     }

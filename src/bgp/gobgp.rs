@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -179,15 +179,8 @@ impl Gobgp {
 }
 
 /// Reads what the pipe holds now into `buf` (the pipe is switched to non-blocking).
-fn drain(pipe: &mut (impl Read + AsRawFd), buf: &mut Vec<u8>) {
-    let fd = pipe.as_raw_fd();
-    // SAFETY: fcntl on a pipe descriptor we own; only adds O_NONBLOCK.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 && flags & libc::O_NONBLOCK == 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-    }
+fn drain(pipe: &mut (impl Read + AsFd), buf: &mut Vec<u8>) {
+    crate::sys::set_nonblocking(&*pipe);
     let mut chunk = [0u8; 8192];
     loop {
         match pipe.read(&mut chunk) {

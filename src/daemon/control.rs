@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,7 @@ use crate::control::{self, Request, Response};
 use crate::mitigate::Lift;
 use crate::ruleset;
 use crate::ruleset::change::Change;
+use crate::sys;
 
 const MAX_CONNECTIONS: usize = 16;
 /// A connection that has not sent its request and read its reply by then is closed.
@@ -43,10 +43,10 @@ pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
         )));
     }
     let _ = std::fs::remove_file(path);
-    // SAFETY: umask only changes this process's file creation mask; restored right after.
-    let old = unsafe { libc::umask(0o177) };
+    // The socket is created with the mask's permissions; the mask is restored right after.
+    let old = sys::umask(0o177);
     let bound = UnixListener::bind(path);
-    unsafe { libc::umask(old) };
+    sys::umask(old);
     bound.map_err(err)
 }
 
@@ -489,27 +489,10 @@ impl Distinct {
 
 /// Root, or the user the daemon runs as; else the peer's uid.
 fn peer_is_privileged(stream: &UnixStream) -> Result<(), u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: u32::MAX,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt into a correctly sized ucred.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    // SAFETY: geteuid cannot fail.
-    if rc == 0 && (cred.uid == 0 || cred.uid == unsafe { libc::geteuid() }) {
-        Ok(())
-    } else {
-        Err(cred.uid)
+    match sys::peer_uid(stream) {
+        Ok(uid) if uid == 0 || uid == sys::geteuid() => Ok(()),
+        Ok(uid) => Err(uid),
+        Err(_) => Err(u32::MAX),
     }
 }
 

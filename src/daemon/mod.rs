@@ -121,24 +121,8 @@ const WORKER_NICENESS: libc::c_int = 10;
 /// Lowers the calling thread's priority (Linux: niceness is per thread) for work that must not
 /// delay a tick. Best effort: a failure is logged.
 fn yield_to_the_loop() {
-    // SAFETY: gettid, getpriority and setpriority on the calling thread; errno read right after.
-    unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        *libc::__errno_location() = 0;
-        let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
-        let failed = |rc: libc::c_int| rc == -1 && *libc::__errno_location() != 0;
-        if failed(nice)
-            || failed(libc::setpriority(
-                libc::PRIO_PROCESS,
-                tid,
-                (nice + WORKER_NICENESS).min(19),
-            ))
-        {
-            log::warn!(
-                "lowering a worker thread's priority: {}",
-                io::Error::last_os_error()
-            );
-        }
+    if let Err(e) = crate::sys::lower_thread_priority(WORKER_NICENESS) {
+        log::warn!("lowering a worker thread's priority: {e}");
     }
 }
 
@@ -164,8 +148,7 @@ fn fit_to_kernel(config: &mut Config, features: Features) {
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    crate::sys::geteuid() == 0
 }
 
 /// Installs (or atomically replaces) the table for `config` with the bans and measures `held`

@@ -642,7 +642,6 @@ pub(crate) mod tests {
     use crate::netlink::wire::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_MULTI};
     use crate::proto::{IPPROTO_TCP, IPPROTO_UDP};
     use crate::sense::connections::ConnectionTable;
-    use std::os::fd::AsRawFd;
     use std::time::Instant;
 
     /// Appends a conntrack message for `e` (type CT_NEW, as events and inserts use): original
@@ -1060,16 +1059,9 @@ pub(crate) mod tests {
             ct.request.extend_raw(w.bytes());
             ct.send("insert").unwrap();
             // Only failures are answered (no NLM_F_ACK): nothing should be queued.
-            let n = unsafe {
-                libc::recv(
-                    ct.fd.as_raw_fd(),
-                    ct.buf.as_mut_ptr() as *mut libc::c_void,
-                    ct.buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let n = crate::sys::recv(&ct.fd, &mut ct.buf, libc::MSG_DONTWAIT).unwrap_or(0);
             if n > 0 {
-                let first = Msgs::new(&ct.buf[..n as usize]).next();
+                let first = Msgs::new(&ct.buf[..n]).next();
                 let err = first
                     .and_then(|m| m.ok())
                     .and_then(|m| m.error().map(|e| e.code));
@@ -1081,13 +1073,7 @@ pub(crate) mod tests {
 
     /// CPU time of the calling thread (user, system).
     fn thread_cpu() -> (Duration, Duration) {
-        // SAFETY: getrusage fills the zeroed struct we pass.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-        let tv = |t: libc::timeval| {
-            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-        };
-        (tv(ru.ru_utime), tv(ru.ru_stime))
+        crate::sys::thread_cpu_time()
     }
 
     /// Timing of count() and dump() (+ aggregation) at 0, 5k and 50k entries, and the heap

@@ -742,6 +742,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::ruleset::{desired, diff};
+    use crate::sys::drop_net_admin;
 
     /// `count` distinct host addresses of 198.18.0.0/15 (v4) or 2001:db8::/32 (v6).
     fn hosts(count: u32, v6: bool) -> Vec<Cidr> {
@@ -830,41 +831,6 @@ mod tests {
         match addr {
             std::net::IpAddr::V6(a) => std::net::Ipv6Addr::from(u128::from(a) + 1_000_000).into(),
             std::net::IpAddr::V4(a) => std::net::Ipv4Addr::from(u32::from(a) + 1).into(),
-        }
-    }
-
-    /// Drops CAP_NET_ADMIN from the calling thread's effective capabilities (threads have
-    /// their own).
-    fn drop_net_admin() {
-        const CAP_NET_ADMIN: u32 = 12;
-        #[repr(C)]
-        struct Header {
-            version: u32,
-            pid: i32,
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy, Default)]
-        struct Data {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        let mut header = Header {
-            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-            pid: 0,
-        };
-        let mut data = [Data::default(); 2];
-        // SAFETY: capget/capset with a version-3 header and two data structs, as the ABI says.
-        unsafe {
-            assert_eq!(
-                libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
-                0
-            );
-            data[0].effective &= !(1 << CAP_NET_ADMIN);
-            assert_eq!(
-                libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
-                0
-            );
         }
     }
 

@@ -203,21 +203,7 @@ impl TableMonitor {
 /// Joins or leaves (`NETLINK_ADD_MEMBERSHIP`/`NETLINK_DROP_MEMBERSHIP`) the nf_tables group.
 fn membership(fd: &OwnedFd, option: libc::c_int) -> std::io::Result<()> {
     let group = NFNLGRP_NFTABLES;
-    // SAFETY: setsockopt with a correctly sized int on our own descriptor.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_NETLINK,
-            option,
-            &group as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::sys::setsockopt(fd, libc::SOL_NETLINK, option, &group)
 }
 
 /// Folds one notification into `seen`.

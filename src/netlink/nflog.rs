@@ -329,14 +329,8 @@ impl NflogSocket {
 
 /// Waits until `fd` is readable or `timeout` passes.
 fn wait_readable(fd: RawFd, timeout: Duration) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
+    crate::sys::poll_readable(fd, ms.max(1));
 }
 
 /// Walks one received datagram: each NFULNL packet message is checked, its sequence number

@@ -3,12 +3,13 @@
 //! checks the ACK of every message; runs dumps and single-object requests.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use super::nft::Batch;
 use super::wire::{Msg, Msgs, Writer};
 use super::NlError;
+use crate::sys;
 
 const RECV_BUF: usize = 256 * 1024;
 /// Room for the ACKs of a large batch.
@@ -203,27 +204,8 @@ impl NftSocket {
 
 /// Sends one datagram of netlink messages to the kernel; a short send is an error.
 pub fn send_to_kernel(fd: &OwnedFd, bytes: &[u8], op: &'static str) -> Result<(), NlError> {
-    // SAFETY: an all-zero sockaddr_nl addresses the kernel.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: sendto on our descriptor with a valid buffer and address.
-    let rc = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            bytes.as_ptr() as *const libc::c_void,
-            bytes.len(),
-            0,
-            &addr as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(NlError::Io {
-            op,
-            source: io::Error::last_os_error(),
-        });
-    }
-    if rc as usize != bytes.len() {
+    let rc = sys::send_to_kernel(fd, bytes).map_err(|source| NlError::Io { op, source })?;
+    if rc != bytes.len() {
         return Err(NlError::Malformed(format!(
             "{op}: short send of {rc} of {} bytes",
             bytes.len()
@@ -235,20 +217,7 @@ pub fn send_to_kernel(fd: &OwnedFd, bytes: &[u8], op: &'static str) -> Result<()
 /// One recv(2) into `buf` with `flags`; the length the kernel reports (with MSG_TRUNC, the
 /// datagram's real length, which may exceed the buffer).
 pub fn recv_into(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: recv into our own buffer of the given length.
-    let rc = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr() as *mut libc::c_void,
-            buf.len(),
-            flags,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc as usize)
-    }
+    sys::recv(fd, buf, flags)
 }
 
 /// How a netfilter socket waits for replies.
@@ -273,41 +242,26 @@ pub fn open_netfilter(
         flags |= libc::SOCK_NONBLOCK;
     }
     let fail = |source| NlError::Io { op: what, source };
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let raw = unsafe { libc::socket(libc::AF_NETLINK, flags, libc::NETLINK_NETFILTER) };
-    if raw < 0 {
-        return Err(fail(io::Error::last_os_error()));
-    }
-    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: an all-zero sockaddr_nl is valid (port id 0: the kernel assigns one); bind and
-    // getsockname get a correctly sized address.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as u16;
-    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-    let addr_ptr = &mut addr as *mut libc::sockaddr_nl as *mut libc::sockaddr;
-    if unsafe { libc::bind(raw, addr_ptr, len) } < 0 {
-        return Err(fail(io::Error::last_os_error()));
-    }
-    unsafe { libc::getsockname(raw, addr_ptr, &mut len) };
+    let fd = sys::socket(libc::AF_NETLINK, flags, libc::NETLINK_NETFILTER).map_err(fail)?;
+    let port_id = sys::bind_netlink(&fd).map_err(fail)?;
     let one: libc::c_int = 1;
     for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
-        set_opt(raw, libc::SOL_NETLINK, opt, &one);
+        set_opt(&fd, libc::SOL_NETLINK, opt, &one);
     }
     let rcvbuf = libc::c_int::try_from(rcvbuf).unwrap_or(libc::c_int::MAX);
-    if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf) {
-        set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf);
+    if !set_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf) {
+        set_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf);
     }
     if let Blocking::WithTimeout(t) = blocking {
         let tv = libc::timeval {
             tv_sec: t.as_secs() as libc::time_t,
             tv_usec: t.subsec_micros() as libc::suseconds_t,
         };
-        if !set_opt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv) {
+        if !set_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv) {
             return Err(fail(io::Error::last_os_error()));
         }
     }
-    Ok((fd, addr.nl_pid))
+    Ok((fd, port_id))
 }
 
 /// A socket buffer: the send or the receive one.
@@ -331,23 +285,8 @@ impl Direction {
 /// The buffer's size as the kernel accounts it (twice what was asked for).
 fn buffer_size(fd: &OwnedFd, direction: Direction) -> usize {
     let (_, plain, _) = direction.options();
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt into a correctly sized int.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            plain,
-            &mut value as *mut libc::c_int as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        usize::try_from(value).unwrap_or(0)
-    } else {
-        0
-    }
+    sys::getsockopt_int(fd, libc::SOL_SOCKET, plain)
+        .map_or(0, |value| usize::try_from(value).unwrap_or(0))
 }
 
 /// Asks for a buffer of at least `needed` bytes: forced where permitted, else the plain
@@ -355,11 +294,10 @@ fn buffer_size(fd: &OwnedFd, direction: Direction) -> usize {
 fn grow_buffer(fd: &OwnedFd, direction: Direction, needed: usize) -> Result<usize, String> {
     let (force, plain, cap) = direction.options();
     let value = libc::c_int::try_from(needed).unwrap_or(libc::c_int::MAX);
-    let raw = fd.as_raw_fd();
-    let forced = set_opt(raw, libc::SOL_SOCKET, force, &value);
+    let forced = set_opt(fd, libc::SOL_SOCKET, force, &value);
     let refused = (!forced).then(io::Error::last_os_error);
     if !forced {
-        set_opt(raw, libc::SOL_SOCKET, plain, &value);
+        set_opt(fd, libc::SOL_SOCKET, plain, &value);
     }
     let size = buffer_size(fd, direction);
     match refused {
@@ -373,16 +311,6 @@ fn grow_buffer(fd: &OwnedFd, direction: Direction, needed: usize) -> Result<usiz
     }
 }
 
-fn set_opt<T>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: &T) -> bool {
-    // SAFETY: `value` points to a live T of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            value as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    rc == 0
+fn set_opt<T: Copy>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> bool {
+    sys::setsockopt(fd, level, name, value).is_ok()
 }

@@ -5,12 +5,10 @@
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::Command;
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    crate::sys::geteuid() == 0
 }
 
 fn run(args: &[&str]) -> Result<(), String> {
@@ -57,9 +55,9 @@ impl Netns {
         let path = format!("/var/run/netns/{}", self.name);
         let handle = std::thread::spawn(move || {
             let file = File::open(&path).expect("open the namespace");
-            // SAFETY: setns on a descriptor we own; affects only this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+            if let Err(e) = crate::sys::enter_netns(&file) {
+                panic!("setns: {e}");
+            }
             f()
         });
         match handle.join() {
@@ -77,30 +75,5 @@ impl Drop for Netns {
 
 /// A TCP connection from `src` (any 127/8 address works on lo) to `dst`.
 pub fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
-    let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(ip.octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: socket/bind/connect with correctly sized addresses; the fd is owned at once.
-    unsafe {
-        let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(raw);
-        let local = sin(src, 0);
-        if libc::bind(raw, &local as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let remote = sin(*dst.ip(), dst.port());
-        if libc::connect(raw, &remote as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
+    crate::sys::connect_from(src, dst)
 }

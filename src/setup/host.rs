@@ -100,19 +100,7 @@ pub fn os_release_name(text: &str) -> Option<String> {
 }
 
 fn kernel_release() -> String {
-    // SAFETY: uname fills the struct it is given; all-zero is a valid starting value.
-    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: `uts` is a valid, writable utsname.
-    if unsafe { libc::uname(&mut uts) } != 0 {
-        return "unknown".into();
-    }
-    let bytes: Vec<u8> = uts
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    crate::sys::kernel_release().unwrap_or_else(|| "unknown".into())
 }
 
 /// Runs `program args` and returns its stdout when it succeeds.

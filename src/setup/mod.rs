@@ -290,8 +290,7 @@ fn writable(path: &Path) -> Result<(), SetupError> {
     let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
         return Ok(());
     };
-    // SAFETY: access(2) reads the NUL-terminated path it is given.
-    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK) } == 0 {
+    if crate::sys::may_write(&c_dir) {
         Ok(())
     } else {
         Err(SetupError::Permission)
