@@ -35,6 +35,16 @@
 //!    - [`cli`]: command-line arguments, validation only; `main.rs` maps outcomes to exit
 //!      codes.
 
+// Every dependency is used by the library, or by main.rs (named below). Set here, not in
+// Cargo.toml's [lints], where it would fire on every test and bin target.
+#![warn(unused_crate_dependencies)]
+
+// Used by main.rs only.
+use env_logger as _;
+// Named in the design for the netlink work off the hot path; used once that work lands
+// (issue 16, item 3): remove this line then.
+use neli as _;
+
 pub mod addr;
 pub mod alloc;
 pub mod bgp;
