@@ -41,9 +41,6 @@
 
 // Used by main.rs only.
 use env_logger as _;
-// Named in the design for the netlink work off the hot path; used once that work lands
-// (issue 16, item 3): remove this line then.
-use neli as _;
 
 pub mod addr;
 pub mod alloc;

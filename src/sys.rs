@@ -281,10 +281,18 @@ pub fn bind_netlink(fd: impl AsFd) -> io::Result<u32> {
 
 /// setsockopt(2) with the value `value` of the option's type `T` (an integer or a struct).
 pub fn setsockopt<T: Copy>(fd: impl AsFd, level: c_int, name: c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to a live T of the size passed; the kernel only reads it.
+    setsockopt_raw(fd.as_fd().as_raw_fd(), level, name, value)
+}
+
+/// setsockopt(2) on a descriptor known only by its number (a socket another crate owns, such
+/// as neli's): a closed or foreign descriptor gives the kernel's error, never undefined
+/// behaviour.
+pub fn setsockopt_raw<T: Copy>(fd: RawFd, level: c_int, name: c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live T of the size passed; the kernel only reads it, and
+    // checks the descriptor itself.
     let rc = unsafe {
         libc::setsockopt(
-            fd.as_fd().as_raw_fd(),
+            fd,
             level,
             name,
             value as *const T as *const libc::c_void,

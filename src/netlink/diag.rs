@@ -451,19 +451,8 @@ fn open(family: NlFamily, what: &'static str) -> Result<NlSocket, NlError> {
         tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
         tv_usec: REPLY_TIMEOUT.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: `tv` is a live timeval of the size passed, on a descriptor `socket` owns.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(fail(io::Error::last_os_error()));
-    }
+    crate::sys::setsockopt_raw(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+        .map_err(fail)?;
     Ok(socket)
 }
 
