@@ -199,66 +199,85 @@ fn install_with(
     Ok(installed)
 }
 
-/// The daemon's state between events.
+/// The daemon's state between events: the configuration, what it holds of the kernel, the
+/// stages from sample to measure, when each periodic job is due, and this tick's output with
+/// where it goes (written by every stage, so kept at the top).
 struct Daemon {
     config: Config,
     config_path: Option<PathBuf>,
+    /// The configuration file in use (None: the embedded defaults), and the last reload.
+    config_source: Option<PathBuf>,
+    last_reload: Option<crate::status::Reload>,
+    trace: bool,
+    tick_allocations: u64,
+    kernel: Kernel,
+    pipeline: Pipeline,
+    schedule: Schedule,
+    /// Events of the current tick (capacity kept).
+    events: Vec<Event>,
+    changes: Vec<Change>,
+    mitigation_events: Vec<MitigationEvent>,
+    /// Webhooks and packet captures.
+    report: Reporter,
+    /// Counts for `/metrics`.
+    tally: metrics::Tally,
+}
+
+/// What the daemon holds of the kernel: the nf_tables socket and our table's upkeep, the
+/// sampled packets, the conntrack reads, the sysctls it switches and the iptables chain.
+struct Kernel {
     nft: Nft,
     features: Features,
-    sensor: Sensor,
-    nflog: NflogSocket,
-    /// The tripwire's NFLOG group (`detection.instant_factor`), when on.
-    tripwire: Option<NflogSocket>,
-    /// The conntrack reads, on a thread of their own.
-    conntrack: ConntrackReader,
-    next_conntrack: Instant,
-    /// How late each tick started against the timer's schedule.
-    lateness: Lateness,
     /// The kernel's notifications of changes to the ruleset.
     monitor: TableMonitor,
     healing: Healing,
     /// How many times our table was put back after someone else removed or changed it.
     pub tables_restored: u64,
-    trace: bool,
-    next_trace: Instant,
-    tick_allocations: u64,
-    detector: Detector,
-    /// Events of the current tick (capacity kept).
-    events: Vec<Event>,
-    /// Everything never dropped: configured and automatic.
-    safelist: Vec<Cidr>,
-    /// The automatic safelist, read again every few seconds.
-    safelist_refresh: safelist::SafelistRefresh,
-    mitigator: Mitigator,
-    operator_bans: control::OperatorBans,
-    /// The operators' bans and the mitigator as last saved (their revisions).
-    saved_operator_bans: u64,
-    saved_mitigator: u64,
+    nflog: NflogSocket,
+    /// The tripwire's NFLOG group (`detection.instant_factor`), when on.
+    tripwire: Option<NflogSocket>,
+    /// The conntrack reads, on a thread of their own.
+    conntrack: ConntrackReader,
     syn_cookies: Switch,
     /// `nf_conntrack_tcp_loose` off while a port is under the SYN proxy.
     strict_tcp: Switch,
-    changes: Vec<Change>,
-    mitigation_events: Vec<MitigationEvent>,
-    started: Instant,
-    /// The wall clock when `started` was taken (the mitigator's clock runs from `started`).
-    started_wall: SystemTime,
-    next_save: Instant,
-    /// When `mitigation.json` was last written.
-    last_mitigation_save: Instant,
     /// The iptables `FTAGENT` chain and its ipsets, when configured and available: the ipsets
     /// are written from the loop, the chain is checked by `shim_keeper`'s thread.
     shim: Option<Shim>,
     shim_keeper: Option<ShimKeeper>,
-    next_shim_check: Instant,
-    /// The configuration file in use (None: the embedded defaults), and the last reload.
-    config_source: Option<PathBuf>,
-    last_reload: Option<crate::status::Reload>,
+}
+
+/// The stages from sample to measure, and what they must never drop.
+struct Pipeline {
+    sensor: Sensor,
+    detector: Detector,
+    mitigator: Mitigator,
+    operator_bans: control::OperatorBans,
     /// BGP escalation (`[bgp]`), when enabled; its `announcements()` are for `ftagent status`.
     escalation: Option<escalation::Escalation>,
-    /// Webhooks and packet captures.
-    report: Reporter,
-    /// Counts for `/metrics`.
-    tally: metrics::Tally,
+    /// Everything never dropped: configured and automatic.
+    safelist: Vec<Cidr>,
+    /// The automatic safelist, read again every few seconds.
+    safelist_refresh: safelist::SafelistRefresh,
+}
+
+/// The clocks: when the daemon started, when each periodic job is next due, what was last
+/// saved, and how late the ticks start.
+struct Schedule {
+    started: Instant,
+    /// The wall clock when `started` was taken (the mitigator's clock runs from `started`).
+    started_wall: SystemTime,
+    next_conntrack: Instant,
+    next_trace: Instant,
+    next_save: Instant,
+    next_shim_check: Instant,
+    /// When `mitigation.json` was last written.
+    last_mitigation_save: Instant,
+    /// The operators' bans and the mitigator as last saved (their revisions).
+    saved_operator_bans: u64,
+    saved_mitigator: u64,
+    /// How late each tick started against the timer's schedule.
+    lateness: Lateness,
 }
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
@@ -442,46 +461,52 @@ pub fn run(
         escalation.set_safelist(safelist_refresh.never_banned(&safelist));
     }
     let mut daemon = Daemon {
-        escalation,
-        report,
-        tally: metrics::Tally::default(),
-        detector,
-        safelist,
-        safelist_refresh,
-        saved_mitigator: mitigator.revision(),
-        mitigator,
-        saved_operator_bans: operator_bans.revision(),
-        operator_bans,
-        syn_cookies,
-        strict_tcp,
-        changes: undo,
-        mitigation_events: undo_events,
-        events: Vec::with_capacity(16),
-        started: now,
-        started_wall,
-        next_save: now + SAVE_INTERVAL,
-        last_mitigation_save: now,
-        shim,
-        shim_keeper,
-        next_shim_check: now + SHIM_CHECK_INTERVAL,
-        sensor,
+        schedule: Schedule {
+            started: now,
+            started_wall,
+            next_conntrack: now,
+            next_trace: now,
+            next_save: now + SAVE_INTERVAL,
+            next_shim_check: now + SHIM_CHECK_INTERVAL,
+            last_mitigation_save: now,
+            saved_operator_bans: operator_bans.revision(),
+            saved_mitigator: mitigator.revision(),
+            lateness: Lateness::default(),
+        },
+        pipeline: Pipeline {
+            sensor,
+            detector,
+            mitigator,
+            operator_bans,
+            escalation,
+            safelist,
+            safelist_refresh,
+        },
+        kernel: Kernel {
+            nft,
+            features,
+            monitor,
+            healing: Healing::default(),
+            tables_restored: 0,
+            nflog,
+            tripwire,
+            conntrack,
+            syn_cookies,
+            strict_tcp,
+            shim,
+            shim_keeper,
+        },
         config,
         config_source: reload::source_path(config_path.as_deref()),
         last_reload: None,
         config_path,
-        nft,
-        features,
-        nflog,
-        tripwire,
-        conntrack,
-        next_conntrack: now,
-        lateness: Lateness::default(),
-        monitor,
-        healing: Healing::default(),
-        tables_restored: 0,
         trace,
-        next_trace: now,
         tick_allocations: 0,
+        events: Vec::with_capacity(16),
+        changes: undo,
+        mitigation_events: undo_events,
+        report,
+        tally: metrics::Tally::default(),
     };
     // Incidents that ended while we were away: what they held is lifted now.
     daemon.changes.reserve(16);
@@ -492,7 +517,8 @@ pub fn run(
         daemon.save_mitigation();
     }
     // A SYN proxy put back needs conntrack strict again; one no longer held, the sysctl back.
-    let proxied = daemon.mitigator.holds_synproxy() && !daemon.mitigator.is_monitor();
+    let proxied =
+        daemon.pipeline.mitigator.holds_synproxy() && !daemon.pipeline.mitigator.is_monitor();
     daemon.sync_strict_tcp(proxied);
     let mut connections = control::Connections::new(FIRST_CONNECTION);
     let mut events = Events::with_capacity(64);
@@ -523,14 +549,14 @@ pub fn run(
                     }
                 }
                 TICK => {
-                    let lateness = &mut daemon.lateness;
+                    let lateness = &mut daemon.schedule.lateness;
                     if timer.expired(|late| lateness.record(late)) == 0 {
                         continue;
                     }
                     let now = Instant::now();
                     daemon.tick(now);
                     notifier.tick(now, |w| daemon.write_status(w));
-                    if let Some(fast) = daemon.detector.fast_tick() {
+                    if let Some(fast) = daemon.pipeline.detector.fast_tick() {
                         // A counter just went over: time its run with a few short ticks.
                         daemon.tally.fast_ticks += 1;
                         if let Err(e) = timer.rearm(fast, daemon.config.agent.tick) {
@@ -543,7 +569,7 @@ pub fn run(
                 TRIPWIRE if daemon.tripped() => {
                     // Cut this tick short and measure a short one right after: its counters
                     // decide whether the flood the kernel saw opens an incident.
-                    daemon.detector.trip();
+                    daemon.pipeline.detector.trip();
                     daemon.tick(Instant::now());
                     if let Err(e) = timer.rearm(TRIP_SETTLE, daemon.config.agent.tick) {
                         log::warn!("rearming the tick timer after a trip: {e}");
@@ -591,7 +617,7 @@ pub fn run(
     };
     notifier.stopping();
     let _ = std::fs::remove_file(&socket_path);
-    if let Some(escalation) = &daemon.escalation {
+    if let Some(escalation) = &daemon.pipeline.escalation {
         escalation.log_remaining();
     }
     daemon.stop(*outcome.as_ref().unwrap_or(&Stop::Signal));
@@ -748,25 +774,26 @@ impl Daemon {
         // Whatever samples are queued belong to this tick (a short tick after a trip must
         // not wait for the NFLOG event).
         self.drain_samples();
-        if now >= self.next_conntrack && self.conntrack.idle() {
-            self.next_conntrack = now + self.config.sense.conntrack_interval;
+        if now >= self.schedule.next_conntrack && self.kernel.conntrack.idle() {
+            self.schedule.next_conntrack = now + self.config.sense.conntrack_interval;
             self.request_conntrack(now);
         }
         self.events.clear();
         self.changes.clear();
         self.mitigation_events.clear();
-        let since_start = now.saturating_duration_since(self.started);
+        let since_start = now.saturating_duration_since(self.schedule.started);
         let counted = self.read_counters(now);
         if counted {
-            let sample = self.sensor.sample();
-            self.detector
+            let sample = self.pipeline.sensor.sample();
+            self.pipeline
+                .detector
                 .observe(&sample, since_start, &mut self.events);
             self.tally.incidents(&self.events);
             if !self.events.is_empty() {
                 self.mitigate(since_start);
             }
         }
-        if self.healing.generation_check_due(now) {
+        if self.kernel.healing.generation_check_due(now) {
             self.check_generation(now);
         }
         self.heal(now);
@@ -777,15 +804,16 @@ impl Daemon {
         // After the incident's own events (a `bgp_announced` line never comes before the
         // `attack_start` of its incident), before this tick's samples are reset.
         let before = crate::alloc::thread_allocations();
-        let escalation = self.escalation.as_mut().filter(|_| counted);
-        if escalation.is_some_and(|e| e.tick(&self.events, &self.sensor.tick, since_start)) {
+        let escalation = self.pipeline.escalation.as_mut().filter(|_| counted);
+        if escalation.is_some_and(|e| e.tick(&self.events, &self.pipeline.sensor.tick, since_start))
+        {
             // Saved now: a crash must not lose the incident behind an announcement.
-            self.next_save = now;
+            self.schedule.next_save = now;
         }
         self.tick_allocations += crate::alloc::thread_allocations() - before;
-        self.sensor.next_tick();
-        if now >= self.next_shim_check {
-            self.next_shim_check = now + SHIM_CHECK_INTERVAL;
+        self.pipeline.sensor.next_tick();
+        if now >= self.schedule.next_shim_check {
+            self.schedule.next_shim_check = now + SHIM_CHECK_INTERVAL;
             self.check_shim();
         }
         self.refresh_safelist(now);
@@ -793,17 +821,19 @@ impl Daemon {
             .events
             .iter()
             .any(|e| e.kind != EventKind::AttackUpdate);
-        if opened_or_ended || now >= self.next_save {
+        if opened_or_ended || now >= self.schedule.next_save {
             // An incident opened or ended: both files, so a restart resumes exactly it.
-            self.next_save = now + SAVE_INTERVAL;
-            persist::save_detector(&self.detector, &self.config.agent.state_dir);
+            self.schedule.next_save = now + SAVE_INTERVAL;
+            persist::save_detector(&self.pipeline.detector, &self.config.agent.state_dir);
             self.save_mitigation();
         } else {
             self.save_changes(now);
         }
-        if self.trace && now >= self.next_trace {
-            self.next_trace = now + TRACE_WINDOW;
-            if let Some(line) = trace::window_line(&mut self.sensor, now, self.tick_allocations) {
+        if self.trace && now >= self.schedule.next_trace {
+            self.schedule.next_trace = now + TRACE_WINDOW;
+            if let Some(line) =
+                trace::window_line(&mut self.pipeline.sensor, now, self.tick_allocations)
+            {
                 println!("{line}");
             }
             self.tick_allocations = 0;
@@ -812,13 +842,13 @@ impl Daemon {
 
     /// The short summary systemd shows as the service's status (no allocation).
     fn write_status(&self, out: &mut dyn io::Write) -> io::Result<()> {
-        let incidents = self.detector.open_incidents().count();
-        let mode = if self.mitigator.is_monitor() {
+        let incidents = self.pipeline.detector.open_incidents().count();
+        let mode = if self.pipeline.mitigator.is_monitor() {
             "monitoring"
         } else {
             "protecting"
         };
-        let learning = if self.detector.warmed_up() {
+        let learning = if self.pipeline.detector.warmed_up() {
             ""
         } else {
             ", learning baselines"
@@ -832,9 +862,10 @@ impl Daemon {
 
     /// One counter dump turned into rates; false when there are no rates this tick.
     fn read_counters(&mut self, now: Instant) -> bool {
-        let counters = &mut self.sensor.counters;
+        let counters = &mut self.pipeline.sensor.counters;
         counters.begin();
         if let Err(e) = self
+            .kernel
             .nft
             .read_counters(&mut |name, packets, bytes| counters.record(name, packets, bytes))
         {
@@ -847,11 +878,12 @@ impl Daemon {
             Err(ReadingGap::Missing(n)) => {
                 // The notifications usually tell first, and say more; a restore they led to
                 // has put the counters back already.
-                let restores = self.tables_restored;
+                let restores = self.kernel.tables_restored;
                 self.table_notices(now);
-                if self.healing.pending.is_none() && self.tables_restored == restores {
+                if self.kernel.healing.pending.is_none() && self.kernel.tables_restored == restores
+                {
                     log::warn!("table inet {}: {n} counters missing", ruleset::TABLE);
-                    self.healing.note(Cause::CountersMissing, None, now);
+                    self.kernel.healing.note(Cause::CountersMissing, None, now);
                 }
                 self.heal(now);
                 false
@@ -862,13 +894,13 @@ impl Daemon {
     /// Plans the kernel changes for this tick's incidents and applies them in one batch
     /// (monitor mode: only reports them). A refused batch is reported and tried again later.
     fn mitigate(&mut self, since_start: Duration) {
-        self.mitigator.plan(
+        self.pipeline.mitigator.plan(
             &self.events,
             since_start,
             &mut self.changes,
             &mut self.mitigation_events,
         );
-        if self.mitigator.is_monitor() || self.changes.is_empty() {
+        if self.pipeline.mitigator.is_monitor() || self.changes.is_empty() {
             return;
         }
         self.apply_changes();
@@ -892,25 +924,28 @@ impl Daemon {
             self.sync_strict_tcp(true);
         }
         self.apply_set_changes();
-        self.sync_strict_tcp(self.mitigator.holds_synproxy());
+        self.sync_strict_tcp(self.pipeline.mitigator.holds_synproxy());
     }
 
     /// `nf_conntrack_tcp_loose` off while `on` (a port is under the SYN proxy: the clients'
     /// ACKs must stay `invalid` for it), else back to what it was.
     fn sync_strict_tcp(&mut self, on: bool) {
-        let was = self.strict_tcp.previous().is_some();
+        let was = self.kernel.strict_tcp.previous().is_some();
         if on == was {
             return;
         }
         let done = if on {
-            self.strict_tcp.enable()
+            self.kernel.strict_tcp.enable()
         } else {
-            self.strict_tcp.restore()
+            self.kernel.strict_tcp.restore()
         };
         match done {
-            Err(e) => log::error!("{}: {e}", self.strict_tcp.name()),
-            Ok(()) if on => log::info!("{} = 0 while the SYN proxy runs", self.strict_tcp.name()),
-            Ok(()) => log::info!("{} put back", self.strict_tcp.name()),
+            Err(e) => log::error!("{}: {e}", self.kernel.strict_tcp.name()),
+            Ok(()) if on => log::info!(
+                "{} = 0 while the SYN proxy runs",
+                self.kernel.strict_tcp.name()
+            ),
+            Ok(()) => log::info!("{} put back", self.kernel.strict_tcp.name()),
         }
     }
 
@@ -919,24 +954,24 @@ impl Daemon {
         for change in &self.changes {
             if let Change::SynCookies { on } = *change {
                 let done = if on {
-                    self.syn_cookies.enable()
+                    self.kernel.syn_cookies.enable()
                 } else {
-                    self.syn_cookies.restore()
+                    self.kernel.syn_cookies.restore()
                 };
                 if let Err(e) = done {
                     log::error!("net.ipv4.tcp_syncookies: {e}");
                 }
             }
         }
-        if let Err(e) = self.nft.apply(&self.changes, self.features) {
+        if let Err(e) = self.kernel.nft.apply(&self.changes, self.kernel.features) {
             log::error!("mitigation not applied: {e}");
             let set_full = e.errno() == Some(libc::ENFILE);
-            self.mitigator.rejected(&self.changes, set_full);
+            self.pipeline.mitigator.rejected(&self.changes, set_full);
             self.mitigation_events.retain(|m| m.action == "syn_cookies");
             return;
         }
         self.tally.bans(&self.mitigation_events);
-        if let Some(shim) = &mut self.shim {
+        if let Some(shim) = &mut self.kernel.shim {
             if let Err(e) = shim.mirror(&self.changes) {
                 log::error!(
                     "bans not mirrored into the iptables ipsets (our nft table has them): {e}"
@@ -947,8 +982,8 @@ impl Daemon {
 
     /// Operators' bans and unbans go into the iptables ipsets too.
     fn mirror_operator_bans(&mut self) {
-        let changes = self.operator_bans.take_unmirrored();
-        if let (Some(shim), false) = (&mut self.shim, changes.is_empty()) {
+        let changes = self.pipeline.operator_bans.take_unmirrored();
+        if let (Some(shim), false) = (&mut self.kernel.shim, changes.is_empty()) {
             if let Err(e) = shim.mirror(&changes) {
                 log::error!("operator ban not mirrored into the iptables ipsets (our nft table has it): {e}");
             }
@@ -958,7 +993,7 @@ impl Daemon {
     /// Asks for the iptables chain, rule or jump to be put back if another tool removed them
     /// (on the keeper's thread: the loop does not wait for the xtables lock).
     fn check_shim(&mut self) {
-        if let Some(keeper) = &self.shim_keeper {
+        if let Some(keeper) = &self.kernel.shim_keeper {
             keeper.check();
         }
     }
@@ -966,7 +1001,7 @@ impl Daemon {
     /// Ends the chain's checks, waiting for one under way: before the chain is removed or
     /// installed anew.
     fn stop_shim_keeper(&mut self) {
-        if let Some(keeper) = self.shim_keeper.take() {
+        if let Some(keeper) = self.kernel.shim_keeper.take() {
             keeper.stop();
         }
     }
@@ -974,9 +1009,11 @@ impl Daemon {
     /// The chain's checks for the shim in use (none without one).
     fn start_shim_keeper(&mut self) {
         self.stop_shim_keeper();
-        let Some(shim) = &self.shim else { return };
+        let Some(shim) = &self.kernel.shim else {
+            return;
+        };
         match ShimKeeper::start(shim.chain()) {
-            Ok(keeper) => self.shim_keeper = Some(keeper),
+            Ok(keeper) => self.kernel.shim_keeper = Some(keeper),
             Err(e) => log::error!(
                 "starting the iptables chain's checks: {e}; the chain is not checked until a reload"
             ),
@@ -1009,7 +1046,7 @@ impl Daemon {
     fn report_notices(&mut self) {
         let wall = SystemTime::now();
         let mut out = io::stdout().lock();
-        for notice in self.mitigator.drain_notices() {
+        for notice in self.pipeline.mitigator.drain_notices() {
             let line = notice.to_json(wall);
             let _ = writeln!(out, "{line}");
             self.report.notify(notice.name(), &line);
@@ -1020,13 +1057,13 @@ impl Daemon {
     /// Reads the kernel's notifications: what someone else did to our table is noted, and
     /// put right at once unless it had to be put right too often in the last second.
     fn table_notices(&mut self, now: Instant) {
-        let seen = self.monitor.drain();
+        let seen = self.kernel.monitor.drain();
         if seen.lost {
             log::warn!("nf_tables notifications were lost (ENOBUFS); checking our table");
             self.verify(now);
         }
         if let Some(cause) = heal::Cause::of(&seen) {
-            self.healing.note(cause, seen.by, now);
+            self.kernel.healing.note(cause, seen.by, now);
             self.heal(now);
         }
     }
@@ -1035,24 +1072,24 @@ impl Daemon {
     /// notifications do not explain means some were missed, and the table is checked.
     fn check_generation(&mut self, now: Instant) {
         self.table_notices(now);
-        let generation = match self.nft.generation() {
+        let generation = match self.kernel.nft.generation() {
             Ok(g) => g,
             Err(e) => {
                 log::warn!("reading the ruleset generation: {e}");
                 return;
             }
         };
-        if self.monitor.generation() == Some(generation) {
+        if self.kernel.monitor.generation() == Some(generation) {
             return;
         }
         // A transaction may have been committed since the drain: read its notices first.
         self.table_notices(now);
-        if self.monitor.generation() != Some(generation) {
+        if self.kernel.monitor.generation() != Some(generation) {
             log::info!("ruleset generation {generation} was not announced; checking our table");
             if self.check_table(now) {
                 // Its notices were lost (our own large commits overflow the monitor's
                 // buffer): the table as read is that generation's, or a later one's.
-                self.monitor.assume_generation(generation);
+                self.kernel.monitor.assume_generation(generation);
             }
             self.heal(now);
         }
@@ -1069,10 +1106,10 @@ impl Daemon {
     /// True when it was read and is as it should be.
     fn check_table(&mut self, now: Instant) -> bool {
         let spec = ruleset::desired(&self.config);
-        match self.nft.table_state() {
-            Ok(None) => self.healing.note(Cause::TableDeleted, None, now),
+        match self.kernel.nft.table_state() {
+            Ok(None) => self.kernel.healing.note(Cause::TableDeleted, None, now),
             Ok(Some(state)) if !state.differences(&spec).is_empty() => {
-                self.healing.note(Cause::TableChanged, None, now)
+                self.kernel.healing.note(Cause::TableChanged, None, now)
             }
             Ok(Some(_)) => return true,
             Err(e) => log::warn!("reading table inet {} back: {e}", ruleset::TABLE),
@@ -1084,18 +1121,23 @@ impl Daemon {
     /// the table, what of it the kernel still holds, and every ban and measure in force with
     /// the time it has left. Logged, counted, and reported as a `table_restored` event.
     fn heal(&mut self, now: Instant) {
-        let Some(pending) = self.healing.due(now) else {
+        let Some(pending) = self.kernel.healing.due(now) else {
             return;
         };
-        self.healing.attempted(now);
-        let since_start = now.saturating_duration_since(self.started);
-        let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
-        let installed = quietly(&mut self.monitor, held.len(), || {
+        self.kernel.healing.attempted(now);
+        let since_start = now.saturating_duration_since(self.schedule.started);
+        let held = held_in_force(
+            &self.pipeline.mitigator,
+            &mut self.pipeline.operator_bans,
+            since_start,
+            now,
+        );
+        let installed = quietly(&mut self.kernel.monitor, held.len(), || {
             install_with(
-                &mut self.nft,
+                &mut self.kernel.nft,
                 &self.config,
-                &self.safelist,
-                self.features,
+                &self.pipeline.safelist,
+                self.kernel.features,
                 &held,
             )
         });
@@ -1110,14 +1152,14 @@ impl Daemon {
                 return;
             }
         };
-        self.healing.pending = None;
-        self.tables_restored += 1;
+        self.kernel.healing.pending = None;
+        self.kernel.tables_restored += 1;
         // What was put right is not noticed again; what others did since is. Notices lost
         // (a restore of full sets overflows the monitor's buffer with its own) are no sign of
         // damage: the table is read back instead.
-        let since = self.monitor.settle();
+        let since = self.kernel.monitor.settle();
         if let Some(cause) = heal::Cause::of(&since) {
-            self.healing.note(cause, since.by, now);
+            self.kernel.healing.note(cause, since.by, now);
         } else if since.lost {
             self.check_table(now);
         }
@@ -1138,7 +1180,7 @@ impl Daemon {
             kept: installed.kept_bans,
             put_back: installed.put_back,
             took: Instant::now().saturating_duration_since(pending.noticed),
-            restores: self.tables_restored,
+            restores: self.kernel.tables_restored,
         };
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "{}", event.to_json(SystemTime::now()));
@@ -1150,9 +1192,10 @@ impl Daemon {
     /// What is in force now, as persisted.
     fn mitigation_state(&mut self) -> MitigationState {
         let now = Instant::now();
-        let since_start = now.saturating_duration_since(self.started);
-        let wall_now = self.started_wall + since_start;
+        let since_start = now.saturating_duration_since(self.schedule.started);
+        let wall_now = self.schedule.started_wall + since_start;
         let operator_bans = self
+            .pipeline
             .operator_bans
             .in_force(now)
             .into_iter()
@@ -1165,11 +1208,11 @@ impl Daemon {
             })
             .collect();
         let mut state = MitigationState::new(
-            self.mitigator.save(since_start, wall_now),
+            self.pipeline.mitigator.save(since_start, wall_now),
             operator_bans,
-            self.syn_cookies.previous().map(str::to_string),
+            self.kernel.syn_cookies.previous().map(str::to_string),
         );
-        state.tcp_loose_before = self.strict_tcp.previous().map(str::to_string);
+        state.tcp_loose_before = self.kernel.strict_tcp.previous().map(str::to_string);
         state
     }
 
@@ -1177,18 +1220,18 @@ impl Daemon {
     fn save_mitigation(&mut self) {
         let state = self.mitigation_state();
         persist::save_mitigation(&state, &self.config.agent.state_dir);
-        self.saved_operator_bans = self.operator_bans.revision();
-        self.saved_mitigator = self.mitigator.revision();
-        self.last_mitigation_save = Instant::now();
+        self.schedule.saved_operator_bans = self.pipeline.operator_bans.revision();
+        self.schedule.saved_mitigator = self.pipeline.mitigator.revision();
+        self.schedule.last_mitigation_save = Instant::now();
     }
 
     /// Saves what is in force if it changed — operators' bans, the incidents' bans and
     /// measures added, lifted or run out; not their refreshes — at most once per
     /// `SAVE_DEBOUNCE`: what is left waits for a later tick (and a stop always saves).
     fn save_changes(&mut self, now: Instant) {
-        let changed = self.operator_bans.revision() != self.saved_operator_bans
-            || self.mitigator.revision() != self.saved_mitigator;
-        if changed && now >= self.last_mitigation_save + SAVE_DEBOUNCE {
+        let changed = self.pipeline.operator_bans.revision() != self.schedule.saved_operator_bans
+            || self.pipeline.mitigator.revision() != self.schedule.saved_mitigator;
+        if changed && now >= self.schedule.last_mitigation_save + SAVE_DEBOUNCE {
             self.save_mitigation();
         }
     }
@@ -1198,12 +1241,12 @@ impl Daemon {
     /// by themselves); the state files say what is left in force.
     fn stop(&mut self, stop: Stop) {
         self.stop_shim_keeper();
-        if let Err(e) = self.syn_cookies.restore() {
+        if let Err(e) = self.kernel.syn_cookies.restore() {
             log::error!("putting back net.ipv4.tcp_syncookies: {e}");
         }
         self.stop_synproxy(stop);
         let dir = self.config.agent.state_dir.clone();
-        persist::save_detector(&self.detector, &dir);
+        persist::save_detector(&self.pipeline.detector, &dir);
         let removed = match (stop, self.config.mitigation.on_stop) {
             (Stop::Flushed, _) => true,
             (Stop::Signal, OnStop::Keep) => {
@@ -1213,13 +1256,13 @@ impl Daemon {
                 );
                 false
             }
-            (Stop::Signal, OnStop::Remove) => match self.nft.remove_table() {
+            (Stop::Signal, OnStop::Remove) => match self.kernel.nft.remove_table() {
                 Ok(_) => {
                     log::info!(
                         "table inet {} removed with its bans and measures (mitigation.on_stop = \"remove\")",
                         ruleset::TABLE
                     );
-                    if self.shim.take().is_some() {
+                    if self.kernel.shim.take().is_some() {
                         remove_shim();
                     }
                     true
@@ -1248,7 +1291,7 @@ impl Daemon {
     /// stays keeps the incidents' other measures; a restart puts the proxy back with the
     /// incident (`mitigation.json` still holds it).
     fn stop_synproxy(&mut self, stop: Stop) {
-        if self.strict_tcp.previous().is_none() {
+        if self.kernel.strict_tcp.previous().is_none() {
             return;
         }
         let table_stays = matches!(
@@ -1257,8 +1300,9 @@ impl Daemon {
         );
         if table_stays {
             let proxied: Vec<Change> = self
+                .pipeline
                 .mitigator
-                .in_force(self.started.elapsed())
+                .in_force(self.schedule.started.elapsed())
                 .into_iter()
                 .filter_map(|f| match f.item {
                     Item::Measure(measure @ Measure::SynProxy(_)) => {
@@ -1267,7 +1311,7 @@ impl Daemon {
                     _ => None,
                 })
                 .collect();
-            if let Err(e) = self.nft.apply(&proxied, self.features) {
+            if let Err(e) = self.kernel.nft.apply(&proxied, self.kernel.features) {
                 log::error!("taking the SYN proxy's ports out: {e}");
             }
         }
@@ -1276,9 +1320,15 @@ impl Daemon {
 
     /// Asks the conntrack thread for a read, with the bans in force now.
     fn request_conntrack(&mut self, now: Instant) {
-        let since_start = now.saturating_duration_since(self.started);
-        let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
-        self.conntrack
+        let since_start = now.saturating_duration_since(self.schedule.started);
+        let held = held_in_force(
+            &self.pipeline.mitigator,
+            &mut self.pipeline.operator_bans,
+            since_start,
+            now,
+        );
+        self.kernel
+            .conntrack
             .request(held.iter().filter_map(|f| match f.item {
                 Item::Ban(cidr) => Some(cidr),
                 Item::Measure(_) => None,
@@ -1288,27 +1338,27 @@ impl Daemon {
     /// A conntrack read came back: its table becomes the sensor's (the sensor's becomes the
     /// next read's), with the entry count and the connections per service.
     fn conntrack_read(&mut self) {
-        let Some((mut round, stale_config)) = self.conntrack.finished() else {
+        let Some((mut round, stale_config)) = self.kernel.conntrack.finished() else {
             return;
         };
         if let Some(n) = round.entries {
-            self.sensor.conntrack_entries = n;
+            self.pipeline.sensor.conntrack_entries = n;
         }
         self.tally.conntrack_reads += 1;
         self.tally.conntrack_read = round.took;
         if stale_config {
             // Asked for before a reload changed the ports: dropped, and a spare made anew.
-            round.table = self.sensor.connections.clone();
+            round.table = self.pipeline.sensor.connections.clone();
         } else {
-            std::mem::swap(&mut self.sensor.connections, &mut round.table);
-            self.sensor.count_service_connections();
+            std::mem::swap(&mut self.pipeline.sensor.connections, &mut round.table);
+            self.pipeline.sensor.count_service_connections();
         }
-        self.conntrack.put_back(round);
+        self.kernel.conntrack.put_back(round);
     }
 
     /// Drains the tripwire's messages; true when there was at least one.
     fn tripped(&mut self) -> bool {
-        let Some(tripwire) = &mut self.tripwire else {
+        let Some(tripwire) = &mut self.kernel.tripwire else {
             return false;
         };
         let mut protocols = 0u64;
@@ -1328,14 +1378,14 @@ impl Daemon {
     /// Drains the sampled packets (edge-triggered: until WouldBlock) into the sensor and the
     /// packet captures.
     fn drain_samples(&mut self) {
-        let (sensor, report) = (&mut self.sensor, &mut self.report);
+        let (sensor, report) = (&mut self.pipeline.sensor, &mut self.report);
         let now = SystemTime::now();
-        self.nflog.drain(&mut |p, captured| {
+        self.kernel.nflog.drain(&mut |p, captured| {
             sensor.packet(p);
             report.packet(p, captured, now);
         });
-        let totals = self.nflog.totals();
-        self.sensor.loss = crate::sense::SampleLoss {
+        let totals = self.kernel.nflog.totals();
+        self.pipeline.sensor.loss = crate::sense::SampleLoss {
             received: totals.packets,
             lost: totals.lost,
             enobufs: totals.enobufs,
