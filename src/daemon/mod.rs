@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use mio::net::{TcpListener, UnixListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -282,21 +283,130 @@ struct Schedule {
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
 /// flush request (removing the table).
-pub fn run(
+pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<(), DaemonError> {
+    // First: every thread started from here on has the signals blocked.
+    let signals = SignalFd::new().map_err(os("block signals"))?;
+    let (mut daemon, mut sources) = start(config, config_path, trace, signals)?;
+    // Ready only now: our table is in, with what an earlier run had in force.
+    let mut notifier = systemd_notifier(daemon.config.agent.tick);
+    notifier.ready();
+    let outcome = daemon.serve_events(&mut sources, &mut notifier);
+    notifier.stopping();
+    let _ = std::fs::remove_file(&sources.socket_path);
+    if let Some(escalation) = &daemon.pipeline.escalation {
+        escalation.log_remaining();
+    }
+    daemon.stop(*outcome.as_ref().unwrap_or(&Stop::Signal));
+    outcome.map(|_| ())
+}
+
+/// A system call's error, named by what it was for.
+fn os(what: &'static str) -> impl FnOnce(io::Error) -> DaemonError {
+    move |source| DaemonError::Os { what, source }
+}
+
+/// Start-up, in an order that matters: the reporter's threads (with the signals blocked)
+/// before the kernel is touched; what an earlier run left in force read back; the metrics
+/// address bound, then our table installed with it; then the sampled packets, the conntrack
+/// reads, the control socket and the threads; last, the incidents that ended meanwhile
+/// lifted. Returns the daemon and the sources the loop waits on, registered.
+fn start(
     mut config: Config,
     config_path: Option<PathBuf>,
     trace: bool,
-) -> Result<(), DaemonError> {
-    let os = |what| move |source| DaemonError::Os { what, source };
-    let signals = SignalFd::new().map_err(os("block signals"))?;
+    signals: SignalFd,
+) -> Result<(Daemon, EventSources), DaemonError> {
     // The reporter's threads start with the signals blocked; a bad webhook stops us here,
     // before the kernel is touched.
     let report = Reporter::start(&config)?;
+    let (mut nft, mut monitor, features) = open_nft(&mut config)?;
+    let (safelist_refresh, safelist) = safelist::SafelistRefresh::start(&config);
+    let now = Instant::now();
+    let started_wall = SystemTime::now();
+    let mut pipeline = Pipeline::start(&config, safelist_refresh, safelist, started_wall);
+    let resumed = resume(&config, &mut pipeline, now, started_wall);
+    // Bound before the table is touched: a taken address stops the start cleanly.
+    let metrics_listener = match config.metrics.enabled {
+        true => Some(metrics::bind(config.metrics.listen)?),
+        false => None,
+    };
+    let held = held_in_force(
+        &pipeline.mitigator,
+        &mut pipeline.operator_bans,
+        Duration::ZERO,
+        now,
+    );
+    quietly(&mut monitor, held.len(), || {
+        install_with(&mut nft, &config, &pipeline.safelist, features, &held)
+    })?;
+    let shim = install_shim(&mut nft, &config, &pipeline.safelist)?;
+    let (nflog, tripwire) = open_nflog(&config)?;
+    let conntrack = Conntrack::open()?;
+    let mut sources = EventSources::open(&config, signals)?;
+    let waker = Waker::new(sources.poll.registry(), WORKERS);
+    let waker = Arc::new(waker.map_err(os("create the poll's waker"))?);
+    let conntrack = ConntrackReader::start(conntrack, pipeline.sensor.connections.clone(), waker)
+        .map_err(os("start the conntrack thread"))?;
+    let shim_keeper = match &shim {
+        Some(shim) => {
+            Some(ShimKeeper::start(shim.chain()).map_err(os("start the iptables chain thread"))?)
+        }
+        None => None,
+    };
+    let kernel = Kernel {
+        nft,
+        features,
+        monitor,
+        healing: Healing::default(),
+        tables_restored: 0,
+        nflog,
+        tripwire,
+        conntrack,
+        syn_cookies: resumed.syn_cookies,
+        strict_tcp: resumed.strict_tcp,
+        shim,
+        shim_keeper,
+    };
+    sources.register(&kernel, metrics_listener, &config)?;
+    log::info!(
+        "ready: tick {}, samples on NFLOG group {}, control socket {}",
+        humantime::format_duration(config.agent.tick),
+        config.sense.nflog_group,
+        sources.socket_path.display()
+    );
+    pipeline.escalation =
+        escalation::Escalation::start(&config).map_err(os("start the BGP worker"))?;
+    if let Some(escalation) = &mut pipeline.escalation {
+        escalation.set_safelist(pipeline.safelist_refresh.never_banned(&pipeline.safelist));
+    }
+    let mut daemon = Daemon {
+        schedule: Schedule::new(now, started_wall, &pipeline),
+        pipeline,
+        kernel,
+        config_source: reload::source_path(config_path.as_deref()),
+        config,
+        last_reload: None,
+        config_path,
+        trace,
+        tick_allocations: 0,
+        events: Vec::with_capacity(16),
+        changes: resumed.undo,
+        mitigation_events: resumed.undo_events,
+        report,
+        tally: metrics::Tally::default(),
+    };
+    daemon.settle_resumed();
+    Ok((daemon, sources))
+}
+
+/// Opens the nf_tables socket and the notifications of its changes, and finds out what the
+/// kernel can do (what it cannot is taken out of `config`).
+fn open_nft(config: &mut Config) -> Result<(Nft, TableMonitor, Features), DaemonError> {
     let mut nft = Nft::open()?;
     // Subscribed before our first change, so every generation since is known.
-    let mut monitor = TableMonitor::open(nft.port_id())?;
-    let features = features(&mut nft, &config)?;
-    fit_to_kernel(&mut config, features);
+    let monitor = TableMonitor::open(nft.port_id())?;
+    let features = features(&mut nft, config)?;
+    fit_to_kernel(config, features);
     log::info!(
         "kernel mode: {}, ban timeouts refreshed {}",
         if features.owner_persist {
@@ -310,27 +420,70 @@ pub fn run(
             "by delete+add"
         }
     );
-    let (safelist_refresh, safelist) = safelist::SafelistRefresh::start(&config);
-    let now = Instant::now();
-    let started_wall = SystemTime::now();
-    let mut sensor = Sensor::new(&config);
-    own_addresses_into(&mut sensor);
-    let mut detector = Detector::new(&config, sensor.counters.layout());
-    detector.set_clock_origin(started_wall);
-    ceilings_from_link(&mut detector);
-    persist::load_detector(&mut detector, &config.agent.state_dir);
-    if !detector.warmed_up() {
-        let (pps, _) = detector.ceiling();
-        log::info!(
-            "learning baselines for {}: meanwhile only floods over the ceilings ({pps:.0} pps) open incidents",
-            humantime::format_duration(config.agent.warmup)
-        );
+    Ok((nft, monitor, features))
+}
+
+impl Pipeline {
+    /// The sensor, the detector with the baselines an earlier run saved, and the mitigator;
+    /// no operator bans yet, and BGP escalation started later (once the loop's sources are).
+    fn start(
+        config: &Config,
+        safelist_refresh: safelist::SafelistRefresh,
+        safelist: Vec<Cidr>,
+        started_wall: SystemTime,
+    ) -> Pipeline {
+        let mut sensor = Sensor::new(config);
+        own_addresses_into(&mut sensor);
+        let mut detector = Detector::new(config, sensor.counters.layout());
+        detector.set_clock_origin(started_wall);
+        ceilings_from_link(&mut detector);
+        persist::load_detector(&mut detector, &config.agent.state_dir);
+        if !detector.warmed_up() {
+            let (pps, _) = detector.ceiling();
+            log::info!(
+                "learning baselines for {}: meanwhile only floods over the ceilings ({pps:.0} pps) open incidents",
+                humantime::format_duration(config.agent.warmup)
+            );
+        }
+        let mitigator = Mitigator::new(config, safelist_refresh.never_banned(&safelist));
+        if mitigator.is_monitor() {
+            log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
+        }
+        Pipeline {
+            sensor,
+            detector,
+            mitigator,
+            operator_bans: control::OperatorBans::default(),
+            escalation: None,
+            safelist,
+            safelist_refresh,
+        }
     }
-    let mut mitigator = Mitigator::new(&config, safelist_refresh.never_banned(&safelist));
-    if mitigator.is_monitor() {
-        log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
-    }
-    let mut operator_bans = control::OperatorBans::default();
+}
+
+/// What an earlier run left in force, taken over at start: the sysctls as they were before
+/// it, and the changes (with their events) that lift what incidents ended meanwhile held.
+struct Resumed {
+    syn_cookies: Switch,
+    strict_tcp: Switch,
+    undo: Vec<Change>,
+    undo_events: Vec<MitigationEvent>,
+}
+
+/// Takes over the operators' bans and the incidents' bans and measures that `mitigation.json`
+/// holds (the incidents' not in monitor mode).
+fn resume(
+    config: &Config,
+    pipeline: &mut Pipeline,
+    now: Instant,
+    started_wall: SystemTime,
+) -> Resumed {
+    let Pipeline {
+        detector,
+        mitigator,
+        operator_bans,
+        ..
+    } = pipeline;
     let mut syn_cookies = Switch::syn_cookies();
     let mut strict_tcp = Switch::strict_tcp_tracking();
     let mut undo = Vec::new();
@@ -361,16 +514,17 @@ pub fn run(
             operator_bans.in_force(now).len()
         );
     }
-    // Bound before the table is touched: a taken address stops the start cleanly.
-    let metrics_listener = match config.metrics.enabled {
-        true => Some(metrics::bind(config.metrics.listen)?),
-        false => None,
-    };
-    let held = held_in_force(&mitigator, &mut operator_bans, Duration::ZERO, now);
-    quietly(&mut monitor, held.len(), || {
-        install_with(&mut nft, &config, &safelist, features, &held)
-    })?;
-    let shim = install_shim(&mut nft, &config, &safelist)?;
+    Resumed {
+        syn_cookies,
+        strict_tcp,
+        undo,
+        undo_events,
+    }
+}
+
+/// The NFLOG groups: the sampled packets, and the tripwire's when `detection.instant_factor`
+/// is on.
+fn open_nflog(config: &Config) -> Result<(NflogSocket, Option<NflogSocket>), DaemonError> {
     let nflog_config = NflogConfig {
         snaplen: config.sense.snaplen,
         ..NflogConfig::default()
@@ -389,79 +543,14 @@ pub fn run(
         )?),
         false => None,
     };
-    let conntrack = Conntrack::open()?;
-    let mut timer = TimerFd::periodic(config.agent.tick).map_err(os("create tick timer"))?;
-    let socket_path = config.agent.control_socket.clone();
-    let mut listener = control::bind(&socket_path)?;
+    Ok((nflog, tripwire))
+}
 
-    let mut poll = Poll::new().map_err(os("create poll"))?;
-    let registry = poll.registry();
-    let waker = Arc::new(Waker::new(registry, WORKERS).map_err(os("create the poll's waker"))?);
-    let conntrack = ConntrackReader::start(conntrack, sensor.connections.clone(), waker)
-        .map_err(os("start the conntrack thread"))?;
-    let shim_keeper = match &shim {
-        Some(shim) => {
-            Some(ShimKeeper::start(shim.chain()).map_err(os("start the iptables chain thread"))?)
-        }
-        None => None,
-    };
-    registry
-        .register(
-            &mut SourceFd(&signals.raw_fd()),
-            SIGNALS,
-            Interest::READABLE,
-        )
-        .map_err(os("register signals"))?;
-    registry
-        .register(&mut SourceFd(&timer.raw_fd()), TICK, Interest::READABLE)
-        .map_err(os("register timer"))?;
-    registry
-        .register(&mut SourceFd(&nflog.raw_fd()), NFLOG, Interest::READABLE)
-        .map_err(os("register nflog"))?;
-    if let Some(tripwire) = &tripwire {
-        registry
-            .register(
-                &mut SourceFd(&tripwire.raw_fd()),
-                TRIPWIRE,
-                Interest::READABLE,
-            )
-            .map_err(os("register the tripwire"))?;
-    }
-    registry
-        .register(&mut listener, CONTROL, Interest::READABLE)
-        .map_err(os("register control socket"))?;
-    registry
-        .register(
-            &mut SourceFd(&monitor.raw_fd()),
-            TABLE_NOTICES,
-            Interest::READABLE,
-        )
-        .map_err(os("register nf_tables notifications"))?;
-    let mut metrics_server = match metrics_listener {
-        Some(listener) => {
-            let mut server = metrics::MetricsServer::new(listener, FIRST_METRICS_CONNECTION);
-            registry
-                .register(server.listener(), METRICS, Interest::READABLE)
-                .map_err(os("register the metrics listener"))?;
-            log::info!("metrics: http://{}/metrics", config.metrics.listen);
-            Some(server)
-        }
-        None => None,
-    };
-    log::info!(
-        "ready: tick {}, samples on NFLOG group {}, control socket {}",
-        humantime::format_duration(config.agent.tick),
-        config.sense.nflog_group,
-        socket_path.display()
-    );
-
-    let mut escalation =
-        escalation::Escalation::start(&config).map_err(os("start the BGP worker"))?;
-    if let Some(escalation) = &mut escalation {
-        escalation.set_safelist(safelist_refresh.never_banned(&safelist));
-    }
-    let mut daemon = Daemon {
-        schedule: Schedule {
+impl Schedule {
+    /// Everything due at once from `now` but the periodic saves and the iptables chain's
+    /// checks; what `pipeline` holds counts as saved.
+    fn new(now: Instant, started_wall: SystemTime, pipeline: &Pipeline) -> Schedule {
+        Schedule {
             started: now,
             started_wall,
             next_conntrack: now,
@@ -469,159 +558,264 @@ pub fn run(
             next_save: now + SAVE_INTERVAL,
             next_shim_check: now + SHIM_CHECK_INTERVAL,
             last_mitigation_save: now,
-            saved_operator_bans: operator_bans.revision(),
-            saved_mitigator: mitigator.revision(),
+            saved_operator_bans: pipeline.operator_bans.revision(),
+            saved_mitigator: pipeline.mitigator.revision(),
             lateness: Lateness::default(),
-        },
-        pipeline: Pipeline {
-            sensor,
-            detector,
-            mitigator,
-            operator_bans,
-            escalation,
-            safelist,
-            safelist_refresh,
-        },
-        kernel: Kernel {
-            nft,
-            features,
-            monitor,
-            healing: Healing::default(),
-            tables_restored: 0,
-            nflog,
-            tripwire,
-            conntrack,
-            syn_cookies,
-            strict_tcp,
-            shim,
-            shim_keeper,
-        },
-        config,
-        config_source: reload::source_path(config_path.as_deref()),
-        last_reload: None,
-        config_path,
-        trace,
-        tick_allocations: 0,
-        events: Vec::with_capacity(16),
-        changes: undo,
-        mitigation_events: undo_events,
-        report,
-        tally: metrics::Tally::default(),
-    };
-    // Incidents that ended while we were away: what they held is lifted now.
-    daemon.changes.reserve(16);
-    daemon.mitigation_events.reserve(4);
-    if !daemon.changes.is_empty() {
-        daemon.apply_changes();
-        daemon.report_events();
-        daemon.save_mitigation();
-    }
-    // A SYN proxy put back needs conntrack strict again; one no longer held, the sysctl back.
-    let proxied =
-        daemon.pipeline.mitigator.holds_synproxy() && !daemon.pipeline.mitigator.is_monitor();
-    daemon.sync_strict_tcp(proxied);
-    let mut connections = control::Connections::new(FIRST_CONNECTION);
-    let mut events = Events::with_capacity(64);
-    let mut notifier = systemd_notifier(daemon.config.agent.tick);
-    notifier.ready();
-    let outcome = 'serve: loop {
-        if let Err(e) = poll.poll(&mut events, None) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            break Err(DaemonError::Os {
-                what: "poll",
-                source: e,
-            });
         }
-        for event in events.iter() {
-            match event.token() {
-                SIGNALS => {
-                    while let Some(signo) = signals.read() {
-                        if signo == libc::SIGHUP {
-                            notifier.reloading();
-                            daemon.reload();
-                            notifier.ready();
-                        } else {
-                            log::info!("signal {signo}: stopping");
-                            break 'serve Ok(Stop::Signal);
-                        }
-                    }
-                }
-                TICK => {
-                    let lateness = &mut daemon.schedule.lateness;
-                    if timer.expired(|late| lateness.record(late)) == 0 {
-                        continue;
-                    }
-                    let now = Instant::now();
-                    daemon.tick(now);
-                    notifier.tick(now, |w| daemon.write_status(w));
-                    if let Some(fast) = daemon.pipeline.detector.fast_tick() {
-                        // A counter just went over: time its run with a few short ticks.
-                        daemon.tally.fast_ticks += 1;
-                        if let Err(e) = timer.rearm(fast, daemon.config.agent.tick) {
-                            log::warn!("rearming the tick timer for a fast tick: {e}");
-                        }
-                    }
-                }
-                NFLOG => daemon.drain_samples(),
-                WORKERS => daemon.conntrack_read(),
-                TRIPWIRE if daemon.tripped() => {
-                    // Cut this tick short and measure a short one right after: its counters
-                    // decide whether the flood the kernel saw opens an incident.
-                    daemon.pipeline.detector.trip();
-                    daemon.tick(Instant::now());
-                    if let Err(e) = timer.rearm(TRIP_SETTLE, daemon.config.agent.tick) {
-                        log::warn!("rearming the tick timer after a trip: {e}");
-                    }
-                }
-                TABLE_NOTICES => daemon.table_notices(Instant::now()),
-                CONTROL => connections.accept_all(&listener, poll.registry()),
-                METRICS => {
-                    if let Some(server) = &mut metrics_server {
-                        server.accept_all(poll.registry());
-                    }
-                }
-                token if metrics_server.as_ref().is_some_and(|s| s.owns(token)) => {
-                    let Some(server) = &mut metrics_server else {
-                        continue;
-                    };
-                    if let Some(head_only) = server.ready(event, poll.registry()) {
-                        let text = daemon.metrics(Instant::now());
-                        server.respond(token, &text, head_only, poll.registry());
-                    }
-                }
-                token if connections.owns(token) => {
-                    if let Some(request) = connections.ready(event, poll.registry()) {
-                        let (response, stop) = daemon.serve(&request);
-                        // The reply comes once the bans are in the ipsets too.
-                        daemon.mirror_operator_bans();
-                        connections.respond(token, &response, poll.registry());
-                        if stop {
-                            // No check of ours may put the chain back once it is removed.
-                            daemon.stop_shim_keeper();
-                            remove_shim();
-                            break 'serve Ok(Stop::Flushed);
-                        }
-                        daemon.save_changes(Instant::now());
-                    }
-                }
-                _ => {}
+    }
+}
+
+/// What the loop waits on besides the kernel's sockets (NFLOG, the tripwire, the table's
+/// notifications, which the daemon holds): signals, the tick timer, the control socket and
+/// its connections, the metrics endpoint and its connections.
+struct EventSources {
+    poll: Poll,
+    signals: SignalFd,
+    timer: TimerFd,
+    /// The control socket, and its path (removed at the stop).
+    listener: UnixListener,
+    socket_path: PathBuf,
+    connections: control::Connections,
+    metrics: Option<metrics::MetricsServer>,
+}
+
+impl EventSources {
+    /// The tick timer, the control socket bound and the poll, none registered yet.
+    fn open(config: &Config, signals: SignalFd) -> Result<EventSources, DaemonError> {
+        let timer = TimerFd::periodic(config.agent.tick).map_err(os("create tick timer"))?;
+        let socket_path = config.agent.control_socket.clone();
+        let listener = control::bind(&socket_path)?;
+        let poll = Poll::new().map_err(os("create poll"))?;
+        Ok(EventSources {
+            poll,
+            signals,
+            timer,
+            listener,
+            socket_path,
+            connections: control::Connections::new(FIRST_CONNECTION),
+            metrics: None,
+        })
+    }
+
+    /// Registers every source with its token: these, the kernel's sockets, and the metrics
+    /// endpoint when `metrics_listener` is bound.
+    fn register(
+        &mut self,
+        kernel: &Kernel,
+        metrics_listener: Option<TcpListener>,
+        config: &Config,
+    ) -> Result<(), DaemonError> {
+        let registry = self.poll.registry();
+        registry
+            .register(
+                &mut SourceFd(&self.signals.raw_fd()),
+                SIGNALS,
+                Interest::READABLE,
+            )
+            .map_err(os("register signals"))?;
+        registry
+            .register(
+                &mut SourceFd(&self.timer.raw_fd()),
+                TICK,
+                Interest::READABLE,
+            )
+            .map_err(os("register timer"))?;
+        registry
+            .register(
+                &mut SourceFd(&kernel.nflog.raw_fd()),
+                NFLOG,
+                Interest::READABLE,
+            )
+            .map_err(os("register nflog"))?;
+        if let Some(tripwire) = &kernel.tripwire {
+            registry
+                .register(
+                    &mut SourceFd(&tripwire.raw_fd()),
+                    TRIPWIRE,
+                    Interest::READABLE,
+                )
+                .map_err(os("register the tripwire"))?;
+        }
+        registry
+            .register(&mut self.listener, CONTROL, Interest::READABLE)
+            .map_err(os("register control socket"))?;
+        registry
+            .register(
+                &mut SourceFd(&kernel.monitor.raw_fd()),
+                TABLE_NOTICES,
+                Interest::READABLE,
+            )
+            .map_err(os("register nf_tables notifications"))?;
+        self.metrics = match metrics_listener {
+            Some(listener) => {
+                let mut server = metrics::MetricsServer::new(listener, FIRST_METRICS_CONNECTION);
+                registry
+                    .register(server.listener(), METRICS, Interest::READABLE)
+                    .map_err(os("register the metrics listener"))?;
+                log::info!("metrics: http://{}/metrics", config.metrics.listen);
+                Some(server)
             }
+            None => None,
+        };
+        Ok(())
+    }
+}
+
+impl Daemon {
+    /// The end of start-up: what the incidents that ended while we were away held is lifted,
+    /// and conntrack's strictness follows the SYN proxy as resumed.
+    fn settle_resumed(&mut self) {
+        // Incidents that ended while we were away: what they held is lifted now.
+        self.changes.reserve(16);
+        self.mitigation_events.reserve(4);
+        if !self.changes.is_empty() {
+            self.apply_changes();
+            self.report_events();
+            self.save_mitigation();
+        }
+        // A SYN proxy put back needs conntrack strict again; one no longer held, the sysctl back.
+        let proxied =
+            self.pipeline.mitigator.holds_synproxy() && !self.pipeline.mitigator.is_monitor();
+        self.sync_strict_tcp(proxied);
+    }
+
+    /// The loop: waits on every source and serves each event, until a signal or a flush
+    /// stops it (or the poll fails).
+    fn serve_events(
+        &mut self,
+        sources: &mut EventSources,
+        notifier: &mut Notifier,
+    ) -> Result<Stop, DaemonError> {
+        let mut events = Events::with_capacity(64);
+        loop {
+            if let Err(e) = sources.poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(DaemonError::Os {
+                    what: "poll",
+                    source: e,
+                });
+            }
+            for event in events.iter() {
+                if let Some(stop) = self.dispatch(event, sources, notifier) {
+                    return Ok(stop);
+                }
+            }
+            let now = Instant::now();
+            sources.connections.expire(now, sources.poll.registry());
+            if let Some(server) = &mut sources.metrics {
+                server.expire(now, sources.poll.registry());
+            }
+        }
+    }
+
+    /// Serves one event of the loop; `Some` when the daemon must stop.
+    fn dispatch(
+        &mut self,
+        event: &mio::event::Event,
+        sources: &mut EventSources,
+        notifier: &mut Notifier,
+    ) -> Option<Stop> {
+        match event.token() {
+            SIGNALS => {
+                while let Some(signo) = sources.signals.read() {
+                    if signo == libc::SIGHUP {
+                        notifier.reloading();
+                        self.reload();
+                        notifier.ready();
+                    } else {
+                        log::info!("signal {signo}: stopping");
+                        return Some(Stop::Signal);
+                    }
+                }
+            }
+            TICK => self.timer_fired(&mut sources.timer, notifier),
+            NFLOG => self.drain_samples(),
+            WORKERS => self.conntrack_read(),
+            TRIPWIRE if self.tripped() => {
+                // Cut this tick short and measure a short one right after: its counters
+                // decide whether the flood the kernel saw opens an incident.
+                self.pipeline.detector.trip();
+                self.tick(Instant::now());
+                if let Err(e) = sources.timer.rearm(TRIP_SETTLE, self.config.agent.tick) {
+                    log::warn!("rearming the tick timer after a trip: {e}");
+                }
+            }
+            TABLE_NOTICES => self.table_notices(Instant::now()),
+            CONTROL => sources
+                .connections
+                .accept_all(&sources.listener, sources.poll.registry()),
+            METRICS => {
+                if let Some(server) = &mut sources.metrics {
+                    server.accept_all(sources.poll.registry());
+                }
+            }
+            token if sources.metrics.as_ref().is_some_and(|s| s.owns(token)) => {
+                self.scrape(token, event, sources)
+            }
+            token if sources.connections.owns(token) => {
+                return self.control_request(token, event, sources)
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// The tick timer fired: a tick (unless the expiry was spurious), systemd told, and a few
+    /// short ticks when a counter just went over.
+    fn timer_fired(&mut self, timer: &mut TimerFd, notifier: &mut Notifier) {
+        let lateness = &mut self.schedule.lateness;
+        if timer.expired(|late| lateness.record(late)) == 0 {
+            return;
         }
         let now = Instant::now();
-        connections.expire(now, poll.registry());
-        if let Some(server) = &mut metrics_server {
-            server.expire(now, poll.registry());
+        self.tick(now);
+        notifier.tick(now, |w| self.write_status(w));
+        if let Some(fast) = self.pipeline.detector.fast_tick() {
+            // A counter just went over: time its run with a few short ticks.
+            self.tally.fast_ticks += 1;
+            if let Err(e) = timer.rearm(fast, self.config.agent.tick) {
+                log::warn!("rearming the tick timer for a fast tick: {e}");
+            }
         }
-    };
-    notifier.stopping();
-    let _ = std::fs::remove_file(&socket_path);
-    if let Some(escalation) = &daemon.pipeline.escalation {
-        escalation.log_remaining();
     }
-    daemon.stop(*outcome.as_ref().unwrap_or(&Stop::Signal));
-    outcome.map(|_| ())
+
+    /// A metrics connection is ready: a whole request is answered with the exposition.
+    fn scrape(&mut self, token: Token, event: &mio::event::Event, sources: &mut EventSources) {
+        let Some(server) = &mut sources.metrics else {
+            return;
+        };
+        if let Some(head_only) = server.ready(event, sources.poll.registry()) {
+            let text = self.metrics(Instant::now());
+            server.respond(token, &text, head_only, sources.poll.registry());
+        }
+    }
+
+    /// A control connection is ready: a whole request is served and answered; `Some` when it
+    /// was a flush (the table is gone, and so is the iptables chain now).
+    fn control_request(
+        &mut self,
+        token: Token,
+        event: &mio::event::Event,
+        sources: &mut EventSources,
+    ) -> Option<Stop> {
+        let request = sources.connections.ready(event, sources.poll.registry())?;
+        let (response, stop) = self.serve(&request);
+        // The reply comes once the bans are in the ipsets too.
+        self.mirror_operator_bans();
+        sources
+            .connections
+            .respond(token, &response, sources.poll.registry());
+        if stop {
+            // No check of ours may put the chain back once it is removed.
+            self.stop_shim_keeper();
+            remove_shim();
+            return Some(Stop::Flushed);
+        }
+        self.save_changes(Instant::now());
+        None
+    }
 }
 
 /// Why the loop ended.
