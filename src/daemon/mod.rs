@@ -305,11 +305,11 @@ fn os(what: &'static str) -> impl FnOnce(io::Error) -> DaemonError {
     move |source| DaemonError::Os { what, source }
 }
 
-/// Start-up, in an order that matters: the reporter's threads (with the signals blocked)
-/// before the kernel is touched; what an earlier run left in force read back; the metrics
-/// address bound, then our table installed with it; then the sampled packets, the conntrack
-/// reads, the control socket and the threads; last, the incidents that ended meanwhile
-/// lifted. Returns the daemon and the sources the loop waits on, registered.
+/// Start-up, in an order that matters: the reporter's threads start with the signals blocked
+/// and before the kernel is touched; what an earlier run left in force is read back, the
+/// metrics address bound, and our table installed with it all; only then are NFLOG bound, the
+/// conntrack and control sockets opened and the threads started; last, what the incidents that
+/// ended meanwhile held is lifted. Returns the daemon and the loop's sources, registered.
 fn start(
     mut config: Config,
     config_path: Option<PathBuf>,
@@ -343,16 +343,8 @@ fn start(
     let (nflog, tripwire) = open_nflog(&config)?;
     let conntrack = Conntrack::open()?;
     let mut sources = EventSources::open(&config, signals)?;
-    let waker = Waker::new(sources.poll.registry(), WORKERS);
-    let waker = Arc::new(waker.map_err(os("create the poll's waker"))?);
-    let conntrack = ConntrackReader::start(conntrack, pipeline.sensor.connections.clone(), waker)
-        .map_err(os("start the conntrack thread"))?;
-    let shim_keeper = match &shim {
-        Some(shim) => {
-            Some(ShimKeeper::start(shim.chain()).map_err(os("start the iptables chain thread"))?)
-        }
-        None => None,
-    };
+    let (conntrack, shim_keeper) =
+        start_threads(&sources.poll, conntrack, &pipeline.sensor, shim.as_ref())?;
     let kernel = Kernel {
         nft,
         features,
@@ -397,6 +389,27 @@ fn start(
     };
     daemon.settle_resumed();
     Ok((daemon, sources))
+}
+
+/// The threads of work that may take long: the conntrack reads (their results wake `poll`)
+/// and the iptables chain's checks (with `shim`).
+fn start_threads(
+    poll: &Poll,
+    conntrack: Conntrack,
+    sensor: &Sensor,
+    shim: Option<&Shim>,
+) -> Result<(ConntrackReader, Option<ShimKeeper>), DaemonError> {
+    let waker = Waker::new(poll.registry(), WORKERS);
+    let waker = Arc::new(waker.map_err(os("create the poll's waker"))?);
+    let conntrack = ConntrackReader::start(conntrack, sensor.connections.clone(), waker)
+        .map_err(os("start the conntrack thread"))?;
+    let shim_keeper = match shim {
+        Some(shim) => {
+            Some(ShimKeeper::start(shim.chain()).map_err(os("start the iptables chain thread"))?)
+        }
+        None => None,
+    };
+    Ok((conntrack, shim_keeper))
 }
 
 /// Opens the nf_tables socket and the notifications of its changes, and finds out what the
