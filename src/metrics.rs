@@ -210,10 +210,21 @@ fn flag(on: bool) -> f64 {
 
 /// The snapshot in the text exposition format.
 pub fn render(s: &Snapshot) -> String {
-    use Kind::{Counter, Gauge};
     let mut out = Exposition {
         text: String::with_capacity(16 * 1024),
     };
+    render_daemon(&mut out, s);
+    render_keys(&mut out, s);
+    render_traffic(&mut out, s);
+    render_incidents(&mut out, s);
+    render_sensing(&mut out, s);
+    render_upkeep(&mut out, s);
+    out.text
+}
+
+/// The daemon's version, uptime and mode, and whether the last reload worked.
+fn render_daemon(out: &mut Exposition, s: &Snapshot) {
+    use Kind::Gauge;
     out.family(
         "ftagent_build_info",
         Gauge,
@@ -244,7 +255,11 @@ pub fn render(s: &Snapshot) -> String {
         "0 when the last SIGHUP reload failed and the previous configuration runs on.",
         flag(s.last_reload_ok != Some(false)),
     );
+}
 
+/// Each detection key's rate, baseline and threshold, and whether it is over.
+fn render_keys(out: &mut Exposition, s: &Snapshot) {
+    use Kind::Gauge;
     let mut rate = out.family(
         "ftagent_key_packets_per_second",
         Gauge,
@@ -293,7 +308,11 @@ pub fn render(s: &Snapshot) -> String {
     for k in &s.keys {
         over.sample(&[("key", &k.name)], flag(k.over));
     }
+}
 
+/// What our counters counted, and what each set's rules dropped.
+fn render_traffic(out: &mut Exposition, s: &Snapshot) {
+    use Kind::Counter;
     let mut traffic = out.family(
         "ftagent_traffic_packets_total",
         Counter,
@@ -326,7 +345,11 @@ pub fn render(s: &Snapshot) -> String {
     for d in &s.dropped {
         dropped.sample(&[("set", &d.name)], d.bytes as f64);
     }
+}
 
+/// The incidents, what they and the operators hold in force, and how full each set is.
+fn render_incidents(out: &mut Exposition, s: &Snapshot) {
+    use Kind::{Counter, Gauge};
     let mut open = out.family(
         "ftagent_incidents_open",
         Gauge,
@@ -382,7 +405,11 @@ pub fn render(s: &Snapshot) -> String {
             capacity.sample(&[("set", &set.name)], size as f64);
         }
     }
+}
 
+/// The sampled packets and the conntrack reads.
+fn render_sensing(out: &mut Exposition, s: &Snapshot) {
+    use Kind::{Counter, Gauge};
     out.single(
         "ftagent_nflog_samples_total",
         Counter,
@@ -425,6 +452,11 @@ pub fn render(s: &Snapshot) -> String {
         "How long the last read of the connection tracking table took.",
         s.conntrack_read_seconds,
     );
+}
+
+/// The daemon's own work: tables put back, trips, short ticks, BGP routes, ticks' lateness.
+fn render_upkeep(out: &mut Exposition, s: &Snapshot) {
+    use Kind::{Counter, Gauge};
     out.single(
         "ftagent_table_restores_total",
         Counter,
@@ -455,7 +487,6 @@ pub fn render(s: &Snapshot) -> String {
         "How late each tick started against the tick timer's schedule (a tick that ran out several periods counts once for each).",
         &s.tick_lateness,
     );
-    out.text
 }
 
 #[cfg(test)]

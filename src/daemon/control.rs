@@ -213,7 +213,7 @@ impl Daemon {
         };
         match request {
             Request::Ban { cidr, timeout_ms } => {
-                let own = self.safelist_refresh.own();
+                let own = self.pipeline.safelist_refresh.own();
                 let response = match parse_ban(&cidr, timeout_ms, &self.config, own) {
                     Err(e) => Response::error(e),
                     Ok((cidr, timeout)) => self.ban_for_operator(&[cidr], timeout),
@@ -221,7 +221,7 @@ impl Daemon {
                 (response, false)
             }
             Request::BanMany { cidrs, timeout_ms } => {
-                let own = self.safelist_refresh.own();
+                let own = self.pipeline.safelist_refresh.own();
                 let response = match parse_bans(&cidrs, timeout_ms, &self.config, own) {
                     Err(e) => Response::error(e),
                     Ok((cidrs, timeout)) => self.ban_for_operator(&cidrs, timeout),
@@ -231,9 +231,9 @@ impl Daemon {
             Request::Unban { cidr } => {
                 let response = match cidr.parse::<Cidr>() {
                     Err(e) => Response::error(format!("{cidr}: {e}")),
-                    Ok(cidr) => match self.nft.unban(cidr) {
+                    Ok(cidr) => match self.kernel.nft.unban(cidr) {
                         Ok(true) => {
-                            self.operator_bans.forget(cidr);
+                            self.pipeline.operator_bans.forget(cidr);
                             log::info!("operator unban: {cidr}");
                             Response::ok(format!("unbanned {cidr}"))
                         }
@@ -246,7 +246,7 @@ impl Daemon {
             Request::Lift { incident, measure } => {
                 (self.lift_for_operator(&incident, measure.as_deref()), false)
             }
-            Request::Flush {} => match self.nft.remove_table() {
+            Request::Flush {} => match self.kernel.nft.remove_table() {
                 Ok(_) => {
                     log::info!(
                         "operator flush: table inet {} removed; stopping",
@@ -277,11 +277,15 @@ impl Daemon {
         // Between ticks: the last tick's changes and events are done with.
         self.changes.clear();
         self.mitigation_events.clear();
-        let lifted = match self.mitigator.lift(incident, what, &mut self.changes) {
+        let lifted = match self
+            .pipeline
+            .mitigator
+            .lift(incident, what, &mut self.changes)
+        {
             Ok(n) => n,
             Err(e) => return Response::error(e),
         };
-        if !self.mitigator.is_monitor() && !self.changes.is_empty() {
+        if !self.pipeline.mitigator.is_monitor() && !self.changes.is_empty() {
             self.apply_changes();
         }
         self.report_notices();
@@ -295,8 +299,8 @@ impl Daemon {
 
     /// Puts an operator's bans in, all in one transaction, and records them.
     fn ban_for_operator(&mut self, cidrs: &[Cidr], timeout: Duration) -> Response {
-        let (nft, features) = (&mut self.nft, self.features);
-        let banned = super::quietly(&mut self.monitor, cidrs.len(), || {
+        let (nft, features) = (&mut self.kernel.nft, self.kernel.features);
+        let banned = super::quietly(&mut self.kernel.monitor, cidrs.len(), || {
             nft.ban_many(cidrs, timeout, features)
         });
         if let Err(e) = banned {
@@ -304,7 +308,7 @@ impl Daemon {
         }
         let now = Instant::now();
         for &cidr in cidrs {
-            self.operator_bans.record(cidr, timeout, now);
+            self.pipeline.operator_bans.record(cidr, timeout, now);
         }
         self.tally.bans_by_operators += cidrs.len() as u64;
         let t = humantime::format_duration(timeout);

@@ -369,7 +369,7 @@ fn response(status: &str, content_type: &str, body: &[u8], head_only: bool) -> V
 impl Daemon {
     /// The exposition, gathered from memory now (allocates: a scrape, not a tick).
     pub(super) fn metrics(&mut self, now: Instant) -> String {
-        let counters = &self.sensor.counters;
+        let counters = &self.pipeline.sensor.counters;
         let layout = counters.layout();
         let total = |name: &str, i: usize| {
             let t = counters.total(i);
@@ -383,9 +383,9 @@ impl Daemon {
             .map(|i| total(layout.name(i), i))
             .collect();
         let dropped = layout.drops().map(|(set, i)| total(set, i)).collect();
-        let measures = self.mitigator.measures();
-        let in_kernel = !self.mitigator.is_monitor();
-        let operator_bans = self.operator_bans.in_force(now);
+        let measures = self.pipeline.mitigator.measures();
+        let in_kernel = !self.pipeline.mitigator.is_monitor();
+        let operator_bans = self.pipeline.operator_bans.in_force(now);
         // What each set holds, as far as the daemon put it there (an item once, however many
         // incidents hold it).
         let mut held: HashSet<Item> = HashSet::new();
@@ -401,7 +401,13 @@ impl Daemon {
             Item::Ban(cidr) => SetRole::for_ban(cidr).name(),
             Item::Measure(measure) => measure.set(),
         };
-        let allowed = |v4: bool| self.safelist.iter().filter(|c| c.is_ipv4() == v4).count();
+        let allowed = |v4: bool| {
+            self.pipeline
+                .safelist
+                .iter()
+                .filter(|c| c.is_ipv4() == v4)
+                .count()
+        };
         let sets = ruleset::desired(&self.config)
             .sets
             .into_iter()
@@ -420,7 +426,7 @@ impl Daemon {
             })
             .collect();
         let mut open = [0u64; Vector::ALL.len()];
-        for incident in self.detector.open_incidents() {
+        for incident in self.pipeline.detector.open_incidents() {
             if let Some(i) = Vector::ALL.iter().position(|v| *v == incident.vector) {
                 open[i] += 1;
             }
@@ -433,17 +439,21 @@ impl Daemon {
                 .collect()
         };
         let announcements = self
+            .pipeline
             .escalation
             .as_ref()
             .map_or(&[][..], |e| e.announcements());
-        let loss = self.sensor.loss;
+        let loss = self.pipeline.sensor.loss;
         let snapshot = Snapshot {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            uptime_seconds: now.saturating_duration_since(self.started).as_secs_f64(),
-            warmed_up: self.detector.warmed_up(),
-            monitor: self.mitigator.is_monitor(),
+            uptime_seconds: now
+                .saturating_duration_since(self.schedule.started)
+                .as_secs_f64(),
+            warmed_up: self.pipeline.detector.warmed_up(),
+            monitor: self.pipeline.mitigator.is_monitor(),
             last_reload_ok: self.last_reload.as_ref().map(|r| r.ok),
             keys: self
+                .pipeline
                 .detector
                 .keys()
                 .map(|k| KeyRate {
@@ -474,11 +484,11 @@ impl Daemon {
             samples_lost: loss.lost,
             samples_enobufs: loss.enobufs,
             samples_malformed: loss.malformed,
-            conntrack_entries: self.sensor.conntrack_entries,
+            conntrack_entries: self.pipeline.sensor.conntrack_entries,
             conntrack_reads: self.tally.conntrack_reads,
             conntrack_read_seconds: self.tally.conntrack_read.as_secs_f64(),
-            tick_lateness: self.lateness.histogram(),
-            tables_restored: self.tables_restored,
+            tick_lateness: self.schedule.lateness.histogram(),
+            tables_restored: self.kernel.tables_restored,
             tripwire_trips: self.tally.trips,
             fast_ticks: self.tally.fast_ticks,
             bgp_rtbh: announcements

@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use mio::net::{TcpListener, UnixListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -185,85 +186,226 @@ fn install_with(
     Ok(installed)
 }
 
-/// The daemon's state between events.
+/// The daemon's state between events: the configuration, what it holds of the kernel, the
+/// stages from sample to measure, when each periodic job is due, and this tick's output with
+/// where it goes (written by every stage, so kept at the top).
 struct Daemon {
     config: Config,
     config_path: Option<PathBuf>,
-    nft: Nft,
-    features: Features,
-    sensor: Sensor,
-    nflog: NflogSocket,
-    /// The tripwire's NFLOG group (`detection.instant_factor`), when on.
-    tripwire: Option<NflogSocket>,
-    /// The conntrack reads, on a thread of their own.
-    conntrack: ConntrackReader,
-    next_conntrack: Instant,
-    /// How late each tick started against the timer's schedule.
-    lateness: Lateness,
-    /// The kernel's notifications of changes to the ruleset.
-    monitor: TableMonitor,
-    healing: Healing,
-    /// How many times our table was put back after someone else removed or changed it.
-    pub tables_restored: u64,
-    trace: bool,
-    next_trace: Instant,
-    tick_allocations: u64,
-    detector: Detector,
-    /// Events of the current tick (capacity kept).
-    events: Vec<Event>,
-    /// Everything never dropped: configured and automatic.
-    safelist: Vec<Cidr>,
-    /// The automatic safelist, read again every few seconds.
-    safelist_refresh: safelist::SafelistRefresh,
-    mitigator: Mitigator,
-    operator_bans: control::OperatorBans,
-    /// The operators' bans and the mitigator as last saved (their revisions).
-    saved_operator_bans: u64,
-    saved_mitigator: u64,
-    syn_cookies: Switch,
-    /// `nf_conntrack_tcp_loose` off while a port is under the SYN proxy.
-    strict_tcp: Switch,
-    changes: Vec<Change>,
-    mitigation_events: Vec<MitigationEvent>,
-    started: Instant,
-    /// The wall clock when `started` was taken (the mitigator's clock runs from `started`).
-    started_wall: SystemTime,
-    next_save: Instant,
-    /// When `mitigation.json` was last written.
-    last_mitigation_save: Instant,
-    /// The iptables `FTAGENT` chain and its ipsets, when configured and available: the ipsets
-    /// are written from the loop, the chain is checked by `shim_keeper`'s thread.
-    shim: Option<Shim>,
-    shim_keeper: Option<ShimKeeper>,
-    next_shim_check: Instant,
     /// The configuration file in use (None: the embedded defaults), and the last reload.
     config_source: Option<PathBuf>,
     last_reload: Option<crate::status::Reload>,
-    /// BGP escalation (`[bgp]`), when enabled; its `announcements()` are for `ftagent status`.
-    escalation: Option<escalation::Escalation>,
+    trace: bool,
+    tick_allocations: u64,
+    kernel: Kernel,
+    pipeline: Pipeline,
+    schedule: Schedule,
+    /// Events of the current tick (capacity kept).
+    events: Vec<Event>,
+    changes: Vec<Change>,
+    mitigation_events: Vec<MitigationEvent>,
     /// Webhooks and packet captures.
     report: Reporter,
     /// Counts for `/metrics`.
     tally: metrics::Tally,
 }
 
+/// What the daemon holds of the kernel: the nf_tables socket and our table's upkeep, the
+/// sampled packets, the conntrack reads, the sysctls it switches and the iptables chain.
+struct Kernel {
+    nft: Nft,
+    features: Features,
+    /// The kernel's notifications of changes to the ruleset.
+    monitor: TableMonitor,
+    healing: Healing,
+    /// How many times our table was put back after someone else removed or changed it.
+    pub tables_restored: u64,
+    nflog: NflogSocket,
+    /// The tripwire's NFLOG group (`detection.instant_factor`), when on.
+    tripwire: Option<NflogSocket>,
+    /// The conntrack reads, on a thread of their own.
+    conntrack: ConntrackReader,
+    syn_cookies: Switch,
+    /// `nf_conntrack_tcp_loose` off while a port is under the SYN proxy.
+    strict_tcp: Switch,
+    /// The iptables `FTAGENT` chain and its ipsets, when configured and available: the ipsets
+    /// are written from the loop, the chain is checked by `shim_keeper`'s thread.
+    shim: Option<Shim>,
+    shim_keeper: Option<ShimKeeper>,
+}
+
+/// The stages from sample to measure, and what they must never drop.
+struct Pipeline {
+    sensor: Sensor,
+    detector: Detector,
+    mitigator: Mitigator,
+    operator_bans: control::OperatorBans,
+    /// BGP escalation (`[bgp]`), when enabled; its `announcements()` are for `ftagent status`.
+    escalation: Option<escalation::Escalation>,
+    /// Everything never dropped: configured and automatic.
+    safelist: Vec<Cidr>,
+    /// The automatic safelist, read again every few seconds.
+    safelist_refresh: safelist::SafelistRefresh,
+}
+
+/// The clocks: when the daemon started, when each periodic job is next due, what was last
+/// saved, and how late the ticks start.
+struct Schedule {
+    started: Instant,
+    /// The wall clock when `started` was taken (the mitigator's clock runs from `started`).
+    started_wall: SystemTime,
+    next_conntrack: Instant,
+    next_trace: Instant,
+    next_save: Instant,
+    next_shim_check: Instant,
+    /// When `mitigation.json` was last written.
+    last_mitigation_save: Instant,
+    /// The operators' bans and the mitigator as last saved (their revisions).
+    saved_operator_bans: u64,
+    saved_mitigator: u64,
+    /// How late each tick started against the timer's schedule.
+    lateness: Lateness,
+}
+
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
 /// flush request (removing the table).
-pub fn run(
+pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<(), DaemonError> {
+    // First: every thread started from here on has the signals blocked.
+    let signals = SignalFd::new().map_err(os("block signals"))?;
+    let (mut daemon, mut sources) = start(config, config_path, trace, signals)?;
+    // Ready only now: our table is in, with what an earlier run had in force.
+    let mut notifier = systemd_notifier(daemon.config.agent.tick);
+    notifier.ready();
+    let outcome = daemon.serve_events(&mut sources, &mut notifier);
+    notifier.stopping();
+    let _ = std::fs::remove_file(&sources.socket_path);
+    if let Some(escalation) = &daemon.pipeline.escalation {
+        escalation.log_remaining();
+    }
+    daemon.stop(*outcome.as_ref().unwrap_or(&Stop::Signal));
+    outcome.map(|_| ())
+}
+
+/// A system call's error, named by what it was for.
+fn os(what: &'static str) -> impl FnOnce(io::Error) -> DaemonError {
+    move |source| DaemonError::Os { what, source }
+}
+
+/// Start-up, in an order that matters: the reporter's threads start with the signals blocked
+/// and before the kernel is touched; what an earlier run left in force is read back, the
+/// metrics address bound, and our table installed with it all; only then are NFLOG bound, the
+/// conntrack and control sockets opened and the threads started; last, what the incidents that
+/// ended meanwhile held is lifted. Returns the daemon and the loop's sources, registered.
+fn start(
     mut config: Config,
     config_path: Option<PathBuf>,
     trace: bool,
-) -> Result<(), DaemonError> {
-    let os = |what| move |source| DaemonError::Os { what, source };
-    let signals = SignalFd::new().map_err(os("block signals"))?;
+    signals: SignalFd,
+) -> Result<(Daemon, EventSources), DaemonError> {
     // The reporter's threads start with the signals blocked; a bad webhook stops us here,
     // before the kernel is touched.
     let report = Reporter::start(&config)?;
+    let (mut nft, mut monitor, features) = open_nft(&mut config)?;
+    let (safelist_refresh, safelist) = safelist::SafelistRefresh::start(&config);
+    let now = Instant::now();
+    let started_wall = SystemTime::now();
+    let mut pipeline = Pipeline::start(&config, safelist_refresh, safelist, started_wall);
+    let resumed = resume(&config, &mut pipeline, now, started_wall);
+    // Bound before the table is touched: a taken address stops the start cleanly.
+    let metrics_listener = match config.metrics.enabled {
+        true => Some(metrics::bind(config.metrics.listen)?),
+        false => None,
+    };
+    let held = held_in_force(
+        &pipeline.mitigator,
+        &mut pipeline.operator_bans,
+        Duration::ZERO,
+        now,
+    );
+    quietly(&mut monitor, held.len(), || {
+        install_with(&mut nft, &config, &pipeline.safelist, features, &held)
+    })?;
+    let shim = install_shim(&mut nft, &config, &pipeline.safelist)?;
+    let (nflog, tripwire) = open_nflog(&config)?;
+    let conntrack = Conntrack::open()?;
+    let mut sources = EventSources::open(&config, signals)?;
+    let (conntrack, shim_keeper) =
+        start_threads(&sources.poll, conntrack, &pipeline.sensor, shim.as_ref())?;
+    let kernel = Kernel {
+        nft,
+        features,
+        monitor,
+        healing: Healing::default(),
+        tables_restored: 0,
+        nflog,
+        tripwire,
+        conntrack,
+        syn_cookies: resumed.syn_cookies,
+        strict_tcp: resumed.strict_tcp,
+        shim,
+        shim_keeper,
+    };
+    sources.register(&kernel, metrics_listener, &config)?;
+    log::info!(
+        "ready: tick {}, samples on NFLOG group {}, control socket {}",
+        humantime::format_duration(config.agent.tick),
+        config.sense.nflog_group,
+        sources.socket_path.display()
+    );
+    pipeline.escalation =
+        escalation::Escalation::start(&config).map_err(os("start the BGP worker"))?;
+    if let Some(escalation) = &mut pipeline.escalation {
+        escalation.set_safelist(pipeline.safelist_refresh.never_banned(&pipeline.safelist));
+    }
+    let mut daemon = Daemon {
+        schedule: Schedule::new(now, started_wall, &pipeline),
+        pipeline,
+        kernel,
+        config_source: reload::source_path(config_path.as_deref()),
+        config,
+        last_reload: None,
+        config_path,
+        trace,
+        tick_allocations: 0,
+        events: Vec::with_capacity(16),
+        changes: resumed.undo,
+        mitigation_events: resumed.undo_events,
+        report,
+        tally: metrics::Tally::default(),
+    };
+    daemon.settle_resumed();
+    Ok((daemon, sources))
+}
+
+/// The threads of work that may take long: the conntrack reads (their results wake `poll`)
+/// and the iptables chain's checks (with `shim`).
+fn start_threads(
+    poll: &Poll,
+    conntrack: Conntrack,
+    sensor: &Sensor,
+    shim: Option<&Shim>,
+) -> Result<(ConntrackReader, Option<ShimKeeper>), DaemonError> {
+    let waker = Waker::new(poll.registry(), WORKERS);
+    let waker = Arc::new(waker.map_err(os("create the poll's waker"))?);
+    let conntrack = ConntrackReader::start(conntrack, sensor.connections.clone(), waker)
+        .map_err(os("start the conntrack thread"))?;
+    let shim_keeper = match shim {
+        Some(shim) => {
+            Some(ShimKeeper::start(shim.chain()).map_err(os("start the iptables chain thread"))?)
+        }
+        None => None,
+    };
+    Ok((conntrack, shim_keeper))
+}
+
+/// Opens the nf_tables socket and the notifications of its changes, and finds out what the
+/// kernel can do (what it cannot is taken out of `config`).
+fn open_nft(config: &mut Config) -> Result<(Nft, TableMonitor, Features), DaemonError> {
     let mut nft = Nft::open()?;
     // Subscribed before our first change, so every generation since is known.
-    let mut monitor = TableMonitor::open(nft.port_id())?;
-    let features = features(&mut nft, &config)?;
-    fit_to_kernel(&mut config, features);
+    let monitor = TableMonitor::open(nft.port_id())?;
+    let features = features(&mut nft, config)?;
+    fit_to_kernel(config, features);
     log::info!(
         "kernel mode: {}, ban timeouts refreshed {}",
         if features.owner_persist {
@@ -277,27 +419,70 @@ pub fn run(
             "by delete+add"
         }
     );
-    let (safelist_refresh, safelist) = safelist::SafelistRefresh::start(&config);
-    let now = Instant::now();
-    let started_wall = SystemTime::now();
-    let mut sensor = Sensor::new(&config);
-    own_addresses_into(&mut sensor);
-    let mut detector = Detector::new(&config, sensor.counters.layout());
-    detector.set_clock_origin(started_wall);
-    ceilings_from_link(&mut detector);
-    persist::load_detector(&mut detector, &config.agent.state_dir);
-    if !detector.warmed_up() {
-        let (pps, _) = detector.ceiling();
-        log::info!(
-            "learning baselines for {}: meanwhile only floods over the ceilings ({pps:.0} pps) open incidents",
-            humantime::format_duration(config.agent.warmup)
-        );
+    Ok((nft, monitor, features))
+}
+
+impl Pipeline {
+    /// The sensor, the detector with the baselines an earlier run saved, and the mitigator;
+    /// no operator bans yet, and BGP escalation started later (once the loop's sources are).
+    fn start(
+        config: &Config,
+        safelist_refresh: safelist::SafelistRefresh,
+        safelist: Vec<Cidr>,
+        started_wall: SystemTime,
+    ) -> Pipeline {
+        let mut sensor = Sensor::new(config);
+        own_addresses_into(&mut sensor);
+        let mut detector = Detector::new(config, sensor.counters.layout());
+        detector.set_clock_origin(started_wall);
+        ceilings_from_link(&mut detector);
+        persist::load_detector(&mut detector, &config.agent.state_dir);
+        if !detector.warmed_up() {
+            let (pps, _) = detector.ceiling();
+            log::info!(
+                "learning baselines for {}: meanwhile only floods over the ceilings ({pps:.0} pps) open incidents",
+                humantime::format_duration(config.agent.warmup)
+            );
+        }
+        let mitigator = Mitigator::new(config, safelist_refresh.never_banned(&safelist));
+        if mitigator.is_monitor() {
+            log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
+        }
+        Pipeline {
+            sensor,
+            detector,
+            mitigator,
+            operator_bans: control::OperatorBans::default(),
+            escalation: None,
+            safelist,
+            safelist_refresh,
+        }
     }
-    let mut mitigator = Mitigator::new(&config, safelist_refresh.never_banned(&safelist));
-    if mitigator.is_monitor() {
-        log::info!("monitor mode: incidents are reported with what would be done; the ruleset is not touched");
-    }
-    let mut operator_bans = control::OperatorBans::default();
+}
+
+/// What an earlier run left in force, taken over at start: the sysctls as they were before
+/// it, and the changes (with their events) that lift what incidents ended meanwhile held.
+struct Resumed {
+    syn_cookies: Switch,
+    strict_tcp: Switch,
+    undo: Vec<Change>,
+    undo_events: Vec<MitigationEvent>,
+}
+
+/// Takes over the operators' bans and the incidents' bans and measures that `mitigation.json`
+/// holds (the incidents' not in monitor mode).
+fn resume(
+    config: &Config,
+    pipeline: &mut Pipeline,
+    now: Instant,
+    started_wall: SystemTime,
+) -> Resumed {
+    let Pipeline {
+        detector,
+        mitigator,
+        operator_bans,
+        ..
+    } = pipeline;
     let mut syn_cookies = Switch::syn_cookies();
     let mut strict_tcp = Switch::strict_tcp_tracking();
     let mut undo = Vec::new();
@@ -328,16 +513,17 @@ pub fn run(
             operator_bans.in_force(now).len()
         );
     }
-    // Bound before the table is touched: a taken address stops the start cleanly.
-    let metrics_listener = match config.metrics.enabled {
-        true => Some(metrics::bind(config.metrics.listen)?),
-        false => None,
-    };
-    let held = held_in_force(&mitigator, &mut operator_bans, Duration::ZERO, now);
-    quietly(&mut monitor, held.len(), || {
-        install_with(&mut nft, &config, &safelist, features, &held)
-    })?;
-    let shim = install_shim(&mut nft, &config, &safelist)?;
+    Resumed {
+        syn_cookies,
+        strict_tcp,
+        undo,
+        undo_events,
+    }
+}
+
+/// The NFLOG groups: the sampled packets, and the tripwire's when `detection.instant_factor`
+/// is on.
+fn open_nflog(config: &Config) -> Result<(NflogSocket, Option<NflogSocket>), DaemonError> {
     let nflog_config = NflogConfig {
         snaplen: config.sense.snaplen,
         ..NflogConfig::default()
@@ -356,232 +542,279 @@ pub fn run(
         )?),
         false => None,
     };
-    let conntrack = Conntrack::open()?;
-    let mut timer = TimerFd::periodic(config.agent.tick).map_err(os("create tick timer"))?;
-    let socket_path = config.agent.control_socket.clone();
-    let mut listener = control::bind(&socket_path)?;
+    Ok((nflog, tripwire))
+}
 
-    let mut poll = Poll::new().map_err(os("create poll"))?;
-    let registry = poll.registry();
-    let waker = Arc::new(Waker::new(registry, WORKERS).map_err(os("create the poll's waker"))?);
-    let conntrack = ConntrackReader::start(conntrack, sensor.connections.clone(), waker)
-        .map_err(os("start the conntrack thread"))?;
-    let shim_keeper = match &shim {
-        Some(shim) => {
-            Some(ShimKeeper::start(shim.chain()).map_err(os("start the iptables chain thread"))?)
+impl Schedule {
+    /// Everything due at once from `now` but the periodic saves and the iptables chain's
+    /// checks; what `pipeline` holds counts as saved.
+    fn new(now: Instant, started_wall: SystemTime, pipeline: &Pipeline) -> Schedule {
+        Schedule {
+            started: now,
+            started_wall,
+            next_conntrack: now,
+            next_trace: now,
+            next_save: now + SAVE_INTERVAL,
+            next_shim_check: now + SHIM_CHECK_INTERVAL,
+            last_mitigation_save: now,
+            saved_operator_bans: pipeline.operator_bans.revision(),
+            saved_mitigator: pipeline.mitigator.revision(),
+            lateness: Lateness::default(),
         }
-        None => None,
-    };
-    registry
-        .register(
-            &mut SourceFd(&signals.raw_fd()),
-            SIGNALS,
-            Interest::READABLE,
-        )
-        .map_err(os("register signals"))?;
-    registry
-        .register(&mut SourceFd(&timer.raw_fd()), TICK, Interest::READABLE)
-        .map_err(os("register timer"))?;
-    registry
-        .register(&mut SourceFd(&nflog.raw_fd()), NFLOG, Interest::READABLE)
-        .map_err(os("register nflog"))?;
-    if let Some(tripwire) = &tripwire {
+    }
+}
+
+/// What the loop waits on besides the kernel's sockets (NFLOG, the tripwire, the table's
+/// notifications, which the daemon holds): signals, the tick timer, the control socket and
+/// its connections, the metrics endpoint and its connections.
+struct EventSources {
+    poll: Poll,
+    signals: SignalFd,
+    timer: TimerFd,
+    /// The control socket, and its path (removed at the stop).
+    listener: UnixListener,
+    socket_path: PathBuf,
+    connections: control::Connections,
+    metrics: Option<metrics::MetricsServer>,
+}
+
+impl EventSources {
+    /// The tick timer, the control socket bound and the poll, none registered yet.
+    fn open(config: &Config, signals: SignalFd) -> Result<EventSources, DaemonError> {
+        let timer = TimerFd::periodic(config.agent.tick).map_err(os("create tick timer"))?;
+        let socket_path = config.agent.control_socket.clone();
+        let listener = control::bind(&socket_path)?;
+        let poll = Poll::new().map_err(os("create poll"))?;
+        Ok(EventSources {
+            poll,
+            signals,
+            timer,
+            listener,
+            socket_path,
+            connections: control::Connections::new(FIRST_CONNECTION),
+            metrics: None,
+        })
+    }
+
+    /// Registers every source with its token: these, the kernel's sockets, and the metrics
+    /// endpoint when `metrics_listener` is bound.
+    fn register(
+        &mut self,
+        kernel: &Kernel,
+        metrics_listener: Option<TcpListener>,
+        config: &Config,
+    ) -> Result<(), DaemonError> {
+        let registry = self.poll.registry();
         registry
             .register(
-                &mut SourceFd(&tripwire.raw_fd()),
-                TRIPWIRE,
+                &mut SourceFd(&self.signals.raw_fd()),
+                SIGNALS,
                 Interest::READABLE,
             )
-            .map_err(os("register the tripwire"))?;
-    }
-    registry
-        .register(&mut listener, CONTROL, Interest::READABLE)
-        .map_err(os("register control socket"))?;
-    registry
-        .register(
-            &mut SourceFd(&monitor.raw_fd()),
-            TABLE_NOTICES,
-            Interest::READABLE,
-        )
-        .map_err(os("register nf_tables notifications"))?;
-    let mut metrics_server = match metrics_listener {
-        Some(listener) => {
-            let mut server = metrics::MetricsServer::new(listener, FIRST_METRICS_CONNECTION);
+            .map_err(os("register signals"))?;
+        registry
+            .register(
+                &mut SourceFd(&self.timer.raw_fd()),
+                TICK,
+                Interest::READABLE,
+            )
+            .map_err(os("register timer"))?;
+        registry
+            .register(
+                &mut SourceFd(&kernel.nflog.raw_fd()),
+                NFLOG,
+                Interest::READABLE,
+            )
+            .map_err(os("register nflog"))?;
+        if let Some(tripwire) = &kernel.tripwire {
             registry
-                .register(server.listener(), METRICS, Interest::READABLE)
-                .map_err(os("register the metrics listener"))?;
-            log::info!("metrics: http://{}/metrics", config.metrics.listen);
-            Some(server)
+                .register(
+                    &mut SourceFd(&tripwire.raw_fd()),
+                    TRIPWIRE,
+                    Interest::READABLE,
+                )
+                .map_err(os("register the tripwire"))?;
         }
-        None => None,
-    };
-    log::info!(
-        "ready: tick {}, samples on NFLOG group {}, control socket {}",
-        humantime::format_duration(config.agent.tick),
-        config.sense.nflog_group,
-        socket_path.display()
-    );
+        registry
+            .register(&mut self.listener, CONTROL, Interest::READABLE)
+            .map_err(os("register control socket"))?;
+        registry
+            .register(
+                &mut SourceFd(&kernel.monitor.raw_fd()),
+                TABLE_NOTICES,
+                Interest::READABLE,
+            )
+            .map_err(os("register nf_tables notifications"))?;
+        self.metrics = match metrics_listener {
+            Some(listener) => {
+                let mut server = metrics::MetricsServer::new(listener, FIRST_METRICS_CONNECTION);
+                registry
+                    .register(server.listener(), METRICS, Interest::READABLE)
+                    .map_err(os("register the metrics listener"))?;
+                log::info!("metrics: http://{}/metrics", config.metrics.listen);
+                Some(server)
+            }
+            None => None,
+        };
+        Ok(())
+    }
+}
 
-    let mut escalation =
-        escalation::Escalation::start(&config).map_err(os("start the BGP worker"))?;
-    if let Some(escalation) = &mut escalation {
-        escalation.set_safelist(safelist_refresh.never_banned(&safelist));
-    }
-    let mut daemon = Daemon {
-        escalation,
-        report,
-        tally: metrics::Tally::default(),
-        detector,
-        safelist,
-        safelist_refresh,
-        saved_mitigator: mitigator.revision(),
-        mitigator,
-        saved_operator_bans: operator_bans.revision(),
-        operator_bans,
-        syn_cookies,
-        strict_tcp,
-        changes: undo,
-        mitigation_events: undo_events,
-        events: Vec::with_capacity(16),
-        started: now,
-        started_wall,
-        next_save: now + SAVE_INTERVAL,
-        last_mitigation_save: now,
-        shim,
-        shim_keeper,
-        next_shim_check: now + SHIM_CHECK_INTERVAL,
-        sensor,
-        config,
-        config_source: reload::source_path(config_path.as_deref()),
-        last_reload: None,
-        config_path,
-        nft,
-        features,
-        nflog,
-        tripwire,
-        conntrack,
-        next_conntrack: now,
-        lateness: Lateness::default(),
-        monitor,
-        healing: Healing::default(),
-        tables_restored: 0,
-        trace,
-        next_trace: now,
-        tick_allocations: 0,
-    };
-    // Incidents that ended while we were away: what they held is lifted now.
-    daemon.changes.reserve(16);
-    daemon.mitigation_events.reserve(4);
-    if !daemon.changes.is_empty() {
-        daemon.apply_changes();
-        daemon.report_events();
-        daemon.save_mitigation();
-    }
-    // A SYN proxy put back needs conntrack strict again; one no longer held, the sysctl back.
-    let proxied = daemon.mitigator.holds_synproxy() && !daemon.mitigator.is_monitor();
-    daemon.sync_strict_tcp(proxied);
-    let mut connections = control::Connections::new(FIRST_CONNECTION);
-    let mut events = Events::with_capacity(64);
-    let mut notifier = systemd_notifier(daemon.config.agent.tick);
-    notifier.ready();
-    let outcome = 'serve: loop {
-        if let Err(e) = poll.poll(&mut events, None) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            break Err(DaemonError::Os {
-                what: "poll",
-                source: e,
-            });
+impl Daemon {
+    /// The end of start-up: what the incidents that ended while we were away held is lifted,
+    /// and conntrack's strictness follows the SYN proxy as resumed.
+    fn settle_resumed(&mut self) {
+        // Incidents that ended while we were away: what they held is lifted now.
+        self.changes.reserve(16);
+        self.mitigation_events.reserve(4);
+        if !self.changes.is_empty() {
+            self.apply_changes();
+            self.report_events();
+            self.save_mitigation();
         }
-        for event in events.iter() {
-            match event.token() {
-                SIGNALS => {
-                    while let Some(signo) = signals.read() {
-                        if signo == libc::SIGHUP {
-                            notifier.reloading();
-                            daemon.reload();
-                            notifier.ready();
-                        } else {
-                            log::info!("signal {signo}: stopping");
-                            break 'serve Ok(Stop::Signal);
-                        }
-                    }
+        // A SYN proxy put back needs conntrack strict again; one no longer held, the sysctl back.
+        let proxied =
+            self.pipeline.mitigator.holds_synproxy() && !self.pipeline.mitigator.is_monitor();
+        self.sync_strict_tcp(proxied);
+    }
+
+    /// The loop: waits on every source and serves each event, until a signal or a flush
+    /// stops it (or the poll fails).
+    fn serve_events(
+        &mut self,
+        sources: &mut EventSources,
+        notifier: &mut Notifier,
+    ) -> Result<Stop, DaemonError> {
+        let mut events = Events::with_capacity(64);
+        loop {
+            if let Err(e) = sources.poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
                 }
-                TICK => {
-                    let lateness = &mut daemon.lateness;
-                    if timer.expired(|late| lateness.record(late)) == 0 {
-                        continue;
-                    }
-                    let now = Instant::now();
-                    daemon.tick(now);
-                    notifier.tick(now, |w| daemon.write_status(w));
-                    if let Some(fast) = daemon.detector.fast_tick() {
-                        // A counter just went over: time its run with a few short ticks.
-                        daemon.tally.fast_ticks += 1;
-                        if let Err(e) = timer.rearm(fast, daemon.config.agent.tick) {
-                            log::warn!("rearming the tick timer for a fast tick: {e}");
-                        }
-                    }
-                }
-                NFLOG => daemon.drain_samples(),
-                WORKERS => daemon.conntrack_read(),
-                TRIPWIRE if daemon.tripped() => {
-                    // Cut this tick short and measure a short one right after: its counters
-                    // decide whether the flood the kernel saw opens an incident.
-                    daemon.detector.trip();
-                    daemon.tick(Instant::now());
-                    if let Err(e) = timer.rearm(TRIP_SETTLE, daemon.config.agent.tick) {
-                        log::warn!("rearming the tick timer after a trip: {e}");
-                    }
-                }
-                TABLE_NOTICES => daemon.table_notices(Instant::now()),
-                CONTROL => connections.accept_all(&listener, poll.registry()),
-                METRICS => {
-                    if let Some(server) = &mut metrics_server {
-                        server.accept_all(poll.registry());
-                    }
-                }
-                token if metrics_server.as_ref().is_some_and(|s| s.owns(token)) => {
-                    let Some(server) = &mut metrics_server else {
-                        continue;
-                    };
-                    if let Some(head_only) = server.ready(event, poll.registry()) {
-                        let text = daemon.metrics(Instant::now());
-                        server.respond(token, &text, head_only, poll.registry());
-                    }
-                }
-                token if connections.owns(token) => {
-                    if let Some(request) = connections.ready(event, poll.registry()) {
-                        let (response, stop) = daemon.serve(&request);
-                        // The reply comes once the bans are in the ipsets too.
-                        daemon.mirror_operator_bans();
-                        connections.respond(token, &response, poll.registry());
-                        if stop {
-                            // No check of ours may put the chain back once it is removed.
-                            daemon.stop_shim_keeper();
-                            remove_shim();
-                            break 'serve Ok(Stop::Flushed);
-                        }
-                        daemon.save_changes(Instant::now());
-                    }
-                }
-                _ => {}
+                return Err(DaemonError::Os {
+                    what: "poll",
+                    source: e,
+                });
             }
+            for event in events.iter() {
+                if let Some(stop) = self.dispatch(event, sources, notifier) {
+                    return Ok(stop);
+                }
+            }
+            let now = Instant::now();
+            sources.connections.expire(now, sources.poll.registry());
+            if let Some(server) = &mut sources.metrics {
+                server.expire(now, sources.poll.registry());
+            }
+        }
+    }
+
+    /// Serves one event of the loop; `Some` when the daemon must stop.
+    fn dispatch(
+        &mut self,
+        event: &mio::event::Event,
+        sources: &mut EventSources,
+        notifier: &mut Notifier,
+    ) -> Option<Stop> {
+        match event.token() {
+            SIGNALS => {
+                while let Some(signo) = sources.signals.read() {
+                    if signo == libc::SIGHUP {
+                        notifier.reloading();
+                        self.reload();
+                        notifier.ready();
+                    } else {
+                        log::info!("signal {signo}: stopping");
+                        return Some(Stop::Signal);
+                    }
+                }
+            }
+            TICK => self.timer_fired(&mut sources.timer, notifier),
+            NFLOG => self.drain_samples(),
+            WORKERS => self.conntrack_read(),
+            TRIPWIRE if self.tripped() => {
+                // Cut this tick short and measure a short one right after: its counters
+                // decide whether the flood the kernel saw opens an incident.
+                self.pipeline.detector.trip();
+                self.tick(Instant::now());
+                if let Err(e) = sources.timer.rearm(TRIP_SETTLE, self.config.agent.tick) {
+                    log::warn!("rearming the tick timer after a trip: {e}");
+                }
+            }
+            TABLE_NOTICES => self.table_notices(Instant::now()),
+            CONTROL => sources
+                .connections
+                .accept_all(&sources.listener, sources.poll.registry()),
+            METRICS => {
+                if let Some(server) = &mut sources.metrics {
+                    server.accept_all(sources.poll.registry());
+                }
+            }
+            token if sources.metrics.as_ref().is_some_and(|s| s.owns(token)) => {
+                self.scrape(token, event, sources)
+            }
+            token if sources.connections.owns(token) => {
+                return self.control_request(token, event, sources)
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// The tick timer fired: a tick (unless the expiry was spurious), systemd told, and a few
+    /// short ticks when a counter just went over.
+    fn timer_fired(&mut self, timer: &mut TimerFd, notifier: &mut Notifier) {
+        let lateness = &mut self.schedule.lateness;
+        if timer.expired(|late| lateness.record(late)) == 0 {
+            return;
         }
         let now = Instant::now();
-        connections.expire(now, poll.registry());
-        if let Some(server) = &mut metrics_server {
-            server.expire(now, poll.registry());
+        self.tick(now);
+        notifier.tick(now, |w| self.write_status(w));
+        if let Some(fast) = self.pipeline.detector.fast_tick() {
+            // A counter just went over: time its run with a few short ticks.
+            self.tally.fast_ticks += 1;
+            if let Err(e) = timer.rearm(fast, self.config.agent.tick) {
+                log::warn!("rearming the tick timer for a fast tick: {e}");
+            }
         }
-    };
-    notifier.stopping();
-    let _ = std::fs::remove_file(&socket_path);
-    if let Some(escalation) = &daemon.escalation {
-        escalation.log_remaining();
     }
-    daemon.stop(*outcome.as_ref().unwrap_or(&Stop::Signal));
-    outcome.map(|_| ())
+
+    /// A metrics connection is ready: a whole request is answered with the exposition.
+    fn scrape(&mut self, token: Token, event: &mio::event::Event, sources: &mut EventSources) {
+        let Some(server) = &mut sources.metrics else {
+            return;
+        };
+        if let Some(head_only) = server.ready(event, sources.poll.registry()) {
+            let text = self.metrics(Instant::now());
+            server.respond(token, &text, head_only, sources.poll.registry());
+        }
+    }
+
+    /// A control connection is ready: a whole request is served and answered; `Some` when it
+    /// was a flush (the table is gone, and so is the iptables chain now).
+    fn control_request(
+        &mut self,
+        token: Token,
+        event: &mio::event::Event,
+        sources: &mut EventSources,
+    ) -> Option<Stop> {
+        let request = sources.connections.ready(event, sources.poll.registry())?;
+        let (response, stop) = self.serve(&request);
+        // The reply comes once the bans are in the ipsets too.
+        self.mirror_operator_bans();
+        sources
+            .connections
+            .respond(token, &response, sources.poll.registry());
+        if stop {
+            // No check of ours may put the chain back once it is removed.
+            self.stop_shim_keeper();
+            remove_shim();
+            return Some(Stop::Flushed);
+        }
+        self.save_changes(Instant::now());
+        None
+    }
 }
 
 /// Why the loop ended.
@@ -734,25 +967,26 @@ impl Daemon {
         // Whatever samples are queued belong to this tick (a short tick after a trip must
         // not wait for the NFLOG event).
         self.drain_samples();
-        if now >= self.next_conntrack && self.conntrack.idle() {
-            self.next_conntrack = now + self.config.sense.conntrack_interval;
+        if now >= self.schedule.next_conntrack && self.kernel.conntrack.idle() {
+            self.schedule.next_conntrack = now + self.config.sense.conntrack_interval;
             self.request_conntrack(now);
         }
         self.events.clear();
         self.changes.clear();
         self.mitigation_events.clear();
-        let since_start = now.saturating_duration_since(self.started);
+        let since_start = now.saturating_duration_since(self.schedule.started);
         let counted = self.read_counters(now);
         if counted {
-            let sample = self.sensor.sample();
-            self.detector
+            let sample = self.pipeline.sensor.sample();
+            self.pipeline
+                .detector
                 .observe(&sample, since_start, &mut self.events);
             self.tally.incidents(&self.events);
             if !self.events.is_empty() {
                 self.mitigate(since_start);
             }
         }
-        if self.healing.generation_check_due(now) {
+        if self.kernel.healing.generation_check_due(now) {
             self.check_generation(now);
         }
         self.heal(now);
@@ -763,15 +997,16 @@ impl Daemon {
         // After the incident's own events (a `bgp_announced` line never comes before the
         // `attack_start` of its incident), before this tick's samples are reset.
         let before = crate::alloc::thread_allocations();
-        let escalation = self.escalation.as_mut().filter(|_| counted);
-        if escalation.is_some_and(|e| e.tick(&self.events, &self.sensor.tick, since_start)) {
+        let escalation = self.pipeline.escalation.as_mut().filter(|_| counted);
+        if escalation.is_some_and(|e| e.tick(&self.events, &self.pipeline.sensor.tick, since_start))
+        {
             // Saved now: a crash must not lose the incident behind an announcement.
-            self.next_save = now;
+            self.schedule.next_save = now;
         }
         self.tick_allocations += crate::alloc::thread_allocations() - before;
-        self.sensor.next_tick();
-        if now >= self.next_shim_check {
-            self.next_shim_check = now + SHIM_CHECK_INTERVAL;
+        self.pipeline.sensor.next_tick();
+        if now >= self.schedule.next_shim_check {
+            self.schedule.next_shim_check = now + SHIM_CHECK_INTERVAL;
             self.check_shim();
         }
         self.refresh_safelist(now);
@@ -779,17 +1014,19 @@ impl Daemon {
             .events
             .iter()
             .any(|e| e.kind != EventKind::AttackUpdate);
-        if opened_or_ended || now >= self.next_save {
+        if opened_or_ended || now >= self.schedule.next_save {
             // An incident opened or ended: both files, so a restart resumes exactly it.
-            self.next_save = now + SAVE_INTERVAL;
-            persist::save_detector(&self.detector, &self.config.agent.state_dir);
+            self.schedule.next_save = now + SAVE_INTERVAL;
+            persist::save_detector(&self.pipeline.detector, &self.config.agent.state_dir);
             self.save_mitigation();
         } else {
             self.save_changes(now);
         }
-        if self.trace && now >= self.next_trace {
-            self.next_trace = now + TRACE_WINDOW;
-            if let Some(line) = trace::window_line(&mut self.sensor, now, self.tick_allocations) {
+        if self.trace && now >= self.schedule.next_trace {
+            self.schedule.next_trace = now + TRACE_WINDOW;
+            if let Some(line) =
+                trace::window_line(&mut self.pipeline.sensor, now, self.tick_allocations)
+            {
                 println!("{line}");
             }
             self.tick_allocations = 0;
@@ -798,13 +1035,13 @@ impl Daemon {
 
     /// The short summary systemd shows as the service's status (no allocation).
     fn write_status(&self, out: &mut dyn io::Write) -> io::Result<()> {
-        let incidents = self.detector.open_incidents().count();
-        let mode = if self.mitigator.is_monitor() {
+        let incidents = self.pipeline.detector.open_incidents().count();
+        let mode = if self.pipeline.mitigator.is_monitor() {
             "monitoring"
         } else {
             "protecting"
         };
-        let learning = if self.detector.warmed_up() {
+        let learning = if self.pipeline.detector.warmed_up() {
             ""
         } else {
             ", learning baselines"
@@ -818,9 +1055,10 @@ impl Daemon {
 
     /// One counter dump turned into rates; false when there are no rates this tick.
     fn read_counters(&mut self, now: Instant) -> bool {
-        let counters = &mut self.sensor.counters;
+        let counters = &mut self.pipeline.sensor.counters;
         counters.begin();
         if let Err(e) = self
+            .kernel
             .nft
             .read_counters(&mut |name, packets, bytes| counters.record(name, packets, bytes))
         {
@@ -833,11 +1071,12 @@ impl Daemon {
             Err(ReadingGap::Missing(n)) => {
                 // The notifications usually tell first, and say more; a restore they led to
                 // has put the counters back already.
-                let restores = self.tables_restored;
+                let restores = self.kernel.tables_restored;
                 self.table_notices(now);
-                if self.healing.pending.is_none() && self.tables_restored == restores {
+                if self.kernel.healing.pending.is_none() && self.kernel.tables_restored == restores
+                {
                     log::warn!("table inet {}: {n} counters missing", ruleset::TABLE);
-                    self.healing.note(Cause::CountersMissing, None, now);
+                    self.kernel.healing.note(Cause::CountersMissing, None, now);
                 }
                 self.heal(now);
                 false
@@ -848,13 +1087,13 @@ impl Daemon {
     /// Plans the kernel changes for this tick's incidents and applies them in one batch
     /// (monitor mode: only reports them). A refused batch is reported and tried again later.
     fn mitigate(&mut self, since_start: Duration) {
-        self.mitigator.plan(
+        self.pipeline.mitigator.plan(
             &self.events,
             since_start,
             &mut self.changes,
             &mut self.mitigation_events,
         );
-        if self.mitigator.is_monitor() || self.changes.is_empty() {
+        if self.pipeline.mitigator.is_monitor() || self.changes.is_empty() {
             return;
         }
         self.apply_changes();
@@ -878,25 +1117,28 @@ impl Daemon {
             self.sync_strict_tcp(true);
         }
         self.apply_set_changes();
-        self.sync_strict_tcp(self.mitigator.holds_synproxy());
+        self.sync_strict_tcp(self.pipeline.mitigator.holds_synproxy());
     }
 
     /// `nf_conntrack_tcp_loose` off while `on` (a port is under the SYN proxy: the clients'
     /// ACKs must stay `invalid` for it), else back to what it was.
     fn sync_strict_tcp(&mut self, on: bool) {
-        let was = self.strict_tcp.previous().is_some();
+        let was = self.kernel.strict_tcp.previous().is_some();
         if on == was {
             return;
         }
         let done = if on {
-            self.strict_tcp.enable()
+            self.kernel.strict_tcp.enable()
         } else {
-            self.strict_tcp.restore()
+            self.kernel.strict_tcp.restore()
         };
         match done {
-            Err(e) => log::error!("{}: {e}", self.strict_tcp.name()),
-            Ok(()) if on => log::info!("{} = 0 while the SYN proxy runs", self.strict_tcp.name()),
-            Ok(()) => log::info!("{} put back", self.strict_tcp.name()),
+            Err(e) => log::error!("{}: {e}", self.kernel.strict_tcp.name()),
+            Ok(()) if on => log::info!(
+                "{} = 0 while the SYN proxy runs",
+                self.kernel.strict_tcp.name()
+            ),
+            Ok(()) => log::info!("{} put back", self.kernel.strict_tcp.name()),
         }
     }
 
@@ -905,25 +1147,25 @@ impl Daemon {
         for change in &self.changes {
             if let Change::SynCookies { on } = *change {
                 let done = if on {
-                    self.syn_cookies.enable()
+                    self.kernel.syn_cookies.enable()
                 } else {
-                    self.syn_cookies.restore()
+                    self.kernel.syn_cookies.restore()
                 };
                 if let Err(e) = done {
                     log::error!("net.ipv4.tcp_syncookies: {e}");
                 }
             }
         }
-        if let Err(e) = self.nft.apply(&self.changes, self.features) {
+        if let Err(e) = self.kernel.nft.apply(&self.changes, self.kernel.features) {
             log::error!("mitigation not applied: {e}");
             let set_full = e.errno() == Some(libc::ENFILE);
-            self.mitigator.rejected(&self.changes, set_full);
+            self.pipeline.mitigator.rejected(&self.changes, set_full);
             self.mitigation_events
                 .retain(|m| m.action == Action::SynCookies);
             return;
         }
         self.tally.bans(&self.mitigation_events);
-        if let Some(shim) = &mut self.shim {
+        if let Some(shim) = &mut self.kernel.shim {
             if let Err(e) = shim.mirror(&self.changes) {
                 log::error!(
                     "bans not mirrored into the iptables ipsets (our nft table has them): {e}"
@@ -934,8 +1176,8 @@ impl Daemon {
 
     /// Operators' bans and unbans go into the iptables ipsets too.
     fn mirror_operator_bans(&mut self) {
-        let changes = self.operator_bans.take_unmirrored();
-        if let (Some(shim), false) = (&mut self.shim, changes.is_empty()) {
+        let changes = self.pipeline.operator_bans.take_unmirrored();
+        if let (Some(shim), false) = (&mut self.kernel.shim, changes.is_empty()) {
             if let Err(e) = shim.mirror(&changes) {
                 log::error!("operator ban not mirrored into the iptables ipsets (our nft table has it): {e}");
             }
@@ -945,7 +1187,7 @@ impl Daemon {
     /// Asks for the iptables chain, rule or jump to be put back if another tool removed them
     /// (on the keeper's thread: the loop does not wait for the xtables lock).
     fn check_shim(&mut self) {
-        if let Some(keeper) = &self.shim_keeper {
+        if let Some(keeper) = &self.kernel.shim_keeper {
             keeper.check();
         }
     }
@@ -953,7 +1195,7 @@ impl Daemon {
     /// Ends the chain's checks, waiting for one under way: before the chain is removed or
     /// installed anew.
     fn stop_shim_keeper(&mut self) {
-        if let Some(keeper) = self.shim_keeper.take() {
+        if let Some(keeper) = self.kernel.shim_keeper.take() {
             keeper.stop();
         }
     }
@@ -961,9 +1203,11 @@ impl Daemon {
     /// The chain's checks for the shim in use (none without one).
     fn start_shim_keeper(&mut self) {
         self.stop_shim_keeper();
-        let Some(shim) = &self.shim else { return };
+        let Some(shim) = &self.kernel.shim else {
+            return;
+        };
         match ShimKeeper::start(shim.chain()) {
-            Ok(keeper) => self.shim_keeper = Some(keeper),
+            Ok(keeper) => self.kernel.shim_keeper = Some(keeper),
             Err(e) => log::error!(
                 "starting the iptables chain's checks: {e}; the chain is not checked until a reload"
             ),
@@ -996,7 +1240,7 @@ impl Daemon {
     fn report_notices(&mut self) {
         let wall = SystemTime::now();
         let mut out = io::stdout().lock();
-        for notice in self.mitigator.drain_notices() {
+        for notice in self.pipeline.mitigator.drain_notices() {
             let line = notice.to_json(wall);
             let _ = writeln!(out, "{line}");
             self.report.notify(notice.name(), &line);
@@ -1007,13 +1251,13 @@ impl Daemon {
     /// Reads the kernel's notifications: what someone else did to our table is noted, and
     /// put right at once unless it had to be put right too often in the last second.
     fn table_notices(&mut self, now: Instant) {
-        let seen = self.monitor.drain();
+        let seen = self.kernel.monitor.drain();
         if seen.lost {
             log::warn!("nf_tables notifications were lost (ENOBUFS); checking our table");
             self.verify(now);
         }
         if let Some(cause) = heal::Cause::of(&seen) {
-            self.healing.note(cause, seen.by, now);
+            self.kernel.healing.note(cause, seen.by, now);
             self.heal(now);
         }
     }
@@ -1022,24 +1266,24 @@ impl Daemon {
     /// notifications do not explain means some were missed, and the table is checked.
     fn check_generation(&mut self, now: Instant) {
         self.table_notices(now);
-        let generation = match self.nft.generation() {
+        let generation = match self.kernel.nft.generation() {
             Ok(g) => g,
             Err(e) => {
                 log::warn!("reading the ruleset generation: {e}");
                 return;
             }
         };
-        if self.monitor.generation() == Some(generation) {
+        if self.kernel.monitor.generation() == Some(generation) {
             return;
         }
         // A transaction may have been committed since the drain: read its notices first.
         self.table_notices(now);
-        if self.monitor.generation() != Some(generation) {
+        if self.kernel.monitor.generation() != Some(generation) {
             log::info!("ruleset generation {generation} was not announced; checking our table");
             if self.check_table(now) {
                 // Its notices were lost (our own large commits overflow the monitor's
                 // buffer): the table as read is that generation's, or a later one's.
-                self.monitor.assume_generation(generation);
+                self.kernel.monitor.assume_generation(generation);
             }
             self.heal(now);
         }
@@ -1056,10 +1300,10 @@ impl Daemon {
     /// True when it was read and is as it should be.
     fn check_table(&mut self, now: Instant) -> bool {
         let spec = ruleset::desired(&self.config);
-        match self.nft.table_state() {
-            Ok(None) => self.healing.note(Cause::TableDeleted, None, now),
+        match self.kernel.nft.table_state() {
+            Ok(None) => self.kernel.healing.note(Cause::TableDeleted, None, now),
             Ok(Some(state)) if !state.differences(&spec).is_empty() => {
-                self.healing.note(Cause::TableChanged, None, now)
+                self.kernel.healing.note(Cause::TableChanged, None, now)
             }
             Ok(Some(_)) => return true,
             Err(e) => log::warn!("reading table inet {} back: {e}", ruleset::TABLE),
@@ -1071,18 +1315,23 @@ impl Daemon {
     /// the table, what of it the kernel still holds, and every ban and measure in force with
     /// the time it has left. Logged, counted, and reported as a `table_restored` event.
     fn heal(&mut self, now: Instant) {
-        let Some(pending) = self.healing.due(now) else {
+        let Some(pending) = self.kernel.healing.due(now) else {
             return;
         };
-        self.healing.attempted(now);
-        let since_start = now.saturating_duration_since(self.started);
-        let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
-        let installed = quietly(&mut self.monitor, held.len(), || {
+        self.kernel.healing.attempted(now);
+        let since_start = now.saturating_duration_since(self.schedule.started);
+        let held = held_in_force(
+            &self.pipeline.mitigator,
+            &mut self.pipeline.operator_bans,
+            since_start,
+            now,
+        );
+        let installed = quietly(&mut self.kernel.monitor, held.len(), || {
             install_with(
-                &mut self.nft,
+                &mut self.kernel.nft,
                 &self.config,
-                &self.safelist,
-                self.features,
+                &self.pipeline.safelist,
+                self.kernel.features,
                 &held,
             )
         });
@@ -1097,14 +1346,14 @@ impl Daemon {
                 return;
             }
         };
-        self.healing.pending = None;
-        self.tables_restored += 1;
+        self.kernel.healing.pending = None;
+        self.kernel.tables_restored += 1;
         // What was put right is not noticed again; what others did since is. Notices lost
         // (a restore of full sets overflows the monitor's buffer with its own) are no sign of
         // damage: the table is read back instead.
-        let since = self.monitor.settle();
+        let since = self.kernel.monitor.settle();
         if let Some(cause) = heal::Cause::of(&since) {
-            self.healing.note(cause, since.by, now);
+            self.kernel.healing.note(cause, since.by, now);
         } else if since.lost {
             self.check_table(now);
         }
@@ -1125,7 +1374,7 @@ impl Daemon {
             kept: installed.kept_bans,
             put_back: installed.put_back,
             took: Instant::now().saturating_duration_since(pending.noticed),
-            restores: self.tables_restored,
+            restores: self.kernel.tables_restored,
         };
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "{}", event.to_json(SystemTime::now()));
@@ -1137,9 +1386,10 @@ impl Daemon {
     /// What is in force now, as persisted.
     fn mitigation_state(&mut self) -> MitigationState {
         let now = Instant::now();
-        let since_start = now.saturating_duration_since(self.started);
-        let wall_now = self.started_wall + since_start;
+        let since_start = now.saturating_duration_since(self.schedule.started);
+        let wall_now = self.schedule.started_wall + since_start;
         let operator_bans = self
+            .pipeline
             .operator_bans
             .in_force(now)
             .into_iter()
@@ -1152,11 +1402,11 @@ impl Daemon {
             })
             .collect();
         let mut state = MitigationState::new(
-            self.mitigator.save(since_start, wall_now),
+            self.pipeline.mitigator.save(since_start, wall_now),
             operator_bans,
-            self.syn_cookies.previous().map(str::to_string),
+            self.kernel.syn_cookies.previous().map(str::to_string),
         );
-        state.tcp_loose_before = self.strict_tcp.previous().map(str::to_string);
+        state.tcp_loose_before = self.kernel.strict_tcp.previous().map(str::to_string);
         state
     }
 
@@ -1164,18 +1414,18 @@ impl Daemon {
     fn save_mitigation(&mut self) {
         let state = self.mitigation_state();
         persist::save_mitigation(&state, &self.config.agent.state_dir);
-        self.saved_operator_bans = self.operator_bans.revision();
-        self.saved_mitigator = self.mitigator.revision();
-        self.last_mitigation_save = Instant::now();
+        self.schedule.saved_operator_bans = self.pipeline.operator_bans.revision();
+        self.schedule.saved_mitigator = self.pipeline.mitigator.revision();
+        self.schedule.last_mitigation_save = Instant::now();
     }
 
     /// Saves what is in force if it changed — operators' bans, the incidents' bans and
     /// measures added, lifted or run out; not their refreshes — at most once per
     /// `SAVE_DEBOUNCE`: what is left waits for a later tick (and a stop always saves).
     fn save_changes(&mut self, now: Instant) {
-        let changed = self.operator_bans.revision() != self.saved_operator_bans
-            || self.mitigator.revision() != self.saved_mitigator;
-        if changed && now >= self.last_mitigation_save + SAVE_DEBOUNCE {
+        let changed = self.pipeline.operator_bans.revision() != self.schedule.saved_operator_bans
+            || self.pipeline.mitigator.revision() != self.schedule.saved_mitigator;
+        if changed && now >= self.schedule.last_mitigation_save + SAVE_DEBOUNCE {
             self.save_mitigation();
         }
     }
@@ -1185,12 +1435,12 @@ impl Daemon {
     /// by themselves); the state files say what is left in force.
     fn stop(&mut self, stop: Stop) {
         self.stop_shim_keeper();
-        if let Err(e) = self.syn_cookies.restore() {
+        if let Err(e) = self.kernel.syn_cookies.restore() {
             log::error!("putting back net.ipv4.tcp_syncookies: {e}");
         }
         self.stop_synproxy(stop);
         let dir = self.config.agent.state_dir.clone();
-        persist::save_detector(&self.detector, &dir);
+        persist::save_detector(&self.pipeline.detector, &dir);
         let removed = match (stop, self.config.mitigation.on_stop) {
             (Stop::Flushed, _) => true,
             (Stop::Signal, OnStop::Keep) => {
@@ -1200,13 +1450,13 @@ impl Daemon {
                 );
                 false
             }
-            (Stop::Signal, OnStop::Remove) => match self.nft.remove_table() {
+            (Stop::Signal, OnStop::Remove) => match self.kernel.nft.remove_table() {
                 Ok(_) => {
                     log::info!(
                         "table inet {} removed with its bans and measures (mitigation.on_stop = \"remove\")",
                         ruleset::TABLE
                     );
-                    if self.shim.take().is_some() {
+                    if self.kernel.shim.take().is_some() {
                         remove_shim();
                     }
                     true
@@ -1235,7 +1485,7 @@ impl Daemon {
     /// stays keeps the incidents' other measures; a restart puts the proxy back with the
     /// incident (`mitigation.json` still holds it).
     fn stop_synproxy(&mut self, stop: Stop) {
-        if self.strict_tcp.previous().is_none() {
+        if self.kernel.strict_tcp.previous().is_none() {
             return;
         }
         let table_stays = matches!(
@@ -1244,8 +1494,9 @@ impl Daemon {
         );
         if table_stays {
             let proxied: Vec<Change> = self
+                .pipeline
                 .mitigator
-                .in_force(self.started.elapsed())
+                .in_force(self.schedule.started.elapsed())
                 .into_iter()
                 .filter_map(|f| match f.item {
                     Item::Measure(measure @ Measure::SynProxy(_)) => {
@@ -1254,7 +1505,7 @@ impl Daemon {
                     _ => None,
                 })
                 .collect();
-            if let Err(e) = self.nft.apply(&proxied, self.features) {
+            if let Err(e) = self.kernel.nft.apply(&proxied, self.kernel.features) {
                 log::error!("taking the SYN proxy's ports out: {e}");
             }
         }
@@ -1263,9 +1514,15 @@ impl Daemon {
 
     /// Asks the conntrack thread for a read, with the bans in force now.
     fn request_conntrack(&mut self, now: Instant) {
-        let since_start = now.saturating_duration_since(self.started);
-        let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
-        self.conntrack
+        let since_start = now.saturating_duration_since(self.schedule.started);
+        let held = held_in_force(
+            &self.pipeline.mitigator,
+            &mut self.pipeline.operator_bans,
+            since_start,
+            now,
+        );
+        self.kernel
+            .conntrack
             .request(held.iter().filter_map(|f| match f.item {
                 Item::Ban(cidr) => Some(cidr),
                 Item::Measure(_) => None,
@@ -1275,27 +1532,27 @@ impl Daemon {
     /// A conntrack read came back: its table becomes the sensor's (the sensor's becomes the
     /// next read's), with the entry count and the connections per service.
     fn conntrack_read(&mut self) {
-        let Some((mut round, stale_config)) = self.conntrack.finished() else {
+        let Some((mut round, stale_config)) = self.kernel.conntrack.finished() else {
             return;
         };
         if let Some(n) = round.entries {
-            self.sensor.conntrack_entries = n;
+            self.pipeline.sensor.conntrack_entries = n;
         }
         self.tally.conntrack_reads += 1;
         self.tally.conntrack_read = round.took;
         if stale_config {
             // Asked for before a reload changed the ports: dropped, and a spare made anew.
-            round.table = self.sensor.connections.clone();
+            round.table = self.pipeline.sensor.connections.clone();
         } else {
-            std::mem::swap(&mut self.sensor.connections, &mut round.table);
-            self.sensor.count_service_connections();
+            std::mem::swap(&mut self.pipeline.sensor.connections, &mut round.table);
+            self.pipeline.sensor.count_service_connections();
         }
-        self.conntrack.put_back(round);
+        self.kernel.conntrack.put_back(round);
     }
 
     /// Drains the tripwire's messages; true when there was at least one.
     fn tripped(&mut self) -> bool {
-        let Some(tripwire) = &mut self.tripwire else {
+        let Some(tripwire) = &mut self.kernel.tripwire else {
             return false;
         };
         let mut protocols = 0u64;
@@ -1315,14 +1572,14 @@ impl Daemon {
     /// Drains the sampled packets (edge-triggered: until WouldBlock) into the sensor and the
     /// packet captures.
     fn drain_samples(&mut self) {
-        let (sensor, report) = (&mut self.sensor, &mut self.report);
+        let (sensor, report) = (&mut self.pipeline.sensor, &mut self.report);
         let now = SystemTime::now();
-        self.nflog.drain(&mut |p, captured| {
+        self.kernel.nflog.drain(&mut |p, captured| {
             sensor.packet(p);
             report.packet(p, captured, now);
         });
-        let totals = self.nflog.totals();
-        self.sensor.loss = crate::sense::SampleLoss {
+        let totals = self.kernel.nflog.totals();
+        self.pipeline.sensor.loss = crate::sense::SampleLoss {
             received: totals.packets,
             lost: totals.lost,
             enobufs: totals.enobufs,

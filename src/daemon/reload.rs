@@ -50,14 +50,14 @@ impl Daemon {
             }
         };
         let restart_only = keep_restart_only(&mut fresh, &self.config);
-        super::fit_to_kernel(&mut fresh, self.features);
+        super::fit_to_kernel(&mut fresh, self.kernel.features);
         if !restart_only.is_empty() {
             log::warn!(
                 "reload: {} changed; they take effect at the next start",
                 restart_only.join(", ")
             );
         }
-        let safelist = self.safelist_refresh.read_all(&fresh);
+        let safelist = self.pipeline.safelist_refresh.read_all(&fresh);
         let applied = match self.apply_table(&fresh, &safelist) {
             Ok(how) => how,
             Err(e) => {
@@ -68,17 +68,17 @@ impl Daemon {
         };
         if fresh.nft != self.config.nft
             || fresh.mitigation.ban_duration != self.config.mitigation.ban_duration
-            || safelist != self.safelist
+            || safelist != self.pipeline.safelist
         {
             // The iptables chain follows: its ipsets' sizes, default timeout and safelist. Its
             // checks wait meanwhile, so that none runs beside the install.
             self.stop_shim_keeper();
-            match install_shim(&mut self.nft, &fresh, &safelist) {
-                Ok(None) if self.shim.is_some() => {
+            match install_shim(&mut self.kernel.nft, &fresh, &safelist) {
+                Ok(None) if self.kernel.shim.is_some() => {
                     remove_shim();
-                    self.shim = None;
+                    self.kernel.shim = None;
                 }
-                Ok(shim) => self.shim = shim,
+                Ok(shim) => self.kernel.shim = shim,
                 Err(e) => log::error!("reload: {e}; the previous iptables chain stays"),
             }
             self.start_shim_keeper();
@@ -86,29 +86,34 @@ impl Daemon {
         if let Err(e) = self.report.reconfigure(&fresh, &self.config) {
             log::error!("reload: {e}; the previous webhooks stay");
         }
-        let never = self.safelist_refresh.never_banned(&safelist);
-        if let Some(escalation) = &mut self.escalation {
+        let never = self.pipeline.safelist_refresh.never_banned(&safelist);
+        if let Some(escalation) = &mut self.pipeline.escalation {
             escalation.set_safelist(never.clone());
         }
-        self.mitigator.reconfigure(&fresh, never);
-        self.safelist = safelist;
+        self.pipeline.mitigator.reconfigure(&fresh, never);
+        self.pipeline.safelist = safelist;
         if fresh.services != self.config.services
             || fresh.sense.amplification_ports != self.config.sense.amplification_ports
             || fresh.detection != self.config.detection
         {
             // Keys may have changed: baselines and open incidents carry over by name.
             let mut sensor = Sensor::new(&fresh);
-            sensor.loss = self.sensor.loss;
-            sensor.conntrack_entries = self.sensor.conntrack_entries;
-            self.sensor = sensor;
-            own_addresses_into(&mut self.sensor);
-            self.conntrack.renew(self.sensor.connections.clone());
-            let state = self.detector.save();
-            self.detector = Detector::new(&fresh, self.sensor.counters.layout());
-            super::ceilings_from_link(&mut self.detector);
-            self.detector
-                .set_clock_origin(SystemTime::now() - self.started.elapsed());
-            self.detector.restore(state, self.started.elapsed());
+            sensor.loss = self.pipeline.sensor.loss;
+            sensor.conntrack_entries = self.pipeline.sensor.conntrack_entries;
+            self.pipeline.sensor = sensor;
+            own_addresses_into(&mut self.pipeline.sensor);
+            self.kernel
+                .conntrack
+                .renew(self.pipeline.sensor.connections.clone());
+            let state = self.pipeline.detector.save();
+            self.pipeline.detector = Detector::new(&fresh, self.pipeline.sensor.counters.layout());
+            super::ceilings_from_link(&mut self.pipeline.detector);
+            self.pipeline
+                .detector
+                .set_clock_origin(SystemTime::now() - self.schedule.started.elapsed());
+            self.pipeline
+                .detector
+                .restore(state, self.schedule.started.elapsed());
         }
         self.config = fresh;
         self.config_source = match source {
@@ -136,12 +141,12 @@ impl Daemon {
     ) -> Result<&'static str, DaemonError> {
         let running = ruleset::desired(&self.config);
         let wanted = ruleset::desired(fresh);
-        if let Some(diff) = diff::diff(&running, &wanted, &self.safelist, safelist) {
+        if let Some(diff) = diff::diff(&running, &wanted, &self.pipeline.safelist, safelist) {
             if diff.is_empty() {
                 return Ok("none");
             }
-            match self.nft.update(&diff) {
-                Ok(()) => match self.nft.table_state() {
+            match self.kernel.nft.update(&diff) {
+                Ok(()) => match self.kernel.nft.table_state() {
                     Ok(Some(state)) if state.differences(&wanted).is_empty() => {
                         log::info!("reload: table updated in place: {}", diff.summary());
                         return Ok("diff");
@@ -155,10 +160,21 @@ impl Daemon {
         // One transaction: the new table with every ban and measure in force, each with the
         // time it has left.
         let now = Instant::now();
-        let since_start = now.saturating_duration_since(self.started);
-        let held = held_in_force(&self.mitigator, &mut self.operator_bans, since_start, now);
-        quietly(&mut self.monitor, held.len(), || {
-            install_with(&mut self.nft, fresh, safelist, self.features, &held)
+        let since_start = now.saturating_duration_since(self.schedule.started);
+        let held = held_in_force(
+            &self.pipeline.mitigator,
+            &mut self.pipeline.operator_bans,
+            since_start,
+            now,
+        );
+        quietly(&mut self.kernel.monitor, held.len(), || {
+            install_with(
+                &mut self.kernel.nft,
+                fresh,
+                safelist,
+                self.kernel.features,
+                &held,
+            )
         })?;
         Ok("replace")
     }

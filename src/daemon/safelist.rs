@@ -214,24 +214,28 @@ impl Daemon {
     /// mitigator and the BGP planner. A batch the kernel refuses is tried again `REFRESH`
     /// later.
     pub(super) fn refresh_safelist(&mut self, now: Instant) {
-        let retry = self.safelist_refresh.retry_at.is_some_and(|at| now >= at);
-        let own_before = self.safelist_refresh.news();
+        let retry = self
+            .pipeline
+            .safelist_refresh
+            .retry_at
+            .is_some_and(|at| now >= at);
+        let own_before = self.pipeline.safelist_refresh.news();
         if own_before.is_none() && !retry {
             return;
         }
-        self.safelist_refresh.retry_at = None;
-        let fresh = self.safelist_refresh.safelist(&self.config);
-        if fresh != self.safelist {
-            let change = diff::allow_diff(&self.safelist, &fresh);
+        self.pipeline.safelist_refresh.retry_at = None;
+        let fresh = self.pipeline.safelist_refresh.safelist(&self.config);
+        if fresh != self.pipeline.safelist {
+            let change = diff::allow_diff(&self.pipeline.safelist, &fresh);
             if change.is_empty() {
                 // Within what the list held already (a host of a configured prefix).
-            } else if let Err(e) = self.nft.update(&change) {
+            } else if let Err(e) = self.kernel.nft.update(&change) {
                 log::error!("safelist not updated (tried again in {REFRESH:?}): {e}");
-                self.safelist_refresh.retry_at = Some(now + REFRESH);
+                self.pipeline.safelist_refresh.retry_at = Some(now + REFRESH);
                 return;
             }
-            if let Some(shim) = &mut self.shim {
-                if let Err(e) = shim.update_safelist(&self.safelist, &fresh) {
+            if let Some(shim) = &mut self.kernel.shim {
+                if let Err(e) = shim.update_safelist(&self.pipeline.safelist, &fresh) {
                     log::error!("safelist not updated in the iptables ipsets: {e}");
                 }
             }
@@ -248,27 +252,31 @@ impl Daemon {
                 listed(
                     fresh
                         .iter()
-                        .filter(|c| !self.safelist.contains(c))
+                        .filter(|c| !self.pipeline.safelist.contains(c))
                         .collect()
                 ),
                 listed(
-                    self.safelist
+                    self.pipeline
+                        .safelist
                         .iter()
                         .filter(|c| !fresh.contains(c))
                         .collect()
                 )
             );
-            self.safelist = fresh;
+            self.pipeline.safelist = fresh;
         } else if own_before
             .as_deref()
-            .is_none_or(|own| own == self.safelist_refresh.own())
+            .is_none_or(|own| own == self.pipeline.safelist_refresh.own())
         {
             return;
         }
-        let never = self.safelist_refresh.never_banned(&self.safelist);
-        if let Some(escalation) = &mut self.escalation {
+        let never = self
+            .pipeline
+            .safelist_refresh
+            .never_banned(&self.pipeline.safelist);
+        if let Some(escalation) = &mut self.pipeline.escalation {
             escalation.set_safelist(never.clone());
         }
-        self.mitigator.set_safelist(never);
+        self.pipeline.mitigator.set_safelist(never);
     }
 }

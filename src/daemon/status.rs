@@ -16,9 +16,10 @@ use crate::time::rfc3339;
 
 impl Daemon {
     pub(super) fn status(&mut self, now: Instant) -> Status {
-        let uptime = now.saturating_duration_since(self.started);
+        let uptime = now.saturating_duration_since(self.schedule.started);
         let started_wall = SystemTime::now() - uptime;
         let mut mitigations: Vec<Mitigation> = self
+            .pipeline
             .mitigator
             .measures()
             .into_iter()
@@ -51,6 +52,7 @@ impl Daemon {
         let mitigations_more = mitigations.len().saturating_sub(MAX_LISTED);
         mitigations.truncate(MAX_LISTED);
         let mut operator_bans: Vec<OperatorBan> = self
+            .pipeline
             .operator_bans
             .in_force(now)
             .into_iter()
@@ -61,23 +63,23 @@ impl Daemon {
             .collect();
         let operator_bans_more = operator_bans.len().saturating_sub(MAX_LISTED);
         operator_bans.truncate(MAX_LISTED);
-        let (learned_s, warmup_s) = self.detector.learning();
-        let loss = self.sensor.loss;
+        let (learned_s, warmup_s) = self.pipeline.detector.learning();
+        let loss = self.pipeline.sensor.loss;
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             uptime_s: uptime.as_secs(),
-            kernel_mode: if self.features.owner_persist {
+            kernel_mode: if self.kernel.features.owner_persist {
                 "owner+persist"
             } else {
                 "unowned"
             }
             .to_string(),
-            timeout_refresh: self.features.timeout_refresh,
+            timeout_refresh: self.kernel.features.timeout_refresh,
             mode: self.config.mitigation.mode.to_string(),
             config: self.config_source.as_ref().map(|p| p.display().to_string()),
             reload: self.last_reload.clone(),
-            warmed_up: self.detector.warmed_up(),
+            warmed_up: self.pipeline.detector.warmed_up(),
             learned_s,
             warmup_s,
             samples: Samples {
@@ -86,9 +88,10 @@ impl Daemon {
                 enobufs: loss.enobufs,
                 malformed: loss.malformed,
             },
-            conntrack_entries: self.sensor.conntrack_entries,
-            tick_lateness: self.lateness.summary(),
+            conntrack_entries: self.pipeline.sensor.conntrack_entries,
+            tick_lateness: self.schedule.lateness.summary(),
             keys: self
+                .pipeline
                 .detector
                 .keys()
                 .map(|k| KeyRate {
@@ -100,6 +103,7 @@ impl Daemon {
                 })
                 .collect(),
             incidents: self
+                .pipeline
                 .detector
                 .open_incidents()
                 .map(|i| IncidentStatus {

@@ -462,6 +462,55 @@ pub struct TableSpec {
 
 /// The table the configuration asks for.
 pub fn desired(config: &Config) -> TableSpec {
+    let (counters, mut sets) = counters_and_maps(config);
+    sets.extend(element_sets(config));
+    let prerouting = prerouting_rules(config, &mut sets);
+    let conntrack = conntrack_rules(config);
+    let mut spec = TableSpec {
+        counters,
+        sets,
+        chains: vec![
+            ChainSpec {
+                name: EARLY_CHAIN,
+                hook: ChainHook::Prerouting,
+                priority: EARLY_PRIORITY,
+                rules: early_rules(config),
+            },
+            ChainSpec {
+                name: CHAIN,
+                hook: ChainHook::Prerouting,
+                priority: PRIORITY,
+                rules: prerouting,
+            },
+            ChainSpec {
+                name: CT_CHAIN,
+                hook: ChainHook::Prerouting,
+                priority: CT_PRIORITY,
+                rules: conntrack,
+            },
+            ChainSpec {
+                name: CLOSED_CHAIN,
+                hook: ChainHook::Input,
+                priority: CLOSED_PRIORITY,
+                rules: closed_port_rules(config),
+            },
+        ],
+    };
+    if config.mitigation.synproxy {
+        spec.chains.push(ChainSpec {
+            name: SYNPROXY_CHAIN,
+            hook: ChainHook::Input,
+            priority: SYNPROXY_PRIORITY,
+            rules: synproxy_rules(config),
+        });
+    }
+    spec
+}
+
+/// Every named counter, in order, and the verdict maps that count into them: per address
+/// family, per IP protocol, per service (all packets and new connections) and per reflector
+/// port.
+fn counters_and_maps(config: &Config) -> (Vec<String>, Vec<SetSpec>) {
     let mut counters: Vec<String> = Counter::ALL.iter().map(|c| c.name().to_string()).collect();
     let mut svc = |proto: Proto, new: bool| -> Vec<(Key, String)> {
         let elements: Vec<(Key, String)> = config
@@ -490,7 +539,7 @@ pub fn desired(config: &Config) -> TableSpec {
     counters.extend(DROP_SETS.iter().map(|set| drop_counter(set)));
 
     let el = |b: u8, name: &str| (Key::Byte(b), name.to_string());
-    let mut sets = vec![
+    let sets = vec![
         SetSpec::counter_map(
             "family",
             KeyType::NfProto,
@@ -517,6 +566,13 @@ pub fn desired(config: &Config) -> TableSpec {
         SetSpec::counter_map("new_tcp", KeyType::InetService, true, new_tcp),
         SetSpec::counter_map("new_udp", KeyType::InetService, true, new_udp),
     ];
+    (counters, sets)
+}
+
+/// The sets the daemon and the kernel fill: the safelist and the bans (sized from `[nft]`),
+/// the per-source meters, and the measures' sets.
+fn element_sets(config: &Config) -> Vec<SetSpec> {
+    let mut sets = Vec::new();
     let nft = &config.nft;
     for role in SetRole::ALL {
         let size = match role {
@@ -552,7 +608,12 @@ pub fn desired(config: &Config) -> TableSpec {
         default_timeout: None,
         elements: Vec::new(),
     }));
+    sets
+}
 
+/// The main chain's rules: accounting, sampling, the SYN proxy's notrack, bans, aggregate
+/// measures, and last the tripwire (whose sets go into `sets`).
+fn prerouting_rules(config: &Config, sets: &mut Vec<SetSpec>) -> Vec<Vec<Expr>> {
     let mut prerouting = accounting_rules();
     let sense = &config.sense;
     prerouting.push(vec![
@@ -568,8 +629,7 @@ pub fn desired(config: &Config) -> TableSpec {
         },
     ]);
     // The SYN proxy's notrack is for every source.
-    let synproxy = config.mitigation.synproxy;
-    if synproxy {
+    if config.mitigation.synproxy {
         prerouting.push(synproxy_notrack());
     }
     prerouting.extend(SetRole::BANS.into_iter().map(ban_rule));
@@ -579,6 +639,13 @@ pub fn desired(config: &Config) -> TableSpec {
         prerouting.push(rule);
         sets.extend(tripwire_sets);
     }
+    prerouting
+}
+
+/// The conntrack chain's rules: new connections counted per service, established ACKs,
+/// unsolicited reflector replies and SYN-ACKs, packets outside any connection, and the
+/// per-source meters on new connections.
+fn conntrack_rules(config: &Config) -> Vec<Vec<Expr>> {
     let ct_new = || ct_state(CT_STATE_NEW);
     let mut conntrack: Vec<Vec<Expr>> = [
         (IPPROTO_TCP, Field::TcpDport, "new_tcp"),
@@ -617,6 +684,15 @@ pub fn desired(config: &Config) -> TableSpec {
     synacks.extend(drop_tail("block_synack"));
     conntrack.push(synacks);
     conntrack.extend(outside_connection_rules(config));
+    conntrack.extend(new_connection_meter_rules(config));
+    conntrack
+}
+
+/// New TCP connections to a port in `meter_new` or `limit_conns`, metered per source
+/// (`mitigation.new_connections_per_source`, `detection.max_connections_per_source`).
+fn new_connection_meter_rules(config: &Config) -> Vec<Vec<Expr>> {
+    let ct_new = || ct_state(CT_STATE_NEW);
+    let mut rules = Vec::new();
     for (set, meter, stateful) in [
         (
             "meter_new",
@@ -645,47 +721,9 @@ pub fn desired(config: &Config) -> TableSpec {
                 invert: false,
             },
         ]);
-        conntrack.extend(meter_rules(&head, meter, stateful, set));
+        rules.extend(meter_rules(&head, meter, stateful, set));
     }
-    let mut spec = TableSpec {
-        counters,
-        sets,
-        chains: vec![
-            ChainSpec {
-                name: EARLY_CHAIN,
-                hook: ChainHook::Prerouting,
-                priority: EARLY_PRIORITY,
-                rules: early_rules(config),
-            },
-            ChainSpec {
-                name: CHAIN,
-                hook: ChainHook::Prerouting,
-                priority: PRIORITY,
-                rules: prerouting,
-            },
-            ChainSpec {
-                name: CT_CHAIN,
-                hook: ChainHook::Prerouting,
-                priority: CT_PRIORITY,
-                rules: conntrack,
-            },
-            ChainSpec {
-                name: CLOSED_CHAIN,
-                hook: ChainHook::Input,
-                priority: CLOSED_PRIORITY,
-                rules: closed_port_rules(config),
-            },
-        ],
-    };
-    if synproxy {
-        spec.chains.push(ChainSpec {
-            name: SYNPROXY_CHAIN,
-            hook: ChainHook::Input,
-            priority: SYNPROXY_PRIORITY,
-            rules: synproxy_rules(config),
-        });
-    }
-    spec
+    rules
 }
 
 /// `tcp flags syn / fin,syn,rst,ack tcp dport @syn_proxy notrack`: a SYN to a port under the
