@@ -70,7 +70,7 @@ fn network(addr: IpAddr, prefix_len: u8) -> IpAddr {
 
 impl Cidr {
     /// A block; rejects a prefix longer than the family allows and set host bits.
-    pub fn new(addr: IpAddr, prefix_len: u8) -> Result<Cidr, CidrError> {
+    pub(crate) fn new(addr: IpAddr, prefix_len: u8) -> Result<Cidr, CidrError> {
         let max = family_bits(addr);
         if prefix_len > max {
             return Err(CidrError::PrefixOutOfRange {
@@ -93,7 +93,7 @@ impl Cidr {
     }
 
     /// The block holding exactly `addr` (/32 or /128).
-    pub fn host(addr: IpAddr) -> Cidr {
+    pub(crate) fn host(addr: IpAddr) -> Cidr {
         Cidr {
             addr,
             prefix_len: family_bits(addr),
@@ -101,25 +101,25 @@ impl Cidr {
     }
 
     /// The first address of the block.
-    pub fn addr(&self) -> IpAddr {
+    pub(crate) fn addr(&self) -> IpAddr {
         self.addr
     }
 
-    pub fn prefix_len(&self) -> u8 {
+    pub(crate) fn prefix_len(&self) -> u8 {
         self.prefix_len
     }
 
-    pub fn is_ipv4(&self) -> bool {
+    pub(crate) fn is_ipv4(&self) -> bool {
         self.addr.is_ipv4()
     }
 
     /// True for a single address (/32 or /128).
-    pub fn is_host(&self) -> bool {
+    pub(crate) fn is_host(&self) -> bool {
         self.prefix_len == family_bits(self.addr)
     }
 
     /// True when `ip` is inside the block; always false across families.
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
                 network(ip, self.prefix_len) == self.addr
@@ -130,13 +130,13 @@ impl Cidr {
 
     /// True when the two blocks share an address (one holds the other); false across
     /// families.
-    pub fn overlaps(&self, other: &Cidr) -> bool {
+    pub(crate) fn overlaps(&self, other: &Cidr) -> bool {
         self.contains(other.addr) || other.contains(self.addr)
     }
 
     /// First address and the address one past the last, None when the range
     /// runs to the top of the family (e.g. 0.0.0.0/0, 255.255.255.255/32).
-    pub fn interval(&self) -> (IpAddr, Option<IpAddr>) {
+    pub(crate) fn interval(&self) -> (IpAddr, Option<IpAddr>) {
         let host_bits = u32::from(family_bits(self.addr) - self.prefix_len);
         let end = match self.addr {
             IpAddr::V4(a) => 1u32
@@ -153,7 +153,7 @@ impl Cidr {
 
     /// The inverse of [`Cidr::interval`]: the block exactly covering
     /// [start, end_exclusive) if that range is one CIDR block, else None.
-    pub fn from_interval(start: IpAddr, end_exclusive: Option<IpAddr>) -> Option<Cidr> {
+    pub(crate) fn from_interval(start: IpAddr, end_exclusive: Option<IpAddr>) -> Option<Cidr> {
         (0..=family_bits(start))
             .filter_map(|prefix_len| Cidr::new(start, prefix_len).ok())
             .find(|cidr| cidr.interval() == (start, end_exclusive))
@@ -223,7 +223,7 @@ const NEVER_BANNED: [(u128, u8, bool, &str); 9] = [
 
 /// The never-banned range `cidr` overlaps, with its name (`127.0.0.0/8`, "loopback"), if
 /// any. A ban holding such a range (`0.0.0.0/0`) is refused as well as one inside it.
-pub fn never_banned(cidr: &Cidr) -> Option<(Cidr, &'static str)> {
+pub(crate) fn never_banned(cidr: &Cidr) -> Option<(Cidr, &'static str)> {
     NEVER_BANNED
         .iter()
         .find_map(|&(bits, prefix_len, v4, name)| {
@@ -239,7 +239,7 @@ pub fn never_banned(cidr: &Cidr) -> Option<(Cidr, &'static str)> {
 
 /// Whether a ban of `cidr` would touch `safelist` (the daemon adds the host's own addresses
 /// to it) or a range that is never banned.
-pub fn protected(safelist: &[Cidr], cidr: &Cidr) -> bool {
+pub(crate) fn protected(safelist: &[Cidr], cidr: &Cidr) -> bool {
     never_banned(cidr).is_some() || safelist.iter().any(|s| s.overlaps(cidr))
 }
 
@@ -271,7 +271,7 @@ fn merge<T: Ord + Copy>(mut ranges: Vec<(T, Option<T>)>) -> Vec<(T, Option<T>)> 
 /// disjoint intervals (start, end_exclusive) ready for an nft interval set;
 /// returns v4 and v6 separately.
 #[allow(clippy::type_complexity)]
-pub fn merge_intervals(
+pub(crate) fn merge_intervals(
     cidrs: &[Cidr],
 ) -> (
     Vec<(Ipv4Addr, Option<Ipv4Addr>)>,

@@ -48,14 +48,8 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 }
 
-/// Allocations (and reallocations) so far, in the whole process; 0 forever when the counting
-/// allocator is not installed.
-pub fn allocations() -> u64 {
-    ALLOCATIONS.load(Ordering::Relaxed)
-}
-
 /// Allocations made by the calling thread so far (for tests that run beside others).
-pub fn thread_allocations() -> u64 {
+pub(crate) fn thread_allocations() -> u64 {
     THREAD_ALLOCATIONS.with(Cell::get)
 }
 

@@ -33,7 +33,7 @@ pub struct Cli {
     /// Install systemd/ftagent.service for this binary in /etc/systemd/system and reload
     /// systemd (--enable: also enable and start it)
     #[arg(long)]
-    pub install_service: bool,
+    pub(crate) install_service: bool,
 
     #[command(flatten)]
     pub answers: SetupArgs,
@@ -48,53 +48,53 @@ pub struct Cli {
 pub struct SetupArgs {
     /// Do not ask: take the answers below, or what was detected for those not given
     #[arg(long, short = 'y')]
-    pub yes: bool,
+    pub(crate) yes: bool,
 
     /// Service ports to protect, e.g. 22,80,443,53/udp,8000-8100/tcp [default: the
     /// listening ones among the well-known services]
     #[arg(long, value_name = "PORT[/PROTO],...", value_delimiter = ',', value_parser = parse_service)]
-    pub services: Option<Vec<ServiceArg>>,
+    pub(crate) services: Option<Vec<ServiceArg>>,
 
     /// Addresses and prefixes never to drop, e.g. 203.0.113.7,2001:db8::/48, or `none`
     /// [default: your SSH client, the default gateways, the DNS resolvers]
     #[arg(long, value_name = "CIDR,...", value_delimiter = ',', value_parser = parse_safelist_entry)]
-    pub safelist: Option<Vec<SafelistArg>>,
+    pub(crate) safelist: Option<Vec<SafelistArg>>,
 
     /// `mitigate` (drop floods) or `monitor` (only report what would be done)
     /// [default: mitigate]
     #[arg(long, value_enum)]
-    pub mode: Option<ModeArg>,
+    pub(crate) mode: Option<ModeArg>,
 
     /// Replace an existing configuration (--setup) or unit file (--install-service)
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 
     /// Install, enable and start the systemd service (with --setup: after writing the
     /// configuration)
     #[arg(long)]
-    pub enable: bool,
+    pub(crate) enable: bool,
 
     /// Print the configuration or unit that would be written, and change nothing
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 /// One `--services` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServiceArg {
-    pub ports: PortRange,
-    pub proto: Proto,
+pub(crate) struct ServiceArg {
+    pub(crate) ports: PortRange,
+    pub(crate) proto: Proto,
 }
 
 /// One `--safelist` entry: a CIDR, or `none` for an empty safelist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SafelistArg {
+pub(crate) enum SafelistArg {
     Cidr(Cidr),
     None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
+pub(crate) enum ModeArg {
     Mitigate,
     Monitor,
 }
@@ -139,7 +139,8 @@ impl Cli {
     }
 
     /// Like [`Cli::parse_args`], from the given arguments.
-    pub fn parse_args_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    #[cfg(test)]
+    pub(crate) fn parse_args_from<I, T>(args: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
@@ -235,10 +236,15 @@ pub enum RulesCommand {
 pub enum ConfigCommand {
     /// Validate the configuration; print file:line:column: key: problem and exit 2 if invalid
     Check,
+    /// Print the default configuration, every key with its default, as a TOML file
+    Defaults,
+    /// List every configuration key: its type, default, allowed values, whether SIGHUP
+    /// applies it, and what it does
+    Keys,
 }
 
 /// `22`, `53/udp`, `8000-8100/tcp`; TCP when no protocol is given.
-pub fn parse_service(text: &str) -> Result<ServiceArg, String> {
+pub(crate) fn parse_service(text: &str) -> Result<ServiceArg, String> {
     let text = text.trim();
     let (ports, proto) = match text.split_once('/') {
         Some((ports, proto)) => (ports, proto),
@@ -271,7 +277,7 @@ pub fn parse_service(text: &str) -> Result<ServiceArg, String> {
 }
 
 /// A CIDR or bare address, or `none`.
-pub fn parse_safelist_entry(text: &str) -> Result<SafelistArg, String> {
+pub(crate) fn parse_safelist_entry(text: &str) -> Result<SafelistArg, String> {
     if text.trim().eq_ignore_ascii_case("none") {
         return Ok(SafelistArg::None);
     }

@@ -14,9 +14,9 @@ use crate::status::Status;
 
 /// Longest request the daemon reads: room for a `ban --file` of 200k+ addresses and
 /// prefixes (full sets of both families).
-pub const MAX_REQUEST: usize = 16 << 20;
+pub(crate) const MAX_REQUEST: usize = 16 << 20;
 /// Longest reply a client reads (a status reply caps its lists well below this).
-pub const MAX_REPLY: usize = 1 << 20;
+pub(crate) const MAX_REPLY: usize = 1 << 20;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// More time to wait for the reply per ban of a `ban_many` request.
 const PER_BAN: Duration = Duration::from_millis(1);
@@ -77,7 +77,7 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn ok(message: impl Into<String>) -> Response {
+    pub(crate) fn ok(message: impl Into<String>) -> Response {
         Response {
             ok: true,
             message: message.into(),
@@ -86,21 +86,21 @@ impl Response {
         }
     }
 
-    pub fn error(message: impl Into<String>) -> Response {
+    pub(crate) fn error(message: impl Into<String>) -> Response {
         Response {
             ok: false,
             ..Response::ok(message)
         }
     }
 
-    pub fn denied(message: impl Into<String>) -> Response {
+    pub(crate) fn denied(message: impl Into<String>) -> Response {
         Response {
             denied: true,
             ..Response::error(message)
         }
     }
 
-    pub fn status(status: Status) -> Response {
+    pub(crate) fn status(status: Status) -> Response {
         Response {
             status: Some(Box::new(status)),
             ..Response::ok("status")
@@ -108,7 +108,7 @@ impl Response {
     }
 
     /// The reply as sent: one JSON line.
-    pub fn to_line(&self) -> Vec<u8> {
+    pub(crate) fn to_line(&self) -> Vec<u8> {
         let mut line = serde_json::to_vec(self).unwrap_or_else(|e| {
             format!("{{\"ok\":false,\"message\":\"reply not encodable: {e}\"}}").into_bytes()
         });
@@ -153,7 +153,7 @@ pub fn call(path: &Path, request: &Request) -> io::Result<Option<Response>> {
 }
 
 /// Parses one request line as the daemon receives it.
-pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+pub(crate) fn parse_request(line: &[u8]) -> Result<Request, String> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Err("bad request: empty; send one JSON object such as {\"op\":\"status\"}".into());
     }

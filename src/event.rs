@@ -16,13 +16,13 @@ use crate::addr::Cidr;
 use crate::time::rfc3339;
 
 /// An event's own fields (everything after `ts` and `event`), and its name.
-pub trait EventBody: Serialize {
+pub(crate) trait EventBody: Serialize {
     /// The `event` key: `attack_start`, `mitigation_applied`, `table_restored`…
     fn name(&self) -> &'static str;
 }
 
 /// The event as one JSON line (no newline): `ts` from `wall_clock`, `event`, then the body.
-pub fn line<B: EventBody>(body: &B, wall_clock: SystemTime) -> String {
+pub(crate) fn line<B: EventBody>(body: &B, wall_clock: SystemTime) -> String {
     let line = Line {
         ts: rfc3339(wall_clock),
         event: body.name(),
@@ -40,16 +40,16 @@ struct Line<'a, B> {
 }
 
 /// `"mode"`: `"monitor"` when the measure was only reported, else `"mitigate"`.
-pub fn mode<S: Serializer>(monitor: &bool, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn mode<S: Serializer>(monitor: &bool, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(if *monitor { "monitor" } else { "mitigate" })
 }
 
 /// Addresses and prefixes as text (`"10.0.0.1"`, `"10.1.0.0/24"`).
-pub fn cidrs<S: Serializer>(cidrs: &[Cidr], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn cidrs<S: Serializer>(cidrs: &[Cidr], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(cidrs.iter().map(Cidr::to_string))
 }
 
 /// A duration in whole seconds, or null.
-pub fn whole_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn whole_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     d.map(|d| d.as_secs()).serialize(s)
 }

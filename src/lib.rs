@@ -44,27 +44,27 @@ use env_logger as _;
 
 pub mod addr;
 pub mod alloc;
-pub mod bgp;
+mod bgp;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod detect;
-pub mod escalate;
-pub mod event;
-pub mod metrics;
+mod detect;
+mod escalate;
+mod event;
+mod metrics;
 pub mod mitigate;
 pub mod netlink;
-pub mod notify;
-pub mod proto;
-pub mod report;
+mod notify;
+mod proto;
+mod report;
 pub mod ruleset;
-pub mod sense;
+mod sense;
 pub mod setup;
 pub mod status;
-pub mod sys;
+mod sys;
 pub mod terminal;
-pub mod time;
+mod time;
 
 /// Unit tests count allocations too (per thread), to prove the tick path makes none.
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use ftagent::alloc::CountingAllocator;
 
 use ftagent::cli::{Cli, Command, ConfigCommand, RulesCommand};
-use ftagent::config::{Config, ConfigError, ConfigSource};
+use ftagent::config::{self, Config, ConfigError, ConfigSource};
 use ftagent::control::{self, Request, Response};
 use ftagent::daemon::{self, DaemonError};
 use ftagent::netlink::{host, shim, Nft, NlError};
@@ -131,6 +131,18 @@ fn execute(cli: Cli) -> Result<(), Failure> {
         };
         return Ok(setup::run(action, cli.config.as_deref(), &cli.answers)?);
     };
+    // What the configuration can hold, read from the program itself: no file needed.
+    match command {
+        Command::Config(ConfigCommand::Defaults) => {
+            print!("{}", config::default_file());
+            return Ok(());
+        }
+        Command::Config(ConfigCommand::Keys) => {
+            print!("{}", config::keys_text());
+            return Ok(());
+        }
+        _ => {}
+    }
     let (config, source) = match Config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         // status and top only ask the daemon: they work with a file that no longer loads (a
@@ -147,6 +159,7 @@ fn execute(cli: Cli) -> Result<(), Failure> {
         Err(e) => return Err(e.into()),
     };
     match command {
+        Command::Config(ConfigCommand::Defaults | ConfigCommand::Keys) => Ok(()),
         Command::Config(ConfigCommand::Check) => {
             match source {
                 ConfigSource::File(path) => println!("{}: ok", path.display()),

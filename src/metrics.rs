@@ -5,91 +5,91 @@
 use std::fmt::Write as _;
 
 /// The `Content-Type` of the rendering.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A detection key as of the last tick.
 #[derive(Debug, Clone, PartialEq)]
-pub struct KeyRate {
-    pub name: String,
+pub(crate) struct KeyRate {
+    pub(crate) name: String,
     /// Packets per second, or (`connections`) the connections the heaviest source holds.
-    pub value: f64,
-    pub baseline: f64,
-    pub threshold: f64,
-    pub over: bool,
-    pub connections: bool,
+    pub(crate) value: f64,
+    pub(crate) baseline: f64,
+    pub(crate) threshold: f64,
+    pub(crate) over: bool,
+    pub(crate) connections: bool,
 }
 
 /// Packets and bytes counted by one of our named counters since the agent started,
 /// monotonic across the kernel's counter resets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Total {
+pub(crate) struct Total {
     /// The counter (traffic) or the set whose rules dropped (drops).
-    pub name: String,
-    pub packets: u64,
-    pub bytes: u64,
+    pub(crate) name: String,
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
 }
 
 /// How full one of our sets is, as the daemon knows it (no kernel listing per scrape).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetFill {
-    pub name: String,
-    pub elements: u64,
+pub(crate) struct SetFill {
+    pub(crate) name: String,
+    pub(crate) elements: u64,
     /// None for sets without a `size`.
-    pub size: Option<u64>,
+    pub(crate) size: Option<u64>,
 }
 
 /// A histogram: cumulative counts per upper bound (the `+Inf` bucket is `count`), and the
 /// sum of the values observed.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Histogram {
-    pub buckets: Vec<(f64, u64)>,
-    pub sum: f64,
-    pub count: u64,
+pub(crate) struct Histogram {
+    pub(crate) buckets: Vec<(f64, u64)>,
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
 }
 
 /// Everything `/metrics` shows, as plain data.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
-    pub version: String,
-    pub uptime_seconds: f64,
-    pub warmed_up: bool,
-    pub monitor: bool,
+pub(crate) struct Snapshot {
+    pub(crate) version: String,
+    pub(crate) uptime_seconds: f64,
+    pub(crate) warmed_up: bool,
+    pub(crate) monitor: bool,
     /// The last reload's outcome (None: never reloaded).
-    pub last_reload_ok: Option<bool>,
-    pub keys: Vec<KeyRate>,
+    pub(crate) last_reload_ok: Option<bool>,
+    pub(crate) keys: Vec<KeyRate>,
     /// The accounting counters (what arrives).
-    pub traffic: Vec<Total>,
+    pub(crate) traffic: Vec<Total>,
     /// The drop rules' counters, by set.
-    pub dropped: Vec<Total>,
+    pub(crate) dropped: Vec<Total>,
     /// Open incidents and incidents opened since start, by vector (every vector listed).
-    pub incidents_open: Vec<(&'static str, u64)>,
-    pub incidents_total: Vec<(&'static str, u64)>,
+    pub(crate) incidents_open: Vec<(&'static str, u64)>,
+    pub(crate) incidents_total: Vec<(&'static str, u64)>,
     /// Measures in force for open incidents, by action (every action listed).
-    pub mitigations: Vec<(&'static str, u64)>,
-    pub operator_bans: u64,
+    pub(crate) mitigations: Vec<(&'static str, u64)>,
+    pub(crate) operator_bans: u64,
     /// Bans put in the kernel since start: by incidents' mitigation, by operators.
-    pub bans_by_incidents: u64,
-    pub bans_by_operators: u64,
-    pub sets: Vec<SetFill>,
-    pub samples_received: u64,
-    pub samples_lost: u64,
-    pub samples_enobufs: u64,
-    pub samples_malformed: u64,
-    pub conntrack_entries: u64,
+    pub(crate) bans_by_incidents: u64,
+    pub(crate) bans_by_operators: u64,
+    pub(crate) sets: Vec<SetFill>,
+    pub(crate) samples_received: u64,
+    pub(crate) samples_lost: u64,
+    pub(crate) samples_enobufs: u64,
+    pub(crate) samples_malformed: u64,
+    pub(crate) conntrack_entries: u64,
     /// Conntrack reads (count and dump, on their own thread) done since start, and how long
     /// the last one took.
-    pub conntrack_reads: u64,
-    pub conntrack_read_seconds: f64,
-    pub tables_restored: u64,
+    pub(crate) conntrack_reads: u64,
+    pub(crate) conntrack_read_seconds: f64,
+    pub(crate) tables_restored: u64,
     /// Messages from the kernel's tripwire (a protocol far over its floor).
-    pub tripwire_trips: u64,
+    pub(crate) tripwire_trips: u64,
     /// Fast ticks run to time a counter's run over its threshold.
-    pub fast_ticks: u64,
+    pub(crate) fast_ticks: u64,
     /// BGP announcements in force (or, in monitor mode, that would be): RTBH, FlowSpec.
-    pub bgp_rtbh: u64,
-    pub bgp_flowspec: u64,
+    pub(crate) bgp_rtbh: u64,
+    pub(crate) bgp_flowspec: u64,
     /// How late each tick started against the tick timer's schedule, seconds.
-    pub tick_lateness: Histogram,
+    pub(crate) tick_lateness: Histogram,
 }
 
 /// A metric family's type.
@@ -209,7 +209,7 @@ fn flag(on: bool) -> f64 {
 }
 
 /// The snapshot in the text exposition format.
-pub fn render(s: &Snapshot) -> String {
+pub(crate) fn render(s: &Snapshot) -> String {
     let mut out = Exposition {
         text: String::with_capacity(16 * 1024),
     };

@@ -10,13 +10,13 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
 /// How often the STATUS line is refreshed at most.
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest STATUS line sent; a longer one is cut.
 const STATUS_MAX: usize = 256;
 
 /// Where and how often to notify; `Notifier::default()` notifies no one.
 #[derive(Debug, Default)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     target: Option<Target>,
     /// Half the watchdog timeout systemd set, when it set one for us.
     watchdog_every: Option<Duration>,
@@ -33,7 +33,7 @@ struct Target {
 
 /// Why the environment's notification settings were not taken.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum NotifyEnvError {
+pub(crate) enum NotifyEnvError {
     #[error("NOTIFY_SOCKET={0:?}: only a path (/…) or an abstract name (@…) is supported")]
     Socket(String),
     #[error("WATCHDOG_USEC={0:?} is not a positive number of microseconds; the watchdog is off")]
@@ -43,7 +43,7 @@ pub enum NotifyEnvError {
 impl Notifier {
     /// From `$NOTIFY_SOCKET`, `$WATCHDOG_USEC` and `$WATCHDOG_PID`. Settings that cannot be
     /// used are returned as warnings (for the caller to log) and left off.
-    pub fn from_env() -> (Notifier, Vec<String>) {
+    pub(crate) fn from_env() -> (Notifier, Vec<String>) {
         let var = |name| std::env::var(name).ok();
         let (notifier, errors) = Notifier::from_vars(
             var("NOTIFY_SOCKET").as_deref(),
@@ -55,7 +55,7 @@ impl Notifier {
     }
 
     /// [`Notifier::from_env`] with the variables and our pid passed in.
-    pub fn from_vars(
+    pub(crate) fn from_vars(
         socket: Option<&str>,
         watchdog_usec: Option<&str>,
         watchdog_pid: Option<&str>,
@@ -86,22 +86,23 @@ impl Notifier {
     }
 
     /// True when a service manager listens.
-    pub fn is_active(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_active(&self) -> bool {
         self.target.is_some()
     }
 
     /// How often WATCHDOG=1 must be sent, when the watchdog is on.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog_every
     }
 
     /// Start-up is complete: the table is installed and the loop is about to serve.
-    pub fn ready(&self) {
+    pub(crate) fn ready(&self) {
         self.send(b"READY=1");
     }
 
     /// A reload begins (READY=1 again when it is over, whatever its outcome).
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         let mut line = StatusBuffer::default();
         let now = crate::sys::monotonic().unwrap_or_default();
         let usec = now.as_secs() * 1_000_000 + u64::from(now.subsec_micros());
@@ -110,14 +111,14 @@ impl Notifier {
     }
 
     /// The service is stopping.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send(b"STOPPING=1");
     }
 
     /// Called on every tick: WATCHDOG=1 when it is due, and a STATUS line (built by
     /// `status` into a fixed buffer) at most every [`STATUS_INTERVAL`]. A stuck loop makes
     /// no ticks, so systemd notices it. Allocates nothing.
-    pub fn tick(
+    pub(crate) fn tick(
         &mut self,
         now: Instant,
         status: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,

@@ -12,137 +12,137 @@ use serde::{Deserialize, Serialize};
 use crate::ruleset::{Key, SetState};
 
 /// Entries each list of a status reply holds at most; the rest are counted in its `*_more`.
-pub const MAX_LISTED: usize = 50;
+pub(crate) const MAX_LISTED: usize = 50;
 
 /// A running daemon's state at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
-    pub version: String,
-    pub pid: u32,
-    pub uptime_s: u64,
+    pub(crate) version: String,
+    pub(crate) pid: u32,
+    pub(crate) uptime_s: u64,
     /// `"owner+persist"` or `"unowned"` (the older-kernel mode).
-    pub kernel_mode: String,
+    pub(crate) kernel_mode: String,
     /// Ban timeouts are refreshed in place (else by delete + add).
-    pub timeout_refresh: bool,
+    pub(crate) timeout_refresh: bool,
     /// `mitigation.mode`: `"mitigate"` or `"monitor"`.
-    pub mode: String,
+    pub(crate) mode: String,
     /// The configuration file in use; None: the embedded defaults.
-    pub config: Option<String>,
+    pub(crate) config: Option<String>,
     /// The last SIGHUP, if there was one.
-    pub reload: Option<Reload>,
-    pub warmed_up: bool,
+    pub(crate) reload: Option<Reload>,
+    pub(crate) warmed_up: bool,
     /// Seconds of traffic learned, and the warm-up needed.
-    pub learned_s: f64,
-    pub warmup_s: f64,
-    pub samples: Samples,
+    pub(crate) learned_s: f64,
+    pub(crate) warmup_s: f64,
+    pub(crate) samples: Samples,
     /// Connection-table entries at the last read.
-    pub conntrack_entries: u64,
+    pub(crate) conntrack_entries: u64,
     /// How late the latest ticks started against their schedule (None before the first).
     #[serde(default)]
-    pub tick_lateness: Option<TickLateness>,
+    pub(crate) tick_lateness: Option<TickLateness>,
     /// Per detection key: its current rate against its baseline and threshold.
-    pub keys: Vec<KeyRate>,
-    pub incidents: Vec<IncidentStatus>,
+    pub(crate) keys: Vec<KeyRate>,
+    pub(crate) incidents: Vec<IncidentStatus>,
     /// What open incidents keep in force, with the kernel's time left.
-    pub mitigations: Vec<Mitigation>,
-    pub mitigations_more: usize,
-    pub operator_bans: Vec<OperatorBan>,
-    pub operator_bans_more: usize,
+    pub(crate) mitigations: Vec<Mitigation>,
+    pub(crate) mitigations_more: usize,
+    pub(crate) operator_bans: Vec<OperatorBan>,
+    pub(crate) operator_bans_more: usize,
     /// Elements in each of our address and measure sets against its size (from the
     /// caller's listing).
-    pub sets: Vec<SetFill>,
+    pub(crate) sets: Vec<SetFill>,
     /// Why the sets could not be listed (then `sets` is empty and no time left is known).
-    pub sets_error: Option<String>,
+    pub(crate) sets_error: Option<String>,
 }
 
 /// The outcome of the last reload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reload {
+pub(crate) struct Reload {
     /// RFC 3339 UTC.
-    pub at: String,
-    pub ok: bool,
+    pub(crate) at: String,
+    pub(crate) ok: bool,
     /// Why it failed: the running configuration was kept.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// How it reached the kernel: `"diff"` (elements changed in one batch), `"replace"` (the
     /// table replaced atomically, bans and measures kept) or `"none"` (nothing to change).
-    pub applied: Option<String>,
+    pub(crate) applied: Option<String>,
     /// Changed keys that take effect only at the next start.
-    pub restart_only: Vec<String>,
+    pub(crate) restart_only: Vec<String>,
 }
 
 /// How late the latest ticks started against the tick timer's schedule, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TickLateness {
+pub(crate) struct TickLateness {
     /// Ticks these figures are taken over.
-    pub ticks: u64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
+    pub(crate) ticks: u64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
 /// NFLOG delivery since start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Samples {
-    pub received: u64,
-    pub lost: u64,
-    pub enobufs: u64,
-    pub malformed: u64,
+pub(crate) struct Samples {
+    pub(crate) received: u64,
+    pub(crate) lost: u64,
+    pub(crate) enobufs: u64,
+    pub(crate) malformed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KeyRate {
-    pub name: String,
-    pub pps: f64,
-    pub baseline_pps: f64,
-    pub threshold_pps: f64,
+pub(crate) struct KeyRate {
+    pub(crate) name: String,
+    pub(crate) pps: f64,
+    pub(crate) baseline_pps: f64,
+    pub(crate) threshold_pps: f64,
     /// Over its threshold this tick.
-    pub over: bool,
+    pub(crate) over: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IncidentStatus {
-    pub id: String,
-    pub vector: String,
-    pub counter: String,
-    pub proto: Option<String>,
-    pub port: Option<u16>,
+pub(crate) struct IncidentStatus {
+    pub(crate) id: String,
+    pub(crate) vector: String,
+    pub(crate) counter: String,
+    pub(crate) proto: Option<String>,
+    pub(crate) port: Option<u16>,
     /// RFC 3339 UTC: its first tick over threshold.
-    pub since: String,
-    pub duration_s: f64,
-    pub pps: f64,
-    pub peak_pps: f64,
-    pub baseline_pps: f64,
-    pub threshold_pps: f64,
-    pub concentrated: bool,
-    pub distinct_sources: f64,
+    pub(crate) since: String,
+    pub(crate) duration_s: f64,
+    pub(crate) pps: f64,
+    pub(crate) peak_pps: f64,
+    pub(crate) baseline_pps: f64,
+    pub(crate) threshold_pps: f64,
+    pub(crate) concentrated: bool,
+    pub(crate) distinct_sources: f64,
     /// Top sources with their share of the samples.
-    pub sources: Vec<(String, f64)>,
+    pub(crate) sources: Vec<(String, f64)>,
     /// The local addresses (or prefixes) it hits, with their share of its samples.
     #[serde(default)]
-    pub targets: Vec<(String, f64)>,
+    pub(crate) targets: Vec<(String, f64)>,
 }
 
 /// One measure in force: a ban or an aggregate measure of an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Mitigation {
-    pub incident: String,
-    pub vector: String,
+pub(crate) struct Mitigation {
+    pub(crate) incident: String,
+    pub(crate) vector: String,
     /// `ban`, `limit_port`, `syn_cookies`… (as in the mitigation events).
-    pub action: String,
+    pub(crate) action: String,
     /// The address or prefix banned, or the measure's target (`udp/27015`, `icmp`…).
-    pub target: String,
+    pub(crate) target: String,
     /// Its element in the kernel: the set and the key as [`key_text`] writes it (None for
     /// SYN cookies, a sysctl).
-    pub set: Option<String>,
-    pub element: Option<String>,
+    pub(crate) set: Option<String>,
+    pub(crate) element: Option<String>,
     /// Time left in the kernel, seconds; None: not in the kernel (monitor mode, a sysctl, or
     /// it ran out and the next update puts it back).
-    pub remaining_s: Option<f64>,
+    pub(crate) remaining_s: Option<f64>,
 }
 
 /// A set element's key as status names it: an address, prefix or range, a port or port range,
 /// a protocol number.
-pub fn key_text(key: &Key) -> String {
+pub(crate) fn key_text(key: &Key) -> String {
     match key {
         Key::Addr(a) => a.to_string(),
         Key::Ports(a, b) if a == b => a.to_string(),
@@ -152,17 +152,17 @@ pub fn key_text(key: &Key) -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OperatorBan {
-    pub cidr: String,
-    pub remaining_s: f64,
+pub(crate) struct OperatorBan {
+    pub(crate) cidr: String,
+    pub(crate) remaining_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetFill {
-    pub name: String,
-    pub elements: usize,
+pub(crate) struct SetFill {
+    pub(crate) name: String,
+    pub(crate) elements: usize,
     /// The set's `size`; None where unbounded.
-    pub size: Option<u32>,
+    pub(crate) size: Option<u32>,
 }
 
 fn duration(seconds: f64) -> String {

@@ -27,25 +27,25 @@ fn owned(rc: c_int) -> io::Result<OwnedFd> {
 }
 
 /// The effective user id.
-pub fn geteuid() -> u32 {
+pub(crate) fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
 
 /// Sets this process's file creation mask; returns the previous one.
-pub fn umask(mask: libc::mode_t) -> libc::mode_t {
+pub(crate) fn umask(mask: libc::mode_t) -> libc::mode_t {
     // SAFETY: umask only changes the process's creation mask; it cannot fail.
     unsafe { libc::umask(mask) }
 }
 
 /// Whether this process may write into `path` (access(2) with W_OK).
-pub fn may_write(path: &CStr) -> bool {
+pub(crate) fn may_write(path: &CStr) -> bool {
     // SAFETY: access reads the NUL-terminated path, which lives for the call.
     unsafe { libc::access(path.as_ptr(), libc::W_OK) == 0 }
 }
 
 /// The running kernel's release (`uname -r`).
-pub fn kernel_release() -> Option<String> {
+pub(crate) fn kernel_release() -> Option<String> {
     // SAFETY: an all-zero utsname (arrays of integers) is a valid value.
     let mut uts: libc::utsname = unsafe { mem::zeroed() };
     // SAFETY: `uts` is a valid, writable utsname; uname fills it.
@@ -62,7 +62,7 @@ pub fn kernel_release() -> Option<String> {
 }
 
 /// Adds `by` to the calling thread's niceness (Linux: niceness is per thread), at most 19.
-pub fn lower_thread_priority(by: c_int) -> io::Result<()> {
+pub(crate) fn lower_thread_priority(by: c_int) -> io::Result<()> {
     // SAFETY: gettid has no preconditions and cannot fail.
     let tid = unsafe { libc::gettid() } as libc::id_t;
     // getpriority may return -1 on success: errno, cleared first, tells failure apart.
@@ -83,7 +83,7 @@ pub fn lower_thread_priority(by: c_int) -> io::Result<()> {
 }
 
 /// The monotonic clock (timerfd's, and `Instant`'s on Linux) as time since its origin.
-pub fn monotonic() -> io::Result<Duration> {
+pub(crate) fn monotonic() -> io::Result<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -100,7 +100,7 @@ pub fn monotonic() -> io::Result<Duration> {
 
 /// Blocks `signals` for the calling thread (threads started later inherit the mask) and
 /// opens a non-blocking signalfd that reads them.
-pub fn signalfd(signals: &[c_int]) -> io::Result<OwnedFd> {
+pub(crate) fn signalfd(signals: &[c_int]) -> io::Result<OwnedFd> {
     // SAFETY: an all-zero sigset_t is a valid value (emptied right below anyway).
     let mut set: libc::sigset_t = unsafe { mem::zeroed() };
     // SAFETY: sigemptyset and sigaddset only write the set we own.
@@ -118,7 +118,7 @@ pub fn signalfd(signals: &[c_int]) -> io::Result<OwnedFd> {
 }
 
 /// The number of the next signal pending on a signalfd, or None when there is none.
-pub fn read_signal(fd: impl AsFd) -> Option<i32> {
+pub(crate) fn read_signal(fd: impl AsFd) -> Option<i32> {
     // SAFETY: an all-zero signalfd_siginfo (integers only) is a valid value.
     let mut info: libc::signalfd_siginfo = unsafe { mem::zeroed() };
     let size = mem::size_of::<libc::signalfd_siginfo>();
@@ -134,7 +134,7 @@ pub fn read_signal(fd: impl AsFd) -> Option<i32> {
 }
 
 /// A new non-blocking timerfd on the monotonic clock, not armed.
-pub fn timerfd() -> io::Result<OwnedFd> {
+pub(crate) fn timerfd() -> io::Result<OwnedFd> {
     // SAFETY: timerfd_create takes plain integers and returns a new descriptor.
     owned(unsafe {
         libc::timerfd_create(
@@ -145,7 +145,7 @@ pub fn timerfd() -> io::Result<OwnedFd> {
 }
 
 /// Arms a timerfd to fire at the absolute monotonic time `due`, then every `interval`.
-pub fn timerfd_set(fd: impl AsFd, due: Duration, interval: Duration) -> io::Result<()> {
+pub(crate) fn timerfd_set(fd: impl AsFd, due: Duration, interval: Duration) -> io::Result<()> {
     let spec = libc::itimerspec {
         it_interval: timespec(interval),
         it_value: timespec(due),
@@ -164,7 +164,7 @@ pub fn timerfd_set(fd: impl AsFd, due: Duration, interval: Duration) -> io::Resu
 }
 
 /// The expirations a timerfd counted since the last read; None when it has not fired.
-pub fn timerfd_expirations(fd: impl AsFd) -> Option<u64> {
+pub(crate) fn timerfd_expirations(fd: impl AsFd) -> Option<u64> {
     let mut count = 0u64;
     // SAFETY: reading the 8-byte expiration count into a u64 we own.
     let n = unsafe {
@@ -185,7 +185,7 @@ fn timespec(d: Duration) -> libc::timespec {
 }
 
 /// One read(2) into `buf`.
-pub fn read(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: read into a buffer we own, within its length.
     let n = unsafe { libc::read(fd.as_fd().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
@@ -196,7 +196,7 @@ pub fn read(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Waits up to `timeout_ms` for `fd` to be readable (poll(2) for POLLIN); true when it is.
-pub fn poll_readable(fd: RawFd, timeout_ms: c_int) -> bool {
+pub(crate) fn poll_readable(fd: RawFd, timeout_ms: c_int) -> bool {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -208,7 +208,7 @@ pub fn poll_readable(fd: RawFd, timeout_ms: c_int) -> bool {
 }
 
 /// Makes a descriptor non-blocking (best effort: a failure leaves it as it was).
-pub fn set_nonblocking(fd: impl AsFd) {
+pub(crate) fn set_nonblocking(fd: impl AsFd) {
     let fd = fd.as_fd().as_raw_fd();
     // SAFETY: fcntl F_GETFL/F_SETFL on a descriptor we hold; only adds O_NONBLOCK.
     unsafe {
@@ -220,13 +220,13 @@ pub fn set_nonblocking(fd: impl AsFd) {
 }
 
 /// Whether `fd` is a terminal.
-pub fn isatty(fd: RawFd) -> bool {
+pub(crate) fn isatty(fd: RawFd) -> bool {
     // SAFETY: isatty only inspects the descriptor number.
     unsafe { libc::isatty(fd) == 1 }
 }
 
 /// The rows of the terminal on `fd` (TIOCGWINSZ); None when it cannot tell.
-pub fn window_rows(fd: impl AsFd) -> Option<u16> {
+pub(crate) fn window_rows(fd: impl AsFd) -> Option<u16> {
     // SAFETY: an all-zero winsize (integers only) is a valid value.
     let mut size: libc::winsize = unsafe { mem::zeroed() };
     // SAFETY: TIOCGWINSZ fills the winsize we pass.
@@ -235,7 +235,7 @@ pub fn window_rows(fd: impl AsFd) -> Option<u16> {
 }
 
 /// The terminal settings of `fd`.
-pub fn tcgetattr(fd: impl AsFd) -> io::Result<libc::termios> {
+pub(crate) fn tcgetattr(fd: impl AsFd) -> io::Result<libc::termios> {
     // SAFETY: an all-zero termios (integers only) is a valid value.
     let mut t: libc::termios = unsafe { mem::zeroed() };
     // SAFETY: tcgetattr fills the termios we own.
@@ -246,7 +246,7 @@ pub fn tcgetattr(fd: impl AsFd) -> io::Result<libc::termios> {
 }
 
 /// Applies terminal settings to `fd` now (TCSANOW).
-pub fn tcsetattr(fd: impl AsFd, t: &libc::termios) -> io::Result<()> {
+pub(crate) fn tcsetattr(fd: impl AsFd, t: &libc::termios) -> io::Result<()> {
     // SAFETY: tcsetattr reads the termios it is given.
     if unsafe { libc::tcsetattr(fd.as_fd().as_raw_fd(), libc::TCSANOW, t) } != 0 {
         return Err(io::Error::last_os_error());
@@ -255,14 +255,14 @@ pub fn tcsetattr(fd: impl AsFd, t: &libc::termios) -> io::Result<()> {
 }
 
 /// A new socket.
-pub fn socket(domain: c_int, kind: c_int, protocol: c_int) -> io::Result<OwnedFd> {
+pub(crate) fn socket(domain: c_int, kind: c_int, protocol: c_int) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) takes plain integers and returns a new descriptor.
     owned(unsafe { libc::socket(domain, kind, protocol) })
 }
 
 /// Binds a netlink socket with port id 0 (the kernel assigns one) and returns the port id it
 /// got.
-pub fn bind_netlink(fd: impl AsFd) -> io::Result<u32> {
+pub(crate) fn bind_netlink(fd: impl AsFd) -> io::Result<u32> {
     let raw = fd.as_fd().as_raw_fd();
     // SAFETY: an all-zero sockaddr_nl (integers only) is a valid value.
     let mut addr: libc::sockaddr_nl = unsafe { mem::zeroed() };
@@ -280,14 +280,24 @@ pub fn bind_netlink(fd: impl AsFd) -> io::Result<u32> {
 }
 
 /// setsockopt(2) with the value `value` of the option's type `T` (an integer or a struct).
-pub fn setsockopt<T: Copy>(fd: impl AsFd, level: c_int, name: c_int, value: &T) -> io::Result<()> {
+pub(crate) fn setsockopt<T: Copy>(
+    fd: impl AsFd,
+    level: c_int,
+    name: c_int,
+    value: &T,
+) -> io::Result<()> {
     setsockopt_raw(fd.as_fd().as_raw_fd(), level, name, value)
 }
 
 /// setsockopt(2) on a descriptor known only by its number (a socket another crate owns, such
 /// as neli's): a closed or foreign descriptor gives the kernel's error, never undefined
 /// behaviour.
-pub fn setsockopt_raw<T: Copy>(fd: RawFd, level: c_int, name: c_int, value: &T) -> io::Result<()> {
+pub(crate) fn setsockopt_raw<T: Copy>(
+    fd: RawFd,
+    level: c_int,
+    name: c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: `value` points to a live T of the size passed; the kernel only reads it, and
     // checks the descriptor itself.
     let rc = unsafe {
@@ -303,7 +313,7 @@ pub fn setsockopt_raw<T: Copy>(fd: RawFd, level: c_int, name: c_int, value: &T) 
 }
 
 /// getsockopt(2) of an integer option.
-pub fn getsockopt_int(fd: impl AsFd, level: c_int, name: c_int) -> io::Result<c_int> {
+pub(crate) fn getsockopt_int(fd: impl AsFd, level: c_int, name: c_int) -> io::Result<c_int> {
     let mut value: c_int = 0;
     let mut len = mem::size_of::<c_int>() as libc::socklen_t;
     // SAFETY: getsockopt into a correctly sized int we own.
@@ -320,7 +330,7 @@ pub fn getsockopt_int(fd: impl AsFd, level: c_int, name: c_int) -> io::Result<c_
 }
 
 /// The uid of the process at the other end of a Unix socket (SO_PEERCRED).
-pub fn peer_uid(fd: impl AsFd) -> io::Result<u32> {
+pub(crate) fn peer_uid(fd: impl AsFd) -> io::Result<u32> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: u32::MAX,
@@ -341,7 +351,7 @@ pub fn peer_uid(fd: impl AsFd) -> io::Result<u32> {
 }
 
 /// Sends one datagram to the kernel on a netlink socket; returns the bytes sent.
-pub fn send_to_kernel(fd: impl AsFd, bytes: &[u8]) -> io::Result<usize> {
+pub(crate) fn send_to_kernel(fd: impl AsFd, bytes: &[u8]) -> io::Result<usize> {
     // SAFETY: an all-zero sockaddr_nl (integers only) is valid and addresses the kernel.
     let mut addr: libc::sockaddr_nl = unsafe { mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as u16;
@@ -366,7 +376,7 @@ pub fn send_to_kernel(fd: impl AsFd, bytes: &[u8]) -> io::Result<usize> {
 
 /// One recv(2) into `buf` with `flags`; the length the kernel reports (with MSG_TRUNC, the
 /// datagram's real length, which may exceed the buffer).
-pub fn recv(fd: impl AsFd, buf: &mut [u8], flags: c_int) -> io::Result<usize> {
+pub(crate) fn recv(fd: impl AsFd, buf: &mut [u8], flags: c_int) -> io::Result<usize> {
     // SAFETY: recv into our own buffer, within its length.
     let rc = unsafe {
         libc::recv(
@@ -385,14 +395,14 @@ pub fn recv(fd: impl AsFd, buf: &mut [u8], flags: c_int) -> io::Result<usize> {
 
 /// For root unit tests: moves the calling thread into the network namespace `file` names.
 #[cfg(test)]
-pub fn enter_netns(file: &std::fs::File) -> io::Result<()> {
+pub(crate) fn enter_netns(file: &std::fs::File) -> io::Result<()> {
     // SAFETY: setns on a descriptor we hold; it affects only this thread.
     check(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
 }
 
 /// For root unit tests: a TCP connection from `src` (any 127/8 address works on lo) to `dst`.
 #[cfg(test)]
-pub fn connect_from(
+pub(crate) fn connect_from(
     src: std::net::Ipv4Addr,
     dst: std::net::SocketAddrV4,
 ) -> io::Result<std::net::TcpStream> {
@@ -435,7 +445,7 @@ pub fn connect_from(
 
 /// For unit tests: CPU time of the calling thread (user, system).
 #[cfg(test)]
-pub fn thread_cpu_time() -> (Duration, Duration) {
+pub(crate) fn thread_cpu_time() -> (Duration, Duration) {
     // SAFETY: an all-zero rusage (integers only) is a valid value.
     let mut ru: libc::rusage = unsafe { mem::zeroed() };
     // SAFETY: getrusage fills the rusage we own.
@@ -449,7 +459,7 @@ pub fn thread_cpu_time() -> (Duration, Duration) {
 /// For unit tests: drops CAP_NET_ADMIN from the calling thread's effective capabilities
 /// (threads have their own). Panics when the kernel refuses.
 #[cfg(test)]
-pub fn drop_net_admin() {
+pub(crate) fn drop_net_admin() {
     const CAP_NET_ADMIN: u32 = 12;
     #[repr(C)]
     struct Header {

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T15:04:52.123Z`.
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let ms = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis())

@@ -42,7 +42,7 @@ const TRAFFIC_RATE: u64 = 6;
 
 /// What the attributes of our routes are made of (from `[bgp]`).
 #[derive(Debug, Clone)]
-pub struct Gobgp {
+pub(crate) struct Gobgp {
     program: PathBuf,
     host: String,
     port: String,
@@ -54,7 +54,7 @@ pub struct Gobgp {
 }
 
 impl Gobgp {
-    pub fn new(bgp: &Bgp) -> Gobgp {
+    pub(crate) fn new(bgp: &Bgp) -> Gobgp {
         Gobgp {
             program: bgp.gobgp.clone(),
             host: bgp.api.ip().to_string(),
@@ -68,7 +68,7 @@ impl Gobgp {
     }
 
     /// Our routes the daemon holds now, in every family.
-    pub fn list(&self) -> Result<Vec<Route>, BgpError> {
+    pub(crate) fn list(&self) -> Result<Vec<Route>, BgpError> {
         let mut routes = Vec::new();
         for family in FAMILIES {
             let args = ["global", "rib", "-a", family, "-j"].map(String::from);
@@ -80,16 +80,16 @@ impl Gobgp {
         Ok(routes)
     }
 
-    pub fn announce(&self, route: &Route) -> Result<(), BgpError> {
+    pub(crate) fn announce(&self, route: &Route) -> Result<(), BgpError> {
         self.run(&self.announce_args(route)).map(drop)
     }
 
-    pub fn withdraw(&self, route: &Route) -> Result<(), BgpError> {
+    pub(crate) fn withdraw(&self, route: &Route) -> Result<(), BgpError> {
         self.run(&withdraw_args(route)).map(drop)
     }
 
     /// `gobgp global rib -a FAMILY add …` for `route`, with its attributes.
-    pub fn announce_args(&self, route: &Route) -> Vec<String> {
+    pub(crate) fn announce_args(&self, route: &Route) -> Vec<String> {
         let mut args = family_args(route, "add");
         match route {
             Route::Blackhole(prefix) => {
@@ -206,7 +206,7 @@ fn family_args(route: &Route, verb: &str) -> Vec<String> {
 }
 
 /// `gobgp global rib -a FAMILY del …` for `route` (a route is known by its prefix or match).
-pub fn withdraw_args(route: &Route) -> Vec<String> {
+pub(crate) fn withdraw_args(route: &Route) -> Vec<String> {
     let mut args = family_args(route, "del");
     match route {
         Route::Blackhole(prefix) => args.push(prefix_text(*prefix)),
@@ -258,7 +258,7 @@ fn join_communities(communities: &[u32]) -> String {
 /// Our routes in one `gobgp global rib -a FAMILY -j` listing: originated here (no
 /// `neighbor-ip`) and tagged with `tag`. A tagged route we cannot read back as one of ours is
 /// left alone, with a warning.
-pub fn parse_rib(json: &str, tag: u32) -> Result<Vec<Route>, String> {
+pub(crate) fn parse_rib(json: &str, tag: u32) -> Result<Vec<Route>, String> {
     let rib: Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
     let Some(rib) = rib.as_object() else {
         return if rib.is_null() {

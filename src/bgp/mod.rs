@@ -7,7 +7,7 @@
 
 mod gobgp;
 
-pub use gobgp::{parse_rib, withdraw_args, Gobgp};
+pub(crate) use gobgp::Gobgp;
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -21,7 +21,7 @@ use crate::escalate::Route;
 const RESYNC: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-pub enum BgpError {
+pub(crate) enum BgpError {
     #[error("cannot run `{command}`: {source}")]
     Spawn { command: String, source: io::Error },
     #[error("`{command}` did not answer within {}", humantime::format_duration(*.timeout))]
@@ -49,7 +49,7 @@ struct Slot {
 
 /// The event loop's handle on the worker.
 #[derive(Debug)]
-pub struct Speaker {
+pub(crate) struct Speaker {
     shared: Arc<(Mutex<Slot>, Condvar)>,
     found: Receiver<Vec<Route>>,
 }
@@ -57,7 +57,7 @@ pub struct Speaker {
 impl Speaker {
     /// Starts the worker. Its first job is to list the routes the daemon already announces
     /// for us ([`Speaker::found`]); it changes nothing before the first [`Speaker::publish`].
-    pub fn start(bgp: &Bgp) -> io::Result<Speaker> {
+    pub(crate) fn start(bgp: &Bgp) -> io::Result<Speaker> {
         let shared = Arc::new((Mutex::new(Slot::default()), Condvar::new()));
         let (tx, found) = mpsc::channel();
         let client = Gobgp::new(bgp);
@@ -69,12 +69,12 @@ impl Speaker {
     }
 
     /// Our routes the daemon announced when the worker started, once it could list them.
-    pub fn found(&self) -> Option<Vec<Route>> {
+    pub(crate) fn found(&self) -> Option<Vec<Route>> {
         self.found.try_recv().ok()
     }
 
     /// Makes `wanted` the set the daemon should announce.
-    pub fn publish(&self, wanted: Vec<Route>) {
+    pub(crate) fn publish(&self, wanted: Vec<Route>) {
         let (lock, wake) = &*self.shared;
         let mut slot = lock.lock().unwrap_or_else(|p| p.into_inner());
         slot.wanted = Some(wanted);

@@ -14,61 +14,61 @@ use crate::addr::Cidr;
 
 /// `[bgp]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bgp {
-    pub enabled: bool,
+pub(crate) struct Bgp {
+    pub(crate) enabled: bool,
     /// The `gobgp` command-line client.
-    pub gobgp: PathBuf,
+    pub(crate) gobgp: PathBuf,
     /// gobgpd's gRPC API.
-    pub api: SocketAddr,
+    pub(crate) api: SocketAddr,
     /// Next hop of IPv4 / IPv6 blackhole routes.
-    pub next_hop4: Ipv4Addr,
-    pub next_hop6: Ipv6Addr,
+    pub(crate) next_hop4: Ipv4Addr,
+    pub(crate) next_hop6: Ipv6Addr,
     /// Communities added to blackhole routes besides BLACKHOLE (65535:666).
-    pub communities: Vec<u32>,
+    pub(crate) communities: Vec<u32>,
     /// The community that marks our routes in the daemon: nothing without it is ever touched.
-    pub tag_community: u32,
-    pub max_announcements: u32,
+    pub(crate) tag_community: u32,
+    pub(crate) max_announcements: u32,
     /// Escalate an incident whose rate reaches this (0: not a criterion).
-    pub escalate_pps: u64,
-    pub escalate_bps: u64,
+    pub(crate) escalate_pps: u64,
+    pub(crate) escalate_bps: u64,
     /// Escalate an incident still over its threshold this long after it began (0s: not a
     /// criterion).
-    pub escalate_after: Duration,
-    pub rtbh: bool,
-    pub flowspec: bool,
-    pub action: FlowAction,
+    pub(crate) escalate_after: Duration,
+    pub(crate) rtbh: bool,
+    pub(crate) flowspec: bool,
+    pub(crate) action: FlowAction,
     /// The rate of `action = "rate-limit"`, bits per second.
-    pub rate_limit_bps: u64,
+    pub(crate) rate_limit_bps: u64,
     /// In a concentrated attack, FlowSpec rules for up to this many sources (0: by
     /// destination only).
-    pub flowspec_sources: u32,
+    pub(crate) flowspec_sources: u32,
     /// An announcement stays at least this long, even if its incident ended earlier.
-    pub min_duration: Duration,
+    pub(crate) min_duration: Duration,
     /// Destinations that may be announced; empty: the host's own addresses.
-    pub destinations: Vec<Cidr>,
+    pub(crate) destinations: Vec<Cidr>,
     /// Longest wait for one `gobgp` command.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// What a FlowSpec rule asks the upstream to do with matching traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FlowAction {
+pub(crate) enum FlowAction {
     Discard,
     RateLimit,
 }
 
 /// The BLACKHOLE community (RFC 7999).
-pub const BLACKHOLE: u32 = community(65535, 666);
+pub(crate) const BLACKHOLE: u32 = community(65535, 666);
 /// NO_EXPORT (RFC 1997).
-pub const NO_EXPORT: u32 = community(65535, 65281);
+pub(crate) const NO_EXPORT: u32 = community(65535, 65281);
 
 /// `asn:value` as one 32-bit community.
-pub const fn community(asn: u16, value: u16) -> u32 {
+pub(crate) const fn community(asn: u16, value: u16) -> u32 {
     (asn as u32) << 16 | value as u32
 }
 
 /// `asn:value` text of a community.
-pub fn community_text(c: u32) -> String {
+pub(crate) fn community_text(c: u32) -> String {
     format!("{}:{}", c >> 16, c & 0xffff)
 }
 

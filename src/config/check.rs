@@ -15,36 +15,36 @@ use crate::addr::{Cidr, CidrError};
 
 /// One problem found while checking: where, which key, what.
 pub(super) struct Issue {
-    pub span: Range<usize>,
-    pub key: String,
-    pub message: String,
+    pub(crate) span: Range<usize>,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 /// The allowed range of a duration key, for checking and for messages.
 #[derive(Debug, Clone, Copy)]
-pub struct DurationRule {
-    pub name: &'static str,
-    pub min: Duration,
-    pub max: Duration,
-    pub range: &'static str,
+pub(crate) struct DurationRule {
+    pub(crate) name: &'static str,
+    pub(crate) min: Duration,
+    pub(crate) max: Duration,
+    pub(crate) range: &'static str,
 }
 
 /// The allowed range of a number key (integers are taken too).
 #[derive(Debug, Clone, Copy)]
-pub struct FloatRule {
-    pub name: &'static str,
-    pub min: f64,
-    pub max: f64,
-    pub range: &'static str,
+pub(crate) struct FloatRule {
+    pub(crate) name: &'static str,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) range: &'static str,
 }
 
 /// The allowed range of an integer key.
 #[derive(Debug, Clone, Copy)]
-pub struct IntRule {
-    pub name: &'static str,
-    pub min: i128,
-    pub max: i128,
-    pub range: &'static str,
+pub(crate) struct IntRule {
+    pub(crate) name: &'static str,
+    pub(crate) min: i128,
+    pub(crate) max: i128,
+    pub(crate) range: &'static str,
 }
 
 /// A port, alone or in a list or range.
@@ -146,7 +146,7 @@ pub(super) fn parse_port_range(text: &str) -> Result<PortRange, String> {
 
 /// Walks the parsed document, collecting issues and filling in a Config.
 #[derive(Default)]
-pub struct Checker {
+pub(crate) struct Checker {
     pub(super) issues: Vec<Issue>,
 }
 

@@ -14,23 +14,23 @@ use super::Config;
 use crate::addr::Cidr;
 
 /// One configuration key.
-pub struct Key<T: 'static> {
+pub(crate) struct Key<T: 'static> {
     /// The dotted path, `section.key` (`service.port` for a key of each `[[service]]`).
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// The value when the file does not set it.
-    pub default: Initial,
+    pub(crate) default: Initial,
     /// Whether a SIGHUP applies a change of it.
-    pub reload: Reload,
+    pub(crate) reload: Reload,
     /// What it does, one line of Markdown (the docs' "meaning" column).
-    pub doc: &'static str,
+    pub(crate) doc: &'static str,
     /// Its type and rule, and where it goes in `T` (the whole [`super::Config`], or one
     /// `[[service]]` or `[[webhook]]`).
-    pub value: &'static dyn Field<T>,
+    pub(crate) value: &'static dyn Field<T>,
 }
 
 /// A key's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Initial {
+pub(crate) enum Initial {
     /// A TOML value, as written in the file.
     Toml(&'static str),
     /// No value: the key is optional and its absence means what the text says.
@@ -41,7 +41,7 @@ pub enum Initial {
 
 /// When a change of the key takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reload {
+pub(crate) enum Reload {
     /// On SIGHUP.
     Live,
     /// At the next start; a reload keeps the running value and names the key.
@@ -52,14 +52,14 @@ pub enum Reload {
 
 impl<T> Key<T> {
     /// The table the key is in: `agent` of `agent.tick`.
-    pub fn section(&self) -> &'static str {
+    pub(crate) fn section(&self) -> &'static str {
         self.name
             .split_once('.')
             .map_or(self.name, |(section, _)| section)
     }
 
     /// The key within its table: `tick` of `agent.tick`.
-    pub fn leaf(&self) -> &'static str {
+    pub(crate) fn leaf(&self) -> &'static str {
         self.name
             .split_once('.')
             .map_or(self.name, |(_, leaf)| leaf)
@@ -67,7 +67,7 @@ impl<T> Key<T> {
 }
 
 /// A key's type and rule, and the field of `T` it fills.
-pub trait Field<T>: Sync {
+pub(crate) trait Field<T>: Sync {
     /// Checks `value` and, when it is good, stores it in `target` (else reports).
     fn read(&self, checker: &mut Checker, value: &Spanned<DeValue<'_>>, path: &str, target: &mut T);
     /// Puts `running`'s value back into `fresh`; true when they differed.
@@ -79,7 +79,7 @@ pub trait Field<T>: Sync {
 }
 
 /// What a rule tells the docs.
-pub trait Rule: Sync {
+pub(crate) trait Rule: Sync {
     fn kind(&self) -> &'static str;
     fn allowed(&self) -> String;
 }
@@ -117,7 +117,7 @@ impl Rule for IntRule {
 }
 
 /// An integer within a rule, or `"auto"`.
-pub struct Auto(pub IntRule);
+pub(crate) struct Auto(pub(crate) IntRule);
 
 impl Rule for Auto {
     fn kind(&self) -> &'static str {
@@ -129,8 +129,8 @@ impl Rule for Auto {
 }
 
 /// A list of at most `max` distinct ports.
-pub struct Ports {
-    pub max: usize,
+pub(crate) struct Ports {
+    pub(crate) max: usize,
 }
 
 impl Rule for Ports {
@@ -143,10 +143,10 @@ impl Rule for Ports {
 }
 
 /// A rule checked by a function of its own, described in words.
-pub struct Custom<X: 'static> {
-    pub kind: &'static str,
-    pub allowed: &'static str,
-    pub check: fn(&mut Checker, &Spanned<DeValue<'_>>, &str) -> Option<X>,
+pub(crate) struct Custom<X: 'static> {
+    pub(crate) kind: &'static str,
+    pub(crate) allowed: &'static str,
+    pub(crate) check: fn(&mut Checker, &Spanned<DeValue<'_>>, &str) -> Option<X>,
 }
 
 impl<X> Rule for Custom<X> {
@@ -159,10 +159,10 @@ impl<X> Rule for Custom<X> {
 }
 
 /// A field of `T` of type `X`, checked by `check` against `rule`.
-pub struct Typed<T: 'static, X: 'static, R> {
-    pub field: fn(&mut T) -> &mut X,
-    pub rule: R,
-    pub check: fn(&mut Checker, &Spanned<DeValue<'_>>, &str, &R) -> Option<X>,
+pub(crate) struct Typed<T: 'static, X: 'static, R> {
+    pub(crate) field: fn(&mut T) -> &mut X,
+    pub(crate) rule: R,
+    pub(crate) check: fn(&mut Checker, &Spanned<DeValue<'_>>, &str, &R) -> Option<X>,
 }
 
 impl<T, X: Clone + PartialEq, R: Rule> Field<T> for Typed<T, X, R> {
@@ -210,7 +210,7 @@ macro_rules! at {
 pub(super) use at;
 
 /// A duration between `min` and `max`; `name` and `range` are for messages.
-pub const fn duration<T>(
+pub(crate) const fn duration<T>(
     name: &'static str,
     (min, max): (Duration, Duration),
     range: &'static str,
@@ -229,7 +229,7 @@ pub const fn duration<T>(
 }
 
 /// A number (integers too) between `min` and `max`.
-pub const fn number<T>(
+pub(crate) const fn number<T>(
     name: &'static str,
     (min, max): (f64, f64),
     range: &'static str,
@@ -248,7 +248,7 @@ pub const fn number<T>(
 }
 
 /// An integer between `min` and `max`, stored as `X` (the range must fit in it).
-pub const fn integer<T, X: TryFrom<i128>>(
+pub(crate) const fn integer<T, X: TryFrom<i128>>(
     name: &'static str,
     (min, max): (i128, i128),
     range: &'static str,
@@ -267,7 +267,7 @@ pub const fn integer<T, X: TryFrom<i128>>(
 }
 
 /// `"auto"` (None) or an integer between `min` and `max`.
-pub const fn integer_or_auto<T>(
+pub(crate) const fn integer_or_auto<T>(
     name: &'static str,
     (min, max): (i128, i128),
     range: &'static str,
@@ -286,7 +286,10 @@ pub const fn integer_or_auto<T>(
 }
 
 /// A list of at most `max` distinct ports.
-pub const fn ports<T>(max: usize, field: fn(&mut T) -> &mut Vec<u16>) -> Typed<T, Vec<u16>, Ports> {
+pub(crate) const fn ports<T>(
+    max: usize,
+    field: fn(&mut T) -> &mut Vec<u16>,
+) -> Typed<T, Vec<u16>, Ports> {
     Typed {
         field,
         rule: Ports { max },
@@ -295,7 +298,7 @@ pub const fn ports<T>(max: usize, field: fn(&mut T) -> &mut Vec<u16>) -> Typed<T
 }
 
 /// A value checked by `check`; `kind` and `allowed` say what it takes, for the docs.
-pub const fn custom<T, X>(
+pub(crate) const fn custom<T, X>(
     kind: &'static str,
     allowed: &'static str,
     field: fn(&mut T) -> &mut X,
@@ -313,17 +316,19 @@ pub const fn custom<T, X>(
 }
 
 /// `true` or `false`.
-pub const fn boolean<T>(field: fn(&mut T) -> &mut bool) -> Typed<T, bool, Custom<bool>> {
+pub(crate) const fn boolean<T>(field: fn(&mut T) -> &mut bool) -> Typed<T, bool, Custom<bool>> {
     custom("boolean", "`true`, `false`", field, Checker::boolean)
 }
 
 /// An absolute path.
-pub const fn path<T>(field: fn(&mut T) -> &mut PathBuf) -> Typed<T, PathBuf, Custom<PathBuf>> {
+pub(crate) const fn path<T>(
+    field: fn(&mut T) -> &mut PathBuf,
+) -> Typed<T, PathBuf, Custom<PathBuf>> {
     custom("path", "absolute", field, Checker::absolute_path)
 }
 
 /// A list of IPv4 and IPv6 CIDRs (bare addresses are single hosts).
-pub const fn cidrs<T>(
+pub(crate) const fn cidrs<T>(
     field: fn(&mut T) -> &mut Vec<Cidr>,
 ) -> Typed<T, Vec<Cidr>, Custom<Vec<Cidr>>> {
     custom("list of CIDRs", "IPv4 and IPv6", field, Checker::cidrs)
@@ -384,17 +389,17 @@ pub(super) fn keep_restart_only(fresh: &mut Config, running: &Config) -> Vec<Str
 
 /// What the documentation says of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyDoc {
+pub(crate) struct KeyDoc {
     /// The dotted path (`service.port` for the port of each `[[service]]`).
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// `duration`, `integer`, `list of CIDRs`...
-    pub kind: &'static str,
-    pub default: Initial,
+    pub(crate) kind: &'static str,
+    pub(crate) default: Initial,
     /// The values taken, in words (`10ms to 10s`).
-    pub allowed: String,
-    pub reload: Reload,
+    pub(crate) allowed: String,
+    pub(crate) reload: Reload,
     /// What it does (Markdown).
-    pub doc: &'static str,
+    pub(crate) doc: &'static str,
 }
 
 fn key_doc<T>(key: &Key<T>) -> KeyDoc {
@@ -410,7 +415,7 @@ fn key_doc<T>(key: &Key<T>) -> KeyDoc {
 
 /// Every key with its docs, table by table in the order of [`SECTIONS`] (for the docs and the
 /// man page).
-pub fn all() -> Vec<KeyDoc> {
+pub(crate) fn all() -> Vec<KeyDoc> {
     let mut docs = Vec::new();
     for section in SECTIONS {
         match *section {
@@ -452,8 +457,31 @@ fn default_lines<T>(keys: &[Key<T>], section: &str) -> String {
     lines
 }
 
+/// Every key in words, for `ftagent config keys`: its dotted name, then its type, default,
+/// allowed values and reload class on one line, then what it does.
+pub fn keys_text() -> String {
+    let mut text = String::new();
+    for key in all() {
+        let default = match key.default {
+            Initial::Toml(value) => format!("default {value}"),
+            Initial::Unset(words) => format!("default: {words}"),
+            Initial::Required => "required".to_string(),
+        };
+        let reload = match key.reload {
+            Reload::Live => "SIGHUP applies it",
+            Reload::Restart | Reload::RestartSection => "applied at the next start",
+        };
+        text.push_str(&format!(
+            "{}\n    {}; {default}; allowed: {}; {reload}\n    {}\n\n",
+            key.name, key.kind, key.allowed, key.doc
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
 /// The Markdown table of the keys of `section` (`agent`, `service`...).
-pub fn docs_table(section: &str) -> String {
+pub(crate) fn docs_table(section: &str) -> String {
     let keys = all();
     table(
         keys.iter()
@@ -461,6 +489,7 @@ pub fn docs_table(section: &str) -> String {
     )
 }
 
+#[cfg(test)]
 /// A Markdown table of `keys`.
 fn table<'a>(keys: impl Iterator<Item = &'a KeyDoc>) -> String {
     let mut table = String::from(
@@ -486,10 +515,11 @@ fn table<'a>(keys: impl Iterator<Item = &'a KeyDoc>) -> String {
     table
 }
 
+#[cfg(test)]
 /// `text` (docs/configuration.md) with every generated part made anew from the descriptors:
 /// between `<!-- generated: defaults -->` or `<!-- generated: [section] -->` and
 /// `<!-- end generated -->`.
-pub fn regenerate_docs(text: &str) -> String {
+pub(crate) fn regenerate_docs(text: &str) -> String {
     const BEGIN: &str = "<!-- generated: ";
     const END: &str = "<!-- end generated -->";
     let mut out = String::with_capacity(text.len());

@@ -19,7 +19,7 @@ use super::{
 };
 
 /// The top-level tables, in the order of the default file and the docs.
-pub const SECTIONS: &[&str] = &[
+pub(crate) const SECTIONS: &[&str] = &[
     "agent",
     "service",
     "safelist",
@@ -43,7 +43,7 @@ const HOURS_24: Duration = secs(24 * 3600);
 const SET_SIZE: (i128, i128) = (1, 16_777_216);
 
 /// The keys of the tables (every section but `[[service]]` and `[[webhook]]`).
-pub static KEYS: &[Key<Config>] = &[
+pub(crate) static KEYS: &[Key<Config>] = &[
     Key {
         name: "agent.tick",
         default: Toml("\"100ms\""),
@@ -932,7 +932,7 @@ pub static KEYS: &[Key<Config>] = &[
 ];
 
 /// The keys of each `[[service]]`.
-pub static SERVICE_KEYS: &[Key<Service>] = &[
+pub(crate) static SERVICE_KEYS: &[Key<Service>] = &[
     Key {
         name: "service.port",
         default: Required,
@@ -978,7 +978,7 @@ pub static SERVICE_KEYS: &[Key<Service>] = &[
 ];
 
 /// The keys of each `[[webhook]]`.
-pub static WEBHOOK_KEYS: &[Key<Webhook>] = &[
+pub(crate) static WEBHOOK_KEYS: &[Key<Webhook>] = &[
     Key {
         name: "webhook.url",
         default: Required,
@@ -1074,7 +1074,7 @@ pub static WEBHOOK_KEYS: &[Key<Webhook>] = &[
 ];
 
 /// The services watched when the file names none.
-pub const DEFAULT_SERVICES: &str = "\
+pub(crate) const DEFAULT_SERVICES: &str = "\
 [[service]]
 port = 22
 proto = \"tcp\"

@@ -11,10 +11,10 @@ use super::check::Checker;
 
 /// `[metrics]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Metrics {
-    pub enabled: bool,
+pub(crate) struct Metrics {
+    pub(crate) enabled: bool,
     /// Where `/metrics` is served.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
 }
 
 impl Default for Metrics {

@@ -19,11 +19,14 @@ mod keys;
 mod metrics;
 mod report;
 
-pub use bgp::{community, community_text, Bgp, FlowAction, BLACKHOLE};
-pub use descriptor::{all as all_keys, default_file, docs_table, regenerate_docs, KeyDoc};
-pub use descriptor::{Initial, Reload};
-pub use metrics::Metrics;
-pub use report::{Pcap, Webhook, WebhookFormat, WEBHOOK_EVENTS};
+pub(crate) use bgp::{community_text, Bgp, FlowAction, BLACKHOLE};
+#[cfg(test)]
+pub(crate) use bgp::community;
+#[cfg(test)]
+pub(crate) use descriptor::{all as all_keys, regenerate_docs};
+pub use descriptor::{default_file, keys_text};
+pub(crate) use metrics::Metrics;
+pub(crate) use report::{Pcap, Webhook, WebhookFormat};
 
 /// Where the configuration is read from when no path is given.
 pub const DEFAULT_PATH: &str = "/etc/ftagent/ftagent.toml";
@@ -32,44 +35,44 @@ pub const DEFAULT_PATH: &str = "/etc/ftagent/ftagent.toml";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub agent: Agent,
-    pub services: Vec<Service>,
-    pub safelist: Vec<Cidr>,
-    pub detection: Detection,
-    pub sense: Sense,
+    pub(crate) services: Vec<Service>,
+    pub(crate) safelist: Vec<Cidr>,
+    pub(crate) detection: Detection,
+    pub(crate) sense: Sense,
     pub mitigation: Mitigation,
-    pub nft: Nft,
-    pub bgp: Bgp,
-    pub webhooks: Vec<Webhook>,
-    pub pcap: Pcap,
-    pub metrics: Metrics,
+    pub(crate) nft: Nft,
+    pub(crate) bgp: Bgp,
+    pub(crate) webhooks: Vec<Webhook>,
+    pub(crate) pcap: Pcap,
+    pub(crate) metrics: Metrics,
 }
 
 /// `[agent]`: the daemon itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
-    pub tick: Duration,
-    pub warmup: Duration,
-    pub state_dir: PathBuf,
+    pub(crate) tick: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) state_dir: PathBuf,
     pub control_socket: PathBuf,
 }
 
 /// One `[[service]]`: the ports and protocol to watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Service {
-    pub ports: PortRange,
-    pub proto: Proto,
+pub(crate) struct Service {
+    pub(crate) ports: PortRange,
+    pub(crate) proto: Proto,
     /// Overrides `detection.floor_pps` for the packets to this service.
-    pub floor_pps: Option<u64>,
+    pub(crate) floor_pps: Option<u64>,
     /// A web service (HTTP floods, Slowloris); None: by port (see [`Service::is_web`]).
-    pub web: Option<bool>,
+    pub(crate) web: Option<bool>,
 }
 
 /// TCP ports taken for web services unless a `[[service]]` says `web = false`.
-pub const WEB_PORTS: &[u16] = &[80, 443, 8080, 8443];
+pub(crate) const WEB_PORTS: &[u16] = &[80, 443, 8080, 8443];
 
 impl Service {
     /// A TCP service on one of [`WEB_PORTS`], or one configured with `web = true`.
-    pub fn is_web(&self) -> bool {
+    pub(crate) fn is_web(&self) -> bool {
         self.proto == Proto::Tcp
             && self.web.unwrap_or_else(|| {
                 WEB_PORTS
@@ -81,46 +84,46 @@ impl Service {
 
 /// An inclusive range of ports; a single port has `first == last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PortRange {
-    pub first: u16,
-    pub last: u16,
+pub(crate) struct PortRange {
+    pub(crate) first: u16,
+    pub(crate) last: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
+pub(crate) enum Proto {
     Tcp,
     Udp,
 }
 
 /// `[detection]`: baselines, thresholds and incidents (see `detect`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Detection {
+pub(crate) struct Detection {
     /// Packets per second below which no counter is an attack.
-    pub floor_pps: u64,
+    pub(crate) floor_pps: u64,
     /// Deviations above the baseline mean that count as unusual.
-    pub k: f64,
+    pub(crate) k: f64,
     /// Multiple of the baseline mean that counts as unusual.
-    pub m: f64,
+    pub(crate) m: f64,
     /// Half-life of the baselines' averages (mean and deviation).
-    pub half_life: Duration,
+    pub(crate) half_life: Duration,
     /// Ticks a counter must be over its threshold, among its last max(20, 2 × this), before
     /// an incident opens (or, for packets, that many ticks' worth of excess in the last second).
-    pub consecutive_ticks: u32,
+    pub(crate) consecutive_ticks: u32,
     /// How long an incident's traffic must stay under its exit threshold before it ends.
-    pub hold: Duration,
+    pub(crate) hold: Duration,
     /// The floor of the new-connection counters, in new connections per second.
-    pub floor_new_per_second: u64,
+    pub(crate) floor_new_per_second: u64,
     /// Concurrent connections one source may hold to the service ports.
-    pub max_connections_per_source: u32,
+    pub(crate) max_connections_per_source: u32,
     /// A flood this many times over its threshold (kernel tripwire at this many times
     /// `floor_pps`) opens its incident at once, between ticks; 0 turns the tripwire off.
-    pub instant_factor: f64,
+    pub(crate) instant_factor: f64,
     /// The absolute ceiling (packets per second) that opens incidents before the baselines
     /// are learned; None ("auto"): drawn from the link's speed (see `detect::ceiling`).
-    pub ceiling_pps: Option<u64>,
+    pub(crate) ceiling_pps: Option<u64>,
     /// The link speed the automatic ceiling is drawn from, Mbit/s; None ("auto"): what the
     /// host's interfaces say.
-    pub link_mbps: Option<u64>,
+    pub(crate) link_mbps: Option<u64>,
 }
 
 impl Default for Detection {
@@ -132,27 +135,28 @@ impl Default for Detection {
 
 /// `[sense]`: how the agent samples traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sense {
+pub(crate) struct Sense {
     /// The NFLOG group sampled packets are sent to (groups are per network
     /// namespace).
-    pub nflog_group: u16,
+    pub(crate) nflog_group: u16,
     /// The NFLOG group of the tripwire (`detection.instant_factor`): one message the moment a
     /// protocol's traffic is far over its floor. Must differ from `nflog_group`.
-    pub tripwire_group: u16,
+    pub(crate) tripwire_group: u16,
     /// At most this many packets per second are copied to the agent (a
     /// kernel-side limit).
-    pub sample_rate: u32,
+    pub(crate) sample_rate: u32,
     /// Bytes copied of each sampled packet (headers only).
-    pub snaplen: u32,
+    pub(crate) snaplen: u32,
     /// UDP source ports of well-known reflectors, counted separately.
-    pub amplification_ports: Vec<u16>,
+    pub(crate) amplification_ports: Vec<u16>,
     /// How often the connection table is read for per-source counts.
-    pub conntrack_interval: Duration,
+    pub(crate) conntrack_interval: Duration,
 }
 
 /// The default `sense.amplification_ports`: chargen, DNS, portmap, NTP,
 /// NetBIOS, SNMP, CLDAP, SSDP, ARD, WS-Discovery, mDNS, memcached and the like.
-pub const DEFAULT_AMPLIFICATION_PORTS: &[u16] = &[
+#[cfg(test)]
+pub(crate) const DEFAULT_AMPLIFICATION_PORTS: &[u16] = &[
     17, 19, 53, 111, 123, 137, 161, 389, 1900, 3283, 3702, 5353, 11211,
 ];
 
@@ -162,58 +166,58 @@ pub struct Mitigation {
     /// How long a ban lasts.
     pub ban_duration: Duration,
     /// Mitigate, or only detect and report what would be done.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// New bans a second at most.
-    pub max_bans_per_second: u32,
+    pub(crate) max_bans_per_second: u32,
     /// In a concentrated flood, a source carrying at least this share of the
     /// sampled packets is banned.
-    pub min_source_share: f64,
+    pub(crate) min_source_share: f64,
     /// When this many banned sources share a /24 (IPv6 /64), the prefix is
     /// banned instead.
-    pub prefix_after: u32,
+    pub(crate) prefix_after: u32,
     /// Add the host's own addresses, default gateways, DNS resolvers and the
     /// peers of established SSH sessions to the safelist at start.
-    pub auto_safelist: bool,
+    pub(crate) auto_safelist: bool,
     /// The port whose established peers `auto_safelist` keeps.
-    pub ssh_port: u16,
+    pub(crate) ssh_port: u16,
     /// During a distributed flood, the attacked port is held to this many
     /// packets a second, all sources together.
-    pub port_limit_pps: u32,
+    pub(crate) port_limit_pps: u32,
     /// During a distributed flood on a port, each source is metered: its
     /// packets to that port past this many a second are dropped first,
     /// before the port limit.
-    pub source_limit_pps: u32,
+    pub(crate) source_limit_pps: u32,
     /// During an HTTP flood on a web port, the new connections a second one
     /// source may open to it.
-    pub new_connections_per_source: u32,
+    pub(crate) new_connections_per_source: u32,
     /// During an ICMP flood, ICMP (or ICMPv6) is held to this many packets a
     /// second.
-    pub icmp_limit_pps: u32,
+    pub(crate) icmp_limit_pps: u32,
     /// During a fragment flood, IP fragments are held to this many packets a
     /// second.
-    pub fragment_limit_pps: u32,
+    pub(crate) fragment_limit_pps: u32,
     /// During a distributed flood to no single port, traffic to closed ports
     /// (no configured service, no socket of the host, no connection) is held
     /// to this many packets a second per transport, all sources together;
     /// 0 drops it.
-    pub closed_port_limit_pps: u32,
+    pub(crate) closed_port_limit_pps: u32,
     /// How long an aggregate measure (a port, ICMP or fragment limit, a
     /// reflector-port block) stays in the kernel unless refreshed. It is
     /// refreshed while its incident lasts and removed when the incident ends.
-    pub aggregate_duration: Duration,
+    pub(crate) aggregate_duration: Duration,
     /// What a stop (SIGTERM) does with our bans and measures.
-    pub on_stop: OnStop,
+    pub(crate) on_stop: OnStop,
     /// A SYN flood on a service port is answered by the kernel's SYN proxy (nft `synproxy`)
     /// where the kernel has it; SYN cookies otherwise.
-    pub synproxy: bool,
+    pub(crate) synproxy: bool,
     /// The MSS the SYN proxy announces for IPv4 (IPv6: 20 less): the server's, i.e. the
     /// interface MTU less 40.
-    pub synproxy_mss: u16,
+    pub(crate) synproxy_mss: u16,
     /// The window scale the SYN proxy announces: the server's (Linux: 7 with default buffers).
-    pub synproxy_wscale: u8,
+    pub(crate) synproxy_wscale: u8,
     /// Ports no measure ever limits (port limits, connection meters, the SYN proxy):
     /// per-source bans still apply.
-    pub never_limit_ports: Vec<u16>,
+    pub(crate) never_limit_ports: Vec<u16>,
 }
 
 impl Default for Mitigation {
@@ -226,14 +230,14 @@ impl Default for Mitigation {
 /// `mitigate` acts on incidents; `monitor` detects and reports what would be
 /// done, and touches nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
+pub(crate) enum Mode {
     Mitigate,
     Monitor,
 }
 
 /// What `ftagent run` leaves in the kernel when it stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OnStop {
+pub(crate) enum OnStop {
     /// The table stays: bans and measures run out their timeouts by themselves.
     Keep,
     /// The table is removed in one transaction, with every ban and measure in it.
@@ -242,19 +246,19 @@ pub enum OnStop {
 
 /// `[nft]`: how we talk to the kernel and how big its sets are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Nft {
-    pub compat: Compat,
+pub(crate) struct Nft {
+    pub(crate) compat: Compat,
     /// The iptables `FTAGENT` chain mirroring our bans, and its backend.
-    pub iptables_shim: IptablesShim,
-    pub ban4_size: u32,
-    pub ban6_size: u32,
-    pub bannet4_size: u32,
-    pub bannet6_size: u32,
+    pub(crate) iptables_shim: IptablesShim,
+    pub(crate) ban4_size: u32,
+    pub(crate) ban6_size: u32,
+    pub(crate) bannet4_size: u32,
+    pub(crate) bannet6_size: u32,
 }
 
 /// `auto` probes the kernel; `legacy` forces the older-kernel mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Compat {
+pub(crate) enum Compat {
     Auto,
     Legacy,
 }
@@ -262,7 +266,7 @@ pub enum Compat {
 /// `auto` puts the iptables `FTAGENT` chain in the backend the host's tools use (legacy when
 /// the legacy tables are in use, else iptables-nft); `legacy`/`nft` force one; `off`: none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IptablesShim {
+pub(crate) enum IptablesShim {
     Auto,
     Legacy,
     Nft,
@@ -359,14 +363,14 @@ impl Config {
     /// Restores in `fresh` the running values of the keys only a restart applies (the tick,
     /// the control socket, the table mode, the NFLOG groups, BGP, the metrics endpoint…: their
     /// descriptors say [`Reload::Restart`]) and names those that differed.
-    pub fn keep_restart_only(fresh: &mut Config, running: &Config) -> Vec<String> {
+    pub(crate) fn keep_restart_only(fresh: &mut Config, running: &Config) -> Vec<String> {
         descriptor::keep_restart_only(fresh, running)
     }
 }
 
 impl Config {
     /// Parses TOML text; `origin` is only used to name the file in errors.
-    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let document = DeTable::parse(text).map_err(|error| {
             let offset = error.span().map_or(0, |span| span.start);
             invalid(

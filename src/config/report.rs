@@ -11,7 +11,7 @@ use super::check::{key_text, Checker};
 use super::keys::WEBHOOK_KEYS;
 
 /// The events a webhook may be sent, in the order they happen.
-pub const WEBHOOK_EVENTS: &[&str] = &[
+pub(crate) const WEBHOOK_EVENTS: &[&str] = &[
     "attack_start",
     "mitigation_applied",
     "mitigation_removed",
@@ -20,26 +20,26 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
 
 /// One `[[webhook]]`: a URL incident events are POSTed to as JSON, and in which shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Webhook {
+pub(crate) struct Webhook {
     /// An http:// or https:// URL.
-    pub url: String,
-    pub format: WebhookFormat,
+    pub(crate) url: String,
+    pub(crate) format: WebhookFormat,
     /// The longest one attempt may take, connecting included.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Attempts after the first one fails (with exponential backoff).
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// The events sent, names from [`WEBHOOK_EVENTS`].
-    pub events: Vec<&'static str>,
+    pub(crate) events: Vec<&'static str>,
     /// A PEM file of the certificate authorities trusted for https://, instead of the
     /// built-in Mozilla roots.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// More request headers (e.g. Authorization), in file order.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 /// The JSON shape of a webhook's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WebhookFormat {
+pub(crate) enum WebhookFormat {
     /// The event's JSON line as ftagent prints it.
     Generic,
     /// `{"text": …, "blocks": …}` for Slack incoming webhooks (and Mattermost, Rocket.Chat).
@@ -48,26 +48,18 @@ pub enum WebhookFormat {
     Discord,
 }
 
-impl WebhookFormat {
-    pub fn name(self) -> &'static str {
-        match self {
-            WebhookFormat::Generic => "generic",
-            WebhookFormat::Slack => "slack",
-            WebhookFormat::Discord => "discord",
-        }
-    }
-}
+impl WebhookFormat {}
 
 /// `[pcap]`: packet captures of incidents, from the sampled packets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pcap {
-    pub enabled: bool,
+pub(crate) struct Pcap {
+    pub(crate) enabled: bool,
     /// The most recent samples kept in memory, written at the head of each capture.
-    pub ring_packets: u32,
+    pub(crate) ring_packets: u32,
     /// Packets written to one incident's capture at most (those of the ring included).
-    pub max_packets_per_incident: u32,
+    pub(crate) max_packets_per_incident: u32,
     /// The most the capture directory may hold, in MiB; the oldest captures go first.
-    pub max_disk_mib: u32,
+    pub(crate) max_disk_mib: u32,
 }
 
 impl Default for Pcap {

@@ -23,11 +23,11 @@ const STALE_PER_READ: usize = 4096;
 /// One read's buffers: what the loop asks with, and what the thread fills in.
 pub(super) struct Round {
     /// Filled from the dump (after `begin`): connections per source and service port.
-    pub table: ConnectionTable,
+    pub(crate) table: ConnectionTable,
     /// The entries in the table when it was counted; None when the count failed.
-    pub entries: Option<u64>,
+    pub(crate) entries: Option<u64>,
     /// How long the read took.
-    pub took: Duration,
+    pub(crate) took: Duration,
     /// Bans in force when the read was asked for: their entries are not counted but deleted.
     bans: Vec<Cidr>,
     /// Entries of banned sources found by the dump (capacity reserved).
@@ -91,7 +91,7 @@ pub(super) struct ConntrackReader {
 impl ConntrackReader {
     /// Starts the thread with its socket; `table` is a spare like the sensor's (same ports,
     /// same own addresses). Each finished read wakes the loop through `waker`.
-    pub fn start(
+    pub(crate) fn start(
         mut conntrack: Conntrack,
         table: ConnectionTable,
         waker: Arc<Waker>,
@@ -129,13 +129,13 @@ impl ConntrackReader {
     }
 
     /// True when no read is in flight.
-    pub fn idle(&self) -> bool {
+    pub(crate) fn idle(&self) -> bool {
         self.idle.is_some()
     }
 
     /// Asks for a read with `bans` in force; never waits. False when a read is still in flight
     /// (or the thread is gone): nothing is asked.
-    pub fn request(&mut self, bans: impl Iterator<Item = Cidr>) -> bool {
+    pub(crate) fn request(&mut self, bans: impl Iterator<Item = Cidr>) -> bool {
         let (Some(mut round), Some(requests)) = (self.idle.take(), &self.requests) else {
             return false;
         };
@@ -154,7 +154,7 @@ impl ConntrackReader {
     /// The finished read, if there is one: the caller takes what it needs (swapping tables)
     /// and hands the round back with [`Self::put_back`]. A round asked for before the last
     /// [`Self::renew`] comes back with `stale_config` true: its table counts the old ports.
-    pub fn finished(&mut self) -> Option<(Round, bool)> {
+    pub(crate) fn finished(&mut self) -> Option<(Round, bool)> {
         match self.results.try_recv() {
             Ok(round) => {
                 let stale_config = round.generation != self.generation;
@@ -165,13 +165,13 @@ impl ConntrackReader {
     }
 
     /// The round back after [`Self::finished`], for the next read.
-    pub fn put_back(&mut self, round: Round) {
+    pub(crate) fn put_back(&mut self, round: Round) {
         self.idle = Some(round);
     }
 
     /// After a reload that rebuilt the sensor: `table` is a spare like its new one. A read in
     /// flight comes back marked as of the old configuration.
-    pub fn renew(&mut self, table: ConnectionTable) {
+    pub(crate) fn renew(&mut self, table: ConnectionTable) {
         self.generation += 1;
         if let Some(round) = &mut self.idle {
             round.table = table;

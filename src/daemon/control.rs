@@ -28,7 +28,7 @@ const MAX_CONNECTIONS: usize = 16;
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds the control socket, replacing a stale socket file but never a live daemon's.
-pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
+pub(crate) fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
     let err = |source| DaemonError::Control {
         path: path.to_path_buf(),
         source,
@@ -51,7 +51,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
 }
 
 /// Open control connections, each with its own mio token from `first_token` on.
-pub struct Connections {
+pub(crate) struct Connections {
     slots: Slots<Conn>,
 }
 
@@ -79,19 +79,19 @@ impl Connection for Conn {
 }
 
 impl Connections {
-    pub fn new(first_token: usize) -> Connections {
+    pub(crate) fn new(first_token: usize) -> Connections {
         Connections {
             slots: Slots::new(first_token, MAX_CONNECTIONS),
         }
     }
 
-    pub fn owns(&self, token: Token) -> bool {
+    pub(crate) fn owns(&self, token: Token) -> bool {
         self.slots.owns(token)
     }
 
     /// Accepts every pending connection (edge-triggered). An unprivileged peer gets an error
     /// reply and is closed; when every slot is taken, the oldest connection is closed.
-    pub fn accept_all(&mut self, listener: &UnixListener, registry: &Registry) {
+    pub(crate) fn accept_all(&mut self, listener: &UnixListener, registry: &Registry) {
         loop {
             let (mut stream, _) = match listener.accept() {
                 Ok(s) => s,
@@ -141,7 +141,7 @@ impl Connections {
 
     /// Handles an event of a connection: returns its request line once complete. A request
     /// that is too long gets an error reply here.
-    pub fn ready(&mut self, event: &Event, registry: &Registry) -> Option<Vec<u8>> {
+    pub(crate) fn ready(&mut self, event: &Event, registry: &Registry) -> Option<Vec<u8>> {
         let slot = self.slots.slot_of(event.token())?;
         let conn = self.slots.get_mut(slot)?;
         if conn.answered {
@@ -167,7 +167,7 @@ impl Connections {
     }
 
     /// Sends the reply to the request `ready` returned for `token`.
-    pub fn respond(&mut self, token: Token, response: &Response, registry: &Registry) {
+    pub(crate) fn respond(&mut self, token: Token, response: &Response, registry: &Registry) {
         if let Some(slot) = self.slots.slot_of(token) {
             self.answer(slot, response, registry);
         }
@@ -196,7 +196,7 @@ impl Connections {
 
     /// Closes the connections open longer than `CONNECTION_TIMEOUT`: a client that never
     /// finishes its request or never reads its reply holds nothing for long.
-    pub fn expire(&mut self, now: Instant, registry: &Registry) {
+    pub(crate) fn expire(&mut self, now: Instant, registry: &Registry) {
         let closed = self.slots.expire(now, CONNECTION_TIMEOUT, registry);
         if closed > 0 {
             log::debug!("control socket: closed {closed} connections idle for too long");
@@ -336,7 +336,7 @@ impl Daemon {
 /// someone else removed can be put back with them, a restart keeps knowing them, and the
 /// iptables compatibility chain gets them too.
 #[derive(Debug, Default)]
-pub struct OperatorBans {
+pub(crate) struct OperatorBans {
     /// Each ban's timeout and when it runs out (a map: 100k+ bans stay cheap to change).
     bans: BTreeMap<Cidr, (Duration, Instant)>,
     /// Counts changes, so the daemon saves them when they change.
@@ -359,16 +359,16 @@ impl OperatorBans {
     }
 
     /// The bans and unbans not yet mirrored; the list is left empty.
-    pub fn take_unmirrored(&mut self) -> Vec<Change> {
+    pub(crate) fn take_unmirrored(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.unmirrored)
     }
 
-    pub fn revision(&self) -> u64 {
+    pub(crate) fn revision(&self) -> u64 {
         self.revision
     }
 
     /// Takes over bans saved by an earlier run: (address, timeout, time left at `now`).
-    pub fn resume(
+    pub(crate) fn resume(
         &mut self,
         saved: impl IntoIterator<Item = (Cidr, Duration, Duration)>,
         now: Instant,
@@ -380,7 +380,7 @@ impl OperatorBans {
     }
 
     /// The bans still in force at `now`: address, timeout, and the time they have left.
-    pub fn in_force(&mut self, now: Instant) -> Vec<(Cidr, Duration, Duration)> {
+    pub(crate) fn in_force(&mut self, now: Instant) -> Vec<(Cidr, Duration, Duration)> {
         self.bans.retain(|_, (_, until)| *until > now);
         self.bans
             .iter()
@@ -427,7 +427,7 @@ pub fn parse_ban(
 
 /// Checks a request of many bans like `parse_ban` each; the first bad one is named by its
 /// place in the list. An empty list is an error; a repeated entry counts once.
-pub fn parse_bans(
+pub(crate) fn parse_bans(
     cidrs: &[String],
     timeout_ms: u64,
     config: &Config,

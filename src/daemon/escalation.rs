@@ -16,7 +16,7 @@ use crate::sense::talkers::Talkers;
 /// Sampled destinations looked at per tick.
 const DESTINATIONS: usize = 4;
 
-pub struct Escalation {
+pub(crate) struct Escalation {
     planner: Escalator,
     speaker: Option<Speaker>,
     events: Vec<BgpEvent>,
@@ -25,7 +25,7 @@ pub struct Escalation {
 
 impl Escalation {
     /// None when `bgp.enabled` is false.
-    pub fn start(config: &Config) -> io::Result<Option<Escalation>> {
+    pub(crate) fn start(config: &Config) -> io::Result<Option<Escalation>> {
         if !config.bgp.enabled {
             return Ok(None);
         }
@@ -61,19 +61,19 @@ impl Escalation {
 
     /// The safelist (configured and automatic, with the host's own addresses): never the
     /// source of a FlowSpec rule.
-    pub fn set_safelist(&mut self, safelist: Vec<crate::addr::Cidr>) {
+    pub(crate) fn set_safelist(&mut self, safelist: Vec<crate::addr::Cidr>) {
         self.planner.set_safelist(safelist);
     }
 
     /// What is announced now (or would be, in monitor mode), for `ftagent status`.
-    pub fn announcements(&self) -> &[Announcement] {
+    pub(crate) fn announcements(&self) -> &[Announcement] {
         self.planner.announcements()
     }
 
     /// One tick: this tick's detection events and sampled packets (before they are reset).
     /// Allocates nothing unless there are events or an announcement is due to go. Returns
     /// whether the announcements changed.
-    pub fn tick(&mut self, events: &[Event], samples: &Talkers, now: Duration) -> bool {
+    pub(crate) fn tick(&mut self, events: &[Event], samples: &Talkers, now: Duration) -> bool {
         if !self.planner.ready() {
             if let Some(found) = self.speaker.as_ref().and_then(Speaker::found) {
                 self.planner.adopt(&found, now);
@@ -106,7 +106,7 @@ impl Escalation {
     }
 
     /// At exit: the announcements stay in the BGP daemon (a restart finds and reconciles them).
-    pub fn log_remaining(&self) {
+    pub(crate) fn log_remaining(&self) {
         let left = self.announcements();
         if self.speaker.is_some() && !left.is_empty() {
             let routes: Vec<String> = left.iter().map(|a| a.route.to_string()).collect();

@@ -10,37 +10,37 @@ use super::lateness::Schedule;
 use crate::sys;
 
 /// SIGTERM, SIGINT and SIGHUP, blocked and read from a non-blocking signalfd.
-pub struct SignalFd {
+pub(crate) struct SignalFd {
     fd: OwnedFd,
 }
 
 impl SignalFd {
     /// Blocks the signals (call before any thread exists) and opens the descriptor.
-    pub fn new() -> io::Result<SignalFd> {
+    pub(crate) fn new() -> io::Result<SignalFd> {
         Ok(SignalFd {
             fd: sys::signalfd(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?,
         })
     }
 
-    pub fn raw_fd(&self) -> RawFd {
+    pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
     /// The next pending signal, or None when there is none.
-    pub fn read(&self) -> Option<i32> {
+    pub(crate) fn read(&self) -> Option<i32> {
         sys::read_signal(&self.fd)
     }
 }
 
 /// A periodic timer on the monotonic clock, armed at absolute times so that when each period
 /// is due is known exactly (for the tick's lateness).
-pub struct TimerFd {
+pub(crate) struct TimerFd {
     fd: OwnedFd,
     schedule: Schedule,
 }
 
 impl TimerFd {
-    pub fn periodic(interval: Duration) -> io::Result<TimerFd> {
+    pub(crate) fn periodic(interval: Duration) -> io::Result<TimerFd> {
         let mut timer = TimerFd {
             fd: sys::timerfd()?,
             schedule: Schedule::new(Duration::ZERO, interval),
@@ -49,12 +49,12 @@ impl TimerFd {
         Ok(timer)
     }
 
-    pub fn raw_fd(&self) -> RawFd {
+    pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
     /// Fires next after `first`, then every `interval` from there.
-    pub fn rearm(&mut self, first: Duration, interval: Duration) -> io::Result<()> {
+    pub(crate) fn rearm(&mut self, first: Duration, interval: Duration) -> io::Result<()> {
         let due = sys::monotonic()? + first.max(Duration::from_nanos(1));
         sys::timerfd_set(&self.fd, due, interval)?;
         self.schedule = Schedule::new(due, interval);
@@ -63,7 +63,7 @@ impl TimerFd {
 
     /// How many periods passed since the last call (0 when none); each one's lateness, from
     /// when it was due until now, goes to `late`.
-    pub fn expired(&mut self, late: impl FnMut(Duration)) -> u64 {
+    pub(crate) fn expired(&mut self, late: impl FnMut(Duration)) -> u64 {
         let Some(count) = sys::timerfd_expirations(&self.fd) else {
             return 0;
         };

@@ -14,14 +14,14 @@ use crate::netlink::monitor::{Committer, Tampering};
 
 /// At most `RESTORES_PER_WINDOW` restores in this window: a tool that deletes our table
 /// again and again does not get a busy loop, and an occasional one is undone at once.
-pub const RESTORE_WINDOW: Duration = Duration::from_secs(1);
-pub const RESTORES_PER_WINDOW: usize = 5;
+pub(crate) const RESTORE_WINDOW: Duration = Duration::from_secs(1);
+pub(crate) const RESTORES_PER_WINDOW: usize = 5;
 /// How often the ruleset generation is compared with the last one announced.
-pub const GENERATION_CHECK: Duration = Duration::from_secs(1);
+pub(crate) const GENERATION_CHECK: Duration = Duration::from_secs(1);
 
 /// Why the table was restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// Another process deleted it (`delete table`, `flush ruleset`).
     TableDeleted,
     /// Another process deleted or changed chains, rules, sets, counters or elements in it.
@@ -31,7 +31,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Cause::TableDeleted => "table_deleted",
             Cause::TableChanged => "table_changed",
@@ -40,7 +40,7 @@ impl Cause {
     }
 
     /// The cause of what the notifications showed, if they showed damage.
-    pub fn of(seen: &Tampering) -> Option<Cause> {
+    pub(crate) fn of(seen: &Tampering) -> Option<Cause> {
         if seen.table_deleted {
             Some(Cause::TableDeleted)
         } else if seen.changes > 0 {
@@ -53,25 +53,25 @@ impl Cause {
 
 /// A restore waiting for its turn (the rate limit), and what is known of who caused it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pending {
-    pub cause: Cause,
-    pub by: Option<Committer>,
+pub(crate) struct Pending {
+    pub(crate) cause: Cause,
+    pub(crate) by: Option<Committer>,
     /// When the damage was noticed.
-    pub noticed: Instant,
+    pub(crate) noticed: Instant,
 }
 
 /// The restore waiting, the last one, and the next generation check.
 #[derive(Debug, Default)]
-pub struct Healing {
-    pub pending: Option<Pending>,
+pub(crate) struct Healing {
+    pub(crate) pending: Option<Pending>,
     /// When the last restores were attempted, oldest first.
     recent: [Option<Instant>; RESTORES_PER_WINDOW],
-    pub next_generation_check: Option<Instant>,
+    pub(crate) next_generation_check: Option<Instant>,
 }
 
 impl Healing {
     /// Notes damage; the first cause seen stands (a deleted table outranks a changed one).
-    pub fn note(&mut self, cause: Cause, by: Option<Committer>, now: Instant) {
+    pub(crate) fn note(&mut self, cause: Cause, by: Option<Committer>, now: Instant) {
         match &mut self.pending {
             Some(p) => {
                 if cause == Cause::TableDeleted {
@@ -90,20 +90,20 @@ impl Healing {
     }
 
     /// The pending restore, if its turn has come at `now`.
-    pub fn due(&self, now: Instant) -> Option<Pending> {
+    pub(crate) fn due(&self, now: Instant) -> Option<Pending> {
         let waited =
             self.recent[0].is_none_or(|t| now.saturating_duration_since(t) >= RESTORE_WINDOW);
         self.pending.filter(|_| waited)
     }
 
     /// Notes a restore attempted at `now`.
-    pub fn attempted(&mut self, now: Instant) {
+    pub(crate) fn attempted(&mut self, now: Instant) {
         self.recent.rotate_left(1);
         self.recent[RESTORES_PER_WINDOW - 1] = Some(now);
     }
 
     /// Whether the generation check is due at `now` (and schedules the next).
-    pub fn generation_check_due(&mut self, now: Instant) -> bool {
+    pub(crate) fn generation_check_due(&mut self, now: Instant) -> bool {
         let due = self.next_generation_check.is_none_or(|t| now >= t);
         if due {
             self.next_generation_check = Some(now + GENERATION_CHECK);
@@ -114,22 +114,22 @@ impl Healing {
 
 /// The `table_restored` event: why, by whom, and what was put back.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TableRestored {
-    pub cause: Cause,
-    pub by: Option<Committer>,
+pub(crate) struct TableRestored {
+    pub(crate) cause: Cause,
+    pub(crate) by: Option<Committer>,
     /// Bans and measures that were still in the kernel and were kept (a partial change).
-    pub kept: usize,
+    pub(crate) kept: usize,
     /// Bans and measures in force that were lost and put back, with the time they had left.
-    pub put_back: usize,
+    pub(crate) put_back: usize,
     /// From noticing the damage to the restored table, in milliseconds.
-    pub took: Duration,
+    pub(crate) took: Duration,
     /// Restores since start, this one included.
-    pub restores: u64,
+    pub(crate) restores: u64,
 }
 
 impl TableRestored {
     /// One JSON line (the schema is in the README, section "Events").
-    pub fn to_json(&self, wall_clock: SystemTime) -> String {
+    pub(crate) fn to_json(&self, wall_clock: SystemTime) -> String {
         let line = RestoredLine {
             table: format!("inet {}", crate::ruleset::TABLE),
             cause: self.cause.name(),

@@ -9,24 +9,24 @@ use crate::metrics::Histogram;
 use crate::status::TickLateness;
 
 /// The histogram's upper bounds, seconds (`+Inf` is implicit): 0.25 ms to 100 ms.
-pub const BUCKETS: [f64; 11] = [
+pub(crate) const BUCKETS: [f64; 11] = [
     0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.007_5, 0.01, 0.025, 0.05, 0.1,
 ];
 /// Ticks the quantiles of `status` are taken over (a minute at the default 100 ms tick).
-pub const RECENT: usize = 600;
+pub(crate) const RECENT: usize = 600;
 /// Periods one late tick accounts for at most (a loop stalled for minutes counts this many).
 const MAX_MERGED: u64 = 1_000;
 
 /// The tick timer's schedule: when its next period is due and how long a period is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     next_due: Duration,
     interval: Duration,
 }
 
 impl Schedule {
     /// A timer armed to fire first at `first_due`, then every `interval`.
-    pub fn new(first_due: Duration, interval: Duration) -> Schedule {
+    pub(crate) fn new(first_due: Duration, interval: Duration) -> Schedule {
         Schedule {
             next_due: first_due,
             interval,
@@ -37,7 +37,12 @@ impl Schedule {
     /// the lateness of each period to `each`, oldest first, and moves the schedule on. A tick
     /// that comes so late that several periods ran out serves them all at once, so each
     /// counts, with its own lateness (at most [`MAX_MERGED`] of them).
-    pub fn served(&mut self, expirations: u64, now: Duration, mut each: impl FnMut(Duration)) {
+    pub(crate) fn served(
+        &mut self,
+        expirations: u64,
+        now: Duration,
+        mut each: impl FnMut(Duration),
+    ) {
         let skipped = expirations.saturating_sub(MAX_MERGED);
         let mut due = self.next_due + mul(self.interval, skipped);
         for _ in skipped..expirations {
@@ -54,7 +59,7 @@ fn mul(d: Duration, n: u64) -> Duration {
 
 /// Every tick's lateness since start (the histogram) and the latest [`RECENT`] ticks'.
 #[derive(Debug, Clone)]
-pub struct Lateness {
+pub(crate) struct Lateness {
     /// Ticks per bucket, not cumulative; the last is `+Inf`.
     buckets: [u64; BUCKETS.len() + 1],
     sum: Duration,
@@ -78,7 +83,7 @@ impl Default for Lateness {
 
 impl Lateness {
     /// One tick that started `late` after it was due.
-    pub fn record(&mut self, late: Duration) {
+    pub(crate) fn record(&mut self, late: Duration) {
         let seconds = late.as_secs_f64();
         let bucket = BUCKETS
             .iter()
@@ -97,7 +102,7 @@ impl Lateness {
     }
 
     /// The Prometheus histogram: cumulative counts per upper bound.
-    pub fn histogram(&self) -> Histogram {
+    pub(crate) fn histogram(&self) -> Histogram {
         let mut cumulative = 0;
         let buckets = BUCKETS
             .iter()
@@ -116,7 +121,7 @@ impl Lateness {
 
     /// The median, 99th percentile and maximum of the latest ticks (None before the first).
     /// Sorts a copy: for `status`, never per tick.
-    pub fn summary(&self) -> Option<TickLateness> {
+    pub(crate) fn summary(&self) -> Option<TickLateness> {
         let held = usize::try_from(self.count)
             .unwrap_or(usize::MAX)
             .min(RECENT);

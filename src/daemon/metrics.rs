@@ -34,19 +34,19 @@ pub(super) struct Tally {
     /// Incidents opened, indexed like `Vector::ALL`.
     incidents: [u64; Vector::ALL.len()],
     bans_by_incidents: u64,
-    pub bans_by_operators: u64,
+    pub(crate) bans_by_operators: u64,
     /// Messages from the kernel's tripwire.
-    pub trips: u64,
+    pub(crate) trips: u64,
     /// Fast ticks the detector asked for (a counter just over its threshold).
-    pub fast_ticks: u64,
+    pub(crate) fast_ticks: u64,
     /// Conntrack reads done, and how long the last one took.
-    pub conntrack_reads: u64,
-    pub conntrack_read: Duration,
+    pub(crate) conntrack_reads: u64,
+    pub(crate) conntrack_read: Duration,
 }
 
 impl Tally {
     /// Counts this tick's openings.
-    pub fn incidents(&mut self, events: &[Detection]) {
+    pub(crate) fn incidents(&mut self, events: &[Detection]) {
         for event in events.iter().filter(|e| e.kind == EventKind::AttackStart) {
             if let Some(i) = Vector::ALL.iter().position(|v| *v == event.vector) {
                 self.incidents[i] += 1;
@@ -55,7 +55,7 @@ impl Tally {
     }
 
     /// Counts the bans of mitigation events that reached the kernel.
-    pub fn bans(&mut self, events: &[crate::mitigate::MitigationEvent]) {
+    pub(crate) fn bans(&mut self, events: &[crate::mitigate::MitigationEvent]) {
         self.bans_by_incidents += events
             .iter()
             .filter(|e| e.applied && !e.monitor && e.action == Action::Ban)
@@ -117,24 +117,24 @@ impl Connection for Conn {
 }
 
 impl MetricsServer {
-    pub fn new(listener: TcpListener, first_token: usize) -> MetricsServer {
+    pub(crate) fn new(listener: TcpListener, first_token: usize) -> MetricsServer {
         MetricsServer {
             listener,
             slots: Slots::new(first_token, MAX_CONNECTIONS),
         }
     }
 
-    pub fn listener(&mut self) -> &mut TcpListener {
+    pub(crate) fn listener(&mut self) -> &mut TcpListener {
         &mut self.listener
     }
 
-    pub fn owns(&self, token: Token) -> bool {
+    pub(crate) fn owns(&self, token: Token) -> bool {
         self.slots.owns(token)
     }
 
     /// Accepts every pending connection (edge-triggered); when every slot is taken, the oldest
     /// connection is closed for the new one.
-    pub fn accept_all(&mut self, registry: &Registry) {
+    pub(crate) fn accept_all(&mut self, registry: &Registry) {
         loop {
             let (stream, _) = match self.listener.accept() {
                 Ok(s) => s,
@@ -166,7 +166,7 @@ impl MetricsServer {
 
     /// Handles an event of a connection. Returns true when it asks for the metrics: the caller
     /// renders them and hands them to `respond`. Every other request is answered here.
-    pub fn ready(&mut self, event: &Event, registry: &Registry) -> Option<bool> {
+    pub(crate) fn ready(&mut self, event: &Event, registry: &Registry) -> Option<bool> {
         let slot = self.slots.slot_of(event.token())?;
         let conn = self.slots.get_mut(slot)?;
         match conn.phase {
@@ -206,7 +206,13 @@ impl MetricsServer {
     }
 
     /// Sends the metrics `ready` asked for.
-    pub fn respond(&mut self, token: Token, body: &str, head_only: bool, registry: &Registry) {
+    pub(crate) fn respond(
+        &mut self,
+        token: Token,
+        body: &str,
+        head_only: bool,
+        registry: &Registry,
+    ) {
         if let Some(slot) = self.slots.slot_of(token) {
             let response = response("200 OK", metrics::CONTENT_TYPE, body.as_bytes(), head_only);
             self.answer(slot, response, registry);
@@ -250,7 +256,7 @@ impl MetricsServer {
 
     /// Closes the connections open longer than `CONNECTION_TIMEOUT`: a client that never
     /// finishes its request, never reads its response or never closes holds nothing for long.
-    pub fn expire(&mut self, now: Instant, registry: &Registry) {
+    pub(crate) fn expire(&mut self, now: Instant, registry: &Registry) {
         let closed = self.slots.expire(now, CONNECTION_TIMEOUT, registry);
         if closed > 0 {
             log::debug!("metrics: closed {closed} connections open for too long");

@@ -219,7 +219,7 @@ struct Kernel {
     monitor: TableMonitor,
     healing: Healing,
     /// How many times our table was put back after someone else removed or changed it.
-    pub tables_restored: u64,
+    pub(crate) tables_restored: u64,
     nflog: NflogSocket,
     /// The tripwire's NFLOG group (`detection.instant_factor`), when on.
     tripwire: Option<NflogSocket>,

@@ -25,27 +25,27 @@ const MITIGATION_VERSION: u32 = 1;
 
 /// What is in force, as persisted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MitigationState {
-    pub version: u32,
-    pub incidents: Vec<MitigatedIncident>,
-    pub operator_bans: Vec<OperatorBan>,
+pub(crate) struct MitigationState {
+    pub(crate) version: u32,
+    pub(crate) incidents: Vec<MitigatedIncident>,
+    pub(crate) operator_bans: Vec<OperatorBan>,
     /// `net.ipv4.tcp_syncookies` before an incident turned SYN cookies on, to put it back.
-    pub syn_cookies_before: Option<String>,
+    pub(crate) syn_cookies_before: Option<String>,
     /// `net.netfilter.nf_conntrack_tcp_loose` before the SYN proxy turned it off.
     #[serde(default)]
-    pub tcp_loose_before: Option<String>,
+    pub(crate) tcp_loose_before: Option<String>,
 }
 
 /// An operator's ban: the address or prefix, its timeout, and when it runs out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperatorBan {
+pub(crate) struct OperatorBan {
     #[serde(flatten)]
-    pub ban: SavedItem<String>,
-    pub timeout_ms: u64,
+    pub(crate) ban: SavedItem<String>,
+    pub(crate) timeout_ms: u64,
 }
 
 impl MitigationState {
-    pub fn new(
+    pub(crate) fn new(
         incidents: Vec<MitigatedIncident>,
         operator_bans: Vec<OperatorBan>,
         syn_cookies_before: Option<String>,
@@ -60,7 +60,10 @@ impl MitigationState {
     }
 
     /// The operators' bans not run out at `wall_now`: address, timeout, time left.
-    pub fn operator_bans_left(&self, wall_now: SystemTime) -> Vec<(Cidr, Duration, Duration)> {
+    pub(crate) fn operator_bans_left(
+        &self,
+        wall_now: SystemTime,
+    ) -> Vec<(Cidr, Duration, Duration)> {
         self.operator_bans
             .iter()
             .filter_map(|b| {
@@ -76,7 +79,7 @@ impl MitigationState {
 /// re-learns the attack nor reports it again. Usable: a readable file of this build's format
 /// version, no older than a day; otherwise the detector starts its warm-up afresh (only the
 /// ceilings judge until it ends).
-pub fn load_detector(detector: &mut Detector, dir: &Path) {
+pub(crate) fn load_detector(detector: &mut Detector, dir: &Path) {
     let path = dir.join(DETECTOR_FILE);
     if let Some(text) = read_fresh(&path) {
         match State::from_json(&text) {
@@ -95,7 +98,7 @@ pub fn load_detector(detector: &mut Detector, dir: &Path) {
 }
 
 /// What an earlier run had in force, if it left a readable, recent file.
-pub fn load_mitigation(dir: &Path) -> Option<MitigationState> {
+pub(crate) fn load_mitigation(dir: &Path) -> Option<MitigationState> {
     let path = dir.join(MITIGATION_FILE);
     let text = read_fresh(&path)?;
     match serde_json::from_str::<MitigationState>(&text) {
@@ -115,11 +118,11 @@ pub fn load_mitigation(dir: &Path) -> Option<MitigationState> {
     }
 }
 
-pub fn save_detector(detector: &Detector, dir: &Path) {
+pub(crate) fn save_detector(detector: &Detector, dir: &Path) {
     write_atomically(dir, DETECTOR_FILE, &detector.save().to_json());
 }
 
-pub fn save_mitigation(state: &MitigationState, dir: &Path) {
+pub(crate) fn save_mitigation(state: &MitigationState, dir: &Path) {
     match serde_json::to_string(state) {
         Ok(text) => write_atomically(dir, MITIGATION_FILE, &text),
         Err(e) => log::warn!("saving {MITIGATION_FILE}: {e}"),

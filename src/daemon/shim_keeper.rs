@@ -20,7 +20,7 @@ pub(super) struct ShimKeeper {
 
 impl ShimKeeper {
     /// Starts the thread (signals stay blocked in it, as in the thread that starts it).
-    pub fn start(chain: ShimChain) -> std::io::Result<ShimKeeper> {
+    pub(crate) fn start(chain: ShimChain) -> std::io::Result<ShimKeeper> {
         let (requests, asked) = sync_channel::<()>(1);
         let stopping = Arc::new(AtomicBool::new(false));
         let stop = stopping.clone();
@@ -40,7 +40,7 @@ impl ShimKeeper {
     }
 
     /// Asks for a check of the chain; returns at once. A check already waiting covers this one.
-    pub fn check(&self) {
+    pub(crate) fn check(&self) {
         if let Some(requests) = &self.requests {
             let _ = requests.try_send(());
         }
@@ -49,7 +49,7 @@ impl ShimKeeper {
     /// Ends the thread: a check under way is finished first (waited for), one waiting is not
     /// run. After this no iptables process of ours runs, so the chain can be removed or
     /// installed anew.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.shut_down();
     }
 

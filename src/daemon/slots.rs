@@ -12,7 +12,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 /// The stream of a connection: registered with mio, shut down when closed.
-pub trait Stream: Source {
+pub(crate) trait Stream: Source {
     fn shut_down(&self);
 }
 
@@ -30,7 +30,7 @@ impl Stream for TcpStream {
 
 /// How far `write_out` got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
+pub(crate) enum Written {
     /// All of it.
     All,
     /// The socket takes no more now: wait for WRITABLE.
@@ -40,7 +40,7 @@ pub enum Written {
 }
 
 /// Writes what the socket takes of `output` from `*written` on, advancing `*written`.
-pub fn write_out(stream: &mut impl Write, output: &[u8], written: &mut usize) -> Written {
+pub(crate) fn write_out(stream: &mut impl Write, output: &[u8], written: &mut usize) -> Written {
     while *written < output.len() {
         match stream.write(&output[*written..]) {
             Ok(0) => return Written::Failed,
@@ -54,43 +54,43 @@ pub fn write_out(stream: &mut impl Write, output: &[u8], written: &mut usize) ->
 }
 
 /// A connection kept in a slot.
-pub trait Connection {
+pub(crate) trait Connection {
     type Stream: Stream;
     fn stream(&mut self) -> &mut Self::Stream;
     fn opened(&self) -> Instant;
 }
 
-pub struct Slots<C> {
+pub(crate) struct Slots<C> {
     first_token: usize,
     slots: Vec<Option<C>>,
 }
 
 impl<C: Connection> Slots<C> {
-    pub fn new(first_token: usize, capacity: usize) -> Slots<C> {
+    pub(crate) fn new(first_token: usize, capacity: usize) -> Slots<C> {
         Slots {
             first_token,
             slots: (0..capacity).map(|_| None).collect(),
         }
     }
 
-    pub fn owns(&self, token: Token) -> bool {
+    pub(crate) fn owns(&self, token: Token) -> bool {
         self.slot_of(token).is_some()
     }
 
     /// The slot behind a token of ours.
-    pub fn slot_of(&self, token: Token) -> Option<usize> {
+    pub(crate) fn slot_of(&self, token: Token) -> Option<usize> {
         token
             .0
             .checked_sub(self.first_token)
             .filter(|&slot| slot < self.slots.len())
     }
 
-    pub fn get_mut(&mut self, slot: usize) -> Option<&mut C> {
+    pub(crate) fn get_mut(&mut self, slot: usize) -> Option<&mut C> {
         self.slots.get_mut(slot).and_then(Option::as_mut)
     }
 
     /// A free slot, or Err with the oldest connection's, which the caller closes first.
-    pub fn free(&self) -> Result<usize, usize> {
+    pub(crate) fn free(&self) -> Result<usize, usize> {
         self.slots.iter().position(Option::is_none).ok_or_else(|| {
             self.slots
                 .iter()
@@ -102,7 +102,12 @@ impl<C: Connection> Slots<C> {
     }
 
     /// Registers the connection (readable and writable) under the slot's token and keeps it.
-    pub fn insert(&mut self, slot: usize, mut conn: C, registry: &Registry) -> std::io::Result<()> {
+    pub(crate) fn insert(
+        &mut self,
+        slot: usize,
+        mut conn: C,
+        registry: &Registry,
+    ) -> std::io::Result<()> {
         let token = Token(self.first_token + slot);
         registry.register(
             conn.stream(),
@@ -113,7 +118,7 @@ impl<C: Connection> Slots<C> {
         Ok(())
     }
 
-    pub fn close(&mut self, slot: usize, registry: &Registry) {
+    pub(crate) fn close(&mut self, slot: usize, registry: &Registry) {
         if let Some(mut conn) = self.slots.get_mut(slot).and_then(Option::take) {
             let _ = registry.deregister(conn.stream());
             conn.stream().shut_down();
@@ -121,7 +126,7 @@ impl<C: Connection> Slots<C> {
     }
 
     /// Closes the connections open longer than `limit`; returns how many.
-    pub fn expire(&mut self, now: Instant, limit: Duration, registry: &Registry) -> usize {
+    pub(crate) fn expire(&mut self, now: Instant, limit: Duration, registry: &Registry) -> usize {
         let mut closed = 0;
         for slot in 0..self.slots.len() {
             let stale = self.slots[slot]

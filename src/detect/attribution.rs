@@ -21,7 +21,7 @@ use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::sense::counters::class;
 
 /// Targets an incident lists. A /24 (/64) with more hit addresses than this is named whole.
-pub const TARGETS: usize = 4;
+pub(crate) const TARGETS: usize = 4;
 /// Listed sources and targets carry at least this share of the incident's packets.
 const MIN_SHARE: f64 = 0.01;
 /// The top sources (up to [`TOP`]) carry at least this share: concentrated.
@@ -114,7 +114,7 @@ pub(super) struct Scratch {
 }
 
 impl Scratch {
-    pub fn with_capacity(n: usize) -> Scratch {
+    pub(crate) fn with_capacity(n: usize) -> Scratch {
         Scratch {
             v4: Vec::with_capacity(n),
             v6: Vec::with_capacity(n),

@@ -6,31 +6,31 @@ use serde::{Deserialize, Serialize};
 
 /// How thresholds are drawn from a baseline; the same for every counter.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rule {
+pub(crate) struct Rule {
     /// Deviations above the mean that are unusual (`detection.k`).
-    pub k: f64,
+    pub(crate) k: f64,
     /// Multiple of the mean that is unusual (`detection.m`).
-    pub m: f64,
+    pub(crate) m: f64,
     /// Half-life of the mean and the deviation, seconds (`detection.half_life`).
-    pub half_life: f64,
+    pub(crate) half_life: f64,
     /// Half-life of the fast mean, seconds: [`FAST_DIVISOR`] times shorter.
-    pub fast_half_life: f64,
+    pub(crate) fast_half_life: f64,
     /// The fast mean may raise a threshold to at most this multiple of the slow one.
-    pub ramp_cap: f64,
+    pub(crate) ramp_cap: f64,
     /// An open incident's counter is still "in the attack" above this share of its threshold.
-    pub exit_ratio: f64,
+    pub(crate) exit_ratio: f64,
 }
 
 /// The fast mean's half-life is the slow one divided by this (10 min → 30 s).
-pub const FAST_DIVISOR: f64 = 20.0;
+pub(crate) const FAST_DIVISOR: f64 = 20.0;
 /// How far a ramp (tracked by the fast mean) can lift a threshold above the slow one.
-pub const RAMP_CAP: f64 = 2.0;
+pub(crate) const RAMP_CAP: f64 = 2.0;
 /// Hysteresis: an incident's counter must fall under this share of its threshold to count
 /// as quiet.
-pub const EXIT_RATIO: f64 = 0.8;
+pub(crate) const EXIT_RATIO: f64 = 0.8;
 
 impl Rule {
-    pub fn new(k: f64, m: f64, half_life: f64) -> Rule {
+    pub(crate) fn new(k: f64, m: f64, half_life: f64) -> Rule {
         let half_life = half_life.max(1e-3);
         Rule {
             k,
@@ -43,7 +43,7 @@ impl Rule {
     }
 
     /// The weight of a new value after `dt` seconds for a given half-life.
-    pub fn alpha(dt: f64, half_life: f64) -> f64 {
+    pub(crate) fn alpha(dt: f64, half_life: f64) -> f64 {
         if dt <= 0.0 {
             0.0
         } else {
@@ -56,13 +56,13 @@ impl Rule {
 /// `sum / weight` is the weighted mean of what was folded in — a young average is the plain
 /// mean of its few values instead of being pulled towards zero.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Ewma {
+pub(crate) struct Ewma {
     sum: f64,
     weight: f64,
 }
 
 impl Ewma {
-    pub fn value(&self) -> f64 {
+    pub(crate) fn value(&self) -> f64 {
         if self.weight > 0.0 {
             self.sum / self.weight
         } else {
@@ -71,11 +71,11 @@ impl Ewma {
     }
 
     /// How much history it holds: 0 (nothing yet) to 1 (many half-lives).
-    pub fn weight(&self) -> f64 {
+    pub(crate) fn weight(&self) -> f64 {
         self.weight
     }
 
-    pub fn fold(&mut self, x: f64, alpha: f64) {
+    pub(crate) fn fold(&mut self, x: f64, alpha: f64) {
         self.sum += alpha * (x - self.sum);
         self.weight += alpha * (1.0 - self.weight);
     }
@@ -100,7 +100,7 @@ impl Ewma {
 
 /// The baseline of one counter (packets per second, or new connections per second).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Baseline {
+pub(crate) struct Baseline {
     mean: Ewma,
     /// Mean absolute deviation from `mean`.
     dev: Ewma,
@@ -110,20 +110,20 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    pub fn mean(&self) -> f64 {
+    pub(crate) fn mean(&self) -> f64 {
         self.mean.value()
     }
 
-    pub fn deviation(&self) -> f64 {
+    pub(crate) fn deviation(&self) -> f64 {
         self.dev.value()
     }
 
-    pub fn fast_mean(&self) -> f64 {
+    pub(crate) fn fast_mean(&self) -> f64 {
         self.fast.value()
     }
 
     /// Learns `x` observed over `dt` seconds.
-    pub fn fold(&mut self, x: f64, dt: f64, rule: &Rule) {
+    pub(crate) fn fold(&mut self, x: f64, dt: f64, rule: &Rule) {
         let alpha = Rule::alpha(dt, rule.half_life);
         if alpha <= 0.0 || !x.is_finite() {
             return;
@@ -138,7 +138,7 @@ impl Baseline {
 
     /// `max(floor, mean + k·dev, m·mean)`, raised up to `ramp_cap` times by `m·fast mean`
     /// while traffic has been ramping up slowly (not in one step, as floods do).
-    pub fn threshold(&self, floor: f64, rule: &Rule) -> f64 {
+    pub(crate) fn threshold(&self, floor: f64, rule: &Rule) -> f64 {
         let mean = self.mean();
         let slow = floor
             .max(mean + rule.k * self.deviation())
@@ -147,7 +147,7 @@ impl Baseline {
         slow.max(ramp)
     }
 
-    pub fn to_state(&self) -> BaselineState {
+    pub(crate) fn to_state(self) -> BaselineState {
         BaselineState {
             mean: self.mean.value(),
             dev: self.dev.value(),
@@ -158,7 +158,7 @@ impl Baseline {
         }
     }
 
-    pub fn from_state(s: &BaselineState) -> Baseline {
+    pub(crate) fn from_state(s: &BaselineState) -> Baseline {
         Baseline {
             mean: Ewma::from_parts(s.mean, s.weight),
             dev: Ewma::from_parts(s.dev, s.dev_weight),
@@ -169,13 +169,13 @@ impl Baseline {
 
 /// A baseline as persisted: the averages and how much history each holds (0–1).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct BaselineState {
-    pub mean: f64,
-    pub dev: f64,
-    pub fast: f64,
-    pub weight: f64,
-    pub dev_weight: f64,
-    pub fast_weight: f64,
+pub(crate) struct BaselineState {
+    pub(crate) mean: f64,
+    pub(crate) dev: f64,
+    pub(crate) fast: f64,
+    pub(crate) weight: f64,
+    pub(crate) dev_weight: f64,
+    pub(crate) fast_weight: f64,
 }
 
 #[cfg(test)]

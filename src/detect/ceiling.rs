@@ -14,18 +14,18 @@
 use crate::config::Detection;
 
 /// The link speed assumed when neither the configuration nor the host says, Mbit/s.
-pub const FALLBACK_LINK_MBPS: u64 = 1000;
+pub(crate) const FALLBACK_LINK_MBPS: u64 = 1000;
 /// A full-size Ethernet frame on the wire, bits: 1,500 bytes of IP, header, FCS, preamble
 /// and inter-frame gap.
 const FULL_FRAME_BITS: f64 = 1538.0 * 8.0;
 /// The ceiling is this many times the link's rate of full-size frames.
 const FULL_FRAMES: f64 = 2.0;
 /// The share of the ceiling for counters of traffic that is rare in peace.
-pub const RARE_SHARE: f64 = 0.1;
+pub(crate) const RARE_SHARE: f64 = 0.1;
 
 /// Where the link speed behind an automatic ceiling comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkSource {
+pub(crate) enum LinkSource {
     Configured,
     Interface,
     Assumed,
@@ -34,7 +34,10 @@ pub enum LinkSource {
 /// The ceiling of bulk counters (totals, service ports), packets per second, with the link
 /// speed it was drawn from (None when configured outright). `detected_mbps` is what the
 /// host's interfaces say.
-pub fn base(detection: &Detection, detected_mbps: Option<u64>) -> (f64, Option<(u64, LinkSource)>) {
+pub(crate) fn base(
+    detection: &Detection,
+    detected_mbps: Option<u64>,
+) -> (f64, Option<(u64, LinkSource)>) {
     if let Some(pps) = detection.ceiling_pps {
         return (pps as f64, None);
     }
@@ -50,7 +53,7 @@ pub fn base(detection: &Detection, detected_mbps: Option<u64>) -> (f64, Option<(
 }
 
 /// One counter's ceiling: its share of the base, never below its floor.
-pub fn of(base: f64, rare: bool, floor: f64) -> f64 {
+pub(crate) fn of(base: f64, rare: bool, floor: f64) -> f64 {
     let share = if rare { RARE_SHARE } else { 1.0 };
     (share * base).max(floor)
 }

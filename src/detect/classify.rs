@@ -51,7 +51,7 @@ use crate::sense::counters::class;
 /// Attack vectors, named as in the events (snake_case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Vector {
+pub(crate) enum Vector {
     UdpFlood,
     SynFlood,
     AckFlood,
@@ -74,7 +74,7 @@ pub enum Vector {
 }
 
 impl Vector {
-    pub const ALL: [Vector; 19] = [
+    pub(crate) const ALL: [Vector; 19] = [
         Vector::UdpFlood,
         Vector::SynFlood,
         Vector::AckFlood,
@@ -96,7 +96,7 @@ impl Vector {
         Vector::IpProtoFlood,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Vector::UdpFlood => "udp_flood",
             Vector::SynFlood => "syn_flood",
@@ -121,7 +121,7 @@ impl Vector {
     }
 
     /// The vector of UDP floods from reflector source port `port`.
-    pub fn amplification(port: u16) -> Vector {
+    pub(crate) fn amplification(port: u16) -> Vector {
         match port {
             53 => Vector::DnsAmplification,
             123 => Vector::NtpAmplification,
@@ -136,7 +136,7 @@ impl Vector {
 
     /// The transport the vector is made of; None for fragments (any protocol) and other IP
     /// protocols (the event's `ip_proto` says which).
-    pub fn proto(self) -> Option<&'static str> {
+    pub(crate) fn proto(self) -> Option<&'static str> {
         match self {
             Vector::SynFlood
             | Vector::AckFlood
@@ -169,7 +169,7 @@ impl std::fmt::Display for Vector {
 
 /// Where an incident is aimed: part of its identity (one incident per vector and target).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Target {
+pub(crate) enum Target {
     /// No single destination port.
     Any,
     /// A port that is not a configured service.
@@ -181,9 +181,9 @@ pub enum Target {
 /// One vector explaining one key this tick.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Candidate {
-    pub vector: Vector,
-    pub target: Target,
-    pub driver: usize,
+    pub(crate) vector: Vector,
+    pub(crate) target: Target,
+    pub(crate) driver: usize,
 }
 
 /// Fragments one UDP/ICMP packet counted by a specific vector may explain (a large datagram

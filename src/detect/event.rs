@@ -10,15 +10,17 @@ use super::classify::Vector;
 use crate::addr::Cidr;
 use crate::event::{self, EventBody};
 
+/// The variants are the events' names (`attack_start`…), hence their common prefix.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     AttackStart,
     AttackUpdate,
     AttackEnd,
 }
 
 impl EventKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             EventKind::AttackStart => "attack_start",
             EventKind::AttackUpdate => "attack_update",
@@ -29,62 +31,62 @@ impl EventKind {
 
 /// A source and its share of the samples (or of the service's connections).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SourceShare {
-    pub addr: IpAddr,
-    pub share: f64,
+pub(crate) struct SourceShare {
+    pub(crate) addr: IpAddr,
+    pub(crate) share: f64,
 }
 
 /// A /24 (/64) prefix — or, as a target, any block, a single address included — and its share
 /// of the incident's samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PrefixShare {
-    pub prefix: Cidr,
-    pub share: f64,
+pub(crate) struct PrefixShare {
+    pub(crate) prefix: Cidr,
+    pub(crate) share: f64,
 }
 
 /// One incident's start, update or end.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub kind: EventKind,
-    pub incident: String,
-    pub vector: Vector,
-    pub proto: Option<&'static str>,
+pub(crate) struct Event {
+    pub(crate) kind: EventKind,
+    pub(crate) incident: String,
+    pub(crate) vector: Vector,
+    pub(crate) proto: Option<&'static str>,
     /// ip_proto_flood: the IP protocol number (47 for GRE…).
-    pub ip_proto: Option<u8>,
-    pub port: Option<u16>,
+    pub(crate) ip_proto: Option<u8>,
+    pub(crate) port: Option<u16>,
     /// The service's port range when the incident is on a range.
-    pub port_range: Option<(u16, u16)>,
+    pub(crate) port_range: Option<(u16, u16)>,
     /// The counter `pps`, `baseline_pps` and `threshold_pps` refer to.
-    pub counter: String,
-    pub pps: f64,
-    pub bps: f64,
-    pub baseline_pps: f64,
-    pub threshold_pps: f64,
+    pub(crate) counter: String,
+    pub(crate) pps: f64,
+    pub(crate) bps: f64,
+    pub(crate) baseline_pps: f64,
+    pub(crate) threshold_pps: f64,
     /// False when the incident opened during the warm-up, over an absolute ceiling
     /// (`threshold_pps` is then the ceiling).
-    pub warmed_up: bool,
+    pub(crate) warmed_up: bool,
     /// Top sources; empty when distributed.
-    pub sources: Vec<SourceShare>,
-    pub distinct_sources: f64,
-    pub concentrated: bool,
-    pub top_prefixes: Vec<PrefixShare>,
+    pub(crate) sources: Vec<SourceShare>,
+    pub(crate) distinct_sources: f64,
+    pub(crate) concentrated: bool,
+    pub(crate) top_prefixes: Vec<PrefixShare>,
     /// The local addresses the incident's packets hit, heaviest first; a prefix when they
     /// spread over more addresses of a /24 (/64) than are listed.
-    pub targets: Vec<PrefixShare>,
+    pub(crate) targets: Vec<PrefixShare>,
     /// Slowloris and connection floods by connection count: the most one source holds, and
     /// the limit.
-    pub connections: Option<u32>,
-    pub connection_limit: Option<u32>,
+    pub(crate) connections: Option<u32>,
+    pub(crate) connection_limit: Option<u32>,
     /// attack_end only.
-    pub duration: Option<Duration>,
-    pub peak_pps: Option<f64>,
+    pub(crate) duration: Option<Duration>,
+    pub(crate) peak_pps: Option<f64>,
     /// The incident's packet capture file, when one is written (set by `report`).
-    pub pcap: Option<String>,
+    pub(crate) pcap: Option<String>,
 }
 
 impl Event {
     /// One JSON object on one line (no newline); `wall_clock` gives `ts`.
-    pub fn to_json(&self, wall_clock: SystemTime) -> String {
+    pub(crate) fn to_json(&self, wall_clock: SystemTime) -> String {
         let line = Line {
             event: self.kind.name(),
             incident: &self.incident,

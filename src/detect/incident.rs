@@ -16,35 +16,35 @@ const NO_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 /// An attack in progress.
 #[derive(Debug, Clone)]
-pub struct Incident {
+pub(crate) struct Incident {
     /// `"<start unix ms>-<n>"`.
-    pub id: String,
+    pub(crate) id: String,
     pub(super) seq: u64,
-    pub vector: Vector,
-    pub target: Target,
+    pub(crate) vector: Vector,
+    pub(crate) target: Target,
     /// "tcp", "udp", "icmp", "icmpv6"; None for fragments.
-    pub proto: Option<&'static str>,
+    pub(crate) proto: Option<&'static str>,
     /// ip_proto_flood: the IP protocol carrying most of the samples of other protocols.
-    pub ip_proto: Option<u8>,
+    pub(crate) ip_proto: Option<u8>,
     /// The destination port, when there is one.
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// The service's port range, when the target is a range.
-    pub port_range: Option<(u16, u16)>,
+    pub(crate) port_range: Option<(u16, u16)>,
     /// The counter the rates refer to (the first that drove the incident).
-    pub counter: String,
+    pub(crate) counter: String,
     /// Current rates of the driving counters, their baseline and threshold.
-    pub pps: f64,
-    pub bps: f64,
-    pub baseline_pps: f64,
-    pub threshold_pps: f64,
-    pub peak_pps: f64,
+    pub(crate) pps: f64,
+    pub(crate) bps: f64,
+    pub(crate) baseline_pps: f64,
+    pub(crate) threshold_pps: f64,
+    pub(crate) peak_pps: f64,
     /// For connection-count incidents: the most connections one source holds.
-    pub connections: Option<u32>,
-    pub concentrated: bool,
-    pub distinct_sources: f64,
+    pub(crate) connections: Option<u32>,
+    pub(crate) concentrated: bool,
+    pub(crate) distinct_sources: f64,
     /// False when it opened during the warm-up, over an absolute ceiling rather than a
     /// learned baseline.
-    pub warmed_up: bool,
+    pub(crate) warmed_up: bool,
     sources: [(IpAddr, f64); TOP],
     n_sources: usize,
     prefixes: [(Cidr, f64); TOP],
@@ -66,28 +66,28 @@ pub struct Incident {
 
 impl Incident {
     /// Top sources with their share of its own samples; empty when distributed.
-    pub fn sources(&self) -> &[(IpAddr, f64)] {
+    pub(crate) fn sources(&self) -> &[(IpAddr, f64)] {
         &self.sources[..self.n_sources]
     }
 
     /// Top /24 (/64) prefixes with their share of its own samples.
-    pub fn top_prefixes(&self) -> &[(Cidr, f64)] {
+    pub(crate) fn top_prefixes(&self) -> &[(Cidr, f64)] {
         &self.prefixes[..self.n_prefixes]
     }
 
     /// The local addresses its own samples hit, heaviest first, or the smallest prefix
     /// covering those of a /24 (/64) when more addresses of it were hit than are listed.
-    pub fn targets(&self) -> &[(Cidr, f64)] {
+    pub(crate) fn targets(&self) -> &[(Cidr, f64)] {
         &self.targets[..self.n_targets]
     }
 
     /// When its first tick over threshold was, in seconds on the detector's clock.
-    pub fn started_s(&self) -> f64 {
+    pub(crate) fn started_s(&self) -> f64 {
         self.started
     }
 
     /// Seconds from the first tick over threshold to the last tick in the attack.
-    pub fn duration_s(&self) -> f64 {
+    pub(crate) fn duration_s(&self) -> f64 {
         (self.last_active - self.started).max(0.0)
     }
 

@@ -28,15 +28,15 @@
 //! baseline never learns a tick over its ceiling or in an incident's reach, warm or not.
 
 mod attribution;
-pub mod baseline;
-pub mod ceiling;
-pub mod classify;
-pub mod event;
-pub mod incident;
+pub(crate) mod baseline;
+pub(crate) mod ceiling;
+pub(crate) mod classify;
+pub(crate) mod event;
+pub(crate) mod incident;
 mod onset;
 #[cfg(test)]
 mod replay;
-pub mod state;
+pub(crate) mod state;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -50,10 +50,12 @@ use crate::sense::counters::{class, CounterLayout, Rate};
 use crate::sense::{Sample, TOP};
 use attribution::{Counts, Scratch};
 use baseline::{Baseline, Rule};
-pub use classify::{Target, Vector};
-pub use event::{Event, EventKind, PrefixShare, SourceShare};
-pub use incident::Incident;
-pub use state::State;
+pub(crate) use classify::Vector;
+pub(crate) use event::{Event, EventKind};
+#[cfg(test)]
+pub(crate) use event::{PrefixShare, SourceShare};
+pub(crate) use incident::Incident;
+pub(crate) use state::State;
 
 /// Fewer samples than this (in a tick, or of an incident's own) say nothing about sources or
 /// ports: keep the last view.
@@ -143,20 +145,20 @@ struct Svc {
 
 /// A key as `ftagent status` shows it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KeyView<'a> {
-    pub name: &'a str,
-    pub pps: f64,
-    pub baseline_pps: f64,
-    pub threshold_pps: f64,
-    pub over: bool,
+pub(crate) struct KeyView<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) pps: f64,
+    pub(crate) baseline_pps: f64,
+    pub(crate) threshold_pps: f64,
+    pub(crate) over: bool,
     /// A connection-count key: `pps` is the connections the heaviest source holds to a TCP
     /// service, not a rate.
-    pub connections: bool,
+    pub(crate) connections: bool,
 }
 
 /// Turns per-tick rates into incidents and events. See the module documentation.
 #[derive(Debug)]
-pub struct Detector {
+pub(crate) struct Detector {
     keys: Vec<Key>,
     /// The counters of the layout; pseudo-keys follow.
     counters: usize,
@@ -205,7 +207,7 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn new(config: &Config, layout: &CounterLayout) -> Detector {
+    pub(crate) fn new(config: &Config, layout: &CounterLayout) -> Detector {
         let d = &config.detection;
         let floor = d.floor_pps as f64;
         let floor_new = d.floor_new_per_second as f64;
@@ -330,7 +332,7 @@ impl Detector {
 
     /// Draws the ceilings from the link speed the host's interfaces report (None: unknown),
     /// unless the configuration sets the ceiling or the link.
-    pub fn set_detected_link(&mut self, mbps: Option<u64>) {
+    pub(crate) fn set_detected_link(&mut self, mbps: Option<u64>) {
         self.ceiling = ceiling::base(&self.limits, mbps);
         for k in 0..self.keys.len() {
             let rare = self.rare(k);
@@ -341,7 +343,7 @@ impl Detector {
 
     /// The ceiling of bulk counters (packets per second) and the link speed (Mbit/s) it was
     /// drawn from and where that came from (None: `detection.ceiling_pps`).
-    pub fn ceiling(&self) -> (f64, Option<(u64, ceiling::LinkSource)>) {
+    pub(crate) fn ceiling(&self) -> (f64, Option<(u64, ceiling::LinkSource)>) {
         self.ceiling
     }
 
@@ -361,7 +363,7 @@ impl Detector {
 
     /// The wall-clock time of `now == 0` (the agent's start), used only to make incident ids
     /// (`"<start unix ms>-<n>"`) unique across restarts. Without it ids count from the epoch.
-    pub fn set_clock_origin(&mut self, at_zero: SystemTime) {
+    pub(crate) fn set_clock_origin(&mut self, at_zero: SystemTime) {
         self.origin_ms = at_zero
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -369,7 +371,7 @@ impl Detector {
 
     /// One tick. `now` is monotonic time since the agent started. Pushes 0 or more events to
     /// `out` (which the caller clears). Allocates nothing unless it pushes an event.
-    pub fn observe(&mut self, sample: &Sample, now: Duration, out: &mut Vec<Event>) {
+    pub(crate) fn observe(&mut self, sample: &Sample, now: Duration, out: &mut Vec<Event>) {
         let t = now.as_secs_f64();
         let dt = self.last.map_or(0.0, |last| (t - last).clamp(0.0, MAX_DT));
         self.last = Some(t);
@@ -389,7 +391,7 @@ impl Detector {
     /// run (see [`onset`]) so that a flood a few times over opens in about `FAST_CONFIRM`
     /// instead of `consecutive_ticks` ticks. At most `FAST_TICKS` in a row, and a new run of
     /// them at most twice a second, so a key that lingers over costs little.
-    pub fn fast_tick(&self) -> Option<Duration> {
+    pub(crate) fn fast_tick(&self) -> Option<Duration> {
         (self.fast_left > 0)
             .then(|| Duration::from_secs_f64(self.tick / 5.0).clamp(FAST_TICK_MIN, FAST_TICK_MAX))
     }
@@ -420,25 +422,25 @@ impl Detector {
     /// and measures a short one right after), a packet counter at `instant_factor` times its
     /// threshold or more needs no further confirmation. A tripwire that the counters do not
     /// bear out opens nothing.
-    pub fn trip(&mut self) {
+    pub(crate) fn trip(&mut self) {
         if self.instant > 0.0 {
             self.trip_ticks = 2;
         }
     }
 
     /// The incidents open now.
-    pub fn open_incidents(&self) -> impl Iterator<Item = &Incident> {
+    pub(crate) fn open_incidents(&self) -> impl Iterator<Item = &Incident> {
         self.incidents.iter()
     }
 
     /// True once `agent.warmup` of traffic has been learned (before that, only the ceilings
     /// judge).
-    pub fn warmed_up(&self) -> bool {
+    pub(crate) fn warmed_up(&self) -> bool {
         self.learned >= self.warmup
     }
 
     /// Every key with its rate, baseline and threshold as of the last tick (for `status`).
-    pub fn keys(&self) -> impl Iterator<Item = KeyView<'_>> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = KeyView<'_>> {
         self.keys.iter().map(|k| KeyView {
             name: &k.name,
             pps: k.pps,
@@ -450,20 +452,23 @@ impl Detector {
     }
 
     /// Seconds of traffic learned, and the warm-up needed before the first verdict.
-    pub fn learning(&self) -> (f64, f64) {
+    pub(crate) fn learning(&self) -> (f64, f64) {
         (self.learned, self.warmup)
     }
 
     /// The baseline mean of a counter, by name (packets or new connections per second).
-    pub fn baseline_mean(&self, name: &str) -> Option<f64> {
+    #[cfg(test)]
+    pub(crate) fn baseline_mean(&self, name: &str) -> Option<f64> {
         self.key(name).map(|k| k.base.mean())
     }
 
     /// The current threshold of a counter, by name (as of the last tick).
-    pub fn threshold(&self, name: &str) -> Option<f64> {
+    #[cfg(test)]
+    pub(crate) fn threshold(&self, name: &str) -> Option<f64> {
         self.key(name).map(|k| k.threshold)
     }
 
+    #[cfg(test)]
     fn key(&self, name: &str) -> Option<&Key> {
         self.keys.iter().find(|k| k.name == name)
     }

@@ -10,15 +10,15 @@
 //! at once, while a shorter spike — however high — does not.
 
 /// A run over the threshold at least this long (seconds) confirms a flood far enough over it.
-pub const FAST_CONFIRM: f64 = 0.12;
+pub(crate) const FAST_CONFIRM: f64 = 0.12;
 /// How far over its threshold a flood must be (its mean rate after the run's first tick, over
 /// at least `FAST_TICKS_SEEN` ticks) to confirm by its length.
-pub const FAST_RATIO: f64 = 1.8;
+pub(crate) const FAST_RATIO: f64 = 1.8;
 const FAST_TICKS_SEEN: u32 = 2;
 
 /// One key's current run over its threshold.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Onset {
+pub(crate) struct Onset {
     /// Packets over the mean since the run began (from the tick before its first, when that
     /// one had any), and the length of those ticks.
     excess: f64,
@@ -39,7 +39,7 @@ pub struct Onset {
 impl Onset {
     /// Folds in one tick of `dt` seconds at `pps`, over the threshold or not; `mean` is the
     /// baseline's mean rate.
-    pub fn tick(&mut self, over: bool, pps: f64, mean: f64, dt: f64) {
+    pub(crate) fn tick(&mut self, over: bool, pps: f64, mean: f64, dt: f64) {
         let excess = ((pps - mean) * dt).max(0.0);
         if !over {
             *self = Onset {
@@ -74,7 +74,7 @@ impl Onset {
 
     /// The run's length so far (seconds), once a tick after its first has told its rate (the
     /// highest seen: a spike's partial last tick must not stretch it).
-    pub fn length(&self) -> Option<f64> {
+    pub(crate) fn length(&self) -> Option<f64> {
         let rate = self.peak - self.mean;
         if rate <= 0.0 {
             return None;
@@ -83,7 +83,7 @@ impl Onset {
     }
 
     /// Whether the run is over `FAST_RATIO` × `threshold` and `FAST_CONFIRM` long.
-    pub fn confirms(&self, threshold: f64) -> bool {
+    pub(crate) fn confirms(&self, threshold: f64) -> bool {
         self.ticks >= FAST_TICKS_SEEN
             && self.after / self.after_dt + self.mean >= FAST_RATIO * threshold
             && self.length().is_some_and(|l| l >= FAST_CONFIRM - 1e-9)

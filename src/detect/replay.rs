@@ -18,11 +18,11 @@ use crate::sense::counters::{CounterLayout, Rate};
 use crate::sense::recent::Recent;
 
 /// The server's address: where flows go unless told otherwise.
-pub const SERVER: &str = "198.51.100.10";
+pub(crate) const SERVER: &str = "198.51.100.10";
 
 /// What a flow sends.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Complete TCP connections to `port`; the flow's rate is connections per second, each
     /// `packets` packets: one SYN, one FIN, the rest ACKs (data included).
     Connections {
@@ -72,7 +72,7 @@ pub enum Kind {
 
 /// Who sends it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Sources {
+pub(crate) enum Sources {
     /// These addresses, evenly.
     Few(Vec<IpAddr>),
     /// `count` addresses from `first` upwards, evenly (spoofed or a botnet).
@@ -80,19 +80,19 @@ pub enum Sources {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Flow {
-    pub kind: Kind,
+pub(crate) struct Flow {
+    pub(crate) kind: Kind,
     /// Packets per second (connections per second for `Connections`).
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// Bytes per packet.
-    pub size: f64,
-    pub sources: Sources,
+    pub(crate) size: f64,
+    pub(crate) sources: Sources,
     /// The local addresses it goes to.
-    pub targets: Sources,
+    pub(crate) targets: Sources,
 }
 
 impl Flow {
-    pub fn new(kind: Kind, rate: f64) -> Flow {
+    pub(crate) fn new(kind: Kind, rate: f64) -> Flow {
         Flow {
             kind,
             rate,
@@ -105,22 +105,22 @@ impl Flow {
         }
     }
 
-    pub fn size(mut self, bytes: f64) -> Flow {
+    pub(crate) fn size(mut self, bytes: f64) -> Flow {
         self.size = bytes;
         self
     }
 
-    pub fn from(mut self, sources: Sources) -> Flow {
+    pub(crate) fn from(mut self, sources: Sources) -> Flow {
         self.sources = sources;
         self
     }
 
-    pub fn to(mut self, targets: Sources) -> Flow {
+    pub(crate) fn to(mut self, targets: Sources) -> Flow {
         self.targets = targets;
         self
     }
 
-    pub fn scaled(&self, factor: f64) -> Flow {
+    pub(crate) fn scaled(&self, factor: f64) -> Flow {
         Flow {
             rate: self.rate * factor,
             ..self.clone()
@@ -136,11 +136,11 @@ impl Flow {
     }
 }
 
-pub fn few(addrs: &[&str]) -> Sources {
+pub(crate) fn few(addrs: &[&str]) -> Sources {
     Sources::Few(addrs.iter().map(|a| a.parse().unwrap()).collect())
 }
 
-pub fn many(first: [u8; 4], count: u32) -> Sources {
+pub(crate) fn many(first: [u8; 4], count: u32) -> Sources {
     Sources::Many {
         first: Ipv4Addr::from(first),
         count,
@@ -149,7 +149,7 @@ pub fn many(first: [u8; 4], count: u32) -> Sources {
 
 /// A busy but ordinary server: web clients on 443 and 80, a little SSH, its own DNS and NTP
 /// lookups, pings, scanners.
-pub fn background() -> Vec<Flow> {
+pub(crate) fn background() -> Vec<Flow> {
     let clients = many([198, 18, 0, 0], 20_000);
     vec![
         Flow::new(
@@ -192,24 +192,24 @@ pub fn background() -> Vec<Flow> {
 }
 
 /// A detector fed tick by tick from flows.
-pub struct Replay {
-    pub config: Config,
-    pub layout: CounterLayout,
-    pub detector: Detector,
+pub(crate) struct Replay {
+    pub(crate) config: Config,
+    pub(crate) layout: CounterLayout,
+    pub(crate) detector: Detector,
     /// Time of the last tick.
-    pub now: Duration,
-    pub tick: Duration,
+    pub(crate) now: Duration,
+    pub(crate) tick: Duration,
     /// Every event so far with the time of its tick.
-    pub events: Vec<(Duration, Event)>,
+    pub(crate) events: Vec<(Duration, Event)>,
     /// Ticks so far.
-    pub ticks: u64,
+    pub(crate) ticks: u64,
     /// Concurrent connections per source and per service, as the last conntrack read says.
-    pub connections: Vec<(IpAddr, u32)>,
-    pub service_connections: Vec<u32>,
+    pub(crate) connections: Vec<(IpAddr, u32)>,
+    pub(crate) service_connections: Vec<u32>,
     /// Per-tick noise like a Poisson process (on by default).
-    pub noise: bool,
+    pub(crate) noise: bool,
     /// Allocations inside `observe` on ticks that produced no event.
-    pub quiet_allocations: u64,
+    pub(crate) quiet_allocations: u64,
     /// The sampled packets of the last second.
     recent: Recent,
     rng: u64,
@@ -218,7 +218,7 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub fn new(config: Config) -> Replay {
+    pub(crate) fn new(config: Config) -> Replay {
         let layout = CounterLayout::new(&config);
         let detector = Detector::new(&config, &layout);
         let services = layout.services.len();
@@ -244,20 +244,20 @@ impl Replay {
     }
 
     /// The default configuration, changed by `change`.
-    pub fn with(change: impl FnOnce(&mut Config)) -> Replay {
+    pub(crate) fn with(change: impl FnOnce(&mut Config)) -> Replay {
         let mut config = Config::default();
         change(&mut config);
         Replay::new(config)
     }
 
     /// A new detector on the same configuration, its clock starting again at zero (a restart).
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.detector = Detector::new(&self.config, &self.layout);
         self.now = Duration::ZERO;
     }
 
     /// Runs `seconds` of `flows`; returns the events of these ticks.
-    pub fn run(&mut self, seconds: f64, flows: &[Flow]) -> Vec<(Duration, Event)> {
+    pub(crate) fn run(&mut self, seconds: f64, flows: &[Flow]) -> Vec<(Duration, Event)> {
         let first = self.events.len();
         let end = self.now + Duration::from_secs_f64(seconds);
         while self.now + END_SLACK < end {
@@ -269,7 +269,7 @@ impl Replay {
     /// Runs `seconds`, asking `flows` for the traffic at each moment (seconds from the start
     /// of this run: the middle of each slice of `SLICE` or so): a flood may begin and end
     /// inside a tick.
-    pub fn run_with(
+    pub(crate) fn run_with(
         &mut self,
         seconds: f64,
         mut flows: impl FnMut(f64) -> Vec<Flow>,
@@ -293,7 +293,7 @@ impl Replay {
     }
 
     /// One tick of `flows`, as long as the detector asks (`agent.tick`, or a fast tick).
-    pub fn step(&mut self, flows: &[Flow]) -> Vec<Event> {
+    pub(crate) fn step(&mut self, flows: &[Flow]) -> Vec<Event> {
         let dt = self.next_dt();
         self.advance(dt, &[(dt, flows.to_vec())])
     }
@@ -566,13 +566,13 @@ impl Replay {
     }
 
     /// The events of one kind so far.
-    pub fn of_kind(&self, kind: EventKind) -> Vec<&(Duration, Event)> {
+    pub(crate) fn of_kind(&self, kind: EventKind) -> Vec<&(Duration, Event)> {
         self.events.iter().filter(|(_, e)| e.kind == kind).collect()
     }
 
     /// Checks what must hold of every trace: each incident starts once, first; updates come at
     /// least a second apart; an end, if any, comes last.
-    pub fn check_invariants(&self) {
+    pub(crate) fn check_invariants(&self) {
         let mut ids: Vec<&str> = self
             .events
             .iter()

@@ -15,72 +15,72 @@ use super::Detector;
 use crate::addr::Cidr;
 
 /// The format version written by this build.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// The persistable part of a [`Detector`] (serde; JSON in the state directory).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct State {
-    pub version: u32,
+pub(crate) struct State {
+    pub(crate) version: u32,
     /// Seconds of traffic learned.
-    pub learned_s: f64,
+    pub(crate) learned_s: f64,
     /// The next incident number.
-    pub next_seq: u64,
-    pub baselines: BTreeMap<String, BaselineState>,
-    pub incidents: Vec<IncidentState>,
+    pub(crate) next_seq: u64,
+    pub(crate) baselines: BTreeMap<String, BaselineState>,
+    pub(crate) incidents: Vec<IncidentState>,
 }
 
 /// An open incident as persisted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IncidentState {
-    pub id: String,
-    pub seq: u64,
-    pub vector: Vector,
-    pub proto: Option<String>,
+pub(crate) struct IncidentState {
+    pub(crate) id: String,
+    pub(crate) seq: u64,
+    pub(crate) vector: Vector,
+    pub(crate) proto: Option<String>,
     /// ip_proto_flood: the IP protocol number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip_proto: Option<u8>,
+    pub(crate) ip_proto: Option<u8>,
     /// The target: one port, a port range (a service), or none.
-    pub port_first: Option<u16>,
-    pub port_last: Option<u16>,
+    pub(crate) port_first: Option<u16>,
+    pub(crate) port_last: Option<u16>,
     /// Counter (and connection key) names.
-    pub drivers: Vec<String>,
-    pub involved: Vec<String>,
-    pub counter: String,
+    pub(crate) drivers: Vec<String>,
+    pub(crate) involved: Vec<String>,
+    pub(crate) counter: String,
     /// Seconds since its first tick over threshold, at the last tick before saving.
-    pub age_s: f64,
+    pub(crate) age_s: f64,
     /// Seconds since it was last in the attack, at the last tick before saving.
-    pub quiet_s: f64,
-    pub pps: f64,
-    pub bps: f64,
-    pub baseline_pps: f64,
-    pub threshold_pps: f64,
-    pub peak_pps: f64,
-    pub connections: Option<u32>,
-    pub concentrated: bool,
-    pub distinct_sources: f64,
+    pub(crate) quiet_s: f64,
+    pub(crate) pps: f64,
+    pub(crate) bps: f64,
+    pub(crate) baseline_pps: f64,
+    pub(crate) threshold_pps: f64,
+    pub(crate) peak_pps: f64,
+    pub(crate) connections: Option<u32>,
+    pub(crate) concentrated: bool,
+    pub(crate) distinct_sources: f64,
     /// False when it opened during the warm-up, over a ceiling (files without it: true).
     #[serde(default = "yes")]
-    pub warmed_up: bool,
-    pub sources: Vec<(IpAddr, f64)>,
-    pub top_prefixes: Vec<(String, f64)>,
+    pub(crate) warmed_up: bool,
+    pub(crate) sources: Vec<(IpAddr, f64)>,
+    pub(crate) top_prefixes: Vec<(String, f64)>,
     /// Addresses or prefixes (absent in states saved before issue 14).
     #[serde(default)]
-    pub targets: Vec<(String, f64)>,
+    pub(crate) targets: Vec<(String, f64)>,
 }
 
 impl State {
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    pub fn from_json(text: &str) -> Result<State, serde_json::Error> {
+    pub(crate) fn from_json(text: &str) -> Result<State, serde_json::Error> {
         serde_json::from_str(text)
     }
 }
 
 impl Detector {
     /// Baselines and open incidents, for [`Detector::restore`] after a restart.
-    pub fn save(&self) -> State {
+    pub(crate) fn save(&self) -> State {
         let now = self.last.unwrap_or(0.0);
         let baselines = self
             .keys
@@ -143,7 +143,7 @@ impl Detector {
     /// Takes over a saved state at `now` (this process's clock): baselines of counters that
     /// still exist, the learned time, and the open incidents — they stay open without a new
     /// attack_start, and their counters stay frozen. Replaces any incidents open before.
-    pub fn restore(&mut self, state: State, now: Duration) {
+    pub(crate) fn restore(&mut self, state: State, now: Duration) {
         let t = now.as_secs_f64();
         for key in &mut self.keys {
             key.owner = None;

@@ -20,7 +20,7 @@ mod route;
 #[cfg(test)]
 mod tests;
 
-pub use route::{port_text, prefix_text, proto_name, Action, FlowRule, Route};
+pub(crate) use route::{port_text, prefix_text, proto_name, Action, FlowRule, Route};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -42,35 +42,35 @@ const GRACE_MARGIN: Duration = Duration::from_secs(10);
 
 /// One route the BGP daemon should announce, and why.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Announcement {
-    pub route: Route,
+pub(crate) struct Announcement {
+    pub(crate) route: Route,
     /// The open incidents that need it; empty while it is held (`min_duration`) or was found
     /// at start and is not claimed yet.
-    pub incidents: Vec<String>,
+    pub(crate) incidents: Vec<String>,
     /// The vector of the incident that asked for it first (None: found at start).
-    pub vector: Option<&'static str>,
+    pub(crate) vector: Option<&'static str>,
     /// Since when it is wanted (monotonic time since start).
-    pub since: Duration,
+    pub(crate) since: Duration,
     /// Unclaimed, it is withdrawn at this time.
-    pub until: Duration,
+    pub(crate) until: Duration,
     /// The incident that needed it last, once it has ended.
-    pub ended: Option<String>,
+    pub(crate) ended: Option<String>,
 }
 
 /// An announcement made or withdrawn (or, in monitor mode, that would have been).
 #[derive(Debug, Clone, PartialEq)]
-pub struct BgpEvent {
-    pub announced: bool,
-    pub route: Route,
-    pub incident: Option<String>,
-    pub vector: Option<&'static str>,
-    pub reason: String,
-    pub monitor: bool,
+pub(crate) struct BgpEvent {
+    pub(crate) announced: bool,
+    pub(crate) route: Route,
+    pub(crate) incident: Option<String>,
+    pub(crate) vector: Option<&'static str>,
+    pub(crate) reason: String,
+    pub(crate) monitor: bool,
 }
 
 impl BgpEvent {
     /// One JSON line (the schema is in the README, section "Events").
-    pub fn to_json(&self, wall_clock: SystemTime) -> String {
+    pub(crate) fn to_json(&self, wall_clock: SystemTime) -> String {
         let (source, proto, port, source_port, fragments, action, rate) = match &self.route {
             Route::Blackhole(_) => (None, None, None, None, false, "blackhole", None),
             Route::FlowSpec(f) => {
@@ -151,7 +151,7 @@ struct Watch {
 
 /// Decides the announcements from the incidents of each tick.
 #[derive(Debug)]
-pub struct Escalator {
+pub(crate) struct Escalator {
     policy: Bgp,
     monitor: bool,
     min_source_share: f64,
@@ -171,7 +171,7 @@ pub struct Escalator {
 
 impl Escalator {
     /// `own` are the host's addresses, from which the attacked one is taken.
-    pub fn new(config: &Config, own: Vec<IpAddr>) -> Escalator {
+    pub(crate) fn new(config: &Config, own: Vec<IpAddr>) -> Escalator {
         Escalator {
             policy: config.bgp.clone(),
             monitor: config.mitigation.mode == Mode::Monitor,
@@ -187,33 +187,33 @@ impl Escalator {
         }
     }
 
-    pub fn is_monitor(&self) -> bool {
+    pub(crate) fn is_monitor(&self) -> bool {
         self.monitor
     }
 
     /// The safelist (configured and automatic): its sources never get a FlowSpec rule.
-    pub fn set_safelist(&mut self, safelist: Vec<Cidr>) {
+    pub(crate) fn set_safelist(&mut self, safelist: Vec<Cidr>) {
         self.safelist = safelist;
     }
 
     /// The announcements wanted now (for `ftagent status`, and for the BGP daemon).
-    pub fn announcements(&self) -> &[Announcement] {
+    pub(crate) fn announcements(&self) -> &[Announcement] {
         &self.wanted
     }
 
     /// Whether the routes found in the BGP daemon at start have been taken in.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.found
     }
 
     /// Whether `plan` has something to do at `now` without an event.
-    pub fn due(&self, now: Duration) -> bool {
+    pub(crate) fn due(&self, now: Duration) -> bool {
         self.next_due.is_some_and(|t| now >= t)
     }
 
     /// Our routes the BGP daemon announces at start: kept (counted in the limit) while an
     /// incident claims them again before the grace ends, withdrawn after it otherwise.
-    pub fn adopt(&mut self, routes: &[Route], now: Duration) {
+    pub(crate) fn adopt(&mut self, routes: &[Route], now: Duration) {
         let until = now.max(self.grace);
         for &route in routes {
             if !self.wanted.iter().any(|a| a.route == route) {
@@ -233,7 +233,7 @@ impl Escalator {
 
     /// This tick's detection events, with the tick's heaviest sampled destinations (and the
     /// samples they are out of): decisions go to `out`. Returns whether the wanted set changed.
-    pub fn plan(
+    pub(crate) fn plan(
         &mut self,
         events: &[Event],
         destinations: &[(IpAddr, u64)],
@@ -480,7 +480,8 @@ impl Escalator {
     }
 
     /// Advances the timers without events (withdrawals whose time has come).
-    pub fn tick(&mut self, now: Duration, out: &mut Vec<BgpEvent>) -> bool {
+    #[cfg(test)]
+    pub(crate) fn tick(&mut self, now: Duration, out: &mut Vec<BgpEvent>) -> bool {
         self.plan(&[], &[], 0, now, out)
     }
 }

@@ -9,7 +9,7 @@ use crate::proto::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 /// One announcement's content. Its identity towards the BGP daemon is what it matches (the
 /// prefix, or the FlowSpec match); the action is part of it so a changed action replaces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Route {
+pub(crate) enum Route {
     /// The attacked address as a /32 (/128) with the BLACKHOLE community.
     Blackhole(Cidr),
     FlowSpec(FlowRule),
@@ -17,29 +17,29 @@ pub enum Route {
 
 /// A FlowSpec rule: every present component must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowRule {
-    pub destination: Cidr,
-    pub source: Option<Cidr>,
+pub(crate) struct FlowRule {
+    pub(crate) destination: Cidr,
+    pub(crate) source: Option<Cidr>,
     /// IP protocol (IPv6: next header).
-    pub proto: Option<u8>,
+    pub(crate) proto: Option<u8>,
     /// Inclusive port ranges (a single port is `(p, p)`).
-    pub dst_ports: Option<(u16, u16)>,
-    pub src_ports: Option<(u16, u16)>,
+    pub(crate) dst_ports: Option<(u16, u16)>,
+    pub(crate) src_ports: Option<(u16, u16)>,
     /// Matches IP fragments (FlowSpec `fragment is-fragment`).
-    pub fragments: bool,
-    pub action: Action,
+    pub(crate) fragments: bool,
+    pub(crate) action: Action,
 }
 
 /// What a FlowSpec rule does with the traffic it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Action {
+pub(crate) enum Action {
     Discard,
     /// Traffic-rate, in bytes per second (FlowSpec's unit).
     RateLimit(u64),
 }
 
 impl Route {
-    pub fn is_ipv4(&self) -> bool {
+    pub(crate) fn is_ipv4(&self) -> bool {
         match self {
             Route::Blackhole(c) => c.is_ipv4(),
             Route::FlowSpec(f) => f.destination.is_ipv4(),
@@ -47,14 +47,14 @@ impl Route {
     }
 
     /// `rtbh` or `flowspec`, for events.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Route::Blackhole(_) => "rtbh",
             Route::FlowSpec(_) => "flowspec",
         }
     }
 
-    pub fn destination(&self) -> Cidr {
+    pub(crate) fn destination(&self) -> Cidr {
         match self {
             Route::Blackhole(c) => *c,
             Route::FlowSpec(f) => f.destination,
@@ -63,7 +63,7 @@ impl Route {
 }
 
 /// A protocol number by name where it has a common one.
-pub fn proto_name(proto: u8) -> Option<&'static str> {
+pub(crate) fn proto_name(proto: u8) -> Option<&'static str> {
     match proto {
         IPPROTO_ICMP => Some("icmp"),
         IPPROTO_TCP => Some("tcp"),
@@ -74,12 +74,12 @@ pub fn proto_name(proto: u8) -> Option<&'static str> {
 }
 
 /// A prefix with its length always written (`192.0.2.1/32`), as BGP daemons want it.
-pub fn prefix_text(c: Cidr) -> String {
+pub(crate) fn prefix_text(c: Cidr) -> String {
     format!("{}/{}", c.addr(), c.prefix_len())
 }
 
 /// `8000-8100`, or `53` for a single port.
-pub fn port_text((first, last): (u16, u16)) -> String {
+pub(crate) fn port_text((first, last): (u16, u16)) -> String {
     if first == last {
         first.to_string()
     } else {

@@ -29,7 +29,7 @@ mod standdown;
 mod state;
 
 pub use standdown::{Lift, Standdown, StoodDownBy};
-pub use state::{left_until, wall_ms, MitigatedIncident, SavedItem};
+pub(crate) use state::{left_until, wall_ms, MitigatedIncident, SavedItem};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -68,7 +68,7 @@ pub enum Action {
 
 impl Action {
     /// Every action a measure can be (`IncidentMeasure::action`, the events' `action`).
-    pub const ALL: [Action; 13] = [
+    pub(crate) const ALL: [Action; 13] = [
         Action::Ban,
         Action::BlockReflector,
         Action::LimitPort,
@@ -85,7 +85,7 @@ impl Action {
     ];
 
     /// The name in events, `ftagent lift` and metrics (as serde writes it).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Action::Ban => "ban",
             Action::BlockReflector => "block_reflector",
@@ -104,7 +104,7 @@ impl Action {
     }
 
     /// The action of that name.
-    pub fn parse(name: &str) -> Option<Action> {
+    pub(crate) fn parse(name: &str) -> Option<Action> {
         Action::ALL.into_iter().find(|a| a.name() == name)
     }
 }
@@ -118,29 +118,29 @@ impl std::fmt::Display for Action {
 /// What was done (or, in monitor mode, would have been done) for an incident; serialised as
 /// the fields of its event (README, section "Events").
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MitigationEvent {
+pub(crate) struct MitigationEvent {
     /// `mitigation_applied`, or `mitigation_removed`.
     #[serde(skip)]
-    pub applied: bool,
-    pub incident: String,
-    pub vector: &'static str,
-    pub action: Action,
+    pub(crate) applied: bool,
+    pub(crate) incident: String,
+    pub(crate) vector: &'static str,
+    pub(crate) action: Action,
     #[serde(serialize_with = "event::cidrs")]
-    pub addresses: Vec<Cidr>,
+    pub(crate) addresses: Vec<Cidr>,
     /// The port, protocol and rate of an aggregate measure.
-    pub port: Option<u16>,
-    pub proto: Option<&'static str>,
-    pub rate_pps: Option<u32>,
+    pub(crate) port: Option<u16>,
+    pub(crate) proto: Option<&'static str>,
+    pub(crate) rate_pps: Option<u32>,
     #[serde(rename = "timeout_s", serialize_with = "event::whole_seconds")]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Monitor mode: reported, not done.
     #[serde(rename = "mode", serialize_with = "event::mode")]
-    pub monitor: bool,
+    pub(crate) monitor: bool,
 }
 
 impl MitigationEvent {
     /// `mitigation_applied` or `mitigation_removed`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         if self.applied {
             "mitigation_applied"
         } else {
@@ -149,7 +149,7 @@ impl MitigationEvent {
     }
 
     /// One JSON line (the schema is in the README, section "Events").
-    pub fn to_json(&self, wall_clock: SystemTime) -> String {
+    pub(crate) fn to_json(&self, wall_clock: SystemTime) -> String {
         event::line(self, wall_clock)
     }
 }
@@ -162,17 +162,17 @@ impl EventBody for MitigationEvent {
 
 /// One thing an open incident keeps in force (see [`Mitigator::measures`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncidentMeasure {
-    pub incident: String,
-    pub vector: &'static str,
+pub(crate) struct IncidentMeasure {
+    pub(crate) incident: String,
+    pub(crate) vector: &'static str,
     /// As in the mitigation events: `ban`, `limit_port`, `syn_cookies`…
-    pub action: Action,
-    pub target: Target,
+    pub(crate) action: Action,
+    pub(crate) target: Target,
 }
 
 /// What a measure in force acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Ban(Cidr),
     Measure(Measure),
     SynCookies,
@@ -182,7 +182,7 @@ pub enum Target {
 /// sending this long: more than the detector's report interval (1 s) — the samples of one
 /// tick of spoofed sources name them in one report, or two when they fall across a report's
 /// edge, never in reports this far apart.
-pub const PREFIX_CONFIRM: Duration = Duration::from_millis(1500);
+pub(crate) const PREFIX_CONFIRM: Duration = Duration::from_millis(1500);
 
 /// What one incident has put in place.
 #[derive(Debug, Default)]
@@ -244,7 +244,7 @@ impl Measures {
 
 /// Decides the kernel changes for the incidents of each tick.
 #[derive(Debug)]
-pub struct Mitigator {
+pub(crate) struct Mitigator {
     monitor: bool,
     ban_duration: Duration,
     min_share: f64,
@@ -281,7 +281,7 @@ pub struct Mitigator {
 impl Mitigator {
     /// `safelist` is everything never to be banned: the configured CIDRs and the automatic
     /// ones (own addresses, gateways, resolvers, SSH peers).
-    pub fn new(config: &Config, safelist: Vec<Cidr>) -> Mitigator {
+    pub(crate) fn new(config: &Config, safelist: Vec<Cidr>) -> Mitigator {
         let m = &config.mitigation;
         let rate = f64::from(m.max_bans_per_second);
         Mitigator {
@@ -314,13 +314,13 @@ impl Mitigator {
         }
     }
 
-    pub fn is_monitor(&self) -> bool {
+    pub(crate) fn is_monitor(&self) -> bool {
         self.monitor
     }
 
     /// Takes a reloaded configuration and safelist, keeping the open incidents' measures (so
     /// they are refreshed while the incidents last and lifted when they end) and the budget.
-    pub fn reconfigure(&mut self, config: &Config, safelist: Vec<Cidr>) {
+    pub(crate) fn reconfigure(&mut self, config: &Config, safelist: Vec<Cidr>) {
         let fresh = Mitigator::new(config, safelist);
         *self = Mitigator {
             budget: self.budget.min(fresh.max_bans_per_second),
@@ -335,19 +335,19 @@ impl Mitigator {
     }
 
     /// Takes a new safelist (the automatic one refreshed): everything never to be banned.
-    pub fn set_safelist(&mut self, safelist: Vec<Cidr>) {
+    pub(crate) fn set_safelist(&mut self, safelist: Vec<Cidr>) {
         self.safelist = safelist;
     }
 
     /// Changes to what the incidents hold so far: bans and measures added, lifted, run out
     /// (not refreshes). Saved state that was taken at another revision is out of date.
-    pub fn revision(&self) -> u64 {
+    pub(crate) fn revision(&self) -> u64 {
         self.revision
     }
 
     /// What each open incident has in force, one entry per ban, aggregate measure and SYN
     /// cookies, by incident (for `ftagent status`).
-    pub fn measures(&self) -> Vec<IncidentMeasure> {
+    pub(crate) fn measures(&self) -> Vec<IncidentMeasure> {
         let mut all = Vec::new();
         for (incident, m) in &self.active {
             let entry = |action, target| IncidentMeasure {
@@ -373,7 +373,7 @@ impl Mitigator {
 
     /// The changes for this tick's detection events, and the events describing them. `now` is
     /// monotonic time since start.
-    pub fn plan(
+    pub(crate) fn plan(
         &mut self,
         events: &[Event],
         now: Duration,
@@ -418,7 +418,7 @@ impl Mitigator {
 
     /// Whether any incident being mitigated has a port under the SYN proxy (which needs
     /// `nf_conntrack_tcp_loose` off meanwhile).
-    pub fn holds_synproxy(&self) -> bool {
+    pub(crate) fn holds_synproxy(&self) -> bool {
         self.active.values().any(|m| {
             m.aggregates
                 .iter()
@@ -769,7 +769,7 @@ impl Mitigator {
 
     /// Everything the open incidents keep in force at `now`, each once, with the time it has
     /// left (what ran out meanwhile is gone from the kernel too, and stays out).
-    pub fn in_force(&self, now: Duration) -> Vec<InForce> {
+    pub(crate) fn in_force(&self, now: Duration) -> Vec<InForce> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for m in self.active.values() {
@@ -798,7 +798,7 @@ impl Mitigator {
     /// The kernel refused a tick's changes: forget the bans they would have added, so the
     /// next update tries again. With `set_full` (ENFILE), the incidents whose bans were refused
     /// get their aggregate measure from then on instead of more bans.
-    pub fn rejected(&mut self, changes: &[Change], set_full: bool) {
+    pub(crate) fn rejected(&mut self, changes: &[Change], set_full: bool) {
         for change in changes {
             match change {
                 Change::Ban { cidr, .. } => {

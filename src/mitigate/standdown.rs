@@ -69,16 +69,16 @@ impl Lift {
 /// serialised as the fields of its event (README, section "Events").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Standdown {
-    pub incident: String,
-    pub vector: &'static str,
-    pub action: Action,
+    pub(crate) incident: String,
+    pub(crate) vector: &'static str,
+    pub(crate) action: Action,
     #[serde(serialize_with = "event::cidrs")]
-    pub addresses: Vec<Cidr>,
-    pub port: Option<u16>,
-    pub proto: Option<&'static str>,
-    pub by: StoodDownBy,
+    pub(crate) addresses: Vec<Cidr>,
+    pub(crate) port: Option<u16>,
+    pub(crate) proto: Option<&'static str>,
+    pub(crate) by: StoodDownBy,
     #[serde(rename = "mode", serialize_with = "event::mode")]
-    pub monitor: bool,
+    pub(crate) monitor: bool,
 }
 
 /// Who stood a measure down (the event's `by`).
@@ -93,7 +93,7 @@ pub enum StoodDownBy {
 
 impl Standdown {
     /// `mitigation_lifted` or `mitigation_skipped`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self.by {
             StoodDownBy::Operator => "mitigation_lifted",
             StoodDownBy::NeverLimitPorts => "mitigation_skipped",
@@ -101,7 +101,7 @@ impl Standdown {
     }
 
     /// One JSON line (the schema is in the README, section "Events").
-    pub fn to_json(&self, wall_clock: SystemTime) -> String {
+    pub(crate) fn to_json(&self, wall_clock: SystemTime) -> String {
         event::line(self, wall_clock)
     }
 }
@@ -117,7 +117,7 @@ impl Mitigator {
     /// open incident holds it too) and stays out until the incident ends. Returns how many
     /// measures and bans it took out (0: none in force now, kept out from now on); Err when
     /// no such incident is being mitigated.
-    pub fn lift(
+    pub(crate) fn lift(
         &mut self,
         incident: &str,
         what: Lift,
@@ -333,7 +333,7 @@ impl Mitigator {
     }
 
     /// The measures stood down since the last call, for their events.
-    pub fn drain_notices(&mut self) -> std::vec::Drain<'_, Standdown> {
+    pub(crate) fn drain_notices(&mut self) -> std::vec::Drain<'_, Standdown> {
         self.notices.drain(..)
     }
 }

@@ -16,34 +16,34 @@ use crate::detect::Vector;
 use crate::ruleset::Measure;
 
 /// The banned hosts saved per incident at most: the ones whose bans run out last.
-pub const SAVED_HOSTS: usize = 1024;
+pub(crate) const SAVED_HOSTS: usize = 1024;
 
 /// An item and when it runs out, in milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedItem<T> {
-    pub what: T,
-    pub until_ms: u64,
+pub(crate) struct SavedItem<T> {
+    pub(crate) what: T,
+    pub(crate) until_ms: u64,
 }
 
 /// One incident being mitigated, as persisted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MitigatedIncident {
-    pub id: String,
-    pub vector: Vector,
+pub(crate) struct MitigatedIncident {
+    pub(crate) id: String,
+    pub(crate) vector: Vector,
     /// Banned addresses and prefixes (as text: `10.0.0.1`, `10.0.0.0/24`).
-    pub bans: Vec<SavedItem<String>>,
-    pub aggregates: Vec<SavedItem<Measure>>,
-    pub syn_cookies: bool,
-    pub escalated: bool,
+    pub(crate) bans: Vec<SavedItem<String>>,
+    pub(crate) aggregates: Vec<SavedItem<Measure>>,
+    pub(crate) syn_cookies: bool,
+    pub(crate) escalated: bool,
     /// What operators lifted from it (`lift`'s MEASURE; `*`: everything), kept out after a
     /// restart too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub lifted: Vec<String>,
+    pub(crate) lifted: Vec<String>,
 }
 
 /// Milliseconds since the Unix epoch of the wall-clock time `at` on a clock that reads `now`
 /// while the wall clock reads `wall_now`.
-pub fn wall_ms(at: Duration, now: Duration, wall_now: SystemTime) -> u64 {
+pub(crate) fn wall_ms(at: Duration, now: Duration, wall_now: SystemTime) -> u64 {
     let wall = match at.checked_sub(now) {
         Some(ahead) => wall_now + ahead,
         None => wall_now - (now - at),
@@ -53,7 +53,7 @@ pub fn wall_ms(at: Duration, now: Duration, wall_now: SystemTime) -> u64 {
 }
 
 /// The time left until `until_ms`, if any.
-pub fn left_until(until_ms: u64, wall_now: SystemTime) -> Option<Duration> {
+pub(crate) fn left_until(until_ms: u64, wall_now: SystemTime) -> Option<Duration> {
     (UNIX_EPOCH + Duration::from_millis(until_ms))
         .duration_since(wall_now)
         .ok()
@@ -63,7 +63,7 @@ pub fn left_until(until_ms: u64, wall_now: SystemTime) -> Option<Duration> {
 impl Mitigator {
     /// The incidents being mitigated; `now` is the clock of `plan`, read while the wall clock
     /// reads `wall_now`.
-    pub fn save(&self, now: Duration, wall_now: SystemTime) -> Vec<MitigatedIncident> {
+    pub(crate) fn save(&self, now: Duration, wall_now: SystemTime) -> Vec<MitigatedIncident> {
         let until = |item| {
             self.until
                 .get(&item)
@@ -130,7 +130,7 @@ impl Mitigator {
     /// Takes over saved incidents: what has not run out comes back in force (the daemon puts
     /// it back in the kernel with `in_force`); incidents that `is_open` no longer knows are
     /// undone at once, with their changes and events.
-    pub fn resume(
+    pub(crate) fn resume(
         &mut self,
         saved: Vec<MitigatedIncident>,
         now: Duration,
@@ -196,11 +196,6 @@ impl Mitigator {
                 self.until.insert(item, until);
             }
         }
-    }
-
-    /// Whether any incident being mitigated has SYN cookies on.
-    pub fn holds_syn_cookies(&self) -> bool {
-        self.active.values().any(|m| m.syn_cookies)
     }
 }
 

@@ -26,52 +26,55 @@ use abi::*;
 
 /// Numbers from the kernel's `linux/netfilter/nfnetlink.h`, `nfnetlink_conntrack.h` and
 /// `nf_conntrack_tcp.h` (stable ABI; checked against the 6.1 uapi headers).
-pub mod abi {
-    pub const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+pub(crate) mod abi {
+    pub(crate) const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 
     // enum cntl_msg_types
-    pub const IPCTNL_MSG_CT_NEW: u16 = 0;
-    pub const IPCTNL_MSG_CT_GET: u16 = 1;
-    pub const IPCTNL_MSG_CT_DELETE: u16 = 2;
-    pub const IPCTNL_MSG_CT_GET_STATS_CPU: u16 = 4;
-    pub const IPCTNL_MSG_CT_GET_STATS: u16 = 5;
+    pub(crate) const IPCTNL_MSG_CT_NEW: u16 = 0;
+    pub(crate) const IPCTNL_MSG_CT_GET: u16 = 1;
+    pub(crate) const IPCTNL_MSG_CT_DELETE: u16 = 2;
+    pub(crate) const IPCTNL_MSG_CT_GET_STATS: u16 = 5;
 
     // enum ctattr_type
-    pub const CTA_TUPLE_ORIG: u16 = 1;
-    pub const CTA_TUPLE_REPLY: u16 = 2;
-    pub const CTA_STATUS: u16 = 3;
-    pub const CTA_PROTOINFO: u16 = 4;
-    pub const CTA_TIMEOUT: u16 = 7;
+    pub(crate) const CTA_TUPLE_ORIG: u16 = 1;
+    #[cfg(test)]
+    pub(crate) const CTA_TUPLE_REPLY: u16 = 2;
+    pub(crate) const CTA_PROTOINFO: u16 = 4;
+    #[cfg(test)]
+    pub(crate) const CTA_TIMEOUT: u16 = 7;
 
     // enum ctattr_tuple
-    pub const CTA_TUPLE_IP: u16 = 1;
-    pub const CTA_TUPLE_PROTO: u16 = 2;
+    pub(crate) const CTA_TUPLE_IP: u16 = 1;
+    pub(crate) const CTA_TUPLE_PROTO: u16 = 2;
 
     // enum ctattr_ip
-    pub const CTA_IP_V4_SRC: u16 = 1;
-    pub const CTA_IP_V4_DST: u16 = 2;
-    pub const CTA_IP_V6_SRC: u16 = 3;
-    pub const CTA_IP_V6_DST: u16 = 4;
+    pub(crate) const CTA_IP_V4_SRC: u16 = 1;
+    pub(crate) const CTA_IP_V4_DST: u16 = 2;
+    pub(crate) const CTA_IP_V6_SRC: u16 = 3;
+    pub(crate) const CTA_IP_V6_DST: u16 = 4;
 
     // enum ctattr_l4proto
-    pub const CTA_PROTO_NUM: u16 = 1;
-    pub const CTA_PROTO_SRC_PORT: u16 = 2;
-    pub const CTA_PROTO_DST_PORT: u16 = 3;
+    pub(crate) const CTA_PROTO_NUM: u16 = 1;
+    pub(crate) const CTA_PROTO_SRC_PORT: u16 = 2;
+    pub(crate) const CTA_PROTO_DST_PORT: u16 = 3;
 
     // enum ctattr_protoinfo, ctattr_protoinfo_tcp
-    pub const CTA_PROTOINFO_TCP: u16 = 1;
-    pub const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+    pub(crate) const CTA_PROTOINFO_TCP: u16 = 1;
+    pub(crate) const CTA_PROTOINFO_TCP_STATE: u16 = 1;
 
     // enum ctattr_stats_global
-    pub const CTA_STATS_GLOBAL_ENTRIES: u16 = 1;
-    pub const CTA_STATS_GLOBAL_MAX_ENTRIES: u16 = 2;
+    pub(crate) const CTA_STATS_GLOBAL_ENTRIES: u16 = 1;
+    #[cfg(test)]
+    pub(crate) const CTA_STATS_GLOBAL_MAX_ENTRIES: u16 = 2;
 
     // enum tcp_conntrack: the state as seen from the original direction. An inbound
     // connection is SYN_SENT after the client's SYN, SYN_RECV after our SYN-ACK, ESTABLISHED
     // after the client's ACK.
-    pub const TCP_CONNTRACK_SYN_SENT: u8 = 1;
-    pub const TCP_CONNTRACK_SYN_RECV: u8 = 2;
-    pub const TCP_CONNTRACK_ESTABLISHED: u8 = 3;
+    #[cfg(test)]
+    pub(crate) const TCP_CONNTRACK_SYN_SENT: u8 = 1;
+    #[cfg(test)]
+    pub(crate) const TCP_CONNTRACK_SYN_RECV: u8 = 2;
+    pub(crate) const TCP_CONNTRACK_ESTABLISHED: u8 = 3;
 }
 
 /// The user-space receive buffer; a dump datagram is at most 32 KiB on current kernels.
@@ -102,23 +105,23 @@ struct Nfgenmsg {
 
 /// One conntrack entry, from its original tuple (the direction of the first packet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
-    pub src: IpAddr,
-    pub dst: IpAddr,
+pub(crate) struct Entry {
+    pub(crate) src: IpAddr,
+    pub(crate) dst: IpAddr,
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP…).
-    pub proto: u8,
+    pub(crate) proto: u8,
     /// Present for protocols with ports (TCP, UDP, SCTP, DCCP, UDP-Lite).
-    pub src_port: Option<u16>,
-    pub dst_port: Option<u16>,
+    pub(crate) src_port: Option<u16>,
+    pub(crate) dst_port: Option<u16>,
     /// TCP only: `enum tcp_conntrack` (3 = ESTABLISHED, see [`abi`]).
-    pub tcp_state: Option<u8>,
+    pub(crate) tcp_state: Option<u8>,
 }
 
 impl Entry {
     /// Reads an entry from a conntrack message (a dump reply or an event). None when the
     /// original tuple is missing or malformed: no address pair of one family, no protocol
     /// number, or an attribute of the wrong size.
-    pub fn parse(msg: &Msg) -> Option<Entry> {
+    pub(crate) fn parse(msg: &Msg) -> Option<Entry> {
         Entry::from_attrs(msg.nf_attrs())
     }
 
@@ -206,11 +209,11 @@ fn be16_of(bytes: &[u8]) -> Option<u16> {
 
 /// What one dump delivered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DumpStats {
+pub(crate) struct DumpStats {
     /// Entries parsed and passed to the callback.
-    pub entries: u64,
+    pub(crate) entries: u64,
     /// Entry messages skipped because their original tuple was malformed.
-    pub malformed: u64,
+    pub(crate) malformed: u64,
 }
 
 /// Whether a received datagram finished the dump.
@@ -294,7 +297,7 @@ fn stats_reply(datagram: &[u8], seq: u32) -> Result<Option<u64>, NlError> {
 /// Our ctnetlink connection. Blocking, with a 5 s receive timeout; bound to the network
 /// namespace of the thread that opened it.
 #[derive(Debug)]
-pub struct Conntrack {
+pub(crate) struct Conntrack {
     fd: OwnedFd,
     buf: Vec<u8>,
     /// The encoded count or dump request (a typed neli message), its room kept.
@@ -356,7 +359,7 @@ impl Conntrack {
     /// Deletes these entries by their original tuple, in batches of acknowledged requests; one
     /// already gone (ENOENT) is no error. Returns how many the kernel deleted. Not while a dump
     /// is being read (the caller deletes after it).
-    pub fn delete(&mut self, entries: &[Entry]) -> Result<usize, NlError> {
+    pub(crate) fn delete(&mut self, entries: &[Entry]) -> Result<usize, NlError> {
         let mut deleted = 0;
         for chunk in entries.chunks(DELETE_BATCH) {
             self.request.clear();
@@ -397,7 +400,7 @@ impl Conntrack {
     }
 
     /// Opens the socket in the calling thread's network namespace, which it keeps.
-    pub fn open() -> Result<Conntrack, NlError> {
+    pub(crate) fn open() -> Result<Conntrack, NlError> {
         let fd = open_socket()?;
         Ok(Conntrack {
             fd,
@@ -415,7 +418,7 @@ impl Conntrack {
 
     /// The number of conntrack entries in this network namespace: one stats request (a few µs),
     /// or nf_conntrack_count where the kernel does not answer that request.
-    pub fn count(&mut self) -> Result<u64, NlError> {
+    pub(crate) fn count(&mut self) -> Result<u64, NlError> {
         if self.stats_msg {
             match self.count_by_stats() {
                 Ok(n) => return Ok(n),
@@ -471,7 +474,7 @@ impl Conntrack {
     /// is read and discarded, the error (errno ENOBUFS) returned and counted in `cut_dumps`;
     /// what `on_entry` saw of that dump is incomplete, and the socket stays usable. After any
     /// other error the next call first reads the abandoned dump to its end.
-    pub fn dump(&mut self, on_entry: &mut dyn FnMut(&Entry)) -> Result<DumpStats, NlError> {
+    pub(crate) fn dump(&mut self, on_entry: &mut dyn FnMut(&Entry)) -> Result<DumpStats, NlError> {
         if self.dump_running {
             self.discard_dump();
         }
@@ -525,11 +528,6 @@ impl Conntrack {
                 }
             }
         }
-    }
-
-    /// Dumps cut short by ENOBUFS since open.
-    pub fn cut_dumps(&self) -> u64 {
-        self.cut_dumps
     }
 
     /// Reads whatever dump is running on this socket to its end (every dump ends with
@@ -806,17 +804,17 @@ pub(crate) mod tests {
     }
 
     /// xorshift64*: enough randomness for mutation testing, no crates.
-    pub(crate) struct XorShift(pub u64);
+    pub(crate) struct XorShift(pub(crate) u64);
 
     impl XorShift {
-        pub fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
             self.0 ^= self.0 >> 27;
             self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
         }
 
-        pub fn below(&mut self, n: usize) -> usize {
+        pub(crate) fn below(&mut self, n: usize) -> usize {
             (self.next() % n.max(1) as u64) as usize
         }
     }

@@ -29,27 +29,29 @@ use super::{reply_end, NlError};
 
 /// Constants of linux/sock_diag.h, linux/inet_diag.h and net/tcp_states.h; the structures
 /// are the typed messages below.
-pub mod abi {
+pub(crate) mod abi {
     /// sock_diag.h: the request (and reply) type of inet_diag_req_v2 dumps.
-    pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    pub(crate) const SOCK_DIAG_BY_FAMILY: u16 = 20;
 
     /// Sizes of struct inet_diag_sockid, inet_diag_req_v2 and inet_diag_msg.
-    pub const INET_DIAG_SOCKID_LEN: usize = 48;
-    pub const INET_DIAG_REQ_V2_LEN: usize = 56;
-    pub const INET_DIAG_MSG_LEN: usize = 72;
+    pub(crate) const INET_DIAG_SOCKID_LEN: usize = 48;
+    #[cfg(test)]
+    pub(crate) const INET_DIAG_REQ_V2_LEN: usize = 56;
+    #[cfg(test)]
+    pub(crate) const INET_DIAG_MSG_LEN: usize = 72;
 
     /// The request's attribute holding a filter program (enum inet_diag_req_attrs), and the
     /// two operations of the one we send: local port at least / at most the next op's `no`.
     /// Each op is struct inet_diag_bc_op { u8 code; u8 yes; u16 no }: on true skip `yes`
     /// bytes, on false `no`; the socket is reported when the program ends exactly.
-    pub const INET_DIAG_REQ_BYTECODE: u16 = 1;
-    pub const INET_DIAG_BC_S_GE: u8 = 2;
-    pub const INET_DIAG_BC_S_LE: u8 = 3;
+    pub(crate) const INET_DIAG_REQ_BYTECODE: u16 = 1;
+    pub(crate) const INET_DIAG_BC_S_GE: u8 = 2;
+    pub(crate) const INET_DIAG_BC_S_LE: u8 = 3;
 
     /// include/net/tcp_states.h (UDP reuses them: bound and unconnected is TCP_CLOSE).
-    pub const TCP_ESTABLISHED: u8 = 1;
-    pub const TCP_CLOSE: u8 = 7;
-    pub const TCP_LISTEN: u8 = 10;
+    pub(crate) const TCP_ESTABLISHED: u8 = 1;
+    pub(crate) const TCP_CLOSE: u8 = 7;
+    pub(crate) const TCP_LISTEN: u8 = 10;
 }
 
 use abi::*;
@@ -57,7 +59,7 @@ use abi::*;
 /// N bytes as they are on the wire (addresses, big-endian ports). neli reads and writes byte
 /// arrays but does not size them (`TypeSize`), which its derived structures need of a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bytes<const N: usize>(pub [u8; N]);
+pub(crate) struct Bytes<const N: usize>(pub(crate) [u8; N]);
 
 impl<const N: usize> Default for Bytes<N> {
     fn default() -> Self {
@@ -94,13 +96,13 @@ impl<const N: usize> FromBytes for Bytes<N> {
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, neli::Size, neli::ToBytes, neli::FromBytes,
 )]
-pub struct InetDiagSockid {
-    pub sport: Bytes<2>,
-    pub dport: Bytes<2>,
-    pub src: Bytes<16>,
-    pub dst: Bytes<16>,
-    pub ifindex: u32,
-    pub cookie: Bytes<8>,
+pub(crate) struct InetDiagSockid {
+    pub(crate) sport: Bytes<2>,
+    pub(crate) dport: Bytes<2>,
+    pub(crate) src: Bytes<16>,
+    pub(crate) dst: Bytes<16>,
+    pub(crate) ifindex: u32,
+    pub(crate) cookie: Bytes<8>,
 }
 
 impl TypeSize for InetDiagSockid {
@@ -113,53 +115,53 @@ impl TypeSize for InetDiagSockid {
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, neli::Size, neli::ToBytes, neli::FromBytes,
 )]
-pub struct InetDiagReqV2 {
-    pub family: u8,
-    pub protocol: u8,
+pub(crate) struct InetDiagReqV2 {
+    pub(crate) family: u8,
+    pub(crate) protocol: u8,
     /// Extensions wanted (INET_DIAG_INFO…): none.
-    pub ext: u8,
-    pub pad: u8,
+    pub(crate) ext: u8,
+    pub(crate) pad: u8,
     /// Bit n set: sockets in TCP state n.
-    pub states: u32,
+    pub(crate) states: u32,
     /// Only used to look up one socket; a dump ignores it.
-    pub id: InetDiagSockid,
+    pub(crate) id: InetDiagSockid,
 }
 
 /// struct inet_diag_msg: one socket of a dump reply (attributes may follow; none are read).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, neli::Size, neli::ToBytes, neli::FromBytes,
 )]
-pub struct InetDiagMsg {
-    pub family: u8,
-    pub state: u8,
-    pub timer: u8,
-    pub retrans: u8,
-    pub id: InetDiagSockid,
-    pub expires: u32,
-    pub rqueue: u32,
-    pub wqueue: u32,
-    pub uid: u32,
-    pub inode: u32,
+pub(crate) struct InetDiagMsg {
+    pub(crate) family: u8,
+    pub(crate) state: u8,
+    pub(crate) timer: u8,
+    pub(crate) retrans: u8,
+    pub(crate) id: InetDiagSockid,
+    pub(crate) expires: u32,
+    pub(crate) rqueue: u32,
+    pub(crate) wqueue: u32,
+    pub(crate) uid: u32,
+    pub(crate) inode: u32,
 }
 
 /// struct inet_diag_bc_op: one operation of a socket filter program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, neli::Size, neli::ToBytes, neli::FromBytes)]
-pub struct InetDiagBcOp {
-    pub code: u8,
-    pub yes: u8,
-    pub no: u16,
+pub(crate) struct InetDiagBcOp {
+    pub(crate) code: u8,
+    pub(crate) yes: u8,
+    pub(crate) no: u16,
 }
 
 /// A dump request for sockets: the inet_diag_req_v2, then its attributes (a filter program).
 #[derive(Debug, neli::Size, neli::ToBytes)]
-pub struct InetDiagRequest {
-    pub req: InetDiagReqV2,
-    pub attrs: Vec<Rtattr<u16, Buffer>>,
+pub(crate) struct InetDiagRequest {
+    pub(crate) req: InetDiagReqV2,
+    pub(crate) attrs: Vec<Rtattr<u16, Buffer>>,
 }
 
 /// Which listening sockets to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listening {
+pub(crate) enum Listening {
     /// TCP sockets in state LISTEN.
     Tcp,
     /// Bound, unconnected UDP sockets.
@@ -171,7 +173,7 @@ pub enum Listening {
 /// A v4-mapped IPv6 peer (`::ffff:a.b.c.d`, a dual-stack socket) is reported as IPv4. The
 /// kernel filters by port (a filter program in the request): a host holding 100,000 other
 /// connections sends back only these, so this stays cheap enough to call every few seconds.
-pub fn established_peers(local_port: u16) -> Result<Vec<IpAddr>, NlError> {
+pub(crate) fn established_peers(local_port: u16) -> Result<Vec<IpAddr>, NlError> {
     let mut peers = Vec::new();
     let states = 1u32 << TCP_ESTABLISHED;
     for family in [libc::AF_INET, libc::AF_INET6] {
@@ -193,7 +195,7 @@ pub fn established_peers(local_port: u16) -> Result<Vec<IpAddr>, NlError> {
 /// Local address and port of the listening TCP sockets (state LISTEN) or of the bound,
 /// unconnected UDP sockets, IPv4 and IPv6, sorted and deduplicated. A wildcard socket shows
 /// as `0.0.0.0` or `::`.
-pub fn listening(proto: Listening) -> Result<Vec<(IpAddr, u16)>, NlError> {
+pub(crate) fn listening(proto: Listening) -> Result<Vec<(IpAddr, u16)>, NlError> {
     let (protocol, state) = match proto {
         Listening::Tcp => (libc::IPPROTO_TCP, TCP_LISTEN),
         Listening::Udp => (libc::IPPROTO_UDP, TCP_CLOSE),
@@ -219,7 +221,7 @@ pub fn listening(proto: Listening) -> Result<Vec<(IpAddr, u16)>, NlError> {
 
 /// An inet_diag_req_v2 asking for every socket of `family` and `protocol` in `states` (a
 /// bitmask of TCP states), without extensions.
-pub fn inet_diag_request(family: u8, protocol: u8, states: u32) -> InetDiagReqV2 {
+pub(crate) fn inet_diag_request(family: u8, protocol: u8, states: u32) -> InetDiagReqV2 {
     InetDiagReqV2 {
         family,
         protocol,
@@ -231,7 +233,7 @@ pub fn inet_diag_request(family: u8, protocol: u8, states: u32) -> InetDiagReqV2
 /// The INET_DIAG_REQ_BYTECODE attribute of a program keeping the sockets whose local port is
 /// `port`: `port <= sport`, then `sport <= port` (the two oldest operations: every kernel has
 /// them).
-pub fn local_port_filter(port: u16) -> Result<Rtattr<u16, Buffer>, NlError> {
+pub(crate) fn local_port_filter(port: u16) -> Result<Rtattr<u16, Buffer>, NlError> {
     // Program of 16 bytes: false at the first test jumps 4 past the end, at the second too.
     let op = |code, yes, no| InetDiagBcOp { code, yes, no };
     let program = vec![
@@ -275,14 +277,14 @@ fn dump_sockets(
 
 /// One socket of a dump reply: its inet_diag_msg, read whole.
 #[derive(Debug, Clone, Copy)]
-pub struct DiagMsg {
+pub(crate) struct DiagMsg {
     m: InetDiagMsg,
 }
 
 impl DiagMsg {
     /// The socket a SOCK_DIAG_BY_FAMILY reply describes; None for any other message or one
     /// too short to hold an inet_diag_msg.
-    pub fn from_msg(msg: &Msg) -> Option<DiagMsg> {
+    pub(crate) fn from_msg(msg: &Msg) -> Option<DiagMsg> {
         if msg.kind() != SOCK_DIAG_BY_FAMILY {
             return None;
         }
@@ -290,29 +292,30 @@ impl DiagMsg {
         Some(DiagMsg { m })
     }
 
-    pub fn family(&self) -> u8 {
+    pub(crate) fn family(&self) -> u8 {
         self.m.family
     }
 
-    pub fn state(&self) -> u8 {
+    pub(crate) fn state(&self) -> u8 {
         self.m.state
     }
 
-    pub fn local_port(&self) -> u16 {
+    pub(crate) fn local_port(&self) -> u16 {
         u16::from_be_bytes(self.m.id.sport.0)
     }
 
-    pub fn remote_port(&self) -> u16 {
+    #[cfg(test)]
+    pub(crate) fn remote_port(&self) -> u16 {
         u16::from_be_bytes(self.m.id.dport.0)
     }
 
     /// The local address; None for a family other than IPv4 and IPv6.
-    pub fn local_addr(&self) -> Option<IpAddr> {
+    pub(crate) fn local_addr(&self) -> Option<IpAddr> {
         self.addr(self.m.id.src.0)
     }
 
     /// The remote address; None for a family other than IPv4 and IPv6.
-    pub fn remote_addr(&self) -> Option<IpAddr> {
+    pub(crate) fn remote_addr(&self) -> Option<IpAddr> {
         self.addr(self.m.id.dst.0)
     }
 
@@ -464,9 +467,9 @@ pub(crate) mod tests {
     use crate::netlink::wire::{NLMSG_DONE, NLMSG_ERROR};
 
     /// xorshift64*: deterministic randomness without crates.
-    pub(crate) struct Rng(pub u64);
+    pub(crate) struct Rng(pub(crate) u64);
     impl Rng {
-        pub fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
             self.0 ^= self.0 >> 27;

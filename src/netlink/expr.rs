@@ -98,7 +98,7 @@ const NF_DROP: i32 = 0;
 const NFT_RETURN: i32 = -5;
 
 /// Writes the expression list of a rule (the content of NFTA_RULE_EXPRESSIONS).
-pub fn encode_all(w: &mut Writer, exprs: &[Expr]) {
+pub(crate) fn encode_all(w: &mut Writer, exprs: &[Expr]) {
     for e in exprs {
         let elem = w.nest_start(NFTA_LIST_ELEM);
         encode(w, e);
@@ -288,7 +288,7 @@ fn meta_key(key: MetaKey) -> u32 {
 
 /// Decodes a listed rule's expressions. Err carries the expression names when something is
 /// outside our vocabulary.
-pub fn decode_all(list: Attrs) -> Result<Vec<Expr>, String> {
+pub(crate) fn decode_all(list: Attrs) -> Result<Vec<Expr>, String> {
     let mut out = Vec::new();
     let mut names = Vec::new();
     let mut failed = false;

@@ -46,7 +46,7 @@ pub fn own_addresses() -> io::Result<Vec<IpAddr>> {
 
 /// Appends to `out` the IPv4 or IPv6 address of `msg` when it is an RTM_NEWADDR message;
 /// does nothing for any other message. Panic-free on any input.
-pub fn interface_address(msg: &Msg, out: &mut Vec<IpAddr>) {
+pub(crate) fn interface_address(msg: &Msg, out: &mut Vec<IpAddr>) {
     if msg.kind() != RTM_NEWADDR {
         return;
     }
@@ -71,22 +71,28 @@ pub fn interface_address(msg: &Msg, out: &mut Vec<IpAddr>) {
 
 /// Message types and numbers of linux/rtnetlink.h (the structures are neli's `Rtmsg` and
 /// `Ifaddrmsg`).
-pub mod rt {
-    pub const RTM_NEWADDR: u16 = 20;
-    pub const RTM_GETADDR: u16 = 22;
-    pub const RTM_NEWROUTE: u16 = 24;
-    pub const RTM_GETROUTE: u16 = 26;
+pub(crate) mod rt {
+    pub(crate) const RTM_NEWADDR: u16 = 20;
+    pub(crate) const RTM_GETADDR: u16 = 22;
+    pub(crate) const RTM_NEWROUTE: u16 = 24;
+    pub(crate) const RTM_GETROUTE: u16 = 26;
 
     /// rtm_type of a route that forwards (via a gateway or directly).
-    pub const RTN_UNICAST: u8 = 1;
+    #[cfg(test)]
+    pub(crate) const RTN_UNICAST: u8 = 1;
 
-    pub const RTA_DST: u16 = 1;
-    pub const RTA_GATEWAY: u16 = 5;
-    pub const RTA_MULTIPATH: u16 = 9;
-    pub const RTA_VIA: u16 = 18;
+    #[cfg(test)]
+    pub(crate) const RTA_DST: u16 = 1;
+    #[cfg(test)]
+    pub(crate) const RTA_GATEWAY: u16 = 5;
+    #[cfg(test)]
+    pub(crate) const RTA_MULTIPATH: u16 = 9;
+    #[cfg(test)]
+    pub(crate) const RTA_VIA: u16 = 18;
 
     /// Size of struct rtnexthop, which its own attributes (RTA_GATEWAY, RTA_VIA) follow.
-    pub const RTNH_LEN: usize = 8;
+    #[cfg(test)]
+    pub(crate) const RTNH_LEN: usize = 8;
 }
 
 use rt::*;
@@ -111,7 +117,7 @@ struct Rtnexthop {
 /// from an RTM_GETROUTE dump; sorted and deduplicated. Multipath routes give every nexthop's
 /// gateway. (A route using a nexthop object shows its gateway only while the
 /// `net.ipv4.nexthop_compat_mode` sysctl is on, the default.)
-pub fn default_gateways() -> io::Result<Vec<IpAddr>> {
+pub(crate) fn default_gateways() -> io::Result<Vec<IpAddr>> {
     let request = RtmsgBuilder::default()
         .rtm_family(RtAddrFamily::Unspecified) // every family
         .rtm_dst_len(0)
@@ -139,7 +145,7 @@ pub fn default_gateways() -> io::Result<Vec<IpAddr>> {
 
 /// Appends to `out` the gateways of `msg` when it is an IPv4 or IPv6 default route (prefix
 /// length 0, type unicast); does nothing for any other message. Panic-free on any input.
-pub fn default_route_gateways(msg: &Msg, out: &mut Vec<IpAddr>) {
+pub(crate) fn default_route_gateways(msg: &Msg, out: &mut Vec<IpAddr>) {
     if msg.kind() != RTM_NEWROUTE {
         return;
     }
@@ -212,7 +218,7 @@ fn into_io(e: NlError) -> io::Error {
 /// repeats: the address of every `nameserver ADDR` line, a zone index (`fe80::1%eth0`)
 /// dropped. Comments and lines that do not parse are skipped; a file that cannot be read
 /// (missing, say) gives an empty list.
-pub fn resolvers(resolv_conf: &Path) -> Vec<IpAddr> {
+pub(crate) fn resolvers(resolv_conf: &Path) -> Vec<IpAddr> {
     read_resolvers(resolv_conf).unwrap_or_default()
 }
 
@@ -228,7 +234,7 @@ fn read_resolvers(resolv_conf: &Path) -> io::Result<Vec<IpAddr>> {
 /// The `nameserver` addresses of resolv.conf text. More lenient than the C library (leading
 /// blanks are allowed, there is no limit of three): a safelist would rather hold one address
 /// too many than miss the resolver.
-pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
+pub(crate) fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut words = line.split_whitespace();
@@ -255,17 +261,17 @@ pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
 /// keeps what it held and is described in the returned warnings (for the caller to log), as a
 /// partial safelist is better than none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AutoSafelist {
-    pub own: Vec<IpAddr>,
-    pub ssh_peers: Vec<IpAddr>,
-    pub gateways: Vec<IpAddr>,
-    pub resolvers: Vec<IpAddr>,
+pub(crate) struct AutoSafelist {
+    pub(crate) own: Vec<IpAddr>,
+    pub(crate) ssh_peers: Vec<IpAddr>,
+    pub(crate) gateways: Vec<IpAddr>,
+    pub(crate) resolvers: Vec<IpAddr>,
 }
 
 impl AutoSafelist {
     /// Reads the host's addresses and the peers of established connections to `ssh_port`;
     /// returns the warnings of the parts that could not be read.
-    pub fn read_sessions(&mut self, ssh_port: u16) -> Vec<String> {
+    pub(crate) fn read_sessions(&mut self, ssh_port: u16) -> Vec<String> {
         let mut warnings = Vec::new();
         match own_addresses() {
             Ok(a) => self.own = a,
@@ -282,7 +288,7 @@ impl AutoSafelist {
 
     /// Reads the default gateways and the name servers of `resolv_conf`; returns the
     /// warnings of the parts that could not be read.
-    pub fn read_routes_and_resolvers(&mut self, resolv_conf: &Path) -> Vec<String> {
+    pub(crate) fn read_routes_and_resolvers(&mut self, resolv_conf: &Path) -> Vec<String> {
         let mut warnings = Vec::new();
         match default_gateways() {
             Ok(a) => self.gateways = a,
@@ -300,7 +306,7 @@ impl AutoSafelist {
 
     /// Every part as host CIDRs, sorted and deduplicated; 0.0.0.0 and :: (a resolv.conf may
     /// say so for "this host") are no one's source address and are left out.
-    pub fn cidrs(&self) -> Vec<Cidr> {
+    pub(crate) fn cidrs(&self) -> Vec<Cidr> {
         let all = [&self.own, &self.ssh_peers, &self.gateways, &self.resolvers];
         let mut safe: Vec<Cidr> = all
             .into_iter()
@@ -317,7 +323,7 @@ impl AutoSafelist {
 /// The speed of the fastest interface that is up and reports one, Mbit/s, from
 /// `/sys/class/net/*/speed` (this namespace's interfaces); None when none does (virtio and
 /// many virtual interfaces report -1 or nothing).
-pub fn link_speed_mbps() -> Option<u64> {
+pub(crate) fn link_speed_mbps() -> Option<u64> {
     let entries = std::fs::read_dir("/sys/class/net").ok()?;
     let links = entries.flatten().filter_map(|entry| {
         let dir = entry.path();
@@ -329,7 +335,7 @@ pub fn link_speed_mbps() -> Option<u64> {
 
 /// The highest speed among interfaces whose operstate is "up" and whose speed is a positive
 /// number of Mbit/s.
-pub fn fastest_link(links: impl Iterator<Item = (String, String)>) -> Option<u64> {
+pub(crate) fn fastest_link(links: impl Iterator<Item = (String, String)>) -> Option<u64> {
     links
         .filter(|(state, _)| state.trim() == "up")
         .filter_map(|(_, speed)| speed.trim().parse::<i64>().ok())

@@ -62,7 +62,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Our ipset socket: one descriptor, one request buffer, one receive buffer.
 #[derive(Debug)]
-pub struct Ipset {
+pub(crate) struct Ipset {
     fd: OwnedFd,
     out: Writer,
     buf: Vec<u8>,
@@ -71,7 +71,7 @@ pub struct Ipset {
 
 /// One element operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ElementOp {
+pub(crate) enum ElementOp {
     /// Add, or refresh the timeout of an element already there.
     Add {
         cidr: Cidr,
@@ -82,7 +82,7 @@ pub enum ElementOp {
 }
 
 impl Ipset {
-    pub fn open() -> Result<Ipset, NlError> {
+    pub(crate) fn open() -> Result<Ipset, NlError> {
         let (fd, _) = open_netfilter(
             "ipset socket",
             SOCKET_RCVBUF,
@@ -99,7 +99,7 @@ impl Ipset {
     /// Creates the set, or keeps it when one of the same name, type and options exists.
     /// One of that name but other options is destroyed and created anew (it fails while an
     /// iptables rule still uses it).
-    pub fn ensure(&mut self, spec: &IpsetSpec) -> Result<(), NlError> {
+    pub(crate) fn ensure(&mut self, spec: &IpsetSpec) -> Result<(), NlError> {
         let revision = self.revision(spec)?;
         match self.create(spec, revision) {
             Err(e) if e.errno() == Some(IPSET_ERR_EXIST) => {
@@ -126,7 +126,7 @@ impl Ipset {
     }
 
     /// Destroys the set; true if it was there.
-    pub fn destroy(&mut self, name: &str) -> Result<bool, NlError> {
+    pub(crate) fn destroy(&mut self, name: &str) -> Result<bool, NlError> {
         // NLM_F_EXCL: a missing set is reported (ENOENT) rather than ignored.
         match self.one(
             CMD_DESTROY,
@@ -141,13 +141,13 @@ impl Ipset {
     }
 
     /// Empties the set.
-    pub fn flush(&mut self, name: &str) -> Result<(), NlError> {
+    pub(crate) fn flush(&mut self, name: &str) -> Result<(), NlError> {
         self.one(CMD_FLUSH, 0, name, &format!("flush ipset {name}"))
     }
 
     /// Adds and deletes elements of `set`, many to a send, checking every ACK. The first
     /// refusal is returned after the rest of that send was answered.
-    pub fn apply(&mut self, set: &str, ops: &[ElementOp]) -> Result<(), NlError> {
+    pub(crate) fn apply(&mut self, set: &str, ops: &[ElementOp]) -> Result<(), NlError> {
         let mut labels = Vec::with_capacity(ops.len().min(PER_SEND));
         for chunk in ops.chunks(PER_SEND) {
             self.out.clear();

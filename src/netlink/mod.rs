@@ -15,20 +15,20 @@
 //! - `sysctl`: the sysctls a measure changes for its duration (SYN cookies, conntrack loose);
 //! - `testns` (unit tests only): a throwaway network namespace.
 
-pub mod conntrack;
-pub mod diag;
-pub mod expr;
+pub(crate) mod conntrack;
+pub(crate) mod diag;
+pub(crate) mod expr;
 pub mod host;
-pub mod ipset;
-pub mod monitor;
-pub mod nflog;
-pub mod nft;
+pub(crate) mod ipset;
+pub(crate) mod monitor;
+pub(crate) mod nflog;
+pub(crate) mod nft;
 pub mod shim;
-pub mod socket;
-pub mod sysctl;
+pub(crate) mod socket;
+pub(crate) mod sysctl;
 #[cfg(test)]
 pub(crate) mod testns;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -145,17 +145,17 @@ impl From<wire::WireError> for NlError {
 pub struct Features {
     /// Table flags `owner` and `persist` (6.9+): nobody else can change our table, and it
     /// outlives us.
-    pub owner_persist: bool,
+    pub(crate) owner_persist: bool,
     /// Re-adding an element with a timeout refreshes it; otherwise delete + add.
-    pub timeout_refresh: bool,
+    pub(crate) timeout_refresh: bool,
     /// The `synproxy` statement (nft_synproxy, 5.3+): SYN floods get the SYN proxy, else
     /// SYN cookies only.
-    pub synproxy: bool,
+    pub(crate) synproxy: bool,
 }
 
 impl Features {
     /// The older-kernel mode, forced by `nft.compat = "legacy"`.
-    pub const LEGACY: Features = Features {
+    pub(crate) const LEGACY: Features = Features {
         owner_persist: false,
         timeout_refresh: false,
         synproxy: false,
@@ -181,7 +181,7 @@ impl Nft {
 
     /// Finds out which table flags and element updates this kernel supports. The probe table
     /// is owned by this socket without `persist`, so it vanishes with us whatever happens.
-    pub fn probe(&mut self) -> Result<Features, NlError> {
+    pub(crate) fn probe(&mut self) -> Result<Features, NlError> {
         let mut batch = self.sock.batch();
         batch.add_named_table(PROBE_TABLE, NFT_TABLE_F_OWNER | NFT_TABLE_F_PERSIST);
         batch.delete_named_table(PROBE_TABLE);
@@ -200,7 +200,7 @@ impl Nft {
 
     /// Whether this kernel has the `synproxy` statement: a throwaway table with a SYN proxy
     /// rule on the input hook, added and deleted in one batch (nothing of it ever stays).
-    pub fn probe_synproxy(&mut self) -> Result<bool, NlError> {
+    pub(crate) fn probe_synproxy(&mut self) -> Result<bool, NlError> {
         let chain = ChainSpec {
             name: "probe",
             hook: ChainHook::Input,
@@ -312,7 +312,7 @@ impl Nft {
 
     /// Reads every named counter of our table with one dump, passing name, packets and bytes
     /// to `on_counter`. Allocates nothing: the request and receive buffers are reused.
-    pub fn read_counters(
+    pub(crate) fn read_counters(
         &mut self,
         on_counter: &mut dyn FnMut(&str, u64, u64),
     ) -> Result<(), NlError> {
@@ -375,7 +375,8 @@ impl Nft {
     /// Installs our table in one transaction: an existing one is replaced (delete + add in the
     /// same batch), keeping its bans with the time they had left, so a restart neither
     /// duplicates nor forgets anything. Then reads the table back and checks it.
-    pub fn install(
+    #[cfg(test)]
+    pub(crate) fn install(
         &mut self,
         spec: &TableSpec,
         safelist: &[Cidr],
@@ -388,7 +389,7 @@ impl Nft {
     /// what the kernel still holds is kept with the time it has left, what it lost (a table
     /// deleted by someone else, a restart) comes back with the time `held` says is left, and
     /// an element both know goes in once, with the longer of the two.
-    pub fn install_with(
+    pub(crate) fn install_with(
         &mut self,
         spec: &TableSpec,
         safelist: &[Cidr],
@@ -532,7 +533,7 @@ impl Nft {
     /// Changes the table in place, in one transaction (a reload whose rules are unchanged):
     /// counters and counter-map elements of service and reflector ports, safelist intervals.
     /// Counters and elements that stay keep their values.
-    pub fn update(&mut self, diff: &TableDiff) -> Result<(), NlError> {
+    pub(crate) fn update(&mut self, diff: &TableDiff) -> Result<(), NlError> {
         let mut batch = self.sock.batch();
         for name in &diff.add_counters {
             batch.add_counter(name);
@@ -565,7 +566,7 @@ impl Nft {
     }
 
     /// The ruleset's generation id: it changes with every committed transaction, anyone's.
-    pub fn generation(&mut self) -> Result<u32, NlError> {
+    pub(crate) fn generation(&mut self) -> Result<u32, NlError> {
         self.request.clear();
         nft::request::get_generation(&mut self.request, self.sock.take_seqs(1));
         let mut id = None;
@@ -578,12 +579,13 @@ impl Nft {
 
     /// The port id of our nf_tables socket: the kernel names it in notifications of our
     /// own changes.
-    pub fn port_id(&self) -> u32 {
+    pub(crate) fn port_id(&self) -> u32 {
         self.sock.port_id()
     }
 
     /// Bans (or re-bans, refreshing the timeout) an address or prefix.
-    pub fn ban(
+    #[cfg(test)]
+    pub(crate) fn ban(
         &mut self,
         cidr: Cidr,
         timeout: Duration,
@@ -631,7 +633,7 @@ impl Nft {
     /// A tick's mitigation changes in one transaction: bans added or refreshed, bans lifted
     /// whether or not they are still there (an element is added with a short timeout before
     /// its delete, so a ban that ran out is no error).
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         changes: &[crate::ruleset::change::Change],
         features: Features,
@@ -725,15 +727,15 @@ fn set_ref(role: SetRole) -> SetRef<'static> {
 
 /// What `install` found and did.
 #[derive(Debug)]
-pub struct Installed {
+pub(crate) struct Installed {
     /// There was a table already (from an earlier run), replaced atomically.
-    pub replaced: bool,
+    pub(crate) replaced: bool,
     /// Bans and measures carried over from it.
-    pub kept_bans: usize,
+    pub(crate) kept_bans: usize,
     /// Bans and measures in force that it had lost, put back.
-    pub put_back: usize,
+    pub(crate) put_back: usize,
     /// How the table read back differs from the spec (empty when it matches).
-    pub differences: Vec<String>,
+    pub(crate) differences: Vec<String>,
 }
 
 #[cfg(test)]

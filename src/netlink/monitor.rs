@@ -22,14 +22,14 @@ const COMM_LEN: usize = 16;
 
 /// Who committed a change: the process id and name the kernel put in the generation notice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Committer {
-    pub pid: u32,
+pub(crate) struct Committer {
+    pub(crate) pid: u32,
     name: [u8; COMM_LEN],
     len: u8,
 }
 
 impl Committer {
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         std::str::from_utf8(&self.name[..self.len as usize]).unwrap_or("?")
     }
 
@@ -57,27 +57,28 @@ impl Committer {
 
 /// What other processes did to our table since the last drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Tampering {
+pub(crate) struct Tampering {
     /// Our table was deleted (`delete table`, `flush ruleset`).
-    pub table_deleted: bool,
+    pub(crate) table_deleted: bool,
     /// Chains, rules, sets, counters or elements deleted, or the table, chains, rules, sets
     /// or counters added or changed — by someone else.
-    pub changes: u32,
+    pub(crate) changes: u32,
     /// The kernel dropped notifications (ENOBUFS): what happened is unknown.
-    pub lost: bool,
+    pub(crate) lost: bool,
     /// The process that committed the first such change, when the kernel named it.
-    pub by: Option<Committer>,
+    pub(crate) by: Option<Committer>,
 }
 
 impl Tampering {
-    pub fn any(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn any(&self) -> bool {
         self.table_deleted || self.changes > 0 || self.lost
     }
 }
 
 /// The subscribed socket.
 #[derive(Debug)]
-pub struct TableMonitor {
+pub(crate) struct TableMonitor {
     fd: OwnedFd,
     buf: Vec<u8>,
     /// Port id of our own nf_tables socket: its changes are ours.
@@ -95,7 +96,7 @@ pub struct TableMonitor {
 impl TableMonitor {
     /// Subscribes to the nf_tables notifications of this network namespace. `own_port` is the
     /// port id of the socket our own changes are made through.
-    pub fn open(own_port: u32) -> Result<TableMonitor, NlError> {
+    pub(crate) fn open(own_port: u32) -> Result<TableMonitor, NlError> {
         let (fd, _) = open_netfilter("nf_tables notifications", SOCKET_RCVBUF, Blocking::No)?;
         membership(&fd, libc::NETLINK_ADD_MEMBERSHIP).map_err(|source| NlError::Io {
             op: "subscribe to nf_tables notifications",
@@ -115,7 +116,7 @@ impl TableMonitor {
     /// Leaves the notification group while one of our own large transactions commits: with
     /// no listener the kernel builds no notices, one per element otherwise (most of the time
     /// a commit of full sets takes). `unmute` right after.
-    pub fn mute(&mut self) {
+    pub(crate) fn mute(&mut self) {
         if let Err(e) = membership(&self.fd, libc::NETLINK_DROP_MEMBERSHIP) {
             log::warn!("nf_tables notifications: leaving the group: {e}");
         }
@@ -124,31 +125,31 @@ impl TableMonitor {
     /// Joins the group again after `mute`. What anyone committed meanwhile was not announced,
     /// so the generation is unknown until the next notice: the generation check reads the
     /// table back then.
-    pub fn unmute(&mut self) {
+    pub(crate) fn unmute(&mut self) {
         if let Err(e) = membership(&self.fd, libc::NETLINK_ADD_MEMBERSHIP) {
             log::error!("nf_tables notifications: joining the group again: {e}");
         }
         self.generation = None;
     }
 
-    pub fn raw_fd(&self) -> RawFd {
+    pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
     /// The newest generation announced so far (None before the first).
-    pub fn generation(&self) -> Option<u32> {
+    pub(crate) fn generation(&self) -> Option<u32> {
         self.generation
     }
 
     /// Takes `generation` as announced: the caller read the kernel's generation and then
     /// checked our table, whose notices were lost.
-    pub fn assume_generation(&mut self, generation: u32) {
+    pub(crate) fn assume_generation(&mut self, generation: u32) {
         self.generation = Some(generation);
     }
 
     /// Reads every queued notification (edge-triggered: until WouldBlock) and returns what
     /// others did to our table since the last call, in whole transactions. Allocates nothing.
-    pub fn drain(&mut self) -> Tampering {
+    pub(crate) fn drain(&mut self) -> Tampering {
         loop {
             let n = match recv_into(&self.fd, &mut self.buf, libc::MSG_DONTWAIT) {
                 Ok(n) => n,
@@ -192,7 +193,7 @@ impl TableMonitor {
     /// committed before it (all queued by then: commits are serialised) are forgotten, so one
     /// deletion seen in two halves — our counter dump missing counters, then its notices —
     /// is not put right twice. Returns what others did after our commit.
-    pub fn settle(&mut self) -> Tampering {
+    pub(crate) fn settle(&mut self) -> Tampering {
         self.seen = Tampering::default();
         self.awaiting_committer = false;
         self.settling = true;

@@ -50,8 +50,8 @@ const RECV_BUF_MIN: usize = 256 * 1024;
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// nfgenmsg families and ETH_P_* values that tell IPv4 from IPv6.
-pub const FAMILY_V4: u8 = libc::AF_INET as u8;
-pub const FAMILY_V6: u8 = libc::AF_INET6 as u8;
+pub(crate) const FAMILY_V4: u8 = libc::AF_INET as u8;
+pub(crate) const FAMILY_V6: u8 = libc::AF_INET6 as u8;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 
@@ -60,18 +60,18 @@ const MAX_EXT_HEADERS: usize = 8;
 
 /// How the NFLOG instance is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NflogConfig {
+pub(crate) struct NflogConfig {
     /// Bytes of each packet copied (from the IP header). A rule's `snaplen` lowers it further.
-    pub snaplen: u32,
+    pub(crate) snaplen: u32,
     /// Packets batched into one datagram (a rule's `queue-threshold` overrides it).
-    pub qthresh: u32,
+    pub(crate) qthresh: u32,
     /// Longest a partial batch waits, in 1/100 s.
-    pub flush_timeout_cs: u32,
+    pub(crate) flush_timeout_cs: u32,
     /// Kernel-side batch buffer, clamped to 8–128 KiB (the kernel ACKs values outside that
     /// range but ignores them).
-    pub nlbufsiz: u32,
+    pub(crate) nlbufsiz: u32,
     /// Socket receive buffer (SO_RCVBUFFORCE, else SO_RCVBUF capped by rmem_max).
-    pub rcvbuf: usize,
+    pub(crate) rcvbuf: usize,
 }
 
 impl Default for NflogConfig {
@@ -89,24 +89,24 @@ impl Default for NflogConfig {
 /// A sampled packet as captured: its first bytes (from the IP header, at most the snaplen)
 /// and when the kernel logged it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Captured<'a> {
-    pub l3: &'a [u8],
+pub(crate) struct Captured<'a> {
+    pub(crate) l3: &'a [u8],
     /// Since the Unix epoch (NFULA_TIMESTAMP: the kernel stamps packets logged in prerouting,
     /// input and forward); None when the message has none.
-    pub timestamp: Option<Duration>,
+    pub(crate) timestamp: Option<Duration>,
 }
 
 /// What one `drain` (or the socket's life, for `totals`) saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DrainStats {
+pub(crate) struct DrainStats {
     /// Packets parsed and passed on.
-    pub packets: u64,
+    pub(crate) packets: u64,
     /// Packets the kernel logged that never reached us (gaps in NFULA_SEQ).
-    pub lost: u64,
+    pub(crate) lost: u64,
     /// Times recv reported ENOBUFS: the kernel dropped batches for a full receive queue.
-    pub enobufs: u64,
+    pub(crate) enobufs: u64,
     /// Messages skipped: short, lying lengths, or a payload that is not IPv4/IPv6.
-    pub malformed: u64,
+    pub(crate) malformed: u64,
 }
 
 impl DrainStats {
@@ -152,7 +152,7 @@ impl SeqTracker {
 }
 
 /// One NETLINK_NETFILTER socket bound to one NFLOG group, with its receive buffer.
-pub struct NflogSocket {
+pub(crate) struct NflogSocket {
     fd: OwnedFd,
     buf: Box<[u8]>,
     group: u16,
@@ -178,7 +178,7 @@ impl NflogSocket {
     /// No PF_BIND/PF_UNBIND is sent: `log group N` finds the nfnetlink_log backend by itself,
     /// and on current kernels those commands still rewrite the namespace's default logger
     /// (`/proc/sys/net/netfilter/nf_log/<pf>`), which is not ours to change.
-    pub fn open(group: u16, cfg: &NflogConfig) -> Result<NflogSocket, NlError> {
+    pub(crate) fn open(group: u16, cfg: &NflogConfig) -> Result<NflogSocket, NlError> {
         let (fd, _) = open_netfilter("open NFLOG socket", cfg.rcvbuf, Blocking::No)?;
         let nlbufsiz = cfg.nlbufsiz.clamp(NLBUFSIZ_MIN, NLBUFSIZ_MAX);
         let buf_len = RECV_BUF_MIN.max(nlbufsiz as usize + 64 * 1024);
@@ -219,22 +219,21 @@ impl NflogSocket {
 
     /// The descriptor, for registration with mio (`SourceFd`, edge-triggered: call `drain`
     /// until it has read everything, which it always does).
-    pub fn raw_fd(&self) -> RawFd {
+    pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
-    pub fn group(&self) -> u16 {
-        self.group
-    }
-
     /// Everything counted since `open`.
-    pub fn totals(&self) -> DrainStats {
+    pub(crate) fn totals(&self) -> DrainStats {
         self.totals
     }
 
     /// Reads until the socket is empty, passing each sampled packet to `on_packet`. ENOBUFS
     /// (the kernel dropped batches) is counted and reading goes on. Allocates nothing.
-    pub fn drain(&mut self, on_packet: &mut dyn FnMut(&PacketMeta, &Captured)) -> DrainStats {
+    pub(crate) fn drain(
+        &mut self,
+        on_packet: &mut dyn FnMut(&PacketMeta, &Captured),
+    ) -> DrainStats {
         let mut stats = DrainStats::default();
         loop {
             // MSG_TRUNC makes netlink return the datagram's real length, so a cut datagram is
@@ -399,30 +398,30 @@ fn parse_timestamp(bytes: &[u8]) -> Option<Duration> {
 
 /// What we keep of one sampled packet (parsed from its headers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PacketMeta {
-    pub src: IpAddr,
-    pub dst: IpAddr,
+pub(crate) struct PacketMeta {
+    pub(crate) src: IpAddr,
+    pub(crate) dst: IpAddr,
     /// IPPROTO_* of the transport, after IPv6 extension headers (or the last header reached
     /// when the capture ends inside them).
-    pub proto: u8,
-    pub src_port: Option<u16>,
+    pub(crate) proto: u8,
+    pub(crate) src_port: Option<u16>,
     /// For TCP/UDP/SCTP/DCCP the port; for ICMP and ICMPv6 `type << 8 | code` (the NetFlow
     /// convention), so ICMP floods show up in the port table by type.
-    pub dst_port: Option<u16>,
+    pub(crate) dst_port: Option<u16>,
     /// IP total length (IPv6: 40 + payload length).
-    pub len: u16,
+    pub(crate) len: u16,
     /// TTL or hop limit.
-    pub ttl: u8,
-    pub tcp_flags: Option<u8>,
+    pub(crate) ttl: u8,
+    pub(crate) tcp_flags: Option<u8>,
     /// An IPv4 fragment (MF set or offset > 0) or an IPv6 packet with a fragment header.
-    pub fragment: bool,
+    pub(crate) fragment: bool,
 }
 
 /// Parses the captured start of an IPv4 or IPv6 packet: addresses and lengths from the IP
 /// header, then (IPv6 extension headers skipped) ports, TCP flags or ICMP type/code when the
 /// capture reaches them. `family_hint` is FAMILY_V4 or FAMILY_V6 to insist on a version,
 /// anything else to go by the version nibble. None when the IP header is short or lies.
-pub fn parse_packet(l3: &[u8], family_hint: u8) -> Option<PacketMeta> {
+pub(crate) fn parse_packet(l3: &[u8], family_hint: u8) -> Option<PacketMeta> {
     let version = l3.first()? >> 4;
     let wanted = match family_hint {
         FAMILY_V4 => 4,

@@ -16,94 +16,93 @@ use crate::ruleset::{
 };
 
 /// Numbers from the kernel's `linux/netfilter/nf_tables.h` and `nfnetlink.h` (stable ABI).
-pub mod abi {
-    pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
-    pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-    pub const NFNL_MSG_BATCH_END: u16 = 0x11;
-    pub const NFPROTO_UNSPEC: u8 = 0;
-    pub const NFPROTO_INET: u8 = 1;
+pub(crate) mod abi {
+    pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
+    pub(crate) const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+    pub(crate) const NFNL_MSG_BATCH_END: u16 = 0x11;
+    pub(crate) const NFPROTO_UNSPEC: u8 = 0;
+    pub(crate) const NFPROTO_INET: u8 = 1;
 
-    pub const NFT_MSG_NEWTABLE: u16 = 0;
-    pub const NFT_MSG_GETTABLE: u16 = 1;
-    pub const NFT_MSG_DELTABLE: u16 = 2;
-    pub const NFT_MSG_NEWCHAIN: u16 = 3;
-    pub const NFT_MSG_GETCHAIN: u16 = 4;
-    pub const NFT_MSG_DELCHAIN: u16 = 5;
-    pub const NFT_MSG_NEWRULE: u16 = 6;
-    pub const NFT_MSG_GETRULE: u16 = 7;
-    pub const NFT_MSG_DELRULE: u16 = 8;
-    pub const NFT_MSG_NEWSET: u16 = 9;
-    pub const NFT_MSG_GETSET: u16 = 10;
-    pub const NFT_MSG_DELSET: u16 = 11;
-    pub const NFT_MSG_NEWSETELEM: u16 = 12;
-    pub const NFT_MSG_GETSETELEM: u16 = 13;
-    pub const NFT_MSG_DELSETELEM: u16 = 14;
-    pub const NFT_MSG_NEWGEN: u16 = 15;
-    pub const NFT_MSG_GETGEN: u16 = 16;
-    pub const NFT_MSG_NEWOBJ: u16 = 18;
-    pub const NFT_MSG_GETOBJ: u16 = 19;
-    pub const NFT_MSG_DELOBJ: u16 = 20;
+    pub(crate) const NFT_MSG_NEWTABLE: u16 = 0;
+    pub(crate) const NFT_MSG_GETTABLE: u16 = 1;
+    pub(crate) const NFT_MSG_DELTABLE: u16 = 2;
+    pub(crate) const NFT_MSG_NEWCHAIN: u16 = 3;
+    pub(crate) const NFT_MSG_GETCHAIN: u16 = 4;
+    pub(crate) const NFT_MSG_DELCHAIN: u16 = 5;
+    pub(crate) const NFT_MSG_NEWRULE: u16 = 6;
+    pub(crate) const NFT_MSG_GETRULE: u16 = 7;
+    pub(crate) const NFT_MSG_DELRULE: u16 = 8;
+    pub(crate) const NFT_MSG_NEWSET: u16 = 9;
+    pub(crate) const NFT_MSG_GETSET: u16 = 10;
+    pub(crate) const NFT_MSG_DELSET: u16 = 11;
+    pub(crate) const NFT_MSG_NEWSETELEM: u16 = 12;
+    pub(crate) const NFT_MSG_GETSETELEM: u16 = 13;
+    pub(crate) const NFT_MSG_DELSETELEM: u16 = 14;
+    pub(crate) const NFT_MSG_NEWGEN: u16 = 15;
+    pub(crate) const NFT_MSG_GETGEN: u16 = 16;
+    pub(crate) const NFT_MSG_NEWOBJ: u16 = 18;
+    pub(crate) const NFT_MSG_GETOBJ: u16 = 19;
+    pub(crate) const NFT_MSG_DELOBJ: u16 = 20;
 
-    pub const NFTA_GEN_ID: u16 = 1;
-    pub const NFTA_GEN_PROC_PID: u16 = 2;
-    pub const NFTA_GEN_PROC_NAME: u16 = 3;
+    pub(crate) const NFTA_GEN_ID: u16 = 1;
+    pub(crate) const NFTA_GEN_PROC_PID: u16 = 2;
+    pub(crate) const NFTA_GEN_PROC_NAME: u16 = 3;
 
     /// NFTA_SET_TABLE, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_OBJ_TABLE and
     /// NFTA_SET_ELEM_LIST_TABLE: the table is attribute 1 of each.
-    pub const NFTA_ANY_TABLE: u16 = 1;
-    pub const NFTA_TABLE_NAME: u16 = 1;
-    pub const NFTA_TABLE_FLAGS: u16 = 2;
-    pub const NFT_TABLE_F_OWNER: u32 = 0x2;
-    pub const NFT_TABLE_F_PERSIST: u32 = 0x4;
+    pub(crate) const NFTA_ANY_TABLE: u16 = 1;
+    pub(crate) const NFTA_TABLE_NAME: u16 = 1;
+    pub(crate) const NFTA_TABLE_FLAGS: u16 = 2;
+    pub(crate) const NFT_TABLE_F_OWNER: u32 = 0x2;
+    pub(crate) const NFT_TABLE_F_PERSIST: u32 = 0x4;
 
-    pub const NFTA_CHAIN_TABLE: u16 = 1;
-    pub const NFTA_CHAIN_NAME: u16 = 3;
-    pub const NFTA_CHAIN_HOOK: u16 = 4;
-    pub const NFTA_CHAIN_POLICY: u16 = 5;
-    pub const NFTA_CHAIN_TYPE: u16 = 7;
-    pub const NFTA_HOOK_HOOKNUM: u16 = 1;
-    pub const NFTA_HOOK_PRIORITY: u16 = 2;
+    pub(crate) const NFTA_CHAIN_NAME: u16 = 3;
+    pub(crate) const NFTA_CHAIN_HOOK: u16 = 4;
+    pub(crate) const NFTA_CHAIN_POLICY: u16 = 5;
+    pub(crate) const NFTA_CHAIN_TYPE: u16 = 7;
+    pub(crate) const NFTA_HOOK_HOOKNUM: u16 = 1;
+    pub(crate) const NFTA_HOOK_PRIORITY: u16 = 2;
 
-    pub const NFTA_RULE_TABLE: u16 = 1;
-    pub const NFTA_RULE_CHAIN: u16 = 2;
-    pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
-    pub const NLM_F_APPEND: u16 = 0x800;
+    pub(crate) const NFTA_RULE_TABLE: u16 = 1;
+    pub(crate) const NFTA_RULE_CHAIN: u16 = 2;
+    pub(crate) const NFTA_RULE_EXPRESSIONS: u16 = 4;
+    pub(crate) const NLM_F_APPEND: u16 = 0x800;
 
-    pub const NFTA_OBJ_TABLE: u16 = 1;
-    pub const NFTA_OBJ_NAME: u16 = 2;
-    pub const NFTA_OBJ_TYPE: u16 = 3;
-    pub const NFTA_OBJ_DATA: u16 = 4;
-    pub const NFT_OBJECT_COUNTER: u32 = 1;
-    pub const NFTA_LIST_ELEM: u16 = 1;
+    pub(crate) const NFTA_OBJ_TABLE: u16 = 1;
+    pub(crate) const NFTA_OBJ_NAME: u16 = 2;
+    pub(crate) const NFTA_OBJ_TYPE: u16 = 3;
+    pub(crate) const NFTA_OBJ_DATA: u16 = 4;
+    pub(crate) const NFT_OBJECT_COUNTER: u32 = 1;
+    pub(crate) const NFTA_LIST_ELEM: u16 = 1;
 
-    pub const NFTA_SET_TABLE: u16 = 1;
-    pub const NFTA_SET_NAME: u16 = 2;
-    pub const NFTA_SET_FLAGS: u16 = 3;
-    pub const NFTA_SET_KEY_TYPE: u16 = 4;
-    pub const NFTA_SET_KEY_LEN: u16 = 5;
-    pub const NFTA_SET_DESC: u16 = 9;
-    pub const NFTA_SET_ID: u16 = 10;
-    pub const NFTA_SET_OBJ_TYPE: u16 = 15;
-    pub const NFTA_SET_DESC_SIZE: u16 = 1;
-    pub const NFT_SET_OBJECT: u32 = 0x40;
-    pub const NFT_SET_EVAL: u32 = 0x20;
-    pub const NFTA_SET_TIMEOUT: u16 = 11;
-    pub const NFT_SET_INTERVAL: u32 = 0x4;
-    pub const NFT_SET_TIMEOUT: u32 = 0x10;
+    pub(crate) const NFTA_SET_TABLE: u16 = 1;
+    pub(crate) const NFTA_SET_NAME: u16 = 2;
+    pub(crate) const NFTA_SET_FLAGS: u16 = 3;
+    pub(crate) const NFTA_SET_KEY_TYPE: u16 = 4;
+    pub(crate) const NFTA_SET_KEY_LEN: u16 = 5;
+    pub(crate) const NFTA_SET_DESC: u16 = 9;
+    pub(crate) const NFTA_SET_ID: u16 = 10;
+    pub(crate) const NFTA_SET_OBJ_TYPE: u16 = 15;
+    pub(crate) const NFTA_SET_DESC_SIZE: u16 = 1;
+    pub(crate) const NFT_SET_OBJECT: u32 = 0x40;
+    pub(crate) const NFT_SET_EVAL: u32 = 0x20;
+    pub(crate) const NFTA_SET_TIMEOUT: u16 = 11;
+    pub(crate) const NFT_SET_INTERVAL: u32 = 0x4;
+    pub(crate) const NFT_SET_TIMEOUT: u32 = 0x10;
 
-    pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-    pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-    pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-    pub const NFTA_SET_ELEM_KEY: u16 = 1;
-    pub const NFTA_SET_ELEM_FLAGS: u16 = 3;
-    pub const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
-    pub const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
-    pub const NFTA_SET_ELEM_OBJREF: u16 = 9;
-    pub const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
-    pub const NFTA_DATA_VALUE: u16 = 1;
+    pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+    pub(crate) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+    pub(crate) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+    pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
+    pub(crate) const NFTA_SET_ELEM_FLAGS: u16 = 3;
+    pub(crate) const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+    pub(crate) const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
+    pub(crate) const NFTA_SET_ELEM_OBJREF: u16 = 9;
+    pub(crate) const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
+    pub(crate) const NFTA_DATA_VALUE: u16 = 1;
 
-    pub const NFTA_COUNTER_BYTES: u16 = 1;
-    pub const NFTA_COUNTER_PACKETS: u16 = 2;
+    pub(crate) const NFTA_COUNTER_BYTES: u16 = 1;
+    pub(crate) const NFTA_COUNTER_PACKETS: u16 = 2;
 }
 use abi::*;
 
@@ -113,15 +112,15 @@ const MAX_ELEMENTS_NEST: usize = 60_000;
 /// A change to a set element: the key and, for sets with timeouts, the timeout and optionally
 /// the time left (when restoring an element listed earlier); for a counter map, the counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ElementOp<'a> {
-    pub key: Key,
-    pub timeout: Option<Duration>,
-    pub expires: Option<Duration>,
-    pub counter: Option<&'a str>,
+pub(crate) struct ElementOp<'a> {
+    pub(crate) key: Key,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) expires: Option<Duration>,
+    pub(crate) counter: Option<&'a str>,
 }
 
 impl ElementOp<'_> {
-    pub fn key(key: Key) -> ElementOp<'static> {
+    pub(crate) fn key(key: Key) -> ElementOp<'static> {
         ElementOp {
             key,
             timeout: None,
@@ -133,16 +132,16 @@ impl ElementOp<'_> {
 
 /// The set an element message is for: its name and whether its keys are intervals.
 #[derive(Debug, Clone, Copy)]
-pub struct SetRef<'a> {
-    pub table: &'a str,
-    pub name: &'a str,
-    pub interval: bool,
+pub(crate) struct SetRef<'a> {
+    pub(crate) table: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) interval: bool,
 }
 
 /// One atomic nf_tables transaction under construction. Each message asks for an ACK and is
 /// labelled, so an error from the kernel names the message it refused.
 #[derive(Debug)]
-pub struct Batch {
+pub(crate) struct Batch {
     w: Writer,
     first_seq: u32,
     next_seq: u32,
@@ -152,7 +151,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(first_seq: u32) -> Batch {
+    pub(crate) fn new(first_seq: u32) -> Batch {
         let mut w = Writer::new();
         w.begin(
             NFNL_MSG_BATCH_BEGIN,
@@ -171,33 +170,33 @@ impl Batch {
     }
 
     /// Sequence numbers used, including the batch's begin and end markers.
-    pub fn seq_range(&self) -> (u32, u32) {
+    pub(crate) fn seq_range(&self) -> (u32, u32) {
         (self.first_seq, self.next_seq)
     }
 
     /// How many messages expect an ACK (every one between the begin and end markers).
-    pub fn acked_count(&self) -> usize {
+    pub(crate) fn acked_count(&self) -> usize {
         self.labels.len()
     }
 
     /// The position of the message with this sequence number among those that expect an
     /// ACK, or None for any other number (the begin marker's among them).
-    pub fn index_of(&self, seq: u32) -> Option<usize> {
+    pub(crate) fn index_of(&self, seq: u32) -> Option<usize> {
         let index = seq.wrapping_sub(self.first_seq.wrapping_add(1)) as usize;
         (index < self.labels.len()).then_some(index)
     }
 
     /// What the message with this sequence number did, for error messages.
-    pub fn label(&self, seq: u32) -> Option<&str> {
+    pub(crate) fn label(&self, seq: u32) -> Option<&str> {
         self.index_of(seq).map(|i| self.labels[i].as_str())
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
     /// Closes the batch and returns its bytes.
-    pub fn finish(&mut self) -> &[u8] {
+    pub(crate) fn finish(&mut self) -> &[u8] {
         if !self.finished {
             self.w.begin(
                 NFNL_MSG_BATCH_END,
@@ -246,19 +245,19 @@ impl Batch {
     }
 
     /// `add table inet ftagent` with the given flags.
-    pub fn add_table(&mut self, flags: u32) -> Result<(), WireError> {
+    pub(crate) fn add_table(&mut self, flags: u32) -> Result<(), WireError> {
         let mut theirs = rustables::Batch::new();
         theirs.add(&inet_table().with_flags(flags), MsgType::Add);
         self.splice(theirs, &format!("add table inet {TABLE}"))
     }
 
     /// `delete table inet ftagent` (with everything in it).
-    pub fn delete_table(&mut self) {
+    pub(crate) fn delete_table(&mut self) {
         self.delete_named_table(TABLE);
     }
 
     /// A throwaway table of another name: used only by the feature probe.
-    pub fn add_named_table(&mut self, name: &str, flags: u32) {
+    pub(crate) fn add_named_table(&mut self, name: &str, flags: u32) {
         self.begin(
             NFT_MSG_NEWTABLE,
             NLM_F_CREATE,
@@ -269,14 +268,14 @@ impl Batch {
         self.w.end();
     }
 
-    pub fn delete_named_table(&mut self, name: &str) {
+    pub(crate) fn delete_named_table(&mut self, name: &str) {
         self.begin(NFT_MSG_DELTABLE, 0, format!("delete table inet {name}"));
         self.w.attr_str(NFTA_TABLE_NAME, name);
         self.w.end();
     }
 
     /// `add counter inet ftagent NAME`.
-    pub fn add_counter(&mut self, name: &str) {
+    pub(crate) fn add_counter(&mut self, name: &str) {
         self.begin(NFT_MSG_NEWOBJ, NLM_F_CREATE, format!("add counter {name}"));
         self.w.attr_str(NFTA_OBJ_TABLE, TABLE);
         self.w.attr_str(NFTA_OBJ_NAME, name);
@@ -289,7 +288,7 @@ impl Batch {
     }
 
     /// `delete counter inet ftagent NAME` (nothing may refer to it any more).
-    pub fn delete_counter(&mut self, name: &str) {
+    pub(crate) fn delete_counter(&mut self, name: &str) {
         self.begin(NFT_MSG_DELOBJ, 0, format!("delete counter {name}"));
         self.w.attr_str(NFTA_OBJ_TABLE, TABLE);
         self.w.attr_str(NFTA_OBJ_NAME, name);
@@ -298,7 +297,7 @@ impl Batch {
     }
 
     /// `add set` / `add map … : counter` with its type, flags and size (not its elements).
-    pub fn add_set(&mut self, table: &str, spec: &SetSpec, id: u32) {
+    pub(crate) fn add_set(&mut self, table: &str, spec: &SetSpec, id: u32) {
         let kind = if spec.counter_map { "map" } else { "set" };
         self.begin(
             NFT_MSG_NEWSET,
@@ -340,12 +339,12 @@ impl Batch {
     }
 
     /// A base chain (filter, on its hook, policy accept) and its rules, in order.
-    pub fn add_chain_and_rules(&mut self, spec: &ChainSpec) -> Result<(), WireError> {
+    pub(crate) fn add_chain_and_rules(&mut self, spec: &ChainSpec) -> Result<(), WireError> {
         self.add_chain_and_rules_in(TABLE, spec)
     }
 
     /// The same in another table of family inet (the feature probe's).
-    pub fn add_chain_and_rules_in(
+    pub(crate) fn add_chain_and_rules_in(
         &mut self,
         table: &str,
         spec: &ChainSpec,
@@ -381,11 +380,15 @@ impl Batch {
     /// `add element` for each op, split over as many messages as the 16-bit attribute length
     /// needs. Without NLM_F_EXCL an existing element is not an error (and, on kernels that
     /// support it, gets the new timeout).
-    pub fn add_elements(&mut self, set: SetRef, ops: &[ElementOp]) -> Result<(), WireError> {
+    pub(crate) fn add_elements(&mut self, set: SetRef, ops: &[ElementOp]) -> Result<(), WireError> {
         self.element_messages(NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add", set, ops)
     }
 
-    pub fn delete_elements(&mut self, set: SetRef, ops: &[ElementOp]) -> Result<(), WireError> {
+    pub(crate) fn delete_elements(
+        &mut self,
+        set: SetRef,
+        ops: &[ElementOp],
+    ) -> Result<(), WireError> {
         self.element_messages(NFT_MSG_DELSETELEM, 0, "delete", set, ops)
     }
 
@@ -493,7 +496,7 @@ fn next_addr(addr: IpAddr) -> Option<IpAddr> {
 
 /// A key as the kernel holds it: up to 16 bytes, network order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct KeyBytes {
+pub(crate) struct KeyBytes {
     bytes: [u8; 16],
     len: u8,
 }
@@ -520,7 +523,7 @@ impl KeyBytes {
         KeyBytes::new(&p.to_be_bytes())
     }
 
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
 
@@ -549,10 +552,10 @@ enum KeyValue {
 }
 
 /// Requests for the kernel's view of our table.
-pub mod request {
+pub(crate) mod request {
     use super::*;
 
-    pub fn get_table(w: &mut Writer, seq: u32, name: &str) {
+    pub(crate) fn get_table(w: &mut Writer, seq: u32, name: &str) {
         w.begin(
             (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
             NLM_F_ACK,
@@ -564,7 +567,7 @@ pub mod request {
         w.end();
     }
 
-    pub fn get_generation(w: &mut Writer, seq: u32) {
+    pub(crate) fn get_generation(w: &mut Writer, seq: u32) {
         w.begin(
             (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
             NLM_F_ACK,
@@ -576,7 +579,7 @@ pub mod request {
     }
 
     /// A dump of the sets, chains, rules or counters of a table, or of one set's elements.
-    pub fn dump(w: &mut Writer, seq: u32, msg: u16, table: &str, set: Option<&str>) {
+    pub(crate) fn dump(w: &mut Writer, seq: u32, msg: u16, table: &str, set: Option<&str>) {
         w.begin(
             (NFNL_SUBSYS_NFTABLES << 8) | msg,
             super::super::wire::NLM_F_DUMP,
@@ -596,13 +599,13 @@ pub mod request {
 }
 
 /// Whether a listed set, chain, rule or object belongs to our table.
-pub fn in_our_table(msg: &Msg) -> bool {
+pub(crate) fn in_our_table(msg: &Msg) -> bool {
     msg.nfgen_family() == Some(NFPROTO_INET)
         && msg.nf_attrs().get(NFTA_ANY_TABLE).and_then(|a| a.str()) == Some(TABLE)
 }
 
 /// The id in a generation message (the reply to a generation request, or a notice).
-pub fn decode_generation(msg: &Msg) -> Option<u32> {
+pub(crate) fn decode_generation(msg: &Msg) -> Option<u32> {
     if msg.kind() != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
         return None;
     }
@@ -610,7 +613,7 @@ pub fn decode_generation(msg: &Msg) -> Option<u32> {
 }
 
 /// The flags of a listed table.
-pub fn decode_table_flags(msg: &Msg) -> u32 {
+pub(crate) fn decode_table_flags(msg: &Msg) -> u32 {
     msg.nf_attrs()
         .get(NFTA_TABLE_FLAGS)
         .and_then(|a| a.be32())
@@ -618,7 +621,7 @@ pub fn decode_table_flags(msg: &Msg) -> u32 {
 }
 
 /// A listed counter object: its name and values, without allocating.
-pub fn decode_counter<'a>(msg: &Msg<'a>) -> Option<(&'a str, u64, u64)> {
+pub(crate) fn decode_counter<'a>(msg: &Msg<'a>) -> Option<(&'a str, u64, u64)> {
     let attrs = msg.nf_attrs();
     if attrs.get(NFTA_OBJ_TYPE).and_then(|a| a.be32()) != Some(NFT_OBJECT_COUNTER) {
         return None;
@@ -636,7 +639,7 @@ pub fn decode_counter<'a>(msg: &Msg<'a>) -> Option<(&'a str, u64, u64)> {
     Some((name, packets, bytes))
 }
 
-pub fn decode_counter_state(msg: &Msg) -> Option<CounterState> {
+pub(crate) fn decode_counter_state(msg: &Msg) -> Option<CounterState> {
     decode_counter(msg).map(|(name, packets, bytes)| CounterState {
         name: name.to_string(),
         packets,
@@ -645,7 +648,7 @@ pub fn decode_counter_state(msg: &Msg) -> Option<CounterState> {
 }
 
 /// A listed set or map, without its elements.
-pub fn decode_set(msg: &Msg) -> Option<SetState> {
+pub(crate) fn decode_set(msg: &Msg) -> Option<SetState> {
     let attrs = msg.nf_attrs();
     let name = attrs.get(NFTA_SET_NAME)?.str()?.to_string();
     let flags = attrs
@@ -681,16 +684,16 @@ pub fn decode_set(msg: &Msg) -> Option<SetState> {
 /// One element as listed: its key, whether it ends an interval, its timeout and time left,
 /// and for a counter map the counter it maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawElement {
-    pub key: KeyBytes,
-    pub interval_end: bool,
-    pub timeout: Option<Duration>,
-    pub expires: Option<Duration>,
-    pub counter: Option<String>,
+pub(crate) struct RawElement {
+    pub(crate) key: KeyBytes,
+    pub(crate) interval_end: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) expires: Option<Duration>,
+    pub(crate) counter: Option<String>,
 }
 
 /// The elements of one NEWSETELEM message of a set element dump.
-pub fn decode_elements(msg: &Msg, out: &mut Vec<RawElement>) {
+pub(crate) fn decode_elements(msg: &Msg, out: &mut Vec<RawElement>) {
     let Some(list) = msg.nf_attrs().get(NFTA_SET_ELEM_LIST_ELEMENTS) else {
         return;
     };
@@ -728,7 +731,7 @@ pub fn decode_elements(msg: &Msg, out: &mut Vec<RawElement>) {
 /// Turns listed elements into keys: single values as they are; for an interval set, each
 /// start joined with the end that follows it (an open start runs to the top of the type).
 /// Elements whose key does not fit the set's type are left out.
-pub fn assemble_elements(
+pub(crate) fn assemble_elements(
     key_type: KeyType,
     interval: bool,
     mut raw: Vec<RawElement>,
@@ -795,7 +798,7 @@ fn interval_key(key_type: KeyType, start: KeyBytes, end: Option<KeyBytes>) -> Op
 }
 
 /// A listed chain (its rules are listed separately).
-pub fn decode_chain(msg: &Msg) -> Option<ChainState> {
+pub(crate) fn decode_chain(msg: &Msg) -> Option<ChainState> {
     let attrs = msg.nf_attrs();
     let name = attrs.get(NFTA_CHAIN_NAME)?.str()?.to_string();
     let hook = attrs.get(NFTA_CHAIN_HOOK).map(|h| {
@@ -834,7 +837,7 @@ pub fn decode_chain(msg: &Msg) -> Option<ChainState> {
 }
 
 /// The chain a listed rule belongs to, and the rule: our expressions, or a description.
-pub fn decode_rule(msg: &Msg) -> Option<(String, RuleState)> {
+pub(crate) fn decode_rule(msg: &Msg) -> Option<(String, RuleState)> {
     let attrs = msg.nf_attrs();
     let chain = attrs.get(NFTA_RULE_CHAIN)?.str()?.to_string();
     let exprs = attrs

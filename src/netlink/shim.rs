@@ -133,7 +133,7 @@ fn tools_in_use(backend: Backend) -> Option<Tools> {
 }
 
 /// Which iptables tools the host has, and whether the legacy tables are in use.
-pub fn host() -> HostIptables {
+pub(crate) fn host() -> HostIptables {
     let legacy = Tools::find(Backend::Legacy);
     let legacy_in_use = legacy.as_ref().is_some_and(|t| {
         legacy_tables_exist()
@@ -163,7 +163,7 @@ fn legacy_tables_in_use(save: &str) -> bool {
 }
 
 /// The chain, its jump and the ipsets, kept in step with our nft table.
-pub struct Shim {
+pub(crate) struct Shim {
     tools: Tools,
     ipset: Ipset,
 }
@@ -171,7 +171,7 @@ pub struct Shim {
 impl Shim {
     /// The shim the configuration asks for on this host, or None (`off`, or `auto` on a host
     /// without iptables). Touches nothing yet.
-    pub fn open(config: &Config) -> Result<Option<Shim>, ShimError> {
+    pub(crate) fn open(config: &Config) -> Result<Option<Shim>, ShimError> {
         let Some(backend) =
             shim::choose(config.nft.iptables_shim, host()).map_err(ShimError::Unavailable)?
         else {
@@ -185,14 +185,14 @@ impl Shim {
         }))
     }
 
-    pub fn backend(&self) -> Backend {
+    pub(crate) fn backend(&self) -> Backend {
         self.tools.backend
     }
 
     /// Creates (or keeps) the ipsets, fills them with the safelist and with `bans` and their
     /// time left, then the chain and its jump; our chain left in the other backend by an
     /// earlier configuration is removed.
-    pub fn install(
+    pub(crate) fn install(
         &mut self,
         config: &Config,
         safelist: &[Cidr],
@@ -237,7 +237,7 @@ impl Shim {
 
     /// The chain and its jump apart from the ipsets, for checks that may wait for the
     /// xtables lock (a thread of their own).
-    pub fn chain(&self) -> ShimChain {
+    pub(crate) fn chain(&self) -> ShimChain {
         ShimChain {
             tools: self.tools.clone(),
         }
@@ -245,7 +245,7 @@ impl Shim {
 
     /// Brings the safelist ipsets from `old` to `new`: the entries that differ deleted and
     /// added, the rest untouched (no flush, no moment without them).
-    pub fn update_safelist(&mut self, old: &[Cidr], new: &[Cidr]) -> Result<(), ShimError> {
+    pub(crate) fn update_safelist(&mut self, old: &[Cidr], new: &[Cidr]) -> Result<(), ShimError> {
         for (set, v6) in [(shim::SAFE4, false), (shim::SAFE6, true)] {
             let before = shim::safelist_entries(old, v6);
             let after = shim::safelist_entries(new, v6);
@@ -268,7 +268,7 @@ impl Shim {
     }
 
     /// Mirrors the bans and unbans among `changes` into the ipsets (measures stay nft-only).
-    pub fn mirror(&mut self, changes: &[Change]) -> Result<(), ShimError> {
+    pub(crate) fn mirror(&mut self, changes: &[Change]) -> Result<(), ShimError> {
         mirror_into(&mut self.ipset, changes.iter().copied())
     }
 }
@@ -276,14 +276,14 @@ impl Shim {
 /// The `FTAGENT` chain and its jump from `INPUT`, checked and put back with the iptables tools:
 /// each call runs processes that may wait up to 5 s for the xtables lock.
 #[derive(Debug, Clone)]
-pub struct ShimChain {
+pub(crate) struct ShimChain {
     tools: Tools,
 }
 
 impl ShimChain {
     /// Puts the chain, its rule or its jump back if another tool removed them (a firewall
     /// reload, `iptables -F`). True if something had to be put back.
-    pub fn repair(&self) -> Result<bool, ShimError> {
+    pub(crate) fn repair(&self) -> Result<bool, ShimError> {
         let mut repaired = false;
         for (v6, program) in self.tools.families() {
             if !chain_in_place(program, v6)? {

@@ -21,7 +21,7 @@ const ACK_TRUESIZE: usize = 1024;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
-pub struct NftSocket {
+pub(crate) struct NftSocket {
     fd: OwnedFd,
     buf: Vec<u8>,
     seq: u32,
@@ -33,7 +33,7 @@ pub struct NftSocket {
 }
 
 impl NftSocket {
-    pub fn open() -> Result<NftSocket, NlError> {
+    pub(crate) fn open() -> Result<NftSocket, NlError> {
         let (fd, port_id) = open_netfilter(
             "nf_tables",
             SOCKET_RCVBUF,
@@ -51,19 +51,19 @@ impl NftSocket {
         })
     }
 
-    pub fn port_id(&self) -> u32 {
+    pub(crate) fn port_id(&self) -> u32 {
         self.port_id
     }
 
     /// Reserves `count` sequence numbers and returns the first.
-    pub fn take_seqs(&mut self, count: u32) -> u32 {
+    pub(crate) fn take_seqs(&mut self, count: u32) -> u32 {
         let first = self.seq;
         self.seq = self.seq.wrapping_add(count);
         first
     }
 
     /// A fresh batch whose sequence numbers follow this socket's.
-    pub fn batch(&mut self) -> Batch {
+    pub(crate) fn batch(&mut self) -> Batch {
         Batch::new(self.take_seqs(0))
     }
 
@@ -72,7 +72,7 @@ impl NftSocket {
     /// send buffer is first made large enough for the whole batch (a netlink send must fit in
     /// it) and the receive buffer for every reply (one ACK or error per message, 100k+ for a
     /// large batch), then every reply is read, up to the last message's.
-    pub fn commit(&mut self, batch: &mut Batch) -> Result<(), NlError> {
+    pub(crate) fn commit(&mut self, batch: &mut Batch) -> Result<(), NlError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -154,7 +154,7 @@ impl NftSocket {
 
     /// Sends one request (a dump, or a get with NLM_F_ACK) and passes each reply message to
     /// `on_msg` until the dump is done or the request is acknowledged.
-    pub fn request(
+    pub(crate) fn request(
         &mut self,
         request: &Writer,
         what: &str,
@@ -203,7 +203,7 @@ impl NftSocket {
 }
 
 /// Sends one datagram of netlink messages to the kernel; a short send is an error.
-pub fn send_to_kernel(fd: &OwnedFd, bytes: &[u8], op: &'static str) -> Result<(), NlError> {
+pub(crate) fn send_to_kernel(fd: &OwnedFd, bytes: &[u8], op: &'static str) -> Result<(), NlError> {
     let rc = sys::send_to_kernel(fd, bytes).map_err(|source| NlError::Io { op, source })?;
     if rc != bytes.len() {
         return Err(NlError::Malformed(format!(
@@ -216,13 +216,13 @@ pub fn send_to_kernel(fd: &OwnedFd, bytes: &[u8], op: &'static str) -> Result<()
 
 /// One recv(2) into `buf` with `flags`; the length the kernel reports (with MSG_TRUNC, the
 /// datagram's real length, which may exceed the buffer).
-pub fn recv_into(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+pub(crate) fn recv_into(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     sys::recv(fd, buf, flags)
 }
 
 /// How a netfilter socket waits for replies.
 #[derive(Debug, Clone, Copy)]
-pub enum Blocking {
+pub(crate) enum Blocking {
     /// Blocking reads that give up after the timeout (request/response use).
     WithTimeout(Duration),
     /// Non-blocking, for registration with mio.
@@ -232,7 +232,7 @@ pub enum Blocking {
 /// Opens and binds a NETLINK_NETFILTER socket: extended and capped ACKs, a receive buffer of
 /// `rcvbuf` bytes (SO_RCVBUFFORCE where we may, else SO_RCVBUF, capped by rmem_max). Returns
 /// the descriptor and the port id the kernel gave it. `what` names it in errors.
-pub fn open_netfilter(
+pub(crate) fn open_netfilter(
     what: &'static str,
     rcvbuf: usize,
     blocking: Blocking,

@@ -11,7 +11,7 @@ const TCP_LOOSE: &str = "/proc/sys/net/netfilter/nf_conntrack_tcp_loose";
 /// A sysctl switched from `from` to `to` while needed; remembers the value found before, to
 /// put it back afterwards.
 #[derive(Debug)]
-pub struct Switch {
+pub(crate) struct Switch {
     path: String,
     from: &'static str,
     to: &'static str,
@@ -20,12 +20,12 @@ pub struct Switch {
 
 impl Switch {
     /// SYN cookies on (1: when the SYN queue overflows) unless they already are.
-    pub fn syn_cookies() -> Switch {
+    pub(crate) fn syn_cookies() -> Switch {
         Switch::new(SYNCOOKIES, "0", "1")
     }
 
     /// Conntrack picks up no TCP connection it has not seen start.
-    pub fn strict_tcp_tracking() -> Switch {
+    pub(crate) fn strict_tcp_tracking() -> Switch {
         Switch::new(TCP_LOOSE, "1", "0")
     }
 
@@ -39,12 +39,12 @@ impl Switch {
     }
 
     /// The sysctl's name, for messages.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.path.trim_start_matches("/proc/sys/").replace('/', ".")
     }
 
     /// Switches it (when it is `from`) and remembers what it was, unless already done.
-    pub fn enable(&mut self) -> io::Result<()> {
+    pub(crate) fn enable(&mut self) -> io::Result<()> {
         let current = std::fs::read_to_string(&self.path)?.trim().to_string();
         if self.previous.is_none() {
             self.previous = Some(current.clone());
@@ -56,7 +56,7 @@ impl Switch {
     }
 
     /// Puts back the value found by `enable`.
-    pub fn restore(&mut self) -> io::Result<()> {
+    pub(crate) fn restore(&mut self) -> io::Result<()> {
         match self.previous.take() {
             Some(value) => std::fs::write(&self.path, value),
             None => Ok(()),
@@ -64,13 +64,13 @@ impl Switch {
     }
 
     /// The value found by `enable`, while switched because of us.
-    pub fn previous(&self) -> Option<&str> {
+    pub(crate) fn previous(&self) -> Option<&str> {
         self.previous.as_deref()
     }
 
     /// Takes over the value an earlier run found before it switched the sysctl (it was
     /// killed before putting it back).
-    pub fn resume(&mut self, previous: String) {
+    pub(crate) fn resume(&mut self, previous: String) {
         self.previous = Some(previous);
     }
 }

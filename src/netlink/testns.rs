@@ -7,7 +7,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::process::Command;
 
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     crate::sys::geteuid() == 0
 }
 
@@ -27,13 +27,13 @@ fn run(args: &[&str]) -> Result<(), String> {
 }
 
 /// A named network namespace with `lo` up.
-pub struct Netns {
-    pub name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
 }
 
 impl Netns {
     /// `fta-<tag>-<pid>`; one left by an earlier, killed run of the same name is replaced.
-    pub fn create(tag: &str) -> Result<Netns, String> {
+    pub(crate) fn create(tag: &str) -> Result<Netns, String> {
         let name = format!("fta-{tag}-{}", std::process::id());
         let _ = run(&["netns", "del", &name]);
         run(&["netns", "add", &name])?;
@@ -43,7 +43,7 @@ impl Netns {
     }
 
     /// Runs a command inside the namespace.
-    pub fn exec(&self, args: &[&str]) -> Result<(), String> {
+    pub(crate) fn exec(&self, args: &[&str]) -> Result<(), String> {
         let mut all = vec!["netns", "exec", &self.name];
         all.extend_from_slice(args);
         run(&all)
@@ -51,7 +51,7 @@ impl Netns {
 
     /// Runs `f` on a new thread moved into the namespace (only that thread); its panics
     /// propagate.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+    pub(crate) fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/var/run/netns/{}", self.name);
         let handle = std::thread::spawn(move || {
             let file = File::open(&path).expect("open the namespace");
@@ -74,6 +74,6 @@ impl Drop for Netns {
 }
 
 /// A TCP connection from `src` (any 127/8 address works on lo) to `dst`.
-pub fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
+pub(crate) fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
     crate::sys::connect_from(src, dst)
 }

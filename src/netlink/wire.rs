@@ -3,60 +3,61 @@
 //! touches a socket; every accessor is panic-free once a view has been built.
 
 /// Netlink header length (struct nlmsghdr).
-pub const NLMSG_HDRLEN: usize = 16;
+pub(crate) const NLMSG_HDRLEN: usize = 16;
 /// nfnetlink generic header length (struct nfgenmsg).
-pub const NFGENMSG_LEN: usize = 4;
+pub(crate) const NFGENMSG_LEN: usize = 4;
 /// Attribute header length (struct nlattr).
-pub const NLA_HDRLEN: usize = 4;
+pub(crate) const NLA_HDRLEN: usize = 4;
 /// Flag marking an attribute as nested.
-pub const NLA_F_NESTED: u16 = 0x8000;
+pub(crate) const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
 
-pub const NLM_F_REQUEST: u16 = 0x1;
-pub const NLM_F_MULTI: u16 = 0x2;
-pub const NLM_F_ACK: u16 = 0x4;
-pub const NLM_F_DUMP: u16 = 0x300;
-pub const NLM_F_CREATE: u16 = 0x400;
-pub const NLM_F_EXCL: u16 = 0x200;
+pub(crate) const NLM_F_REQUEST: u16 = 0x1;
+#[cfg(test)]
+pub(crate) const NLM_F_MULTI: u16 = 0x2;
+pub(crate) const NLM_F_ACK: u16 = 0x4;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
 
 /// Rounds a length up to the 4-byte netlink alignment.
-pub const fn align(len: usize) -> usize {
+pub(crate) const fn align(len: usize) -> usize {
     (len + 3) & !3
 }
 
 /// Appends netlink messages to a buffer. Attributes are written into the message opened last;
 /// nested attributes are opened and closed explicitly (`nest_start`/`nest_end`).
 #[derive(Debug, Default)]
-pub struct Writer {
+pub(crate) struct Writer {
     buf: Vec<u8>,
     msg_start: Option<usize>,
 }
 
 impl Writer {
-    pub fn new() -> Writer {
+    pub(crate) fn new() -> Writer {
         Writer::default()
     }
 
     /// Forgets everything written, keeping the allocation.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.buf.clear();
         self.msg_start = None;
     }
 
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.buf
     }
 
     /// Drops everything after `len` bytes (to take back a partly written attribute).
-    pub fn truncate(&mut self, len: usize) {
+    pub(crate) fn truncate(&mut self, len: usize) {
         self.buf.truncate(len);
     }
 
     /// Starts a message with an nfgenmsg header. `res_id` is written big-endian.
-    pub fn begin(&mut self, msg_type: u16, flags: u16, seq: u32, family: u8, res_id: u16) {
+    pub(crate) fn begin(&mut self, msg_type: u16, flags: u16, seq: u32, family: u8, res_id: u16) {
         self.end();
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched in end()
@@ -72,7 +73,7 @@ impl Writer {
     }
 
     /// Closes the open message, if any, writing its length.
-    pub fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         if let Some(start) = self.msg_start.take() {
             let len = (self.buf.len() - start) as u32;
             self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
@@ -80,12 +81,12 @@ impl Writer {
     }
 
     /// Appends already-encoded whole messages (used to splice in other encoders' output).
-    pub fn extend_raw(&mut self, bytes: &[u8]) {
+    pub(crate) fn extend_raw(&mut self, bytes: &[u8]) {
         self.end();
         self.buf.extend_from_slice(bytes);
     }
 
-    pub fn attr(&mut self, kind: u16, payload: &[u8]) {
+    pub(crate) fn attr(&mut self, kind: u16, payload: &[u8]) {
         let len = NLA_HDRLEN + payload.len();
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
@@ -93,7 +94,7 @@ impl Writer {
         self.pad();
     }
 
-    pub fn attr_str(&mut self, kind: u16, value: &str) {
+    pub(crate) fn attr_str(&mut self, kind: u16, value: &str) {
         let len = NLA_HDRLEN + value.len() + 1;
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
@@ -102,16 +103,16 @@ impl Writer {
         self.pad();
     }
 
-    pub fn attr_be32(&mut self, kind: u16, value: u32) {
+    pub(crate) fn attr_be32(&mut self, kind: u16, value: u32) {
         self.attr(kind, &value.to_be_bytes());
     }
 
-    pub fn attr_be64(&mut self, kind: u16, value: u64) {
+    pub(crate) fn attr_be64(&mut self, kind: u16, value: u64) {
         self.attr(kind, &value.to_be_bytes());
     }
 
     /// Opens a nested attribute; returns the position to pass to `nest_end`.
-    pub fn nest_start(&mut self, kind: u16) -> usize {
+    pub(crate) fn nest_start(&mut self, kind: u16) -> usize {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
         self.buf
@@ -120,7 +121,7 @@ impl Writer {
     }
 
     /// Closes a nested attribute. Fails when it grew past the 16-bit attribute length.
-    pub fn nest_end(&mut self, start: usize) -> Result<(), WireError> {
+    pub(crate) fn nest_end(&mut self, start: usize) -> Result<(), WireError> {
         let len = self.buf.len() - start;
         let len = u16::try_from(len).map_err(|_| WireError::AttributeTooLong(len))?;
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
@@ -135,7 +136,7 @@ impl Writer {
 
 /// What can be wrong with bytes that claim to be netlink.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum WireError {
+pub(crate) enum WireError {
     #[error("truncated netlink message: {0}")]
     Truncated(&'static str),
     #[error("nested attribute of {0} bytes exceeds the 65535-byte netlink limit")]
@@ -145,30 +146,30 @@ pub enum WireError {
 /// A checked view of one netlink message: the header is known to be complete and its length to
 /// lie within the buffer.
 #[derive(Debug, Clone, Copy)]
-pub struct Msg<'a> {
+pub(crate) struct Msg<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> Msg<'a> {
     /// The whole message, header included.
-    pub fn as_bytes(&self) -> &'a [u8] {
+    pub(crate) fn as_bytes(&self) -> &'a [u8] {
         self.bytes
     }
 
-    pub fn kind(&self) -> u16 {
+    pub(crate) fn kind(&self) -> u16 {
         u16::from_ne_bytes([self.bytes[4], self.bytes[5]])
     }
 
-    pub fn flags(&self) -> u16 {
+    pub(crate) fn flags(&self) -> u16 {
         u16::from_ne_bytes([self.bytes[6], self.bytes[7]])
     }
 
-    pub fn seq(&self) -> u32 {
+    pub(crate) fn seq(&self) -> u32 {
         u32::from_ne_bytes([self.bytes[8], self.bytes[9], self.bytes[10], self.bytes[11]])
     }
 
     /// The sender's port id; in a notification, the port of the socket whose request caused it.
-    pub fn port_id(&self) -> u32 {
+    pub(crate) fn port_id(&self) -> u32 {
         u32::from_ne_bytes([
             self.bytes[12],
             self.bytes[13],
@@ -178,23 +179,23 @@ impl<'a> Msg<'a> {
     }
 
     /// The payload after the netlink header.
-    pub fn payload(&self) -> &'a [u8] {
+    pub(crate) fn payload(&self) -> &'a [u8] {
         &self.bytes[NLMSG_HDRLEN..]
     }
 
     /// For an nfnetlink message: the address family of the nfgenmsg header.
-    pub fn nfgen_family(&self) -> Option<u8> {
+    pub(crate) fn nfgen_family(&self) -> Option<u8> {
         self.payload().first().copied()
     }
 
     /// For an nfnetlink message: the attributes after the nfgenmsg header.
-    pub fn nf_attrs(&self) -> Attrs<'a> {
+    pub(crate) fn nf_attrs(&self) -> Attrs<'a> {
         Attrs::new(self.payload().get(NFGENMSG_LEN..).unwrap_or(&[]))
     }
 
     /// For an NLMSG_ERROR message: the error code (0 for an ACK, else a negative errno), the
     /// sequence number of the request it answers, and any extended-ACK message text.
-    pub fn error(&self) -> Option<AckOrError<'a>> {
+    pub(crate) fn error(&self) -> Option<AckOrError<'a>> {
         if self.kind() != NLMSG_ERROR {
             return None;
         }
@@ -228,20 +229,20 @@ impl<'a> Msg<'a> {
 
 /// The content of an NLMSG_ERROR message.
 #[derive(Debug, Clone, Copy)]
-pub struct AckOrError<'a> {
-    pub code: i32,
-    pub seq: u32,
-    pub ext_msg: Option<&'a str>,
+pub(crate) struct AckOrError<'a> {
+    pub(crate) code: i32,
+    pub(crate) seq: u32,
+    pub(crate) ext_msg: Option<&'a str>,
 }
 
 /// Iterates over the messages of a received datagram. Stops (returning an error once) at a
 /// header whose length does not fit.
-pub struct Msgs<'a> {
+pub(crate) struct Msgs<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Msgs<'a> {
-    pub fn new(bytes: &'a [u8]) -> Msgs<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Msgs<'a> {
         Msgs { rest: bytes }
     }
 }
@@ -273,34 +274,34 @@ impl<'a> Iterator for Msgs<'a> {
 
 /// One attribute: its type (without the nested/byte-order flags) and payload.
 #[derive(Debug, Clone, Copy)]
-pub struct Attr<'a> {
+pub(crate) struct Attr<'a> {
     kind: u16,
     payload: &'a [u8],
 }
 
 impl<'a> Attr<'a> {
-    pub fn kind(&self) -> u16 {
+    pub(crate) fn kind(&self) -> u16 {
         self.kind
     }
 
-    pub fn bytes(&self) -> &'a [u8] {
+    pub(crate) fn bytes(&self) -> &'a [u8] {
         self.payload
     }
 
-    pub fn nested(&self) -> Attrs<'a> {
+    pub(crate) fn nested(&self) -> Attrs<'a> {
         Attrs::new(self.payload)
     }
 
-    pub fn be32(&self) -> Option<u32> {
+    pub(crate) fn be32(&self) -> Option<u32> {
         Some(u32::from_be_bytes(self.payload.get(..4)?.try_into().ok()?))
     }
 
-    pub fn be64(&self) -> Option<u64> {
+    pub(crate) fn be64(&self) -> Option<u64> {
         Some(u64::from_be_bytes(self.payload.get(..8)?.try_into().ok()?))
     }
 
     /// A NUL-terminated (or unterminated) UTF-8 string.
-    pub fn str(&self) -> Option<&'a str> {
+    pub(crate) fn str(&self) -> Option<&'a str> {
         let end = self
             .payload
             .iter()
@@ -312,17 +313,17 @@ impl<'a> Attr<'a> {
 
 /// Iterates over a run of attributes; a malformed tail ends the iteration.
 #[derive(Debug, Clone, Copy)]
-pub struct Attrs<'a> {
+pub(crate) struct Attrs<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Attrs<'a> {
-    pub fn new(bytes: &'a [u8]) -> Attrs<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Attrs<'a> {
         Attrs { rest: bytes }
     }
 
     /// The first attribute of the given type.
-    pub fn get(self, kind: u16) -> Option<Attr<'a>> {
+    pub(crate) fn get(self, kind: u16) -> Option<Attr<'a>> {
         self.into_iter().find(|a| a.kind == kind)
     }
 }

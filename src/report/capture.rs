@@ -27,17 +27,17 @@ const FLUSH_AFTER: Duration = Duration::from_secs(1);
 
 /// Counters of the captures since start (for logs and metrics).
 #[derive(Debug, Default)]
-pub struct CaptureStats {
+pub(crate) struct CaptureStats {
     /// Captures opened.
-    pub captures_total: AtomicU64,
+    pub(crate) captures_total: AtomicU64,
     /// Packets written into captures.
-    pub packets_total: AtomicU64,
+    pub(crate) packets_total: AtomicU64,
     /// Packets left out of captures: the writer was behind, or the directory at its cap.
-    pub dropped_total: AtomicU64,
+    pub(crate) dropped_total: AtomicU64,
     /// Old captures removed to stay under `pcap.max_disk_mib`.
-    pub removed_total: AtomicU64,
+    pub(crate) removed_total: AtomicU64,
     /// Bytes the capture directory holds.
-    pub disk_bytes: AtomicU64,
+    pub(crate) disk_bytes: AtomicU64,
 }
 
 /// Work for the writer thread.
@@ -71,7 +71,7 @@ struct Active {
 
 /// The event loop's side of the captures.
 #[derive(Debug)]
-pub struct Captures {
+pub(crate) struct Captures {
     dir: PathBuf,
     ring: PacketRing,
     snaplen: u32,
@@ -90,7 +90,7 @@ pub struct Captures {
 impl Captures {
     /// Opens the capture directory (`dir`, created 0700 if needed, trimmed to the cap) and
     /// starts the writer thread.
-    pub fn start(dir: &Path, config: &Pcap, snaplen: u32) -> std::io::Result<Captures> {
+    pub(crate) fn start(dir: &Path, config: &Pcap, snaplen: u32) -> std::io::Result<Captures> {
         let cap = u64::from(config.max_disk_mib) * 1024 * 1024;
         let store = CaptureDir::open(dir, cap)?;
         let ring_bytes = config.ring_packets as usize * (snaplen as usize + RECORD_HEADER_LEN);
@@ -124,23 +124,30 @@ impl Captures {
         })
     }
 
-    pub fn stats(&self) -> &Arc<CaptureStats> {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> &Arc<CaptureStats> {
         &self.stats
     }
 
     /// Where the capture of `incident` is (or would be) written.
-    pub fn path_of(&self, incident: &str) -> PathBuf {
+    pub(crate) fn path_of(&self, incident: &str) -> PathBuf {
         self.dir.join(format!("{incident}.pcap"))
     }
 
     /// Whether `incident` has a capture: being written now, or on disk from earlier.
-    pub fn has_capture(&self, incident: &str) -> bool {
+    pub(crate) fn has_capture(&self, incident: &str) -> bool {
         self.active.iter().any(|a| a.incident == incident) || self.path_of(incident).is_file()
     }
 
     /// One sampled packet: into the ring, and into every capture being written. Allocates
     /// nothing.
-    pub fn packet(&mut self, time: Duration, captured: &[u8], wire_len: u32, now: SystemTime) {
+    pub(crate) fn packet(
+        &mut self,
+        time: Duration,
+        captured: &[u8],
+        wire_len: u32,
+        now: SystemTime,
+    ) {
         let captured = &captured[..captured.len().min(self.snaplen as usize)];
         self.ring.push(time, captured, wire_len);
         for i in 0..self.active.len() {
@@ -159,7 +166,7 @@ impl Captures {
 
     /// An incident opened: its capture starts with the file header and the ring. Returns
     /// false when the capture cannot be written (the writer is gone or far behind).
-    pub fn open(&mut self, incident: &str, now: SystemTime) -> bool {
+    pub(crate) fn open(&mut self, incident: &str, now: SystemTime) -> bool {
         if self.active.iter().any(|a| a.incident == incident) {
             return true;
         }
@@ -203,7 +210,7 @@ impl Captures {
     }
 
     /// An incident ended: what its capture holds goes to disk and the file is closed.
-    pub fn close(&mut self, incident: &str) {
+    pub(crate) fn close(&mut self, incident: &str) {
         let Some(i) = self.active.iter().position(|a| a.incident == incident) else {
             return;
         };

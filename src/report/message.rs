@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::config::WebhookFormat;
 
 /// The request body for `line` (one event as printed on stdout) from host `host`.
-pub fn body(format: WebhookFormat, line: &str, host: &str) -> Vec<u8> {
+pub(crate) fn body(format: WebhookFormat, line: &str, host: &str) -> Vec<u8> {
     let event: Value = match (format, serde_json::from_str(line)) {
         (WebhookFormat::Generic, _) | (_, Err(_)) => return line.as_bytes().to_vec(),
         (_, Ok(event)) => event,

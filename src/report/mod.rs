@@ -3,11 +3,11 @@
 //! work over — events to bounded queues, packets to preallocated buffers — and threads of
 //! their own do the slow parts (HTTP, disk), so neither ever holds up detection.
 
-pub mod capture;
-pub mod message;
-pub mod pcap;
+pub(crate) mod capture;
+pub(crate) mod message;
+pub(crate) mod pcap;
 mod store;
-pub mod webhook;
+pub(crate) mod webhook;
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use capture::Captures;
 use webhook::{WebhookError, Webhooks};
 
 /// The directory of the captures, in `agent.state_dir`.
-pub const PCAP_DIR: &str = "pcap";
+pub(crate) const PCAP_DIR: &str = "pcap";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -31,7 +31,7 @@ pub enum ReportError {
 
 /// Webhooks and captures, as the daemon drives them.
 #[derive(Debug)]
-pub struct Reporter {
+pub(crate) struct Reporter {
     webhooks: Webhooks,
     captures: Option<Captures>,
     host: String,
@@ -41,7 +41,7 @@ impl Reporter {
     /// Starts the webhook threads and, with `pcap.enabled`, the capture writer. A capture
     /// directory that cannot be used is logged and leaves captures off: detection and
     /// mitigation matter more.
-    pub fn start(config: &Config) -> Result<Reporter, ReportError> {
+    pub(crate) fn start(config: &Config) -> Result<Reporter, ReportError> {
         let host = hostname();
         let webhooks = Webhooks::start(&config.webhooks, &host)?;
         for (label, _) in webhooks.stats() {
@@ -75,7 +75,11 @@ impl Reporter {
 
     /// A new configuration (SIGHUP): the webhooks are started afresh when they changed; a
     /// bad one keeps the running ones.
-    pub fn reconfigure(&mut self, fresh: &Config, running: &Config) -> Result<(), ReportError> {
+    pub(crate) fn reconfigure(
+        &mut self,
+        fresh: &Config,
+        running: &Config,
+    ) -> Result<(), ReportError> {
         if fresh.webhooks != running.webhooks {
             let fresh = Webhooks::start(&fresh.webhooks, &self.host)?;
             std::mem::replace(&mut self.webhooks, fresh).stop_now();
@@ -85,7 +89,7 @@ impl Reporter {
 
     /// One sampled packet (`now`: when it was read, for packets the kernel did not stamp).
     /// Allocates nothing.
-    pub fn packet(&mut self, meta: &PacketMeta, captured: &Captured, now: SystemTime) {
+    pub(crate) fn packet(&mut self, meta: &PacketMeta, captured: &Captured, now: SystemTime) {
         if let Some(captures) = &mut self.captures {
             let time = captured
                 .timestamp
@@ -96,7 +100,7 @@ impl Reporter {
 
     /// Before the events are printed: an opening incident starts its capture, an ending one
     /// finishes it, and every event of an incident with a capture names its file.
-    pub fn capture(&mut self, events: &mut [Event], now: SystemTime) {
+    pub(crate) fn capture(&mut self, events: &mut [Event], now: SystemTime) {
         let Some(captures) = &mut self.captures else {
             return;
         };
@@ -118,20 +122,10 @@ impl Reporter {
     }
 
     /// Queues an event's JSON line (as printed) for the webhooks that want `event`.
-    pub fn notify(&mut self, event: &'static str, line: &str) {
+    pub(crate) fn notify(&mut self, event: &'static str, line: &str) {
         if !self.webhooks.is_empty() {
             self.webhooks.notify(event, &Arc::from(line));
         }
-    }
-
-    /// The webhooks' counters, for metrics.
-    pub fn webhooks(&self) -> &Webhooks {
-        &self.webhooks
-    }
-
-    /// The captures' counters, for metrics.
-    pub fn captures(&self) -> Option<&Captures> {
-        self.captures.as_ref()
     }
 }
 
@@ -148,7 +142,7 @@ fn hostname() -> String {
 /// A warning logged at most once per interval, with how many were held back meanwhile:
 /// a failing receiver or a full disk must not flood the log.
 #[derive(Debug)]
-pub struct RateLimitedLog {
+pub(crate) struct RateLimitedLog {
     every: Duration,
     last: Option<Instant>,
     held_back: u64,
@@ -161,7 +155,7 @@ impl Default for RateLimitedLog {
 }
 
 impl RateLimitedLog {
-    pub fn new(every: Duration) -> RateLimitedLog {
+    pub(crate) fn new(every: Duration) -> RateLimitedLog {
         RateLimitedLog {
             every,
             last: None,
@@ -171,7 +165,7 @@ impl RateLimitedLog {
 
     /// Logs `message` unless one was logged less than the interval ago. Formats (and so
     /// allocates) only when it logs.
-    pub fn warn(&mut self, message: fmt::Arguments) {
+    pub(crate) fn warn(&mut self, message: fmt::Arguments) {
         let now = Instant::now();
         if self
             .last

@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 /// LINKTYPE_RAW: the packet begins with an IPv4 or IPv6 header (the version nibble tells).
-pub const LINKTYPE_RAW: u32 = 101;
-pub const FILE_HEADER_LEN: usize = 24;
-pub const RECORD_HEADER_LEN: usize = 16;
+pub(crate) const LINKTYPE_RAW: u32 = 101;
+pub(crate) const FILE_HEADER_LEN: usize = 24;
+pub(crate) const RECORD_HEADER_LEN: usize = 16;
 const MAGIC_MICROSECONDS: u32 = 0xa1b2_c3d4;
 
 /// The file header: magic, version 2.4, no time zone offset, `snaplen`, LINKTYPE_RAW.
-pub fn file_header(snaplen: u32) -> [u8; FILE_HEADER_LEN] {
+pub(crate) fn file_header(snaplen: u32) -> [u8; FILE_HEADER_LEN] {
     let mut h = [0u8; FILE_HEADER_LEN];
     h[0..4].copy_from_slice(&MAGIC_MICROSECONDS.to_le_bytes());
     h[4..6].copy_from_slice(&2u16.to_le_bytes());
@@ -26,7 +26,12 @@ pub fn file_header(snaplen: u32) -> [u8; FILE_HEADER_LEN] {
 /// Appends one record — `time` since the Unix epoch, the captured bytes and the packet's
 /// length on the wire — to `out` if it fits in `out`'s capacity (so it never allocates);
 /// false when it does not fit.
-pub fn append_record(out: &mut Vec<u8>, time: Duration, captured: &[u8], wire_len: u32) -> bool {
+pub(crate) fn append_record(
+    out: &mut Vec<u8>,
+    time: Duration,
+    captured: &[u8],
+    wire_len: u32,
+) -> bool {
     if out.capacity() - out.len() < RECORD_HEADER_LEN + captured.len() {
         return false;
     }
@@ -50,7 +55,7 @@ struct Slot {
 /// The most recent sampled packets, `snaplen` bytes each, in memory allocated once: pushing
 /// overwrites the oldest.
 #[derive(Debug)]
-pub struct PacketRing {
+pub(crate) struct PacketRing {
     snaplen: usize,
     bytes: Box<[u8]>,
     slots: Box<[Slot]>,
@@ -60,7 +65,7 @@ pub struct PacketRing {
 }
 
 impl PacketRing {
-    pub fn new(capacity: usize, snaplen: usize) -> PacketRing {
+    pub(crate) fn new(capacity: usize, snaplen: usize) -> PacketRing {
         PacketRing {
             snaplen,
             bytes: vec![0; capacity * snaplen].into_boxed_slice(),
@@ -71,7 +76,7 @@ impl PacketRing {
     }
 
     /// Keeps a packet (its first `snaplen` bytes), dropping the oldest when full.
-    pub fn push(&mut self, time: Duration, captured: &[u8], wire_len: u32) {
+    pub(crate) fn push(&mut self, time: Duration, captured: &[u8], wire_len: u32) {
         let capacity = self.slots.len();
         if capacity == 0 {
             return;
@@ -89,7 +94,7 @@ impl PacketRing {
     }
 
     /// The packets kept, oldest first: (time, captured bytes, length on the wire).
-    pub fn iter(&self) -> impl Iterator<Item = (Duration, &[u8], u32)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Duration, &[u8], u32)> + '_ {
         let capacity = self.slots.len();
         let first = (self.next + capacity - self.len) % capacity.max(1);
         (0..self.len).map(move |i| {

@@ -19,14 +19,14 @@ struct Entry {
 
 /// What an append did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Appended {
+pub(crate) enum Appended {
     Written,
     /// Over the cap, with no finished capture left to remove.
     OverCap,
 }
 
 #[derive(Debug)]
-pub struct CaptureDir {
+pub(crate) struct CaptureDir {
     dir: PathBuf,
     cap: u64,
     /// Oldest first.
@@ -38,7 +38,7 @@ pub struct CaptureDir {
 impl CaptureDir {
     /// Opens (creating it, mode 0700, if needed) `dir`, counting the captures already there
     /// against `cap` bytes.
-    pub fn open(dir: &Path, cap: u64) -> io::Result<CaptureDir> {
+    pub(crate) fn open(dir: &Path, cap: u64) -> io::Result<CaptureDir> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -76,7 +76,7 @@ impl CaptureDir {
     }
 
     /// Creates (or truncates) `<dir>/<name>.pcap` for writing and returns its path.
-    pub fn create(&mut self, name: &str) -> io::Result<PathBuf> {
+    pub(crate) fn create(&mut self, name: &str) -> io::Result<PathBuf> {
         let path = self.dir.join(format!("{name}.pcap"));
         if let Some(i) = self.entries.iter().position(|e| e.path == path) {
             let old = self.entries.remove(i);
@@ -98,7 +98,7 @@ impl CaptureDir {
 
     /// Appends `bytes` to the capture being written at `path`, first removing the oldest
     /// finished captures as far as the cap needs.
-    pub fn append(&mut self, path: &Path, bytes: &[u8]) -> io::Result<Appended> {
+    pub(crate) fn append(&mut self, path: &Path, bytes: &[u8]) -> io::Result<Appended> {
         let len = bytes.len() as u64;
         if !self.make_room(len) {
             return Ok(Appended::OverCap);
@@ -116,19 +116,19 @@ impl CaptureDir {
     }
 
     /// The capture at `path` is finished: it may be removed to make room from now on.
-    pub fn close(&mut self, path: &Path) {
+    pub(crate) fn close(&mut self, path: &Path) {
         if let Some(entry) = self.entries.iter_mut().find(|e| e.path == path) {
             entry.file = None;
         }
     }
 
     /// Bytes the captures hold.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total
     }
 
     /// Captures removed to keep under the cap so far.
-    pub fn removed(&self) -> u64 {
+    pub(crate) fn removed(&self) -> u64 {
         self.removed
     }
 

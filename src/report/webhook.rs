@@ -16,7 +16,7 @@ use super::RateLimitedLog;
 use crate::config::{Webhook, WebhookFormat};
 
 /// Events waiting per webhook; past this the oldest is dropped.
-pub const QUEUE_CAPACITY: usize = 64;
+pub(crate) const QUEUE_CAPACITY: usize = 64;
 /// The first retry waits this long, each next one twice as long…
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// …up to this (a receiver's Retry-After too).
@@ -26,15 +26,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Delivery counters of one webhook since start (for logs and metrics).
 #[derive(Debug, Default)]
-pub struct WebhookStats {
+pub(crate) struct WebhookStats {
     /// Events delivered (a 2xx answer).
-    pub sent_total: AtomicU64,
+    pub(crate) sent_total: AtomicU64,
     /// Events given up on: retries exhausted, or refused for good (a 4xx answer).
-    pub failed_total: AtomicU64,
+    pub(crate) failed_total: AtomicU64,
     /// Attempts after a failed one.
-    pub retries_total: AtomicU64,
+    pub(crate) retries_total: AtomicU64,
     /// Events dropped because the queue was full.
-    pub dropped_total: AtomicU64,
+    pub(crate) dropped_total: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ struct Hook {
 
 /// Every configured webhook.
 #[derive(Debug, Default)]
-pub struct Webhooks {
+pub(crate) struct Webhooks {
     hooks: Vec<Hook>,
     log: RateLimitedLog,
     /// How long dropping waits for queued events to go out.
@@ -100,7 +100,7 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Starts one worker thread per webhook. `host` names this machine in messages.
-    pub fn start(configs: &[Webhook], host: &str) -> Result<Webhooks, WebhookError> {
+    pub(crate) fn start(configs: &[Webhook], host: &str) -> Result<Webhooks, WebhookError> {
         let mut hooks = Vec::with_capacity(configs.len());
         for (i, config) in configs.iter().enumerate() {
             let index = i + 1;
@@ -132,13 +132,13 @@ impl Webhooks {
 
     /// Stops the workers without waiting (events still queued are dropped, a delivery under
     /// way ends by itself): for replacing the webhooks on SIGHUP without holding up the loop.
-    pub fn stop_now(mut self) {
+    pub(crate) fn stop_now(mut self) {
         self.grace = Duration::ZERO;
     }
 
     /// Queues `line` (event `event`) for every webhook that wants it. Never waits for a
     /// delivery; a full queue loses its oldest event.
-    pub fn notify(&mut self, event: &'static str, line: &Arc<str>) {
+    pub(crate) fn notify(&mut self, event: &'static str, line: &Arc<str>) {
         for hook in &self.hooks {
             if !hook.events.contains(&event) {
                 continue;
@@ -160,12 +160,12 @@ impl Webhooks {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.hooks.is_empty()
     }
 
     /// Each webhook's label (`webhook[N] scheme://host/…`, no secrets) and counters.
-    pub fn stats(&self) -> impl Iterator<Item = (&str, &WebhookStats)> {
+    pub(crate) fn stats(&self) -> impl Iterator<Item = (&str, &WebhookStats)> {
         self.hooks.iter().map(|h| (h.label.as_str(), &*h.stats))
     }
 }
@@ -310,7 +310,7 @@ fn classify(status: u16, retry_after: Option<Duration>) -> Attempt {
 
 /// The wait before retry number `retry` (0 for the first): 1 s, 2 s, 4 s, … up to 60 s,
 /// longer if the receiver asked (Retry-After), but never past 60 s.
-pub fn backoff(retry: u32, asked: Option<Duration>) -> Duration {
+pub(crate) fn backoff(retry: u32, asked: Option<Duration>) -> Duration {
     let doubled = FIRST_BACKOFF.saturating_mul(1 << retry.min(16));
     doubled.max(asked.unwrap_or_default()).min(MAX_BACKOFF)
 }

@@ -24,7 +24,7 @@ pub enum Change {
 
 /// Something we put in a set with a timeout: a ban or an aggregate measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Item {
+pub(crate) enum Item {
     Ban(Cidr),
     Measure(Measure),
 }
@@ -32,8 +32,8 @@ pub enum Item {
 /// An item in force: its full timeout and the time it has left, so that putting it back
 /// (a table restored, a restart) neither lengthens nor shortens it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InForce {
-    pub item: Item,
-    pub timeout: Duration,
-    pub left: Duration,
+pub(crate) struct InForce {
+    pub(crate) item: Item,
+    pub(crate) timeout: Duration,
+    pub(crate) left: Duration,
 }

@@ -7,25 +7,25 @@ use crate::addr::{merge_intervals, Cidr};
 
 /// The element-level changes from one table (and safelist) to another.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TableDiff {
-    pub add_counters: Vec<String>,
-    pub remove_counters: Vec<String>,
+pub(crate) struct TableDiff {
+    pub(crate) add_counters: Vec<String>,
+    pub(crate) remove_counters: Vec<String>,
     /// Counter-map elements: the map (and whether its keys are intervals), the key, the
     /// counter it maps to.
-    pub add_elements: Vec<(String, bool, Key, String)>,
-    pub remove_elements: Vec<(String, bool, Key)>,
+    pub(crate) add_elements: Vec<(String, bool, Key, String)>,
+    pub(crate) remove_elements: Vec<(String, bool, Key)>,
     /// Safelist intervals, in `allow4`/`allow6`.
-    pub allow_add: Vec<(SetRole, Key)>,
-    pub allow_remove: Vec<(SetRole, Key)>,
+    pub(crate) allow_add: Vec<(SetRole, Key)>,
+    pub(crate) allow_remove: Vec<(SetRole, Key)>,
 }
 
 impl TableDiff {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == TableDiff::default()
     }
 
     /// One line for the log: what changes.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "{} counters added, {} removed; {} map elements added, {} removed; {} safelist intervals added, {} removed",
             self.add_counters.len(),
@@ -39,7 +39,7 @@ impl TableDiff {
 }
 
 /// The safelist as the intervals of `allow4`/`allow6` (neighbours and overlaps merged).
-pub fn allow_elements(safelist: &[Cidr]) -> Vec<(SetRole, Key)> {
+pub(crate) fn allow_elements(safelist: &[Cidr]) -> Vec<(SetRole, Key)> {
     use super::Family;
     let (v4, v6) = merge_intervals(safelist);
     let key = |start, end| Key::Addr(ElementKey::from_interval(start, end));
@@ -54,7 +54,7 @@ pub fn allow_elements(safelist: &[Cidr]) -> Vec<(SetRole, Key)> {
 
 /// The changes that turn `old` (with `old_safelist`) into `new` (with `new_safelist`), or None
 /// when rules or set declarations differ and only a replacement will do.
-pub fn diff(
+pub(crate) fn diff(
     old: &TableSpec,
     new: &TableSpec,
     old_safelist: &[Cidr],
@@ -93,7 +93,7 @@ pub fn diff(
 }
 
 /// The changes to `allow4`/`allow6` that turn `old_safelist` into `new_safelist`, alone.
-pub fn allow_diff(old_safelist: &[Cidr], new_safelist: &[Cidr]) -> TableDiff {
+pub(crate) fn allow_diff(old_safelist: &[Cidr], new_safelist: &[Cidr]) -> TableDiff {
     let (old_allow, new_allow) = (allow_elements(old_safelist), allow_elements(new_safelist));
     TableDiff {
         allow_add: missing_from(&new_allow, &old_allow),

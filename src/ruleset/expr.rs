@@ -12,7 +12,7 @@ use crate::proto::{
 
 /// What a rule does with a packet once its matches hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Leave our chain: the packet goes on to the rest of the ruleset (never `accept`).
     Return,
     Drop,
@@ -20,14 +20,14 @@ pub enum Verdict {
 
 /// Packet metadata a rule can load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetaKey {
+pub(crate) enum MetaKey {
     NfProto,
     L4Proto,
 }
 
 /// Header fields a rule can load: (base, offset, length) in the kernel's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
+pub(crate) enum Field {
     Ip4Saddr,
     Ip6Saddr,
     Ip4FragOff,
@@ -37,11 +37,11 @@ pub enum Field {
     UdpDport,
 }
 
-pub const BASE_NETWORK: u32 = 1;
-pub const BASE_TRANSPORT: u32 = 2;
+pub(crate) const BASE_NETWORK: u32 = 1;
+pub(crate) const BASE_TRANSPORT: u32 = 2;
 
 impl Field {
-    pub fn location(self) -> (u32, u32, u32) {
+    pub(crate) fn location(self) -> (u32, u32, u32) {
         match self {
             Field::Ip4Saddr => (BASE_NETWORK, 12, 4),
             Field::Ip6Saddr => (BASE_NETWORK, 8, 16),
@@ -53,7 +53,7 @@ impl Field {
     }
 
     /// The field at a location; transport fields need the rule's protocol to be told apart.
-    pub fn at(base: u32, offset: u32, len: u32, l4proto: Option<u8>) -> Option<Field> {
+    pub(crate) fn at(base: u32, offset: u32, len: u32, l4proto: Option<u8>) -> Option<Field> {
         let field = match (base, offset, len, l4proto) {
             (BASE_NETWORK, 12, 4, _) => Field::Ip4Saddr,
             (BASE_NETWORK, 8, 16, _) => Field::Ip6Saddr,
@@ -80,20 +80,20 @@ impl Field {
     }
 }
 
-pub const NFPROTO_IPV4: u8 = 2;
-pub const NFPROTO_IPV6: u8 = 10;
+pub(crate) const NFPROTO_IPV4: u8 = 2;
+pub(crate) const NFPROTO_IPV6: u8 = 10;
 /// `ct state` bits as the kernel's state bitmask.
-pub const CT_STATE_INVALID: u32 = 1;
-pub const CT_STATE_ESTABLISHED: u32 = 1 << 1;
-pub const CT_STATE_RELATED: u32 = 1 << 2;
-pub const CT_STATE_NEW: u32 = 1 << 3;
-pub const CT_STATE_UNTRACKED: u32 = 1 << 6;
+pub(crate) const CT_STATE_INVALID: u32 = 1;
+pub(crate) const CT_STATE_ESTABLISHED: u32 = 1 << 1;
+pub(crate) const CT_STATE_RELATED: u32 = 1 << 2;
+pub(crate) const CT_STATE_NEW: u32 = 1 << 3;
+pub(crate) const CT_STATE_UNTRACKED: u32 = 1 << 6;
 /// Every state but established and related: a packet of no connection of ours.
-pub const CT_STATE_UNSOLICITED: u32 = CT_STATE_INVALID | CT_STATE_NEW | CT_STATE_UNTRACKED;
+pub(crate) const CT_STATE_UNSOLICITED: u32 = CT_STATE_INVALID | CT_STATE_NEW | CT_STATE_UNTRACKED;
 
 /// The state a meter keeps per element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stateful {
+pub(crate) enum Stateful {
     /// Packets per second of this key (with `over`: matches past the rate).
     Limit { rate: u64, burst: u32, over: bool },
     /// Connections this key holds in conntrack (with `over`: matches past the count).
@@ -116,7 +116,7 @@ impl Stateful {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmpOp {
+pub(crate) enum CmpOp {
     Eq,
     Neq,
     /// Less than or equal (the register and the value compared as big-endian numbers).
@@ -125,7 +125,7 @@ pub enum CmpOp {
 
 /// One expression. Loads go to register 1, which the next expression reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expr {
+pub(crate) enum Expr {
     Meta(MetaKey),
     /// `ct state`, as a 4-byte host-order bitmask.
     CtState,
@@ -186,11 +186,11 @@ pub enum Expr {
 /// The TCP options the SYN proxy announces for the server behind it: its MSS and window
 /// scale (always sent), timestamps and selective acknowledgements when on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Synproxy {
-    pub mss: u16,
-    pub wscale: u8,
-    pub timestamp: bool,
-    pub sack_perm: bool,
+pub(crate) struct Synproxy {
+    pub(crate) mss: u16,
+    pub(crate) wscale: u8,
+    pub(crate) timestamp: bool,
+    pub(crate) sack_perm: bool,
 }
 
 impl Synproxy {
@@ -210,20 +210,20 @@ impl Expr {
     /// An anonymous counter as a spec has it (our rules name theirs; the kernel may list
     /// anonymous ones, e.g. in a table an older version wrote).
     #[cfg(test)]
-    pub fn counter() -> Expr {
+    pub(crate) fn counter() -> Expr {
         Expr::Counter {
             packets: 0,
             bytes: 0,
         }
     }
 
-    pub fn meta_is(key: MetaKey, value: u8) -> [Expr; 2] {
+    pub(crate) fn meta_is(key: MetaKey, value: u8) -> [Expr; 2] {
         [Expr::Meta(key), Expr::Cmp(CmpOp::Eq, vec![value])]
     }
 }
 
 /// Two rules are the same when their expressions are, whatever their counters hold.
-pub fn same_rule(a: &[Expr], b: &[Expr]) -> bool {
+pub(crate) fn same_rule(a: &[Expr], b: &[Expr]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| match (x, y) {
             (Expr::Counter { .. }, Expr::Counter { .. }) => true,
@@ -232,7 +232,7 @@ pub fn same_rule(a: &[Expr], b: &[Expr]) -> bool {
 }
 
 /// The rule as nft text, or None when it contains something outside our idioms.
-pub fn render_rule(exprs: &[Expr]) -> Option<String> {
+pub(crate) fn render_rule(exprs: &[Expr]) -> Option<String> {
     let mut out = String::new();
     let mut rest = exprs;
     while !rest.is_empty() {
@@ -396,12 +396,12 @@ fn nfproto_name(value: u8) -> Option<&'static str> {
 }
 
 /// nft's name for an IP protocol number.
-pub fn l4proto_name(value: u8) -> String {
+pub(crate) fn l4proto_name(value: u8) -> String {
     ip_proto_name(value).map_or_else(|| value.to_string(), str::to_string)
 }
 
 /// The name of an IP protocol nft and /etc/protocols know, for the usual ones.
-pub fn ip_proto_name(value: u8) -> Option<&'static str> {
+pub(crate) fn ip_proto_name(value: u8) -> Option<&'static str> {
     Some(match value {
         IPPROTO_ICMP => "icmp",
         IPPROTO_IPIP => "ipencap",

@@ -3,10 +3,10 @@
 //! Nothing here touches the system; `rules/ftagent.nft` is the rendering of the default table.
 
 pub mod change;
-pub mod diff;
-pub mod expr;
+pub(crate) mod diff;
+pub(crate) mod expr;
 mod render;
-pub mod shim;
+pub(crate) mod shim;
 mod state;
 
 use std::fmt;
@@ -21,40 +21,40 @@ use expr::{
     CT_STATE_INVALID, CT_STATE_NEW, CT_STATE_RELATED, CT_STATE_UNSOLICITED, CT_STATE_UNTRACKED,
     NFPROTO_IPV4, NFPROTO_IPV6,
 };
-pub use state::{
+pub(crate) use state::{
     bans_in, ChainState, CounterState, ElementState, HookState, RuleState, SetState, TableState,
 };
 
 /// The name of our table (family inet). Nobody else writes to it; we write nowhere else.
 pub const TABLE: &str = "ftagent";
 /// Our filter chain on the prerouting hook: accounting, sampling, bans, port-wide limits.
-pub const CHAIN: &str = "prerouting";
+pub(crate) const CHAIN: &str = "prerouting";
 /// Before raw (-300), conntrack (-200), Fail2Ban (-1), iptables (0) and firewalld (+10): a
 /// dropped flood costs no conntrack entry.
-pub const PRIORITY: i32 = -310;
+pub(crate) const PRIORITY: i32 = -310;
 /// Our second chain, after conntrack has classified the packet: new connections per port, and
 /// the measures that must spare established connections.
-pub const CT_CHAIN: &str = "conntrack";
-pub const CT_PRIORITY: i32 = -190;
+pub(crate) const CT_CHAIN: &str = "conntrack";
+pub(crate) const CT_PRIORITY: i32 = -190;
 /// Our first chain, before conntrack's defragmentation (-400), which our `ct` rules turn on:
 /// the only place a fragment is still a fragment. Fragments are counted and limited here.
-pub const EARLY_CHAIN: &str = "early";
-pub const EARLY_PRIORITY: i32 = -450;
+pub(crate) const EARLY_CHAIN: &str = "early";
+pub(crate) const EARLY_PRIORITY: i32 = -450;
 /// Our chain on the input hook: traffic to closed ports (no service, no socket), which only
 /// packets for this host reach — what is forwarded (Docker's published ports, DNAT) never does.
-pub const CLOSED_CHAIN: &str = "closed";
-pub const CLOSED_PRIORITY: i32 = -150;
+pub(crate) const CLOSED_CHAIN: &str = "closed";
+pub(crate) const CLOSED_PRIORITY: i32 = -150;
 /// Our chain on the input hook, where the `synproxy` statement is valid: SYNs to the ports of
 /// `syn_proxy` answered with a SYN cookie. Before Fail2Ban (-1), iptables (0) and firewalld
 /// (+10), whose `ct state invalid` drops would otherwise take the client's ACK first.
-pub const SYNPROXY_CHAIN: &str = "syn_proxy";
-pub const SYNPROXY_PRIORITY: i32 = -190;
+pub(crate) const SYNPROXY_CHAIN: &str = "syn_proxy";
+pub(crate) const SYNPROXY_PRIORITY: i32 = -190;
 
 /// The named counters that every table has (service and reflector ports add their own after
 /// them): one list gives both a counter's name in the table and its index among the counters
 /// the sensor reads (`sense::counters::CounterLayout`, where these come first, in this order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Counter {
+pub(crate) enum Counter {
     Ipv4,
     Ipv6,
     Tcp,
@@ -80,7 +80,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every fixed counter, in index order.
-    pub const ALL: [Counter; 15] = [
+    pub(crate) const ALL: [Counter; 15] = [
         Counter::Ipv4,
         Counter::Ipv6,
         Counter::Tcp,
@@ -99,12 +99,12 @@ impl Counter {
     ];
 
     /// Its index among the sensor's counters.
-    pub const fn index(self) -> usize {
+    pub(crate) const fn index(self) -> usize {
         self as usize
     }
 
     /// Its name in the table (`counter name "…"`).
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Counter::Ipv4 => "l3_ipv4",
             Counter::Ipv6 => "l3_ipv6",
@@ -126,7 +126,7 @@ impl Counter {
 }
 
 /// The counter of a service port (range) for packets, or for new connections.
-pub fn service_counter(proto: Proto, first: u16, last: u16, new: bool) -> String {
+pub(crate) fn service_counter(proto: Proto, first: u16, last: u16, new: bool) -> String {
     let prefix = if new { "new_" } else { "" };
     if first == last {
         format!("{prefix}{proto}_{first}")
@@ -136,14 +136,14 @@ pub fn service_counter(proto: Proto, first: u16, last: u16, new: bool) -> String
 }
 
 /// The counter of UDP packets from a reflector's source port.
-pub fn amplification_counter(port: u16) -> String {
+pub(crate) fn amplification_counter(port: u16) -> String {
     format!("amp_{port}")
 }
 
 /// The sets whose drop rules count what they drop in a named counter of their own
 /// ([`drop_counter`]): bans, and the aggregate measures with the meters they switch on. What
 /// the table dropped, not traffic to judge: never a detection key.
-pub const DROP_SETS: [&str; 15] = [
+pub(crate) const DROP_SETS: [&str; 15] = [
     "ban4",
     "ban6",
     "bannet4",
@@ -162,7 +162,7 @@ pub const DROP_SETS: [&str; 15] = [
 ];
 
 /// The named counter of the drop rules of `set`.
-pub fn drop_counter(set: &str) -> String {
+pub(crate) fn drop_counter(set: &str) -> String {
     format!("drop_{set}")
 }
 
@@ -174,7 +174,7 @@ pub enum Family {
 }
 
 impl Family {
-    pub fn of(cidr: &Cidr) -> Family {
+    pub(crate) fn of(cidr: &Cidr) -> Family {
         if cidr.is_ipv4() {
             Family::V4
         } else {
@@ -185,7 +185,7 @@ impl Family {
 
 /// The type of a set's keys, with nft's datatype number and the key length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyType {
+pub(crate) enum KeyType {
     Ipv4Addr,
     Ipv6Addr,
     InetService,
@@ -194,7 +194,7 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    pub const ALL: [KeyType; 5] = [
+    pub(crate) const ALL: [KeyType; 5] = [
         KeyType::Ipv4Addr,
         KeyType::Ipv6Addr,
         KeyType::InetService,
@@ -202,7 +202,7 @@ impl KeyType {
         KeyType::NfProto,
     ];
 
-    pub fn nft_name(self) -> &'static str {
+    pub(crate) fn nft_name(self) -> &'static str {
         match self {
             KeyType::Ipv4Addr => "ipv4_addr",
             KeyType::Ipv6Addr => "ipv6_addr",
@@ -212,7 +212,7 @@ impl KeyType {
         }
     }
 
-    pub fn type_id(self) -> u32 {
+    pub(crate) fn type_id(self) -> u32 {
         match self {
             KeyType::NfProto => 2,
             KeyType::Ipv4Addr => 7,
@@ -222,7 +222,7 @@ impl KeyType {
         }
     }
 
-    pub fn key_len(self) -> u32 {
+    pub(crate) fn key_len(self) -> u32 {
         match self {
             KeyType::Ipv4Addr => 4,
             KeyType::Ipv6Addr => 16,
@@ -231,7 +231,7 @@ impl KeyType {
         }
     }
 
-    pub fn from_id(id: u32) -> Option<KeyType> {
+    pub(crate) fn from_id(id: u32) -> Option<KeyType> {
         KeyType::ALL.into_iter().find(|k| k.type_id() == id)
     }
 }
@@ -239,7 +239,7 @@ impl KeyType {
 /// The key of an address set element: an address or prefix, or (in an interval set whose
 /// neighbouring prefixes were merged) an inclusive address range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ElementKey {
+pub(crate) enum ElementKey {
     Cidr(Cidr),
     Range(IpAddr, IpAddr),
 }
@@ -247,7 +247,7 @@ pub enum ElementKey {
 impl ElementKey {
     /// The key for the addresses from `start` up to (not including) `end`; None runs to the top
     /// of the family. A single CIDR block when the range is one, else an inclusive range.
-    pub fn from_interval(start: IpAddr, end: Option<IpAddr>) -> ElementKey {
+    pub(crate) fn from_interval(start: IpAddr, end: Option<IpAddr>) -> ElementKey {
         if let Some(c) = Cidr::from_interval(start, end) {
             return ElementKey::Cidr(c);
         }
@@ -274,7 +274,7 @@ impl fmt::Display for ElementKey {
 
 /// The key of any element of our sets and maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Key {
+pub(crate) enum Key {
     Addr(ElementKey),
     /// A port or an inclusive port range.
     Ports(u16, u16),
@@ -308,7 +308,7 @@ pub enum SetRole {
 }
 
 impl SetRole {
-    pub const ALL: [SetRole; 6] = [
+    pub(crate) const ALL: [SetRole; 6] = [
         SetRole::Allow(Family::V4),
         SetRole::Allow(Family::V6),
         SetRole::Ban(Family::V4),
@@ -317,7 +317,7 @@ impl SetRole {
         SetRole::BanNet(Family::V6),
     ];
     /// The sets that hold bans.
-    pub const BANS: [SetRole; 4] = [
+    pub(crate) const BANS: [SetRole; 4] = [
         SetRole::Ban(Family::V4),
         SetRole::Ban(Family::V6),
         SetRole::BanNet(Family::V4),
@@ -335,25 +335,25 @@ impl SetRole {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<SetRole> {
+    pub(crate) fn from_name(name: &str) -> Option<SetRole> {
         SetRole::ALL.into_iter().find(|r| r.name() == name)
     }
 
-    pub fn family(self) -> Family {
+    pub(crate) fn family(self) -> Family {
         match self {
             SetRole::Allow(f) | SetRole::Ban(f) | SetRole::BanNet(f) => f,
         }
     }
 
-    pub fn interval(self) -> bool {
+    pub(crate) fn interval(self) -> bool {
         !matches!(self, SetRole::Ban(_))
     }
 
-    pub fn timeout(self) -> bool {
+    pub(crate) fn timeout(self) -> bool {
         !matches!(self, SetRole::Allow(_))
     }
 
-    pub fn key_type(self) -> KeyType {
+    pub(crate) fn key_type(self) -> KeyType {
         match self.family() {
             Family::V4 => KeyType::Ipv4Addr,
             Family::V6 => KeyType::Ipv6Addr,
@@ -375,24 +375,24 @@ impl SetRole {
 /// A set or counter map as we declare it. Counter maps carry their elements (key → counter);
 /// address sets are filled at run time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetSpec {
-    pub name: String,
-    pub key: KeyType,
-    pub interval: bool,
-    pub timeout: bool,
+pub(crate) struct SetSpec {
+    pub(crate) name: String,
+    pub(crate) key: KeyType,
+    pub(crate) interval: bool,
+    pub(crate) timeout: bool,
     /// Maximum number of elements (`size`); None where unbounded.
-    pub size: Option<u32>,
+    pub(crate) size: Option<u32>,
     /// A map from key to named counter (`type … : counter`).
-    pub counter_map: bool,
+    pub(crate) counter_map: bool,
     /// Filled by the rules themselves (`flags dynamic`: meters).
-    pub dynamic: bool,
+    pub(crate) dynamic: bool,
     /// The timeout of elements added without one.
-    pub default_timeout: Option<Duration>,
-    pub elements: Vec<(Key, String)>,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) elements: Vec<(Key, String)>,
 }
 
 impl SetSpec {
-    pub fn for_role(role: SetRole, size: Option<u32>) -> SetSpec {
+    pub(crate) fn for_role(role: SetRole, size: Option<u32>) -> SetSpec {
         SetSpec {
             name: role.name().to_string(),
             key: role.key_type(),
@@ -428,14 +428,14 @@ impl SetSpec {
 
 /// The netfilter hook of a base chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChainHook {
+pub(crate) enum ChainHook {
     Prerouting,
     /// Packets for this host, after routing.
     Input,
 }
 
 impl ChainHook {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ChainHook::Prerouting => "prerouting",
             ChainHook::Input => "input",
@@ -445,23 +445,23 @@ impl ChainHook {
 
 /// A base chain as we declare it: filter type, policy accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainSpec {
-    pub name: &'static str,
-    pub hook: ChainHook,
-    pub priority: i32,
-    pub rules: Vec<Vec<Expr>>,
+pub(crate) struct ChainSpec {
+    pub(crate) name: &'static str,
+    pub(crate) hook: ChainHook,
+    pub(crate) priority: i32,
+    pub(crate) rules: Vec<Vec<Expr>>,
 }
 
 /// The whole table as we want it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableSpec {
-    pub counters: Vec<String>,
-    pub sets: Vec<SetSpec>,
-    pub chains: Vec<ChainSpec>,
+pub(crate) struct TableSpec {
+    pub(crate) counters: Vec<String>,
+    pub(crate) sets: Vec<SetSpec>,
+    pub(crate) chains: Vec<ChainSpec>,
 }
 
 /// The table the configuration asks for.
-pub fn desired(config: &Config) -> TableSpec {
+pub(crate) fn desired(config: &Config) -> TableSpec {
     let (counters, mut sets) = counters_and_maps(config);
     sets.extend(element_sets(config));
     let prerouting = prerouting_rules(config, &mut sets);
@@ -1153,8 +1153,8 @@ fn early_rules(config: &Config) -> Vec<Vec<Expr>> {
 
 /// The tripwire's sets: per IP protocol, its rate meter, and the protocols that tripped it in
 /// the last second (which throttles it to one message a second per protocol).
-pub const TRIP_METER: &str = "trip_meter";
-pub const TRIPPED: &str = "tripped";
+pub(crate) const TRIP_METER: &str = "trip_meter";
+pub(crate) const TRIPPED: &str = "tripped";
 
 /// `meta l4proto != @tripped add @trip_meter { meta l4proto limit rate over R/second burst B
 /// packets } add @tripped { meta l4proto } log group G snaplen 64 queue-threshold 1`: one
@@ -1282,11 +1282,11 @@ pub enum Measure {
 }
 
 impl Measure {
-    pub const REFLECTOR_SET: &'static str = "amp_block";
-    pub const CLOSED_SET: &'static str = "limit_closed";
-    pub const SYNPROXY_SET: &'static str = "syn_proxy";
+    pub(crate) const REFLECTOR_SET: &'static str = "amp_block";
+    pub(crate) const CLOSED_SET: &'static str = "limit_closed";
+    pub(crate) const SYNPROXY_SET: &'static str = "syn_proxy";
     /// The measure sets: name, key type, size.
-    pub const SETS: [(&'static str, KeyType, u32); 11] = [
+    pub(crate) const SETS: [(&'static str, KeyType, u32); 11] = [
         ("amp_block", KeyType::InetService, 1024),
         ("limit_udp", KeyType::InetService, 1024),
         ("limit_tcp", KeyType::InetService, 1024),
@@ -1300,7 +1300,7 @@ impl Measure {
         (Measure::SYNPROXY_SET, KeyType::InetService, 1024),
     ];
 
-    pub fn set(self) -> &'static str {
+    pub(crate) fn set(self) -> &'static str {
         match self {
             Measure::BlockReflector(_) => Measure::REFLECTOR_SET,
             Measure::LimitUdpPort(_) => "limit_udp",
@@ -1316,7 +1316,7 @@ impl Measure {
         }
     }
 
-    pub fn key(self) -> Key {
+    pub(crate) fn key(self) -> Key {
         match self {
             Measure::BlockReflector(p)
             | Measure::LimitUdpPort(p)

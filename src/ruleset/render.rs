@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::expr::render_rule;
 use super::{ChainState, RuleState, SetState, TableState, TABLE};
 
-pub fn table(state: &TableState) -> String {
+pub(crate) fn table(state: &TableState) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "table inet {TABLE} {{");
     if state.owner || state.persist {
@@ -119,7 +119,7 @@ fn render_chain(out: &mut String, chain: &ChainState) {
 }
 
 /// A duration in nft's syntax: `1d2h3m4s500ms`; zero is `0s`.
-pub fn nft_duration(d: Duration) -> String {
+pub(crate) fn nft_duration(d: Duration) -> String {
     let mut ms = d.as_millis();
     if ms == 0 {
         return "0s".to_string();

@@ -8,28 +8,28 @@ use crate::addr::Cidr;
 use crate::config::{Config, IptablesShim};
 
 /// Our chain in the iptables `filter` table (v4 and v6).
-pub const CHAIN: &str = "FTAGENT";
+pub(crate) const CHAIN: &str = "FTAGENT";
 /// The built-in chain that jumps to ours.
-pub const HOOK_CHAIN: &str = "INPUT";
+pub(crate) const HOOK_CHAIN: &str = "INPUT";
 
 /// Every name ours, so `rules flush` knows what to remove even after a configuration change.
-pub const BAN4: &str = "ftagent-ban4";
-pub const BAN6: &str = "ftagent-ban6";
-pub const IP4: &str = "ftagent-ip4";
-pub const IP6: &str = "ftagent-ip6";
-pub const NET4: &str = "ftagent-net4";
-pub const NET6: &str = "ftagent-net6";
-pub const SAFE4: &str = "ftagent-safe4";
-pub const SAFE6: &str = "ftagent-safe6";
+pub(crate) const BAN4: &str = "ftagent-ban4";
+pub(crate) const BAN6: &str = "ftagent-ban6";
+pub(crate) const IP4: &str = "ftagent-ip4";
+pub(crate) const IP6: &str = "ftagent-ip6";
+pub(crate) const NET4: &str = "ftagent-net4";
+pub(crate) const NET6: &str = "ftagent-net6";
+pub(crate) const SAFE4: &str = "ftagent-safe4";
+pub(crate) const SAFE6: &str = "ftagent-safe6";
 /// In the order they can be destroyed (a list:set before its members).
-pub const ALL_SETS: [&str; 8] = [BAN4, BAN6, IP4, IP6, NET4, NET6, SAFE4, SAFE6];
+pub(crate) const ALL_SETS: [&str; 8] = [BAN4, BAN6, IP4, IP6, NET4, NET6, SAFE4, SAFE6];
 
 /// The longest element timeout ipset takes, in seconds.
-pub const MAX_TIMEOUT_SECS: u32 = (u32::MAX >> 1) / 1000;
+pub(crate) const MAX_TIMEOUT_SECS: u32 = (u32::MAX >> 1) / 1000;
 
 /// The set types we use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetType {
+pub(crate) enum SetType {
     /// Single addresses, with per-element timeouts.
     HashIp,
     /// Prefixes, with per-element timeouts (or none, for the safelist).
@@ -39,7 +39,7 @@ pub enum SetType {
 }
 
 impl SetType {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             SetType::HashIp => "hash:ip",
             SetType::HashNet => "hash:net",
@@ -50,28 +50,28 @@ impl SetType {
 
 /// One set as it should exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpsetSpec {
-    pub name: &'static str,
-    pub kind: SetType,
+pub(crate) struct IpsetSpec {
+    pub(crate) name: &'static str,
+    pub(crate) kind: SetType,
     /// IPv6 (hash types only).
-    pub v6: bool,
+    pub(crate) v6: bool,
     /// Default element timeout in seconds; None: elements never expire.
-    pub timeout: Option<u32>,
+    pub(crate) timeout: Option<u32>,
     /// Most elements (hash types) or member sets (list:set).
-    pub size: u32,
+    pub(crate) size: u32,
     /// list:set only: its members.
-    pub members: &'static [&'static str],
+    pub(crate) members: &'static [&'static str],
 }
 
 /// An iptables backend: the legacy x_tables or the nf_tables-backed `iptables-nft`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Legacy,
     Nft,
 }
 
 impl Backend {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Backend::Legacy => "iptables-legacy",
             Backend::Nft => "iptables-nft",
@@ -81,18 +81,18 @@ impl Backend {
 
 /// What the host has and uses, as `netlink::shim` finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct HostIptables {
+pub(crate) struct HostIptables {
     /// `iptables-legacy` (or an `iptables` that reports legacy) can be run.
-    pub legacy_tools: bool,
+    pub(crate) legacy_tools: bool,
     /// `iptables-nft` (or an `iptables` that reports nf_tables) can be run.
-    pub nft_tools: bool,
+    pub(crate) nft_tools: bool,
     /// The legacy tables hold rules or chains (Fail2Ban's `f2b-*` among them).
-    pub legacy_in_use: bool,
+    pub(crate) legacy_in_use: bool,
 }
 
 /// Where the chain goes, or None for no chain at all. An explicit backend the host lacks is an
 /// error; `auto` with no iptables at all is None.
-pub fn choose(mode: IptablesShim, host: HostIptables) -> Result<Option<Backend>, String> {
+pub(crate) fn choose(mode: IptablesShim, host: HostIptables) -> Result<Option<Backend>, String> {
     let missing = |b: Backend| {
         format!(
             "nft.iptables_shim = {:?}, but this host has no {}",
@@ -119,7 +119,7 @@ pub fn choose(mode: IptablesShim, host: HostIptables) -> Result<Option<Backend>,
 }
 
 /// The ipsets, members before the list:sets that hold them.
-pub fn ipsets(config: &Config) -> [IpsetSpec; 8] {
+pub(crate) fn ipsets(config: &Config) -> [IpsetSpec; 8] {
     let timeout = Some(ban_timeout_secs(config.mitigation.ban_duration));
     let hash = |name, kind, v6, size| IpsetSpec {
         name,
@@ -160,7 +160,7 @@ pub fn ipsets(config: &Config) -> [IpsetSpec; 8] {
 
 /// The one rule of our chain for a family, as iptables arguments after `-A FTAGENT`: banned
 /// and not safelisted → DROP.
-pub fn chain_rule(v6: bool) -> [&'static str; 13] {
+pub(crate) fn chain_rule(v6: bool) -> [&'static str; 13] {
     let (ban, safe) = if v6 { (BAN6, SAFE6) } else { (BAN4, SAFE4) };
     [
         "-m",
@@ -180,7 +180,7 @@ pub fn chain_rule(v6: bool) -> [&'static str; 13] {
 }
 
 /// The set a ban of `cidr` goes in.
-pub fn ban_set(cidr: &Cidr) -> &'static str {
+pub(crate) fn ban_set(cidr: &Cidr) -> &'static str {
     match (cidr.is_ipv4(), cidr.is_host()) {
         (true, true) => IP4,
         (true, false) => NET4,
@@ -190,7 +190,7 @@ pub fn ban_set(cidr: &Cidr) -> &'static str {
 }
 
 /// The safelist entries as hash:net takes them: a /0 (which hash:net refuses) as two halves.
-pub fn safelist_entries(safelist: &[Cidr], v6: bool) -> Vec<Cidr> {
+pub(crate) fn safelist_entries(safelist: &[Cidr], v6: bool) -> Vec<Cidr> {
     let mut out = Vec::new();
     for cidr in safelist.iter().filter(|c| c.is_ipv4() != v6) {
         if cidr.prefix_len() == 0 {
@@ -208,7 +208,7 @@ pub fn safelist_entries(safelist: &[Cidr], v6: bool) -> Vec<Cidr> {
 }
 
 /// A ban's time left in whole seconds as ipset takes it: at least 1, at most ipset's maximum.
-pub fn ban_timeout_secs(left: Duration) -> u32 {
+pub(crate) fn ban_timeout_secs(left: Duration) -> u32 {
     let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
     u32::try_from(secs.max(1))
         .unwrap_or(u32::MAX)

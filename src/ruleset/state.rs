@@ -10,74 +10,74 @@ use crate::addr::Cidr;
 
 /// One element of a set as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ElementState {
-    pub key: Key,
-    pub timeout: Option<Duration>,
+pub(crate) struct ElementState {
+    pub(crate) key: Key,
+    pub(crate) timeout: Option<Duration>,
     /// Time left before the kernel removes it.
-    pub expires: Option<Duration>,
+    pub(crate) expires: Option<Duration>,
     /// For a counter map: the counter the key maps to.
-    pub counter: Option<String>,
+    pub(crate) counter: Option<String>,
 }
 
 /// A set as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetState {
-    pub name: String,
-    pub key: Option<KeyType>,
-    pub interval: bool,
-    pub timeout: bool,
-    pub size: Option<u32>,
-    pub counter_map: bool,
-    pub dynamic: bool,
-    pub default_timeout: Option<Duration>,
-    pub elements: Vec<ElementState>,
+    pub(crate) name: String,
+    pub(crate) key: Option<KeyType>,
+    pub(crate) interval: bool,
+    pub(crate) timeout: bool,
+    pub(crate) size: Option<u32>,
+    pub(crate) counter_map: bool,
+    pub(crate) dynamic: bool,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) elements: Vec<ElementState>,
 }
 
 /// A named counter as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CounterState {
-    pub name: String,
-    pub packets: u64,
-    pub bytes: u64,
+pub(crate) struct CounterState {
+    pub(crate) name: String,
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
 }
 
 /// A rule as the kernel reports it: expressions of our vocabulary, or a description of what
 /// we do not recognise (shown as a comment rather than hidden).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuleState {
+pub(crate) enum RuleState {
     Known(Vec<Expr>),
     Unknown(String),
 }
 
 /// A base chain's hook as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookState {
-    pub hook: String,
-    pub priority: i32,
-    pub kind: String,
-    pub policy_accept: bool,
+pub(crate) struct HookState {
+    pub(crate) hook: String,
+    pub(crate) priority: i32,
+    pub(crate) kind: String,
+    pub(crate) policy_accept: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainState {
-    pub name: String,
-    pub hook: Option<HookState>,
-    pub rules: Vec<RuleState>,
+pub(crate) struct ChainState {
+    pub(crate) name: String,
+    pub(crate) hook: Option<HookState>,
+    pub(crate) rules: Vec<RuleState>,
 }
 
 /// Our table as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableState {
-    pub owner: bool,
-    pub persist: bool,
-    pub counters: Vec<CounterState>,
-    pub sets: Vec<SetState>,
-    pub chains: Vec<ChainState>,
+    pub(crate) owner: bool,
+    pub(crate) persist: bool,
+    pub(crate) counters: Vec<CounterState>,
+    pub(crate) sets: Vec<SetState>,
+    pub(crate) chains: Vec<ChainState>,
 }
 
 /// The bans in a table as the kernel reports it, each with the time it has left (elements
 /// without an expiry count as the set's default timeout, or are skipped without one).
-pub fn bans_in(state: &TableState) -> Vec<(Cidr, Duration)> {
+pub(crate) fn bans_in(state: &TableState) -> Vec<(Cidr, Duration)> {
     let mut bans = Vec::new();
     for set in &state.sets {
         if !matches!(
@@ -100,7 +100,7 @@ pub fn bans_in(state: &TableState) -> Vec<(Cidr, Duration)> {
 
 impl TableState {
     /// The differences between this table and the spec, one line each; empty when it matches.
-    pub fn differences(&self, spec: &TableSpec) -> Vec<String> {
+    pub(crate) fn differences(&self, spec: &TableSpec) -> Vec<String> {
         let mut diffs = Vec::new();
         let mut have: Vec<&str> = self.counters.iter().map(|c| c.name.as_str()).collect();
         let mut want: Vec<&str> = spec.counters.iter().map(String::as_str).collect();
@@ -190,7 +190,8 @@ impl TableState {
     }
 
     /// A named counter's values.
-    pub fn counter(&self, name: &str) -> Option<&CounterState> {
+    #[cfg(test)]
+    pub(crate) fn counter(&self, name: &str) -> Option<&CounterState> {
         self.counters.iter().find(|c| c.name == name)
     }
 }
@@ -201,7 +202,8 @@ fn same_members<T: PartialEq>(a: &[T], b: &[T]) -> bool {
 
 impl TableSpec {
     /// The table as it would be listed right after creation: empty sets, zero counters.
-    pub fn as_fresh_state(&self) -> TableState {
+    #[cfg(test)]
+    pub(crate) fn as_fresh_state(&self) -> TableState {
         let counters = self
             .counters
             .iter()

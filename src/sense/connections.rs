@@ -14,13 +14,13 @@ use crate::proto::{IPPROTO_TCP, IPPROTO_UDP};
 
 /// A set of ports as a 65536-bit map.
 #[derive(Clone)]
-pub struct PortSet {
+pub(crate) struct PortSet {
     bits: [u64; 1024],
 }
 
 impl PortSet {
     /// The union of inclusive ranges `(first, last)`; a reversed range counts as its reverse.
-    pub fn from_ranges(ranges: &[(u16, u16)]) -> PortSet {
+    pub(crate) fn from_ranges(ranges: &[(u16, u16)]) -> PortSet {
         let mut set = PortSet { bits: [0; 1024] };
         for &(a, b) in ranges {
             for port in a.min(b)..=a.max(b) {
@@ -32,13 +32,14 @@ impl PortSet {
         set
     }
 
-    pub fn contains(&self, port: u16) -> bool {
+    pub(crate) fn contains(&self, port: u16) -> bool {
         self.bits
             .get(usize::from(port >> 6))
             .is_some_and(|w| w >> (port & 63) & 1 == 1)
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.bits.iter().all(|&w| w == 0)
     }
 }
@@ -90,7 +91,7 @@ fn key(ip: IpAddr) -> ([u8; 16], bool) {
 ///
 /// A clone is a spare with the same ports, own addresses and keys (for reads made elsewhere).
 #[derive(Clone)]
-pub struct ConnectionTable {
+pub(crate) struct ConnectionTable {
     tcp: Box<PortSet>,
     udp: Box<PortSet>,
     per_tcp_port: Box<[u32]>,
@@ -117,7 +118,7 @@ pub struct ConnectionTable {
 impl ConnectionTable {
     /// Ports are inclusive ranges; `capacity` is the most sources tracked per round (at least
     /// one), with twice as many slots so probes stay short.
-    pub fn new(
+    pub(crate) fn new(
         tcp_ports: &[(u16, u16)],
         udp_ports: &[(u16, u16)],
         capacity: usize,
@@ -144,7 +145,7 @@ impl ConnectionTable {
 
     /// Connections from these banned addresses and prefixes are not counted (until the next
     /// call). Keeps its allocations between calls.
-    pub fn set_banned(&mut self, bans: impl Iterator<Item = Cidr>) {
+    pub(crate) fn set_banned(&mut self, bans: impl Iterator<Item = Cidr>) {
         self.banned.clear();
         self.banned_nets.clear();
         for cidr in bans {
@@ -157,12 +158,12 @@ impl ConnectionTable {
     }
 
     /// Connections from these addresses (this host's own) are not counted.
-    pub fn set_own_addresses(&mut self, own: Vec<IpAddr>) {
+    pub(crate) fn set_own_addresses(&mut self, own: Vec<IpAddr>) {
         self.own = own;
     }
 
     /// Starts a new round (one dump): forgets all counts, keeping every allocation.
-    pub fn begin(&mut self) {
+    pub(crate) fn begin(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
             // Once in 2^32 rounds: old generations could look current again.
@@ -188,7 +189,7 @@ impl ConnectionTable {
     /// Counts one conntrack entry if it is a connection to a service port (see the type's
     /// documentation for what counts). True when the entry is a banned source's: stale, to be
     /// deleted.
-    pub fn add(&mut self, e: &Entry) -> bool {
+    pub(crate) fn add(&mut self, e: &Entry) -> bool {
         if self.banned.contains(&e.src) || self.banned_nets.iter().any(|n| n.contains(e.src)) {
             return true;
         }
@@ -253,7 +254,7 @@ impl ConnectionTable {
 
     /// Fills `out` with the sources holding the most connections, heaviest first (ties in
     /// order of arrival); returns how many it wrote.
-    pub fn top_sources(&self, out: &mut [(IpAddr, u32)]) -> usize {
+    pub(crate) fn top_sources(&self, out: &mut [(IpAddr, u32)]) -> usize {
         let mut n = 0;
         for &i in &self.used {
             let Some(slot) = self.slots.get(i as usize) else {
@@ -281,7 +282,7 @@ impl ConnectionTable {
     }
 
     /// Connections counted this round toward `port` (`proto` 6 or 17; 0 for others).
-    pub fn per_port(&self, proto: u8, port: u16) -> u32 {
+    pub(crate) fn per_port(&self, proto: u8, port: u16) -> u32 {
         let counts = match proto {
             IPPROTO_TCP => &self.per_tcp_port,
             IPPROTO_UDP => &self.per_udp_port,
@@ -292,23 +293,21 @@ impl ConnectionTable {
 
     /// Counted entries this round whose source was not tracked because the table was full
     /// (they are in `per_port` and `counted`, not in `top_sources`).
-    pub fn overflowed(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn overflowed(&self) -> u64 {
         self.overflowed
     }
 
     /// Entries counted this round (connections to service ports).
-    pub fn counted(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn counted(&self) -> u64 {
         self.counted
     }
 
     /// Distinct sources tracked this round.
-    pub fn sources(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn sources(&self) -> usize {
         self.used.len()
-    }
-
-    /// The most sources tracked per round.
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 }
 

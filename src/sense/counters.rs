@@ -11,54 +11,54 @@ use crate::ruleset::{amplification_counter, drop_counter, service_counter, Count
 
 /// A configured service port (range) and the indices of its counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceCounters {
-    pub proto: Proto,
-    pub first: u16,
-    pub last: u16,
+pub(crate) struct ServiceCounters {
+    pub(crate) proto: Proto,
+    pub(crate) first: u16,
+    pub(crate) last: u16,
     /// Packets to the port.
-    pub packets: usize,
+    pub(crate) packets: usize,
     /// New connections to the port (`ct state new` packets).
-    pub new: usize,
+    pub(crate) new: usize,
 }
 
 /// Which counter is which. Built once; lookups by name do not allocate.
 #[derive(Debug, Clone)]
-pub struct CounterLayout {
+pub(crate) struct CounterLayout {
     names: Vec<String>,
     index: HashMap<String, usize>,
-    pub services: Vec<ServiceCounters>,
+    pub(crate) services: Vec<ServiceCounters>,
     /// Reflector source ports and their counter.
-    pub amplification: Vec<(u16, usize)>,
+    pub(crate) amplification: Vec<(u16, usize)>,
     /// The counters before this index are traffic to judge (detection keys); from it on, what
     /// the drop rules dropped, one per set of `ruleset::DROP_SETS`, in that order.
     first_drop: usize,
 }
 
 /// The fixed classes, by index into the layout: [`Counter::index`] under short names.
-pub mod class {
+pub(crate) mod class {
     use crate::ruleset::Counter;
 
-    pub const IPV4: usize = Counter::Ipv4.index();
-    pub const IPV6: usize = Counter::Ipv6.index();
-    pub const TCP: usize = Counter::Tcp.index();
-    pub const UDP: usize = Counter::Udp.index();
-    pub const ICMP: usize = Counter::Icmp.index();
-    pub const ICMPV6: usize = Counter::Icmpv6.index();
-    pub const TCP_SYN: usize = Counter::TcpSyn.index();
-    pub const TCP_ACK: usize = Counter::TcpAck.index();
-    pub const TCP_RST: usize = Counter::TcpRst.index();
-    pub const FRAGMENT: usize = Counter::Fragment.index();
-    pub const OTHER: usize = Counter::Other.index();
-    pub const TCP_ACK_EST: usize = Counter::TcpAckEst.index();
-    pub const TCP_SYNACK: usize = Counter::TcpSynack.index();
-    pub const TCP_ODD: usize = Counter::TcpOdd.index();
-    pub const L4_OTHER: usize = Counter::L4Other.index();
+    pub(crate) const IPV4: usize = Counter::Ipv4.index();
+    pub(crate) const IPV6: usize = Counter::Ipv6.index();
+    pub(crate) const TCP: usize = Counter::Tcp.index();
+    pub(crate) const UDP: usize = Counter::Udp.index();
+    pub(crate) const ICMP: usize = Counter::Icmp.index();
+    pub(crate) const ICMPV6: usize = Counter::Icmpv6.index();
+    pub(crate) const TCP_SYN: usize = Counter::TcpSyn.index();
+    pub(crate) const TCP_ACK: usize = Counter::TcpAck.index();
+    pub(crate) const TCP_RST: usize = Counter::TcpRst.index();
+    pub(crate) const FRAGMENT: usize = Counter::Fragment.index();
+    pub(crate) const OTHER: usize = Counter::Other.index();
+    pub(crate) const TCP_ACK_EST: usize = Counter::TcpAckEst.index();
+    pub(crate) const TCP_SYNACK: usize = Counter::TcpSynack.index();
+    pub(crate) const TCP_ODD: usize = Counter::TcpOdd.index();
+    pub(crate) const L4_OTHER: usize = Counter::L4Other.index();
 }
 
 impl CounterLayout {
     /// The layout of the table `ruleset::desired(config)` builds: fixed classes first, then the
     /// service ports, their new-connection counters, the reflector ports and the drop rules.
-    pub fn new(config: &Config) -> CounterLayout {
+    pub(crate) fn new(config: &Config) -> CounterLayout {
         let mut names: Vec<String> = Counter::ALL.iter().map(|c| c.name().to_string()).collect();
         let mut add = |name: String| {
             names.push(name);
@@ -100,34 +100,31 @@ impl CounterLayout {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.names.len()
     }
 
     /// How many counters are traffic to judge: the detector's keys are `0..detected()`.
-    pub fn detected(&self) -> usize {
+    pub(crate) fn detected(&self) -> usize {
         self.first_drop
     }
 
     /// The drop rules' counters: each set of `ruleset::DROP_SETS` with its counter's index.
-    pub fn drops(&self) -> impl Iterator<Item = (&'static str, usize)> {
+    pub(crate) fn drops(&self) -> impl Iterator<Item = (&'static str, usize)> {
         DROP_SETS.into_iter().zip(self.first_drop..)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
-    pub fn index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn index(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
     }
 
-    pub fn name(&self, i: usize) -> &str {
+    pub(crate) fn name(&self, i: usize) -> &str {
         self.names.get(i).map(String::as_str).unwrap_or("?")
     }
 
     /// The service whose port range holds `port` for `proto`.
-    pub fn service(&self, proto: Proto, port: u16) -> Option<&ServiceCounters> {
+    #[cfg(test)]
+    pub(crate) fn service(&self, proto: Proto, port: u16) -> Option<&ServiceCounters> {
         self.services
             .iter()
             .find(|s| s.proto == proto && (s.first..=s.last).contains(&port))
@@ -136,21 +133,21 @@ impl CounterLayout {
 
 /// Packets and bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Reading {
-    pub packets: u64,
-    pub bytes: u64,
+pub(crate) struct Reading {
+    pub(crate) packets: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Packets and bits per second.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Rate {
-    pub pps: f64,
-    pub bps: f64,
+pub(crate) struct Rate {
+    pub(crate) pps: f64,
+    pub(crate) bps: f64,
 }
 
 /// Why a tick's reading could not be turned into rates.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReadingGap {
+pub(crate) enum ReadingGap {
     /// The first reading: nothing to compare with yet.
     First,
     /// Some counters were not listed: our table is gone or changed.
@@ -159,7 +156,7 @@ pub enum ReadingGap {
 
 /// Cumulative readings of the current and previous tick, and the rates between them.
 #[derive(Debug)]
-pub struct CounterRates {
+pub(crate) struct CounterRates {
     layout: CounterLayout,
     previous: Vec<Reading>,
     current: Vec<Reading>,
@@ -171,7 +168,7 @@ pub struct CounterRates {
 }
 
 impl CounterRates {
-    pub fn new(layout: CounterLayout) -> CounterRates {
+    pub(crate) fn new(layout: CounterLayout) -> CounterRates {
         let n = layout.len();
         CounterRates {
             layout,
@@ -185,17 +182,17 @@ impl CounterRates {
         }
     }
 
-    pub fn layout(&self) -> &CounterLayout {
+    pub(crate) fn layout(&self) -> &CounterLayout {
         &self.layout
     }
 
     /// Starts a tick's reading.
-    pub fn begin(&mut self) {
+    pub(crate) fn begin(&mut self) {
         self.seen.iter_mut().for_each(|s| *s = false);
     }
 
     /// One listed counter. Names not in the layout are ignored.
-    pub fn record(&mut self, name: &str, packets: u64, bytes: u64) {
+    pub(crate) fn record(&mut self, name: &str, packets: u64, bytes: u64) {
         if let Some(i) = self.layout.index(name) {
             self.current[i] = Reading { packets, bytes };
             self.seen[i] = true;
@@ -204,7 +201,7 @@ impl CounterRates {
 
     /// Ends the tick's reading at `now`: rates since the previous complete reading. A counter
     /// lower than before was reset (its table recreated): its new value is all new traffic.
-    pub fn finish(&mut self, now: Instant) -> Result<(), ReadingGap> {
+    pub(crate) fn finish(&mut self, now: Instant) -> Result<(), ReadingGap> {
         let missing = self.seen.iter().filter(|s| !**s).count();
         if missing > 0 {
             self.previous_at = None;
@@ -239,22 +236,18 @@ impl CounterRates {
     }
 
     /// This tick's rates, indexed like the layout.
-    pub fn rates(&self) -> &[Rate] {
+    pub(crate) fn rates(&self) -> &[Rate] {
         &self.rates
     }
 
-    pub fn rate(&self, i: usize) -> Rate {
+    #[cfg(test)]
+    pub(crate) fn rate(&self, i: usize) -> Rate {
         self.rates.get(i).copied().unwrap_or_default()
     }
 
     /// Everything counted since the agent started, monotonic across counter resets.
-    pub fn total(&self, i: usize) -> Reading {
+    pub(crate) fn total(&self, i: usize) -> Reading {
         self.totals.get(i).copied().unwrap_or_default()
-    }
-
-    /// The time the last rates were measured over.
-    pub fn interval(&self) -> Duration {
-        self.interval
     }
 }
 

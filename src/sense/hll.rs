@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 /// Register index bits: 2^12 registers, standard error 1.04 / sqrt(4096) ≈ 1.6 %.
-pub const PRECISION: u32 = 12;
+pub(crate) const PRECISION: u32 = 12;
 const REGISTERS: usize = 1 << PRECISION;
 /// Hash bits left for the rank once the register index is taken (Ertl's q).
 const RANK_BITS: u32 = 64 - PRECISION;
@@ -19,7 +19,7 @@ const SEED_V6: u64 = 0x1405_7b7e_f767_814f;
 
 /// A bijective 64-bit finalizer (splitmix64 / Stafford's mix 13): every input bit changes
 /// about half the output bits.
-pub const fn mix64(mut x: u64) -> u64 {
+pub(crate) const fn mix64(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;
@@ -28,13 +28,13 @@ pub const fn mix64(mut x: u64) -> u64 {
 }
 
 /// Hashes a small integer key (with a per-use seed) to 64 well-mixed bits.
-pub const fn hash_u64(x: u64, seed: u64) -> u64 {
+pub(crate) const fn hash_u64(x: u64, seed: u64) -> u64 {
     mix64(x.wrapping_mul(GOLDEN) ^ seed)
 }
 
 /// Hashes an address's bytes; IPv4 and IPv6 are seeded apart. Distinct IPv4 addresses never
 /// collide (the mix is a bijection).
-pub fn hash_addr(ip: IpAddr) -> u64 {
+pub(crate) fn hash_addr(ip: IpAddr) -> u64 {
     match ip {
         IpAddr::V4(a) => hash_u64(u64::from(u32::from(a)), SEED_V4),
         IpAddr::V6(a) => {
@@ -47,7 +47,7 @@ pub fn hash_addr(ip: IpAddr) -> u64 {
 
 /// A HyperLogLog sketch. Its registers are allocated once by `new`; `add` and `reset` never
 /// allocate.
-pub struct HyperLogLog {
+pub(crate) struct HyperLogLog {
     registers: Box<[u8; REGISTERS]>,
 }
 
@@ -66,14 +66,14 @@ impl Default for HyperLogLog {
 }
 
 impl HyperLogLog {
-    pub fn new() -> HyperLogLog {
+    pub(crate) fn new() -> HyperLogLog {
         HyperLogLog {
             registers: Box::new([0; REGISTERS]),
         }
     }
 
     /// Records one item by its 64-bit hash (see [`hash_addr`]).
-    pub fn add_hash(&mut self, hash: u64) {
+    pub(crate) fn add_hash(&mut self, hash: u64) {
         let index = (hash >> RANK_BITS) as usize;
         let rest = hash << PRECISION;
         let rank = (rest.leading_zeros().min(RANK_BITS) + 1) as u8;
@@ -84,17 +84,18 @@ impl HyperLogLog {
         }
     }
 
-    pub fn add_addr(&mut self, ip: IpAddr) {
+    #[cfg(test)]
+    pub(crate) fn add_addr(&mut self, ip: IpAddr) {
         self.add_hash(hash_addr(ip));
     }
 
     /// Forgets everything, keeping the registers.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.registers.fill(0);
     }
 
     /// Estimated number of distinct items added since the last reset.
-    pub fn estimate(&self) -> f64 {
+    pub(crate) fn estimate(&self) -> f64 {
         // Histogram of register values: 0 ..= RANK_BITS + 1.
         let mut counts = [0u32; RANK_BITS as usize + 2];
         for &r in self.registers.iter() {

@@ -2,12 +2,12 @@
 //! packets and conntrack — in fixed-size structures that allocate nothing once running.
 //! [`Sensor`] holds them all; the daemon feeds it and the detector reads it.
 
-pub mod connections;
-pub mod counters;
-pub mod hll;
-pub mod recent;
-pub mod talkers;
-pub mod trace;
+pub(crate) mod connections;
+pub(crate) mod counters;
+pub(crate) mod hll;
+pub(crate) mod recent;
+pub(crate) mod talkers;
+pub(crate) mod trace;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -22,28 +22,28 @@ use talkers::Talkers;
 
 /// Entries of each top list handed to the detector (and the sources and prefixes an incident
 /// lists).
-pub const TOP: usize = 5;
+pub(crate) const TOP: usize = 5;
 const NO_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 /// What one tick gives the detector, borrowed from the sensor: building it allocates nothing.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Sample<'a> {
+pub(crate) struct Sample<'a> {
     /// Per counter, indexed like the [`CounterLayout`] (packets and bits per second).
-    pub rates: &'a [Rate],
+    pub(crate) rates: &'a [Rate],
     /// Packets sampled this tick.
-    pub samples: u64,
+    pub(crate) samples: u64,
     /// The sampled packets of about the last second, whole (each incident's sources and
     /// targets are counted over its own).
-    pub packets: Window<'a>,
+    pub(crate) packets: Window<'a>,
     /// Heaviest sampled (IP protocol, destination port) pairs of this tick first.
-    pub top_dst_ports: &'a [((u8, u16), u64)],
+    pub(crate) top_dst_ports: &'a [((u8, u16), u64)],
     /// Concurrent connections to service ports per source, heaviest first (last conntrack
     /// read).
-    pub connections: &'a [(IpAddr, u32)],
+    pub(crate) connections: &'a [(IpAddr, u32)],
     /// Concurrent connections per configured service, indexed like `CounterLayout::services`
     /// (last conntrack read); may be empty. Tells which service a source's excess of
     /// connections is on (Slowloris on a web port, or a connection flood elsewhere).
-    pub service_connections: &'a [u32],
+    pub(crate) service_connections: &'a [u32],
 }
 
 /// The top lists of the current tick, copied out of the summaries for the detector (fixed
@@ -61,40 +61,40 @@ const TALKER_CAPACITY: usize = 64;
 const CONNECTION_SOURCES: usize = 4096;
 /// Sampled packets kept whole for the detector: a second at the default sampling rate (2000
 /// a second, bursts of 200), with room to spare.
-pub const RECENT_PACKETS: usize = 4096;
+pub(crate) const RECENT_PACKETS: usize = 4096;
 /// How far back the kept packets go.
 const RECENT_SPAN: Duration = Duration::from_secs(1);
 
 /// NFLOG delivery, cumulative since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SampleLoss {
-    pub received: u64,
+pub(crate) struct SampleLoss {
+    pub(crate) received: u64,
     /// Packets the kernel could not deliver (sequence gaps).
-    pub lost: u64,
+    pub(crate) lost: u64,
     /// Times the receive buffer overflowed.
-    pub enobufs: u64,
+    pub(crate) enobufs: u64,
     /// Messages or packets that could not be parsed.
-    pub malformed: u64,
+    pub(crate) malformed: u64,
 }
 
 /// Everything the agent knows about current traffic.
 #[derive(Debug)]
-pub struct Sensor {
-    pub counters: CounterRates,
+pub(crate) struct Sensor {
+    pub(crate) counters: CounterRates,
     /// Samples of the current tick.
-    pub tick: Talkers,
+    pub(crate) tick: Talkers,
     /// Samples of the current trace window (one second).
-    pub window: Talkers,
+    pub(crate) window: Talkers,
     /// The sampled packets of the last second, whole: each incident's own (detector).
-    pub recent: Recent,
+    pub(crate) recent: Recent,
     /// Concurrent connections per source to service ports, from the last conntrack read.
-    pub connections: ConnectionTable,
+    pub(crate) connections: ConnectionTable,
     /// Conntrack entries of the namespace at the last read.
-    pub conntrack_entries: u64,
-    pub loss: SampleLoss,
+    pub(crate) conntrack_entries: u64,
+    pub(crate) loss: SampleLoss,
     /// Concurrent connections per configured service (indexed like the layout's services),
     /// from the last conntrack read.
-    pub service_connections: Vec<u32>,
+    pub(crate) service_connections: Vec<u32>,
     top: TopLists,
     /// Counter totals at the start of the trace window.
     window_base: Vec<Reading>,
@@ -102,7 +102,7 @@ pub struct Sensor {
 }
 
 impl Sensor {
-    pub fn new(config: &Config) -> Sensor {
+    pub(crate) fn new(config: &Config) -> Sensor {
         let layout = CounterLayout::new(config);
         let ranges = |proto| -> Vec<(u16, u16)> {
             config
@@ -137,14 +137,14 @@ impl Sensor {
     }
 
     /// One sampled packet.
-    pub fn packet(&mut self, p: &PacketMeta) {
+    pub(crate) fn packet(&mut self, p: &PacketMeta) {
         self.tick.record(p);
         self.window.record(p);
         self.recent.push(p);
     }
 
     /// After a conntrack read: the connections per configured service.
-    pub fn count_service_connections(&mut self) {
+    pub(crate) fn count_service_connections(&mut self) {
         let layout = self.counters.layout();
         for (slot, svc) in self.service_connections.iter_mut().zip(&layout.services) {
             let proto = match svc.proto {
@@ -158,7 +158,7 @@ impl Sensor {
     }
 
     /// This tick as the detector sees it. Allocates nothing.
-    pub fn sample(&mut self) -> Sample<'_> {
+    pub(crate) fn sample(&mut self) -> Sample<'_> {
         let top = &mut self.top;
         top.counts = [
             self.tick.top_dst_ports(&mut top.ports),
@@ -175,7 +175,7 @@ impl Sensor {
     }
 
     /// Starts the next tick's samples.
-    pub fn next_tick(&mut self) {
+    pub(crate) fn next_tick(&mut self) {
         self.tick.reset();
         self.recent.next_tick();
     }

@@ -20,7 +20,7 @@ const VACANT: PacketMeta = PacketMeta {
 
 /// The newest `capacity` sampled packets of the last `ticks` ticks.
 #[derive(Debug)]
-pub struct Recent {
+pub(crate) struct Recent {
     ring: Box<[PacketMeta]>,
     /// Packets pushed since start; the next goes to `ring[written % capacity]`.
     written: u64,
@@ -31,26 +31,29 @@ pub struct Recent {
 
 /// A borrowed view of the recent packets, in no particular order (the ring's two parts).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Window<'a> {
+pub(crate) struct Window<'a> {
     parts: [&'a [PacketMeta]; 2],
 }
 
 impl<'a> Window<'a> {
-    pub fn new(packets: &'a [PacketMeta]) -> Window<'a> {
+    #[cfg(test)]
+    pub(crate) fn new(packets: &'a [PacketMeta]) -> Window<'a> {
         Window {
             parts: [packets, &[]],
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.parts[0].len() + self.parts[1].len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &'a PacketMeta> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a PacketMeta> {
         let [a, b] = self.parts;
         a.iter().chain(b)
     }
@@ -58,7 +61,7 @@ impl<'a> Window<'a> {
 
 impl Recent {
     /// At most `capacity` packets (at least 1) of the current tick and the `ticks - 1` before.
-    pub fn new(capacity: usize, ticks: usize) -> Recent {
+    pub(crate) fn new(capacity: usize, ticks: usize) -> Recent {
         Recent {
             ring: vec![VACANT; capacity.max(1)].into_boxed_slice(),
             written: 0,
@@ -67,20 +70,20 @@ impl Recent {
         }
     }
 
-    pub fn push(&mut self, p: &PacketMeta) {
+    pub(crate) fn push(&mut self, p: &PacketMeta) {
         let cap = self.ring.len() as u64;
         self.ring[(self.written % cap) as usize] = *p;
         self.written += 1;
     }
 
     /// Starts the next tick: the oldest tick's packets leave the window.
-    pub fn next_tick(&mut self) {
+    pub(crate) fn next_tick(&mut self) {
         self.at = (self.at + 1) % self.starts.len();
         self.starts[self.at] = self.written;
     }
 
     /// The packets of the window.
-    pub fn window(&self) -> Window<'_> {
+    pub(crate) fn window(&self) -> Window<'_> {
         let cap = self.ring.len() as u64;
         let oldest = self.starts[(self.at + 1) % self.starts.len()];
         let from = oldest.max(self.written.saturating_sub(cap));

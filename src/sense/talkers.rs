@@ -9,13 +9,13 @@ use crate::addr::Cidr;
 use crate::netlink::nflog::PacketMeta;
 
 /// Number of size buckets: ≤64, ≤128, ≤256, ≤512, ≤1024, ≤1500, larger.
-pub const SIZE_BUCKETS: usize = 7;
+pub(crate) const SIZE_BUCKETS: usize = 7;
 /// Inclusive upper bounds of all size buckets but the last (bytes of IP total length).
-pub const SIZE_LIMITS: [u16; SIZE_BUCKETS - 1] = [64, 128, 256, 512, 1024, 1500];
+pub(crate) const SIZE_LIMITS: [u16; SIZE_BUCKETS - 1] = [64, 128, 256, 512, 1024, 1500];
 /// Number of TTL buckets, 32 values each: 0–31, 32–63, …, 224–255. Typical initial TTLs are
 /// 64 (Linux, macOS), 128 (Windows) and 255 (network gear), so hosts a few hops away land in
 /// buckets 1, 3 and 7; spoofed floods often fill the others.
-pub const TTL_BUCKETS: usize = 8;
+pub(crate) const TTL_BUCKETS: usize = 8;
 
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
@@ -23,7 +23,7 @@ const TCP_ACK: u8 = 0x10;
 /// Per-window summary of sampled packets. Capacity fixed at construction; `record` and
 /// `reset` never allocate.
 #[derive(Debug)]
-pub struct Talkers {
+pub(crate) struct Talkers {
     samples: u64,
     fragments: u64,
     syns: u64,
@@ -39,7 +39,7 @@ pub struct Talkers {
 
 impl Talkers {
     /// `capacity` keys tracked per table (at least 1), e.g. 64.
-    pub fn new(capacity: usize) -> Talkers {
+    pub(crate) fn new(capacity: usize) -> Talkers {
         Talkers {
             samples: 0,
             fragments: 0,
@@ -54,7 +54,7 @@ impl Talkers {
         }
     }
 
-    pub fn record(&mut self, p: &PacketMeta) {
+    pub(crate) fn record(&mut self, p: &PacketMeta) {
         self.samples += 1;
         let hash = hash_addr(p.src);
         self.sources.add_hashed(p.src, hash);
@@ -80,7 +80,7 @@ impl Talkers {
     }
 
     /// Starts a new window, keeping every allocation.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.samples = 0;
         self.fragments = 0;
         self.syns = 0;
@@ -94,69 +94,63 @@ impl Talkers {
     }
 
     /// Packets recorded this window.
-    pub fn samples(&self) -> u64 {
+    pub(crate) fn samples(&self) -> u64 {
         self.samples
     }
 
     /// Fragments among them.
-    pub fn fragments(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn fragments(&self) -> u64 {
         self.fragments
     }
 
     /// TCP packets with SYN and without ACK among them.
-    pub fn syns(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn syns(&self) -> u64 {
         self.syns
     }
 
     /// Heaviest sources first; fills `out`, returns how many. Counts are upper bounds (see
     /// [`Talkers::sources`] for the error of each).
-    pub fn top_sources(&self, out: &mut [(IpAddr, u64)]) -> usize {
+    pub(crate) fn top_sources(&self, out: &mut [(IpAddr, u64)]) -> usize {
         self.sources.top_with(out, |c| (c.key, c.count), |t| t.1)
     }
 
     /// Heaviest /24 (IPv4) and /64 (IPv6) prefixes first.
-    pub fn top_prefixes(&self, out: &mut [(Cidr, u64)]) -> usize {
+    pub(crate) fn top_prefixes(&self, out: &mut [(Cidr, u64)]) -> usize {
         self.prefixes
             .top_with(out, |c| (prefix_cidr(c.key), c.count), |t| t.1)
     }
 
     /// Heaviest (protocol, destination port) pairs first; ICMP as (1, type << 8 | code).
-    pub fn top_dst_ports(&self, out: &mut [((u8, u16), u64)]) -> usize {
+    pub(crate) fn top_dst_ports(&self, out: &mut [((u8, u16), u64)]) -> usize {
         self.ports.top_with(out, |c| (c.key, c.count), |t| t.1)
     }
 
     /// Heaviest destination addresses first (the attacked ones, in a flood).
-    pub fn top_destinations(&self, out: &mut [(IpAddr, u64)]) -> usize {
+    pub(crate) fn top_destinations(&self, out: &mut [(IpAddr, u64)]) -> usize {
         self.destinations
             .top_with(out, |c| (c.key, c.count), |t| t.1)
     }
 
     /// The source table itself, for counts with their error bounds.
-    pub fn sources(&self) -> &TopK<IpAddr> {
+    #[cfg(test)]
+    pub(crate) fn sources(&self) -> &TopK<IpAddr> {
         &self.sources
     }
 
-    /// The prefix table, keyed by network address (/24 or /64).
-    pub fn prefixes(&self) -> &TopK<IpAddr> {
-        &self.prefixes
-    }
-
-    pub fn dst_ports(&self) -> &TopK<(u8, u16)> {
-        &self.ports
-    }
-
     /// Estimated distinct sources this window (HyperLogLog, ±~1.6 %).
-    pub fn distinct_sources(&self) -> f64 {
+    pub(crate) fn distinct_sources(&self) -> f64 {
         self.distinct.estimate()
     }
 
     /// Packets by IP total length; buckets as in [`SIZE_LIMITS`], the last one larger.
-    pub fn size_histogram(&self) -> &[u64; SIZE_BUCKETS] {
+    pub(crate) fn size_histogram(&self) -> &[u64; SIZE_BUCKETS] {
         &self.sizes
     }
 
     /// Packets by TTL / hop limit in buckets of 32 ([`TTL_BUCKETS`]).
-    pub fn ttl_histogram(&self) -> &[u64; TTL_BUCKETS] {
+    pub(crate) fn ttl_histogram(&self) -> &[u64; TTL_BUCKETS] {
         &self.ttls
     }
 }
@@ -183,7 +177,7 @@ fn prefix_cidr(net: IpAddr) -> Cidr {
 }
 
 /// A key the top-k tables can hold.
-pub trait Key: Copy + Eq {
+pub(crate) trait Key: Copy + Eq {
     /// Fills unused slots; never reported.
     const VACANT: Self;
     fn hash64(&self) -> u64;
@@ -209,10 +203,10 @@ impl Key for (u8, u16) {
 /// One tracked key. `count` is an upper bound of its true frequency and `count - error` a
 /// lower bound (Space-Saving's guarantee).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counted<K> {
-    pub key: K,
-    pub count: u64,
-    pub error: u64,
+pub(crate) struct Counted<K> {
+    pub(crate) key: K,
+    pub(crate) count: u64,
+    pub(crate) error: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -229,7 +223,7 @@ const EMPTY: u32 = u32::MAX;
 /// counters and an open-addressing index from key to counter, so `add` costs O(log k).
 /// Any key seen more than total / capacity times is guaranteed to be in the table.
 #[derive(Debug)]
-pub struct TopK<K: Key> {
+pub(crate) struct TopK<K: Key> {
     /// Counters; `slots[..used]` are live. Never moved: the heap and index hold their ids.
     slots: Box<[Slot<K>]>,
     used: usize,
@@ -243,7 +237,7 @@ pub struct TopK<K: Key> {
 }
 
 impl<K: Key> TopK<K> {
-    pub fn new(capacity: usize) -> TopK<K> {
+    pub(crate) fn new(capacity: usize) -> TopK<K> {
         let cap = capacity.clamp(1, 1 << 24);
         let vacant = Slot {
             key: K::VACANT,
@@ -261,31 +255,19 @@ impl<K: Key> TopK<K> {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Keys tracked now.
-    pub fn len(&self) -> usize {
-        self.used
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.used == 0
-    }
-
     /// Items added since the last reset.
-    pub fn total(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> u64 {
         self.total
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.used = 0;
         self.total = 0;
         self.index.fill(EMPTY);
     }
 
-    pub fn add(&mut self, key: K) {
+    pub(crate) fn add(&mut self, key: K) {
         self.add_hashed(key, key.hash64());
     }
 
@@ -325,13 +307,15 @@ impl<K: Key> TopK<K> {
     }
 
     /// The count of `key` if it is tracked.
-    pub fn get(&self, key: K) -> Option<Counted<K>> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, key: K) -> Option<Counted<K>> {
         self.find(key, key.hash64())
             .map(|id| counted(&self.slots[id]))
     }
 
     /// Heaviest first; fills `out`, returns how many.
-    pub fn top(&self, out: &mut [Counted<K>]) -> usize {
+    #[cfg(test)]
+    pub(crate) fn top(&self, out: &mut [Counted<K>]) -> usize {
         self.top_with(out, |c| c, |c| c.count)
     }
 

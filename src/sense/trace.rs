@@ -19,7 +19,11 @@ const TOP: usize = 5;
 /// The trace line for the window that ends at `now`, and a new window begun; None for the
 /// first call (no window yet). `tick_allocations` is the number of heap allocations made
 /// inside ticks during the window.
-pub fn window_line(sensor: &mut Sensor, now: Instant, tick_allocations: u64) -> Option<String> {
+pub(crate) fn window_line(
+    sensor: &mut Sensor,
+    now: Instant,
+    tick_allocations: u64,
+) -> Option<String> {
     let totals: Vec<_> = (0..sensor.counters.layout().len())
         .map(|i| sensor.counters.total(i))
         .collect();

@@ -12,7 +12,7 @@ use super::SetupError;
 
 /// Replace an existing file, or never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Existing {
+pub(crate) enum Existing {
     Keep,
     Replace,
 }
@@ -29,7 +29,7 @@ fn io_error(what: String) -> impl FnOnce(io::Error) -> SetupError {
 
 /// Writes `text` to `path` with `mode`, creating its directory (0755) if needed. With
 /// `Existing::Keep` an existing file is an error and stays as it was.
-pub fn write_atomically(
+pub(crate) fn write_atomically(
     path: &Path,
     text: &str,
     mode: u32,

@@ -12,29 +12,29 @@ use crate::netlink::{Features, Nft};
 
 /// Everything found, for the summary and the configuration's comments.
 #[derive(Debug, Clone)]
-pub struct HostReport {
-    pub hostname: String,
-    pub distribution: String,
-    pub kernel: String,
+pub(crate) struct HostReport {
+    pub(crate) hostname: String,
+    pub(crate) distribution: String,
+    pub(crate) kernel: String,
     /// The table flags and element updates this kernel supports, or why that is unknown.
-    pub nft: Result<Features, String>,
-    pub iptables: Iptables,
-    pub neighbours: Vec<Neighbour>,
+    pub(crate) nft: Result<Features, String>,
+    pub(crate) iptables: Iptables,
+    pub(crate) neighbours: Vec<Neighbour>,
 }
 
 /// The iptables front end and what the legacy backend still holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Iptables {
+pub(crate) struct Iptables {
     /// `iptables -V`, e.g. "iptables v1.8.9 (nf_tables)"; None when there is no iptables.
-    pub version: Option<String>,
-    pub backend: Backend,
+    pub(crate) version: Option<String>,
+    pub(crate) backend: Backend,
     /// Rules (`-A` lines) in the legacy IPv4 and IPv6 tables; None when they could not be
     /// read. 0 when the legacy modules are not even loaded.
-    pub legacy_rules: Option<usize>,
+    pub(crate) legacy_rules: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     NfTables,
     Legacy,
     Unknown,
@@ -43,17 +43,17 @@ pub enum Backend {
 
 /// Another tool that shapes the firewall or the services on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Neighbour {
-    pub name: &'static str,
-    pub installed: bool,
+pub(crate) struct Neighbour {
+    pub(crate) name: &'static str,
+    pub(crate) installed: bool,
     /// None when "running" cannot be told (Plesk is many processes).
-    pub running: Option<bool>,
+    pub(crate) running: Option<bool>,
     /// What ftagent does about it, said in the summary and the configuration.
-    pub note: &'static str,
+    pub(crate) note: &'static str,
 }
 
 /// Runs every probe. `nft` needs CAP_NET_ADMIN; without it the features are unknown.
-pub fn detect() -> HostReport {
+pub(crate) fn detect() -> HostReport {
     let processes = process_names();
     HostReport {
         hostname: read_trimmed("/proc/sys/kernel/hostname").unwrap_or_else(|| "?".into()),
@@ -85,7 +85,7 @@ fn distribution() -> String {
 }
 
 /// The distribution's name from os-release text.
-pub fn os_release_name(text: &str) -> Option<String> {
+pub(crate) fn os_release_name(text: &str) -> Option<String> {
     let field = |key: &str| {
         text.lines().find_map(|line| {
             let value = line.trim().strip_prefix(key)?.strip_prefix('=')?;
@@ -130,7 +130,7 @@ fn iptables() -> Iptables {
 }
 
 /// The backend named in `iptables -V` output.
-pub fn backend_of(version: &str) -> Backend {
+pub(crate) fn backend_of(version: &str) -> Backend {
     if version.contains("(nf_tables)") {
         Backend::NfTables
     } else if version.contains("(legacy)") {
@@ -158,7 +158,7 @@ fn legacy_rules() -> Option<usize> {
 }
 
 /// The rules (`-A` lines) of iptables-save output.
-pub fn count_rules(save: &str) -> usize {
+pub(crate) fn count_rules(save: &str) -> usize {
     save.lines().filter(|l| l.starts_with("-A ")).count()
 }
 
@@ -244,7 +244,7 @@ impl fmt::Display for HostReport {
 }
 
 impl HostReport {
-    pub fn nft_summary(&self) -> String {
+    pub(crate) fn nft_summary(&self) -> String {
         match &self.nft {
             Ok(f) if f.owner_persist => "table flags owner+persist: no other process can change our table, and it outlives the agent".into(),
             Ok(_) => "no table owner flag (kernel before 6.9): the unowned mode; a table removed by another tool is put back within a second".into(),
@@ -252,7 +252,7 @@ impl HostReport {
         }
     }
 
-    pub fn iptables_summary(&self) -> String {
+    pub(crate) fn iptables_summary(&self) -> String {
         let ipt = &self.iptables;
         let front = match (&ipt.version, ipt.backend) {
             (None, _) => "not installed".to_string(),
@@ -276,7 +276,7 @@ impl HostReport {
 }
 
 impl Neighbour {
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match (self.installed, self.running) {
             (false, Some(true)) => format!("running — {}", self.note),
             (false, _) => "not found".into(),
@@ -287,7 +287,7 @@ impl Neighbour {
     }
 
     /// Present in any way: worth a line in the configuration.
-    pub fn present(&self) -> bool {
+    pub(crate) fn present(&self) -> bool {
         self.installed || self.running == Some(true)
     }
 }

@@ -10,11 +10,11 @@
 //! - [`service`]: the unit and its installation.
 
 mod files;
-pub mod host;
+pub(crate) mod host;
 mod prompt;
-pub mod proposal;
-pub mod render;
-pub mod service;
+pub(crate) mod proposal;
+pub(crate) mod render;
+pub(crate) mod service;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};

@@ -13,13 +13,13 @@ use super::SetupError;
 /// How often an unusable answer is asked again before giving up.
 const ATTEMPTS: usize = 5;
 
-pub struct Prompt<'a> {
+pub(crate) struct Prompt<'a> {
     input: &'a mut dyn BufRead,
     out: &'a mut dyn Write,
 }
 
 impl<'a> Prompt<'a> {
-    pub fn new(input: &'a mut dyn BufRead, out: &'a mut dyn Write) -> Prompt<'a> {
+    pub(crate) fn new(input: &'a mut dyn BufRead, out: &'a mut dyn Write) -> Prompt<'a> {
         Prompt { input, out }
     }
 
@@ -68,7 +68,7 @@ impl<'a> Prompt<'a> {
     }
 
     /// A yes/no question.
-    pub fn confirm(&mut self, question: &str, default: bool) -> Result<bool, SetupError> {
+    pub(crate) fn confirm(&mut self, question: &str, default: bool) -> Result<bool, SetupError> {
         let hint = if default { "[Y/n]" } else { "[y/N]" };
         self.ask(&format!("{question} {hint}"), default, |a| {
             match a.to_ascii_lowercase().as_str() {
@@ -80,7 +80,10 @@ impl<'a> Prompt<'a> {
     }
 
     /// The services to protect; `proposed` is the default.
-    pub fn services(&mut self, proposed: &[ServiceArg]) -> Result<Vec<ServiceArg>, SetupError> {
+    pub(crate) fn services(
+        &mut self,
+        proposed: &[ServiceArg],
+    ) -> Result<Vec<ServiceArg>, SetupError> {
         let shown = list(proposed.iter().map(|s| format!("{}/{}", s.ports, s.proto)));
         let _ = writeln!(
             self.out,
@@ -115,7 +118,10 @@ impl<'a> Prompt<'a> {
     }
 
     /// The safelist; `proposed` is the default, `none` empties it.
-    pub fn safelist(&mut self, proposed: &[SafeEntry]) -> Result<Vec<SafeEntry>, SetupError> {
+    pub(crate) fn safelist(
+        &mut self,
+        proposed: &[SafeEntry],
+    ) -> Result<Vec<SafeEntry>, SetupError> {
         let _ = writeln!(
             self.out,
             "\nSafelist: addresses never dropped (Enter accepts; or type a list such as\n\
@@ -135,7 +141,7 @@ impl<'a> Prompt<'a> {
     }
 
     /// Mitigate or only monitor.
-    pub fn mode(&mut self) -> Result<Mode, SetupError> {
+    pub(crate) fn mode(&mut self) -> Result<Mode, SetupError> {
         let _ = writeln!(
             self.out,
             "\nMode: `mitigate` drops floods; `monitor` only reports what it would do (a cautious start)."
@@ -155,7 +161,7 @@ fn list(items: impl Iterator<Item = String>) -> String {
 }
 
 /// A safelist given as parsed entries (`--safelist`, or typed): `none` alone empties it.
-pub fn safelist_answer(
+pub(crate) fn safelist_answer(
     entries: impl Iterator<Item = Result<SafelistArg, String>>,
 ) -> Result<Vec<SafeEntry>, String> {
     let entries: Vec<SafelistArg> = entries.collect::<Result<_, _>>()?;

@@ -13,10 +13,10 @@ use crate::netlink::{diag, host};
 
 /// A service port ftagent knows by name.
 #[derive(Debug, Clone, Copy)]
-pub struct Known {
-    pub port: u16,
-    pub proto: Proto,
-    pub name: &'static str,
+pub(crate) struct Known {
+    pub(crate) port: u16,
+    pub(crate) proto: Proto,
+    pub(crate) name: &'static str,
 }
 
 const fn known(port: u16, proto: Proto, name: &'static str) -> Known {
@@ -24,7 +24,7 @@ const fn known(port: u16, proto: Proto, name: &'static str) -> Known {
 }
 
 /// The services proposed when something listens on them.
-pub const KNOWN: &[Known] = &[
+pub(crate) const KNOWN: &[Known] = &[
     known(21, Proto::Tcp, "FTP"),
     known(22, Proto::Tcp, "SSH"),
     known(25, Proto::Tcp, "SMTP"),
@@ -46,15 +46,15 @@ pub const KNOWN: &[Known] = &[
 
 /// A listening TCP socket or a bound UDP one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Listener {
-    pub proto: Proto,
-    pub port: u16,
-    pub addr: IpAddr,
+pub(crate) struct Listener {
+    pub(crate) proto: Proto,
+    pub(crate) port: u16,
+    pub(crate) addr: IpAddr,
 }
 
 /// The listening sockets of this network namespace; a table that cannot be read is left out
 /// and described in the warnings.
-pub fn listeners() -> (Vec<Listener>, Vec<String>) {
+pub(crate) fn listeners() -> (Vec<Listener>, Vec<String>) {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     for (kind, proto) in [
@@ -78,15 +78,15 @@ pub fn listeners() -> (Vec<Listener>, Vec<String>) {
 
 /// The SSH session `--setup` runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SshSession {
-    pub peer: IpAddr,
+pub(crate) struct SshSession {
+    pub(crate) peer: IpAddr,
     /// The server's port: the SSH port, whatever it is.
-    pub server_port: u16,
+    pub(crate) server_port: u16,
 }
 
 /// From `$SSH_CONNECTION` ("client port server port") or else `$SSH_CLIENT` ("client port
 /// server-port").
-pub fn ssh_session(connection: Option<&str>, client: Option<&str>) -> Option<SshSession> {
+pub(crate) fn ssh_session(connection: Option<&str>, client: Option<&str>) -> Option<SshSession> {
     let from_connection = connection.and_then(|c| {
         let words: Vec<&str> = c.split_whitespace().collect();
         match words[..] {
@@ -110,7 +110,7 @@ pub fn ssh_session(connection: Option<&str>, client: Option<&str>) -> Option<Ssh
 }
 
 /// The session from this process's environment.
-pub fn ssh_session_from_env() -> Option<SshSession> {
+pub(crate) fn ssh_session_from_env() -> Option<SshSession> {
     let var = |name| std::env::var(name).ok();
     ssh_session(
         var("SSH_CONNECTION").as_deref(),
@@ -125,21 +125,21 @@ fn is_loopback(addr: IpAddr) -> bool {
 
 /// A service proposed, with what it is and where it listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProposedService {
-    pub service: ServiceArg,
-    pub name: &'static str,
-    pub listening_on: Vec<IpAddr>,
+pub(crate) struct ProposedService {
+    pub(crate) service: ServiceArg,
+    pub(crate) name: &'static str,
+    pub(crate) listening_on: Vec<IpAddr>,
 }
 
 /// The proposal, and the other public listeners (shown, not proposed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServiceProposal {
-    pub proposed: Vec<ProposedService>,
-    pub others: Vec<(u16, Proto)>,
+pub(crate) struct ServiceProposal {
+    pub(crate) proposed: Vec<ProposedService>,
+    pub(crate) others: Vec<(u16, Proto)>,
 }
 
 /// The name of a single-port service: `ssh_port` is SSH, else the well-known name.
-pub fn name_of(service: &ServiceArg, ssh_port: u16) -> Option<&'static str> {
+pub(crate) fn name_of(service: &ServiceArg, ssh_port: u16) -> Option<&'static str> {
     let PortRange { first, last } = service.ports;
     if first != last {
         return None;
@@ -155,7 +155,7 @@ pub fn name_of(service: &ServiceArg, ssh_port: u16) -> Option<&'static str> {
 
 /// The well-known services (and `ssh_port`) that listen on a non-loopback address, in port
 /// order; loopback-only listeners are private and not proposed.
-pub fn services(listeners: &[Listener], ssh_port: u16) -> ServiceProposal {
+pub(crate) fn services(listeners: &[Listener], ssh_port: u16) -> ServiceProposal {
     let mut proposal = ServiceProposal::default();
     for l in listeners.iter().filter(|l| !is_loopback(l.addr)) {
         let service = ServiceArg {
@@ -192,24 +192,24 @@ pub fn services(listeners: &[Listener], ssh_port: u16) -> ServiceProposal {
 
 /// One proposed safelist entry and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SafeEntry {
-    pub cidr: Cidr,
-    pub why: String,
+pub(crate) struct SafeEntry {
+    pub(crate) cidr: Cidr,
+    pub(crate) why: String,
 }
 
 /// What the safelist is proposed from.
 #[derive(Debug, Clone, Default)]
-pub struct SafeSources {
-    pub session: Option<SshSession>,
+pub(crate) struct SafeSources {
+    pub(crate) session: Option<SshSession>,
     /// Peers of established connections to the SSH port.
-    pub ssh_peers: Vec<IpAddr>,
-    pub gateways: Vec<IpAddr>,
-    pub resolvers: Vec<IpAddr>,
+    pub(crate) ssh_peers: Vec<IpAddr>,
+    pub(crate) gateways: Vec<IpAddr>,
+    pub(crate) resolvers: Vec<IpAddr>,
 }
 
 impl SafeSources {
     /// Read from this host: the SSH peers of `ssh_port`, default gateways, /etc/resolv.conf.
-    pub fn read(session: Option<SshSession>, ssh_port: u16) -> (SafeSources, Vec<String>) {
+    pub(crate) fn read(session: Option<SshSession>, ssh_port: u16) -> (SafeSources, Vec<String>) {
         let mut warnings = Vec::new();
         let ssh_peers = diag::established_peers(ssh_port).unwrap_or_else(|e| {
             warnings.push(format!("established SSH sessions left out: {e}"));
@@ -231,7 +231,7 @@ impl SafeSources {
 
 /// Each address once, with its first reason; loopback and unspecified addresses are left out
 /// (the host's own addresses are safelisted at every start anyway).
-pub fn safelist(sources: &SafeSources) -> Vec<SafeEntry> {
+pub(crate) fn safelist(sources: &SafeSources) -> Vec<SafeEntry> {
     let mut out: Vec<SafeEntry> = Vec::new();
     let session = sources
         .session
@@ -263,7 +263,7 @@ pub fn safelist(sources: &SafeSources) -> Vec<SafeEntry> {
 }
 
 /// The services as the configuration needs them: each once, none overlapping, at least one.
-pub fn check_services(list: &[ServiceArg]) -> Result<Vec<ServiceArg>, String> {
+pub(crate) fn check_services(list: &[ServiceArg]) -> Result<Vec<ServiceArg>, String> {
     let mut out: Vec<ServiceArg> = Vec::new();
     for s in list {
         if out.contains(s) {

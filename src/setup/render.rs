@@ -14,24 +14,24 @@ use super::proposal::{name_of, SafeEntry, ServiceProposal};
 
 /// What the operator chose (or accepted).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Answers {
-    pub services: Vec<ServiceArg>,
-    pub safelist: Vec<SafeEntry>,
-    pub mode: Mode,
+pub(crate) struct Answers {
+    pub(crate) services: Vec<ServiceArg>,
+    pub(crate) safelist: Vec<SafeEntry>,
+    pub(crate) mode: Mode,
     /// The SSH port (`mitigation.ssh_port`), from the session setup runs in.
-    pub ssh_port: u16,
+    pub(crate) ssh_port: u16,
 }
 
 /// The circumstances the comments describe.
-pub struct Context<'a> {
-    pub host: &'a HostReport,
-    pub proposal: &'a ServiceProposal,
-    pub path: &'a Path,
-    pub written: SystemTime,
+pub(crate) struct Context<'a> {
+    pub(crate) host: &'a HostReport,
+    pub(crate) proposal: &'a ServiceProposal,
+    pub(crate) path: &'a Path,
+    pub(crate) written: SystemTime,
 }
 
 /// The configuration file's text.
-pub fn config_text(answers: &Answers, ctx: &Context) -> String {
+pub(crate) fn config_text(answers: &Answers, ctx: &Context) -> String {
     let mut t = String::new();
     header(&mut t, ctx);
     services(&mut t, answers, ctx.proposal);

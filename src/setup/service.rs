@@ -13,9 +13,9 @@ use super::files::{write_atomically, Existing};
 use super::SetupError;
 
 /// The unit as kept in the repository: ExecStart is rewritten, the rest is installed as is.
-pub const TEMPLATE: &str = include_str!("../../systemd/ftagent.service");
-pub const UNIT_NAME: &str = "ftagent.service";
-pub const UNIT_DIR: &str = "/etc/systemd/system";
+pub(crate) const TEMPLATE: &str = include_str!("../../systemd/ftagent.service");
+pub(crate) const UNIT_NAME: &str = "ftagent.service";
+pub(crate) const UNIT_DIR: &str = "/etc/systemd/system";
 /// The directories the unit provides (StateDirectory=, RuntimeDirectory=).
 const STATE_DIR: &str = "/var/lib/ftagent";
 const RUNTIME_DIR: &str = "/run/ftagent";
@@ -24,17 +24,17 @@ const HIDDEN: &[&str] = &["/home", "/root", "/run/user", "/tmp", "/var/tmp"];
 
 /// What the unit is made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitSpec {
+pub(crate) struct UnitSpec {
     /// The binary ExecStart runs.
-    pub exe: PathBuf,
+    pub(crate) exe: PathBuf,
     /// `-c PATH` when the configuration is not at the default path.
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Directories the configuration uses beyond the unit's own (ReadWritePaths=).
-    pub writable: Vec<PathBuf>,
+    pub(crate) writable: Vec<PathBuf>,
 }
 
 /// The unit text for `spec`.
-pub fn render(spec: &UnitSpec) -> Result<String, SetupError> {
+pub(crate) fn render(spec: &UnitSpec) -> Result<String, SetupError> {
     let mut exec = format!("ExecStart={}", unit_path(&spec.exe)?);
     if let Some(config) = &spec.config {
         exec.push_str(&format!(" -c {}", unit_path(config)?));
@@ -81,7 +81,7 @@ fn unit_path(path: &Path) -> Result<String, SetupError> {
 
 /// The unit for this binary and `config`, read from `config_path` (the default when None),
 /// and the problems a real installation would refuse (paths the sandbox hides).
-pub fn spec_for(
+pub(crate) fn spec_for(
     config_path: Option<&Path>,
     config: &Config,
 ) -> Result<(UnitSpec, Vec<String>), SetupError> {
@@ -128,12 +128,12 @@ pub fn spec_for(
 }
 
 /// Whether systemd is the init system (as sd_booted(3) tells).
-pub fn systemd_running() -> bool {
+pub(crate) fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
 /// Refuses, before anything is written, what would leave an installation half-done.
-pub fn check_installable(problems: &[String]) -> Result<(), SetupError> {
+pub(crate) fn check_installable(problems: &[String]) -> Result<(), SetupError> {
     if !crate::daemon::is_root() {
         return Err(SetupError::Permission);
     }
@@ -153,7 +153,7 @@ pub fn check_installable(problems: &[String]) -> Result<(), SetupError> {
 
 /// An installation checked and ready to be applied: nothing is written yet.
 #[derive(Debug)]
-pub struct Installation {
+pub(crate) struct Installation {
     spec: UnitSpec,
     text: String,
     path: PathBuf,
@@ -163,7 +163,7 @@ pub struct Installation {
 
 /// Checks everything an installation needs (root, systemd, paths the sandbox can see, a unit
 /// file that is ours to replace) and renders the unit, writing nothing.
-pub fn prepare(
+pub(crate) fn prepare(
     config_path: Option<&Path>,
     config: &Config,
     force: bool,
@@ -189,7 +189,7 @@ impl Installation {
     /// Writes the unit (if it changed), creates the directories it names, reloads systemd
     /// (taking a new unit back out if that fails) and with `enable` enables and starts it.
     /// Prints what it did.
-    pub fn apply(self, enable: bool) -> Result<(), SetupError> {
+    pub(crate) fn apply(self, enable: bool) -> Result<(), SetupError> {
         let Installation {
             spec,
             text,
