@@ -109,3 +109,36 @@ fn issue15_lift_checks_its_measure_and_needs_a_daemon() {
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("no ftagent is running"), "{stderr}");
 }
+
+/// `ftagent config defaults` prints a configuration that loads as it is, and `config keys`
+/// names every key the defaults set (both come from the config's descriptors).
+#[test]
+fn issue16_config_defaults_load_and_config_keys_lists_every_key() {
+    let defaults = ftagent(&["config", "defaults"]);
+    assert!(defaults.status.success());
+    let text = String::from_utf8(defaults.stdout).unwrap();
+    let path = temp_file("defaults.toml", &text);
+    let check = ftagent(&["-c", path.to_str().unwrap(), "config", "check"]);
+    assert!(
+        check.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let keys = ftagent(&["config", "keys"]);
+    assert!(keys.status.success());
+    let keys = String::from_utf8(keys.stdout).unwrap();
+    let mut section = "";
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            section = name;
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name;
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            let name = format!("{section}.{key}");
+            assert!(
+                keys.lines().any(|l| l == name),
+                "{name} is not in `config keys`"
+            );
+        }
+    }
+}

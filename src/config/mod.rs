@@ -19,9 +19,9 @@ mod keys;
 mod metrics;
 mod report;
 
-pub(crate) use bgp::{community_text, Bgp, FlowAction, BLACKHOLE};
 #[cfg(test)]
 pub(crate) use bgp::community;
+pub(crate) use bgp::{community_text, Bgp, FlowAction, BLACKHOLE};
 #[cfg(test)]
 pub(crate) use descriptor::{all as all_keys, regenerate_docs};
 pub use descriptor::{default_file, keys_text};
