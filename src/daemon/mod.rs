@@ -81,6 +81,9 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(60);
 const QUIET_ABOVE: usize = 10_000;
 /// Operators' bans are saved at most this often (a burst of bans is one write).
 const SAVE_DEBOUNCE: Duration = Duration::from_secs(1);
+/// How long a tick that finds counters missing waits for the notices of the commit that
+/// removed them (sent a moment after the table is gone from a dump's view).
+const NOTICE_GRACE: Duration = Duration::from_millis(20);
 /// After the tripwire fires, the tick that measures the flood: long enough for its counters to
 /// be exact (hundreds of packets at the tripwire's rate), short enough to act within ~20 ms.
 const TRIP_SETTLE: Duration = Duration::from_millis(10);
@@ -703,9 +706,26 @@ impl Daemon {
             Err(ReadingGap::First) => false,
             Err(ReadingGap::Missing(n)) => {
                 // The notifications usually tell first, and say more; a restore they led to
-                // has put the counters back already.
+                // has put the counters back already. A dump can see the table gone a moment
+                // before the commit that removed it has sent its notices (and the committer's
+                // name comes last): wait for them briefly, so that the restore names its cause.
                 let restores = self.kernel.tables_restored;
                 self.table_notices(now);
+                let deadline = Instant::now() + NOTICE_GRACE;
+                while self.kernel.healing.pending.is_none()
+                    && self.kernel.tables_restored == restores
+                {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero()
+                        || !crate::sys::poll_readable(
+                            self.kernel.monitor.raw_fd(),
+                            left.as_millis().max(1) as libc::c_int,
+                        )
+                    {
+                        break;
+                    }
+                    self.table_notices(now);
+                }
                 if self.kernel.healing.pending.is_none() && self.kernel.tables_restored == restores
                 {
                     log::warn!("table inet {}: {n} counters missing", ruleset::TABLE);
