@@ -972,13 +972,7 @@ impl Daemon {
             return;
         };
         self.kernel.healing.attempted(now);
-        let since_start = now.saturating_duration_since(self.schedule.started);
-        let held = held_in_force(
-            &self.pipeline.mitigator,
-            &mut self.pipeline.operator_bans,
-            since_start,
-            now,
-        );
+        let held = self.held_now(now);
         let installed = quietly(&mut self.kernel.monitor, held.len(), || {
             install_with(
                 &mut self.kernel.nft,
@@ -1165,15 +1159,20 @@ impl Daemon {
         self.sync_strict_tcp(false);
     }
 
-    /// Asks the conntrack thread for a read, with the bans in force now.
-    fn request_conntrack(&mut self, now: Instant) {
+    /// Every ban and measure in force at `now`, with the time each has left.
+    fn held_now(&mut self, now: Instant) -> Vec<InForce> {
         let since_start = now.saturating_duration_since(self.schedule.started);
-        let held = held_in_force(
+        held_in_force(
             &self.pipeline.mitigator,
             &mut self.pipeline.operator_bans,
             since_start,
             now,
-        );
+        )
+    }
+
+    /// Asks the conntrack thread for a read, with the bans in force now.
+    fn request_conntrack(&mut self, now: Instant) {
+        let held = self.held_now(now);
         self.kernel
             .conntrack
             .request(held.iter().filter_map(|f| match f.item {

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use super::{
-    held_in_force, install_shim, install_with, own_addresses_into, quietly, remove_shim, Daemon,
-    DaemonError,
+    install_shim, install_with, own_addresses_into, quietly, remove_shim, Daemon, DaemonError,
 };
 use crate::addr::Cidr;
 use crate::config::{Config, ConfigSource, DEFAULT_PATH};
@@ -160,13 +159,7 @@ impl Daemon {
         // One transaction: the new table with every ban and measure in force, each with the
         // time it has left.
         let now = Instant::now();
-        let since_start = now.saturating_duration_since(self.schedule.started);
-        let held = held_in_force(
-            &self.pipeline.mitigator,
-            &mut self.pipeline.operator_bans,
-            since_start,
-            now,
-        );
+        let held = self.held_now(now);
         quietly(&mut self.kernel.monitor, held.len(), || {
             install_with(
                 &mut self.kernel.nft,
