@@ -87,6 +87,12 @@ const NOTICE_GRACE: Duration = Duration::from_millis(20);
 /// After the tripwire fires, the tick that measures the flood: long enough for its counters to
 /// be exact (hundreds of packets at the tripwire's rate), short enough to act within ~20 ms.
 const TRIP_SETTLE: Duration = Duration::from_millis(10);
+/// The sampled packets the tick after a trip waits for, so that the incident it opens names
+/// its sources: one NFLOG batch (the kernel sends samples in batches of `qthresh`)…
+const TRIP_SAMPLES: u64 = 16;
+/// …for at most this long after the trip (the kernel flushes a partial batch within
+/// `flush_timeout_cs`, 100 ms).
+const TRIP_WAIT: Duration = Duration::from_millis(150);
 /// How often the iptables compatibility chain is checked for other tools' changes.
 const SHIM_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -270,6 +276,8 @@ struct Schedule {
     saved_mitigator: u64,
     /// How late each tick started against the timer's schedule.
     lateness: Lateness,
+    /// When the tripwire last fired, until the tick that measures the flood has run.
+    tripped_at: Option<Instant>,
 }
 
 /// Runs until SIGTERM/SIGINT (leaving the table and its bans, which expire by themselves) or a
@@ -289,6 +297,13 @@ pub fn run(config: Config, config_path: Option<PathBuf>, trace: bool) -> Result<
     }
     daemon.stop(*outcome.as_ref().unwrap_or(&Stop::Signal));
     outcome.map(|_| ())
+}
+
+/// Whether the tick after a trip can run: its samples hold at least one batch, or it has
+/// waited as long as the kernel holds a partial one (issue 16: an incident opened from the
+/// counters alone, before the samples arrived, named no source).
+fn trip_settled(samples: u64, since_trip: Duration) -> bool {
+    samples >= TRIP_SAMPLES || since_trip >= TRIP_WAIT
 }
 
 /// A system call's error, named by what it was for.
@@ -372,7 +387,9 @@ impl Daemon {
                 // Cut this tick short and measure a short one right after: its counters
                 // decide whether the flood the kernel saw opens an incident.
                 self.pipeline.detector.trip();
-                self.tick(Instant::now());
+                let now = Instant::now();
+                self.tick(now);
+                self.schedule.tripped_at = Some(now);
                 if let Err(e) = sources.timer.rearm(TRIP_SETTLE, self.config.agent.tick) {
                     log::warn!("rearming the tick timer after a trip: {e}");
                 }
@@ -405,6 +422,18 @@ impl Daemon {
             return;
         }
         let now = Instant::now();
+        if let Some(tripped_at) = self.schedule.tripped_at {
+            self.drain_samples();
+            let samples = self.pipeline.sensor.tick.samples();
+            if !trip_settled(samples, now.saturating_duration_since(tripped_at)) {
+                if let Err(e) = timer.rearm(TRIP_SETTLE, self.config.agent.tick) {
+                    log::warn!("rearming the tick timer after a trip: {e}");
+                } else {
+                    return;
+                }
+            }
+            self.schedule.tripped_at = None;
+        }
         self.tick(now);
         notifier.tick(now, |w| self.write_status(w));
         if let Some(fast) = self.pipeline.detector.fast_tick() {
@@ -663,7 +692,8 @@ impl Daemon {
             if let Some(line) =
                 trace::window_line(&mut self.pipeline.sensor, now, self.tick_allocations)
             {
-                println!("{line}");
+                // Like the event lines: a closed stdout is no reason to stop.
+                let _ = writeln!(io::stdout().lock(), "{line}");
             }
             self.tick_allocations = 0;
         }
@@ -1237,5 +1267,22 @@ impl Daemon {
             enobufs: totals.enobufs,
             malformed: totals.malformed,
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: the tick after a trip waits for one batch of samples, and no longer than the
+    /// kernel holds a partial batch.
+    #[test]
+    fn issue16_the_tick_after_a_trip_waits_for_samples_within_a_bound() {
+        assert!(!trip_settled(0, TRIP_SETTLE));
+        assert!(!trip_settled(TRIP_SAMPLES - 1, TRIP_WAIT - TRIP_SETTLE));
+        assert!(trip_settled(TRIP_SAMPLES, TRIP_SETTLE));
+        assert!(trip_settled(0, TRIP_WAIT));
+        assert!(TRIP_WAIT > Duration::from_millis(100), "a partial batch waits 100 ms");
+        assert!(u64::from(NflogConfig::default().qthresh) <= TRIP_SAMPLES);
     }
 }

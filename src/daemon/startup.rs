@@ -275,6 +275,7 @@ impl Schedule {
             saved_operator_bans: pipeline.operator_bans.revision(),
             saved_mitigator: pipeline.mitigator.revision(),
             lateness: Lateness::default(),
+            tripped_at: None,
         }
     }
 }

@@ -78,7 +78,7 @@ impl Default for NflogConfig {
     fn default() -> NflogConfig {
         NflogConfig {
             snaplen: 128,
-            qthresh: 64,
+            qthresh: 16,
             flush_timeout_cs: 10,
             nlbufsiz: 128 * 1024,
             rcvbuf: 4 * 1024 * 1024,
