@@ -3,7 +3,7 @@
 //! input (arguments, configuration) or missing privileges.
 
 use std::fmt;
-use std::io::Write as _;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -32,6 +32,9 @@ enum Failure {
     Permission,
     /// The system refused or failed: exit 1.
     Runtime(String),
+    /// Standard output could not be written: exit 1, but 0 and nothing said when its reader
+    /// went away (`| head`, `| grep -q`), as for any filter.
+    Output(std::io::Error),
 }
 
 impl fmt::Display for Failure {
@@ -41,6 +44,7 @@ impl fmt::Display for Failure {
             Failure::Permission => {
                 f.write_str("permission denied: ftagent needs root (or CAP_NET_ADMIN)")
             }
+            Failure::Output(e) => write!(f, "standard output: {e}"),
         }
     }
 }
@@ -48,10 +52,21 @@ impl fmt::Display for Failure {
 impl Failure {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Failure::Runtime(_) => ExitCode::from(1),
+            Failure::Output(e) if e.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Failure::Runtime(_) | Failure::Output(_) => ExitCode::from(1),
             Failure::Input(_) | Failure::Permission => ExitCode::from(2),
         }
     }
+
+    /// Whether it is worth a message (a reader that went away is not).
+    fn is_quiet(&self) -> bool {
+        matches!(self, Failure::Output(e) if e.kind() == ErrorKind::BrokenPipe)
+    }
+}
+
+/// Prints `text` on standard output.
+fn out(text: &str) -> Result<(), Failure> {
+    terminal::print(text).map_err(Failure::Output)
 }
 
 impl From<ConfigError> for Failure {
@@ -90,6 +105,9 @@ impl From<SetupError> for Failure {
             SetupError::Input(_) => Failure::Input(e.to_string()),
             SetupError::Permission => Failure::Permission,
             SetupError::Config(e) => e.into(),
+            SetupError::Io { source, .. } if source.kind() == ErrorKind::BrokenPipe => {
+                Failure::Output(source)
+            }
             SetupError::Exists { .. }
             | SetupError::NoSystemd { .. }
             | SetupError::Io { .. }
@@ -116,7 +134,9 @@ fn main() -> ExitCode {
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("ftagent: {failure}");
+            if !failure.is_quiet() {
+                eprintln!("ftagent: {failure}");
+            }
             failure.exit_code()
         }
     }
@@ -134,12 +154,10 @@ fn execute(cli: Cli) -> Result<(), Failure> {
     // What the configuration can hold, read from the program itself: no file needed.
     match command {
         Command::Config(ConfigCommand::Defaults) => {
-            print!("{}", config::default_file());
-            return Ok(());
+            return out(&config::default_file());
         }
         Command::Config(ConfigCommand::Keys) => {
-            print!("{}", config::keys_text());
-            return Ok(());
+            return out(&config::keys_text());
         }
         _ => {}
     }
@@ -160,27 +178,20 @@ fn execute(cli: Cli) -> Result<(), Failure> {
     };
     match command {
         Command::Config(ConfigCommand::Defaults | ConfigCommand::Keys) => Ok(()),
-        Command::Config(ConfigCommand::Check) => {
-            match source {
-                ConfigSource::File(path) => println!("{}: ok", path.display()),
-                ConfigSource::Defaults => {
-                    println!("no configuration file: the embedded defaults are in use (ok)")
-                }
+        Command::Config(ConfigCommand::Check) => match source {
+            ConfigSource::File(path) => out(&format!("{}: ok\n", path.display())),
+            ConfigSource::Defaults => {
+                out("no configuration file: the embedded defaults are in use (ok)\n")
             }
-            Ok(())
-        }
+        },
         Command::Run { trace_samples } => Ok(daemon::run(config, cli.config, trace_samples)?),
         Command::Rules(RulesCommand::Dump) => {
             let mut nft = Nft::open()?;
             match nft.table_state()? {
-                Some(state) => {
-                    let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(state.render().as_bytes());
-                }
+                Some(state) => out(&state.render())?,
                 None => eprintln!("ftagent: no table inet {TABLE} in this network namespace"),
             }
-            let _ = std::io::stdout().write_all(shim::render_installed().as_bytes());
-            Ok(())
+            out(&shim::render_installed())
         }
         Command::Rules(RulesCommand::Flush) => {
             if let Some(reply) = ask_daemon(&config, &Request::Flush {})? {
@@ -188,8 +199,8 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             }
             let mut nft = Nft::open()?;
             match nft.remove_table() {
-                Ok(true) => println!("table inet {TABLE} removed"),
-                Ok(false) => println!("no table inet {TABLE}: nothing to remove"),
+                Ok(true) => out(&format!("table inet {TABLE} removed\n"))?,
+                Ok(false) => out(&format!("no table inet {TABLE}: nothing to remove\n"))?,
                 Err(e) if e.errno() == Some(libc::EPERM) && daemon::is_root() => {
                     return Err(Failure::Runtime(format!(
                         "table inet {TABLE} is held by a running ftagent whose control socket {} does not answer; stop that process first",
@@ -199,7 +210,7 @@ fn execute(cli: Cli) -> Result<(), Failure> {
                 Err(e) => return Err(e.into()),
             }
             for what in shim::remove_everywhere().map_err(|e| Failure::Runtime(e.to_string()))? {
-                println!("{what} removed");
+                out(&format!("{what} removed\n"))?;
             }
             Ok(())
         }
@@ -244,10 +255,15 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             shim::mirror_without_daemon(&changes).map_err(|e| Failure::Runtime(e.to_string()))?;
             let t = humantime::format_duration(timeout);
             match cidrs.as_slice() {
-                [cidr] => println!("banned {cidr} in {} for {t}", SetRole::for_ban(cidr).name()),
-                _ => println!("banned {} addresses and prefixes for {t}", cidrs.len()),
+                [cidr] => out(&format!(
+                    "banned {cidr} in {} for {t}\n",
+                    SetRole::for_ban(cidr).name()
+                )),
+                _ => out(&format!(
+                    "banned {} addresses and prefixes for {t}\n",
+                    cidrs.len()
+                )),
             }
-            Ok(())
         }
         Command::Unban { address } => {
             let cidr: ftagent::addr::Cidr = address
@@ -265,8 +281,7 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             if nft.unban(cidr)? {
                 shim::mirror_without_daemon(&[Change::Unban { cidr }])
                     .map_err(|e| Failure::Runtime(e.to_string()))?;
-                println!("unbanned {cidr}");
-                Ok(())
+                out(&format!("unbanned {cidr}\n"))
             } else {
                 Err(Failure::Runtime(format!("{cidr} is not banned")))
             }
@@ -290,11 +305,13 @@ fn execute(cli: Cli) -> Result<(), Failure> {
 fn status(socket: &Path, json: bool) -> Result<(), Failure> {
     let status = daemon_status(socket)?;
     if json {
-        println!("{}", serde_json::to_string(&status).unwrap_or_default());
+        out(&format!(
+            "{}\n",
+            serde_json::to_string(&status).unwrap_or_default()
+        ))
     } else {
-        print!("{}", status.render());
+        out(&status.render())
     }
-    Ok(())
 }
 
 /// The live view, redrawn every second until q or Ctrl-C; one screen when stdout or stdin is
@@ -303,8 +320,7 @@ fn top(socket: &Path, once: bool) -> Result<(), Failure> {
     let live =
         !once && terminal::is_tty(libc::STDOUT_FILENO) && terminal::is_tty(libc::STDIN_FILENO);
     if !live {
-        print!("{}", daemon_status(socket)?.render_top(usize::MAX));
-        return Ok(());
+        return out(&daemon_status(socket)?.render_top(usize::MAX));
     }
     let terminal_error = |e: std::io::Error| Failure::Runtime(format!("terminal: {e}"));
     let screen = LiveScreen::enter().map_err(terminal_error)?;
@@ -385,8 +401,7 @@ fn ask_daemon(config: &Config, request: &Request) -> Result<Option<Result<(), Fa
     Ok(
         call_daemon(&config.agent.control_socket, request)?.map(|reply| {
             if reply.ok {
-                println!("{}", reply.message);
-                Ok(())
+                out(&format!("{}\n", reply.message))
             } else if reply.denied {
                 Err(Failure::Permission)
             } else {

@@ -6,6 +6,15 @@ use std::time::Duration;
 
 use crate::sys;
 
+/// Writes `text` to standard output at once. Its error is the caller's to judge: a reader that
+/// went away (`ftagent status | head`) shows as `BrokenPipe`, which `print!` would turn into
+/// a panic.
+pub fn print(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
 /// Whether `fd` is a terminal.
 pub fn is_tty(fd: i32) -> bool {
     sys::isatty(fd)

@@ -142,3 +142,28 @@ fn issue16_config_defaults_load_and_config_keys_lists_every_key() {
         }
     }
 }
+
+/// A reader that went away (`ftagent config keys | head -1`) ends the command quietly with 0,
+/// as for any filter, instead of a panic on "failed printing to stdout" (found while packaging
+/// for issue 17).
+#[test]
+fn issue17_a_closed_stdout_is_no_panic() {
+    let file = temp_file("closed-stdout.toml", "");
+    let file = file.to_str().expect("a UTF-8 path");
+    for args in [
+        &["config", "keys"][..],
+        &["config", "defaults"],
+        &["config", "check", "--config", file],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_ftagent"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("ftagent runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -73,12 +73,19 @@ pub fn run(action: Action, config_path: Option<&Path>, args: &SetupArgs) -> Resu
                 for p in problems {
                     eprintln!("ftagent: warning: {p}: a real installation refuses this");
                 }
-                print!("{}", service::render(&spec)?);
-                return Ok(());
+                return print(&service::render(&spec)?);
             }
             service::prepare(config_path, &config, args.force)?.apply(args.enable)
         }
     }
+}
+
+/// Prints `text` on standard output (its reader may have gone: an error, not a panic).
+fn print(text: &str) -> Result<(), SetupError> {
+    crate::terminal::print(text).map_err(|source| SetupError::Io {
+        what: "writing to standard output".into(),
+        source,
+    })
 }
 
 fn setup(config_path: Option<&Path>, args: &SetupArgs) -> Result<(), SetupError> {
@@ -187,8 +194,7 @@ fn setup(config_path: Option<&Path>, args: &SetupArgs) -> Result<(), SetupError>
         ))
     })?;
     if args.dry_run {
-        print!("{text}");
-        return Ok(());
+        return print(&text);
     }
 
     let enable = args.enable

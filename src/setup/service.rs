@@ -229,15 +229,18 @@ impl Installation {
             (Some(_), true) => "replaced",
             (None, true) => "installed",
         };
-        println!("{done} {} ({exec})", path.display());
+        super::print(&format!("{done} {} ({exec})\n", path.display()))?;
         if !enable {
-            println!("start it with `systemctl enable --now ftagent`");
-            return Ok(());
+            return super::print("start it with `systemctl enable --now ftagent`\n");
         }
         systemctl(&["enable", "--now", UNIT_NAME])?;
-        println!("enabled and started; see `systemctl status ftagent` and `journalctl -u ftagent`");
+        super::print(
+            "enabled and started; see `systemctl status ftagent` and `journalctl -u ftagent`\n",
+        )?;
         if changed && existing.is_some() {
-            println!("if it was already running: `systemctl restart ftagent` applies the new unit");
+            super::print(
+                "if it was already running: `systemctl restart ftagent` applies the new unit\n",
+            )?;
         }
         Ok(())
     }
