@@ -477,6 +477,7 @@ pub fn commented_file() -> String {
             _ => {
                 text.push_str(&format!("#[{section}]\n"));
                 for key in KEYS.iter().filter(|k| k.section() == *section) {
+                    text.push('\n');
                     text.push_str(&key_comment(&key_doc(key)));
                     if let Initial::Toml(value) = key.default {
                         text.push_str(&format!("#{} = {value}\n", key.leaf()));
