@@ -117,13 +117,17 @@ fn arg_tag(arg: &Arg) -> String {
 /// `[ADDRESS] [--for DURATION]`: a command's arguments in a synopsis.
 fn usage(command: &Command) -> String {
     let mut parts = Vec::new();
-    for arg in command.get_arguments().filter(|a| shown(a) && !a.is_global_set()) {
+    for arg in command
+        .get_arguments()
+        .filter(|a| shown(a) && !a.is_global_set())
+    {
         let part = if arg.is_positional() {
             var(&value_name(arg))
         } else {
-            let long = arg
-                .get_long()
-                .map_or_else(|| format!("-{}", arg.get_short().unwrap_or('?')), |l| format!("--{l}"));
+            let long = arg.get_long().map_or_else(
+                || format!("-{}", arg.get_short().unwrap_or('?')),
+                |l| format!("--{l}"),
+            );
             if arg.get_action().takes_values() {
                 format!("{} {}", lit(&long), var(&value_name(arg)))
             } else {
@@ -193,7 +197,11 @@ pub(crate) fn ftagent_8() -> String {
     out.push_str(".TP\n");
     out.push_str(&format!("{}, {}\nPrint help.\n", lit("-h"), lit("--help")));
     out.push_str(".TP\n");
-    out.push_str(&format!("{}, {}\nPrint the version.\n", lit("-V"), lit("--version")));
+    out.push_str(&format!(
+        "{}, {}\nPrint the version.\n",
+        lit("-V"),
+        lit("--version")
+    ));
     out.push_str(".SH COMMANDS\n");
     for command in commands(&cli) {
         let nested: Vec<&Command> = commands(command).collect();
@@ -201,17 +209,28 @@ pub(crate) fn ftagent_8() -> String {
         if !nested.is_empty() {
             entries = nested
                 .into_iter()
-                .map(|n| (n, format!("ftagent {} {}", command.get_name(), n.get_name())))
+                .map(|n| {
+                    (
+                        n,
+                        format!("ftagent {} {}", command.get_name(), n.get_name()),
+                    )
+                })
                 .collect();
         }
         for (command, name) in entries {
             out.push_str(&format!(".TP\n{} {}\n", lit(&name), usage(command)));
             out.push_str(&text(&about(command)));
             out.push('\n');
-            if command.get_arguments().any(|a| shown(a) && !a.is_global_set()) {
+            if command
+                .get_arguments()
+                .any(|a| shown(a) && !a.is_global_set())
+            {
                 out.push_str(".RS\n");
                 let mut own = String::new();
-                for arg in command.get_arguments().filter(|a| shown(a) && !a.is_global_set()) {
+                for arg in command
+                    .get_arguments()
+                    .filter(|a| shown(a) && !a.is_global_set())
+                {
                     own.push_str(&format!(".TP\n{}\n{}\n", arg_tag(arg), text(&help_of(arg))));
                 }
                 out.push_str(&own);
@@ -361,10 +380,17 @@ mod tests {
                 continue;
             };
             let name = format!("{section}.{leaf}");
-            assert!(page.contains(&lit(&name)), "{name} is not in ftagent.toml(5)");
+            assert!(
+                page.contains(&lit(&name)),
+                "{name} is not in ftagent.toml(5)"
+            );
             found += 1;
         }
-        assert_eq!(found, config::all_keys().len(), "keys found in the docs' tables");
+        assert_eq!(
+            found,
+            config::all_keys().len(),
+            "keys found in the docs' tables"
+        );
     }
 
     /// Every command and option of `--help` is in ftagent(8).
@@ -391,7 +417,10 @@ mod tests {
         // No line starts with a character roff would read as a request by mistake.
         for line in page.lines().chain(ftagent_toml_5().lines()) {
             assert!(
-                !line.starts_with('\'') && (!line.starts_with('.') || line.len() <= 3 || line.as_bytes()[1].is_ascii_uppercase()),
+                !line.starts_with('\'')
+                    && (!line.starts_with('.')
+                        || line.len() <= 3
+                        || line.as_bytes()[1].is_ascii_uppercase()),
                 "{line:?}"
             );
         }

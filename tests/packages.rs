@@ -89,7 +89,10 @@ fn version() -> &'static str {
 /// this run.
 fn build_packages() -> (PathBuf, PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = root.join(format!("target/tmp/issue17-packages-{}", std::process::id()));
+    let out = root.join(format!(
+        "target/tmp/issue17-packages-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&out);
     let started = Instant::now();
     run(Command::new("bash")
@@ -265,13 +268,22 @@ fn issue17_deb_installs_removes_and_purges_cleanly_and_the_rpm_matches() {
         .map(|p| p.trim_start_matches('.').to_string())
         .collect();
     for (path, _) in DEB_FILES.iter().filter(|(p, _)| *p != "/etc/ftagent") {
-        assert!(listed.contains(*path), "{path} is not in the .deb:\n{listing}");
+        assert!(
+            listed.contains(*path),
+            "{path} is not in the .deb:\n{listing}"
+        );
     }
     let info = text(&run(Command::new("dpkg-deb").arg("-I").arg(&deb)).stdout);
     assert!(info.contains("Depends: libc6 (>= 2.34)"), "{info}");
     assert!(info.contains("Suggests: iptables, ipset"), "{info}");
-    let depends = info.lines().find(|l| l.contains("Depends:")).unwrap_or_default();
-    assert!(!depends.contains("nftables"), "nft is not needed at run time: {depends}");
+    let depends = info
+        .lines()
+        .find(|l| l.contains("Depends:"))
+        .unwrap_or_default();
+    assert!(
+        !depends.contains("nftables"),
+        "nft is not needed at run time: {depends}"
+    );
 
     let dir = std::env::temp_dir().join(format!("ftagent-pkg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -287,7 +299,10 @@ fn issue17_deb_installs_removes_and_purges_cleanly_and_the_rpm_matches() {
         .expect("unshare");
     let said = format!("{}{}", text(&ran.stdout), text(&ran.stderr));
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(ran.status.success(), "the .deb's life in a throwaway root:\n{said}");
+    assert!(
+        ran.status.success(),
+        "the .deb's life in a throwaway root:\n{said}"
+    );
     let left: Vec<&str> = text(&ran.stdout)
         .split_once("\nLEFT:\n")
         .map(|(_, rest)| rest)
@@ -307,7 +322,8 @@ fn issue17_deb_installs_removes_and_purges_cleanly_and_the_rpm_matches() {
 
 /// The .rpm's files, configuration, scripts and requirements.
 fn check_rpm(rpm: &Path) {
-    let query = |args: &[&str]| text(&run(Command::new("rpm").arg("-qp").args(args).arg(rpm)).stdout);
+    let query =
+        |args: &[&str]| text(&run(Command::new("rpm").arg("-qp").args(args).arg(rpm)).stdout);
     let files: BTreeSet<String> = query(&["-l"]).lines().map(str::to_string).collect();
     for want in [
         "/usr/sbin/ftagent",
@@ -324,7 +340,10 @@ fn check_rpm(rpm: &Path) {
         assert!(files.contains(want), "{want} is not in the .rpm: {files:?}");
     }
     // Modes, and the configuration kept on upgrade: %config(noreplace).
-    let modes = query(&["--qf", "[%{FILEMODES:perms} %{FILEFLAGS:fflags} %{FILENAMES}\n]"]);
+    let modes = query(&[
+        "--qf",
+        "[%{FILEMODES:perms} %{FILEFLAGS:fflags} %{FILENAMES}\n]",
+    ]);
     for (mode, flags, path) in [
         ("-rwxr-xr-x", "", "/usr/sbin/ftagent"),
         ("-rw-------", "cn", "/etc/ftagent/ftagent.toml"),
@@ -348,7 +367,10 @@ fn check_rpm(rpm: &Path) {
         "systemctl disable --now ftagent.service",
         "rm -rf /var/lib/ftagent /run/ftagent",
     ] {
-        assert!(scripts.contains(want), "{want:?} not in the scripts:\n{scripts}");
+        assert!(
+            scripts.contains(want),
+            "{want:?} not in the scripts:\n{scripts}"
+        );
     }
     let suggests = query(&["--suggests"]);
     assert_eq!(
@@ -366,7 +388,10 @@ fn check_rpm(rpm: &Path) {
         "requirements AlmaLinux 9's base repositories do not provide: {refused:?}\n{requires}"
     );
     for want in ["glibc >= 2.34", "systemd", "libc.so.6()(64bit)"] {
-        assert!(requires.lines().any(|r| r == want), "{want} not required:\n{requires}");
+        assert!(
+            requires.lines().any(|r| r == want),
+            "{want} not required:\n{requires}"
+        );
     }
 }
 
@@ -389,8 +414,20 @@ fn almalinux9_provides(requirement: &str) -> bool {
     ];
     /// libgcc_s.so.1's symbol versions in GCC 11.
     const LIBGCC: &[&str] = &[
-        "GCC_3.0", "GCC_3.3", "GCC_3.3.1", "GCC_3.4", "GCC_3.4.2", "GCC_3.4.4", "GCC_4.0.0",
-        "GCC_4.2.0", "GCC_4.3.0", "GCC_4.4.0", "GCC_4.5.0", "GCC_4.6.0", "GCC_4.7.0", "GCC_4.8.0",
+        "GCC_3.0",
+        "GCC_3.3",
+        "GCC_3.3.1",
+        "GCC_3.4",
+        "GCC_3.4.2",
+        "GCC_3.4.4",
+        "GCC_4.0.0",
+        "GCC_4.2.0",
+        "GCC_4.3.0",
+        "GCC_4.4.0",
+        "GCC_4.5.0",
+        "GCC_4.6.0",
+        "GCC_4.7.0",
+        "GCC_4.8.0",
         "GCC_7.0.0",
     ];
     /// rpmlib features rpm 4.16 knows.
@@ -428,7 +465,11 @@ fn almalinux9_provides(requirement: &str) -> bool {
         return false;
     };
     match library {
-        "libc.so.6" | "libm.so.6" | "libpthread.so.0" | "libdl.so.2" | "librt.so.1"
+        "libc.so.6"
+        | "libm.so.6"
+        | "libpthread.so.0"
+        | "libdl.so.2"
+        | "librt.so.1"
         | "ld-linux-x86-64.so.2" => glibc_version(symbol_version).is_some_and(|v| v <= GLIBC_FLOOR),
         "libgcc_s.so.1" => LIBGCC.contains(&symbol_version),
         _ => false,
@@ -468,13 +509,21 @@ fn needed_versions(elf: &[u8]) -> Result<Vec<(String, String)>, String> {
     // (type, offset, link, info) of section `i`.
     let section = |i: usize| -> Result<(usize, usize, usize, usize), String> {
         let at = shoff + i * shentsize;
-        Ok((u32_at(at + 4)?, u64_at(at + 0x18)?, u32_at(at + 0x28)?, u32_at(at + 0x2c)?))
+        Ok((
+            u32_at(at + 4)?,
+            u64_at(at + 0x18)?,
+            u32_at(at + 0x28)?,
+            u32_at(at + 0x2c)?,
+        ))
     };
     const SHT_GNU_VERNEED: usize = 0x6fff_fffe;
     let string = |table: usize, at: usize| -> Result<String, String> {
         let start = table + at;
         let bytes = elf.get(start..).ok_or("string out of the file")?;
-        let end = bytes.iter().position(|&b| b == 0).ok_or("unterminated string")?;
+        let end = bytes
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or("unterminated string")?;
         Ok(String::from_utf8_lossy(&bytes[..end]).into_owned())
     };
     let mut needed = Vec::new();
@@ -487,8 +536,12 @@ fn needed_versions(elf: &[u8]) -> Result<Vec<(String, String)>, String> {
         let mut entry = offset;
         for _ in 0..count {
             // Elf64_Verneed: vn_version, vn_cnt, vn_file, vn_aux, vn_next.
-            let (aux_count, file, aux, next) =
-                (u16_at(entry + 2)?, u32_at(entry + 4)?, u32_at(entry + 8)?, u32_at(entry + 12)?);
+            let (aux_count, file, aux, next) = (
+                u16_at(entry + 2)?,
+                u32_at(entry + 4)?,
+                u32_at(entry + 8)?,
+                u32_at(entry + 12)?,
+            );
             let library = string(strings, file)?;
             let mut vernaux = entry + aux;
             for _ in 0..aux_count {

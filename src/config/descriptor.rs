@@ -456,7 +456,9 @@ pub fn commented_file() -> String {
         text.push('\n');
         match *section {
             "service" => {
-                text.push_str("# [[service]]: the ports watched, one table each (the defaults below).\n");
+                text.push_str(
+                    "# [[service]]: the ports watched, one table each (the defaults below).\n",
+                );
                 for key in SERVICE_KEYS {
                     text.push_str(&key_comment(&key_doc(key)));
                 }
@@ -469,7 +471,9 @@ pub fn commented_file() -> String {
                 }
             }
             "webhook" => {
-                text.push_str("# [[webhook]]: where events are sent, one table each (none by default).\n");
+                text.push_str(
+                    "# [[webhook]]: where events are sent, one table each (none by default).\n",
+                );
                 for key in WEBHOOK_KEYS {
                     text.push_str(&key_comment(&key_doc(key)));
                 }

@@ -76,7 +76,10 @@ pub fn run(action: Action, config_path: Option<&Path>, args: &SetupArgs) -> Resu
                 let own = Path::new(service::UNIT_DIR).join(service::UNIT_NAME);
                 let packaged = service::packaged_unit(&spec).filter(|_| !own.exists());
                 if let Some(path) = packaged {
-                    eprintln!("ftagent: the packaged unit {} would be enabled:", path.display());
+                    eprintln!(
+                        "ftagent: the packaged unit {} would be enabled:",
+                        path.display()
+                    );
                     let text = std::fs::read_to_string(&path).map_err(|source| SetupError::Io {
                         what: format!("reading {}", path.display()),
                         source,
