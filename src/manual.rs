@@ -34,10 +34,16 @@ pub fn write_package_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-/// The completion script of `shell`.
+/// The completion script of `shell`, for the visible commands only.
 fn completion(shell: Shell) -> String {
+    let full = Cli::command();
+    // clap_complete offers hidden subcommands too: a copy of the command leaves them out.
+    let mut visible = Command::new("ftagent")
+        .version(VERSION)
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "ftagent", &mut out);
+    clap_complete::generate(shell, &mut visible, "ftagent", &mut out);
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -423,6 +429,25 @@ mod tests {
                         || line.as_bytes()[1].is_ascii_uppercase()),
                 "{line:?}"
             );
+        }
+    }
+
+    /// The completions offer every visible command, and not the hidden one.
+    #[test]
+    fn completions_offer_the_visible_commands() {
+        for shell in [Shell::Bash, Shell::Zsh] {
+            let script = completion(shell);
+            for word in [
+                "rules",
+                "flush",
+                "ban",
+                "--for",
+                "--install-service",
+                "status",
+            ] {
+                assert!(script.contains(word), "{shell}: {word}");
+            }
+            assert!(!script.contains("package-files"), "{shell}");
         }
     }
 
