@@ -141,6 +141,14 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             print!("{}", config::keys_text());
             return Ok(());
         }
+        Command::PackageFiles { dir } => {
+            let written = ftagent::manual::write_package_files(&dir)
+                .map_err(|e| Failure::Runtime(format!("{}: {e}", dir.display())))?;
+            for path in written {
+                println!("{}", path.display());
+            }
+            return Ok(());
+        }
         _ => {}
     }
     let (config, source) = match Config::load(cli.config.as_deref()) {
@@ -159,7 +167,8 @@ fn execute(cli: Cli) -> Result<(), Failure> {
         Err(e) => return Err(e.into()),
     };
     match command {
-        Command::Config(ConfigCommand::Defaults | ConfigCommand::Keys) => Ok(()),
+        Command::Config(ConfigCommand::Defaults | ConfigCommand::Keys)
+        | Command::PackageFiles { .. } => Ok(()),
         Command::Config(ConfigCommand::Check) => {
             match source {
                 ConfigSource::File(path) => println!("{}: ok", path.display()),

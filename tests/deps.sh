@@ -5,13 +5,13 @@
 # the webhook receivers' certificates, tcpdump and tshark to read the incident captures,
 # prometheus (promtool and a real server) for the metrics tests, systemd: systemd-analyze
 # and systemd as PID 1 of a namespace for the unit's tests, wrk and slowhttptest for HTTP
-# floods and Slowloris, nginx-light for the victim's web server, and stress-ng for a run under
-# load). Installs
+# floods and Slowloris, nginx-light for the victim's web server, stress-ng for a run under
+# load, and rpm (rpmbuild) and man-db for the packages' test, packaging/build.sh). Installs
 # Rust through rustup only when no cargo is on the PATH.
 set -euo pipefail
 
 build=(build-essential pkg-config libclang-dev linux-libc-dev nftables ca-certificates curl)
-test=(iptables ipset conntrack iproute2 iputils-ping hping3 netsniff-ng util-linux procps python3 fail2ban gobgpd systemd openssl tcpdump tshark prometheus wrk slowhttptest nginx-light stress-ng)
+test=(iptables ipset conntrack iproute2 iputils-ping hping3 netsniff-ng util-linux procps python3 fail2ban gobgpd systemd openssl tcpdump tshark prometheus wrk slowhttptest nginx-light stress-ng rpm man-db)
 
 want=("${build[@]}")
 [ "${1:-}" = "--test" ] && want+=("${test[@]}")

@@ -17,6 +17,8 @@
 //! - `lift`: issue 15 — an operator lifts a port limit that starves real clients;
 //! - `metrics`: issue 9 — `/metrics` scraped during a real flood (promtool, a real Prometheus);
 //! - `mitigate`: issue 5 — concentrated floods banned and unbanned, safelist respected;
+//! - `packages`: issue 17 — the .deb installed, removed and purged in a throwaway root; the .rpm
+//!   against AlmaLinux 9; the glibc floor (2.34);
 //! - `ops`: issue 7 — status and top, reload as a diff, the control socket's bad input;
 //! - `report`: issue 9 — webhooks (HTTP, HTTPS, failing, hanging receivers) and incident pcaps;
 //! - `sense`: issue 3 — what the agent measures of real floods;
@@ -46,6 +48,7 @@ mod lift;
 mod metrics;
 mod mitigate;
 mod ops;
+mod packages;
 mod report;
 mod sense;
 mod setup;
