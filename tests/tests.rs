@@ -9,6 +9,7 @@
 //! - `coexist`: issue 6 — beside the real Fail2Ban: the iptables FTAGENT chain, f2b-* untouched;
 //! - `closed_ports`: issue 15 — distributed floods to random ports held at the closed ports;
 //! - `cli`: the real binary's argument and configuration handling (no root needed);
+//! - `firewalld`: issue 17 — beside firewalld (nftables backend): reloads, restarts, `rules flush`;
 //! - `fullsets`: issue 15 — 65,536 + 65,536 bans through `ban --file`, restart, flush, reload, ipsets;
 //! - `f2b`: issue 6 — the real Fail2Ban in a lab namespace bans, blocks and restores (harness);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
@@ -37,6 +38,7 @@ mod coexist;
 mod collateral;
 mod detect;
 mod f2b;
+mod firewalld;
 mod fullsets;
 mod heal;
 mod lab;

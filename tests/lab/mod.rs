@@ -162,6 +162,22 @@ pub fn serial() -> Serial {
     }
 }
 
+/// True when `program` is installed (an executable path or a name on the PATH). Otherwise prints
+/// `skipped {test}: needs {program} ({package})` and returns false, or panics when env `CI` is set.
+pub fn require_program(test: &str, program: &str, package: &str) -> bool {
+    let found = if program.contains('/') {
+        Path::new(program).exists()
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).exists()))
+    };
+    found
+        || skip_or_panic(
+            test,
+            &format!("needs {program} ({package}; tests/deps.sh --test installs it)"),
+        )
+}
+
 /// True when nginx, the victim's web server, is installed (`web`). Otherwise prints
 /// `skipped {test}: ...` and returns false, or panics when env `CI` is set.
 pub fn require_nginx(test: &str) -> bool {
