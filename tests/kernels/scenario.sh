@@ -73,6 +73,7 @@ EOF
 start() {
   rm -f "$D/ftagent.sock"
   # Not through the function V: `ip netns exec` execs ftagent, so $! is the daemon's pid.
+  [ ! -f "$D/daemon.err" ] || cat "$D/daemon.err" >>"$D/daemon-earlier.err"
   ip netns exec v "$BIN" -c "$D/ftagent.toml" run >"$D/daemon.out" 2>"$D/daemon.err" &
   pid=$!
   local end=$((SECONDS + 120))
@@ -247,6 +248,8 @@ else
   fail "'rules flush'" "$(cat "$D/flush.err")" "$(V nft list ruleset; V ipset list -n)"
 fi
 
+# What the agent said of this kernel (its warnings and the mode it chose), for the record.
+grep -hE 'WARN|kernel mode' "$D"/daemon*.err 2>/dev/null | sed -E 's/^\[[^ ]+ /  agent: [/' | sort -u
 ip netns del v
 ip netns del a
 ip netns del c
