@@ -13,6 +13,7 @@
 //! - `fullsets`: issue 15 — 65,536 + 65,536 bans through `ban --file`, restart, flush, reload, ipsets;
 //! - `f2b`: issue 6 — the real Fail2Ban in a lab namespace bans, blocks and restores (harness);
 //! - `detect`: issue 4 — real floods detected and classified, low-rate logins ignored;
+//! - `kernels`: issue 17 — one functional scenario on Debian 12's 6.1 and Debian 11's 5.10 under QEMU;
 //! - `lateness`: issue 15 — tick lateness near quiet with 200,000 conntrack entries, xtables lock held;
 //! - `heal`: issue 7 — our table put back after others delete it; kill, restart and stop;
 //! - `lift`: issue 15 — an operator lifts a port limit that starves real clients;
@@ -41,6 +42,7 @@ mod f2b;
 mod firewalld;
 mod fullsets;
 mod heal;
+mod kernels;
 mod lab;
 mod lateness;
 mod layers;

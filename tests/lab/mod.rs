@@ -89,7 +89,8 @@ fn ci() -> bool {
     }
 }
 
-fn skip_or_panic(test: &str, why: &str) -> bool {
+/// Prints `skipped {test}: {why}` and returns false, or panics when env `CI` is set.
+pub fn skip_or_panic(test: &str, why: &str) -> bool {
     if ci() {
         panic!("{test}: {why}; CI is set, so these tests must run rather than be skipped");
     }
