@@ -30,8 +30,9 @@ pub struct Cli {
     #[arg(long)]
     pub setup: bool,
 
-    /// Install systemd/ftagent.service for this binary in /etc/systemd/system and reload
-    /// systemd (--enable: also enable and start it)
+    /// Install systemd/ftagent.service for this binary in /etc/systemd/system, or use the
+    /// packaged unit when it runs this binary, and reload systemd (--enable: also enable and
+    /// start it)
     #[arg(long)]
     pub(crate) install_service: bool,
 
@@ -220,6 +221,13 @@ pub enum Command {
         /// Print one screen and exit (also when stdout or stdin is not a terminal)
         #[arg(long)]
         once: bool,
+    },
+    /// Write the man pages, the shell completions and the commented configuration file into
+    /// DIR (for packaging/build.sh)
+    #[command(hide = true)]
+    PackageFiles {
+        /// Where to write them (created if needed)
+        dir: PathBuf,
     },
 }
 

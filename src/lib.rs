@@ -34,6 +34,8 @@
 //!      configuration file and the systemd unit.
 //!    - [`cli`]: command-line arguments, validation only; `main.rs` maps outcomes to exit
 //!      codes.
+//!    - [`manual`]: the man pages ftagent(8) and ftagent.toml(5) and the shell completions,
+//!      drawn from `cli` and the configuration's descriptors (for the packages).
 
 // Every dependency is used by the library, or by main.rs (named below). Set here, not in
 // Cargo.toml's [lints], where it would fire on every test and bin target.
@@ -52,6 +54,7 @@ pub mod daemon;
 mod detect;
 mod escalate;
 mod event;
+pub mod manual;
 mod metrics;
 pub mod mitigate;
 pub mod netlink;

@@ -159,6 +159,15 @@ fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Config(ConfigCommand::Keys) => {
             return out(&config::keys_text());
         }
+        Command::PackageFiles { dir } => {
+            let written = ftagent::manual::write_package_files(&dir)
+                .map_err(|e| Failure::Runtime(format!("{}: {e}", dir.display())))?;
+            let listed: String = written
+                .iter()
+                .map(|path| format!("{}\n", path.display()))
+                .collect();
+            return out(&listed);
+        }
         _ => {}
     }
     let (config, source) = match Config::load(cli.config.as_deref()) {
@@ -177,7 +186,8 @@ fn execute(cli: Cli) -> Result<(), Failure> {
         Err(e) => return Err(e.into()),
     };
     match command {
-        Command::Config(ConfigCommand::Defaults | ConfigCommand::Keys) => Ok(()),
+        Command::Config(ConfigCommand::Defaults | ConfigCommand::Keys)
+        | Command::PackageFiles { .. } => Ok(()),
         Command::Config(ConfigCommand::Check) => match source {
             ConfigSource::File(path) => out(&format!("{}: ok\n", path.display())),
             ConfigSource::Defaults => {

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["mitigate", "escalate"],
     &["report", "bgp", "metrics", "status", "control"],
     &["daemon"],
-    &["setup", "cli", "main", "lib"],
+    &["setup", "cli", "manual", "main", "lib"],
 ];
 
 /// Lines of non-test code a source file may have.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as root on Debian 12: installs what the tests need, then runs the unit
 # tests and the one integration-test binary (namespace tests included: they create their own
-# network namespaces and never touch the host's firewall). Afterwards it prints the lab's
+# network namespaces and never touch the host's firewall; one boots Debian 12's and Debian 11's
+# own kernels under QEMU for a functional scenario there: tests/kernels/run.sh, a few minutes;
+# another runs a real firewalld in a namespace). Afterwards it prints the lab's
 # record: for every namespace test, what the victim received (its flood's shape; the per-100 ms
 # counts are in target/tmp/lab-report.txt) and what share of the lab's users was served.
 #

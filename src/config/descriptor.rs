@@ -446,6 +446,95 @@ pub fn default_file() -> String {
     text
 }
 
+/// The configuration a package installs as /etc/ftagent/ftagent.toml: every table and key
+/// with its type, range and meaning, all commented out, so that the file sets nothing and the
+/// embedded defaults apply. A line `#x` (no space after the `#`) is a setting at its default:
+/// taking the `#` off a table's header and a key's line sets that key; `# ` lines are comments.
+pub fn commented_file() -> String {
+    let mut text = String::from(COMMENTED_HEADER);
+    for section in SECTIONS {
+        text.push('\n');
+        match *section {
+            "service" => {
+                text.push_str(
+                    "# [[service]]: the ports watched, one table each (the defaults below).\n",
+                );
+                for key in SERVICE_KEYS {
+                    text.push_str(&key_comment(&key_doc(key)));
+                }
+                for line in keys::DEFAULT_SERVICES.lines() {
+                    if !line.is_empty() {
+                        text.push('#');
+                    }
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+            "webhook" => {
+                text.push_str(
+                    "# [[webhook]]: where events are sent, one table each (none by default).\n",
+                );
+                for key in WEBHOOK_KEYS {
+                    text.push_str(&key_comment(&key_doc(key)));
+                }
+            }
+            _ => {
+                text.push_str(&format!("#[{section}]\n"));
+                for key in KEYS.iter().filter(|k| k.section() == *section) {
+                    text.push('\n');
+                    text.push_str(&key_comment(&key_doc(key)));
+                    if let Initial::Toml(value) = key.default {
+                        text.push_str(&format!("#{} = {value}\n", key.leaf()));
+                    }
+                }
+            }
+        }
+    }
+    text
+}
+
+const COMMENTED_HEADER: &str = "\
+# ftagent's configuration (ftagent.toml(5); `ftagent config keys` lists the same keys).
+#
+# As installed, this file sets nothing: the embedded defaults, shown below, apply.
+# `ftagent --setup` writes a configuration made for this host in its place (without asking
+# while this file sets nothing); `ftagent --setup --enable` also starts the service.
+# To set a key by hand, take the `#` off its table's header and off its line.
+# `ftagent config check` checks the file; `systemctl reload ftagent` (SIGHUP) applies it.
+";
+
+/// A key's comment lines: `# name: type, allowed; reload class.` and its meaning, wrapped.
+fn key_comment(key: &KeyDoc) -> String {
+    let default = match key.default {
+        Initial::Toml(_) => String::new(),
+        Initial::Unset(words) => format!(" Not set by default: {words}."),
+        Initial::Required => " Required.".to_string(),
+    };
+    let reload = match key.reload {
+        Reload::Live => "SIGHUP applies it",
+        Reload::Restart | Reload::RestartSection => "applied at the next start",
+    };
+    let leaf = key.name.split_once('.').map_or(key.name, |(_, leaf)| leaf);
+    let words = format!(
+        "{leaf}: {}, {}; {reload}.{default} {}",
+        key.kind, key.allowed, key.doc
+    );
+    let mut text = String::new();
+    let mut line = String::from("#");
+    for word in words.split_whitespace() {
+        if line.len() + 1 + word.len() > 96 && line.len() > 1 {
+            text.push_str(&line);
+            text.push('\n');
+            line = String::from("#  ");
+        }
+        line.push(' ');
+        line.push_str(word);
+    }
+    text.push_str(&line);
+    text.push('\n');
+    text
+}
+
 /// `key = default` for each key of `section` in `keys` that has a default.
 fn default_lines<T>(keys: &[Key<T>], section: &str) -> String {
     let mut lines = String::new();

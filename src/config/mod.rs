@@ -23,8 +23,9 @@ mod report;
 pub(crate) use bgp::community;
 pub(crate) use bgp::{community_text, Bgp, FlowAction, BLACKHOLE};
 #[cfg(test)]
-pub(crate) use descriptor::{all as all_keys, regenerate_docs};
-pub use descriptor::{default_file, keys_text};
+pub(crate) use descriptor::regenerate_docs;
+pub(crate) use descriptor::{all as all_keys, Initial, KeyDoc, Reload};
+pub use descriptor::{commented_file, default_file, keys_text};
 pub(crate) use metrics::Metrics;
 pub(crate) use report::{Pcap, Webhook, WebhookFormat};
 

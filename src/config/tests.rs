@@ -1771,3 +1771,27 @@ fn a_reload_keeps_the_restart_only_keys() {
     assert_eq!(fresh.metrics, running.metrics);
     assert_eq!(fresh.detection.k, 2.0, "live keys are not touched");
 }
+
+/// Issue 17: the file a package installs sets nothing, names every key, and taking the `#` off
+/// every setting line (`#x`) gives the defaults.
+#[test]
+fn the_commented_file_sets_nothing_and_uncommented_is_the_defaults() {
+    let file = commented_file();
+    assert!(file.lines().all(|l| l.is_empty() || l.starts_with('#')));
+    assert!(file.parse::<toml::Table>().unwrap().is_empty());
+    assert_eq!(parse(&file).unwrap(), Config::default());
+    let uncommented: Vec<&str> = file
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if !rest.is_empty() && !rest.starts_with(' ') => rest,
+            _ => l,
+        })
+        .collect();
+    let uncommented = uncommented.join("\n");
+    assert!(uncommented.contains("\n[agent]\n"), "{uncommented}");
+    assert_eq!(parse(&uncommented).unwrap(), Config::default());
+    for key in all_keys() {
+        let leaf = key.name.split_once('.').map_or(key.name, |(_, leaf)| leaf);
+        assert!(file.contains(&format!("\n# {leaf}: ")), "{}", key.name);
+    }
+}

@@ -1282,7 +1282,10 @@ mod tests {
         assert!(!trip_settled(TRIP_SAMPLES - 1, TRIP_WAIT - TRIP_SETTLE));
         assert!(trip_settled(TRIP_SAMPLES, TRIP_SETTLE));
         assert!(trip_settled(0, TRIP_WAIT));
-        assert!(TRIP_WAIT > Duration::from_millis(100), "a partial batch waits 100 ms");
+        assert!(
+            TRIP_WAIT > Duration::from_millis(100),
+            "a partial batch waits 100 ms"
+        );
         assert!(u64::from(NflogConfig::default().qthresh) <= TRIP_SAMPLES);
     }
 }

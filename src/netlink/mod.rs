@@ -243,11 +243,24 @@ impl Nft {
             timeout: Some(Duration::from_secs(secs)),
             ..ElementOp::key(key)
         };
-        let mut batch = self.sock.batch();
-        batch.add_named_table(PROBE_TABLE, NFT_TABLE_F_OWNER);
-        batch.add_set(PROBE_TABLE, &SetSpec::for_role(role, Some(1)), 1);
-        batch.add_elements(set, &[op(1000)])?;
-        self.sock.commit(&mut batch)?;
+        // Owned by this socket, so it vanishes with us whatever happens; a kernel before 5.12
+        // has no table flag `owner` (EINVAL: Debian 11's 5.10): there the probe table is
+        // unowned, deleted below like the other.
+        let mut committed = Ok(());
+        for flags in [NFT_TABLE_F_OWNER, 0] {
+            let mut batch = self.sock.batch();
+            batch.add_named_table(PROBE_TABLE, flags);
+            batch.add_set(PROBE_TABLE, &SetSpec::for_role(role, Some(1)), 1);
+            batch.add_elements(set, &[op(1000)])?;
+            committed = self.sock.commit(&mut batch);
+            match &committed {
+                Err(e)
+                    if flags != 0 && matches!(e.errno(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
+                }
+                _ => break,
+            }
+        }
+        committed?;
         let mut batch = self.sock.batch();
         batch.add_elements(set, &[op(3000)])?;
         let refreshed = self.sock.commit(&mut batch).and_then(|()| {

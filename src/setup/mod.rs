@@ -73,6 +73,19 @@ pub fn run(action: Action, config_path: Option<&Path>, args: &SetupArgs) -> Resu
                 for p in problems {
                     eprintln!("ftagent: warning: {p}: a real installation refuses this");
                 }
+                let own = Path::new(service::UNIT_DIR).join(service::UNIT_NAME);
+                let packaged = service::packaged_unit(&spec).filter(|_| !own.exists());
+                if let Some(path) = packaged {
+                    eprintln!(
+                        "ftagent: the packaged unit {} would be enabled:",
+                        path.display()
+                    );
+                    let text = std::fs::read_to_string(&path).map_err(|source| SetupError::Io {
+                        what: format!("reading {}", path.display()),
+                        source,
+                    })?;
+                    return print(&text);
+                }
                 return print(&service::render(&spec)?);
             }
             service::prepare(config_path, &config, args.force)?.apply(args.enable)
@@ -124,8 +137,12 @@ fn setup(config_path: Option<&Path>, args: &SetupArgs) -> Result<(), SetupError>
     let mut stdin = io::stdin().lock();
 
     let exists = path.symlink_metadata().is_ok();
+    // The commented file a package installs, as installed, sets nothing: it is replaced
+    // without asking, and not kept.
+    let sets_nothing = exists && is_packaged_file(path);
     let replace = exists && !args.dry_run && {
-        args.force
+        sets_nothing
+            || args.force
             || (interactive
                 && Prompt::new(&mut stdin, &mut out).confirm(
                     &format!(
@@ -212,7 +229,7 @@ fn setup(config_path: Option<&Path>, args: &SetupArgs) -> Result<(), SetupError>
     } else {
         None
     };
-    if replace {
+    if replace && !sets_nothing {
         let backup = backup_path(path);
         std::fs::copy(path, &backup).map_err(|source| SetupError::Io {
             what: format!("keeping {} as {}", path.display(), backup.display()),
@@ -301,6 +318,12 @@ fn writable(path: &Path) -> Result<(), SetupError> {
     } else {
         Err(SetupError::Permission)
     }
+}
+
+/// Whether the file at `path` is the commented configuration a package installs, unchanged
+/// (it sets no key).
+fn is_packaged_file(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| text == crate::config::commented_file())
 }
 
 /// Where a replaced configuration is kept.

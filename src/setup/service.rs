@@ -1,7 +1,9 @@
 //! `ftagent --install-service`: the unit of `systemd/ftagent.service` (embedded), with
 //! ExecStart pointing at this binary, written to /etc/systemd/system; then `systemctl
-//! daemon-reload` and, with --enable, `systemctl enable --now`. Everything that could stop it
-//! half-way (no systemd, not root, a binary or path the sandbox hides, an invalid
+//! daemon-reload` and, with --enable, `systemctl enable --now`. Where a package installed the
+//! unit (in /usr/lib/systemd/system or /lib/systemd/system) for this very binary and the
+//! default configuration, that unit is enabled instead and no copy is written. Everything that
+//! could stop it half-way (no systemd, not root, a binary or path the sandbox hides, an invalid
 //! configuration) is checked before anything is written.
 
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ use super::SetupError;
 pub(crate) const TEMPLATE: &str = include_str!("../../systemd/ftagent.service");
 pub(crate) const UNIT_NAME: &str = "ftagent.service";
 pub(crate) const UNIT_DIR: &str = "/etc/systemd/system";
+/// Where packages install the unit: /usr/lib (AlmaLinux 9), /lib (Debian 12).
+const PACKAGED_DIRS: &[&str] = &["/usr/lib/systemd/system", "/lib/systemd/system"];
 /// The directories the unit provides (StateDirectory=, RuntimeDirectory=).
 const STATE_DIR: &str = "/var/lib/ftagent";
 const RUNTIME_DIR: &str = "/run/ftagent";
@@ -127,6 +131,24 @@ pub(crate) fn spec_for(
     Ok((spec, problems))
 }
 
+/// The unit a package installed, when there is one that runs `spec`'s binary with the default
+/// configuration and directories: it is enabled as it is rather than copied.
+pub(crate) fn packaged_unit(spec: &UnitSpec) -> Option<PathBuf> {
+    packaged_unit_in(spec, PACKAGED_DIRS)
+}
+
+fn packaged_unit_in(spec: &UnitSpec, dirs: &[&str]) -> Option<PathBuf> {
+    if spec.config.is_some() || !spec.writable.is_empty() {
+        return None;
+    }
+    let want = format!("ExecStart={} run", unit_path(&spec.exe).ok()?);
+    dirs.iter()
+        .map(|dir| Path::new(dir).join(UNIT_NAME))
+        .find(|path| {
+            std::fs::read_to_string(path).is_ok_and(|text| text.lines().any(|l| l == want))
+        })
+}
+
 /// Whether systemd is the init system (as sd_booted(3) tells).
 pub(crate) fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
@@ -153,16 +175,23 @@ pub(crate) fn check_installable(problems: &[String]) -> Result<(), SetupError> {
 
 /// An installation checked and ready to be applied: nothing is written yet.
 #[derive(Debug)]
-pub(crate) struct Installation {
-    spec: UnitSpec,
-    text: String,
-    path: PathBuf,
-    /// The unit file there now, if any.
-    existing: Option<String>,
+pub(crate) enum Installation {
+    /// A unit to write in /etc/systemd/system.
+    Write {
+        spec: UnitSpec,
+        text: String,
+        path: PathBuf,
+        /// The unit file there now, if any.
+        existing: Option<String>,
+    },
+    /// The packaged unit at this path, to enable as it is.
+    Packaged { path: PathBuf },
 }
 
 /// Checks everything an installation needs (root, systemd, paths the sandbox can see, a unit
-/// file that is ours to replace) and renders the unit, writing nothing.
+/// file that is ours to replace) and renders the unit, writing nothing. A packaged unit that
+/// runs this binary with the default configuration is used as it is, unless a unit in
+/// /etc/systemd/system (which would override it) is there already.
 pub(crate) fn prepare(
     config_path: Option<&Path>,
     config: &Config,
@@ -170,14 +199,19 @@ pub(crate) fn prepare(
 ) -> Result<Installation, SetupError> {
     let (spec, problems) = spec_for(config_path, config)?;
     check_installable(&problems)?;
-    let text = render(&spec)?;
     let path = Path::new(UNIT_DIR).join(UNIT_NAME);
+    if !path.exists() {
+        if let Some(packaged) = packaged_unit(&spec) {
+            return Ok(Installation::Packaged { path: packaged });
+        }
+    }
+    let text = render(&spec)?;
     let existing = std::fs::read_to_string(&path).ok();
     let differs = existing.as_deref().is_some_and(|e| e != text);
     if (differs || (existing.is_none() && path.exists())) && !force {
         return Err(SetupError::Exists { path });
     }
-    Ok(Installation {
+    Ok(Installation::Write {
         spec,
         text,
         path,
@@ -187,15 +221,18 @@ pub(crate) fn prepare(
 
 impl Installation {
     /// Writes the unit (if it changed), creates the directories it names, reloads systemd
-    /// (taking a new unit back out if that fails) and with `enable` enables and starts it.
-    /// Prints what it did.
+    /// (taking a new unit back out if that fails) and with `enable` enables and starts it; or
+    /// enables the packaged unit. Prints what it did.
     pub(crate) fn apply(self, enable: bool) -> Result<(), SetupError> {
-        let Installation {
-            spec,
-            text,
-            path,
-            existing,
-        } = self;
+        let (spec, text, path, existing) = match self {
+            Installation::Packaged { path } => return enable_packaged(&path, enable),
+            Installation::Write {
+                spec,
+                text,
+                path,
+                existing,
+            } => (spec, text, path, existing),
+        };
         let changed = existing.as_deref() != Some(text.as_str());
         if changed {
             let mode = if path.exists() {
@@ -244,6 +281,23 @@ impl Installation {
         }
         Ok(())
     }
+}
+
+/// The packaged unit: nothing to write; systemd re-reads its units and, with `enable`, enables
+/// and starts it.
+fn enable_packaged(path: &Path, enable: bool) -> Result<(), SetupError> {
+    systemctl(&["daemon-reload"])?;
+    super::print(&format!(
+        "the packaged unit {} runs this binary\n",
+        path.display()
+    ))?;
+    if !enable {
+        return super::print("start it with `systemctl enable --now ftagent`\n");
+    }
+    systemctl(&["enable", "--now", UNIT_NAME])?;
+    super::print(
+        "enabled and started; see `systemctl status ftagent` and `journalctl -u ftagent`\n",
+    )
 }
 
 fn systemctl(args: &[&str]) -> Result<(), SetupError> {
@@ -347,6 +401,41 @@ mod tests {
         ] {
             assert!(TEMPLATE.lines().any(|l| l.starts_with(want)), "{want}");
         }
+    }
+
+    /// Issue 17: a packaged unit is used only when it runs this binary with the default
+    /// configuration and directories.
+    #[test]
+    fn the_packaged_unit_is_used_when_it_runs_this_binary() {
+        let dir = std::env::temp_dir().join(format!("fta-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(UNIT_NAME), TEMPLATE).unwrap();
+        let dirs = ["/nonexistent/ftagent-units", dir.to_str().unwrap()];
+        let packaged = UnitSpec {
+            exe: "/usr/sbin/ftagent".into(),
+            config: None,
+            writable: vec![],
+        };
+        assert_eq!(
+            packaged_unit_in(&packaged, &dirs),
+            Some(dir.join(UNIT_NAME))
+        );
+        let elsewhere = UnitSpec {
+            exe: "/usr/local/sbin/ftagent".into(),
+            ..packaged.clone()
+        };
+        assert_eq!(packaged_unit_in(&elsewhere, &dirs), None);
+        let other_config = UnitSpec {
+            config: Some("/srv/ftagent.toml".into()),
+            ..packaged.clone()
+        };
+        assert_eq!(packaged_unit_in(&other_config, &dirs), None);
+        let other_dirs = UnitSpec {
+            writable: vec!["/srv/state".into()],
+            ..packaged
+        };
+        assert_eq!(packaged_unit_in(&other_dirs, &dirs), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The unit's directories are the configuration's defaults.

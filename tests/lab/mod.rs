@@ -89,7 +89,8 @@ fn ci() -> bool {
     }
 }
 
-fn skip_or_panic(test: &str, why: &str) -> bool {
+/// Prints `skipped {test}: {why}` and returns false, or panics when env `CI` is set.
+pub fn skip_or_panic(test: &str, why: &str) -> bool {
     if ci() {
         panic!("{test}: {why}; CI is set, so these tests must run rather than be skipped");
     }
@@ -160,6 +161,22 @@ pub fn serial() -> Serial {
         _process: process,
         _file: file,
     }
+}
+
+/// True when `program` is installed (an executable path or a name on the PATH). Otherwise prints
+/// `skipped {test}: needs {program} ({package})` and returns false, or panics when env `CI` is set.
+pub fn require_program(test: &str, program: &str, package: &str) -> bool {
+    let found = if program.contains('/') {
+        Path::new(program).exists()
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).exists()))
+    };
+    found
+        || skip_or_panic(
+            test,
+            &format!("needs {program} ({package}; tests/deps.sh --test installs it)"),
+        )
 }
 
 /// True when nginx, the victim's web server, is installed (`web`). Otherwise prints
