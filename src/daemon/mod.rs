@@ -943,6 +943,10 @@ impl Daemon {
             self.kernel.healing.note(cause, seen.by, now);
             self.heal(now);
         }
+        if seen.shim_touched {
+            // Off the loop; the periodic check stays for legacy iptables, which tells no one.
+            self.check_shim();
+        }
     }
 
     /// Compares the ruleset generation with the last one announced: a difference the

@@ -10,6 +10,7 @@ use super::nft::abi::*;
 use super::socket::{open_netfilter, recv_into, Blocking};
 use super::wire::{Msg, Msgs};
 use super::NlError;
+use crate::ruleset::shim::{CHAIN as SHIM_CHAIN, HOOK_CHAIN};
 use crate::ruleset::TABLE;
 
 /// `enum nfnetlink_groups` in linux/netfilter/nfnetlink.h.
@@ -67,6 +68,10 @@ pub(crate) struct Tampering {
     pub(crate) lost: bool,
     /// The process that committed the first such change, when the kernel named it.
     pub(crate) by: Option<Committer>,
+    /// Someone deleted an iptables-nft `filter` table, the compatibility chain, or rules of it
+    /// or of the chain that jumps to it (firewalld's reload runs `iptables -F; -X`): the
+    /// chain is worth checking now rather than at its periodic check.
+    pub(crate) shim_touched: bool,
 }
 
 impl Tampering {
@@ -234,6 +239,9 @@ fn note(
         }
         return;
     }
+    if msg.port_id() != own_port && touches_the_shim(msg, kind) {
+        seen.shim_touched = true;
+    }
     if *settling || msg.port_id() == own_port || !names_our_table(msg) {
         return;
     }
@@ -254,6 +262,33 @@ fn note(
 fn names_our_table(msg: &Msg) -> bool {
     msg.nfgen_family() == Some(NFPROTO_INET)
         && msg.nf_attrs().get(NFTA_TABLE_NAME).and_then(|a| a.str()) == Some(TABLE)
+}
+
+/// Whether a notification deletes where iptables-nft keeps the compatibility chain: `table
+/// ip filter` or `table ip6 filter` itself, the chain, or a rule of the chain or of the chain
+/// that jumps to it. Others' rules elsewhere (Fail2Ban's unbans) are not.
+fn touches_the_shim(msg: &Msg, kind: u16) -> bool {
+    const NFPROTO_IPV4: u8 = 2;
+    const NFPROTO_IPV6: u8 = 10;
+    if !matches!(msg.nfgen_family(), Some(NFPROTO_IPV4 | NFPROTO_IPV6)) {
+        return false;
+    }
+    let attrs = msg.nf_attrs();
+    if attrs.get(NFTA_ANY_TABLE).and_then(|a| a.str()) != Some("filter") {
+        return false;
+    }
+    let named = |attr: u16, names: &[&str]| {
+        attrs
+            .get(attr)
+            .and_then(|a| a.str())
+            .is_some_and(|name| names.contains(&name))
+    };
+    match kind {
+        NFT_MSG_DELTABLE => true,
+        NFT_MSG_DELCHAIN => named(NFTA_CHAIN_NAME, &[SHIM_CHAIN]),
+        NFT_MSG_DELRULE => named(NFTA_RULE_CHAIN, &[SHIM_CHAIN, HOOK_CHAIN]),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -319,6 +354,52 @@ mod tests {
         let (seen, _) = fold_from(&bytes, true);
         assert_eq!(seen.changes, 1);
         assert_eq!(seen.by.map(|b| b.pid), Some(1234));
+    }
+
+    /// An iptables-nft notification: `kind` in `table <family> filter`, naming `chain`.
+    fn iptables_notice(kind: u16, family: u8, chain: Option<&str>) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.begin((NFNL_SUBSYS_NFTABLES << 8) | kind, 0, 0, family, 0);
+        w.attr_str(NFTA_ANY_TABLE, "filter");
+        if let Some(chain) = chain {
+            let attr = if kind == NFT_MSG_DELCHAIN {
+                NFTA_CHAIN_NAME
+            } else {
+                NFTA_RULE_CHAIN
+            };
+            w.attr_str(attr, chain);
+        }
+        w.end();
+        let mut bytes = w.bytes().to_vec();
+        bytes[12..16].copy_from_slice(&4321u32.to_ne_bytes());
+        bytes
+    }
+
+    /// Issue 17: firewalld's reload (`iptables -F; -X`) deletes the compatibility chain and
+    /// its jump; the notices ask for the chain's check at once. Fail2Ban's rules coming and
+    /// going in its own chains do not, and none of it is damage to our table.
+    #[test]
+    fn issue17_others_deleting_the_iptables_chain_or_its_jump_ask_for_its_check() {
+        for (kind, family, chain) in [
+            (NFT_MSG_DELCHAIN, 2, Some(SHIM_CHAIN)),
+            (NFT_MSG_DELCHAIN, 10, Some(SHIM_CHAIN)),
+            (NFT_MSG_DELRULE, 2, Some(HOOK_CHAIN)),
+            (NFT_MSG_DELRULE, 10, Some(SHIM_CHAIN)),
+            (NFT_MSG_DELTABLE, 2, None),
+        ] {
+            let (seen, _) = fold(&iptables_notice(kind, family, chain));
+            assert!(seen.shim_touched, "{kind} {family} {chain:?}");
+            assert!(!seen.any(), "not our table: {seen:?}");
+        }
+        for (kind, family, chain) in [
+            (NFT_MSG_DELRULE, 2, Some("f2b-sshd")),
+            (NFT_MSG_DELCHAIN, 2, Some("f2b-sshd")),
+            (NFT_MSG_NEWRULE, 2, Some(HOOK_CHAIN)),
+            (NFT_MSG_DELCHAIN, NFPROTO_INET, Some(SHIM_CHAIN)),
+        ] {
+            let (seen, _) = fold(&iptables_notice(kind, family, chain));
+            assert!(!seen.shim_touched, "{kind} {family} {chain:?}");
+        }
     }
 
     #[test]
