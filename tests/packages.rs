@@ -146,6 +146,11 @@ in_root() { chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "
 rm -f "$R/var/lib/man-db/auto-update"
 cp "$DEB" "$R/tmp/ftagent.deb"
 [ ! -e "$R/usr/sbin/ftagent" ] || fail "an ftagent is already in /usr/sbin"
+# A host that never had ftagent: what an agent run on the host itself left (its state, a
+# configuration) is hidden, and the upper layer as it is now is the baseline of what is left.
+rm -rf "$R/var/lib/ftagent" "$R/etc/ftagent"
+listing() { (cd "$T/upper" && find . -mindepth 1 \( -type f -o -type l -o -type c \) | sort); }
+listing >"$T/before"
 
 echo "== dpkg -i"
 in_root dpkg -i /tmp/ftagent.deb | tee "$T/install.log"
@@ -235,7 +240,7 @@ done
 rm -f "$R/tmp/ftagent.deb"
 echo "PURGED"
 echo "LEFT:"
-cd "$T/upper" && find . -mindepth 1 \( -type f -o -type l -o -type c \) | sort
+listing | comm -13 "$T/before" -
 "##;
 
 /// What a dpkg run may leave in the upper layer: its own records and logs, and man's cache.

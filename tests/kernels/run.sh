@@ -146,11 +146,14 @@ EOF
   chmod +x "$w/i/init"
   (cd "$w/i" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$w/initrd"
   cp tests/kernels/scenario.sh "$w/share/scenario.sh"
+  # The binary goes in the share: the guest's /tmp is a tmpfs of its own, so a checkout under
+  # the host's /tmp (a fresh clone) is not where it seems.
+  cp "$binary" "$w/share/ftagent"
   cat >"$w/share/stage2.sh" <<EOF
 # PID 1 in the overlaid host root (switch_root, not chroot: module autoload needs /sbin/modprobe).
 cd /tmp; export HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 echo @@VM-START@@ >/dev/console
-bash /share/scenario.sh '$binary' </dev/null >/dev/console 2>&1
+bash /share/scenario.sh /share/ftagent </dev/null >/dev/console 2>&1
 echo \$? >/share/rc; sync
 echo 1 >/proc/sys/kernel/sysrq; echo o >/proc/sysrq-trigger; sleep 10
 EOF
