@@ -471,7 +471,8 @@ fn issue14_keep_alive_http_flood_is_an_http_flood() {
     );
     assert!(
         names.iter().all(|v| v == "http_flood"),
-        "only http_flood, during wrk and after: {names:?}"
+        "only http_flood, during wrk and after: {names:?}; every event: {:#?}",
+        agent.all_events()
     );
     lab.assert_users_served(0.95);
 }

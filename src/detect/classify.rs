@@ -13,9 +13,11 @@
 //!    another service, tcp_connection_flood. Its ACKs explain any `tcp_ack` rise;
 //! 2. a TCP service's packets over and carried by established connections (`tcp_ack_est`
 //!    rise ≥ ½ of the port's rise): http_flood on a web service (a keep-alive flood: wrk),
-//!    tcp_connection_flood on another. A web service already in an open http_flood: its
-//!    packets are that flood's, established or not (its ban drops them before conntrack
-//!    sees them). Established ACKs explain as much of `tcp_ack`, and what no service takes
+//!    tcp_connection_flood on another. A web service already in an open http_flood, or in
+//!    one that ended less than `HTTP_FLOOD_RESUMES` ago: its packets are that flood's,
+//!    established or not (its ban drops them before conntrack sees them; once the ban is
+//!    lifted, the connections it stalled resume in a burst, out of the state conntrack had
+//!    them in while the server gave up on them). Established ACKs explain as much of `tcp_ack`, and what no service takes
 //!    (the host's own downloads) explains TCP totals and "other";
 //! 3. `tcp_syn` over while ACKs have not risen with it (ACK rise < ½ SYN rise): syn_flood;
 //! 4. `tcp_rst` over: rst_flood — unless a SYN flood or surge explains it (RST rise ≤ SYN
@@ -200,6 +202,10 @@ const REQUEST_ACKS_PER_CONNECTION: f64 = 3.0;
 /// Rule 2: established ACK rise per rise of a port's packets for the port's flood to be one
 /// of established connections.
 const ESTABLISHED_SHARE: f64 = 0.5;
+/// Rule 2: how long after an http_flood on a web service ends its port's packets are still
+/// taken for it (issue 16: wrk's stalled connections, unbanned at the end, came back as one
+/// 10 ms burst of ACKs that opened an ack_flood).
+const HTTP_FLOOD_RESUMES: f64 = 10.0;
 /// Rule 4: RSTs per SYN that a SYN flood or connection surge explains — the senders of the
 /// SYNs (real hosts, or live addresses spoofed) reset our SYN-ACKs.
 const RSTS_PER_SYN: f64 = 1.0;
@@ -264,7 +270,7 @@ impl Detector {
             }
             let (packets, web) = (svc.packets, svc.web);
             let rise = self.excess(packets) - self.keys[packets].claimed;
-            let flooded = web && self.http_flood_open(s);
+            let flooded = web && (self.http_flood_open(s) || self.http_flood_resumes(s));
             if !self.owned(packets) && !flooded && established_left < ESTABLISHED_SHARE * rise {
                 continue;
             }
@@ -425,6 +431,12 @@ impl Detector {
         self.incidents
             .iter()
             .any(|i| i.vector == Vector::HttpFlood && i.target == Target::Service(s))
+    }
+
+    /// An http_flood on service `s` ended less than `HTTP_FLOOD_RESUMES` ago.
+    fn http_flood_resumes(&self, s: usize) -> bool {
+        let now = self.last.unwrap_or(0.0);
+        now - self.services[s].http_flood_ended < HTTP_FLOOD_RESUMES
     }
 
     fn candidate(&mut self, vector: Vector, target: Target, driver: usize) {

@@ -304,7 +304,13 @@ impl Detector {
                 }
             } else if t - incident.last_active >= self.hold - 1e-9 {
                 out.push(incident.event(EventKind::AttackEnd, limit));
-                let seq = incident.seq;
+                if let (Vector::HttpFlood, Target::Service(s)) = (incident.vector, incident.target)
+                {
+                    if let Some(svc) = self.services.get_mut(s) {
+                        svc.http_flood_ended = t;
+                    }
+                }
+                let seq = self.incidents[i].seq;
                 for key in &mut self.keys {
                     if key.owner == Some(seq) {
                         key.owner = None;

@@ -141,6 +141,8 @@ struct Svc {
     /// The connection pseudo-key (TCP services only).
     conn: Option<usize>,
     web: bool,
+    /// When an http_flood on it last ended (the detector's clock, seconds).
+    http_flood_ended: f64,
 }
 
 /// A key as `ftagent status` shows it.
@@ -264,6 +266,7 @@ impl Detector {
                 new: sc.new,
                 conn: None,
                 web,
+                http_flood_ended: f64::NEG_INFINITY,
             });
         }
         let mut amplification = Vec::with_capacity(layout.amplification.len());

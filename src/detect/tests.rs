@@ -1423,3 +1423,44 @@ fn issue14_a_gre_flood_is_an_ip_proto_flood_with_its_protocol() {
         "{json}"
     );
 }
+
+/// Issue 16 (a whole-suite run): wrk's keep-alive flood is banned, backs off (TCP), and its
+/// http_flood ends; the ban lifted, its stalled connections resume as a burst of ACKs that
+/// conntrack no longer has as established. Soon after the end that burst is the http_flood's
+/// again, not an ack_flood; long after it, the same ACKs are an ack_flood.
+#[test]
+fn issue16_an_http_flood_resuming_after_its_end_is_no_ack_flood() {
+    let run = |gap: f64| {
+        let mut replay = Replay::new(Config::default());
+        replay.run(WARMUP + 5.0, &background());
+        let client: IpAddr = "203.0.113.80".parse().unwrap();
+        let flood = |kind| {
+            Flow::new(kind, 30_000.0)
+                .size(120.0)
+                .from(few(&["203.0.113.80"]))
+        };
+        replay.connections = vec![(client, 400)];
+        replay.service_connections = vec![0, 400, 0];
+        replay.run(
+            3.0,
+            &with_background(&[flood(Kind::EstablishedAck { port: 80 })]),
+        );
+        replay.connections.clear();
+        replay.service_connections = vec![0, 0, 0];
+        // Backed off under the ban: quiet until the incident ends, and `gap` more.
+        replay.run(10.5 + gap, &background());
+        replay.run(
+            1.0,
+            &with_background(&[flood(Kind::BannedAck { port: 80 })]),
+        );
+        replay.check_invariants();
+        replay
+            .of_kind(EventKind::AttackStart)
+            .iter()
+            .map(|(_, e)| (e.vector, e.port))
+            .collect::<Vec<_>>()
+    };
+    let http = (Vector::HttpFlood, Some(80));
+    assert_eq!(run(0.5), [http, http]);
+    assert_eq!(run(15.0), [http, (Vector::AckFlood, Some(80))]);
+}
