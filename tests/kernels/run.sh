@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Boots the distributions' own kernels under QEMU (TCG: no KVM needed) with this machine's root
 # file system shared read-only over 9p (a tmpfs overlay on top, so nothing is written back) and
-# runs tests/kernels/scenario.sh there as root with the ftagent binary given: one functional
-# scenario, no floods, no timing assertions. Prints each check's result per kernel; exits 1 when
-# a check failed on any of them, 3 when none failed but a kernel could not be fetched.
+# runs tests/kernels/scenario.sh there as root with the ftagent binary given (the kernels side
+# by side, a vCPU each): one functional scenario, no floods, no timing assertions. Prints each
+# check's result per kernel; exits 1 when a check failed on any of them, 3 when none failed but
+# a kernel could not be fetched.
 #
 #   bash tests/kernels/run.sh [--binary PATH] [debian12] [debian11]    (default: both)
 #   bash tests/kernels/run.sh --fetch [debian12] [debian11]             only fetch the kernels
@@ -177,19 +178,35 @@ EOF
 failed=0
 unfetched=0
 summary=()
+versions=()
 for k in "${kernels[@]}"; do
-  start=$SECONDS
   version=$("fetch_$k") || { summary+=("$k: the kernel could not be fetched"); unfetched=1; continue; }
   if [ -n "$fetch_only" ]; then
     echo "$k: $cache/$version"
     continue
   fi
+  versions+=("$k=$version")
+done
+# The guests boot side by side, a vCPU (one host thread) each: the run takes as long as the
+# slowest kernel's, not the sum (the machines this runs on have two cores or more).
+for kv in "${versions[@]}"; do
+  k=${kv%%=*} version=${kv#*=}
+  rm -f "$cache/$k.rc"
+  (
+    start=$SECONDS rc=0
+    boot "$version" >"$cache/$k.log" 2>&1 || rc=$?
+    echo "$rc $((SECONDS - start))" >"$cache/$k.rc"
+  ) &
+done
+wait
+for kv in "${versions[@]}"; do
+  k=${kv%%=*} version=${kv#*=}
   echo "=== $k: kernel $version, $binary"
-  rc=0
-  boot "$version" | tee "$cache/$k.log" || rc=$?
+  cat "$cache/$k.log"
+  read -r rc took <"$cache/$k.rc" || { rc=255 took=?; }
   passed=$(grep -c '^PASS ' "$cache/$k.log" || true)
   fails=$(grep -c '^FAIL ' "$cache/$k.log" || true)
-  summary+=("$k ($version): $passed passed, $fails failed, $((SECONDS - start)) s$([ "$rc" = 0 ] || echo ", exit $rc")")
+  summary+=("$k ($version): $passed passed, $fails failed, $took s$([ "$rc" = 0 ] || echo ", exit $rc")")
   [ "$rc" = 0 ] && [ "$fails" = 0 ] || failed=1
 done
 # 1: a check failed; 3: nothing failed, but a kernel could not be fetched (no archive here).
