@@ -6,10 +6,12 @@ use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use super::nft::abi::NFPROTO_UNSPEC;
 use super::socket::{open_netfilter, recv_into, send_to_kernel, Blocking};
 use super::wire::{Msg, Msgs, Writer, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL};
 use super::NlError;
 use crate::addr::Cidr;
+use crate::ruleset::expr::{NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::ruleset::shim::{IpsetSpec, SetType, MAX_TIMEOUT_SECS};
 
 const NFNL_SUBSYS_IPSET: u16 = 6;
@@ -38,10 +40,6 @@ const DATA_SIZE: u16 = 23;
 const DATA_NAME: u16 = 18;
 const IPADDR_IPV4: u16 = 1;
 const IPADDR_IPV6: u16 = 2;
-
-const NFPROTO_UNSPEC: u8 = 0;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
 
 /// ipset's own error numbers (above 4096), in words.
 const IPSET_ERR_PROTOCOL: i32 = 4097;

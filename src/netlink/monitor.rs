@@ -10,6 +10,7 @@ use super::nft::abi::*;
 use super::socket::{open_netfilter, recv_into, Blocking};
 use super::wire::{Msg, Msgs};
 use super::NlError;
+use crate::ruleset::expr::{NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::ruleset::shim::{CHAIN as SHIM_CHAIN, HOOK_CHAIN};
 use crate::ruleset::TABLE;
 
@@ -268,8 +269,6 @@ fn names_our_table(msg: &Msg) -> bool {
 /// ip filter` or `table ip6 filter` itself, the chain, or a rule of the chain or of the chain
 /// that jumps to it. Others' rules elsewhere (Fail2Ban's unbans) are not.
 fn touches_the_shim(msg: &Msg, kind: u16) -> bool {
-    const NFPROTO_IPV4: u8 = 2;
-    const NFPROTO_IPV6: u8 = 10;
     if !matches!(msg.nfgen_family(), Some(NFPROTO_IPV4 | NFPROTO_IPV6)) {
         return false;
     }
@@ -381,20 +380,20 @@ mod tests {
     #[test]
     fn issue17_others_deleting_the_iptables_chain_or_its_jump_ask_for_its_check() {
         for (kind, family, chain) in [
-            (NFT_MSG_DELCHAIN, 2, Some(SHIM_CHAIN)),
-            (NFT_MSG_DELCHAIN, 10, Some(SHIM_CHAIN)),
-            (NFT_MSG_DELRULE, 2, Some(HOOK_CHAIN)),
-            (NFT_MSG_DELRULE, 10, Some(SHIM_CHAIN)),
-            (NFT_MSG_DELTABLE, 2, None),
+            (NFT_MSG_DELCHAIN, NFPROTO_IPV4, Some(SHIM_CHAIN)),
+            (NFT_MSG_DELCHAIN, NFPROTO_IPV6, Some(SHIM_CHAIN)),
+            (NFT_MSG_DELRULE, NFPROTO_IPV4, Some(HOOK_CHAIN)),
+            (NFT_MSG_DELRULE, NFPROTO_IPV6, Some(SHIM_CHAIN)),
+            (NFT_MSG_DELTABLE, NFPROTO_IPV4, None),
         ] {
             let (seen, _) = fold(&iptables_notice(kind, family, chain));
             assert!(seen.shim_touched, "{kind} {family} {chain:?}");
             assert!(!seen.any(), "not our table: {seen:?}");
         }
         for (kind, family, chain) in [
-            (NFT_MSG_DELRULE, 2, Some("f2b-sshd")),
-            (NFT_MSG_DELCHAIN, 2, Some("f2b-sshd")),
-            (NFT_MSG_NEWRULE, 2, Some(HOOK_CHAIN)),
+            (NFT_MSG_DELRULE, NFPROTO_IPV4, Some("f2b-sshd")),
+            (NFT_MSG_DELCHAIN, NFPROTO_IPV4, Some("f2b-sshd")),
+            (NFT_MSG_NEWRULE, NFPROTO_IPV4, Some(HOOK_CHAIN)),
             (NFT_MSG_DELCHAIN, NFPROTO_INET, Some(SHIM_CHAIN)),
         ] {
             let (seen, _) = fold(&iptables_notice(kind, family, chain));
