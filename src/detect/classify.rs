@@ -17,8 +17,9 @@
 //!    one that ended less than `HTTP_FLOOD_RESUMES` ago: its packets are that flood's,
 //!    established or not (its ban drops them before conntrack sees them; once the ban is
 //!    lifted, the connections it stalled resume in a burst, out of the state conntrack had
-//!    them in while the server gave up on them). Established ACKs explain as much of `tcp_ack`, and what no service takes
-//!    (the host's own downloads) explains TCP totals and "other";
+//!    them in while the server gave up on them). Established ACKs explain as much of
+//!    `tcp_ack`, and what no service takes (the host's own downloads) explains TCP totals
+//!    and "other";
 //! 3. `tcp_syn` over while ACKs have not risen with it (ACK rise < ½ SYN rise): syn_flood;
 //! 4. `tcp_rst` over: rst_flood — unless a SYN flood or surge explains it (RST rise ≤ SYN
 //!    rise: the SYNs' senders resetting our SYN-ACKs);
