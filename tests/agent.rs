@@ -18,6 +18,23 @@ pub fn table_part(dump: &str) -> &str {
         .unwrap_or(dump)
 }
 
+/// The lines of a `rules dump` that list the elements of the sets whose name `set` accepts
+/// (`elements = { …` and its continuation lines), trimmed.
+pub fn element_lines(dump: &str, set: impl Fn(&str) -> bool) -> Vec<&str> {
+    let mut in_set = false;
+    let mut found = Vec::new();
+    for line in table_part(dump).lines() {
+        let t = line.trim();
+        if let Some(header) = t.strip_prefix("set ") {
+            in_set = set(header.split(' ').next().unwrap_or(""));
+        }
+        if in_set && (t.starts_with("elements") || line.starts_with("\t\t\t ")) {
+            found.push(t);
+        }
+    }
+    found
+}
+
 /// The packets of a named counter of our table in a `rules dump`
 /// (`counter NAME {` then `packets N bytes M`).
 pub fn dump_counter(dump: &str, name: &str) -> Option<u64> {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::agent::{dump_counter, Agent, Setup};
+use crate::agent::{dump_counter, element_lines, Agent, Setup};
 use crate::lab::{self, pacer, Flood, Lab, UdpFlood, ATTACKER4, VICTIM4};
 
 const CONFIG: &str = "[[service]]\nport = 27015\nproto = \"udp\"\n\n[[service]]\nport = 80\nproto = \"tcp\"\n\n[[service]]\nport = 22\nproto = \"tcp\"\n\n[sense]\nconntrack_interval = \"1s\"\n\n[detection]\nhold = \"2s\"\n";
@@ -322,19 +322,10 @@ fn conntrack_entries(lab: &Lab, state: Option<&str>) -> usize {
 
 /// The lines of `rules dump` that list elements of a ban set (`ban4`, `bannet4`…).
 fn ban_elements(agent: &Agent) -> Vec<String> {
-    let dump = agent.dump();
-    let mut in_ban = false;
-    let mut found = Vec::new();
-    for line in dump.lines() {
-        let t = line.trim();
-        if t.starts_with("set ") {
-            in_ban = t.starts_with("set ban");
-        }
-        if in_ban && (t.starts_with("elements") || line.starts_with("\t\t\t ")) {
-            found.push(t.to_string());
-        }
-    }
-    found
+    element_lines(&agent.dump(), |set| set.starts_with("ban"))
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Issue 14 (item 3): half-open and closing entries are not held connections. A spoofed SYN

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::agent::{dump_counter, table_part, Agent, Setup, BIN};
+use crate::agent::{dump_counter, element_lines, table_part, Agent, Setup, BIN};
 use crate::lab::{self, Lab, ATTACKER4, ATTACKER6, FAR4, OTHER4, OTHER6, VICTIM4, VICTIM6};
 
 /// Sends 5 pings from each source and returns how many arrived from each.
@@ -291,14 +291,9 @@ fn issue2_full_set_is_a_clear_error_and_changes_nothing() {
 
 /// The IPv4 addresses listed in set `name` of a `rules dump`.
 fn set_addresses(dump: &str, name: &str) -> Vec<String> {
-    let table = table_part(dump);
-    let Some(start) = table.find(&format!("set {name} {{")) else {
-        return Vec::new();
-    };
-    let block = &table[start..];
-    let block = &block[..block.find("\n\t}").unwrap_or(block.len())];
-    let mut found: Vec<String> = block
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+    let mut found: Vec<String> = element_lines(dump, |set| set == name)
+        .into_iter()
+        .flat_map(|line| line.split(|c: char| !(c.is_ascii_digit() || c == '.')))
         .filter(|w| w.split('.').count() == 4 && w.parse::<std::net::Ipv4Addr>().is_ok())
         .map(str::to_string)
         .collect();

@@ -16,6 +16,21 @@ fn with_background(extra: &[Flow]) -> Vec<Flow> {
     flows
 }
 
+/// wrk's keep-alive flood: 30 kpps of 120-byte packets of `kind` from its one client.
+fn wrk(kind: Kind) -> Flow {
+    Flow::new(kind, 30_000.0).size(120.0).from(few(&[WRK]))
+}
+
+/// wrk's client holds its pool of 400 connections to :80.
+fn wrk_holds_its_pool(replay: &mut Replay) {
+    let client: IpAddr = WRK.parse().expect("an address");
+    replay.connections = vec![(client, 400)];
+    replay.service_connections = vec![0, 400, 0];
+}
+
+/// wrk's client in the HTTP-flood tests.
+const WRK: &str = "203.0.113.80";
+
 fn spoofed() -> replay::Sources {
     many([10, 128, 0, 0], 60_000)
 }
@@ -1242,12 +1257,8 @@ fn issue14_a_trip_the_counters_do_not_bear_out_opens_nothing() {
 fn issue14_a_keep_alive_flood_is_an_http_flood_not_ack_flood_nor_slowloris() {
     let mut replay = Replay::new(Config::default());
     replay.run(WARMUP + 5.0, &background());
-    let client: IpAddr = "203.0.113.80".parse().unwrap();
-    replay.connections = vec![(client, 400)];
-    replay.service_connections = vec![0, 400, 0];
-    let flood = Flow::new(Kind::EstablishedAck { port: 80 }, 30_000.0)
-        .size(120.0)
-        .from(few(&["203.0.113.80"]));
+    wrk_holds_its_pool(&mut replay);
+    let flood = wrk(Kind::EstablishedAck { port: 80 });
     // A slow server answers in bursts: every third tick the flood is under its threshold.
     replay.run_with(10.0, |t| {
         let lull = ((t * 10.0).round() as u64) % 3 == 0;
@@ -1275,7 +1286,6 @@ fn issue14_an_http_flood_right_after_a_syn_flood_is_no_slowloris() {
         &with_background(&[Flow::new(Kind::Syn { port: Some(80) }, 60_000.0).from(spoofed())]),
     );
     replay.run(0.5, &background());
-    let client = few(&["203.0.113.80"]);
     let opening = Flow::new(
         Kind::Connections {
             port: 80,
@@ -1283,11 +1293,9 @@ fn issue14_an_http_flood_right_after_a_syn_flood_is_no_slowloris() {
         },
         1_500.0,
     )
-    .from(client.clone());
+    .from(few(&[WRK]));
     replay.step(&with_background(&[opening]));
-    let flood = Flow::new(Kind::EstablishedAck { port: 80 }, 30_000.0)
-        .size(120.0)
-        .from(client);
+    let flood = wrk(Kind::EstablishedAck { port: 80 });
     replay.run(5.0, &with_background(&[flood]));
     replay.check_invariants();
     let starts: Vec<Vector> = replay
@@ -1306,14 +1314,7 @@ fn issue14_an_http_flood_right_after_a_syn_flood_is_no_slowloris() {
 fn issue14_a_banned_keep_alive_flood_stays_its_http_flood() {
     let mut replay = Replay::new(Config::default());
     replay.run(WARMUP + 5.0, &background());
-    let client: IpAddr = "203.0.113.80".parse().unwrap();
-    let flood = |kind| {
-        Flow::new(kind, 30_000.0)
-            .size(120.0)
-            .from(few(&["203.0.113.80"]))
-    };
-    replay.connections = vec![(client, 400)];
-    replay.service_connections = vec![0, 400, 0];
+    wrk_holds_its_pool(&mut replay);
     // wrk opens its pool (400 connections in 0.5 s) and floods through it.
     let pool = Flow::new(
         Kind::Connections {
@@ -1322,13 +1323,10 @@ fn issue14_a_banned_keep_alive_flood_stays_its_http_flood() {
         },
         800.0,
     )
-    .from(few(&["203.0.113.80"]));
-    let opening = [pool, flood(Kind::EstablishedAck { port: 80 })];
+    .from(few(&[WRK]));
+    let opening = [pool, wrk(Kind::EstablishedAck { port: 80 })];
     replay.run(0.5, &with_background(&opening));
-    replay.run(
-        5.0,
-        &with_background(&[flood(Kind::BannedAck { port: 80 })]),
-    );
+    replay.run(5.0, &with_background(&[wrk(Kind::BannedAck { port: 80 })]));
     replay.check_invariants();
     let starts: Vec<(Vector, Option<u16>)> = replay
         .of_kind(EventKind::AttackStart)
@@ -1348,7 +1346,7 @@ fn issue14_a_banned_keep_alive_flood_stays_its_http_flood() {
 #[test]
 fn issue14_acks_outside_connections_to_a_web_port_are_an_ack_flood() {
     detects_default(
-        &[Flow::new(Kind::Ack { port: Some(80) }, 30_000.0).from(few(&["203.0.113.80"]))],
+        &[Flow::new(Kind::Ack { port: Some(80) }, 30_000.0).from(few(&[WRK]))],
         Vector::AckFlood,
         Some(80),
     );
@@ -1433,26 +1431,16 @@ fn issue16_an_http_flood_resuming_after_its_end_is_no_ack_flood() {
     let run = |gap: f64| {
         let mut replay = Replay::new(Config::default());
         replay.run(WARMUP + 5.0, &background());
-        let client: IpAddr = "203.0.113.80".parse().unwrap();
-        let flood = |kind| {
-            Flow::new(kind, 30_000.0)
-                .size(120.0)
-                .from(few(&["203.0.113.80"]))
-        };
-        replay.connections = vec![(client, 400)];
-        replay.service_connections = vec![0, 400, 0];
+        wrk_holds_its_pool(&mut replay);
         replay.run(
             3.0,
-            &with_background(&[flood(Kind::EstablishedAck { port: 80 })]),
+            &with_background(&[wrk(Kind::EstablishedAck { port: 80 })]),
         );
         replay.connections.clear();
         replay.service_connections = vec![0, 0, 0];
         // Backed off under the ban: quiet until the incident ends, and `gap` more.
         replay.run(10.5 + gap, &background());
-        replay.run(
-            1.0,
-            &with_background(&[flood(Kind::BannedAck { port: 80 })]),
-        );
+        replay.run(1.0, &with_background(&[wrk(Kind::BannedAck { port: 80 })]));
         replay.check_invariants();
         replay
             .of_kind(EventKind::AttackStart)
